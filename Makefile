@@ -1,0 +1,22 @@
+# Two commands: `make demo` (set up, then run the main job) and `make test` (set up, then test).
+# On a GPU machine: `make demo TORCH=torch` installs the current CUDA build instead of the local CPU wheel.
+PYTHON ?= python3
+VENV ?= .venv
+TORCH ?= torch==2.13.0
+BIN := $(VENV)/bin
+
+.PHONY: setup demo test bench
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch in the same command as the rest, or pip resolves a multi-GB CUDA build.
+	$(BIN)/pip install -q "$(TORCH)" -e ".[test]"
+	touch $@
+
+demo: setup
+	$(BIN)/vlm-grpo train configs/demo.yaml
+
+test: setup
+	$(BIN)/python -m pytest -n 2

@@ -1,0 +1,75 @@
+"""Checkpoints: `checkpoint-<step>/` holds the model and processor in HF format (safetensors) and
+`trainer_state.pt` (optimizer, scheduler, RNG and data-stream state), written to a temporary
+folder and renamed into place, so a half-written checkpoint is never picked up."""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import shutil
+from pathlib import Path
+
+import torch
+
+_NAME = re.compile(r"^checkpoint-(\d+)$")
+
+
+def checkpoints(output_dir: Path) -> list[tuple[int, Path]]:
+    """Complete checkpoints, oldest first."""
+    if not output_dir.is_dir():
+        return []
+    found = []
+    for child in output_dir.iterdir():
+        match = _NAME.match(child.name)
+        if match and (child / "trainer_state.pt").is_file():
+            found.append((int(match.group(1)), child))
+    return sorted(found)
+
+
+def latest(output_dir: Path) -> Path | None:
+    found = checkpoints(output_dir)
+    return found[-1][1] if found else None
+
+
+def save(output_dir: Path, step: int, model, processor, state: dict, config_yaml: str, limit: int | None) -> Path:
+    final = output_dir / f"checkpoint-{step}"
+    tmp = output_dir / f".checkpoint-{step}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        processor.save_pretrained(tmp)
+        torch.save(state, tmp / "trainer_state.pt")
+        (tmp / "config.yaml").write_text(config_yaml)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise RuntimeError(
+            f"could not write checkpoint {final} ({exc}); the previous checkpoint is intact. "
+            "Free disk space and resume with resume=true."
+        ) from exc
+    if limit is not None:
+        for _, old in checkpoints(output_dir)[:-limit]:
+            shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def load_state(path: Path) -> dict:
+    return torch.load(path / "trainer_state.pt", weights_only=True, map_location="cpu")
+
+
+def rng_state() -> dict:
+    state = {"python": random.getstate(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

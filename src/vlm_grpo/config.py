@@ -1,0 +1,324 @@
+"""Typed run configuration: defaults, YAML presets, ``key=value`` overrides, validation.
+
+Defaults follow the study's appendix (clip 0.2, G = 8, 4 prompts per update, 4 GRPO epochs,
+no KL, lr 1e-5, weight decay 0.01, 10 % warmup, grad-norm 1.0, 50 new tokens, T = 1.0,
+top-p 1.0). Where TRL's ``GRPOConfig`` has the same concept, the field carries TRL's name.
+A preset holds only what differs from these defaults.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration value is unknown, mistyped or inconsistent; the message says which."""
+
+
+@dataclass
+class DataConfig:
+    train: str = "lab-clevr"
+    """Training set: a registered name (see `vlm-grpo data`), a .jsonl/.parquet file, a folder of parquet files, or a hub id."""
+    eval: list[str] = field(default_factory=list)
+    """Held-out sets evaluated during training (the first is in-domain, the rest transfer)."""
+    images: str | None = None
+    """Root folder for relative image paths of the training set (default: the data file's folder)."""
+    eval_holdout: int = 1000
+    """Rows of the training source kept out of training for evaluation (the study keeps 15,000 of CLEVR)."""
+    eval_size: int = 200
+    """Samples of each eval set scored during training."""
+    eval_steps: int = 0
+    """Evaluate every N steps (0: never during training)."""
+    on_bad_sample: str = "skip"
+    """What to do with an unusable row: skip it (counted in `data/skipped`) or stop with an error."""
+
+
+@dataclass
+class PromptConfig:
+    style: str = "default"
+    """`default` (the bare question), `r1v` (think/answer tags, the study's strong baseline) or `custom`."""
+    template: str | None = None
+    """For `custom`: the user text, with `{question}` where the question goes."""
+    system: str | None = None
+    """For `custom`: an optional system prompt."""
+    demonstration: str | None = None
+    """For `custom`: how an injected answer is written, with `{answer}` where the number goes."""
+
+
+@dataclass
+class InjectionConfig:
+    mode: str = "none"
+    """Which rows of a group become ground-truth demonstrations: none | random | rate | rescue."""
+    schedule: str = "constant"
+    """How the injection rate moves over training: constant | linear_decay | adaptive."""
+    rate: float = 1.0
+    """Strength s of the `constant` schedule (and the full strength of `adaptive`): the probability that a
+    group is injected; in `rate` mode also the fraction of its rows. `random` at 1.0 is the study's rule."""
+    rows: int | None = None
+    """`rate` mode: rows injected per chosen group, instead of round(rate * G)."""
+    initial_rate: float = 0.8
+    """`linear_decay`: rate at step 0 (the study's 0.8)."""
+    final_rate: float = 0.0
+    """`linear_decay`: rate once decay ends (the study's 0.0)."""
+    decay_fraction: float = 0.7
+    """`linear_decay`: fraction of max_steps over which the rate decays (the study's 0.7)."""
+    adaptive_low: float = 0.3
+    """`adaptive`: full rate while the sampled number-present rate is below this."""
+    adaptive_high: float = 0.9
+    """`adaptive`: zero rate once the sampled number-present rate reaches this; linear between."""
+    off_policy: str = "ratio"
+    """Loss on injected tokens: `ratio` (clipped ratio to rollout-time log-probs) or `luffy` (p/(p+gamma), unclipped)."""
+    luffy_gamma: float = 0.1
+    """`luffy`: gamma of the p/(p+gamma) shaping."""
+    group_stats: str = "all"
+    """Rows that enter the group mean/std: `all` or `sampled` (injected rows excluded)."""
+
+
+@dataclass
+class TrainConfig:
+    output_dir: str = "runs/grpo"
+    """Folder for metrics, TensorBoard events, completions and checkpoints."""
+    model: str = "tiny-qwen2-vl"
+    """Policy: a local folder, a hub id, or a registered name (`tiny-qwen2-vl`, `tiny-qwen2.5-vl`, lab models)."""
+    dtype: str = "auto"
+    """Weights dtype: auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16 | float16."""
+    device: str = "auto"
+    """auto (cuda when available) | cpu | cuda."""
+    trust_remote_code: bool = False
+    """Allow a checkpoint's own Python code to run; off unless asked."""
+    max_pixels: int | None = None
+    """Pixel budget per image; images are resized once at load time (None: the processor's own)."""
+    seed: int = 0
+    """Seed of sampling, data order and injection; a run is reproducible from it on CPU."""
+    max_steps: int = 2000
+    """Training steps; one step = one rollout batch and its `num_iterations` epochs of updates."""
+    save_steps: int = 100
+    """Write a checkpoint every N steps (and at the end)."""
+    save_total_limit: int | None = None
+    """Keep only the newest K checkpoints (None: keep all)."""
+    resume: bool = False
+    """Continue from the newest checkpoint in output_dir."""
+
+    num_generations: int = 8
+    """G: completions sampled per prompt (TRL: num_generations)."""
+    prompts_per_step: int = 4
+    """Prompts (images and questions) per rollout batch: the study's num_experiences_per_update."""
+    num_iterations: int = 4
+    """GRPO epochs over each rollout batch (TRL: num_iterations)."""
+    minibatch_size: int | None = None
+    """Completion rows per optimizer step within an epoch (None: the whole batch, one update per epoch)."""
+    micro_batch_size: int = 8
+    """Completion rows per forward/backward; gradients accumulate up to minibatch_size."""
+    epsilon: float = 0.2
+    """Lower clip range of the ratio (TRL: epsilon)."""
+    epsilon_high: float | None = None
+    """Upper clip range (None: same as epsilon; DAPO uses 0.28)."""
+    beta: float = 0.0
+    """KL coefficient to the reference model (k3 estimator); 0 loads no reference."""
+    use_reference_model: bool = False
+    """Load the frozen reference even when beta = 0, to log the KL."""
+    loss_type: str = "token_mean"
+    """Loss aggregation: token_mean (every token of the minibatch weighs the same) | seq_mean (per sequence, then mean)."""
+    scale_rewards: str = "group"
+    """Advantage scaling: group ((r - mean) / (std + 1e-4)) | none (r - mean, Dr. GRPO)."""
+    max_completion_length: int = 50
+    """New tokens per sampled completion."""
+    temperature: float = 1.0
+    """Sampling temperature; log-probs are computed at the same temperature."""
+    top_p: float = 1.0
+    """Nucleus sampling mass."""
+    top_k: int = 0
+    """Top-k sampling (0: off)."""
+    mask_truncated_completions: bool = False
+    """Exclude completions that hit max_completion_length without an end token from the loss."""
+
+    learning_rate: float = 1e-5
+    """Peak AdamW learning rate."""
+    weight_decay: float = 0.01
+    """AdamW weight decay."""
+    adam_beta1: float = 0.9
+    """AdamW beta1."""
+    adam_beta2: float = 0.999
+    """AdamW beta2."""
+    warmup_ratio: float = 0.1
+    """Fraction of optimizer updates spent warming up linearly."""
+    lr_scheduler_type: str = "linear"
+    """Schedule after warmup: linear | cosine | constant."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping norm (0: off)."""
+
+    reward_funcs: list[str] = field(default_factory=lambda: ["counting"])
+    """Reward names (counting, counting_strict, format) or `module:function` of the user's own."""
+    reward_weights: list[float] | None = None
+    """One weight per reward function (None: all 1.0)."""
+
+    logging_steps: int = 1
+    """Write a metrics line every N steps."""
+    log_completions_steps: int = 50
+    """Dump the step's completions (text and reward parts) to completions.jsonl every N steps (0: never)."""
+    report_to: list[str] = field(default_factory=lambda: ["tensorboard"])
+    """Metric sinks beyond metrics.jsonl: tensorboard, wandb."""
+    progress: bool = True
+    """Show a progress bar."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    """Training and evaluation data."""
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+    """How questions are put to the model."""
+    injection: InjectionConfig = field(default_factory=InjectionConfig)
+    """Guidance injection of ground-truth demonstrations into groups."""
+
+    @property
+    def rows_per_step(self) -> int:
+        return self.prompts_per_step * self.num_generations
+
+    @property
+    def effective_minibatch_size(self) -> int:
+        return self.minibatch_size or self.rows_per_step
+
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "dtype": ("auto", "float32", "bfloat16", "float16"),
+    "device": ("auto", "cpu", "cuda"),
+    "loss_type": ("token_mean", "seq_mean"),
+    "scale_rewards": ("group", "none"),
+    "lr_scheduler_type": ("linear", "cosine", "constant"),
+    "prompt.style": ("default", "r1v", "custom"),
+    "injection.mode": ("none", "random", "rate", "rescue"),
+    "injection.schedule": ("constant", "linear_decay", "adaptive"),
+    "injection.off_policy": ("ratio", "luffy"),
+    "injection.group_stats": ("all", "sampled"),
+    "data.on_bad_sample": ("skip", "error"),
+}
+
+
+def validate(cfg: TrainConfig) -> TrainConfig:
+    """Check every constraint; raise one ConfigError listing all violations."""
+    errors: list[str] = []
+
+    def need(ok: bool, message: str) -> None:
+        if not ok:
+            errors.append(message)
+
+    for key, allowed in CHOICES.items():
+        value = _get(cfg, key)
+        need(value in allowed, f"{key}={value!r} is not one of {', '.join(allowed)}")
+    need(cfg.num_generations >= 2, f"num_generations={cfg.num_generations}: GRPO needs at least 2 completions per prompt to compare")
+    for name in ("prompts_per_step", "num_iterations", "max_steps", "micro_batch_size", "max_completion_length", "save_steps", "logging_steps"):
+        need(getattr(cfg, name) >= 1, f"{name}={getattr(cfg, name)} must be >= 1")
+    mb = cfg.effective_minibatch_size
+    need(cfg.rows_per_step % mb == 0,
+         f"minibatch_size={mb} must divide prompts_per_step x num_generations = {cfg.rows_per_step}")
+    need(mb % cfg.micro_batch_size == 0 or cfg.micro_batch_size > mb,
+         f"micro_batch_size={cfg.micro_batch_size} must divide minibatch_size={mb}")
+    need(cfg.epsilon > 0, f"epsilon={cfg.epsilon} must be > 0")
+    need(cfg.epsilon_high is None or cfg.epsilon_high > 0, f"epsilon_high={cfg.epsilon_high} must be > 0")
+    need(cfg.beta >= 0, f"beta={cfg.beta} must be >= 0")
+    need(cfg.temperature > 0, f"temperature={cfg.temperature} must be > 0 (GRPO samples; use eval for greedy)")
+    need(0 < cfg.top_p <= 1, f"top_p={cfg.top_p} must be in (0, 1]")
+    need(cfg.learning_rate > 0, f"learning_rate={cfg.learning_rate} must be > 0")
+    need(0 <= cfg.warmup_ratio < 1, f"warmup_ratio={cfg.warmup_ratio} must be in [0, 1)")
+    need(cfg.reward_weights is None or len(cfg.reward_weights) == len(cfg.reward_funcs),
+         f"reward_weights has {len(cfg.reward_weights or [])} entries for {len(cfg.reward_funcs)} reward_funcs")
+    need(bool(cfg.reward_funcs), "reward_funcs is empty: name at least one reward")
+    inj = cfg.injection
+    for name in ("rate", "initial_rate", "final_rate", "decay_fraction", "adaptive_low", "adaptive_high"):
+        need(0 <= getattr(inj, name) <= 1, f"injection.{name}={getattr(inj, name)} must be in [0, 1]")
+    need(inj.adaptive_low < inj.adaptive_high,
+         f"injection.adaptive_low={inj.adaptive_low} must be below injection.adaptive_high={inj.adaptive_high}")
+    need(inj.rows is None or 1 <= inj.rows <= cfg.num_generations - 1,
+         f"injection.rows={inj.rows} must be in 1..num_generations-1 = 1..{cfg.num_generations - 1}: at least one row stays sampled")
+    need(inj.luffy_gamma > 0, f"injection.luffy_gamma={inj.luffy_gamma} must be > 0")
+    if cfg.prompt.style == "custom":
+        need(bool(cfg.prompt.template) and "{question}" in cfg.prompt.template,
+             "prompt.style=custom needs prompt.template containing {question}")
+        need(inj.mode == "none" or (cfg.prompt.demonstration or "").count("{answer}") == 1,
+             "injection with prompt.style=custom needs prompt.demonstration containing {answer}")
+    need(cfg.data.eval_holdout >= 0 and cfg.data.eval_size >= 1, "data.eval_holdout must be >= 0 and data.eval_size >= 1")
+    for sink in cfg.report_to:
+        need(sink in ("tensorboard", "wandb"), f"report_to entry {sink!r} is not one of tensorboard, wandb")
+    if errors:
+        raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(errors))
+    return cfg
+
+
+def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> TrainConfig:
+    """Defaults, then the YAML preset at `path`, then `key=value` overrides (dots for nesting)."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        loaded = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of keys to values")
+        raw = loaded
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} must look like key=value (nested keys with dots: injection.mode=random)")
+        _set_nested(raw, key.strip().split("."), yaml.safe_load(value) if value.strip() else None)
+    return validate(from_dict(TrainConfig, raw))
+
+
+def from_dict(cls: type, raw: dict[str, Any], prefix: str = "") -> Any:
+    """Build dataclass `cls` from a plain dict, converting and type-checking each field."""
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(f"unknown key {prefix}{unknown[0]!r}; known keys here: {', '.join(sorted(known))}")
+    kwargs = {name: _coerce(hints[name], value, f"{prefix}{name}") for name, value in raw.items()}
+    return cls(**kwargs)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def save_config(cfg: TrainConfig, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+def _coerce(hint: Any, value: Any, key: str) -> Any:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(inner[0], value, key)
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key} must be a mapping, got {value!r}")
+        return from_dict(hint, value, prefix=f"{key}.")
+    if origin is list:
+        items = value if isinstance(value, list) else [value]
+        return [_coerce(args[0], item, key) for item in items]
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if hint is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
+        raise ConfigError(f"{key}={value!r} must be of type {hint.__name__}")
+    return value
+
+
+def _set_nested(raw: dict[str, Any], keys: list[str], value: Any) -> None:
+    for key in keys[:-1]:
+        raw = raw.setdefault(key, {})
+        if not isinstance(raw, dict):
+            raise ConfigError(f"cannot set {'.'.join(keys)}: {key} is not a section")
+    raw[keys[-1]] = value
+
+
+def _get(cfg: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        cfg = getattr(cfg, part)
+    return cfg

@@ -1,0 +1,1 @@
+"""Small CPU-sized laboratory: procedural data for tiny vision-language model experiments."""

@@ -1,0 +1,98 @@
+"""Loading the policy, the frozen reference and the processor.
+
+A model is named by a local folder, a hub id, or a registered name: `tiny-qwen2-vl` and
+`tiny-qwen2.5-vl` are built on the spot; the counting lab registers its shipped base models.
+Weights load from safetensors only; a checkpoint's own code runs only with trust_remote_code.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Callable
+
+import torch
+from transformers import AutoModelForImageTextToText
+
+from .processors import load_processor
+
+# name -> callable returning a local folder to load, or a (model, processor) pair built in memory.
+_REGISTRY: dict[str, Callable[[], object]] = {}
+
+
+def register_model(name: str, factory: Callable[[], object]) -> None:
+    _REGISTRY[name] = factory
+
+
+def registered_models() -> list[str]:
+    _register_builtin()
+    return sorted(_REGISTRY)
+
+
+def _register_builtin() -> None:
+    if "tiny-qwen2-vl" in _REGISTRY:
+        return
+    from . import tiny
+
+    register_model("tiny-qwen2-vl", lambda: tiny.build_tiny("qwen2-vl"))
+    register_model("tiny-qwen2.5-vl", lambda: tiny.build_tiny("qwen2.5-vl"))
+    try:
+        from .lab import models as lab_models
+    except ImportError:
+        return
+    lab_models.register(register_model)
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device=cuda was asked for but no CUDA device is visible; use device=cpu")
+    return torch.device(name)
+
+
+def pick_dtype(name: str, device: torch.device) -> torch.dtype:
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+
+
+def load_model_and_processor(name: str, device: torch.device, dtype: torch.dtype, trust_remote_code: bool = False):
+    """The policy in train mode on `device`, and its processor."""
+    _register_builtin()
+    if name in _REGISTRY:
+        made = _REGISTRY[name]()
+        if isinstance(made, tuple):
+            model, processor = made
+            return model.to(device=device, dtype=dtype), processor
+        name = str(made)
+    path = Path(name)
+    if path.exists() and not (path / "config.json").is_file():
+        raise FileNotFoundError(f"{path} has no config.json: it is not a saved model folder")
+    model = AutoModelForImageTextToText.from_pretrained(
+        name, dtype=dtype, trust_remote_code=trust_remote_code, use_safetensors=True
+    ).to(device)
+    processor = load_processor(name, model.config.model_type, trust_remote_code)
+    return model, processor
+
+
+def frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
+    """A reference policy: same weights, no gradients, eval mode."""
+    ref = copy.deepcopy(model)
+    ref.requires_grad_(False)
+    return ref.eval()
+
+
+def describe(model: torch.nn.Module) -> dict:
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return {"model_type": model.config.model_type, "parameters": total, "trainable": trainable}
+
+
+def model_family(model: torch.nn.Module) -> str:
+    return model.config.model_type
+
+
+def read_config(path: str | Path) -> dict:
+    return json.loads((Path(path) / "config.json").read_text())

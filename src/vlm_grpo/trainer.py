@@ -1,0 +1,361 @@
+"""The GRPO training loop, as the study runs it: one step = one rollout batch and its epochs.
+
+Per step: draw B prompts; sample G completions each; score them; inject demonstrations if asked;
+group-normalise the rewards into advantages; take rollout-time (and reference) log-probs once;
+then `num_iterations` epochs of clipped-surrogate updates over minibatches. Step counts therefore
+compare with the study's tables. Accuracy and format metrics come from sampled rows only.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import yaml
+from tqdm.auto import tqdm
+from transformers import get_scheduler
+
+from . import algo, checkpoint
+from .config import TrainConfig, to_dict
+from .data import PromptStream, open_source, split_indices, eval_samples, LabSource
+from .evaluate import generate_records, summarize
+from .injection import Injector, schedule_value
+from .models import frozen_copy, load_model_and_processor, pick_device, pick_dtype
+from .prompts import get_style
+from .rewards import Scorer
+from .rollout import Rollout, completion_logprobs, encode_prompts, end_token_ids, generate
+from .stats import steps_to_threshold
+
+MAX_NONFINITE_IN_A_ROW = 5
+
+
+@dataclass
+class UpdateStats:
+    """Sums over an update phase, split by row origin, turned into means at the end."""
+
+    sums: dict = field(default_factory=dict)
+
+    def add(self, name: str, values: torch.Tensor, mask: torch.Tensor) -> None:
+        mask = mask.float()
+        total, count = self.sums.get(name, (0.0, 0.0))
+        self.sums[name] = (total + float((values.float() * mask).sum()), count + float(mask.sum()))
+
+    def mean(self, name: str) -> float:
+        total, count = self.sums.get(name, (0.0, 0.0))
+        return total / count if count else float("nan")
+
+
+class GRPOTrainer:
+    def __init__(self, cfg: TrainConfig):
+        self.cfg = cfg
+        self.out = Path(cfg.output_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        random.seed(cfg.seed)
+        torch.manual_seed(cfg.seed)
+        self.device = pick_device(cfg.device)
+        self.model, self.processor = load_model_and_processor(
+            cfg.model, self.device, pick_dtype(cfg.dtype, self.device), cfg.trust_remote_code)
+        if cfg.max_pixels is not None:
+            self.processor.image_processor.size["longest_edge"] = cfg.max_pixels
+        self.model.train()
+        self.reference = frozen_copy(self.model) if cfg.beta > 0 or cfg.use_reference_model else None
+        self.style = get_style(cfg.prompt)
+        self.scorer = Scorer(cfg.reward_funcs, cfg.reward_weights, self.style)
+        source = open_source(cfg.data.train, cfg.data.images)
+        train_rows, self.heldout_rows = split_indices(len(source), cfg.data.eval_holdout)
+        self.source = source
+        self.stream = PromptStream(source, train_rows, cfg.seed, cfg.data.on_bad_sample, log=tqdm.write)
+        tok = self.processor.tokenizer
+        self.injector = Injector(cfg.injection, self.style, tok, end_token_ids(self.processor, self.model)[0],
+                                 tok.pad_token_id, cfg.seed)
+        self.optimizer = torch.optim.AdamW(
+            [p for p in self.model.parameters() if p.requires_grad], lr=cfg.learning_rate,
+            betas=(cfg.adam_beta1, cfg.adam_beta2), weight_decay=cfg.weight_decay)
+        updates = cfg.max_steps * cfg.num_iterations * (cfg.rows_per_step // cfg.effective_minibatch_size)
+        self.scheduler = get_scheduler(cfg.lr_scheduler_type, self.optimizer,
+                                       num_warmup_steps=int(cfg.warmup_ratio * updates), num_training_steps=updates)
+        self.eval_sets = self._eval_sets()
+        self.stop_requested = False
+        self.nonfinite_in_a_row = self.skipped_updates = 0
+
+    # ---------------------------------------------------------------- the loop
+    def train(self) -> dict:
+        cfg = self.cfg
+        start = self._resume() if cfg.resume else 0
+        from .tracking import Tracker
+
+        tracker = Tracker(self.out, cfg.report_to, to_dict(cfg), resume_step=start if cfg.resume else None)
+        (self.out / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        self._install_signal_handlers()
+        began, history = time.time(), []
+        if start == 0 and self.eval_sets:
+            tracker.log(0, {**self.evaluate(), "world_size": 1})
+        bar = tqdm(range(start, cfg.max_steps), initial=start, total=cfg.max_steps, desc="GRPO", disable=not cfg.progress)
+        for step in bar:
+            t0 = time.time()
+            # 1. Rollout: B prompts x G sampled completions, scored.
+            samples = self.stream.next_batch(cfg.prompts_per_step)
+            prompts = encode_prompts(self.processor, self.style, samples, self.device)
+            rollout = self.sample(prompts)
+            sampled_metrics = rollout_metrics(rollout)
+            # 2. Guidance injection: some sampled rows become ground-truth demonstrations.
+            strength = schedule_value(cfg.injection, step, cfg.max_steps, sampled_metrics["rollout/number_present_rate"])
+            rollout = self.injector.apply(rollout, self.scorer, strength)
+            # 3. Group-relative advantages.
+            advantages = self.advantages(rollout)
+            # 4. Rollout-time and reference log-probs, once per step.
+            old_logp, ref_logp = self.fixed_logprobs(rollout)
+            # 5. num_iterations epochs of clipped updates over minibatches.
+            update_metrics = self.update(rollout, advantages, old_logp, ref_logp)
+            # 6. Log, evaluate, save.
+            step_s = time.time() - t0
+            metrics = {**sampled_metrics, **injection_metrics(rollout, advantages, strength), **update_metrics,
+                       "groups/frac_zero_std": frac_zero_std(rollout), "data/skipped": self.stream.skipped,
+                       "optim/lr": self.scheduler.get_last_lr()[0], "time/step_s": step_s,
+                       "time/elapsed_s": time.time() - began, "world_size": 1,
+                       "throughput/tokens_per_s": float(rollout.completion_mask[~rollout.injected].sum()) / step_s}
+            done = step + 1
+            if cfg.data.eval_steps and self.eval_sets and (done % cfg.data.eval_steps == 0 or done == cfg.max_steps):
+                metrics.update(self.evaluate())
+            if done % cfg.logging_steps == 0 or done == cfg.max_steps:
+                tracker.log(done, metrics)
+            if cfg.log_completions_steps and done % cfg.log_completions_steps == 0:
+                tracker.log_completions(done, completion_rows(rollout))
+            history.append({"step": done, **metrics})
+            bar.set_postfix(reward=f"{metrics['reward/mean']:.2f}", acc=f"{metrics['rollout/accuracy']:.2f}",
+                            num=f"{metrics['rollout/number_present_rate']:.2f}")
+            if done % cfg.save_steps == 0 or done == cfg.max_steps or self.stop_requested:
+                self.save(done)
+            if self.stop_requested:
+                tqdm.write(f"stopped by signal; checkpoint-{done} saved, resume with resume=true")
+                break
+        tracker.close()
+        return self._write_summary(history)
+
+    # ---------------------------------------------------------------- phases
+    def sample(self, prompts) -> Rollout:
+        cfg = self.cfg
+        ids, mask, truncated, texts = generate(self.model, self.processor, prompts, cfg.num_generations,
+                                               cfg.max_completion_length, cfg.temperature, cfg.top_p, cfg.top_k)
+        G = cfg.num_generations
+        scores = [self.scorer(text, prompts.samples[row // G].answer) for row, text in enumerate(texts)]
+        return Rollout(prompts, G, ids, mask, truncated, texts, scores)
+
+    def advantages(self, rollout: Rollout) -> torch.Tensor:  # (N,)
+        G = rollout.group_size
+        stats_mask = (~rollout.injected).view(-1, G) if self.cfg.injection.group_stats == "sampled" else None
+        adv = algo.group_advantages(rollout.rewards.view(-1, G), self.cfg.scale_rewards, stats_mask)
+        return adv.view(-1).to(self.device)
+
+    @torch.no_grad()
+    def fixed_logprobs(self, rollout: Rollout) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Old log-probs (None when the first update's own detached log-probs are exact) and reference log-probs."""
+        cfg = self.cfg
+        single_update = cfg.num_iterations == 1 and cfg.effective_minibatch_size == cfg.rows_per_step
+        need_old = not single_update
+        old = self._logprobs_all(self.model, rollout) if need_old else None
+        ref = self._logprobs_all(self.reference, rollout) if self.reference is not None else None
+        return old, ref
+
+    def update(self, rollout: Rollout, advantages: torch.Tensor, old_logp, ref_logp) -> dict:
+        cfg = self.cfg
+        N, stats = len(rollout.texts), UpdateStats()
+        loss_mask = rollout.completion_mask.clone()
+        if cfg.mask_truncated_completions:
+            loss_mask[rollout.truncated] = 0
+        injected = rollout.injected.to(self.device)
+        grad_norms = []
+        for _ in range(cfg.num_iterations):
+            for minibatch in torch.randperm(N).split(cfg.effective_minibatch_size):
+                mb_tokens = float(loss_mask[minibatch].sum())
+                self.optimizer.zero_grad(set_to_none=True)
+                for micro in minibatch.split(cfg.micro_batch_size):
+                    width = max(1, int(rollout.completion_mask[micro].sum(1).max()))
+                    ids, mask = rollout.completion_ids[micro, :width], loss_mask[micro, :width].to(self.device)
+                    logp = completion_logprobs(self.model, rollout.prompts, micro, ids,
+                                               rollout.completion_mask[micro, :width], rollout.group_size, cfg.temperature)
+                    old = old_logp[micro, :width] if old_logp is not None else logp.detach()
+                    per_token, ratio, clipped = algo.clipped_surrogate(logp, old, advantages[micro], cfg.epsilon, cfg.epsilon_high)
+                    inj_rows = injected[micro].unsqueeze(1).expand_as(per_token)
+                    if cfg.injection.off_policy == "luffy":
+                        shaped = algo.luffy_surrogate(logp, advantages[micro], cfg.injection.luffy_gamma)
+                        per_token = torch.where(inj_rows, shaped, per_token)
+                        clipped = clipped & ~inj_rows
+                    if ref_logp is not None:
+                        kl = algo.k3_kl(logp, ref_logp[micro, :width])
+                        stats.add("kl", kl.detach(), mask)
+                        if cfg.beta > 0:
+                            per_token = per_token + cfg.beta * kl
+                    loss = algo.aggregate(per_token, mask, cfg.loss_type, mb_tokens, len(minibatch))
+                    loss.backward()
+                    stats.sums["loss"] = (stats.sums.get("loss", (0.0, 0.0))[0] + float(loss.detach()), 0.0)
+                    for origin, rows_mask in (("", mask), ("_injected", mask * inj_rows), ("_sampled", mask * ~inj_rows)):
+                        stats.add("ratio" + origin, ratio.detach(), rows_mask)
+                        stats.add("clip" + origin, clipped.float(), rows_mask)
+                    stats.add("logp_injected", logp.detach(), mask * inj_rows)
+                grad_norms.append(self._optimizer_step())
+        updates = cfg.num_iterations * (N // cfg.effective_minibatch_size)
+        return {
+            "loss/policy": stats.sums.get("loss", (0.0, 0.0))[0] / updates, "loss/kl": stats.mean("kl"),
+            "policy/ratio_mean": stats.mean("ratio"), "policy/clip_fraction": stats.mean("clip"),
+            "policy/ratio_mean_injected": stats.mean("ratio_injected"), "policy/ratio_mean_sampled": stats.mean("ratio_sampled"),
+            "policy/clip_fraction_injected": stats.mean("clip_injected"), "policy/clip_fraction_sampled": stats.mean("clip_sampled"),
+            "injection/logp_mean": stats.mean("logp_injected"),
+            "optim/grad_norm": sum(grad_norms) / len(grad_norms), "optim/skipped_steps": self.skipped_updates,
+        }
+
+    def _optimizer_step(self) -> float:
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        max_norm = self.cfg.max_grad_norm if self.cfg.max_grad_norm > 0 else float("inf")
+        norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+        if not math.isfinite(norm):
+            self.skipped_updates += 1
+            self.nonfinite_in_a_row += 1
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.nonfinite_in_a_row >= MAX_NONFINITE_IN_A_ROW:
+                raise FloatingPointError(
+                    f"{self.nonfinite_in_a_row} updates in a row had a non-finite loss or gradient; "
+                    f"stopping. The last good checkpoint in {self.out} is kept: lower learning_rate and resume.")
+            return float("nan")
+        self.nonfinite_in_a_row = 0
+        self.optimizer.step()
+        self.scheduler.step()
+        return norm
+
+    def _logprobs_all(self, model, rollout: Rollout) -> torch.Tensor:  # (N, C)
+        rows = torch.arange(len(rollout.texts))
+        parts = [completion_logprobs(model, rollout.prompts, chunk, rollout.completion_ids[chunk],
+                                     rollout.completion_mask[chunk], rollout.group_size, self.cfg.temperature)
+                 for chunk in rows.split(self.cfg.micro_batch_size)]
+        return torch.cat(parts)
+
+    # ---------------------------------------------------------------- evaluation, saving
+    def _eval_sets(self) -> dict:
+        sets = {}
+        for name in self.cfg.data.eval:
+            if name == self.cfg.data.train:
+                source, rows = self.source, self.heldout_rows
+            else:
+                source = open_source(name)
+                rows = split_indices(len(source), self.cfg.data.eval_holdout)[1] if isinstance(source, LabSource) \
+                    else torch.arange(len(source)).numpy()
+            sets[name] = eval_samples(source, rows, self.cfg.data.eval_size)
+        return sets
+
+    def evaluate(self) -> dict:
+        """Greedy accuracy and number-present rate on each held-out set, through the shared path."""
+        metrics = {}
+        for name, samples in self.eval_sets.items():
+            records = generate_records(self.model, self.processor, self.style, samples, name,
+                                       batch_size=32, max_new_tokens=self.cfg.max_completion_length)
+            summary = summarize(records)
+            metrics[f"eval/{name}/accuracy"] = summary["accuracy"]
+            metrics[f"eval/{name}/number_present_rate"] = summary["number_present_rate"]
+        return metrics
+
+    def save(self, step: int) -> Path:
+        state = {"step": step, "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                 "rng": checkpoint.rng_state(), "stream": self.stream.state_dict(),
+                 "injector": self.injector.state_dict(), "skipped_updates": self.skipped_updates}
+        return checkpoint.save(self.out, step, self.model, self.processor, state,
+                               yaml.safe_dump(to_dict(self.cfg), sort_keys=False), self.cfg.save_total_limit)
+
+    def _resume(self) -> int:
+        path = checkpoint.latest(self.out)
+        if path is None:
+            tqdm.write(f"resume=true but {self.out} holds no complete checkpoint: starting from step 0")
+            return 0
+        from safetensors.torch import load_file
+
+        weights = {}
+        for file in sorted(path.glob("*.safetensors")):
+            weights.update(load_file(file, device=str(self.device)))
+        self.model.load_state_dict(weights, strict=False)
+        state = checkpoint.load_state(path)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.stream.load_state_dict(state["stream"])
+        self.injector.load_state_dict(state["injector"])
+        self.skipped_updates = state["skipped_updates"]
+        checkpoint.restore_rng(state["rng"])
+        tqdm.write(f"resumed from {path}")
+        return int(state["step"])
+
+    def _install_signal_handlers(self) -> None:
+        def request_stop(signum, frame):
+            self.stop_requested = True
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                signal.signal(sig, request_stop)
+            except ValueError:  # not the main thread
+                pass
+
+    def _write_summary(self, history: list[dict]) -> dict:
+        import json
+
+        steps = [h["step"] for h in history]
+        summary = {"steps": steps[-1] if steps else 0, "wall_s": history[-1]["time/elapsed_s"] if history else 0.0}
+        for key in ("rollout/number_present_rate", "rollout/accuracy"):
+            for threshold in (0.5, 0.9):
+                summary[f"steps_to_{threshold}/{key}"] = steps_to_threshold(steps, [h.get(key) for h in history], threshold)
+        for name in self.eval_sets:
+            key = f"eval/{name}/accuracy"
+            summary[f"steps_to_0.9/{key}"] = steps_to_threshold(steps, [h.get(key) for h in history], 0.9)
+            summary[f"final/{key}"] = next((h[key] for h in reversed(history) if key in h), None)
+        (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
+        return summary
+
+
+# -------------------------------------------------------------------- step metrics
+def rollout_metrics(rollout: Rollout) -> dict:
+    """Reward, format and accuracy of the policy's own samples (computed before injection)."""
+    scores = rollout.scores
+    rewards = torch.tensor([s.reward for s in scores])
+    lengths = rollout.completion_mask.sum(1)
+    n = len(scores)
+    return {
+        "reward/mean": float(rewards.mean()), "reward/std": float(rewards.std()) if n > 1 else 0.0,
+        "rollout/number_present_rate": sum(s.number_present for s in scores) / n,
+        "rollout/accuracy": sum(s.correct for s in scores) / n,
+        "rollout/strict_accuracy": sum(s.strict_correct for s in scores) / n,
+        "rollout/format_rate": sum(s.format_ok for s in scores) / n,
+        "groups/frac_zero_std_sampled": frac_zero_std(rollout),
+        "completion/mean_length": float(lengths.float().mean()),
+        "completion/truncated_rate": float(rollout.truncated.float().mean()),
+    }
+
+
+def frac_zero_std(rollout: Rollout) -> float:
+    """Fraction of groups whose rewards are all equal: they carry no learning signal."""
+    grouped = rollout.rewards.view(-1, rollout.group_size)
+    return float((grouped.max(1).values == grouped.min(1).values).float().mean())
+
+
+def injection_metrics(rollout: Rollout, advantages: torch.Tensor, strength: float) -> dict:
+    injected = rollout.injected
+    rewards = rollout.rewards
+    return {
+        "injection/strength": strength,
+        "injection/rate": float(injected.float().mean()),
+        "injection/groups_injected": int(injected.view(-1, rollout.group_size).any(1).sum()),
+        "injection/advantage_mean": float(advantages.cpu()[injected].mean()) if injected.any() else float("nan"),
+        "reward/mean_all": float(rewards.mean()),
+    }
+
+
+def completion_rows(rollout: Rollout) -> list[dict]:
+    G = rollout.group_size
+    return [{"prompt_id": rollout.prompts.samples[row // G].id, "answer": rollout.answer_of_row(row),
+             "injected": bool(rollout.injected[row]), "text": text, "reward": score.reward,
+             "number_present": score.number_present, "correct": score.correct, "format_ok": score.format_ok}
+            for row, (text, score) in enumerate(zip(rollout.texts, rollout.scores))]
+
+
+def train(cfg: TrainConfig) -> dict:
+    return GRPOTrainer(cfg).train()

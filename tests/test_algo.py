@@ -1,0 +1,116 @@
+"""GRPO math on small literal tensors, against values worked out by hand."""
+
+import math
+
+import pytest
+import torch
+
+from vlm_grpo import algo
+
+
+def test_advantage_one_demo_among_seven_failures():
+    rewards = torch.tensor([[1.0, -1, -1, -1, -1, -1, -1, -1]])
+    # mean -0.75; unbiased std sqrt(3.5 / 7) = 0.70711
+    adv = algo.group_advantages(rewards, "group")
+    assert adv[0, 0].item() == pytest.approx(1.75 / (math.sqrt(0.5) + 1e-4), abs=1e-5)  # +2.47
+    assert adv[0, 1].item() == pytest.approx(-0.25 / (math.sqrt(0.5) + 1e-4), abs=1e-5)  # -0.35
+    assert round(adv[0, 0].item(), 2) == 2.47 and round(adv[0, 1].item(), 2) == -0.35
+    plain = algo.group_advantages(rewards, "none")
+    assert plain[0, 0].item() == pytest.approx(1.75) and plain[0, 1].item() == pytest.approx(-0.25)
+
+
+def test_zero_variance_group_gives_zero_advantage():
+    rewards = torch.tensor([[-1.0, -1, -1, -1], [1.0, 0, 0, -1]])
+    adv = algo.group_advantages(rewards)
+    assert torch.equal(adv[0], torch.zeros(4))
+    assert torch.isfinite(adv).all()
+
+
+def test_sampled_group_stats_ignore_injected_rows():
+    rewards = torch.tensor([[1.0, 1.0, 0.0, -1.0]])
+    sampled = torch.tensor([[False, True, True, True]])  # row 0 injected
+    adv = algo.group_advantages(rewards, "none", sampled)
+    assert adv[0].tolist() == pytest.approx([1.0, 1.0, 0.0, -1.0])  # mean of sampled rows = 0
+    scaled = algo.group_advantages(rewards, "group", sampled)
+    assert scaled[0, 0].item() == pytest.approx(1.0 / (1.0 + 1e-4))  # std of (1, 0, -1) = 1
+
+
+def test_sampled_stats_fall_back_when_sampled_rows_agree():
+    rewards = torch.tensor([[1.0, -1.0, -1.0, -1.0]])
+    sampled = torch.tensor([[False, True, True, True]])
+    adv = algo.group_advantages(rewards, "group", sampled)
+    whole_std = torch.tensor([1.0, -1, -1, -1]).std().item()  # 1.0
+    assert adv[0, 0].item() == pytest.approx(2.0 / (whole_std + 1e-4))  # bounded, not 2 / 1e-4
+    assert adv[0, 1:].abs().max().item() == 0.0
+
+
+def test_token_logprobs_matches_log_softmax():
+    logits = torch.tensor([[[1.0, 2.0, 0.5], [0.0, 0.0, 3.0]]])
+    tokens = torch.tensor([[1, 2]])
+    expected = torch.log_softmax(logits / 0.5, -1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+    assert torch.allclose(algo.token_logprobs(logits, tokens, 0.5), expected)
+
+
+def test_clipping_inactive_and_active():
+    logp = torch.log(torch.tensor([[0.5, 0.9]]))
+    old = torch.log(torch.tensor([[0.5, 0.6]]))  # ratios 1.0 and 1.5
+    loss, ratio, clipped = algo.clipped_surrogate(logp, old, torch.tensor([2.0]), 0.2)
+    assert ratio[0].tolist() == pytest.approx([1.0, 1.5])
+    assert loss[0].tolist() == pytest.approx([-2.0, -1.2 * 2.0])  # second token clipped at 1.2
+    assert clipped[0].tolist() == [False, True]
+    # Negative advantage: a ratio above 1+eps is not clipped (min picks the unclipped, larger loss).
+    loss, _, clipped = algo.clipped_surrogate(logp, old, torch.tensor([-1.0]), 0.2)
+    assert loss[0].tolist() == pytest.approx([1.0, 1.5]) and clipped[0].tolist() == [False, False]
+    # Ratio below 1-eps with negative advantage is clipped at 0.8.
+    loss, _, clipped = algo.clipped_surrogate(torch.log(torch.tensor([[0.3]])), torch.log(torch.tensor([[0.6]])),
+                                              torch.tensor([-1.0]), 0.2)
+    assert loss.item() == pytest.approx(0.8) and clipped.item()
+
+
+def test_clipped_tokens_get_no_gradient():
+    logp = torch.log(torch.tensor([[0.9]])).requires_grad_()
+    old = torch.log(torch.tensor([[0.6]]))
+    loss, _, _ = algo.clipped_surrogate(logp, old, torch.tensor([1.0]), 0.2)
+    loss.sum().backward()
+    assert logp.grad.item() == 0.0
+
+
+def test_token_mean_vs_seq_mean():
+    per_token = torch.tensor([[1.0, 1.0, 1.0, 1.0], [4.0, 0.0, 0.0, 0.0]])
+    mask = torch.tensor([[1.0, 1, 1, 1], [1, 0, 0, 0]])
+    # token_mean: (4 + 4) / 5 tokens = 1.6; seq_mean: (1 + 4) / 2 = 2.5
+    assert algo.aggregate(per_token, mask, "token_mean", 5, 2).item() == pytest.approx(1.6)
+    assert algo.aggregate(per_token, mask, "seq_mean", 5, 2).item() == pytest.approx(2.5)
+
+
+def test_micro_batches_accumulate_to_the_full_minibatch():
+    per_token = torch.rand(6, 5)
+    mask = (torch.rand(6, 5) > 0.3).float()
+    mask[:, 0] = 1
+    for loss_type in ("token_mean", "seq_mean"):
+        full = algo.aggregate(per_token, mask, loss_type, float(mask.sum()), 6)
+        parts = sum(algo.aggregate(per_token[i:i + 2], mask[i:i + 2], loss_type, float(mask.sum()), 6) for i in (0, 2, 4))
+        assert parts.item() == pytest.approx(full.item(), rel=1e-6)
+
+
+def test_k3_kl():
+    logp = torch.log(torch.tensor([0.5, 0.2]))
+    ref = torch.log(torch.tensor([0.5, 0.4]))
+    kl = algo.k3_kl(logp, ref)
+    assert kl[0].item() == pytest.approx(0.0)
+    assert kl[1].item() == pytest.approx(2.0 - math.log(2.0) - 1)
+
+
+def test_luffy_gradient_is_analytic():
+    # d/dtheta of -(p / (p + gamma)) * A with p = exp(logp): -A * gamma * p / (p + gamma)^2 per unit of logp.
+    p, gamma, adv = 0.05, 0.1, 1.5
+    logp = torch.tensor([[math.log(p)]], requires_grad=True)
+    loss = algo.luffy_surrogate(logp, torch.tensor([adv]), gamma)
+    assert loss.item() == pytest.approx(-(p / (p + gamma)) * adv)
+    loss.sum().backward()
+    assert logp.grad.item() == pytest.approx(-adv * gamma * p / (p + gamma) ** 2)
+    # Through a parameter: logp = theta * x, so dL/dtheta = dL/dlogp * x.
+    theta = torch.tensor(0.7, requires_grad=True)
+    x = math.log(p) / 0.7
+    algo.luffy_surrogate((theta * x).view(1, 1), torch.tensor([adv]), gamma).sum().backward()
+    assert theta.grad.item() == pytest.approx(-adv * gamma * p / (p + gamma) ** 2 * x, rel=1e-5)
