@@ -274,7 +274,7 @@ def from_dict(cls: type, raw: dict[str, Any], prefix: str = "") -> Any:
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(raw) - known)
     if unknown:
-        raise ConfigError(f"unknown key {prefix}{unknown[0]!r}; known keys here: {', '.join(sorted(known))}")
+        raise ConfigError(f"unknown key '{prefix}{unknown[0]}'; known keys here: {', '.join(sorted(known))}")
     kwargs = {name: _coerce(hints[name], value, f"{prefix}{name}") for name, value in raw.items()}
     return cls(**kwargs)
 
@@ -303,6 +303,11 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
         return [_coerce(args[0], item, key) for item in items]
     if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
+    if hint is float and isinstance(value, str):
+        try:  # YAML 1.1 reads 5e-5 (no dot) as a string
+            return float(value)
+        except ValueError:
+            pass
     if hint is str and isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)
     if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):

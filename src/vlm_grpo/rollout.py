@@ -79,6 +79,14 @@ def end_token_ids(processor, model) -> list[int]:
     return sorted(ids)
 
 
+def vision_token_ids(model) -> list[int]:
+    """Placeholder tokens of images and videos: a completion must never contain them, or the
+    next forward pass would count one more image slot than there are image features."""
+    config = model.config
+    names = ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")
+    return sorted({getattr(config, n) for n in names if isinstance(getattr(config, n, None), int)})
+
+
 def mask_after_end(ids: torch.Tensor, end_ids: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
     """(mask, truncated): mask is 1 up to and including the first end token of each row."""
     is_end = torch.isin(ids, torch.tensor(end_ids, device=ids.device))
@@ -107,7 +115,8 @@ def generate(
     # Every knob is explicit: a checkpoint's generation_config (Qwen2-VL-Instruct ships top_k=1,
     # repetition_penalty=1.05) must not change the distribution GRPO's ratios assume.
     options = dict(do_sample=sampling, max_new_tokens=max_new_tokens, num_return_sequences=group_size,
-                   eos_token_id=end_ids, pad_token_id=pad_id, repetition_penalty=1.0, use_cache=True)
+                   eos_token_id=end_ids, pad_token_id=pad_id, repetition_penalty=1.0, use_cache=True,
+                   suppress_tokens=vision_token_ids(model))
     if sampling:
         options.update(temperature=temperature, top_p=top_p, top_k=top_k)
     was_training = model.training
@@ -152,5 +161,7 @@ def completion_logprobs(
     if "mm_token_type_ids" in inputs:
         inputs["mm_token_type_ids"] = torch.cat(
             [inputs["mm_token_type_ids"], torch.zeros_like(completion_ids, dtype=inputs["mm_token_type_ids"].dtype)], dim=1)
-    logits = model(**inputs, use_cache=False, logits_to_keep=width + 1).logits
-    return token_logprobs(logits[:, :-1], completion_ids, temperature)
+    logits = model(**inputs, use_cache=False, logits_to_keep=width + 1).logits[:, :-1]
+    # The same suppression as in generation, so these are the log-probs of the sampling distribution.
+    logits = logits.index_fill(-1, torch.tensor(vision_token_ids(model), device=logits.device), float("-inf"))
+    return token_logprobs(logits, completion_ids, temperature)

@@ -1,0 +1,81 @@
+"""Tiny end-to-end `vlm-grpo train` runs on CPU with a real (tiny, random) Qwen2-VL."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from transformers import AutoModelForImageTextToText
+
+from vlm_grpo.config import load_config
+from vlm_grpo.trainer import GRPOTrainer
+
+pytestmark = pytest.mark.slow
+
+REQUIRED_KEYS = ["step", "reward/mean", "reward/std", "rollout/number_present_rate", "rollout/accuracy",
+                 "rollout/format_rate", "groups/frac_zero_std", "loss/policy", "loss/kl", "policy/clip_fraction",
+                 "policy/ratio_mean", "completion/mean_length", "completion/truncated_rate", "optim/lr",
+                 "optim/grad_norm", "time/step_s", "throughput/tokens_per_s"]
+
+TINY = ["model=tiny-qwen2-vl", "num_generations=4", "prompts_per_step=2", "max_completion_length=12",
+        "learning_rate=1e-3", "progress=false"]
+
+
+def test_train_changes_every_parameter_and_checkpoint_reloads(tmp_path):
+    cfg = load_config(None, TINY + [f"output_dir={tmp_path}", "max_steps=2", "save_steps=2", "num_iterations=2",
+                                    "micro_batch_size=4", "injection.mode=random", "log_completions_steps=1"])
+    trainer = GRPOTrainer(cfg)
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
+    trainer.train()
+    unchanged = [n for n, p in trainer.model.named_parameters() if p.requires_grad and torch.equal(p, before[n])]
+    assert not unchanged, f"parameters that did not change: {unchanged}"
+
+    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in lines] == [1, 2]
+    for key in REQUIRED_KEYS:
+        assert key in lines[-1], key
+    assert lines[-1]["injection/rate"] > 0  # random mode injects into every group at strength 1
+    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    dumped = [json.loads(line) for line in (tmp_path / "completions.jsonl").read_text().splitlines()]
+    assert any(d["injected"] for d in dumped) and any(not d["injected"] for d in dumped)
+
+    reloaded = AutoModelForImageTextToText.from_pretrained(tmp_path / "checkpoint-2")
+    for name, param in reloaded.named_parameters():
+        assert torch.equal(param, dict(trainer.model.named_parameters())[name].detach()), name
+
+
+def test_resume_continues_from_latest_checkpoint(tmp_path):
+    common = TINY + [f"output_dir={tmp_path}", "save_steps=1", "num_iterations=1", "injection.mode=random"]
+    GRPOTrainer(load_config(None, common + ["max_steps=2"])).train()
+    resumed = GRPOTrainer(load_config(None, common + ["max_steps=3", "resume=true"]))
+    resumed.train()
+    steps = [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3]
+    assert (tmp_path / "checkpoint-3" / "model.safetensors").is_file()
+
+
+def test_cli_trains_on_a_generic_jsonl(tmp_path):
+    from PIL import Image
+
+    images = tmp_path / "data"
+    images.mkdir()
+    rows = []
+    for i in range(4):
+        Image.new("RGB", (56, 56), (50 * i, 80, 80)).save(images / f"{i}.png")
+        rows.append(json.dumps({"image": f"{i}.png", "question": "How many items are there in the image?", "answer": i + 3}))
+    (images / "train.jsonl").write_text("\n".join(rows))
+    out = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, "-m", "vlm_grpo.cli", "train", *TINY, f"output_dir={out}", "max_steps=1",
+         f"data.train={images / 'train.jsonl'}", "data.eval_holdout=0", "num_iterations=1"],
+        capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (out / "checkpoint-1" / "trainer_state.pt").is_file()
+
+
+def test_cli_reports_config_errors_without_a_traceback(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "vlm_grpo.cli", "train", "num_generations=1"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "num_generations=1" in result.stderr and "Traceback" not in result.stderr
