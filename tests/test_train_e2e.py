@@ -79,3 +79,21 @@ def test_cli_reports_config_errors_without_a_traceback(tmp_path):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert "num_generations=1" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("extra", [
+    ["injection.mode=rate", "injection.rate=0.5", "injection.off_policy=luffy"],
+    ["injection.mode=rescue", "injection.group_stats=sampled", "beta=0.04"],
+    ["injection.mode=random", "injection.schedule=linear_decay", "loss_type=seq_mean", "scale_rewards=none"],
+    ["injection.mode=random", "injection.schedule=adaptive", "prompt.style=r1v", "mask_truncated_completions=true"],
+])
+def test_every_injection_mode_and_schedule_runs(tmp_path, extra):
+    cfg = load_config(None, TINY + [f"output_dir={tmp_path}", "max_steps=2", "save_steps=2", "num_iterations=2"] + extra)
+    GRPOTrainer(cfg).train()
+    last = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
+    for key in ("injection/rate", "injection/groups_injected", "injection/advantage_mean", "policy/ratio_mean_injected",
+                "policy/ratio_mean_sampled", "policy/clip_fraction_injected", "policy/clip_fraction_sampled",
+                "injection/logp_mean"):
+        assert key in last, key
+    if "beta=0.04" in extra:
+        assert last["loss/kl"] is not None and last["loss/kl"] >= 0

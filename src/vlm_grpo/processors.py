@@ -66,4 +66,11 @@ def load_processor(path: str, model_type: str, trust_remote_code: bool = False):
             + (f" ({error})" if error else "")
             + ". Install torchvision, or save a complete processor (processor_config.json) with the model."
         )
-    return FAMILY_PROCESSORS[family][1].from_pretrained(path)
+    try:
+        return FAMILY_PROCESSORS[family][1].from_pretrained(path)
+    except (OSError, ValueError) as exc:
+        raise RuntimeError(
+            f"{path}: no processor could be loaded ({str(exc).splitlines()[0]}). A model folder needs its processor "
+            "files (preprocessor/processor_config.json, tokenizer.json, chat template): save them with "
+            "processor.save_pretrained(folder) or copy them from the base model."
+        ) from exc

@@ -1,0 +1,218 @@
+"""Pre-training the counting lab's base models: supervised fine-tuning (SFT) of a tiny Qwen2-VL.
+
+The lab reproduces the study's cold start at CPU scale. Qwen2-VL-2B, asked "How many items are
+there in the image?", mostly describes the scene and spells the count in words (~14 % of its
+sampled answers hold a digit), while under R1-V's prompt it answers ``<think>..</think><answer>N
+</answer>``. A tiny model acquires the same habits from its SFT mix, and each habit's share in the
+mix sets how often the model shows it. Per example:
+
+- with probability ``r1v_share`` the R1-V prompt, answered in R1-V's format (texts.r1v);
+- else the plain prompt, answered by bare digits with probability ``digit_share`` (texts.bare),
+  else by a verbose description with the count in words only (texts.verbose).
+
+Under the plain prompt the sampled digit rate then follows ``digit_share``, while the greedy answer
+stays verbose: the study's cold start, mild (``lab-base``, ~15 %) or severe (``lab-base-cold``).
+A share ``superclevr_share`` of scenes comes from the ``lab-superclevr`` look, so transfer to that
+domain is partial and measurable.
+
+Scenes are rendered fresh for every example (no epochs), from seeds >= 2_000_000: evaluation uses
+held-out rows of the lab's nominal 1 M rows (``data.split_indices(1_000_000, holdout)``), and row i
+is the scene of seed i, so no training scene can be an evaluation scene. The loss covers the
+assistant tokens only, including the closing ``<|im_end|>`` so that the model learns to stop.
+AdamW, linear warmup then cosine decay; with a ``steps`` budget the run is deterministic given its
+seed (a ``minutes`` budget stops on wall time, and the schedule then follows elapsed time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import time
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from ..prompts import DEFAULT, R1V
+from ..tiny import build_tiny, build_tokenizer
+from . import texts
+from .scenes import render_scene
+
+TRAIN_SEED_BASE = 2_000_000  # training scenes never use seeds below this: those are the evaluation rows
+SEEDS_PER_RUN = 100_000_000  # each run seed draws scenes from its own seed range
+WARMUP_STEPS = 50
+IMAGE_SIZE = 112
+
+
+def make_example(rng: random.Random, scene_seed: int, digit_share: float, superclevr_share: float,
+                 r1v_share: float) -> tuple:
+    """(image, prompt style, question, answer text) for one freshly rendered training scene."""
+    domain = "lab-superclevr" if rng.random() < superclevr_share else "lab-clevr"
+    image, scene = render_scene(domain, scene_seed, size=IMAGE_SIZE)
+    if rng.random() < r1v_share:
+        return image, R1V, scene.question, texts.r1v(scene, rng)
+    answer = texts.bare(scene) if rng.random() < digit_share else texts.verbose(scene, rng)
+    return image, DEFAULT, scene.question, answer
+
+
+def collate(processor, examples: list[tuple]) -> dict[str, torch.Tensor]:
+    """Model inputs with labels on the answer tokens and the closing <|im_end|> only (-100 elsewhere).
+
+    The prompt is encoded exactly as generation encodes it; the answer's tokens are appended after
+    it, so training sees the same prompt/answer token boundary that sampling produces.
+    """
+    tok = processor.tokenizer
+    end_id = tok.convert_tokens_to_ids("<|im_end|>")
+    prompts = [processor.apply_chat_template(style.messages(q), add_generation_prompt=True, tokenize=False)
+               for _, style, q, _ in examples]
+    enc = processor(text=prompts, images=[e[0] for e in examples], return_tensors="pt", padding=True,
+                    padding_side="right")
+    rows = []
+    for i, (_, _, _, answer) in enumerate(examples):
+        keep = enc["attention_mask"][i].bool()
+        prompt_ids = enc["input_ids"][i][keep]
+        answer_ids = torch.tensor(tok(answer, add_special_tokens=False)["input_ids"] + [end_id])
+        rows.append((prompt_ids, answer_ids, enc["mm_token_type_ids"][i][keep]))
+    width = max(len(p) + len(a) for p, a, _ in rows)
+    input_ids = torch.full((len(rows), width), tok.pad_token_id, dtype=torch.long)
+    labels = torch.full((len(rows), width), -100, dtype=torch.long)
+    attention = torch.zeros((len(rows), width), dtype=torch.long)
+    mm_types = torch.zeros((len(rows), width), dtype=enc["mm_token_type_ids"].dtype)
+    for i, (p, a, t) in enumerate(rows):
+        n, m = len(p), len(a)
+        input_ids[i, :n + m] = torch.cat([p, a])
+        labels[i, n:n + m] = a
+        attention[i, :n + m] = 1
+        mm_types[i, :n] = t
+    return {"input_ids": input_ids, "attention_mask": attention, "mm_token_type_ids": mm_types,
+            "pixel_values": enc["pixel_values"], "image_grid_thw": enc["image_grid_thw"], "labels": labels}
+
+
+def lr_factor(progress: float, step: int, warmup: int) -> float:
+    """Linear warmup over `warmup` steps, then cosine decay to 10 % with `progress` in [0, 1]."""
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def pretrain(out_dir: str | Path, digit_share: float, minutes: float | None = None, steps: int | None = None,
+             seed: int = 0, superclevr_share: float = 0.2, r1v_share: float = 0.3, batch_size: int = 32,
+             lr: float = 1e-3, progress: bool = True) -> Path:
+    """SFT a fresh "small" tiny Qwen2-VL on the lab mix; save model, processor and lab_card.json."""
+    if minutes is None and steps is None:
+        raise ValueError("pretrain needs a budget: minutes, steps, or both")
+    out_dir = Path(out_dir)
+    torch.manual_seed(seed)
+    tokenizer = build_tokenizer(texts.corpus())
+    model, processor = build_tiny("qwen2-vl", "small", seed=seed, tokenizer=tokenizer,
+                                  image_pixels=IMAGE_SIZE * IMAGE_SIZE)
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
+    rng = random.Random(seed)
+    warmup = min(WARMUP_STEPS, max(1, (steps or WARMUP_STEPS * 20) // 20))
+    start, step, losses = time.monotonic(), 0, []
+    bar = tqdm(total=steps, disable=not progress, desc="lab sft", unit="step")
+    while True:
+        elapsed = time.monotonic() - start
+        done = [step / steps] if steps else []
+        done += [elapsed / (60 * minutes)] if minutes else []
+        if max(done) >= 1.0:
+            break
+        examples = [make_example(rng, TRAIN_SEED_BASE + seed * SEEDS_PER_RUN + step * batch_size + i,
+                                 digit_share, superclevr_share, r1v_share) for i in range(batch_size)]
+        for group in optimizer.param_groups:
+            group["lr"] = lr * lr_factor(max(done), step, warmup)
+        loss = model(**collate(processor, examples), use_cache=False).loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        losses.append(loss.item())
+        step += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{sum(losses[-50:]) / len(losses[-50:]):.3f}",
+                        eta=_eta(elapsed, max(done), step, steps, minutes))
+    bar.close()
+    card = {"digit_share": digit_share, "superclevr_share": superclevr_share, "r1v_share": r1v_share,
+            "batch_size": batch_size, "lr": lr, "seed": seed, "steps": step,
+            "minutes": round((time.monotonic() - start) / 60, 2), "budget": {"steps": steps, "minutes": minutes},
+            "final_loss": round(sum(losses[-50:]) / max(1, len(losses[-50:])), 4), "model": "tiny qwen2-vl small"}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir, safe_serialization=True)
+    processor.save_pretrained(out_dir)
+    (out_dir / "lab_card.json").write_text(json.dumps(card, indent=2) + "\n")
+    return out_dir
+
+
+def _eta(elapsed: float, progress: float, step: int, steps: int | None, minutes: float | None) -> str:
+    left = elapsed * (1 - progress) / max(progress, 1e-9)
+    return time.strftime("%M:%S", time.gmtime(max(0.0, left)))
+
+
+def measure(model_path: str | Path, n: int = 200, batch_size: int = 64, max_new_tokens: int = 50) -> dict:
+    """The lab targets, with the project's own evaluation code, on the first `n` held-out rows.
+
+    Plain prompt on lab-clevr: 8 samples at T=1 (number-present rate, accuracy given a number) and
+    greedy (count-word accuracy of the verbose answer); R1-V prompt, greedy, on lab-clevr and
+    lab-superclevr (accuracy, strict format).
+    """
+    from ..data import eval_samples, open_source, split_indices
+    from ..evaluate import generate_records, rate, summarize
+    from ..models import load_model_and_processor
+
+    model, processor = load_model_and_processor(str(model_path), torch.device("cpu"), torch.float32)
+    torch.manual_seed(0)
+    sets = {}
+    for name in ("lab-clevr", "lab-superclevr"):
+        source = open_source(name)
+        sets[name] = eval_samples(source, split_indices(len(source), 1000)[1], n)
+
+    def run(style, name, group, temperature):
+        return generate_records(model, processor, style, sets[name], name, batch_size=batch_size,
+                                group_size=group, temperature=temperature, max_new_tokens=max_new_tokens)
+
+    out = {"model": str(model_path), "n": n}
+    sampled = run(DEFAULT, "lab-clevr", 8, 1.0)
+    out["default_sampled_clevr"] = summarize(sampled)
+    greedy = run(DEFAULT, "lab-clevr", 1, None)
+    for r in greedy:
+        r["count_word_correct"] = texts.parse_count_word(r["completion"]) == r["answer"]
+    out["default_greedy_clevr"] = summarize(greedy)
+    out["default_greedy_clevr"]["count_word_accuracy"] = rate(greedy, "count_word_correct")
+    out["default_greedy_clevr"]["examples"] = [r["completion"] for r in greedy[:3]]
+    for name in ("lab-clevr", "lab-superclevr"):
+        out[f"r1v_greedy_{name.removeprefix('lab-')}"] = summarize(run(R1V, name, 1, None))
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m vlm_grpo.lab.pretrain", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    train = sub.add_parser("train", help="pre-train one base model")
+    train.add_argument("out_dir")
+    train.add_argument("--digit-share", type=float, required=True)
+    train.add_argument("--superclevr-share", type=float, default=0.2)
+    train.add_argument("--r1v-share", type=float, default=0.3)
+    train.add_argument("--minutes", type=float)
+    train.add_argument("--steps", type=int)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--batch-size", type=int, default=32)
+    train.add_argument("--lr", type=float, default=1e-3)
+    train.add_argument("--threads", type=int, default=1)
+    meas = sub.add_parser("measure", help="measure the lab targets of a saved model")
+    meas.add_argument("model_path")
+    meas.add_argument("-n", type=int, default=200)
+    meas.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.command == "train":
+        pretrain(args.out_dir, args.digit_share, args.minutes, args.steps, args.seed, args.superclevr_share,
+                 args.r1v_share, args.batch_size, args.lr)
+    else:
+        print(json.dumps(measure(args.model_path, args.n), indent=2))
+
+
+if __name__ == "__main__":
+    main()

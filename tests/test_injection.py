@@ -1,0 +1,91 @@
+import random
+
+import pytest
+import torch
+
+from vlm_grpo.config import InjectionConfig
+from vlm_grpo.injection import Injector, rows_to_inject, schedule_value
+from vlm_grpo.prompts import DEFAULT, R1V
+from vlm_grpo.rewards import Scorer
+from vlm_grpo.rollout import PromptBatch, Rollout
+from vlm_grpo.data import Sample
+from vlm_grpo.tiny import build_tokenizer
+
+
+@pytest.mark.parametrize("mode", ["random", "rate", "rescue"])
+def test_k_is_within_one_to_g_minus_one(mode):
+    rng = random.Random(0)
+    cfg = InjectionConfig(mode=mode, rate=1.0)
+    groups = [[-1.0] * 8 for _ in range(500)]
+    for rows in rows_to_inject(cfg, 1.0, groups, rng):
+        assert 1 <= len(rows) <= 7 and len(set(rows)) == len(rows)
+    ks = {len(r) for r in rows_to_inject(InjectionConfig(mode="random"), 1.0, groups, rng)}
+    assert ks == set(range(1, 8))  # the study's rule: uniform over 1..G-1
+
+
+def test_rate_mode_k_and_probability():
+    rng = random.Random(1)
+    plan = rows_to_inject(InjectionConfig(mode="rate"), 0.25, [[0.0] * 8 for _ in range(2000)], rng)
+    injected = [len(r) for r in plan if r]
+    assert set(injected) == {2}  # round(0.25 * 8)
+    assert 0.2 < len(injected) / 2000 < 0.3
+    plan = rows_to_inject(InjectionConfig(mode="rate", rows=3), 1.0, [[0.0] * 8] * 10, rng)
+    assert all(len(r) == 3 for r in plan)
+
+
+def test_rescue_touches_only_groups_without_positive_reward():
+    groups = [[-1.0, 0.0, -1.0, -1.0], [1.0, -1.0, -1.0, -1.0], [0.0, 0.0, 0.0, 0.0], [-1.0, -1.0, 1.0, 1.0]]
+    for seed in range(50):
+        plan = rows_to_inject(InjectionConfig(mode="rescue"), 1.0, groups, random.Random(seed))
+        assert plan[1] == [] and plan[3] == []
+        assert plan[0] and plan[2]
+
+
+def test_same_seed_same_rows_and_none_mode():
+    groups = [[-1.0] * 8 for _ in range(20)]
+    a = rows_to_inject(InjectionConfig(mode="random"), 1.0, groups, random.Random(7))
+    b = rows_to_inject(InjectionConfig(mode="random"), 1.0, groups, random.Random(7))
+    assert a == b
+    assert all(r == [] for r in rows_to_inject(InjectionConfig(mode="none"), 1.0, groups, random.Random(7)))
+    assert all(r == [] for r in rows_to_inject(InjectionConfig(mode="random"), 0.0, groups, random.Random(7)))
+
+
+def test_linear_decay_is_the_studys_schedule():
+    cfg = InjectionConfig(mode="random", schedule="linear_decay")
+    assert schedule_value(cfg, 0, 1000, 0.0) == pytest.approx(0.8)
+    assert schedule_value(cfg, 350, 1000, 0.0) == pytest.approx(0.4)
+    assert schedule_value(cfg, 700, 1000, 0.0) == 0.0
+    assert schedule_value(cfg, 999, 1000, 0.0) == 0.0
+
+
+def test_adaptive_follows_the_live_format_rate():
+    cfg = InjectionConfig(mode="random", schedule="adaptive", adaptive_low=0.3, adaptive_high=0.9)
+    assert schedule_value(cfg, 5, 100, 0.1) == 1.0
+    assert schedule_value(cfg, 5, 100, 0.6) == pytest.approx(0.5)
+    assert schedule_value(cfg, 5, 100, 0.95) == 0.0
+
+
+@pytest.mark.parametrize("style", [DEFAULT, R1V])
+def test_injected_rows_are_demonstrations_ending_with_end_of_turn(style):
+    tok = build_tokenizer()
+    end_id = tok.convert_tokens_to_ids("<|im_end|>")
+    G, answer = 4, 6
+    sample = Sample("s0", None, "How many items are there in the image?", answer, "test")
+    scorer = Scorer(["counting"], None, style)
+    texts = ["there are many objects"] * G
+    ids = torch.full((G, 5), 7)
+    rollout = Rollout(PromptBatch([sample], {}), G, ids, torch.ones(G, 5), torch.ones(G, dtype=torch.bool),
+                      texts, [scorer(t, answer) for t in texts])
+    injector = Injector(InjectionConfig(mode="random"), style, tok, end_id, tok.pad_token_id, seed=0)
+    out = injector.apply(rollout, scorer, 1.0)
+    injected = out.injected.nonzero().flatten().tolist()
+    assert 1 <= len(injected) <= G - 1
+    for row in injected:
+        length = int(out.completion_mask[row].sum())
+        tokens = out.completion_ids[row, :length].tolist()
+        assert tokens[-1] == end_id
+        assert tok.decode(tokens[:-1]) == out.texts[row]
+        assert out.scores[row].reward == 1.0 and out.scores[row].format_ok
+        assert not out.truncated[row]
+    for row in set(range(G)) - set(injected):
+        assert out.texts[row] == texts[row] and out.scores[row].reward == -1.0

@@ -1,0 +1,52 @@
+import pytest
+import torch
+
+from vlm_grpo.data import Sample
+from vlm_grpo.lab.scenes import render_scene
+from vlm_grpo.models import load_model_and_processor
+from vlm_grpo.prompts import R1V
+from vlm_grpo.rollout import encode_prompts, generate
+from vlm_grpo.tiny import build_tiny
+
+CPU = torch.device("cpu")
+
+
+def one_sample(seed=0):
+    image, scene = render_scene("lab-clevr", seed)
+    return Sample(f"s{seed}", image, scene.question, scene.count, "lab-clevr")
+
+
+@pytest.mark.parametrize("family", ["qwen2-vl", "qwen2.5-vl"])
+def test_tiny_families_build_and_generate(family):
+    model, processor = build_tiny(family)
+    prompts = encode_prompts(processor, R1V, [one_sample(0), one_sample(1)], CPU)
+    assert prompts.inputs["image_grid_thw"].tolist() == [[1, 8, 8], [1, 8, 8]]  # 112 px -> 16 merged tokens
+    ids, mask, truncated, texts = generate(model, processor, prompts, 3, 6, temperature=1.0)
+    assert ids.shape[0] == 6 and len(texts) == 6 and mask.shape == ids.shape
+
+
+def test_tiny_is_deterministic_per_seed():
+    a, _ = build_tiny(seed=3)
+    b, _ = build_tiny(seed=3)
+    assert all(torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters()))
+
+
+def test_saved_folder_loads_through_the_auto_classes(tiny_dir):
+    model, processor = load_model_and_processor(str(tiny_dir), CPU, torch.float32)
+    assert model.config.model_type == "qwen2_vl" and hasattr(processor, "image_processor")
+    prompts = encode_prompts(processor, R1V, [one_sample()], CPU)
+    greedy = generate(model, processor, prompts, 1, 5, temperature=None)[3]
+    assert greedy == generate(model, processor, prompts, 1, 5, temperature=None)[3]
+
+
+def test_clear_errors_for_folders_that_are_not_models(tmp_path, tiny_dir):
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        load_model_and_processor(str(tmp_path), CPU, torch.float32)
+    import shutil
+
+    bare = tmp_path / "weights-only"
+    shutil.copytree(tiny_dir, bare)
+    for name in ("processor_config.json", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        (bare / name).unlink(missing_ok=True)
+    with pytest.raises(RuntimeError, match="weights-only: no processor could be loaded.*processor.save_pretrained"):
+        load_model_and_processor(str(bare), CPU, torch.float32)
