@@ -50,6 +50,119 @@ def models() -> None:
         typer.echo(name)
 
 
+# Failures a user can fix (bad names, missing files, unloadable models): one line, exit code 2.
+_USER_ERRORS = (ValueError, OSError, RuntimeError)
+
+
+@app.command()
+def assess(
+    model: str = typer.Option(..., "--model", help="Registered name, saved model folder, or hub id."),
+    data: str = typer.Option(..., "--data", help="Data set: lab-clevr, lab-superclevr, a .jsonl/.parquet path, or a hub id."),
+    styles: str = typer.Option("default,r1v", "--styles", help="Comma-separated prompt styles: default, r1v."),
+    n: int = typer.Option(200, "--n", help="Held-out samples (prompts)."),
+    num_generations: int = typer.Option(8, "--num-generations", help="G: samples per prompt, as in training."),
+    temperature: float = typer.Option(1.0, "--temperature", help="Sampling temperature of training."),
+    out: Path = typer.Option(Path("runs/assess"), "--out", help="Folder for assessment.json and records.jsonl."),
+    images: Optional[str] = typer.Option(None, "--images", help="Root folder for relative image paths."),
+    holdout: int = typer.Option(1000, "--holdout", help="Rows of a lab set held out from training (the rows assessed)."),
+    max_new_tokens: int = typer.Option(50, "--max-new-tokens"),
+    batch_size: int = typer.Option(64, "--batch-size", help="Completions generated per batch."),
+    device: str = typer.Option("auto", "--device"),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Measure a base model's format rate and learning-signal odds before training, per prompt style."""
+    from rich.console import Console
+
+    from .assess import advice_lines, assess as run_assess, assessment_table
+
+    try:
+        result = run_assess(model, data, styles, n, num_generations, temperature, out, images=images, holdout=holdout,
+                            batch_size=batch_size, max_new_tokens=max_new_tokens, device=device, seed=seed)
+    except _USER_ERRORS as exc:
+        _fail(exc)
+    console = Console()
+    console.print(assessment_table(result))
+    for line in advice_lines(result):
+        console.print(line, highlight=False, markup=False)
+    console.print(f"wrote {out / 'assessment.json'} and {out / 'records.jsonl'}", highlight=False)
+
+
+@app.command("eval")
+def eval_command(
+    model: List[str] = typer.Option(..., "--model", help="Checkpoint folder or model name; repeat for several."),
+    data: List[str] = typer.Option(..., "--data", help="Data set; repeat: the first is in-domain, the rest transfer."),
+    style: str = typer.Option("default", "--style", help="Prompt style: default or r1v."),
+    n: int = typer.Option(200, "--n", help="Held-out samples per data set."),
+    out: Path = typer.Option(Path("runs/eval"), "--out", help="Folder for records.jsonl and summary.json."),
+    temperature: Optional[float] = typer.Option(None, "--temperature", help="Sample at this temperature (default: greedy)."),
+    images: Optional[str] = typer.Option(None, "--images", help="Root folder for relative image paths."),
+    holdout: int = typer.Option(1000, "--holdout", help="Rows of a lab set held out from training."),
+    max_new_tokens: int = typer.Option(50, "--max-new-tokens"),
+    batch_size: int = typer.Option(32, "--batch-size"),
+    device: str = typer.Option("auto", "--device"),
+) -> None:
+    """Score checkpoints in-domain and on transfer sets (both scorings, generalization ratio)."""
+    from rich.console import Console
+
+    from .assess import eval_table, evaluate_models
+
+    try:
+        summary = evaluate_models(model, data, style, n, out, temperature=temperature, batch_size=batch_size,
+                                  max_new_tokens=max_new_tokens, holdout=holdout, images=images, device=device)
+    except _USER_ERRORS as exc:
+        _fail(exc)
+    Console().print(eval_table(summary))
+    typer.echo(f"wrote {out / 'summary.json'} and {out / 'records.jsonl'}")
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def study(
+    overrides: Optional[List[str]] = typer.Argument(None, help="key=value overrides for every run (dots for nesting)."),
+    preset: str = typer.Option("seed", "--preset", help="Preset name under configs/study/ or a preset .yaml path."),
+    seeds: Optional[int] = typer.Option(None, "--seeds", help="Seeds per condition (default: the preset's)."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Training steps of every run (default: the preset's)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Study folder (default: runs/study-<preset>)."),
+    model: Optional[str] = typer.Option(None, "--model", help="Base model of every run (default: the preset's)."),
+    n: Optional[int] = typer.Option(None, "--n", help="Held-out samples per data set (default: the preset's)."),
+    threshold: Optional[float] = typer.Option(None, "--threshold", help="In-domain accuracy for steps-to-threshold."),
+) -> None:
+    """Train conditions x seeds at one step budget (resumable), evaluate all alike, write study.json/.md."""
+    from .study import StudyInterrupted, run_study
+
+    try:
+        result = run_study(preset, seeds, steps, out, model, list(overrides or []), n, threshold)
+    except StudyInterrupted as exc:
+        typer.secho(f"interrupted: {exc}", fg=typer.colors.YELLOW, err=True)
+        raise typer.Exit(code=130)
+    except (*_USER_ERRORS, FloatingPointError) as exc:
+        _fail(exc)
+    typer.echo(f"runs: {len(result['ran'])} trained, {len(result['resumed'])} resumed, "
+               f"{len(result['skipped'])} already finished")
+    typer.echo(f"wrote {result['out']}/study.json, study.md and report/")
+
+
+@app.command()
+def report(
+    run_dirs: Optional[List[Path]] = typer.Argument(None, help="Run folders (each with metrics.jsonl)."),
+    study: Optional[Path] = typer.Option(None, "--study", help="study.json from `vlm-grpo study`."),
+    assessment: Optional[Path] = typer.Option(None, "--assessment", help="assessment.json from `vlm-grpo assess`."),
+    out: Path = typer.Option(Path("runs/report"), "--out", help="Folder for report.md and figures."),
+) -> None:
+    """Figures and tables from run folders, a study and a baseline assessment."""
+    from .report import write_report
+
+    for label, path in (("--study", study), ("--assessment", assessment)):
+        if path is not None and not path.is_file():
+            _fail(FileNotFoundError(f"{label} file {path} does not exist"))
+    if not run_dirs and study is None and assessment is None:
+        _fail(ValueError("nothing to report: give run folders, --study or --assessment"))
+    try:
+        path = write_report(list(run_dirs or []), out, study_json=study, assessment_json=assessment)
+    except (ValueError, OSError, KeyError) as exc:
+        _fail(exc)
+    typer.echo(f"wrote {path}")
+
+
 def main() -> None:
     app()
 

@@ -11,7 +11,7 @@ from typing import Iterable, Sequence
 
 from tqdm.auto import tqdm
 
-from .data import BadSample, Sample
+from .data import BadSample, LabSource, Sample, eval_samples, open_source, split_indices
 from .prompts import PromptStyle
 from .rewards import Scorer
 from .rollout import encode_prompts, generate
@@ -53,6 +53,24 @@ def generate_records(
                 "truncated": bool(truncated[row]),
             })
     return records
+
+
+def heldout_samples(spec: str, n: int, holdout: int = 1000, images: str | None = None,
+                    train: str | None = None) -> list[Sample]:
+    """The first `n` held-out samples of data set `spec`, chosen as the trainer chooses its eval sets.
+
+    Lab sources (and the training set itself, `spec == train`) keep the fixed held-out split, so no
+    evaluation scene was trained on; any other set is entirely unseen, so all its rows qualify.
+    """
+    source = open_source(spec, images)
+    if isinstance(source, LabSource) or (train is not None and spec == train):
+        rows = split_indices(len(source), holdout)[1]
+    else:
+        rows = range(len(source))
+    samples = eval_samples(source, rows, n)
+    if not samples:
+        raise ValueError(f"data set {spec!r} has no usable held-out samples (holdout={holdout})")
+    return samples
 
 
 def _usable(sample: Sample) -> bool:

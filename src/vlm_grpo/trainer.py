@@ -270,12 +270,10 @@ class GRPOTrainer:
         if path is None:
             tqdm.write(f"resume=true but {self.out} holds no complete checkpoint: starting from step 0")
             return 0
-        from safetensors.torch import load_file
-
-        weights = {}
-        for file in sorted(path.glob("*.safetensors")):
-            weights.update(load_file(file, device=str(self.device)))
-        self.model.load_state_dict(weights, strict=False)
+        # from_pretrained maps the saved key names back to this model's; a raw state dict would not.
+        saved = type(self.model).from_pretrained(path, dtype=self.model.dtype, use_safetensors=True)
+        self.model.load_state_dict(saved.state_dict())
+        del saved
         state = checkpoint.load_state(path)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])

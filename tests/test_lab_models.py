@@ -1,0 +1,83 @@
+"""Tests for the counting lab's base models: answer texts, the SFT pre-training loop, shipped weights."""
+
+import json
+import random
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from vlm_grpo.data import Sample
+from vlm_grpo.lab import models as lab_models
+from vlm_grpo.lab import texts
+from vlm_grpo.lab.pretrain import pretrain
+from vlm_grpo.lab.scenes import render_scene
+from vlm_grpo.models import load_model_and_processor, registered_models
+from vlm_grpo.prompts import DEFAULT, R1V
+from vlm_grpo.rewards import counting_reward
+from vlm_grpo.rollout import encode_prompts, generate
+
+SCENES = [render_scene(domain, seed, counts=(0, 16))[1]
+          for domain in ("lab-clevr", "lab-superclevr") for seed in range(40)]
+
+
+@pytest.mark.parametrize("name", lab_models.BASES)
+def test_shipped_base_loads_offline_and_generates(name):
+    assert name in registered_models()
+    model, processor = load_model_and_processor(name, torch.device("cpu"), torch.float32)
+    image, scene = render_scene("lab-clevr", 7)
+    samples = [Sample("s", image, scene.question, scene.count, "lab-clevr")]
+    for style in (DEFAULT, R1V):
+        prompts = encode_prompts(processor, style, samples, torch.device("cpu"))
+        ids, mask, _, out = generate(model, processor, prompts, 2, 50, temperature=1.0)
+        assert ids.shape[0] == 2 and all(isinstance(t, str) and t for t in out)
+    card = json.loads((lab_models.path_of(name) / "lab_card.json").read_text())
+    assert card["steps"] > 0 and 0 <= card["digit_share"] <= 1
+
+
+def test_verbose_texts_have_no_digits_and_parse_back():
+    rng = random.Random(0)
+    for scene in SCENES:
+        for _ in range(3):
+            text = texts.verbose(scene, rng)
+            assert not any(c.isdigit() for c in text), text
+            assert texts.parse_count_word(text) == scene.count, text
+
+
+def test_bare_and_r1v_texts_score_full_reward():
+    rng = random.Random(1)
+    for scene in SCENES:
+        assert texts.bare(scene) == str(scene.count)
+        text = texts.r1v(scene, rng)
+        assert R1V.format_ok(text), text
+        assert counting_reward(text, scene.count, R1V) == 1.0
+
+
+def test_parse_count_word():
+    assert texts.parse_count_word("I see two cubes. In total there are Seven objects.") == 7
+    assert texts.parse_count_word("no count here") is None
+    assert texts.parse_count_word("someone counted 3") is None  # words only, whole words only
+
+
+def test_corpus_covers_prompts_and_questions():
+    from vlm_grpo.lab.scenes import SUPERCLEVR_QUESTIONS
+    from vlm_grpo.prompts import R1V_SUFFIX, R1V_SYSTEM
+
+    lines = set(texts.corpus())
+    assert {R1V_SYSTEM, R1V_SUFFIX, *SUPERCLEVR_QUESTIONS} <= lines
+
+
+def test_pretrain_saves_a_loadable_deterministic_model(tmp_path):
+    runs = [pretrain(tmp_path / f"run{i}", digit_share=0.5, steps=5, batch_size=4, progress=False)
+            for i in range(2)]
+    card = json.loads((runs[0] / "lab_card.json").read_text())
+    assert card["steps"] == 5 and card["digit_share"] == 0.5
+    first, second = (load_file(str(r / "model.safetensors")) for r in runs)
+    assert first.keys() == second.keys()
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    model, processor = load_model_and_processor(str(runs[0]), torch.device("cpu"), torch.float32)
+    image, scene = render_scene("lab-clevr", 3)
+    prompts = encode_prompts(processor, DEFAULT, [Sample("s", image, scene.question, scene.count, "lab-clevr")],
+                             torch.device("cpu"))
+    _, _, _, out = generate(model, processor, prompts, 1, 8, temperature=None)
+    assert len(out) == 1
