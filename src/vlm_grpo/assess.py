@@ -199,15 +199,14 @@ def assessment_table(assessment: dict):
     return table
 
 
-def advice_lines(assessment: dict) -> list[str]:
-    """The study's decision framework, per style, for both deployment scenarios."""
+def advice_lines(assessment: dict) -> list[tuple[int, str]]:
+    """(indent, text): the study's decision framework per style, for both deployment scenarios."""
     lines = []
     for style, a in assessment.items():
         advice = a["advice"]
-        lines += [f"{style}: {advice['zone']}",
-                  f"  single-domain: {advice['single_domain']}"]
+        lines += [(0, f"{style}: {advice['zone']}"), (2, f"single-domain: {advice['single_domain']}")]
         if advice["multi_domain"] != advice["single_domain"]:
-            lines.append(f"  multi-domain:  {advice['multi_domain']}")
+            lines.append((2, f"multi-domain: {advice['multi_domain']}"))
     return lines
 
 

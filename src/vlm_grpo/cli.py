@@ -72,6 +72,8 @@ def assess(
 ) -> None:
     """Measure a base model's format rate and learning-signal odds before training, per prompt style."""
     from rich.console import Console
+    from rich.padding import Padding
+    from rich.text import Text
 
     from .assess import advice_lines, assess as run_assess, assessment_table
 
@@ -82,8 +84,8 @@ def assess(
         _fail(exc)
     console = Console()
     console.print(assessment_table(result))
-    for line in advice_lines(result):
-        console.print(line, highlight=False, markup=False)
+    for indent, line in advice_lines(result):
+        console.print(Padding(Text(line), (0, 0, 0, indent)))
     console.print(f"wrote {out / 'assessment.json'} and {out / 'records.jsonl'}", highlight=False)
 
 

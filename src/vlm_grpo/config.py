@@ -130,6 +130,9 @@ class TrainConfig:
     """Advantage scaling: group ((r - mean) / (std + 1e-4)) | none (r - mean, Dr. GRPO)."""
     max_completion_length: int = 50
     """New tokens per sampled completion."""
+    max_prompt_length: int | None = None
+    """Longest prompt (image tokens included) to train on; longer ones are skipped or stop the run per
+    data.on_bad_sample. Prompts are never truncated: cutting image tokens breaks the model's input."""
     temperature: float = 1.0
     """Sampling temperature; log-probs are computed at the same temperature."""
     top_p: float = 1.0

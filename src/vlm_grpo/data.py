@@ -202,11 +202,11 @@ class PromptStream:
     """Training prompts in a seeded order, epoch after epoch; its state resumes exactly."""
 
     def __init__(self, source: Source, indices: np.ndarray, seed: int, on_bad_sample: str = "skip",
-                 log: Callable[[str], None] = print):
+                 log: Callable[[str], None] = print, check: Callable[[Sample], None] | None = None):
         if len(indices) == 0:
             raise ValueError(f"{source.name}: no training rows left after the held-out split")
         self.source, self.indices, self.seed = source, indices, seed
-        self.on_bad_sample, self.log = on_bad_sample, log
+        self.on_bad_sample, self.log, self.check = on_bad_sample, log, check
         self.epoch, self.position, self.skipped = 0, 0, 0
         self._order = self._permutation()
 
@@ -225,7 +225,9 @@ class PromptStream:
             attempts += 1
             try:
                 sample = self.source[index]
-                image = sample.load_image()
+                sample = Sample(sample.id, sample.load_image(), sample.question, sample.answer, sample.domain)
+                if self.check is not None:
+                    self.check(sample)
             except BadSample as exc:
                 if self.on_bad_sample == "error":
                     raise
@@ -234,7 +236,7 @@ class PromptStream:
                 if attempts > 10 * len(self.indices) + count:
                     raise ValueError(f"{self.source.name}: no usable rows (every row was skipped)") from exc
                 continue
-            batch.append(Sample(sample.id, image, sample.question, sample.answer, sample.domain))
+            batch.append(sample)
         return batch
 
     def state_dict(self) -> dict:

@@ -22,7 +22,7 @@ from transformers import get_scheduler
 
 from . import algo, checkpoint
 from .config import TrainConfig, to_dict
-from .data import PromptStream, open_source, split_indices, eval_samples, LabSource
+from .data import BadSample, PromptStream, open_source, split_indices, eval_samples, LabSource
 from .evaluate import generate_records, summarize
 from .injection import Injector, schedule_value
 from .models import frozen_copy, load_model_and_processor, pick_device, pick_dtype
@@ -69,7 +69,8 @@ class GRPOTrainer:
         source = open_source(cfg.data.train, cfg.data.images)
         train_rows, self.heldout_rows = split_indices(len(source), cfg.data.eval_holdout)
         self.source = source
-        self.stream = PromptStream(source, train_rows, cfg.seed, cfg.data.on_bad_sample, log=tqdm.write)
+        self.stream = PromptStream(source, train_rows, cfg.seed, cfg.data.on_bad_sample, log=tqdm.write,
+                                   check=self._check_prompt_length if cfg.max_prompt_length else None)
         tok = self.processor.tokenizer
         self.injector = Injector(cfg.injection, self.style, tok, end_token_ids(self.processor, self.model)[0],
                                  tok.pad_token_id, cfg.seed)
@@ -233,6 +234,13 @@ class GRPOTrainer:
                                      rollout.completion_mask[chunk], rollout.group_size, self.cfg.temperature)
                  for chunk in rows.split(self.cfg.micro_batch_size)]
         return torch.cat(parts)
+
+    def _check_prompt_length(self, sample) -> None:
+        length = int(encode_prompts(self.processor, self.style, [sample], torch.device("cpu")).inputs["attention_mask"].sum())
+        if length > self.cfg.max_prompt_length:
+            raise BadSample(f"{sample.id}: the prompt is {length} tokens (image tokens included), over "
+                            f"max_prompt_length={self.cfg.max_prompt_length}; prompts are never truncated. "
+                            "Raise max_prompt_length or lower max_pixels.")
 
     # ---------------------------------------------------------------- evaluation, saving
     def _eval_sets(self) -> dict:
