@@ -132,15 +132,18 @@ def generate(
     return ids, mask, truncated, texts
 
 
-def rows_inputs(prompts: PromptBatch, rows: torch.Tensor, group_size: int) -> dict[str, torch.Tensor]:
-    """Prompt inputs repeated for completion rows `rows` (each row's prompt is rows // G)."""
-    owner = (rows // group_size).to(prompts.inputs["input_ids"].device)
-    out = {k: v[owner] for k, v in prompts.inputs.items() if k not in ("pixel_values", "image_grid_thw")}
+PREFIX_SHARING_FAMILIES = ("qwen2_vl", "qwen2_5_vl")
+
+
+def prompt_inputs(prompts: PromptBatch, index: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Prompt inputs for the prompts at `index` (repeats allowed), images included."""
+    index = index.to(prompts.inputs["input_ids"].device)
+    out = {k: v[index] for k, v in prompts.inputs.items() if k not in ("pixel_values", "image_grid_thw")}
     if "pixel_values" in prompts.inputs:
         grid = prompts.inputs["image_grid_thw"]
         chunks = torch.split(prompts.inputs["pixel_values"], grid.prod(-1).tolist())
-        out["pixel_values"] = torch.cat([chunks[i] for i in owner.tolist()])
-        out["image_grid_thw"] = grid[owner]
+        out["pixel_values"] = torch.cat([chunks[i] for i in index.tolist()])
+        out["image_grid_thw"] = grid[index]
     return out
 
 
@@ -152,16 +155,58 @@ def completion_logprobs(
     completion_mask: torch.Tensor,  # (n, C)
     group_size: int,
     temperature: float = 1.0,
+    sharing: str = "prefix",
 ) -> torch.Tensor:  # (n, C)
-    """Per-token log-probs of completion rows: one forward over prompt + completion, completion logits only."""
-    inputs = rows_inputs(prompts, rows, group_size)
+    """Per-token log-probs of completion rows, completion logits only.
+
+    sharing="prefix": each distinct prompt (image included) is encoded once, its KV cache is
+    repeated for its rows, and only completion tokens run again; exact (same log-probs as the
+    per-row pass within float rounding) because attention over the cached prefix is the same
+    computation. sharing="none": one forward over prompt + completion per row.
+    """
+    if sharing == "prefix":
+        logits = _shared_prefix_logits(model, prompts, rows // group_size, completion_ids, completion_mask)
+    elif sharing == "none":
+        logits = _per_row_logits(model, prompts, rows // group_size, completion_ids, completion_mask)
+    else:
+        raise ValueError(f"unknown logprob_sharing {sharing!r}: use prefix or none")
+    # The same suppression as in generation, so these are the log-probs of the sampling distribution.
+    logits = logits.index_fill(-1, torch.tensor(vision_token_ids(model), device=logits.device), float("-inf"))
+    return token_logprobs(logits, completion_ids, temperature)
+
+
+def _per_row_logits(model, prompts, owner, completion_ids, completion_mask) -> torch.Tensor:  # (n, C, V)
+    inputs = prompt_inputs(prompts, owner)
     width = completion_ids.size(1)
     inputs["input_ids"] = torch.cat([inputs["input_ids"], completion_ids], dim=1)
     inputs["attention_mask"] = torch.cat([inputs["attention_mask"], completion_mask.to(inputs["attention_mask"].dtype)], dim=1)
     if "mm_token_type_ids" in inputs:
         inputs["mm_token_type_ids"] = torch.cat(
             [inputs["mm_token_type_ids"], torch.zeros_like(completion_ids, dtype=inputs["mm_token_type_ids"].dtype)], dim=1)
-    logits = model(**inputs, use_cache=False, logits_to_keep=width + 1).logits[:, :-1]
-    # The same suppression as in generation, so these are the log-probs of the sampling distribution.
-    logits = logits.index_fill(-1, torch.tensor(vision_token_ids(model), device=logits.device), float("-inf"))
-    return token_logprobs(logits, completion_ids, temperature)
+    return model(**inputs, use_cache=False, logits_to_keep=width + 1).logits[:, :-1]
+
+
+def _shared_prefix_logits(model, prompts, owner, completion_ids, completion_mask) -> torch.Tensor:  # (n, C, V)
+    family = model.config.model_type
+    if family not in PREFIX_SHARING_FAMILIES:
+        raise NotImplementedError(
+            f"logprob_sharing=prefix relies on the M-RoPE and cache internals of {', '.join(PREFIX_SHARING_FAMILIES)}; "
+            f"model type {family!r} is not one of them: use logprob_sharing=none")
+    distinct, local = torch.unique(owner, return_inverse=True)
+    inputs = prompt_inputs(prompts, distinct)
+    # Explicit positions: the model would otherwise reuse rope deltas it caches between calls.
+    positions, _ = model.model.get_rope_index(
+        inputs["input_ids"], image_grid_thw=inputs.get("image_grid_thw"),
+        attention_mask=inputs["attention_mask"], mm_token_type_ids=inputs["mm_token_type_ids"])
+    prefix = model(**inputs, position_ids=positions, use_cache=True, logits_to_keep=1)
+    cache = prefix.past_key_values
+    cache.batch_select_indices(local.to(positions.device))
+    # Text after the prompt continues one past the prompt's largest M-RoPE position, on all three axes.
+    start = positions.amax(dim=(0, 2))[local] + 1
+    steps = torch.arange(completion_ids.size(1), device=start.device)
+    completion_positions = (start.unsqueeze(1) + steps).unsqueeze(0).expand(3, -1, -1)
+    attention = torch.cat([inputs["attention_mask"][local], completion_mask.to(inputs["attention_mask"].dtype)], dim=1)
+    rest = model(input_ids=completion_ids, attention_mask=attention, position_ids=completion_positions,
+                 cache=cache, use_cache=True)
+    # The prompt's last position predicts the first completion token.
+    return torch.cat([prefix.logits[local, -1:], rest.logits[:, :-1]], dim=1)

@@ -172,14 +172,17 @@ class GRPOTrainer:
         injected = rollout.injected.to(self.device)
         grad_norms = []
         for _ in range(cfg.num_iterations):
-            for minibatch in torch.randperm(N).split(cfg.effective_minibatch_size):
+            # Shuffle whole groups so that a micro-batch holds few distinct prompts to encode.
+            G = rollout.group_size
+            order = (torch.randperm(N // G).unsqueeze(1) * G + torch.arange(G)).flatten()
+            for minibatch in order.split(cfg.effective_minibatch_size):
                 mb_tokens = float(loss_mask[minibatch].sum())
                 self.optimizer.zero_grad(set_to_none=True)
                 for micro in minibatch.split(cfg.micro_batch_size):
                     width = max(1, int(rollout.completion_mask[micro].sum(1).max()))
                     ids, mask = rollout.completion_ids[micro, :width], loss_mask[micro, :width].to(self.device)
-                    logp = completion_logprobs(self.model, rollout.prompts, micro, ids,
-                                               rollout.completion_mask[micro, :width], rollout.group_size, cfg.temperature)
+                    logp = completion_logprobs(self.model, rollout.prompts, micro, ids, rollout.completion_mask[micro, :width],
+                                               rollout.group_size, cfg.temperature, cfg.logprob_sharing)
                     old = old_logp[micro, :width] if old_logp is not None else logp.detach()
                     per_token, ratio, clipped = algo.clipped_surrogate(logp, old, advantages[micro], cfg.epsilon, cfg.epsilon_high)
                     inj_rows = injected[micro].unsqueeze(1).expand_as(per_token)
@@ -231,7 +234,8 @@ class GRPOTrainer:
     def _logprobs_all(self, model, rollout: Rollout) -> torch.Tensor:  # (N, C)
         rows = torch.arange(len(rollout.texts))
         parts = [completion_logprobs(model, rollout.prompts, chunk, rollout.completion_ids[chunk],
-                                     rollout.completion_mask[chunk], rollout.group_size, self.cfg.temperature)
+                                     rollout.completion_mask[chunk], rollout.group_size, self.cfg.temperature,
+                                     self.cfg.logprob_sharing)
                  for chunk in rows.split(self.cfg.micro_batch_size)]
         return torch.cat(parts)
 
