@@ -48,6 +48,13 @@ def check_model(name: str) -> None:
         return
     if path.exists():
         raise ValueError(f"model folder {path} has no config.json: it is not a saved model")
+    try:
+        from .lab import models as lab_models
+    except ImportError:
+        lab_models = None
+    if lab_models is not None and name in lab_models.BASES:
+        raise ValueError(f"lab model {name!r} is not built yet: no saved model under {lab_models.path_of(name)} "
+                         "(the counting lab pre-trains it: python -m vlm_grpo.lab.pretrain)")
     if name.count("/") != 1 or name.startswith((".", "/")):
         raise ValueError(f"unknown model {name!r}: not a registered name ({', '.join(registered_models())}), "
                          "a saved model folder, or a hub id (org/name)")
@@ -293,7 +300,7 @@ def eval_table(summary: dict):
 
     table = Table(title=f"Evaluation ({summary['decoding']}, prompt style {summary['style']}, 95 % Wilson intervals)")
     for column in ("checkpoint", "data set", "n", "accuracy", "strict accuracy", "number present", "transfer / in-domain"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")  # a checkpoint path cut to "/tmp/ru…" identifies nothing
     for name, per_set in summary["results"].items():
         for spec, e in per_set.items():
             ratio = e.get("generalization_ratio")

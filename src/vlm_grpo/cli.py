@@ -125,7 +125,8 @@ def study(
     steps: Optional[int] = typer.Option(None, "--steps", help="Training steps of every run (default: the preset's)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Study folder (default: runs/study-<preset>)."),
     model: Optional[str] = typer.Option(None, "--model", help="Base model of every run (default: the preset's)."),
-    n: Optional[int] = typer.Option(None, "--n", help="Held-out samples per data set (default: the preset's)."),
+    n: Optional[int] = typer.Option(None, "--n", help="Held-out samples per data set in the final evaluation "
+                                    "(default: the preset's; data.eval_size=N sets the evaluations during training)."),
     threshold: Optional[float] = typer.Option(None, "--threshold", help="In-domain accuracy for steps-to-threshold."),
 ) -> None:
     """Train conditions x seeds at one step budget (resumable), evaluate all alike, write study.json/.md."""

@@ -25,8 +25,9 @@ from .config import TrainConfig, load_config, to_dict, validate
 from .stats import mean_ci, steps_to_threshold
 
 PRESETS_DIR = Path(__file__).resolve().parents[2] / "configs" / "study"
-# Keys that may differ between the invocations of one study without changing what a run computes.
-_VOLATILE = {"resume", "progress"}
+# Keys that may differ between the invocations of one study without changing what a run computes
+# (output_dir: a study folder may be moved or copied).
+_VOLATILE = {"resume", "progress", "output_dir"}
 
 
 @dataclass
@@ -86,10 +87,9 @@ def injection_label(condition: dict) -> str:
 
 
 def plan(preset: dict, out: Path, seeds: int, steps: int | None = None, model: str | None = None,
-         n: int | None = None, overrides: Sequence[str] = (), progress: bool = True) -> list[PlannedRun]:
+         overrides: Sequence[str] = (), progress: bool = True) -> list[PlannedRun]:
     """Every run's validated config, built before anything trains so a bad key fails at once."""
     cli = ([f"max_steps={steps}"] if steps is not None else []) + ([f"model={model}"] if model else [])
-    cli += [f"data.eval_size={n}"] if n is not None else []
     runs = []
     for condition in preset["conditions"]:
         own = [f"prompt.style={condition.get('prompt_style', 'default')}"]
@@ -97,8 +97,8 @@ def plan(preset: dict, out: Path, seeds: int, steps: int | None = None, model: s
         for seed in range(seeds):
             name = f"{condition['name']}-seed{seed}"
             run_dir = out / "runs" / name
-            cfg = load_config(None, flatten(preset.get("base") or {}) + own + cli + list(overrides)
-                              + [f"output_dir={run_dir}", f"seed={seed}", f"progress={str(progress).lower()}"])
+            cfg = load_config(None, flatten(preset.get("base") or {}) + own + cli + [f"progress={str(progress).lower()}"]
+                              + list(overrides) + [f"output_dir={run_dir}", f"seed={seed}"])
             # Steps-to-threshold needs held-out evaluation during training.
             cfg.data.eval = cfg.data.eval or [cfg.data.train]
             cfg.data.eval_steps = cfg.data.eval_steps or max(1, cfg.max_steps // 10)
@@ -107,11 +107,6 @@ def plan(preset: dict, out: Path, seeds: int, steps: int | None = None, model: s
 
 
 # ---------------------------------------------------------------- training
-def _read_summary(run_dir: Path) -> dict | None:
-    path = run_dir / "summary.json"
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
 def _check_same_config(run: PlannedRun) -> None:
     """A run dir is reused only for the same configuration, so every seed keeps the same budget."""
     path = run.dir / "config.yaml"
@@ -125,28 +120,33 @@ def _check_same_config(run: PlannedRun) -> None:
                          "use another --out or delete that run folder")
 
 
+def _steps_saved(run_dir: Path) -> int:
+    found = checkpoint.checkpoints(run_dir)
+    return found[-1][0] if found else 0
+
+
 def train_run(run: PlannedRun) -> str:
     """'skipped' (finished before), 'resumed' or 'ran'; a run stopped by a signal raises StudyInterrupted."""
     from .trainer import GRPOTrainer
 
     _check_same_config(run)
-    summary = _read_summary(run.dir)
-    if summary is not None and summary.get("steps", 0) >= run.cfg.max_steps:
+    # The trainer writes summary.json even when a signal stops it early: finished also needs the last checkpoint.
+    if (run.dir / "summary.json").is_file() and _steps_saved(run.dir) >= run.cfg.max_steps:
         return "skipped"
-    resume = checkpoint.latest(run.dir) is not None
+    resume = _steps_saved(run.dir) > 0
     run.cfg.resume = resume
     # The trainer turns Ctrl-C into "save and stop"; once it is done, Ctrl-C must stop the study again.
     handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        summary = GRPOTrainer(run.cfg).train()
+        GRPOTrainer(run.cfg).train()
     finally:
         for sig, handler in handlers.items():
             try:
                 signal.signal(sig, handler)
             except ValueError:  # not the main thread: the trainer could not install its own either
                 pass
-    if summary["steps"] < run.cfg.max_steps:
-        raise StudyInterrupted(f"{run.name} stopped at step {summary['steps']} of {run.cfg.max_steps}; "
+    if _steps_saved(run.dir) < run.cfg.max_steps:
+        raise StudyInterrupted(f"{run.name} stopped at step {_steps_saved(run.dir)} of {run.cfg.max_steps}; "
                                "run the same command again to resume")
     return "resumed" if resume else "ran"
 
@@ -184,9 +184,13 @@ def final_eval(run: PlannedRun, n: int, progress: bool = True) -> dict:
     if final is None:
         raise RuntimeError(f"{run.dir} holds no checkpoint to evaluate")
     out = run.dir / "final_eval"
-    cached = json.loads((out / "summary.json").read_text()) if (out / "summary.json").is_file() else None
-    if cached and str(final) in cached["results"] and cached["n"] == n:
-        return cached["results"][str(final)]
+    cache = out / "summary.json"
+    # A resumed run rewrites its final checkpoint: a cached score older than it is stale.
+    if cache.is_file() and cache.stat().st_mtime > (final / "trainer_state.pt").stat().st_mtime:
+        cached = json.loads(cache.read_text())
+        (key, scores), = cached["results"].items()
+        if Path(key).name == final.name and cached["n"] == n:  # by name: the study folder may have moved
+            return scores
     cfg = run.cfg
     summary = evaluate_models([str(final)], cfg.data.eval, get_style(cfg.prompt), n=n, out=out,
                               max_new_tokens=cfg.max_completion_length, holdout=cfg.data.eval_holdout,
@@ -211,8 +215,7 @@ def measure(run: PlannedRun, scores: dict, threshold: float) -> dict:
 
 def _pool(values: list) -> dict:
     """mean_ci over the seeds that have a value; `values` keeps one entry per seed (None: missing)."""
-    stat = mean_ci([v for v in values if v is not None])
-    return {**stat, "values": values, "reached": sum(v is not None for v in values)}
+    return {**mean_ci([v for v in values if v is not None]), "values": values}
 
 
 def aggregate(preset: dict, runs: list[PlannedRun], measures: dict[str, dict]) -> list[dict]:
@@ -224,6 +227,8 @@ def aggregate(preset: dict, runs: list[PlannedRun], measures: dict[str, dict]) -
                  "runs": [str(r.dir) for r in mine]}
         for key in ("in_domain_accuracy", "transfer_accuracy", "generalization_ratio", "steps_to_threshold", "wall_s"):
             entry[key] = _pool([measures[r.name][key] for r in mine])
+        # Seeds that never reach the threshold have no step count: say how many did.
+        entry["steps_to_threshold"]["reached"] = sum(v is not None for v in entry["steps_to_threshold"]["values"])
         if condition.get("reference"):
             entry["reference"] = condition["reference"]
         conditions.append(entry)
@@ -243,12 +248,15 @@ def run_study(preset: str | Path = "seed", seeds: int | None = None, steps: int 
     eval_n = int(n if n is not None else spec.get("eval_n", 200))
     if seeds < 1 or eval_n < 1 or not 0 < threshold <= 1:
         raise ValueError(f"need --seeds >= 1, --n >= 1 and a threshold in (0, 1] (got {seeds}, {eval_n}, {threshold})")
-    runs = plan(spec, out, seeds, steps, model, n, overrides, progress)
+    runs = plan(spec, out, seeds, steps, model, overrides, progress)
     _check_inputs(runs)
     status: dict[str, list[str]] = {"ran": [], "resumed": [], "skipped": []}
     for i, run in enumerate(runs, start=1):
         tqdm.write(f"[{i}/{len(runs)}] {run.name}")
-        status[train_run(run)].append(run.name)
+        outcome = train_run(run)
+        status[outcome].append(run.name)
+        if outcome == "skipped":
+            tqdm.write("  finished in an earlier call: skipped")
     measures = {}
     for run in tqdm(runs, desc="final evaluation", disable=not progress):
         measures[run.name] = measure(run, final_eval(run, eval_n, progress), threshold)

@@ -22,8 +22,8 @@ from transformers import get_scheduler
 
 from . import algo, checkpoint
 from .config import TrainConfig, to_dict
-from .data import BadSample, PromptStream, open_source, split_indices, eval_samples, LabSource
-from .evaluate import generate_records, summarize
+from .data import BadSample, PromptStream, open_source, split_indices
+from .evaluate import generate_records, heldout_samples, summarize
 from .injection import Injector, schedule_value
 from .models import frozen_copy, load_model_and_processor, pick_device, pick_dtype
 from .prompts import get_style
@@ -248,16 +248,9 @@ class GRPOTrainer:
 
     # ---------------------------------------------------------------- evaluation, saving
     def _eval_sets(self) -> dict:
-        sets = {}
-        for name in self.cfg.data.eval:
-            if name == self.cfg.data.train:
-                source, rows = self.source, self.heldout_rows
-            else:
-                source = open_source(name)
-                rows = split_indices(len(source), self.cfg.data.eval_holdout)[1] if isinstance(source, LabSource) \
-                    else torch.arange(len(source)).numpy()
-            sets[name] = eval_samples(source, rows, self.cfg.data.eval_size)
-        return sets
+        data = self.cfg.data
+        return {name: heldout_samples(name, data.eval_size, data.eval_holdout, data.images if name == data.train else None,
+                                      train=data.train) for name in data.eval}
 
     def evaluate(self) -> dict:
         """Greedy accuracy and number-present rate on each held-out set, through the shared path."""

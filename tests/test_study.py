@@ -1,0 +1,126 @@
+"""`vlm-grpo study` with the tiny preset: the schema of study.json, study.md, skipping and resuming runs."""
+
+import json
+import shutil
+
+import pytest
+from typer.testing import CliRunner
+
+from vlm_grpo.cli import app
+from vlm_grpo.study import find_preset, load_preset, plan, run_study
+
+MEASURED = ("in_domain_accuracy", "transfer_accuracy", "steps_to_threshold", "wall_s")
+# Two conditions x two seeds x two steps; a checkpoint every step so a run can resume from step 1.
+FAST = ["device=cpu", "save_steps=1", "data.eval_steps=2", "data.eval_size=2", "max_completion_length=6"]
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    out = tmp_path_factory.mktemp("study")
+    result = run_study("tiny", seeds=2, steps=2, out=out, n=2, overrides=FAST, progress=False)
+    return out, result
+
+
+def test_study_json_has_the_schema(study):
+    out, result = study
+    assert sorted(result["ran"]) == ["default-inject-seed0", "default-inject-seed1",
+                                     "default-none-seed0", "default-none-seed1"]
+    data = json.loads((out / "study.json").read_text())
+    assert data == result["study"]
+    assert [c["name"] for c in data["conditions"]] == ["default-inject", "default-none"]
+    assert data["in_domain"] == "lab-clevr" and data["transfer"] == ["lab-superclevr"] and data["max_steps"] == 2
+    for c in data["conditions"]:
+        assert c["prompt_style"] == "default" and c["seeds"] == [0, 1]
+        assert c["injection"] == ("random" if c["name"] == "default-inject" else "none")
+        for key in MEASURED:
+            assert set(c[key]) >= {"mean", "ci", "values"} and len(c[key]["values"]) == 2, key
+        for key in ("in_domain_accuracy", "transfer_accuracy"):
+            lo, hi = c[key]["ci"]
+            assert 0 <= c[key]["mean"] <= 1 and lo <= c[key]["mean"] <= hi
+        assert c["steps_to_threshold"]["reached"] == sum(v is not None for v in c["steps_to_threshold"]["values"])
+        assert all(v > 0 for v in c["wall_s"]["values"])
+        for run_dir, steps in zip(c["runs"], c["steps_to_threshold"]["values"]):
+            summary = json.loads((out / "runs" / run_dir.split("/")[-1] / "summary.json").read_text())
+            assert steps == summary["steps_to_0.9/eval/lab-clevr/accuracy"]
+
+
+def test_runs_evaluate_during_training_and_at_the_end(study):
+    out, _ = study
+    run = out / "runs" / "default-none-seed0"
+    evals = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()
+             if "eval/lab-clevr/accuracy" in line]
+    assert evals == [0, 2]
+    final = json.loads((run / "final_eval" / "summary.json").read_text())
+    assert final["decoding"] == "greedy" and final["n"] == 2
+    assert set(final["results"][str(run / "checkpoint-2")]) == {"lab-clevr", "lab-superclevr"}
+
+
+def test_study_md_and_report(study):
+    out, _ = study
+    md = (out / "study.md").read_text()
+    assert "| condition |" in md and "in-domain accuracy" in md and "transfer accuracy" in md
+    assert "| default-inject |" in md and "| default-none |" in md and "not reached (0/2)" in md
+    assert (out / "report" / "report.md").is_file() and (out / "report" / "cross_domain.png").is_file()
+
+
+def test_rerun_skips_finished_runs_and_resumes_an_interrupted_one(study, tmp_path):
+    out = tmp_path / "moved"
+    shutil.copytree(study[0], out)  # a copy: the other tests keep the first call's files
+    runs = out / "runs"
+    # Simulate a run stopped after step 1: its final checkpoint and summary never got written.
+    shutil.rmtree(runs / "default-none-seed1" / "checkpoint-2")
+    (runs / "default-none-seed1" / "summary.json").unlink()
+    mtimes = {p.name: (p / "metrics.jsonl").stat().st_mtime_ns for p in runs.iterdir() if p.name != "default-none-seed1"}
+    again = run_study("tiny", seeds=2, steps=2, out=out, n=2, overrides=FAST, progress=False)
+    assert again["ran"] == [] and again["resumed"] == ["default-none-seed1"]
+    assert sorted(again["skipped"]) == sorted(mtimes)
+    assert {name: (runs / name / "metrics.jsonl").stat().st_mtime_ns for name in mtimes} == mtimes
+    steps = [json.loads(line)["step"] for line in (runs / "default-none-seed1" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [0, 1, 2]
+    assert (runs / "default-none-seed1" / "checkpoint-2" / "model.safetensors").is_file()
+
+
+def test_a_changed_budget_is_refused_for_an_existing_run(study):
+    out, _ = study
+    with pytest.raises(ValueError, match="different configuration"):
+        run_study("tiny", seeds=1, steps=3, out=out, n=2, overrides=FAST, progress=False)
+
+
+def test_seed_preset_plans_the_studys_matrix(tmp_path):
+    spec = load_preset(find_preset("seed"))
+    names = [c["name"] for c in spec["conditions"]]
+    assert names[:4] == ["default-inject", "default-none", "r1v-inject", "r1v-none"]
+    assert {"default-linear_decay", "default-adaptive", "default-rescue"} <= set(names)
+    runs = plan(spec, tmp_path, seeds=1, steps=40)
+    by_name = {r.name: r.cfg for r in runs}
+    cfg = by_name["r1v-inject-seed0"]
+    assert cfg.model == "lab-base" and cfg.data.train == "lab-clevr" and cfg.data.eval == ["lab-clevr", "lab-superclevr"]
+    assert cfg.learning_rate == pytest.approx(5e-5) and cfg.max_steps == 40 and cfg.data.eval_steps == 4
+    assert cfg.prompt.style == "r1v" and cfg.injection.mode == "random"
+    assert by_name["default-linear_decay-seed0"].injection.schedule == "linear_decay"
+    assert by_name["default-rescue-seed0"].injection.mode == "rescue"
+    assert plan(spec, tmp_path, seeds=1)[0].cfg.max_steps == 300
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--preset", "nonexistent"], "unknown study preset 'nonexistent'"),
+    (["--preset", "tiny", "injection.mode=sometimes"], "injection.mode='sometimes'"),
+    (["--preset", "tiny", "--model", "no-such-model"], "unknown model 'no-such-model'"),
+])
+def test_cli_rejects_bad_input_with_exit_2(args, message, tmp_path):
+    result = CliRunner().invoke(app, ["study", *args, "--out", str(tmp_path)])
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
+
+
+def test_report_cli_wraps_write_report(study, tmp_path):
+    out, _ = study
+    run_dirs = sorted(str(p) for p in (out / "runs").iterdir())
+    result = CliRunner().invoke(app, ["report", *run_dirs, "--study", str(out / "study.json"), "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    md = (tmp_path / "report.md").read_text()
+    assert "cross_domain.png" in md and "default-none-seed1" in md
+    missing = CliRunner().invoke(app, ["report", *run_dirs, "--study", str(tmp_path / "nope.json")])
+    assert missing.exit_code == 2 and "does not exist" in missing.output
+    not_a_run = CliRunner().invoke(app, ["report", str(tmp_path), "--out", str(tmp_path / "r")])
+    assert not_a_run.exit_code == 2 and "metrics.jsonl" in not_a_run.output
