@@ -38,7 +38,8 @@ def train(
         summary = run_training(cfg)
     except (ValueError, FileNotFoundError, RuntimeError, FloatingPointError) as exc:
         _fail(exc)
-    typer.echo(f"done: {summary['steps']} steps in {summary['wall_s']:.1f} s; outputs in {cfg.output_dir}")
+    if summary:  # only the main process of a multi-process run summarises
+        typer.echo(f"done: {summary['steps']} steps in {summary['wall_s']:.1f} s; outputs in {cfg.output_dir}")
 
 
 @app.command()

@@ -199,7 +199,7 @@ def _shared_prefix_logits(model, prompts, owner, completion_ids, completion_mask
         inputs["input_ids"], image_grid_thw=inputs.get("image_grid_thw"),
         attention_mask=inputs["attention_mask"], mm_token_type_ids=inputs["mm_token_type_ids"])
     prefix = model(**inputs, position_ids=positions, use_cache=True, logits_to_keep=1)
-    cache = prefix.past_key_values
+    cache = prefix.cache
     cache.batch_select_indices(local.to(positions.device))
     # Text after the prompt continues one past the prompt's largest M-RoPE position, on all three axes.
     start = positions.amax(dim=(0, 2))[local] + 1

@@ -20,8 +20,8 @@ import yaml
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from . import algo, checkpoint
-from .config import TrainConfig, to_dict
+from . import algo, checkpoint, distributed
+from .config import ConfigError, TrainConfig, to_dict
 from .data import BadSample, PromptStream, open_source, split_indices
 from .evaluate import generate_records, heldout_samples, summarize
 from .injection import Injector, schedule_value
@@ -55,9 +55,14 @@ class GRPOTrainer:
         self.cfg = cfg
         self.out = Path(cfg.output_dir)
         self.out.mkdir(parents=True, exist_ok=True)
+        self.world = distributed.setup(cfg.device)
+        self._check_world(cfg)
+        # Same data order on every rank (each takes its slice); different sampling noise per rank.
         random.seed(cfg.seed)
-        torch.manual_seed(cfg.seed)
-        self.device = pick_device(cfg.device)
+        torch.manual_seed(cfg.seed + 7919 * self.world.rank)
+        self.device = self.world.device if self.world.size > 1 else pick_device(cfg.device)
+        self.local_prompts = cfg.prompts_per_step // self.world.size
+        self.local_minibatch = cfg.effective_minibatch_size // self.world.size
         self.model, self.processor = load_model_and_processor(
             cfg.model, self.device, pick_dtype(cfg.dtype, self.device), cfg.trust_remote_code)
         if cfg.max_pixels is not None:
@@ -80,7 +85,7 @@ class GRPOTrainer:
         updates = cfg.max_steps * cfg.num_iterations * (cfg.rows_per_step // cfg.effective_minibatch_size)
         self.scheduler = get_scheduler(cfg.lr_scheduler_type, self.optimizer,
                                        num_warmup_steps=int(cfg.warmup_ratio * updates), num_training_steps=updates)
-        self.eval_sets = self._eval_sets()
+        self.eval_sets = self._eval_sets() if self.world.is_main else {}
         self.stop_requested = False
         self.nonfinite_in_a_row = self.skipped_updates = 0
 
@@ -90,17 +95,20 @@ class GRPOTrainer:
         start = self._resume() if cfg.resume else 0
         from .tracking import Tracker
 
-        tracker = Tracker(self.out, cfg.report_to, to_dict(cfg), resume_step=start if cfg.resume else None)
-        (self.out / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        main = self.world.is_main
+        tracker = Tracker(self.out, cfg.report_to, to_dict(cfg), resume_step=start if cfg.resume else None) if main else None
+        if main:
+            (self.out / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
         self._install_signal_handlers()
         began, history = time.time(), []
         if start == 0 and self.eval_sets:
-            tracker.log(0, {**self.evaluate(), "world_size": 1})
-        bar = tqdm(range(start, cfg.max_steps), initial=start, total=cfg.max_steps, desc="GRPO", disable=not cfg.progress)
+            tracker.log(0, {**self.evaluate(), "world_size": self.world.size})
+        bar = tqdm(range(start, cfg.max_steps), initial=start, total=cfg.max_steps, desc="GRPO",
+                   disable=not (cfg.progress and main))
         for step in bar:
             t0 = time.time()
             # 1. Rollout: B prompts x G sampled completions, scored.
-            samples = self.stream.next_batch(cfg.prompts_per_step)
+            samples = self.world.shard(self.stream.next_batch(cfg.prompts_per_step))
             prompts = encode_prompts(self.processor, self.style, samples, self.device)
             rollout = self.sample(prompts)
             sampled_metrics = rollout_metrics(rollout)
@@ -118,14 +126,15 @@ class GRPOTrainer:
             metrics = {**sampled_metrics, **injection_metrics(rollout, advantages, strength), **update_metrics,
                        "groups/frac_zero_std": frac_zero_std(rollout), "data/skipped": self.stream.skipped,
                        "optim/lr": self.scheduler.get_last_lr()[0], "time/step_s": step_s,
-                       "time/elapsed_s": time.time() - began, "world_size": 1,
+                       "time/elapsed_s": time.time() - began,
                        "throughput/tokens_per_s": float(rollout.completion_mask[~rollout.injected].sum()) / step_s}
+            metrics = {**self.world.mean_metrics(metrics), "world_size": self.world.size}
             done = step + 1
             if cfg.data.eval_steps and self.eval_sets and (done % cfg.data.eval_steps == 0 or done == cfg.max_steps):
                 metrics.update(self.evaluate())
-            if done % cfg.logging_steps == 0 or done == cfg.max_steps:
+            if main and (done % cfg.logging_steps == 0 or done == cfg.max_steps):
                 tracker.log(done, metrics)
-            if cfg.log_completions_steps and done % cfg.log_completions_steps == 0:
+            if main and cfg.log_completions_steps and done % cfg.log_completions_steps == 0:
                 tracker.log_completions(done, completion_rows(rollout))
             history.append({"step": done, **metrics})
             bar.set_postfix(reward=f"{metrics['reward/mean']:.2f}", acc=f"{metrics['rollout/accuracy']:.2f}",
@@ -135,8 +144,9 @@ class GRPOTrainer:
             if self.stop_requested:
                 tqdm.write(f"stopped by signal; checkpoint-{done} saved, resume with resume=true")
                 break
-        tracker.close()
-        return self._write_summary(history)
+        if main:
+            tracker.close()
+        return self._write_summary(history) if main else {}
 
     # ---------------------------------------------------------------- phases
     def sample(self, prompts) -> Rollout:
@@ -175,8 +185,9 @@ class GRPOTrainer:
             # Shuffle whole groups so that a micro-batch holds few distinct prompts to encode.
             G = rollout.group_size
             order = (torch.randperm(N // G).unsqueeze(1) * G + torch.arange(G)).flatten()
-            for minibatch in order.split(cfg.effective_minibatch_size):
-                mb_tokens = float(loss_mask[minibatch].sum())
+            for minibatch in order.split(self.local_minibatch):
+                # Tokens of the global minibatch per rank: averaging the ranks' gradients then gives the global mean.
+                mb_tokens = self.world.sum(float(loss_mask[minibatch].sum())) / self.world.size
                 self.optimizer.zero_grad(set_to_none=True)
                 for micro in minibatch.split(cfg.micro_batch_size):
                     width = max(1, int(rollout.completion_mask[micro].sum(1).max()))
@@ -203,7 +214,7 @@ class GRPOTrainer:
                         stats.add("clip" + origin, clipped.float(), rows_mask)
                     stats.add("logp_injected", logp.detach(), mask * inj_rows)
                 grad_norms.append(self._optimizer_step())
-        updates = cfg.num_iterations * (N // cfg.effective_minibatch_size)
+        updates = cfg.num_iterations * (N // self.local_minibatch)
         return {
             "loss/policy": stats.sums.get("loss", (0.0, 0.0))[0] / updates, "loss/kl": stats.mean("kl"),
             "policy/ratio_mean": stats.mean("ratio"), "policy/clip_fraction": stats.mean("clip"),
@@ -215,6 +226,7 @@ class GRPOTrainer:
 
     def _optimizer_step(self) -> float:
         params = [p for p in self.model.parameters() if p.requires_grad]
+        self.world.average_gradients(params)
         max_norm = self.cfg.max_grad_norm if self.cfg.max_grad_norm > 0 else float("inf")
         norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
         if not math.isfinite(norm):
@@ -263,12 +275,18 @@ class GRPOTrainer:
             metrics[f"eval/{name}/number_present_rate"] = summary["number_present_rate"]
         return metrics
 
-    def save(self, step: int) -> Path:
+    def save(self, step: int) -> Path | None:
+        if not self.world.is_main:
+            self.world.barrier()
+            return None
         state = {"step": step, "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                  "rng": checkpoint.rng_state(), "stream": self.stream.state_dict(),
                  "injector": self.injector.state_dict(), "skipped_updates": self.skipped_updates}
-        return checkpoint.save(self.out, step, self.model, self.processor, state,
-                               yaml.safe_dump(to_dict(self.cfg), sort_keys=False), self.cfg.save_total_limit)
+        try:
+            return checkpoint.save(self.out, step, self.model, self.processor, state,
+                                   yaml.safe_dump(to_dict(self.cfg), sort_keys=False), self.cfg.save_total_limit)
+        finally:
+            self.world.barrier()
 
     def _resume(self) -> int:
         path = checkpoint.latest(self.out)
@@ -286,8 +304,17 @@ class GRPOTrainer:
         self.injector.load_state_dict(state["injector"])
         self.skipped_updates = state["skipped_updates"]
         checkpoint.restore_rng(state["rng"])
+        if self.world.rank:  # only rank 0's RNG is saved; the others continue from a derived seed
+            torch.manual_seed(self.cfg.seed + 7919 * self.world.rank + int(state["step"]))
         tqdm.write(f"resumed from {path}")
         return int(state["step"])
+
+    def _check_world(self, cfg: TrainConfig) -> None:
+        size = self.world.size
+        for name, value in (("prompts_per_step", cfg.prompts_per_step), ("minibatch_size", cfg.effective_minibatch_size)):
+            if value % size:
+                raise ConfigError(f"{name}={value} must divide by the number of processes ({size}): "
+                                  "each process takes an equal share of every batch")
 
     def _install_signal_handlers(self) -> None:
         def request_stop(signum, frame):

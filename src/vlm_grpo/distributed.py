@@ -1,0 +1,80 @@
+"""Data parallelism for the trainer: one process per device, started by torchrun or accelerate.
+
+Each rank takes its own slice of every global batch of prompts, samples and scores its own
+groups, and the ranks average gradients before each optimizer step, so every rank holds the
+same weights. Gradients are averaged with one all-reduce per parameter after backward (what
+DDP does, without its overlap) because a shared-prefix log-prob pass runs the model twice
+before one backward, which DDP's hooks do not allow. Only rank 0 logs, evaluates and saves.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class World:
+    rank: int = 0
+    size: int = 1
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.size > 1:
+            dist.barrier()
+
+    def shard(self, items: list) -> list:
+        """This rank's contiguous slice of a global batch (the batch size divides by the world size)."""
+        per_rank = len(items) // self.size
+        return items[self.rank * per_rank:(self.rank + 1) * per_rank]
+
+    def sum(self, value: float) -> float:
+        if self.size == 1:
+            return value
+        tensor = torch.tensor([value], dtype=torch.float64, device=self.device)
+        dist.all_reduce(tensor)
+        return float(tensor)
+
+    def average_gradients(self, params: list[torch.nn.Parameter]) -> None:
+        if self.size == 1:
+            return
+        for param in params:
+            if param.grad is None:
+                param.grad = torch.zeros_like(param)  # every rank must join every all-reduce
+            dist.all_reduce(param.grad)
+            param.grad.div_(self.size)
+
+    def mean_metrics(self, metrics: dict) -> dict:
+        """Each numeric metric averaged over ranks, ignoring ranks where it is undefined (NaN)."""
+        if self.size == 1:
+            return metrics
+        gathered: list[dict] = [None] * self.size  # type: ignore[list-item]
+        dist.all_gather_object(gathered, metrics)
+        merged = {}
+        for key, value in metrics.items():
+            values = [m.get(key) for m in gathered]
+            numbers = [v for v in values if isinstance(v, (int, float)) and not (isinstance(v, float) and math.isnan(v))]
+            if key in ("data/skipped", "optim/skipped_steps", "injection/groups_injected"):
+                merged[key] = sum(numbers)
+            elif numbers and all(isinstance(v, (int, float)) for v in values if v is not None):
+                merged[key] = sum(numbers) / len(numbers)
+            else:
+                merged[key] = value if numbers else float("nan")
+        return merged
+
+
+def setup(device_name: str) -> World:
+    """Join the process group that torchrun / accelerate launch describe in the environment (if any)."""
+    from accelerate import PartialState
+
+    force_cpu = device_name == "cpu" or not torch.cuda.is_available()
+    state = PartialState(cpu=force_cpu)
+    device = torch.device("cpu") if force_cpu else state.device
+    return World(rank=state.process_index, size=state.num_processes, device=device)
