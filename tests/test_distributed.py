@@ -84,3 +84,28 @@ def test_uneven_split_is_refused(tmp_path):
                              str(driver), "train", *ARGS, "prompts_per_step=3", f"output_dir={tmp_path / 'x'}"],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode != 0 and "prompts_per_step=3 must divide by the number of processes (2)" in result.stderr
+
+
+@pytest.mark.parametrize("name", ["ddp-1node.yaml", "ddp-2nodes.yaml", "cpu-2proc.yaml"])
+def test_shipped_accelerate_configs_load(name):
+    from pathlib import Path
+
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    path = Path(__file__).resolve().parent.parent / "configs" / "accelerate" / name
+    config = load_config_from_file(str(path))
+    assert config.distributed_type == "MULTI_GPU" and config.num_processes >= 2
+
+
+def test_accelerate_launch_two_cpu_processes(tmp_path):
+    from pathlib import Path
+
+    config = Path(__file__).resolve().parent.parent / "configs" / "accelerate" / "cpu-2proc.yaml"
+    driver = tmp_path / "plain.py"
+    driver.write_text("import sys\nfrom vlm_grpo.cli import main\nsys.argv = ['vlm-grpo'] + sys.argv[1:]\nmain()\n")
+    result = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
+                             "--main_process_port", "29535", str(driver), "train", *ARGS, "max_steps=1", "save_steps=1",
+                             f"output_dir={tmp_path / 'run'}"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    line = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert line["world_size"] == 2

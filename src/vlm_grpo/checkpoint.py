@@ -12,6 +12,8 @@ from pathlib import Path
 
 import torch
 
+from .models import save_model
+
 _NAME = re.compile(r"^checkpoint-(\d+)$")
 
 
@@ -32,12 +34,13 @@ def latest(output_dir: Path) -> Path | None:
     return found[-1][1] if found else None
 
 
-def save(output_dir: Path, step: int, model, processor, state: dict, config_yaml: str, limit: int | None) -> Path:
+def save(output_dir: Path, step: int, model, processor, state: dict, config_yaml: str, limit: int | None,
+         merged: bool = True) -> Path:
     final = output_dir / f"checkpoint-{step}"
     tmp = output_dir / f".checkpoint-{step}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        model.save_pretrained(tmp, safe_serialization=True)
+        save_model(model, tmp, merged)
         processor.save_pretrained(tmp)
         torch.save(state, tmp / "trainer_state.pt")
         (tmp / "config.yaml").write_text(config_yaml)

@@ -82,6 +82,22 @@ class InjectionConfig:
 
 
 @dataclass
+class LoraSettings:
+    enabled: bool = False
+    """Train LoRA adapters (peft) instead of all weights; the reference is the same model with adapters off."""
+    r: int = 16
+    """Adapter rank."""
+    alpha: int = 32
+    """Adapter scaling numerator (scale = alpha / r)."""
+    dropout: float = 0.0
+    """Dropout on the adapter input (0 keeps log-probs deterministic between passes)."""
+    target_modules: list[str] | None = None
+    """Module names to adapt (None: the language model's attention and MLP projections; the vision tower is left out)."""
+    save_merged: bool = True
+    """Checkpoints hold merged full weights (loadable without peft) as well as the adapter."""
+
+
+@dataclass
 class TrainConfig:
     output_dir: str = "runs/grpo"
     """Folder for metrics, TensorBoard events, completions and checkpoints."""
@@ -93,6 +109,10 @@ class TrainConfig:
     """auto (cuda when available) | cpu | cuda."""
     trust_remote_code: bool = False
     """Allow a checkpoint's own Python code to run; off unless asked."""
+    freeze_vision_tower: bool = False
+    """Keep the vision encoder's weights fixed."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass to save memory (needs logprob_sharing=none)."""
     max_pixels: int | None = None
     """Pixel budget per image; images are resized once at load time (None: the processor's own)."""
     seed: int = 0
@@ -180,6 +200,8 @@ class TrainConfig:
     """How questions are put to the model."""
     injection: InjectionConfig = field(default_factory=InjectionConfig)
     """Guidance injection of ground-truth demonstrations into groups."""
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    """Parameter-efficient training with LoRA adapters."""
 
     @property
     def rows_per_step(self) -> int:
@@ -249,6 +271,9 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         need(inj.mode == "none" or (cfg.prompt.demonstration or "").count("{answer}") == 1,
              "injection with prompt.style=custom needs prompt.demonstration containing {answer}")
     need(cfg.data.eval_holdout >= 0 and cfg.data.eval_size >= 1, "data.eval_holdout must be >= 0 and data.eval_size >= 1")
+    need(not (cfg.gradient_checkpointing and cfg.logprob_sharing == "prefix"),
+         "gradient_checkpointing=true turns the KV cache off, which logprob_sharing=prefix needs: set logprob_sharing=none")
+    need(cfg.lora.r >= 1 and cfg.lora.alpha >= 1, f"lora.r={cfg.lora.r} and lora.alpha={cfg.lora.alpha} must be >= 1")
     for sink in cfg.report_to:
         need(sink in ("tensorboard", "wandb"), f"report_to entry {sink!r} is not one of tensorboard, wandb")
     if errors:

@@ -8,7 +8,6 @@ Weights load from safetensors only; a checkpoint's own code runs only with trust
 from __future__ import annotations
 
 import copy
-import json
 from pathlib import Path
 from typing import Callable
 
@@ -77,6 +76,57 @@ def load_model_and_processor(name: str, device: torch.device, dtype: torch.dtype
     return model, processor
 
 
+# The language model's projections; the pattern keeps Qwen2.5-VL's vision MLP (same names) out.
+LANGUAGE_PROJECTIONS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
+
+
+def apply_lora(model, settings):
+    """Wrap the policy with LoRA adapters; only adapter weights stay trainable."""
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError as exc:
+        raise RuntimeError("lora.enabled=true needs peft: pip install 'vlm-grpo[lora]'") from exc
+    targets = settings.target_modules or LANGUAGE_PROJECTIONS
+    config = LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout, target_modules=targets)
+    return get_peft_model(model, config)
+
+
+def freeze_vision(model) -> None:
+    base = unwrap(model)
+    vision = getattr(base.model, "visual", None)
+    if vision is None:
+        raise ValueError(f"freeze_vision_tower: model type {base.config.model_type!r} has no `visual` module")
+    vision.requires_grad_(False)
+
+
+def unwrap(model):
+    """The transformers model under a peft wrapper (or the model itself)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def load_weights(model, folder: Path) -> None:
+    """Put a checkpoint's weights into `model` in place (the adapter only, under peft)."""
+    if hasattr(model, "get_base_model"):
+        from peft import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        set_peft_model_state_dict(model, load_file(folder / "adapter" / "adapter_model.safetensors"))
+        return
+    # from_pretrained maps the saved key names back to this model's; a raw state dict would not.
+    saved = type(model).from_pretrained(folder, dtype=model.dtype, use_safetensors=True)
+    model.load_state_dict(saved.state_dict())
+
+
+def save_model(model, folder: Path, merged: bool) -> None:
+    """HF-format safetensors; with adapters, the adapter and (if asked) merged full weights."""
+    if not hasattr(model, "get_base_model"):
+        model.save_pretrained(folder, safe_serialization=True)
+        return
+    model.save_pretrained(folder / "adapter", safe_serialization=True)
+    if merged:
+        copy.deepcopy(model).merge_and_unload().save_pretrained(folder, safe_serialization=True)
+
+
 def frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
     """A reference policy: same weights, no gradients, eval mode."""
     ref = copy.deepcopy(model)
@@ -84,15 +134,3 @@ def frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
     return ref.eval()
 
 
-def describe(model: torch.nn.Module) -> dict:
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
-    return {"model_type": model.config.model_type, "parameters": total, "trainable": trainable}
-
-
-def model_family(model: torch.nn.Module) -> str:
-    return model.config.model_type
-
-
-def read_config(path: str | Path) -> dict:
-    return json.loads((Path(path) / "config.json").read_text())

@@ -187,7 +187,8 @@ def _per_row_logits(model, prompts, owner, completion_ids, completion_mask) -> t
 
 
 def _shared_prefix_logits(model, prompts, owner, completion_ids, completion_mask) -> torch.Tensor:  # (n, C, V)
-    family = model.config.model_type
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # under peft
+    family = base.config.model_type
     if family not in PREFIX_SHARING_FAMILIES:
         raise NotImplementedError(
             f"logprob_sharing=prefix relies on the M-RoPE and cache internals of {', '.join(PREFIX_SHARING_FAMILIES)}; "
@@ -195,7 +196,7 @@ def _shared_prefix_logits(model, prompts, owner, completion_ids, completion_mask
     distinct, local = torch.unique(owner, return_inverse=True)
     inputs = prompt_inputs(prompts, distinct)
     # Explicit positions: the model would otherwise reuse rope deltas it caches between calls.
-    positions, _ = model.model.get_rope_index(
+    positions, _ = base.model.get_rope_index(
         inputs["input_ids"], image_grid_thw=inputs.get("image_grid_thw"),
         attention_mask=inputs["attention_mask"], mm_token_type_ids=inputs["mm_token_type_ids"])
     prefix = model(**inputs, position_ids=positions, use_cache=True, logits_to_keep=1)

@@ -25,7 +25,7 @@ from .config import ConfigError, TrainConfig, to_dict
 from .data import BadSample, PromptStream, open_source, split_indices
 from .evaluate import generate_records, heldout_samples, summarize
 from .injection import Injector, schedule_value
-from .models import frozen_copy, load_model_and_processor, pick_device, pick_dtype
+from .models import apply_lora, freeze_vision, frozen_copy, load_model_and_processor, load_weights, pick_device, pick_dtype
 from .prompts import get_style
 from .rewards import Scorer
 from .rollout import Rollout, completion_logprobs, encode_prompts, end_token_ids, generate
@@ -67,8 +67,17 @@ class GRPOTrainer:
             cfg.model, self.device, pick_dtype(cfg.dtype, self.device), cfg.trust_remote_code)
         if cfg.max_pixels is not None:
             self.processor.image_processor.size["longest_edge"] = cfg.max_pixels
+        if cfg.freeze_vision_tower:
+            freeze_vision(self.model)
+        if cfg.gradient_checkpointing:
+            self.model.gradient_checkpointing_enable()
+        needs_reference = cfg.beta > 0 or cfg.use_reference_model
+        # Under LoRA the reference is the policy with its adapters switched off: no second model.
+        self.reference = frozen_copy(self.model) if needs_reference and not cfg.lora.enabled else None
+        self.adapter_reference = needs_reference and cfg.lora.enabled
+        if cfg.lora.enabled:
+            self.model = apply_lora(self.model, cfg.lora)
         self.model.train()
-        self.reference = frozen_copy(self.model) if cfg.beta > 0 or cfg.use_reference_model else None
         self.style = get_style(cfg.prompt)
         self.scorer = Scorer(cfg.reward_funcs, cfg.reward_weights, self.style)
         source = open_source(cfg.data.train, cfg.data.images)
@@ -170,7 +179,12 @@ class GRPOTrainer:
         single_update = cfg.num_iterations == 1 and cfg.effective_minibatch_size == cfg.rows_per_step
         need_old = not single_update
         old = self._logprobs_all(self.model, rollout) if need_old else None
-        ref = self._logprobs_all(self.reference, rollout) if self.reference is not None else None
+        ref = None
+        if self.reference is not None:
+            ref = self._logprobs_all(self.reference, rollout)
+        elif self.adapter_reference:
+            with self.model.disable_adapter():
+                ref = self._logprobs_all(self.model, rollout)
         return old, ref
 
     def update(self, rollout: Rollout, advantages: torch.Tensor, old_logp, ref_logp) -> dict:
@@ -284,7 +298,8 @@ class GRPOTrainer:
                  "injector": self.injector.state_dict(), "skipped_updates": self.skipped_updates}
         try:
             return checkpoint.save(self.out, step, self.model, self.processor, state,
-                                   yaml.safe_dump(to_dict(self.cfg), sort_keys=False), self.cfg.save_total_limit)
+                                   yaml.safe_dump(to_dict(self.cfg), sort_keys=False), self.cfg.save_total_limit,
+                                   merged=self.cfg.lora.save_merged)
         finally:
             self.world.barrier()
 
@@ -293,10 +308,7 @@ class GRPOTrainer:
         if path is None:
             tqdm.write(f"resume=true but {self.out} holds no complete checkpoint: starting from step 0")
             return 0
-        # from_pretrained maps the saved key names back to this model's; a raw state dict would not.
-        saved = type(self.model).from_pretrained(path, dtype=self.model.dtype, use_safetensors=True)
-        self.model.load_state_dict(saved.state_dict())
-        del saved
+        load_weights(self.model, path)
         state = checkpoint.load_state(path)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
