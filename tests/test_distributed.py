@@ -1,14 +1,12 @@
 """Two CPU processes (gloo) against one: same weights on every rank, and the same update as one
 process with the same global batch when sampling is replaced by fixed completions."""
 
-import hashlib
 import json
 import subprocess
 import sys
 import textwrap
 
 import pytest
-import torch
 from safetensors.torch import load_file
 
 pytestmark = pytest.mark.slow

@@ -30,7 +30,7 @@ def test_lora_changes_only_adapters_and_reference_is_the_base(tmp_path):
     # Reference log-probs with the adapter disabled equal the untouched base model's.
     from vlm_grpo.data import Sample
     from vlm_grpo.lab.scenes import render_scene
-    from vlm_grpo.rollout import Rollout, completion_logprobs, encode_prompts
+    from vlm_grpo.rollout import completion_logprobs, encode_prompts
     from vlm_grpo.tiny import build_tiny
 
     image, scene = render_scene("lab-clevr", 3)

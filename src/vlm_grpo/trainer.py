@@ -12,7 +12,6 @@ import math
 import random
 import signal
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -29,25 +28,10 @@ from .models import apply_lora, freeze_vision, frozen_copy, load_model_and_proce
 from .prompts import get_style
 from .rewards import Scorer
 from .rollout import Rollout, completion_logprobs, encode_prompts, end_token_ids, generate
+from .metrics import UpdateStats, completion_rows, frac_zero_std, injection_metrics, rollout_metrics
 from .stats import steps_to_threshold
 
 MAX_NONFINITE_IN_A_ROW = 5
-
-
-@dataclass
-class UpdateStats:
-    """Sums over an update phase, split by row origin, turned into means at the end."""
-
-    sums: dict = field(default_factory=dict)
-
-    def add(self, name: str, values: torch.Tensor, mask: torch.Tensor) -> None:
-        mask = mask.float()
-        total, count = self.sums.get(name, (0.0, 0.0))
-        self.sums[name] = (total + float((values.float() * mask).sum()), count + float(mask.sum()))
-
-    def mean(self, name: str) -> float:
-        total, count = self.sums.get(name, (0.0, 0.0))
-        return total / count if count else float("nan")
 
 
 class GRPOTrainer:
@@ -352,51 +336,6 @@ class GRPOTrainer:
             summary[f"final/{key}"] = next((h[key] for h in reversed(history) if key in h), None)
         (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
         return summary
-
-
-# -------------------------------------------------------------------- step metrics
-def rollout_metrics(rollout: Rollout) -> dict:
-    """Reward, format and accuracy of the policy's own samples (computed before injection)."""
-    scores = rollout.scores
-    rewards = torch.tensor([s.reward for s in scores])
-    lengths = rollout.completion_mask.sum(1)
-    n = len(scores)
-    return {
-        "reward/mean": float(rewards.mean()), "reward/std": float(rewards.std()) if n > 1 else 0.0,
-        "rollout/number_present_rate": sum(s.number_present for s in scores) / n,
-        "rollout/accuracy": sum(s.correct for s in scores) / n,
-        "rollout/strict_accuracy": sum(s.strict_correct for s in scores) / n,
-        "rollout/format_rate": sum(s.format_ok for s in scores) / n,
-        "groups/frac_zero_std_sampled": frac_zero_std(rollout),
-        "completion/mean_length": float(lengths.float().mean()),
-        "completion/truncated_rate": float(rollout.truncated.float().mean()),
-    }
-
-
-def frac_zero_std(rollout: Rollout) -> float:
-    """Fraction of groups whose rewards are all equal: they carry no learning signal."""
-    grouped = rollout.rewards.view(-1, rollout.group_size)
-    return float((grouped.max(1).values == grouped.min(1).values).float().mean())
-
-
-def injection_metrics(rollout: Rollout, advantages: torch.Tensor, strength: float) -> dict:
-    injected = rollout.injected
-    rewards = rollout.rewards
-    return {
-        "injection/strength": strength,
-        "injection/rate": float(injected.float().mean()),
-        "injection/groups_injected": int(injected.view(-1, rollout.group_size).any(1).sum()),
-        "injection/advantage_mean": float(advantages.cpu()[injected].mean()) if injected.any() else float("nan"),
-        "reward/mean_all": float(rewards.mean()),
-    }
-
-
-def completion_rows(rollout: Rollout) -> list[dict]:
-    G = rollout.group_size
-    return [{"prompt_id": rollout.prompts.samples[row // G].id, "answer": rollout.answer_of_row(row),
-             "injected": bool(rollout.injected[row]), "text": text, "reward": score.reward,
-             "number_present": score.number_present, "correct": score.correct, "format_ok": score.format_ok}
-            for row, (text, score) in enumerate(zip(rollout.texts, rollout.scores))]
 
 
 def train(cfg: TrainConfig) -> dict:
