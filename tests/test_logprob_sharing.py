@@ -64,3 +64,39 @@ def test_unknown_family_fails_loudly():
     model.config.model_type = "llava"
     with pytest.raises(NotImplementedError, match="logprob_sharing=none"):
         completion_logprobs(model, prompts, torch.arange(2), ids[:2], mask[:2], G, 1.0, "prefix")
+
+
+@pytest.mark.parametrize("family", ["qwen2-vl", "qwen2.5-vl"])
+def test_prefix_generation_greedy_equals_transformers_generate(family):
+    torch.manual_seed(0)
+    model, processor = build_tiny(family)
+    samples = []
+    for i in range(3):
+        image, scene = render_scene("lab-clevr", i)
+        samples.append(Sample(str(i), image, scene.question + " Count carefully." * i, scene.count, "lab-clevr"))
+    prompts = encode_prompts(processor, DEFAULT, samples, torch.device("cpu"))
+    ours = generate(model, processor, prompts, 1, 12, temperature=None, sharing="prefix")
+    theirs = generate(model, processor, prompts, 1, 12, temperature=None, sharing="none")
+    width = min(ours[0].size(1), theirs[0].size(1))
+    assert torch.equal(ours[1][:, :width], theirs[1][:, :width])
+    assert torch.equal((ours[0] * ours[1].long())[:, :width], (theirs[0] * theirs[1].long())[:, :width])
+    assert ours[3] == theirs[3] and torch.equal(ours[2], theirs[2])
+
+
+def test_sampling_warpers_match_transformers():
+    from transformers.generation.logits_process import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+    from vlm_grpo.prefix import pick_tokens
+
+    logits = torch.randn(4, 50, generator=torch.Generator().manual_seed(0)) * 3
+    warped = TopPLogitsWarper(0.8)(None, TopKLogitsWarper(10)(None, TemperatureLogitsWarper(0.7)(None, logits.clone())))
+    allowed = torch.isfinite(warped)
+    counts = torch.zeros_like(logits)
+    torch.manual_seed(1)
+    for _ in range(400):
+        counts[torch.arange(4), pick_tokens(logits, 0.7, 0.8, 10)] += 1
+    assert not (counts[~allowed] > 0).any()  # never outside transformers' support
+    expected = warped.softmax(-1) * 400
+    assert (counts - expected).abs().max() < 60  # and close to its distribution
+    # Sampling at top_k=1 is greedy.
+    assert torch.equal(pick_tokens(logits, 1.0, 1.0, 1), logits.argmax(-1))

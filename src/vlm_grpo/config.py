@@ -162,6 +162,9 @@ class TrainConfig:
     logprob_sharing: str = "prefix"
     """Log-prob passes: `prefix` encodes each image and prompt once per group and runs only completion
     tokens for its G rows (exact, faster); `none` runs every row whole, as other trainers do."""
+    generation_sharing: str = "auto"
+    """Sampling: `prefix` prefills each prompt once and samples its G rows from the repeated cache;
+    `none` uses transformers' generate (every row prefilled); `auto`: prefix for Qwen2-VL families."""
     mask_truncated_completions: bool = False
     """Exclude completions that hit max_completion_length without an end token from the loss."""
 
@@ -217,6 +220,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "device": ("auto", "cpu", "cuda"),
     "loss_type": ("token_mean", "seq_mean"),
     "logprob_sharing": ("prefix", "none"),
+    "generation_sharing": ("auto", "prefix", "none"),
     "scale_rewards": ("group", "none"),
     "lr_scheduler_type": ("linear", "cosine", "constant"),
     "prompt.style": ("default", "r1v", "custom"),

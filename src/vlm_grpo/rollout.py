@@ -13,6 +13,7 @@ import torch
 from .data import Sample
 from .prompts import PromptStyle
 from .rewards import Score
+from . import prefix
 from .algo import token_logprobs
 
 
@@ -107,8 +108,17 @@ def generate(
     temperature: float | None,
     top_p: float = 1.0,
     top_k: int = 0,
+    sharing: str = "auto",
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str]]:
-    """G completions per prompt (temperature None: greedy); returns ids, mask, truncated, texts."""
+    """G completions per prompt (temperature None: greedy); returns ids, mask, truncated, texts.
+
+    sharing="prefix" prefills each prompt once and samples its G rows from the repeated cache
+    (Qwen2-VL family); "none" uses transformers' generate, which prefills every row; "auto" picks
+    prefix where the model family supports it.
+    """
+    if sharing == "auto":
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        sharing = "prefix" if base.config.model_type in prefix.FAMILIES else "none"
     end_ids = end_token_ids(processor, model)
     pad_id = processor.tokenizer.pad_token_id
     sampling = temperature is not None
@@ -122,17 +132,19 @@ def generate(
     was_training = model.training
     model.eval()
     try:
-        out = model.generate(**prompts.inputs, **options)
+        if sharing == "prefix":
+            ids = prefix.sample(model, prompts.inputs, group_size, max_new_tokens, temperature, top_p, top_k,
+                                end_ids, pad_id, vision_token_ids(model))
+        elif sharing == "none":
+            ids = model.generate(**prompts.inputs, **options)[:, prompts.inputs["input_ids"].size(1):]
+        else:
+            raise ValueError(f"unknown generation_sharing {sharing!r}: use prefix or none")
     finally:
         model.train(was_training)
-    ids = out[:, prompts.inputs["input_ids"].size(1):]
     mask, truncated = mask_after_end(ids, end_ids)
     ids = torch.where(mask.bool(), ids, torch.full_like(ids, pad_id))
     texts = processor.tokenizer.batch_decode(ids, skip_special_tokens=True)
     return ids, mask, truncated, texts
-
-
-PREFIX_SHARING_FAMILIES = ("qwen2_vl", "qwen2_5_vl")
 
 
 def prompt_inputs(prompts: PromptBatch, index: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -187,27 +199,5 @@ def _per_row_logits(model, prompts, owner, completion_ids, completion_mask) -> t
 
 
 def _shared_prefix_logits(model, prompts, owner, completion_ids, completion_mask) -> torch.Tensor:  # (n, C, V)
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # under peft
-    family = base.config.model_type
-    if family not in PREFIX_SHARING_FAMILIES:
-        raise NotImplementedError(
-            f"logprob_sharing=prefix relies on the M-RoPE and cache internals of {', '.join(PREFIX_SHARING_FAMILIES)}; "
-            f"model type {family!r} is not one of them: use logprob_sharing=none")
     distinct, local = torch.unique(owner, return_inverse=True)
-    inputs = prompt_inputs(prompts, distinct)
-    # Explicit positions: the model would otherwise reuse rope deltas it caches between calls.
-    positions, _ = base.model.get_rope_index(
-        inputs["input_ids"], image_grid_thw=inputs.get("image_grid_thw"),
-        attention_mask=inputs["attention_mask"], mm_token_type_ids=inputs["mm_token_type_ids"])
-    prefix = model(**inputs, position_ids=positions, use_cache=True, logits_to_keep=1)
-    cache = prefix.cache
-    cache.batch_select_indices(local.to(positions.device))
-    # Text after the prompt continues one past the prompt's largest M-RoPE position, on all three axes.
-    start = positions.amax(dim=(0, 2))[local] + 1
-    steps = torch.arange(completion_ids.size(1), device=start.device)
-    completion_positions = (start.unsqueeze(1) + steps).unsqueeze(0).expand(3, -1, -1)
-    attention = torch.cat([inputs["attention_mask"][local], completion_mask.to(inputs["attention_mask"].dtype)], dim=1)
-    rest = model(input_ids=completion_ids, attention_mask=attention, position_ids=completion_positions,
-                 cache=cache, use_cache=True)
-    # The prompt's last position predicts the first completion token.
-    return torch.cat([prefix.logits[local, -1:], rest.logits[:, :-1]], dim=1)
+    return prefix.completion_logits(model, prompt_inputs(prompts, distinct), local, completion_ids, completion_mask)

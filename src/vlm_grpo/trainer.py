@@ -145,7 +145,8 @@ class GRPOTrainer:
     def sample(self, prompts) -> Rollout:
         cfg = self.cfg
         ids, mask, truncated, texts = generate(self.model, self.processor, prompts, cfg.num_generations,
-                                               cfg.max_completion_length, cfg.temperature, cfg.top_p, cfg.top_k)
+                                               cfg.max_completion_length, cfg.temperature, cfg.top_p, cfg.top_k,
+                                               cfg.generation_sharing)
         G = cfg.num_generations
         scores = [self.scorer(text, prompts.samples[row // G].answer) for row, text in enumerate(texts)]
         return Rollout(prompts, G, ids, mask, truncated, texts, scores)
