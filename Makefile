@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: setup
-	$(BIN)/vlm-grpo train configs/demo.yaml
+	$(BIN)/vlm-grpo lab demo --out runs/lab-demo
 
 test: setup
 	$(BIN)/python -m pytest -n 2

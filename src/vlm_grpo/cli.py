@@ -167,6 +167,49 @@ def report(
     typer.echo(f"wrote {path}")
 
 
+lab_app = typer.Typer(no_args_is_help=True, help="The embedded counting lab: tiny models that reproduce the cold start.")
+app.add_typer(lab_app, name="lab")
+
+
+@lab_app.command("demo")
+def lab_demo(
+    out: Path = typer.Option(Path("runs/lab-demo"), "--out", help="Output folder (re-running resumes)."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Training steps per run (default: the preset's)."),
+    seeds: int = typer.Option(1, "--seeds", help="Seeds per condition."),
+    n: int = typer.Option(200, "--n", help="Held-out scenes per evaluation."),
+) -> None:
+    """Assess both lab bases, train with and without injection, evaluate, and write the report."""
+    from .lab.demo import run_demo
+
+    try:
+        report_path = run_demo(out, steps, seeds, n)
+    except _USER_ERRORS as exc:
+        _fail(exc)
+    typer.echo(f"report: {report_path}")
+
+
+@lab_app.command("pretrain")
+def lab_pretrain(
+    out: Path = typer.Argument(..., help="Folder to write the base model to."),
+    digit_share: float = typer.Option(..., "--digit-share", help="Share of bare-digit answers under the plain prompt: the cold-start dial (lab-base 0.15, lab-base-cold 0.025)."),
+    minutes: Optional[float] = typer.Option(24.0, "--minutes", help="Wall-time budget."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Step budget (whichever comes first)."),
+    seed: int = typer.Option(0, "--seed"),
+    threads: int = typer.Option(1, "--threads", help="CPU threads (two bases train side by side on two cores)."),
+) -> None:
+    """Rebuild a lab base model from scratch by supervised fine-tuning on rendered scenes."""
+    import torch
+
+    from .lab.pretrain import pretrain
+
+    torch.set_num_threads(threads)
+    try:
+        path = pretrain(out, digit_share, minutes=minutes, steps=steps, seed=seed)
+    except _USER_ERRORS as exc:
+        _fail(exc)
+    typer.echo(f"saved: {path}")
+
+
 def main() -> None:
     app()
 
