@@ -192,8 +192,8 @@ def lab_demo(
 def lab_pretrain(
     out: Path = typer.Argument(..., help="Folder to write the base model to."),
     digit_share: float = typer.Option(..., "--digit-share", help="Share of bare-digit answers under the plain prompt: the cold-start dial (lab-base 0.15, lab-base-cold 0.025)."),
-    minutes: Optional[float] = typer.Option(24.0, "--minutes", help="Wall-time budget."),
-    steps: Optional[int] = typer.Option(None, "--steps", help="Step budget (whichever comes first)."),
+    minutes: Optional[float] = typer.Option(30.0, "--minutes", help="Wall-time cap."),
+    steps: Optional[int] = typer.Option(1800, "--steps", help="Step budget (the shipped bases: 1800; whichever ends first)."),
     seed: int = typer.Option(0, "--seed"),
     threads: int = typer.Option(1, "--threads", help="CPU threads (two bases train side by side on two cores)."),
 ) -> None:

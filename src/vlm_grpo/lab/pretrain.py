@@ -98,7 +98,7 @@ def lr_factor(progress: float, step: int, warmup: int) -> float:
 
 
 def pretrain(out_dir: str | Path, digit_share: float, minutes: float | None = None, steps: int | None = None,
-             seed: int = 0, superclevr_share: float = 0.2, r1v_share: float = 0.3, batch_size: int = 32,
+             seed: int = 0, superclevr_share: float = 0.1, r1v_share: float = 0.3, batch_size: int = 32,
              lr: float = 1e-3, progress: bool = True) -> Path:
     """SFT a fresh "small" tiny Qwen2-VL on the lab mix; save model, processor and lab_card.json."""
     if minutes is None and steps is None:
@@ -115,15 +115,13 @@ def pretrain(out_dir: str | Path, digit_share: float, minutes: float | None = No
     start, step, losses = time.monotonic(), 0, []
     bar = tqdm(total=steps, disable=not progress, desc="lab sft", unit="step")
     while True:
-        elapsed = time.monotonic() - start
-        done = [step / steps] if steps else []
-        done += [elapsed / (60 * minutes)] if minutes else []
-        if max(done) >= 1.0:
+        done = _progress(step, time.monotonic() - start, steps, minutes)
+        if done >= 1.0:
             break
         examples = [make_example(rng, TRAIN_SEED_BASE + seed * SEEDS_PER_RUN + step * batch_size + i,
                                  digit_share, superclevr_share, r1v_share) for i in range(batch_size)]
         for group in optimizer.param_groups:
-            group["lr"] = lr * lr_factor(max(done), step, warmup)
+            group["lr"] = lr * lr_factor(done, step, warmup)
         loss = model(**collate(processor, examples), use_cache=False).loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -132,8 +130,9 @@ def pretrain(out_dir: str | Path, digit_share: float, minutes: float | None = No
         losses.append(loss.item())
         step += 1
         bar.update(1)
+        elapsed = time.monotonic() - start
         bar.set_postfix(loss=f"{sum(losses[-50:]) / len(losses[-50:]):.3f}",
-                        eta=_eta(elapsed, max(done), step, steps, minutes))
+                        eta=_eta(elapsed, _progress(step, elapsed, steps, minutes)))
     bar.close()
     card = {"digit_share": digit_share, "superclevr_share": superclevr_share, "r1v_share": r1v_share,
             "batch_size": batch_size, "lr": lr, "seed": seed, "steps": step,
@@ -146,7 +145,13 @@ def pretrain(out_dir: str | Path, digit_share: float, minutes: float | None = No
     return out_dir
 
 
-def _eta(elapsed: float, progress: float, step: int, steps: int | None, minutes: float | None) -> str:
+def _progress(step: int, elapsed: float, steps: int | None, minutes: float | None) -> float:
+    """Share of the budget used: steps or wall time, whichever binds first."""
+    return max(step / steps if steps else 0.0, elapsed / (60 * minutes) if minutes else 0.0)
+
+
+def _eta(elapsed: float, progress: float) -> str:
+    """Time left, from the share of the budget (steps or minutes, whichever binds) used so far."""
     left = elapsed * (1 - progress) / max(progress, 1e-9)
     return time.strftime("%M:%S", time.gmtime(max(0.0, left)))
 
@@ -193,7 +198,7 @@ def main(argv: list[str] | None = None) -> None:
     train = sub.add_parser("train", help="pre-train one base model")
     train.add_argument("out_dir")
     train.add_argument("--digit-share", type=float, required=True)
-    train.add_argument("--superclevr-share", type=float, default=0.2)
+    train.add_argument("--superclevr-share", type=float, default=0.1)
     train.add_argument("--r1v-share", type=float, default=0.3)
     train.add_argument("--minutes", type=float)
     train.add_argument("--steps", type=int)

@@ -88,6 +88,11 @@ _STYLES = MappingProxyType({
 })
 
 
+def colour_names() -> list[str]:
+    """Every colour name either domain draws with (for the tokenizer's corpus)."""
+    return [name for style in _STYLES.values() for name, _ in style.palette]
+
+
 def _check_domain(domain: str) -> _Style:
     if domain not in _STYLES:
         raise ValueError(f"unknown domain {domain!r}; expected one of {DOMAINS}")

@@ -20,7 +20,7 @@ import re
 from collections import Counter
 
 from ..prompts import R1V, R1V_SUFFIX, R1V_SYSTEM
-from .scenes import _STYLES, CLEVR_QUESTION, SHAPES, SUPERCLEVR_QUESTIONS, Scene
+from .scenes import CLEVR_QUESTION, colour_names, SHAPES, SUPERCLEVR_QUESTIONS, Scene
 
 NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
                 "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen")
@@ -108,7 +108,7 @@ def corpus() -> list[str]:
 
     lines = [R1V_SYSTEM, R1V_SUFFIX, "You are a helpful assistant.", CLEVR_QUESTION, *SUPERCLEVR_QUESTIONS]
     lines += [f"{q} {R1V_SUFFIX}" for q in (CLEVR_QUESTION, *SUPERCLEVR_QUESTIONS)]
-    colours = [c for style in _STYLES.values() for c, _ in style.palette]
+    colours = colour_names()
     lines += [f"{word(k)} {c} {s} {_PLURAL[s]}" for k in range(17) for c in colours for s in SHAPES][::3]
     rng = random.Random(0)
     for seed in range(120):  # seeds far outside the lab's rows; only the words matter here
