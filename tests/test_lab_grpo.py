@@ -1,0 +1,45 @@
+"""GRPO on the shipped lab bases: the cold start is real, GRPO learns the format, injection gives
+every group a learning signal.
+
+Margins come from runs of these exact settings (seed 0, CPU): from lab-base the sampled
+number-present rate went from 0.08 (steps 1-3) to 0.45 (steps 28-30); from lab-base-cold without
+injection 63 % of groups had all-equal rewards over the first 20 steps, with injection 1 %."""
+
+import json
+
+import pytest
+
+from vlm_grpo.config import load_config
+from vlm_grpo.trainer import GRPOTrainer
+
+pytestmark = pytest.mark.slow
+
+LAB = ["learning_rate=1e-5", "max_completion_length=48", "progress=false", "report_to=[]", "save_steps=1000",
+       "log_completions_steps=0", "data.train=lab-clevr"]
+
+
+def run(tmp_path, name, *extra):
+    out = tmp_path / name
+    GRPOTrainer(load_config(None, LAB + [f"output_dir={out}", *extra])).train()
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def mean(lines, key, first, last):
+    values = [line[key] for line in lines if first <= line["step"] <= last]
+    return sum(values) / len(values)
+
+
+def test_grpo_from_lab_base_raises_the_number_present_rate(tmp_path):
+    lines = run(tmp_path, "mild", "model=lab-base", "max_steps=30")
+    start = mean(lines, "rollout/number_present_rate", 1, 3)
+    end = mean(lines, "rollout/number_present_rate", 28, 30)
+    assert end - start >= 0.2, (start, end)
+
+
+def test_cold_start_without_injection_and_its_removal_with_it(tmp_path):
+    none = run(tmp_path, "none", "model=lab-base-cold", "max_steps=20")
+    injected = run(tmp_path, "inject", "model=lab-base-cold", "max_steps=20", "injection.mode=random")
+    assert mean(none, "groups/frac_zero_std", 1, 20) >= 0.5  # most groups: all -1, no gradient
+    assert mean(injected, "groups/frac_zero_std", 1, 20) <= 0.1
+    assert mean(none, "rollout/number_present_rate", 1, 5) <= 0.05  # the severe base: <= 5 % digits
+    assert all(line["injection/rate"] > 0 for line in injected)
