@@ -89,3 +89,22 @@ def test_half_written_checkpoint_is_never_picked(tmp_path, reference):
     (tmp_path / ".checkpoint-4.tmp").mkdir()
     (tmp_path / "checkpoint-6").mkdir()  # no trainer_state.pt: incomplete
     assert checkpoint.latest(tmp_path).name == "checkpoint-2"
+
+
+def test_sigterm_saves_a_checkpoint_before_exiting(tmp_path):
+    import time
+
+    out = tmp_path / "run"
+    args = [a for a in RUN if not a.startswith(("max_steps", "save_steps"))] + ["max_steps=500", "save_steps=1000"]
+    process = subprocess.Popen([sys.executable, "-m", "vlm_grpo.cli", "train", *args, f"output_dir={out}"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while not (out / "metrics.jsonl").exists() or not (out / "metrics.jsonl").read_text().strip():
+        assert time.time() < deadline and process.poll() is None
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=240)
+    assert process.returncode == 0, stderr[-2000:]
+    saved = sorted(out.glob("checkpoint-*"))
+    assert len(saved) == 1 and (saved[0] / "trainer_state.pt").is_file()
+    assert "resume with resume=true" in stdout + stderr
