@@ -12,7 +12,7 @@ from vlm_grpo.tiny import build_tiny
 G = 4
 
 
-def batch(family):
+def prompt_batch(family):
     torch.manual_seed(0)
     model, processor = build_tiny(family)
     samples = []
@@ -20,7 +20,11 @@ def batch(family):
         image, scene = render_scene("lab-clevr", i)
         # Questions of different lengths: the shorter prompts are left-padded.
         samples.append(Sample(str(i), image, scene.question + " Count carefully." * i, scene.count, "lab-clevr"))
-    prompts = encode_prompts(processor, DEFAULT, samples, torch.device("cpu"))
+    return model, processor, encode_prompts(processor, DEFAULT, samples, torch.device("cpu"))
+
+
+def batch(family):
+    model, processor, prompts = prompt_batch(family)
     ids, mask, _, _ = generate(model, processor, prompts, G, 10, temperature=1.0)
     mask[1, 4:] = 0  # early-stopped completions
     mask[6, 2:] = 0
@@ -68,13 +72,7 @@ def test_unknown_family_fails_loudly():
 
 @pytest.mark.parametrize("family", ["qwen2-vl", "qwen2.5-vl"])
 def test_prefix_generation_greedy_equals_transformers_generate(family):
-    torch.manual_seed(0)
-    model, processor = build_tiny(family)
-    samples = []
-    for i in range(3):
-        image, scene = render_scene("lab-clevr", i)
-        samples.append(Sample(str(i), image, scene.question + " Count carefully." * i, scene.count, "lab-clevr"))
-    prompts = encode_prompts(processor, DEFAULT, samples, torch.device("cpu"))
+    model, processor, prompts = prompt_batch(family)
     ours = generate(model, processor, prompts, 1, 12, temperature=None, sharing="prefix")
     theirs = generate(model, processor, prompts, 1, 12, temperature=None, sharing="none")
     width = min(ours[0].size(1), theirs[0].size(1))
