@@ -261,7 +261,7 @@ def run_study(preset: str | Path = "seed", seeds: int | None = None, steps: int 
     for run in tqdm(runs, desc="final evaluation", disable=not progress):
         measures[run.name] = measure(run, final_eval(run, eval_n, progress), threshold)
     first = runs[0].cfg
-    study = {"preset": path.stem, "description": spec.get("description"), "model": first.model,
+    study = {"preset": path.stem, "description": spec.get("description"), "model": ", ".join(sorted({r.cfg.model for r in runs})),
              "max_steps": first.max_steps, "seeds": seeds, "threshold": threshold, "eval_n": eval_n,
              "decoding": "greedy", "in_domain": first.data.eval[0], "transfer": first.data.eval[1:],
              "conditions": aggregate(spec, runs, measures)}
