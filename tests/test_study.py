@@ -95,7 +95,7 @@ def test_seed_preset_plans_the_studys_matrix(tmp_path):
     by_name = {r.name: r.cfg for r in runs}
     cfg = by_name["r1v-inject-seed0"]
     assert cfg.model == "lab-base" and cfg.data.train == "lab-clevr" and cfg.data.eval == ["lab-clevr", "lab-superclevr"]
-    assert cfg.learning_rate == pytest.approx(5e-5) and cfg.max_steps == 40 and cfg.data.eval_steps == 4
+    assert cfg.learning_rate == pytest.approx(1e-5) and cfg.max_steps == 40 and cfg.data.eval_steps == 4
     assert cfg.prompt.style == "r1v" and cfg.injection.mode == "random"
     assert by_name["default-linear_decay-seed0"].injection.schedule == "linear_decay"
     assert by_name["default-rescue-seed0"].injection.mode == "rescue"
