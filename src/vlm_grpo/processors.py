@@ -31,7 +31,7 @@ MODEL_TYPE_FAMILY = {"qwen2_vl": "qwen2-vl", "qwen2_5_vl": "qwen2.5-vl"}
 
 def torchvision_available() -> bool:
     try:
-        import torchvision  # noqa: F401
+        import torchvision  # noqa: F401  (importable is all we ask)
     except Exception:  # a CUDA-only build fails with RuntimeError, not ImportError
         return False
     return True

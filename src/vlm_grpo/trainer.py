@@ -30,6 +30,7 @@ from .rewards import Scorer
 from .rollout import Rollout, completion_logprobs, encode_prompts, end_token_ids, generate
 from .metrics import UpdateStats, completion_rows, frac_zero_std, injection_metrics, rollout_metrics
 from .stats import steps_to_threshold
+from .tracking import Tracker
 
 MAX_NONFINITE_IN_A_ROW = 5
 
@@ -65,8 +66,7 @@ class GRPOTrainer:
         self.style = get_style(cfg.prompt)
         self.scorer = Scorer(cfg.reward_funcs, cfg.reward_weights, self.style)
         source = open_source(cfg.data.train, cfg.data.images)
-        train_rows, self.heldout_rows = split_indices(len(source), cfg.data.eval_holdout)
-        self.source = source
+        train_rows, _ = split_indices(len(source), cfg.data.eval_holdout)
         self.stream = PromptStream(source, train_rows, cfg.seed, cfg.data.on_bad_sample, log=tqdm.write,
                                    check=self._check_prompt_length if cfg.max_prompt_length else None)
         tok = self.processor.tokenizer
@@ -86,8 +86,6 @@ class GRPOTrainer:
     def train(self) -> dict:
         cfg = self.cfg
         start = self._resume() if cfg.resume else 0
-        from .tracking import Tracker
-
         main = self.world.is_main
         tracker = Tracker(self.out, cfg.report_to, to_dict(cfg), resume_step=start if cfg.resume else None) if main else None
         if main:
