@@ -20,3 +20,6 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest -n 2
+
+bench: setup
+	$(BIN)/python benchmarks/step_throughput.py
