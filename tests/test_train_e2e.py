@@ -97,3 +97,16 @@ def test_every_injection_mode_and_schedule_runs(tmp_path, extra):
         assert key in last, key
     if "beta=0.04" in extra:
         assert last["loss/kl"] is not None and last["loss/kl"] >= 0
+
+
+def test_skipping_zero_advantage_groups_changes_nothing(tmp_path):
+    weights = []
+    for skip in ("false", "true"):
+        cfg = load_config(None, TINY + [f"output_dir={tmp_path / skip}", "max_steps=3", "save_steps=3", "num_iterations=2",
+                                        f"skip_zero_advantage_groups={skip}", "report_to=[]"])
+        trainer = GRPOTrainer(cfg)
+        trainer.train()
+        weights.append({n: p.detach().clone() for n, p in trainer.model.named_parameters()})
+    lines = [json.loads(line) for line in (tmp_path / "true" / "metrics.jsonl").read_text().splitlines()]
+    assert any(line["groups/frac_zero_std"] > 0 for line in lines)  # something was skipped
+    assert all(torch.allclose(weights[0][n], weights[1][n], atol=1e-5) for n in weights[0])  # float rounding only

@@ -165,6 +165,9 @@ class TrainConfig:
     generation_sharing: str = "auto"
     """Sampling: `prefix` prefills each prompt once and samples its G rows from the repeated cache;
     `none` uses transformers' generate (every row prefilled); `auto`: prefix for Qwen2-VL families."""
+    skip_zero_advantage_groups: bool = False
+    """Skip the forward/backward passes of rows whose advantage is zero (groups whose rewards are all
+    equal): they add no gradient, so only float rounding changes. Needs beta = 0 (their KL term would be lost)."""
     mask_truncated_completions: bool = False
     """Exclude completions that hit max_completion_length without an end token from the loss."""
 
@@ -277,6 +280,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     need(cfg.data.eval_holdout >= 0 and cfg.data.eval_size >= 1, "data.eval_holdout must be >= 0 and data.eval_size >= 1")
     need(not (cfg.gradient_checkpointing and cfg.logprob_sharing == "prefix"),
          "gradient_checkpointing=true turns the KV cache off, which logprob_sharing=prefix needs: set logprob_sharing=none")
+    need(not (cfg.skip_zero_advantage_groups and cfg.beta > 0),
+         f"skip_zero_advantage_groups=true needs beta=0 (beta={cfg.beta}): skipped rows would lose their KL term")
     need(cfg.lora.r >= 1 and cfg.lora.alpha >= 1, f"lora.r={cfg.lora.r} and lora.alpha={cfg.lora.alpha} must be >= 1")
     for sink in cfg.report_to:
         need(sink in ("tensorboard", "wandb"), f"report_to entry {sink!r} is not one of tensorboard, wandb")

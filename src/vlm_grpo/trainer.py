@@ -187,6 +187,11 @@ class GRPOTrainer:
                 mb_tokens = self.world.sum(float(loss_mask[minibatch].sum())) / self.world.size
                 self.optimizer.zero_grad(set_to_none=True)
                 for micro in minibatch.split(cfg.micro_batch_size):
+                    if cfg.skip_zero_advantage_groups:
+                        # Rows with zero advantage add exactly zero policy gradient (beta = 0): skip their passes.
+                        micro = micro[advantages[micro].cpu() != 0]
+                        if len(micro) == 0:
+                            continue
                     width = max(1, int(rollout.completion_mask[micro].sum(1).max()))
                     ids, mask = rollout.completion_ids[micro, :width], loss_mask[micro, :width].to(self.device)
                     logp = completion_logprobs(self.model, rollout.prompts, micro, ids, rollout.completion_mask[micro, :width],
@@ -223,6 +228,9 @@ class GRPOTrainer:
 
     def _optimizer_step(self) -> float:
         params = [p for p in self.model.parameters() if p.requires_grad]
+        for param in params:
+            if param.grad is None:  # every row skipped: the same zero gradient the passes would give
+                param.grad = torch.zeros_like(param)
         self.world.average_gradients(params)
         max_norm = self.cfg.max_grad_norm if self.cfg.max_grad_norm > 0 else float("inf")
         norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
