@@ -37,9 +37,10 @@ def test_prefix_logprobs_equal_per_row(family):
     assert (prompts.inputs["attention_mask"] == 0).any()  # left padding is exercised
     rows = torch.arange(ids.size(0))
     per_row = completion_logprobs(model, prompts, rows, ids, mask, G, 1.0, "none")
-    shared = completion_logprobs(model, prompts, rows, ids, mask, G, 1.0, "prefix")
     on = mask.bool()
-    assert (shared - per_row)[on].abs().max().item() < 1e-5
+    for sharing in ("prefix", "vision"):
+        shared = completion_logprobs(model, prompts, rows, ids, mask, G, 1.0, sharing)
+        assert (shared - per_row)[on].abs().max().item() < 1e-5, sharing
     subset = torch.tensor([2, 5, 9, 10])  # rows from several prompts, out of group order
     shared_subset = completion_logprobs(model, prompts, subset, ids[subset], mask[subset], G, 0.7, "prefix")
     per_row_subset = completion_logprobs(model, prompts, subset, ids[subset], mask[subset], G, 0.7, "none")
@@ -52,15 +53,16 @@ def test_prefix_gradients_equal_per_row(family):
     rows = torch.arange(ids.size(0))
     weights = torch.randn(ids.shape, generator=torch.Generator().manual_seed(1))
     grads = {}
-    for sharing in ("none", "prefix"):
+    for sharing in ("none", "prefix", "vision"):
         model.zero_grad()
         logp = completion_logprobs(model, prompts, rows, ids, mask, G, 1.0, sharing)
         (logp * weights * mask).sum().backward()
         grads[sharing] = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
-    assert grads["none"].keys() == grads["prefix"].keys()
-    for name, reference in grads["none"].items():
-        scale = reference.abs().max().clamp(min=1e-6)
-        assert (grads["prefix"][name] - reference).abs().max() / scale < 1e-4, name
+    for sharing in ("prefix", "vision"):
+        assert grads["none"].keys() == grads[sharing].keys()
+        for name, reference in grads["none"].items():
+            scale = reference.abs().max().clamp(min=1e-6)
+            assert (grads[sharing][name] - reference).abs().max() / scale < 1e-4, (sharing, name)
 
 
 def test_unknown_family_fails_loudly():

@@ -61,7 +61,7 @@ def test_lora_resume(tmp_path):
 
 def test_frozen_vision_tower_and_checkpointing(tmp_path):
     trainer = GRPOTrainer(load_config(None, TINY + [f"output_dir={tmp_path}", "freeze_vision_tower=true",
-                                                    "gradient_checkpointing=true", "logprob_sharing=none"]))
+                                                    "gradient_checkpointing=true", "logprob_sharing=vision"]))
     vision = {n: p.detach().clone() for n, p in trainer.model.model.visual.named_parameters()}
     text = {n: p.detach().clone() for n, p in trainer.model.model.language_model.named_parameters()}
     trainer.train()
@@ -70,5 +70,5 @@ def test_frozen_vision_tower_and_checkpointing(tmp_path):
 
 
 def test_checkpointing_needs_per_row_logprobs():
-    with pytest.raises(ConfigError, match="gradient_checkpointing=true .* logprob_sharing=none"):
+    with pytest.raises(ConfigError, match="gradient_checkpointing=true .* logprob_sharing=vision"):
         load_config(None, ["gradient_checkpointing=true"])

@@ -112,7 +112,7 @@ class TrainConfig:
     freeze_vision_tower: bool = False
     """Keep the vision encoder's weights fixed."""
     gradient_checkpointing: bool = False
-    """Recompute activations in the backward pass to save memory (needs logprob_sharing=none)."""
+    """Recompute activations in the backward pass to save memory (needs logprob_sharing=vision or none)."""
     max_pixels: int | None = None
     """Pixel budget per image; images are resized once at load time (None: the processor's own)."""
     seed: int = 0
@@ -161,7 +161,8 @@ class TrainConfig:
     """Top-k sampling (0: off)."""
     logprob_sharing: str = "prefix"
     """Log-prob passes: `prefix` encodes each image and prompt once per group and runs only completion
-    tokens for its G rows (exact, faster); `none` runs every row whole, as other trainers do."""
+    tokens for its G rows (exact, fastest); `vision` encodes each image once and runs rows whole (works
+    with gradient_checkpointing); `none` runs every row whole, as other trainers do."""
     generation_sharing: str = "auto"
     """Sampling: `prefix` prefills each prompt once and samples its G rows from the repeated cache;
     `none` uses transformers' generate (every row prefilled); `auto`: prefix for Qwen2-VL families."""
@@ -222,7 +223,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "dtype": ("auto", "float32", "bfloat16", "float16"),
     "device": ("auto", "cpu", "cuda"),
     "loss_type": ("token_mean", "seq_mean"),
-    "logprob_sharing": ("prefix", "none"),
+    "logprob_sharing": ("prefix", "vision", "none"),
     "generation_sharing": ("auto", "prefix", "none"),
     "scale_rewards": ("group", "none"),
     "lr_scheduler_type": ("linear", "cosine", "constant"),
@@ -279,7 +280,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
              "injection with prompt.style=custom needs prompt.demonstration containing {answer}")
     need(cfg.data.eval_holdout >= 0 and cfg.data.eval_size >= 1, "data.eval_holdout must be >= 0 and data.eval_size >= 1")
     need(not (cfg.gradient_checkpointing and cfg.logprob_sharing == "prefix"),
-         "gradient_checkpointing=true turns the KV cache off, which logprob_sharing=prefix needs: set logprob_sharing=none")
+         "gradient_checkpointing=true turns the KV cache off, which logprob_sharing=prefix needs: "
+         "set logprob_sharing=vision (each image encoded once) or none")
     need(not (cfg.skip_zero_advantage_groups and cfg.beta > 0),
          f"skip_zero_advantage_groups=true needs beta=0 (beta={cfg.beta}): skipped rows would lose their KL term")
     need(cfg.lora.r >= 1 and cfg.lora.alpha >= 1, f"lora.r={cfg.lora.r} and lora.alpha={cfg.lora.alpha} must be >= 1")

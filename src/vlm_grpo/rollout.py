@@ -178,17 +178,23 @@ def completion_logprobs(
     """
     if sharing == "prefix":
         logits = _shared_prefix_logits(model, prompts, rows // group_size, completion_ids, completion_mask)
+    elif sharing == "vision":
+        logits = _per_row_logits(model, prompts, rows // group_size, completion_ids, completion_mask, share_vision=True)
     elif sharing == "none":
         logits = _per_row_logits(model, prompts, rows // group_size, completion_ids, completion_mask)
     else:
-        raise ValueError(f"unknown logprob_sharing {sharing!r}: use prefix or none")
+        raise ValueError(f"unknown logprob_sharing {sharing!r}: use prefix, vision or none")
     # The same suppression as in generation, so these are the log-probs of the sampling distribution.
     logits = logits.index_fill(-1, torch.tensor(vision_token_ids(model), device=logits.device), float("-inf"))
     return token_logprobs(logits, completion_ids, temperature)
 
 
-def _per_row_logits(model, prompts, owner, completion_ids, completion_mask) -> torch.Tensor:  # (n, C, V)
+def _per_row_logits(model, prompts, owner, completion_ids, completion_mask, share_vision=False) -> torch.Tensor:
+    """(n, C, V) logits from whole rows; with share_vision, each distinct image is encoded once and its
+    features are reused by its rows (works with activation checkpointing, which turns the cache off)."""
     inputs = prompt_inputs(prompts, owner)
+    if share_vision and "pixel_values" in inputs:
+        inputs = _with_shared_image_features(model, prompts, owner, inputs)
     width = completion_ids.size(1)
     inputs["input_ids"] = torch.cat([inputs["input_ids"], completion_ids], dim=1)
     inputs["attention_mask"] = torch.cat([inputs["attention_mask"], completion_mask.to(inputs["attention_mask"].dtype)], dim=1)
@@ -196,6 +202,19 @@ def _per_row_logits(model, prompts, owner, completion_ids, completion_mask) -> t
         inputs["mm_token_type_ids"] = torch.cat(
             [inputs["mm_token_type_ids"], torch.zeros_like(completion_ids, dtype=inputs["mm_token_type_ids"].dtype)], dim=1)
     return model(**inputs, use_cache=False, logits_to_keep=width + 1).logits[:, :-1]
+
+
+def _with_shared_image_features(model, prompts, owner, inputs) -> dict:
+    from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+    base = prefix.base_model(model)
+    distinct, local = torch.unique(owner, return_inverse=True)
+    images = prompt_inputs(prompts, distinct)
+    features = base.model.get_image_features(images["pixel_values"], images["image_grid_thw"], return_dict=True)
+    per_row = tuple(features.pooler_output[i] for i in local.tolist())
+    inputs = {k: v for k, v in inputs.items() if k != "pixel_values"}
+    inputs["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=per_row)}
+    return inputs
 
 
 def _shared_prefix_logits(model, prompts, owner, completion_ids, completion_mask) -> torch.Tensor:  # (n, C, V)
