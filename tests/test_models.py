@@ -50,3 +50,21 @@ def test_clear_errors_for_folders_that_are_not_models(tmp_path, tiny_dir):
         (bare / name).unlink(missing_ok=True)
     with pytest.raises(RuntimeError, match="weights-only: no processor could be loaded.*processor.save_pretrained"):
         load_model_and_processor(str(bare), CPU, torch.float32)
+
+
+def test_images_fitted_once_give_the_same_pixels(tmp_path):
+    from PIL import Image
+
+    from vlm_grpo.processors import fit_to_pixel_budget
+
+    _, processor = build_tiny("qwen2-vl", image_pixels=224 * 224)
+    image, _ = render_scene("lab-clevr", 4, size=300)
+    image = image.resize((331, 257))  # not a multiple of 28, over the budget
+    fitted = fit_to_pixel_budget(image, processor.image_processor)
+    assert fitted.size != image.size and fitted.width % 28 == 0 and fitted.height % 28 == 0
+    assert fit_to_pixel_budget(fitted, processor.image_processor) is fitted  # already fitted: untouched
+    direct = processor.image_processor(images=[image], return_tensors="pt")
+    once = processor.image_processor(images=[fitted], return_tensors="pt")
+    assert torch.equal(direct["image_grid_thw"], once["image_grid_thw"])
+    assert torch.allclose(direct["pixel_values"], once["pixel_values"], atol=1e-5)
+    assert isinstance(fitted, Image.Image)

@@ -202,11 +202,12 @@ class PromptStream:
     """Training prompts in a seeded order, epoch after epoch; its state resumes exactly."""
 
     def __init__(self, source: Source, indices: np.ndarray, seed: int, on_bad_sample: str = "skip",
-                 log: Callable[[str], None] = print, check: Callable[[Sample], None] | None = None):
+                 log: Callable[[str], None] = print, check: Callable[[Sample], None] | None = None,
+                 prepare: Callable[[Image.Image], Image.Image] | None = None):
         if len(indices) == 0:
             raise ValueError(f"{source.name}: no training rows left after the held-out split")
         self.source, self.indices, self.seed = source, indices, seed
-        self.on_bad_sample, self.log, self.check = on_bad_sample, log, check
+        self.on_bad_sample, self.log, self.check, self.prepare = on_bad_sample, log, check, prepare
         self.epoch, self.position, self.skipped = 0, 0, 0
         self._order = self._permutation()
 
@@ -225,7 +226,9 @@ class PromptStream:
             attempts += 1
             try:
                 sample = self.source[index]
-                sample = Sample(sample.id, sample.load_image(), sample.question, sample.answer, sample.domain)
+                image = sample.load_image()
+                image = self.prepare(image) if self.prepare is not None else image
+                sample = Sample(sample.id, image, sample.question, sample.answer, sample.domain)
                 if self.check is not None:
                     self.check(sample)
             except BadSample as exc:

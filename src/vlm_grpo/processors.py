@@ -74,3 +74,17 @@ def load_processor(path: str, model_type: str, trust_remote_code: bool = False):
             "files (preprocessor/processor_config.json, tokenizer.json, chat template): save them with "
             "processor.save_pretrained(folder) or copy them from the base model."
         ) from exc
+
+
+def fit_to_pixel_budget(image, image_processor):
+    """The image resized once to the size the Qwen2-VL image processor would give it, with its
+    resampling, so the processor's own resize becomes a no-op on every later use."""
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
+
+    size = getattr(image_processor, "size", None) or {}
+    factor = getattr(image_processor, "patch_size", 14) * getattr(image_processor, "merge_size", 2)
+    height, width = smart_resize(image.height, image.width, factor=factor,
+                                 min_pixels=size.get("shortest_edge", 56 * 56), max_pixels=size.get("longest_edge", 28 * 28 * 1280))
+    if (height, width) == (image.height, image.width):
+        return image
+    return image.resize((width, height), resample=int(getattr(image_processor, "resample", 3)))

@@ -25,6 +25,7 @@ from .data import BadSample, PromptStream, open_source, split_indices
 from .evaluate import generate_records, heldout_samples, summarize
 from .injection import Injector, schedule_value
 from .models import apply_lora, freeze_vision, frozen_copy, load_model_and_processor, load_weights, pick_device, pick_dtype
+from .processors import fit_to_pixel_budget
 from .prompts import get_style
 from .rewards import Scorer
 from .rollout import Rollout, completion_logprobs, encode_prompts, end_token_ids, generate
@@ -68,7 +69,8 @@ class GRPOTrainer:
         source = open_source(cfg.data.train, cfg.data.images)
         train_rows, _ = split_indices(len(source), cfg.data.eval_holdout)
         self.stream = PromptStream(source, train_rows, cfg.seed, cfg.data.on_bad_sample, log=tqdm.write,
-                                   check=self._check_prompt_length if cfg.max_prompt_length else None)
+                                   check=self._check_prompt_length if cfg.max_prompt_length else None,
+                                   prepare=self._fit_image if self._has_qwen_image_processor() else None)
         tok = self.processor.tokenizer
         self.injector = Injector(cfg.injection, self.style, tok, end_token_ids(self.processor, self.model)[0],
                                  tok.pad_token_id, cfg.seed)
@@ -255,6 +257,12 @@ class GRPOTrainer:
                                      self.cfg.logprob_sharing)
                  for chunk in rows.split(self.cfg.micro_batch_size)]
         return torch.cat(parts)
+
+    def _has_qwen_image_processor(self) -> bool:
+        return type(self.processor.image_processor).__name__.startswith("Qwen2VLImageProcessor")
+
+    def _fit_image(self, image):
+        return fit_to_pixel_budget(image, self.processor.image_processor)
 
     def _check_prompt_length(self, sample) -> None:
         length = int(encode_prompts(self.processor, self.style, [sample], torch.device("cpu")).inputs["attention_mask"].sum())
