@@ -4,7 +4,7 @@ Each rank takes its own slice of every global batch of prompts, samples and scor
 groups, and the ranks average gradients before each optimizer step, so every rank holds the
 same weights. Gradients are averaged with one all-reduce per parameter after backward (what
 DDP does, without its overlap) because a shared-prefix log-prob pass runs the model twice
-before one backward, which DDP's hooks do not allow. Only rank 0 logs, evaluates and saves.
+before one backward, which DDP's reducer hooks are not built for. Only rank 0 logs, evaluates and saves.
 """
 
 from __future__ import annotations
