@@ -97,6 +97,17 @@ def read_rows(data_file: Path) -> list[dict]:
     return [json.loads(line) for line in data_file.read_text().splitlines() if line.strip()]
 
 
+def timed(phases: dict[str, list[float]], name: str, fn):
+    """`fn`, recording the seconds of every call under `phases[name]`."""
+    def wrapper(*args, **kwargs):
+        t0 = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            phases[name].append(time.perf_counter() - t0)
+    return wrapper
+
+
 def rss_mb() -> float:
     """Peak resident set size of this process so far, in MiB (Linux reports ru_maxrss in KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -156,18 +167,9 @@ def child_ours(a: argparse.Namespace) -> dict:
     setup_rss = rss_mb()
     phases: dict[str, list[float]] = {"generate_and_score": [], "fixed_logprobs": [], "update": []}
 
-    def timed(name, fn):
-        def wrapper(*args, **kwargs):
-            t0 = time.perf_counter()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                phases[name].append(time.perf_counter() - t0)
-        return wrapper
-
-    trainer.sample = timed("generate_and_score", trainer.sample)
-    trainer.fixed_logprobs = timed("fixed_logprobs", trainer.fixed_logprobs)
-    trainer.update = timed("update", trainer.update)
+    trainer.sample = timed(phases, "generate_and_score", trainer.sample)
+    trainer.fixed_logprobs = timed(phases, "fixed_logprobs", trainer.fixed_logprobs)
+    trainer.update = timed(phases, "update", trainer.update)
     trainer.save = lambda step: None  # no checkpoint at the end: nothing to measure there
     trainer.train()
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -246,17 +248,8 @@ def child_trl(a: argparse.Namespace) -> dict:
     setup_rss = rss_mb()
     phases: dict[str, list[float]] = {"generate": [], "generate_and_score": []}
 
-    def timed(name, fn):
-        def wrapper(*args, **kwargs):
-            t0 = time.perf_counter()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                phases[name].append(time.perf_counter() - t0)
-        return wrapper
-
-    trainer._generate_single_turn = timed("generate", trainer._generate_single_turn)
-    trainer._generate_and_score_completions = timed("generate_and_score", trainer._generate_and_score_completions)
+    trainer._generate_single_turn = timed(phases, "generate", trainer._generate_single_turn)
+    trainer._generate_and_score_completions = timed(phases, "generate_and_score", trainer._generate_and_score_completions)
     trainer.train()
     lengths = [float(log["completions/mean_length"]) for log in timer.logs[a.warmup:]]
     return {
