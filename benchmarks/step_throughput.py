@@ -17,7 +17,11 @@ What runs (all on one tiny local Qwen2-VL, the same saved weights for both frame
   runs its warm-up steps before the timed ones;
 * ``logprob_speedup``: one forward+backward log-prob pass with gradients over a full rollout batch
   of 32 rows, ``logprob_sharing=prefix`` against ``none`` (the per-row pass other frameworks use),
-  median of alternating repeats, in a child of its own.
+  median of alternating repeats, in a child of its own;
+* ``--ablations``: ours again with ``generation_sharing=none``, ``logprob_sharing=none`` and both;
+* interference: for each child, the CPU time other processes used meanwhile (``/proc/stat`` busy
+  time minus the child's own); a full run waits for a quiet machine before each child and measures
+  a disturbed child again (``--max-interference``, ``--retries``, ``--max-wait``).
 
 The last line printed is one JSON object:
 ``{"ratio_vs_trl": {"16": r, "64": r, "256": r}, "logprob_speedup": {...}, "peak_rss_mb": {"ours": m, "trl": m}}``
@@ -541,6 +545,10 @@ def main(argv: list[str] | None = None) -> dict | None:
                            "max_interference": a.max_interference},
               "sizes": {str(s): e for s, e in per_size.items()}, "summary": final}
     (work / "report.json").write_text(json.dumps(report, indent=2))
+    if interference["children_over_threshold"]:
+        log(f"warning: other processes used up to {interference['max_other_cores']:.2f} cores during "
+            f"{interference['children_over_threshold']} measurement(s): those timings are not trustworthy "
+            "(a full run waits for a quiet machine and measures disturbed children again)")
     print(render_tables(report))
     if results_path:
         write_results(Path(results_path), report)
