@@ -37,7 +37,7 @@ def generate_records(
     prompts_per_batch = max(1, batch_size // group_size)
     batches = range(0, len(samples), prompts_per_batch)
     for start in tqdm(batches, desc=f"eval {dataset}", disable=not progress, leave=False):
-        chunk = [s for s in samples[start:start + prompts_per_batch] if _usable(s)]
+        chunk = [s for s in map(_decoded, samples[start:start + prompts_per_batch]) if s is not None]
         if not chunk:
             continue
         prompts = encode_prompts(processor, style, chunk, device)
@@ -73,12 +73,12 @@ def heldout_samples(spec: str, n: int, holdout: int = 1000, images: str | None =
     return samples
 
 
-def _usable(sample: Sample) -> bool:
+def _decoded(sample: Sample) -> Sample | None:
+    """The sample with its image decoded once (encoding reuses it), or None when it is unusable."""
     try:
-        sample.load_image()
+        return Sample(sample.id, sample.load_image(), sample.question, sample.answer, sample.domain)
     except BadSample:
-        return False
-    return True
+        return None
 
 
 def rate(records: Iterable[dict], key: str) -> dict:
