@@ -3,13 +3,17 @@ every group a learning signal.
 
 Margins come from runs of these exact settings (seed 0, CPU): from lab-base the sampled
 number-present rate went from 0.08 (steps 1-3) to 0.45 (steps 28-30); from lab-base-cold without
-injection 63 % of groups had all-equal rewards over the first 20 steps, with injection 1 %."""
+injection 63 % of groups had all-equal rewards over the first 20 steps, with injection 1 %.
+With one prompt per step (most steps carry no gradient at all without injection), seeds 0-4 of
+30-step runs gave a sampled number-present rate over steps 16-30 of 0.15-0.27 with injection and
+0.03-0.10 without, every seed in the same order."""
 
 import json
 
 import pytest
 
 from vlm_grpo.config import load_config
+from vlm_grpo.rollout import end_token_ids
 from vlm_grpo.trainer import GRPOTrainer
 
 pytestmark = pytest.mark.slow
@@ -43,3 +47,24 @@ def test_cold_start_without_injection_and_its_removal_with_it(tmp_path):
     assert mean(injected, "groups/frac_zero_std", 1, 20) <= 0.1
     assert mean(none, "rollout/number_present_rate", 1, 5) <= 0.05  # the severe base: <= 5 % digits
     assert all(line["injection/rate"] > 0 for line in injected)
+
+
+def test_demonstrations_end_with_the_turn_end_the_model_was_trained_on(tmp_path):
+    trainer = GRPOTrainer(load_config(None, LAB + [f"output_dir={tmp_path}", "model=lab-base-cold", "max_steps=1",
+                                                   "injection.mode=random"]))
+    im_end = trainer.processor.tokenizer.convert_tokens_to_ids("<|im_end|>")
+    # The generation config also lists <|endoftext|>, with a lower id: not what ends a turn.
+    assert min(end_token_ids(trainer.processor, trainer.model)) != im_end
+    assert trainer.injector.demonstration(7)[1][-1] == im_end
+
+
+def test_injection_raises_the_sampled_number_present_rate_sooner(tmp_path):
+    one_prompt = ["model=lab-base-cold", "max_steps=30", "prompts_per_step=1"]
+    gains = []
+    for seed in (0, 1, 2):
+        none = run(tmp_path, f"none-{seed}", *one_prompt, f"seed={seed}")
+        injected = run(tmp_path, f"inject-{seed}", *one_prompt, f"seed={seed}", "injection.mode=random")
+        gains.append(mean(injected, "rollout/number_present_rate", 16, 30)
+                     - mean(none, "rollout/number_present_rate", 16, 30))
+    assert all(gain > 0 for gain in gains), gains
+    assert sum(gains) / len(gains) >= 0.06, gains

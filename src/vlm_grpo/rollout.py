@@ -67,6 +67,34 @@ def encode_prompts(processor, style: PromptStyle, samples: list[Sample], device:
     return PromptBatch(samples, {k: v.to(device) for k, v in inputs.items() if isinstance(v, torch.Tensor)})
 
 
+def turn_end_id(processor) -> int:
+    """The token the chat template writes right after an assistant message (<|im_end|> for Qwen).
+
+    Demonstrations must end with this token, not just any EOS id: Qwen's generation config also
+    lists <|endoftext|>, which the model never emits after an answer, so a demonstration ending
+    with it would teach a near-impossible token instead of how to stop.
+    """
+    tokenizer = getattr(processor, "tokenizer", processor)
+    marker = "vlm-grpo-turn-end-probe"
+    messages = [{"role": "user", "content": [{"type": "text", "text": "q"}]},
+                {"role": "assistant", "content": [{"type": "text", "text": marker}]}]
+    try:
+        ids = processor.apply_chat_template(messages, tokenize=False)
+    except (ValueError, TypeError, AttributeError):
+        ids = None
+    if isinstance(ids, str) and marker in ids:
+        after = ids[ids.rindex(marker) + len(marker):]
+        tokens = tokenizer(after, add_special_tokens=False)["input_ids"] if after else []
+        if tokens and tokens[0] in tokenizer.all_special_ids:
+            return tokens[0]
+    im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    if isinstance(im_end, int) and im_end != tokenizer.unk_token_id:
+        return im_end
+    if tokenizer.eos_token_id is None:
+        raise ValueError("the tokenizer defines no end-of-turn token; set its eos_token")
+    return tokenizer.eos_token_id
+
+
 def end_token_ids(processor, model) -> list[int]:
     """Tokens that end an assistant turn: <|im_end|> and the model's own EOS ids."""
     ids = set()

@@ -28,7 +28,7 @@ from .models import apply_lora, freeze_vision, frozen_copy, load_model_and_proce
 from .processors import fit_to_pixel_budget
 from .prompts import get_style
 from .rewards import Scorer
-from .rollout import Rollout, completion_logprobs, encode_prompts, end_token_ids, generate
+from .rollout import Rollout, completion_logprobs, encode_prompts, generate, turn_end_id
 from .metrics import UpdateStats, completion_rows, frac_zero_std, injection_metrics, rollout_metrics
 from .stats import steps_to_threshold
 from .tracking import Tracker
@@ -72,7 +72,7 @@ class GRPOTrainer:
                                    check=self._check_prompt_length if cfg.max_prompt_length else None,
                                    prepare=self._fit_image if self._has_qwen_image_processor() else None)
         tok = self.processor.tokenizer
-        self.injector = Injector(cfg.injection, self.style, tok, end_token_ids(self.processor, self.model)[0],
+        self.injector = Injector(cfg.injection, self.style, tok, turn_end_id(self.processor),
                                  tok.pad_token_id, cfg.seed)
         self.optimizer = torch.optim.AdamW(
             [p for p in self.model.parameters() if p.requires_grad], lr=cfg.learning_rate,
