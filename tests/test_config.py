@@ -50,11 +50,38 @@ def test_yaml_and_overrides(tmp_path):
     ("no_such_key=1", "unknown key 'no_such_key'"),
     ("injection.nope=1", "unknown key 'injection.nope'"),
     ("justtext", "must look like key=value"),
+    ("fsdp=zero3", "fsdp='zero3' is not one of none, full_shard, shard_grad_op"),
 ])
 def test_validation_messages_name_field_value_and_rule(override, needle):
     with pytest.raises(ConfigError) as info:
         load_config(None, [override])
     assert needle in str(info.value)
+
+
+@pytest.mark.parametrize("overrides,needle", [
+    (["fsdp=full_shard", "skip_zero_advantage_groups=true"], "fsdp=full_shard needs skip_zero_advantage_groups=false"),
+    (["fsdp=shard_grad_op", "lora.enabled=true"], "fsdp=shard_grad_op with lora.enabled=true is not supported"),
+])
+def test_fsdp_refuses_what_it_cannot_do(overrides, needle):
+    with pytest.raises(ConfigError) as info:
+        load_config(None, overrides)
+    assert needle in str(info.value)
+
+
+@pytest.mark.parametrize("env,mode", [
+    ({}, "none"),
+    ({"ACCELERATE_USE_FSDP": "true", "FSDP_RESHARD_AFTER_FORWARD": "true"}, "full_shard"),
+    ({"ACCELERATE_USE_FSDP": "true", "FSDP_RESHARD_AFTER_FORWARD": "false"}, "shard_grad_op"),
+    ({"ACCELERATE_USE_FSDP": "true", "FSDP_SHARDING_STRATEGY": "SHARD_GRAD_OP"}, "shard_grad_op"),
+])
+def test_an_accelerate_fsdp_config_picks_the_sharding(monkeypatch, env, mode):
+    from vlm_grpo.distributed import launcher_fsdp_mode
+
+    for key in ("ACCELERATE_USE_FSDP", "FSDP_RESHARD_AFTER_FORWARD", "FSDP_SHARDING_STRATEGY"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert launcher_fsdp_mode() == mode
 
 
 def test_all_errors_reported_at_once():

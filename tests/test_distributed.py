@@ -5,8 +5,10 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
+import torch
 from safetensors.torch import load_file
 
 pytestmark = pytest.mark.slow
@@ -34,7 +36,8 @@ DRIVER = textwrap.dedent("""
     real_step = T.GRPOTrainer._optimizer_step
     def step_and_digest(self):
         norm = real_step(self)
-        digest = hashlib.sha256(b"".join(p.detach().numpy().tobytes() for p in self.model.parameters())).hexdigest()
+        full = [p.full_tensor() if hasattr(p, "full_tensor") else p for p in self.model.parameters()]  # FSDP shards
+        digest = hashlib.sha256(b"".join(p.detach().numpy().tobytes() for p in full)).hexdigest()
         with open(os.path.join(self.cfg.output_dir, f"digest-{self.world.rank}.jsonl"), "a") as f:
             f.write(json.dumps(digest) + "\\n")
         return norm
@@ -48,7 +51,7 @@ ARGS = ["model=tiny-qwen2-vl", "num_generations=4", "prompts_per_step=4", "num_i
         "micro_batch_size=4", "learning_rate=1e-3", "max_steps=3", "save_steps=3", "progress=false", "report_to=[]"]
 
 
-def launch(tmp_path, nproc, out):
+def launch(tmp_path, nproc, out, *extra):
     driver = tmp_path / "driver.py"
     driver.write_text(DRIVER)
     if nproc == 1:
@@ -56,7 +59,7 @@ def launch(tmp_path, nproc, out):
     else:
         command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
                    "--master_port", "29533", str(driver)]
-    result = subprocess.run(command + ARGS + [f"output_dir={out}"], capture_output=True, text=True, timeout=600)
+    result = subprocess.run(command + ARGS + [f"output_dir={out}", *extra], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
 
 
@@ -75,6 +78,28 @@ def test_two_processes_match_one(tmp_path):
     assert not (tmp_path / "two" / "checkpoint-3" / "digest-1.jsonl").exists()
 
 
+@pytest.mark.parametrize("mode", ["full_shard", "shard_grad_op"])
+def test_fsdp_two_processes_match_one_and_resume(tmp_path, mode):
+    launch(tmp_path, 1, tmp_path / "one")
+    launch(tmp_path, 2, tmp_path / "fsdp", f"fsdp={mode}", "save_steps=2")
+    rank0 = (tmp_path / "fsdp" / "digest-0.jsonl").read_text().splitlines()
+    assert len(rank0) == 6 and rank0 == (tmp_path / "fsdp" / "digest-1.jsonl").read_text().splitlines()
+    one = load_file(tmp_path / "one" / "checkpoint-3" / "model.safetensors")
+    sharded = load_file(tmp_path / "fsdp" / "checkpoint-3" / "model.safetensors")
+    assert sorted(sharded) == sorted(one)  # gathered, in the usual checkpoint format
+    assert max((sharded[k] - one[k]).abs().max().item() for k in one) < 1e-5
+
+    (tmp_path / "fsdp" / "checkpoint-3").rename(tmp_path / "uninterrupted-3")
+    launch(tmp_path, 2, tmp_path / "fsdp", f"fsdp={mode}", "save_steps=2", "resume=true")  # from checkpoint-2
+    resumed = load_file(tmp_path / "fsdp" / "checkpoint-3" / "model.safetensors")
+    uninterrupted = load_file(tmp_path / "uninterrupted-3" / "model.safetensors")
+    assert max((resumed[k] - uninterrupted[k]).abs().max().item() for k in one) < 1e-6
+    from transformers import AutoModelForImageTextToText
+
+    reloaded = AutoModelForImageTextToText.from_pretrained(tmp_path / "fsdp" / "checkpoint-3")
+    assert type(reloaded).__name__ == "Qwen2VLForConditionalGeneration"
+
+
 def test_uneven_split_is_refused(tmp_path):
     driver = tmp_path / "plain.py"
     driver.write_text("import sys\nfrom vlm_grpo.cli import main\nsys.argv = ['vlm-grpo'] + sys.argv[1:]\nmain()\n")
@@ -84,26 +109,33 @@ def test_uneven_split_is_refused(tmp_path):
     assert result.returncode != 0 and "prompts_per_step=3 must divide by the number of processes (2)" in result.stderr
 
 
-@pytest.mark.parametrize("name", ["ddp-1node.yaml", "ddp-2nodes.yaml", "cpu-2proc.yaml"])
-def test_shipped_accelerate_configs_load(name):
-    from pathlib import Path
+ACCELERATE_CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "accelerate"
 
+
+def test_every_shipped_accelerate_config_loads():
     from accelerate.commands.config.config_args import load_config_from_file
 
-    path = Path(__file__).resolve().parent.parent / "configs" / "accelerate" / name
-    config = load_config_from_file(str(path))
-    assert config.distributed_type == "MULTI_GPU" and config.num_processes >= 2
+    kinds = {}
+    for path in sorted(ACCELERATE_CONFIGS.glob("*.yaml")):
+        config = load_config_from_file(str(path))
+        assert config.num_processes >= 2, path.name
+        kinds[path.name] = config.distributed_type
+        if config.distributed_type == "FSDP":
+            assert config.fsdp_config["fsdp_version"] == 2, path.name
+    assert set(kinds.values()) == {"MULTI_GPU", "FSDP"} and len(kinds) >= 6, kinds
 
 
-def test_accelerate_launch_two_cpu_processes(tmp_path):
-    from pathlib import Path
-
-    config = Path(__file__).resolve().parent.parent / "configs" / "accelerate" / "cpu-2proc.yaml"
+@pytest.mark.parametrize("name, fsdp", [("cpu-2proc.yaml", "none"), ("cpu-2proc-fsdp.yaml", "full_shard")])
+def test_accelerate_launch_two_cpu_processes(tmp_path, name, fsdp):
     driver = tmp_path / "plain.py"
     driver.write_text("import sys\nfrom vlm_grpo.cli import main\nsys.argv = ['vlm-grpo'] + sys.argv[1:]\nmain()\n")
-    result = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
+    result = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(ACCELERATE_CONFIGS / name),
                              "--main_process_port", "29535", str(driver), "train", *ARGS, "max_steps=1", "save_steps=1",
                              f"output_dir={tmp_path / 'run'}"], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     line = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
     assert line["world_size"] == 2
+    assert f"fsdp: {fsdp}" in (tmp_path / "run" / "config.yaml").read_text()
+    optimizer = torch.load(tmp_path / "run" / "checkpoint-1" / "trainer_state.pt", weights_only=True)["optimizer"]
+    # A gathered FSDP optimizer state is keyed by parameter name, a plain one by position.
+    assert all(isinstance(key, str) == (fsdp != "none") for key in optimizer["state"])

@@ -35,12 +35,13 @@ def latest(output_dir: Path) -> Path | None:
 
 
 def save(output_dir: Path, step: int, model, processor, state: dict, config_yaml: str, limit: int | None,
-         merged: bool = True) -> Path:
+         merged: bool = True, state_dict: dict | None = None) -> Path:
+    """Write checkpoint-<step>; `state_dict` gives the full weights of a sharded model."""
     final = output_dir / f"checkpoint-{step}"
     tmp = output_dir / f".checkpoint-{step}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        save_model(model, tmp, merged)
+        save_model(model, tmp, merged, state_dict)
         processor.save_pretrained(tmp)
         torch.save(state, tmp / "trainer_state.pt")
         (tmp / "config.yaml").write_text(config_yaml)

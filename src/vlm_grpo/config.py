@@ -113,6 +113,10 @@ class TrainConfig:
     """Keep the vision encoder's weights fixed."""
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass to save memory (needs logprob_sharing=vision or none)."""
+    fsdp: str = "none"
+    """Shard weights, gradients and optimizer state over the processes (PyTorch FSDP2): `full_shard`
+    (ZeRO-3-like), `shard_grad_op` (ZeRO-2-like) or `none` (every rank holds the whole model).
+    An accelerate config with `distributed_type: FSDP` turns it on too. Needs 2+ processes."""
     max_pixels: int | None = None
     """Pixel budget per image; images are resized once at load time (None: the processor's own)."""
     seed: int = 0
@@ -222,6 +226,7 @@ class TrainConfig:
 CHOICES: dict[str, tuple[str, ...]] = {
     "dtype": ("auto", "float32", "bfloat16", "float16"),
     "device": ("auto", "cpu", "cuda"),
+    "fsdp": ("none", "full_shard", "shard_grad_op"),
     "loss_type": ("token_mean", "seq_mean"),
     "logprob_sharing": ("prefix", "vision", "none"),
     "generation_sharing": ("auto", "prefix", "none"),
@@ -284,6 +289,11 @@ def validate(cfg: TrainConfig) -> TrainConfig:
          "set logprob_sharing=vision (each image encoded once) or none")
     need(not (cfg.skip_zero_advantage_groups and cfg.beta > 0),
          f"skip_zero_advantage_groups=true needs beta=0 (beta={cfg.beta}): skipped rows would lose their KL term")
+    if cfg.fsdp != "none":
+        need(not cfg.skip_zero_advantage_groups,
+             f"fsdp={cfg.fsdp} needs skip_zero_advantage_groups=false: a sharded forward is a collective, "
+             "so every rank must run the same passes")
+        need(not cfg.lora.enabled, f"fsdp={cfg.fsdp} with lora.enabled=true is not supported: use one or the other")
     need(cfg.lora.r >= 1 and cfg.lora.alpha >= 1, f"lora.r={cfg.lora.r} and lora.alpha={cfg.lora.alpha} must be >= 1")
     for sink in cfg.report_to:
         need(sink in ("tensorboard", "wandb"), f"report_to entry {sink!r} is not one of tensorboard, wandb")

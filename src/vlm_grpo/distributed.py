@@ -2,14 +2,16 @@
 
 Each rank takes its own slice of every global batch of prompts, samples and scores its own
 groups, and the ranks average gradients before each optimizer step, so every rank holds the
-same weights. Gradients are averaged with one all-reduce per parameter after backward (what
-DDP does, without its overlap) because a shared-prefix log-prob pass runs the model twice
-before one backward, which DDP's reducer hooks are not built for. Only rank 0 logs, evaluates and saves.
+same weights. Unsharded, gradients are averaged with one all-reduce per parameter after backward
+(what DDP does, without its overlap) because a shared-prefix log-prob pass runs the model twice
+before one backward, which DDP's reducer hooks are not built for; sharded (`fsdp`, see
+`sharding.py`), FSDP's reduce-scatter averages them. Only rank 0 logs, evaluates and saves.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 
 import torch
@@ -21,6 +23,8 @@ class World:
     rank: int = 0
     size: int = 1
     device: torch.device = torch.device("cpu")
+    fsdp: str = "none"
+    """The sharding mode in force (see sharding.py); none: every rank holds the whole model."""
 
     @property
     def is_main(self) -> bool:
@@ -42,8 +46,16 @@ class World:
         dist.all_reduce(tensor)
         return float(tensor)
 
-    def average_gradients(self, params: list[torch.nn.Parameter]) -> None:
+    def gather(self, value) -> list:
+        """Every rank's `value`, in rank order, on every rank."""
         if self.size == 1:
+            return [value]
+        gathered: list = [None] * self.size
+        dist.all_gather_object(gathered, value)
+        return gathered
+
+    def average_gradients(self, params: list[torch.nn.Parameter]) -> None:
+        if self.size == 1 or self.fsdp != "none":  # FSDP's reduce-scatter already averaged them
             return
         for param in params:
             if param.grad is None:
@@ -55,8 +67,7 @@ class World:
         """Each numeric metric averaged over ranks, ignoring ranks where it is undefined (NaN)."""
         if self.size == 1:
             return metrics
-        gathered: list[dict] = [None] * self.size  # type: ignore[list-item]
-        dist.all_gather_object(gathered, metrics)
+        gathered = self.gather(metrics)
         merged = {}
         for key, value in metrics.items():
             values = [m.get(key) for m in gathered]
@@ -70,11 +81,27 @@ class World:
         return merged
 
 
-def setup(device_name: str) -> World:
+def setup(device_name: str, fsdp: str = "none") -> World:
     """Join the process group that torchrun / accelerate launch describe in the environment (if any)."""
     from accelerate import PartialState
 
     force_cpu = device_name == "cpu" or not torch.cuda.is_available()
     state = PartialState(cpu=force_cpu)
     device = torch.device("cpu") if force_cpu else state.device
-    return World(rank=state.process_index, size=state.num_processes, device=device)
+    if fsdp == "none":
+        fsdp = launcher_fsdp_mode()
+    if fsdp != "none" and state.num_processes < 2:
+        fsdp = "none"  # nothing to shard over
+    return World(rank=state.process_index, size=state.num_processes, device=device, fsdp=fsdp)
+
+
+def launcher_fsdp_mode() -> str:
+    """The sharding an `accelerate launch` FSDP config asked for ("none" if it asked for no sharding)."""
+    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() != "true":
+        return "none"
+    # FSDP2 configs say fsdp_reshard_after_forward: true|false; FSDP1 ones name a strategy.
+    reshard = os.environ.get("FSDP_RESHARD_AFTER_FORWARD", "").lower()
+    strategy = os.environ.get("FSDP_SHARDING_STRATEGY", "").upper()
+    if reshard in ("false", "shard_grad_op") or strategy in ("SHARD_GRAD_OP", "2"):
+        return "shard_grad_op"
+    return "full_shard"

@@ -117,10 +117,15 @@ def load_weights(model, folder: Path) -> None:
     model.load_state_dict(saved.state_dict())
 
 
-def save_model(model, folder: Path, merged: bool) -> None:
-    """HF-format safetensors; with adapters, the adapter and (if asked) merged full weights."""
+def save_model(model, folder: Path, merged: bool, state_dict: dict | None = None) -> None:
+    """HF-format safetensors; with adapters, the adapter and (if asked) merged full weights.
+
+    `state_dict` (the gathered weights of a sharded model) is written instead of the model's own."""
     if not hasattr(model, "get_base_model"):
-        model.save_pretrained(folder, safe_serialization=True)
+        from .sharding import plain_classes
+
+        with plain_classes(model):
+            model.save_pretrained(folder, safe_serialization=True, state_dict=state_dict)
         return
     model.save_pretrained(folder / "adapter", safe_serialization=True)
     if merged:

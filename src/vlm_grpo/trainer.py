@@ -19,7 +19,7 @@ import yaml
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from . import algo, checkpoint, distributed
+from . import algo, checkpoint, distributed, sharding
 from .config import ConfigError, TrainConfig, to_dict
 from .data import BadSample, PromptStream, open_source, split_indices
 from .evaluate import generate_records, heldout_samples, summarize
@@ -41,8 +41,11 @@ class GRPOTrainer:
         self.cfg = cfg
         self.out = Path(cfg.output_dir)
         self.out.mkdir(parents=True, exist_ok=True)
-        self.world = distributed.setup(cfg.device)
+        self.world = distributed.setup(cfg.device, cfg.fsdp)
+        cfg.fsdp = self.world.fsdp  # an accelerate FSDP config may have turned it on: config.yaml says so
         self._check_world(cfg)
+        if self.world.size > 1 and self.world.is_main:
+            tqdm.write(f"{self.world.size} processes on {self.world.device.type}, fsdp={self.world.fsdp}")
         # Same data order on every rank (each takes its slice); different sampling noise per rank.
         random.seed(cfg.seed)
         torch.manual_seed(cfg.seed + 7919 * self.world.rank)
@@ -63,6 +66,11 @@ class GRPOTrainer:
         self.adapter_reference = needs_reference and cfg.lora.enabled
         if cfg.lora.enabled:
             self.model = apply_lora(self.model, cfg.lora)
+        if self.world.fsdp != "none":
+            for model in (self.model, self.reference):
+                if model is not None:
+                    sharding.shard(model, self.world.fsdp)
+                    sharding.mark_mode(model, self.world.fsdp)
         self.model.train()
         self.style = get_style(cfg.prompt)
         self.scorer = Scorer(cfg.reward_funcs, cfg.reward_weights, self.style)
@@ -94,8 +102,10 @@ class GRPOTrainer:
             (self.out / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
         self._install_signal_handlers()
         began, history = time.time(), []
-        if start == 0 and self.eval_sets:
-            tracker.log(0, {**self.evaluate(), "world_size": self.world.size})
+        if start == 0 and cfg.data.eval:
+            baseline = self.evaluate()
+            if main:
+                tracker.log(0, {**baseline, "world_size": self.world.size})
         bar = tqdm(range(start, cfg.max_steps), initial=start, total=cfg.max_steps, desc="GRPO",
                    disable=not (cfg.progress and main))
         for step in bar:
@@ -123,7 +133,7 @@ class GRPOTrainer:
                        "throughput/tokens_per_s": float(rollout.completion_mask[~rollout.injected].sum()) / step_s}
             metrics = {**self.world.mean_metrics(metrics), "world_size": self.world.size}
             done = step + 1
-            if cfg.data.eval_steps and self.eval_sets and (done % cfg.data.eval_steps == 0 or done == cfg.max_steps):
+            if cfg.data.eval_steps and cfg.data.eval and (done % cfg.data.eval_steps == 0 or done == cfg.max_steps):
                 metrics.update(self.evaluate())
             if main and (done % cfg.logging_steps == 0 or done == cfg.max_steps):
                 tracker.log(done, metrics)
@@ -144,9 +154,10 @@ class GRPOTrainer:
     # ---------------------------------------------------------------- phases
     def sample(self, prompts) -> Rollout:
         cfg = self.cfg
-        ids, mask, truncated, texts = generate(self.model, self.processor, prompts, cfg.num_generations,
-                                               cfg.max_completion_length, cfg.temperature, cfg.top_p, cfg.top_k,
-                                               cfg.generation_sharing)
+        with sharding.gathered(self.model):  # ranks decode for different numbers of steps
+            ids, mask, truncated, texts = generate(self.model, self.processor, prompts, cfg.num_generations,
+                                                   cfg.max_completion_length, cfg.temperature, cfg.top_p, cfg.top_k,
+                                                   cfg.generation_sharing)
         G = cfg.num_generations
         scores = [self.scorer(text, prompts.samples[row // G].answer) for row, text in enumerate(texts)]
         return Rollout(prompts, G, ids, mask, truncated, texts, scores)
@@ -235,7 +246,7 @@ class GRPOTrainer:
                 param.grad = torch.zeros_like(param)
         self.world.average_gradients(params)
         max_norm = self.cfg.max_grad_norm if self.cfg.max_grad_norm > 0 else float("inf")
-        norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+        norm = sharding.norm_value(torch.nn.utils.clip_grad_norm_(params, max_norm))
         if not math.isfinite(norm):
             self.skipped_updates += 1
             self.nonfinite_in_a_row += 1
@@ -278,27 +289,36 @@ class GRPOTrainer:
                                       train=data.train) for name in data.eval}
 
     def evaluate(self) -> dict:
-        """Greedy accuracy and number-present rate on each held-out set, through the shared path."""
+        """Greedy accuracy and number-present rate on each held-out set, through the shared path.
+
+        Rank 0 evaluates; every rank calls this, as gathering sharded weights is a collective."""
         metrics = {}
-        for name, samples in self.eval_sets.items():
-            records = generate_records(self.model, self.processor, self.style, samples, name,
-                                       batch_size=32, max_new_tokens=self.cfg.max_completion_length)
-            summary = summarize(records)
-            metrics[f"eval/{name}/accuracy"] = summary["accuracy"]
-            metrics[f"eval/{name}/number_present_rate"] = summary["number_present_rate"]
+        with sharding.gathered(self.model):
+            for name, samples in self.eval_sets.items():
+                records = generate_records(self.model, self.processor, self.style, samples, name,
+                                           batch_size=32, max_new_tokens=self.cfg.max_completion_length)
+                summary = summarize(records)
+                metrics[f"eval/{name}/accuracy"] = summary["accuracy"]
+                metrics[f"eval/{name}/number_present_rate"] = summary["number_present_rate"]
+        self.world.barrier()
         return metrics
 
     def save(self, step: int) -> Path | None:
+        # Collectives first: every rank's RNG, and under FSDP the full weights and optimizer state.
+        rngs = self.world.gather(checkpoint.rng_state())
+        sharded = self.world.fsdp != "none"
+        weights = sharding.full_state_dict(self.model) if sharded else None
+        optimizer = sharding.optimizer_state(self.model, self.optimizer) if sharded else self.optimizer.state_dict()
         if not self.world.is_main:
             self.world.barrier()
             return None
-        state = {"step": step, "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                 "rng": checkpoint.rng_state(), "stream": self.stream.state_dict(),
+        state = {"step": step, "optimizer": optimizer, "scheduler": self.scheduler.state_dict(),
+                 "rng": rngs[0], "rng_per_rank": rngs, "stream": self.stream.state_dict(),
                  "injector": self.injector.state_dict(), "skipped_updates": self.skipped_updates}
         try:
             return checkpoint.save(self.out, step, self.model, self.processor, state,
                                    yaml.safe_dump(to_dict(self.cfg), sort_keys=False), self.cfg.save_total_limit,
-                                   merged=self.cfg.lora.save_merged)
+                                   merged=self.cfg.lora.save_merged, state_dict=weights)
         finally:
             self.world.barrier()
 
@@ -307,16 +327,24 @@ class GRPOTrainer:
         if path is None:
             tqdm.write(f"resume=true but {self.out} holds no complete checkpoint: starting from step 0")
             return 0
-        load_weights(self.model, path)
         state = checkpoint.load_state(path)
-        self.optimizer.load_state_dict(state["optimizer"])
+        if self.world.fsdp != "none":
+            sharding.load_checkpoint_weights(self.model, path)
+            sharding.load_optimizer_state(self.model, self.optimizer, state["optimizer"])
+        else:
+            load_weights(self.model, path)
+            self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.stream.load_state_dict(state["stream"])
         self.injector.load_state_dict(state["injector"])
         self.skipped_updates = state["skipped_updates"]
-        checkpoint.restore_rng(state["rng"])
-        if self.world.rank:  # only rank 0's RNG is saved; the others continue from a derived seed
-            torch.manual_seed(self.cfg.seed + 7919 * self.world.rank + int(state["step"]))
+        per_rank = state.get("rng_per_rank", [])
+        if len(per_rank) == self.world.size:
+            checkpoint.restore_rng(per_rank[self.world.rank])
+        else:  # saved by another number of processes: rank 0's RNG, the others reseeded from the step
+            checkpoint.restore_rng(state["rng"])
+            if self.world.rank:
+                torch.manual_seed(self.cfg.seed + 7919 * self.world.rank + int(state["step"]))
         tqdm.write(f"resumed from {path}")
         return int(state["step"])
 
