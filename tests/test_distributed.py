@@ -100,6 +100,27 @@ def test_fsdp_two_processes_match_one_and_resume(tmp_path, mode):
     assert type(reloaded).__name__ == "Qwen2VLForConditionalGeneration"
 
 
+def test_two_process_resume_restores_every_ranks_sampling(tmp_path):
+    plain = tmp_path / "plain.py"
+    plain.write_text("import sys\nfrom vlm_grpo.cli import main\nsys.argv = ['vlm-grpo'] + sys.argv[1:]\nmain()\n")
+    out = tmp_path / "run"
+
+    def train(*extra):
+        result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                                 "29536", str(plain), "train", *ARGS, "save_steps=2", f"output_dir={out}", *extra],
+                                capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr[-3000:]
+
+    train()  # sampled completions: each rank draws from its own RNG
+    (out / "checkpoint-3").rename(tmp_path / "uninterrupted-3")
+    train("resume=true")
+    resumed = load_file(out / "checkpoint-3" / "model.safetensors")
+    uninterrupted = load_file(tmp_path / "uninterrupted-3" / "model.safetensors")
+    assert all(torch.equal(resumed[k], uninterrupted[k]) for k in resumed)
+    state = torch.load(out / "checkpoint-3" / "trainer_state.pt", weights_only=True)
+    assert len(state["rng_per_rank"]) == 2
+
+
 def test_uneven_split_is_refused(tmp_path):
     driver = tmp_path / "plain.py"
     driver.write_text("import sys\nfrom vlm_grpo.cli import main\nsys.argv = ['vlm-grpo'] + sys.argv[1:]\nmain()\n")
