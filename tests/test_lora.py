@@ -72,3 +72,32 @@ def test_frozen_vision_tower_and_checkpointing(tmp_path):
 def test_checkpointing_needs_per_row_logprobs():
     with pytest.raises(ConfigError, match="gradient_checkpointing=true .* logprob_sharing=vision"):
         load_config(None, ["gradient_checkpointing=true"])
+
+
+def test_qlora_trains_adapters_over_4bit_weights_and_saves_full_precision(tmp_path):
+    pytest.importorskip("bitsandbytes")
+    from vlm_grpo.data import Sample
+    from vlm_grpo.lab.scenes import render_scene
+    from vlm_grpo.rollout import completion_logprobs, encode_prompts
+
+    trainer = GRPOTrainer(load_config(None, TINY + [f"output_dir={tmp_path}", "lora.enabled=true", "lora.r=4",
+                                                    "lora.load_in_4bit=true", "beta=0.04"]))
+    q_proj = trainer.model.get_base_model().model.language_model.layers[0].self_attn.q_proj
+    assert type(q_proj.base_layer).__name__ == "Linear4bit"
+    assert type(trainer.model.get_base_model().model.visual.blocks[0].attn.qkv).__name__ == "Linear"  # vision unquantized
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    trainer.train()
+    changed = {n for n, p in trainer.model.named_parameters() if not torch.equal(p, before[n])}
+    assert changed and all("lora_" in n for n in changed)
+    assert json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])["loss/kl"] > 0
+
+    # The merged checkpoint is a plain full-precision model computing what the 4-bit policy computes.
+    merged = AutoModelForImageTextToText.from_pretrained(tmp_path / "checkpoint-2")
+    assert getattr(merged.config, "quantization_config", None) is None
+    assert type(merged.model.language_model.layers[0].self_attn.q_proj).__name__ == "Linear"
+    image, scene = render_scene("lab-clevr", 3)
+    prompts = encode_prompts(trainer.processor, trainer.style, [Sample("a", image, scene.question, 4, "x")], torch.device("cpu"))
+    ids = torch.tensor([[5, 6, 7, 8]] * 4)
+    mask = torch.ones_like(ids, dtype=torch.float)
+    policy = completion_logprobs(trainer.model, prompts, torch.arange(4), ids, mask, 4)
+    assert torch.allclose(completion_logprobs(merged, prompts, torch.arange(4), ids, mask, 4), policy, atol=1e-4)

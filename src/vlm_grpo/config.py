@@ -95,6 +95,9 @@ class LoraSettings:
     """Module names to adapt (None: the language model's attention and MLP projections; the vision tower is left out)."""
     save_merged: bool = True
     """Checkpoints hold merged full weights (loadable without peft) as well as the adapter."""
+    load_in_4bit: bool = False
+    """QLoRA: hold the base weights in 4-bit NF4 (bitsandbytes; the vision tower and lm_head stay
+    unquantized) and train full-precision adapters. Merged checkpoints are dequantized: full precision."""
 
 
 @dataclass
@@ -294,6 +297,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
              f"fsdp={cfg.fsdp} needs skip_zero_advantage_groups=false: a sharded forward is a collective, "
              "so every rank must run the same passes")
         need(not cfg.lora.enabled, f"fsdp={cfg.fsdp} with lora.enabled=true is not supported: use one or the other")
+    need(cfg.lora.enabled or not cfg.lora.load_in_4bit,
+         "lora.load_in_4bit=true needs lora.enabled=true: 4-bit base weights cannot be trained directly")
     need(cfg.lora.r >= 1 and cfg.lora.alpha >= 1, f"lora.r={cfg.lora.r} and lora.alpha={cfg.lora.alpha} must be >= 1")
     for sink in cfg.report_to:
         need(sink in ("tensorboard", "wandb"), f"report_to entry {sink!r} is not one of tensorboard, wandb")

@@ -8,6 +8,7 @@ Weights load from safetensors only; a checkpoint's own code runs only with trust
 from __future__ import annotations
 
 import copy
+import tempfile
 from pathlib import Path
 from typing import Callable
 
@@ -57,23 +58,50 @@ def pick_dtype(name: str, device: torch.device) -> torch.dtype:
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
 
 
-def load_model_and_processor(name: str, device: torch.device, dtype: torch.dtype, trust_remote_code: bool = False):
-    """The policy in train mode on `device`, and its processor."""
+def load_model_and_processor(name: str, device: torch.device, dtype: torch.dtype, trust_remote_code: bool = False,
+                             load_in_4bit: bool = False):
+    """The policy on `device`, and its processor; `load_in_4bit` quantizes the language model (QLoRA)."""
     _register_builtin()
     if name in _REGISTRY:
         made = _REGISTRY[name]()
         if isinstance(made, tuple):
             model, processor = made
-            return model.to(device=device, dtype=dtype), processor
+            if not load_in_4bit:
+                return model.to(device=device, dtype=dtype), processor
+            with tempfile.TemporaryDirectory() as folder:  # quantization happens while loading
+                model.save_pretrained(folder)
+                processor.save_pretrained(folder)
+                return load_model_and_processor(folder, device, dtype, trust_remote_code, load_in_4bit)
         name = str(made)
     path = Path(name)
     if path.exists() and not (path / "config.json").is_file():
         raise FileNotFoundError(f"{path} has no config.json: it is not a saved model folder")
+    options = {"quantization_config": four_bit_config(dtype), "device_map": {"": device}} if load_in_4bit else {}
     model = AutoModelForImageTextToText.from_pretrained(
-        name, dtype=dtype, trust_remote_code=trust_remote_code, use_safetensors=True
-    ).to(device)
+        name, dtype=dtype, trust_remote_code=trust_remote_code, use_safetensors=True, **options)
+    if not load_in_4bit:
+        model = model.to(device)
+    elif device.type == "cpu":
+        # bitsandbytes repacks 4-bit weights for CPU inference the first time they run in eval mode;
+        # training forwards then fail on that layout (in-place bias add), and GRPO alternates the two.
+        for module in model.modules():
+            if hasattr(module, "support_avx512bf16_for_cpu"):
+                module.support_avx512bf16_for_cpu = False
     processor = load_processor(name, model.config.model_type, trust_remote_code)
     return model, processor
+
+
+def four_bit_config(compute_dtype: torch.dtype):
+    """QLoRA's quantization (NF4, double quantization); vision tower and output head left in full precision."""
+    from transformers import BitsAndBytesConfig
+
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError as exc:
+        raise RuntimeError("lora.load_in_4bit=true needs bitsandbytes: pip install 'vlm-grpo[qlora]'") from exc
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=compute_dtype,
+                              llm_int8_skip_modules=["model.visual", "visual", "lm_head"])
 
 
 # The language model's projections; the pattern keeps Qwen2.5-VL's vision MLP (same names) out.
@@ -86,6 +114,12 @@ def apply_lora(model, settings):
         from peft import LoraConfig, get_peft_model
     except ImportError as exc:
         raise RuntimeError("lora.enabled=true needs peft: pip install 'vlm-grpo[lora]'") from exc
+    if getattr(model, "is_quantized", False):
+        from peft import prepare_model_for_kbit_training
+
+        # Norms and other unquantized weights in fp32 for stable training, as QLoRA prescribes.
+        checkpointing = getattr(model, "is_activation_checkpointing", getattr(model, "is_gradient_checkpointing", False))
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=checkpointing)
     targets = settings.target_modules or LANGUAGE_PROJECTIONS
     config = LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout, target_modules=targets)
     return get_peft_model(model, config)
@@ -129,7 +163,22 @@ def save_model(model, folder: Path, merged: bool, state_dict: dict | None = None
         return
     model.save_pretrained(folder / "adapter", safe_serialization=True)
     if merged:
-        copy.deepcopy(model).merge_and_unload().save_pretrained(folder, safe_serialization=True)
+        merged_copy(model).save_pretrained(folder, safe_serialization=True)
+
+
+def merged_copy(model):
+    """The policy as one plain model: adapters folded into the weights. Under 4-bit base weights,
+    the base is dequantized first and the adapters added in full precision, which is the function
+    the policy computes (merging into the 4-bit weights would quantize the update away)."""
+    if not getattr(unwrap(model), "is_quantized", False):
+        return copy.deepcopy(model).merge_and_unload()
+    deltas = {name: module.get_delta_weight(module.active_adapters[0])
+              for name, module in unwrap(model).named_modules() if hasattr(module, "get_delta_weight")}
+    plain = copy.deepcopy(model).unload().dequantize()
+    for name, delta in deltas.items():
+        weight = plain.get_submodule(name).weight
+        weight.data += delta.to(weight.dtype)
+    return plain
 
 
 def frozen_copy(model: torch.nn.Module) -> torch.nn.Module:

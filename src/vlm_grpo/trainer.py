@@ -53,7 +53,7 @@ class GRPOTrainer:
         self.local_prompts = cfg.prompts_per_step // self.world.size
         self.local_minibatch = cfg.effective_minibatch_size // self.world.size
         self.model, self.processor = load_model_and_processor(
-            cfg.model, self.device, pick_dtype(cfg.dtype, self.device), cfg.trust_remote_code)
+            cfg.model, self.device, pick_dtype(cfg.dtype, self.device), cfg.trust_remote_code, cfg.lora.load_in_4bit)
         if cfg.max_pixels is not None:
             self.processor.image_processor.size["longest_edge"] = cfg.max_pixels
         if cfg.freeze_vision_tower:
