@@ -51,6 +51,7 @@ def test_yaml_and_overrides(tmp_path):
     ("injection.nope=1", "unknown key 'injection.nope'"),
     ("justtext", "must look like key=value"),
     ("fsdp=zero3", "fsdp='zero3' is not one of none, full_shard, shard_grad_op"),
+    ("zero_stage=1", "zero_stage=1 is not one of 0, 2, 3"),
 ])
 def test_validation_messages_name_field_value_and_rule(override, needle):
     with pytest.raises(ConfigError) as info:
@@ -61,6 +62,8 @@ def test_validation_messages_name_field_value_and_rule(override, needle):
 @pytest.mark.parametrize("overrides,needle", [
     (["fsdp=full_shard", "skip_zero_advantage_groups=true"], "fsdp=full_shard needs skip_zero_advantage_groups=false"),
     (["fsdp=shard_grad_op", "lora.enabled=true"], "fsdp=shard_grad_op with lora.enabled=true is not supported"),
+    (["zero_stage=3", "lora.enabled=true"], "zero_stage=3 with lora.enabled=true is not supported"),
+    (["fsdp=full_shard", "zero_stage=2"], "fsdp=full_shard and zero_stage=2: pick one"),
 ])
 def test_fsdp_refuses_what_it_cannot_do(overrides, needle):
     with pytest.raises(ConfigError) as info:
@@ -82,6 +85,21 @@ def test_an_accelerate_fsdp_config_picks_the_sharding(monkeypatch, env, mode):
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     assert launcher_fsdp_mode() == mode
+
+
+@pytest.mark.parametrize("env,stage", [
+    ({}, 0),
+    ({"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "3"}, 3),
+    ({"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "2"}, 2),
+])
+def test_an_accelerate_deepspeed_config_picks_the_zero_stage(monkeypatch, env, stage):
+    from vlm_grpo.distributed import launcher_zero_stage
+
+    for key in ("ACCELERATE_USE_DEEPSPEED", "ACCELERATE_DEEPSPEED_ZERO_STAGE"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert launcher_zero_stage() == stage
 
 
 def test_all_errors_reported_at_once():

@@ -36,8 +36,9 @@ DRIVER = textwrap.dedent("""
     real_step = T.GRPOTrainer._optimizer_step
     def step_and_digest(self):
         norm = real_step(self)
-        full = [p.full_tensor() if hasattr(p, "full_tensor") else p for p in self.model.parameters()]  # FSDP shards
-        digest = hashlib.sha256(b"".join(p.detach().numpy().tobytes() for p in full)).hexdigest()
+        with self.parallel.gathered(self.model):  # sharded weights: every rank gathers them whole
+            full = [p.full_tensor() if hasattr(p, "full_tensor") else p for p in self.model.parameters()]
+            digest = hashlib.sha256(b"".join(p.detach().clone().numpy().tobytes() for p in full)).hexdigest()
         with open(os.path.join(self.cfg.output_dir, f"digest-{self.world.rank}.jsonl"), "a") as f:
             f.write(json.dumps(digest) + "\\n")
         return norm
@@ -78,10 +79,16 @@ def test_two_processes_match_one(tmp_path):
     assert not (tmp_path / "two" / "checkpoint-3" / "digest-1.jsonl").exists()
 
 
-@pytest.mark.parametrize("mode", ["full_shard", "shard_grad_op"])
-def test_fsdp_two_processes_match_one_and_resume(tmp_path, mode):
+@pytest.mark.parametrize("mode", ["fsdp=full_shard", "fsdp=shard_grad_op", "zero_stage=2", "zero_stage=3"])
+def test_sharded_two_processes_match_one_and_resume(tmp_path, mode):
+    if mode.startswith("zero"):
+        pytest.importorskip("deepspeed")
+    if mode == "zero_stage=3":
+        mode = [mode, "micro_batch_size=8"]  # one backward per update and process (the trainer asks for it)
+    else:
+        mode = [mode]
     launch(tmp_path, 1, tmp_path / "one")
-    launch(tmp_path, 2, tmp_path / "fsdp", f"fsdp={mode}", "save_steps=2")
+    launch(tmp_path, 2, tmp_path / "fsdp", *mode, "save_steps=2")
     rank0 = (tmp_path / "fsdp" / "digest-0.jsonl").read_text().splitlines()
     assert len(rank0) == 6 and rank0 == (tmp_path / "fsdp" / "digest-1.jsonl").read_text().splitlines()
     one = load_file(tmp_path / "one" / "checkpoint-3" / "model.safetensors")
@@ -90,7 +97,7 @@ def test_fsdp_two_processes_match_one_and_resume(tmp_path, mode):
     assert max((sharded[k] - one[k]).abs().max().item() for k in one) < 1e-5
 
     (tmp_path / "fsdp" / "checkpoint-3").rename(tmp_path / "uninterrupted-3")
-    launch(tmp_path, 2, tmp_path / "fsdp", f"fsdp={mode}", "save_steps=2", "resume=true")  # from checkpoint-2
+    launch(tmp_path, 2, tmp_path / "fsdp", *mode, "save_steps=2", "resume=true")  # from checkpoint-2
     resumed = load_file(tmp_path / "fsdp" / "checkpoint-3" / "model.safetensors")
     uninterrupted = load_file(tmp_path / "uninterrupted-3" / "model.safetensors")
     assert max((resumed[k] - uninterrupted[k]).abs().max().item() for k in one) < 1e-6
@@ -121,6 +128,16 @@ def test_two_process_resume_restores_every_ranks_sampling(tmp_path):
     assert len(state["rng_per_rank"]) == 2
 
 
+def test_zero3_refuses_accumulated_micro_batches(tmp_path):
+    pytest.importorskip("deepspeed")
+    plain = tmp_path / "plain.py"
+    plain.write_text("import sys\nfrom vlm_grpo.cli import main\nsys.argv = ['vlm-grpo'] + sys.argv[1:]\nmain()\n")
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29537",
+                             str(plain), "train", *ARGS, "zero_stage=3", f"output_dir={tmp_path / 'x'}"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0 and "zero_stage=3 needs one backward pass per update and process" in result.stderr
+
+
 def test_uneven_split_is_refused(tmp_path):
     driver = tmp_path / "plain.py"
     driver.write_text("import sys\nfrom vlm_grpo.cli import main\nsys.argv = ['vlm-grpo'] + sys.argv[1:]\nmain()\n")
@@ -143,11 +160,19 @@ def test_every_shipped_accelerate_config_loads():
         kinds[path.name] = config.distributed_type
         if config.distributed_type == "FSDP":
             assert config.fsdp_config["fsdp_version"] == 2, path.name
-    assert set(kinds.values()) == {"MULTI_GPU", "FSDP"} and len(kinds) >= 6, kinds
+        if config.distributed_type == "DEEPSPEED":
+            assert config.deepspeed_config["zero_stage"] in (2, 3), path.name
+    assert set(kinds.values()) == {"MULTI_GPU", "FSDP", "DEEPSPEED"} and len(kinds) >= 9, kinds
 
 
-@pytest.mark.parametrize("name, fsdp", [("cpu-2proc.yaml", "none"), ("cpu-2proc-fsdp.yaml", "full_shard")])
-def test_accelerate_launch_two_cpu_processes(tmp_path, name, fsdp):
+@pytest.mark.parametrize("name, expected, optimizer_keys", [
+    ("cpu-2proc.yaml", "fsdp: none", int),
+    ("cpu-2proc-fsdp.yaml", "fsdp: full_shard", str),  # a gathered FSDP optimizer state is keyed by name
+    ("cpu-2proc-zero2.yaml", "zero_stage: 2", None),  # DeepSpeed keeps its own, under deepspeed/
+])
+def test_accelerate_launch_two_cpu_processes(tmp_path, name, expected, optimizer_keys):
+    if "zero" in name:
+        pytest.importorskip("deepspeed")
     driver = tmp_path / "plain.py"
     driver.write_text("import sys\nfrom vlm_grpo.cli import main\nsys.argv = ['vlm-grpo'] + sys.argv[1:]\nmain()\n")
     result = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(ACCELERATE_CONFIGS / name),
@@ -156,7 +181,9 @@ def test_accelerate_launch_two_cpu_processes(tmp_path, name, fsdp):
     assert result.returncode == 0, result.stderr[-3000:]
     line = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
     assert line["world_size"] == 2
-    assert f"fsdp: {fsdp}" in (tmp_path / "run" / "config.yaml").read_text()
+    assert expected in (tmp_path / "run" / "config.yaml").read_text()
     optimizer = torch.load(tmp_path / "run" / "checkpoint-1" / "trainer_state.pt", weights_only=True)["optimizer"]
-    # A gathered FSDP optimizer state is keyed by parameter name, a plain one by position.
-    assert all(isinstance(key, str) == (fsdp != "none") for key in optimizer["state"])
+    if optimizer_keys is None:
+        assert optimizer is None and (tmp_path / "run" / "checkpoint-1" / "deepspeed").is_dir()
+    else:
+        assert optimizer["state"] and all(isinstance(key, optimizer_keys) for key in optimizer["state"])

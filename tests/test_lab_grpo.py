@@ -5,7 +5,7 @@ Margins come from runs of these exact settings (seed 0, CPU): from lab-base the 
 number-present rate went from 0.08 (steps 1-3) to 0.45 (steps 28-30); from lab-base-cold without
 injection 63 % of groups had all-equal rewards over the first 20 steps, with injection 1 %.
 With one prompt per step (most steps carry no gradient at all without injection), seeds 0-4 of
-30-step runs gave a sampled number-present rate over steps 16-30 of 0.15-0.27 with injection and
+30-step runs gave a sampled number-present rate over steps 16-30 of 0.15-0.29 with injection and
 0.03-0.10 without, every seed in the same order."""
 
 import json

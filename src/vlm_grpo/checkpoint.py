@@ -34,12 +34,21 @@ def latest(output_dir: Path) -> Path | None:
     return found[-1][1] if found else None
 
 
+def staging_dir(output_dir: Path, step: int) -> Path:
+    """Where checkpoint-<step> is written before it is renamed into place."""
+    return output_dir / f".checkpoint-{step}.tmp"
+
+
+def clear(folder: Path) -> None:
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 def save(output_dir: Path, step: int, model, processor, state: dict, config_yaml: str, limit: int | None,
          merged: bool = True, state_dict: dict | None = None) -> Path:
-    """Write checkpoint-<step>; `state_dict` gives the full weights of a sharded model."""
+    """Write checkpoint-<step> through its staging folder, keeping what other ranks staged there
+    (the caller clears it first); `state_dict` gives the full weights of a sharded model."""
     final = output_dir / f"checkpoint-{step}"
-    tmp = output_dir / f".checkpoint-{step}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = staging_dir(output_dir, step)
     try:
         save_model(model, tmp, merged, state_dict)
         processor.save_pretrained(tmp)

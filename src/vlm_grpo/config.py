@@ -120,6 +120,9 @@ class TrainConfig:
     """Shard weights, gradients and optimizer state over the processes (PyTorch FSDP2): `full_shard`
     (ZeRO-3-like), `shard_grad_op` (ZeRO-2-like) or `none` (every rank holds the whole model).
     An accelerate config with `distributed_type: FSDP` turns it on too. Needs 2+ processes."""
+    zero_stage: int = 0
+    """DeepSpeed ZeRO instead of FSDP: 2 partitions gradients and Adam moments, 3 the weights too;
+    0: off. An accelerate config with `distributed_type: DEEPSPEED` sets it too. Needs 2+ processes."""
     max_pixels: int | None = None
     """Pixel budget per image; images are resized once at load time (None: the processor's own)."""
     seed: int = 0
@@ -292,11 +295,15 @@ def validate(cfg: TrainConfig) -> TrainConfig:
          "set logprob_sharing=vision (each image encoded once) or none")
     need(not (cfg.skip_zero_advantage_groups and cfg.beta > 0),
          f"skip_zero_advantage_groups=true needs beta=0 (beta={cfg.beta}): skipped rows would lose their KL term")
-    if cfg.fsdp != "none":
+    need(cfg.zero_stage in (0, 2, 3), f"zero_stage={cfg.zero_stage} is not one of 0, 2, 3")
+    need(cfg.fsdp == "none" or not cfg.zero_stage, f"fsdp={cfg.fsdp} and zero_stage={cfg.zero_stage}: pick one")
+    for name, value in (("fsdp", cfg.fsdp), ("zero_stage", cfg.zero_stage)):
+        if value in ("none", 0):
+            continue
         need(not cfg.skip_zero_advantage_groups,
-             f"fsdp={cfg.fsdp} needs skip_zero_advantage_groups=false: a sharded forward is a collective, "
+             f"{name}={value} needs skip_zero_advantage_groups=false: a sharded forward is a collective, "
              "so every rank must run the same passes")
-        need(not cfg.lora.enabled, f"fsdp={cfg.fsdp} with lora.enabled=true is not supported: use one or the other")
+        need(not cfg.lora.enabled, f"{name}={value} with lora.enabled=true is not supported: use one or the other")
     need(cfg.lora.enabled or not cfg.lora.load_in_4bit,
          "lora.load_in_4bit=true needs lora.enabled=true: 4-bit base weights cannot be trained directly")
     need(cfg.lora.r >= 1 and cfg.lora.alpha >= 1, f"lora.r={cfg.lora.r} and lora.alpha={cfg.lora.alpha} must be >= 1")

@@ -24,7 +24,9 @@ class World:
     size: int = 1
     device: torch.device = torch.device("cpu")
     fsdp: str = "none"
-    """The sharding mode in force (see sharding.py); none: every rank holds the whole model."""
+    """The FSDP mode in force (see sharding.py); none: not FSDP."""
+    zero_stage: int = 0
+    """The DeepSpeed ZeRO stage in force (see parallel.py); 0: not DeepSpeed."""
 
     @property
     def is_main(self) -> bool:
@@ -33,6 +35,12 @@ class World:
     def barrier(self) -> None:
         if self.size > 1:
             dist.barrier()
+
+    def close(self) -> None:
+        """Leave the process group; its threads would otherwise outlive the interpreter and abort the exit."""
+        if self.size > 1 and dist.is_initialized():
+            dist.barrier()
+            dist.destroy_process_group()
 
     def shard(self, items: list) -> list:
         """This rank's contiguous slice of a global batch (the batch size divides by the world size)."""
@@ -81,18 +89,25 @@ class World:
         return merged
 
 
-def setup(device_name: str, fsdp: str = "none") -> World:
+def setup(device_name: str, fsdp: str = "none", zero_stage: int = 0) -> World:
     """Join the process group that torchrun / accelerate launch describe in the environment (if any)."""
     from accelerate import PartialState
 
     force_cpu = device_name == "cpu" or not torch.cuda.is_available()
     state = PartialState(cpu=force_cpu)
     device = torch.device("cpu") if force_cpu else state.device
-    if fsdp == "none":
-        fsdp = launcher_fsdp_mode()
-    if fsdp != "none" and state.num_processes < 2:
-        fsdp = "none"  # nothing to shard over
-    return World(rank=state.process_index, size=state.num_processes, device=device, fsdp=fsdp)
+    if fsdp == "none" and not zero_stage:
+        fsdp, zero_stage = launcher_fsdp_mode(), launcher_zero_stage()
+    if state.num_processes < 2:
+        fsdp, zero_stage = "none", 0  # nothing to shard over
+    return World(rank=state.process_index, size=state.num_processes, device=device, fsdp=fsdp, zero_stage=zero_stage)
+
+
+def launcher_zero_stage() -> int:
+    """The ZeRO stage an `accelerate launch` DeepSpeed config asked for (0 when it asked for none)."""
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() != "true":
+        return 0
+    return int(os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE", "2"))
 
 
 def launcher_fsdp_mode() -> str:

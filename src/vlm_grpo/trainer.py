@@ -19,12 +19,12 @@ import yaml
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from . import algo, checkpoint, distributed, sharding
+from . import algo, checkpoint, distributed, parallel
 from .config import ConfigError, TrainConfig, to_dict
 from .data import BadSample, PromptStream, open_source, split_indices
 from .evaluate import generate_records, heldout_samples, summarize
 from .injection import Injector, schedule_value
-from .models import apply_lora, freeze_vision, frozen_copy, load_model_and_processor, load_weights, pick_device, pick_dtype
+from .models import apply_lora, freeze_vision, frozen_copy, load_model_and_processor, pick_device, pick_dtype
 from .processors import fit_to_pixel_budget
 from .prompts import get_style
 from .rewards import Scorer
@@ -41,11 +41,14 @@ class GRPOTrainer:
         self.cfg = cfg
         self.out = Path(cfg.output_dir)
         self.out.mkdir(parents=True, exist_ok=True)
-        self.world = distributed.setup(cfg.device, cfg.fsdp)
-        cfg.fsdp = self.world.fsdp  # an accelerate FSDP config may have turned it on: config.yaml says so
+        self.world = distributed.setup(cfg.device, cfg.fsdp, cfg.zero_stage)
+        # An accelerate FSDP / DeepSpeed config may have turned sharding on: config.yaml says so.
+        cfg.fsdp, cfg.zero_stage = self.world.fsdp, self.world.zero_stage
+        self.parallel = parallel.make(self.world)
         self._check_world(cfg)
         if self.world.size > 1 and self.world.is_main:
-            tqdm.write(f"{self.world.size} processes on {self.world.device.type}, fsdp={self.world.fsdp}")
+            tqdm.write(f"{self.world.size} processes on {self.world.device.type}, "
+                       f"fsdp={self.world.fsdp}, zero_stage={self.world.zero_stage}")
         # Same data order on every rank (each takes its slice); different sampling noise per rank.
         random.seed(cfg.seed)
         torch.manual_seed(cfg.seed + 7919 * self.world.rank)
@@ -66,11 +69,7 @@ class GRPOTrainer:
         self.adapter_reference = needs_reference and cfg.lora.enabled
         if cfg.lora.enabled:
             self.model = apply_lora(self.model, cfg.lora)
-        if self.world.fsdp != "none":
-            for model in (self.model, self.reference):
-                if model is not None:
-                    sharding.shard(model, self.world.fsdp)
-                    sharding.mark_mode(model, self.world.fsdp)
+        self.parallel.shard_models(self.model, self.reference)
         self.model.train()
         self.style = get_style(cfg.prompt)
         self.scorer = Scorer(cfg.reward_funcs, cfg.reward_weights, self.style)
@@ -88,6 +87,8 @@ class GRPOTrainer:
         updates = cfg.max_steps * cfg.num_iterations * (cfg.rows_per_step // cfg.effective_minibatch_size)
         self.scheduler = get_scheduler(cfg.lr_scheduler_type, self.optimizer,
                                        num_warmup_steps=int(cfg.warmup_ratio * updates), num_training_steps=updates)
+        self.optimizer = self.parallel.prepare(self.model, self.reference, self.optimizer, self.model.dtype,
+                                               cfg.max_grad_norm, math.ceil(self.local_minibatch / cfg.micro_batch_size))
         self.eval_sets = self._eval_sets() if self.world.is_main else {}
         self.stop_requested = False
         self.nonfinite_in_a_row = self.skipped_updates = 0
@@ -149,12 +150,14 @@ class GRPOTrainer:
                 break
         if main:
             tracker.close()
-        return self._write_summary(history) if main else {}
+        summary = self._write_summary(history) if main else {}
+        self.world.close()
+        return summary
 
     # ---------------------------------------------------------------- phases
     def sample(self, prompts) -> Rollout:
         cfg = self.cfg
-        with sharding.gathered(self.model):  # ranks decode for different numbers of steps
+        with self.parallel.gathered(self.model):  # ranks decode for different numbers of steps
             ids, mask, truncated, texts = generate(self.model, self.processor, prompts, cfg.num_generations,
                                                    cfg.max_completion_length, cfg.temperature, cfg.top_p, cfg.top_k,
                                                    cfg.generation_sharing)
@@ -222,7 +225,7 @@ class GRPOTrainer:
                         if cfg.beta > 0:
                             per_token = per_token + cfg.beta * kl
                     loss = algo.aggregate(per_token, mask, cfg.loss_type, mb_tokens, len(minibatch))
-                    loss.backward()
+                    self.parallel.backward(loss)
                     stats.sums["loss"] = (stats.sums.get("loss", (0.0, 0.0))[0] + float(loss.detach()), 0.0)
                     for origin, rows_mask in (("", mask), ("_injected", mask * inj_rows), ("_sampled", mask * ~inj_rows)):
                         stats.add("ratio" + origin, ratio.detach(), rows_mask)
@@ -240,24 +243,16 @@ class GRPOTrainer:
         }
 
     def _optimizer_step(self) -> float:
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        for param in params:
-            if param.grad is None:  # every row skipped: the same zero gradient the passes would give
-                param.grad = torch.zeros_like(param)
-        self.world.average_gradients(params)
-        max_norm = self.cfg.max_grad_norm if self.cfg.max_grad_norm > 0 else float("inf")
-        norm = sharding.norm_value(torch.nn.utils.clip_grad_norm_(params, max_norm))
+        norm = self.parallel.step(self.model, self.optimizer, self.cfg.max_grad_norm)
         if not math.isfinite(norm):
             self.skipped_updates += 1
             self.nonfinite_in_a_row += 1
-            self.optimizer.zero_grad(set_to_none=True)
             if self.nonfinite_in_a_row >= MAX_NONFINITE_IN_A_ROW:
                 raise FloatingPointError(
                     f"{self.nonfinite_in_a_row} updates in a row had a non-finite loss or gradient; "
                     f"stopping. The last good checkpoint in {self.out} is kept: lower learning_rate and resume.")
             return float("nan")
         self.nonfinite_in_a_row = 0
-        self.optimizer.step()
         self.scheduler.step()
         return norm
 
@@ -293,7 +288,7 @@ class GRPOTrainer:
 
         Rank 0 evaluates; every rank calls this, as gathering sharded weights is a collective."""
         metrics = {}
-        with sharding.gathered(self.model):
+        with self.parallel.gathered(self.model):
             for name, samples in self.eval_sets.items():
                 records = generate_records(self.model, self.processor, self.style, samples, name,
                                            batch_size=32, max_new_tokens=self.cfg.max_completion_length)
@@ -304,11 +299,14 @@ class GRPOTrainer:
         return metrics
 
     def save(self, step: int) -> Path | None:
-        # Collectives first: every rank's RNG, and under FSDP the full weights and optimizer state.
+        # Collectives first: every rank's RNG, sharded weights and optimizer state gathered or written.
         rngs = self.world.gather(checkpoint.rng_state())
-        sharded = self.world.fsdp != "none"
-        weights = sharding.full_state_dict(self.model) if sharded else None
-        optimizer = sharding.optimizer_state(self.model, self.optimizer) if sharded else self.optimizer.state_dict()
+        weights, optimizer = self.parallel.checkpoint_payload(self.model, self.optimizer)
+        staging = checkpoint.staging_dir(self.out, step)
+        if self.world.is_main:
+            checkpoint.clear(staging)
+        self.world.barrier()
+        self.parallel.save_extra(staging)
         if not self.world.is_main:
             self.world.barrier()
             return None
@@ -328,12 +326,7 @@ class GRPOTrainer:
             tqdm.write(f"resume=true but {self.out} holds no complete checkpoint: starting from step 0")
             return 0
         state = checkpoint.load_state(path)
-        if self.world.fsdp != "none":
-            sharding.load_checkpoint_weights(self.model, path)
-            sharding.load_optimizer_state(self.model, self.optimizer, state["optimizer"])
-        else:
-            load_weights(self.model, path)
-            self.optimizer.load_state_dict(state["optimizer"])
+        self.parallel.restore(self.model, self.optimizer, path, state)
         self.scheduler.load_state_dict(state["scheduler"])
         self.stream.load_state_dict(state["stream"])
         self.injector.load_state_dict(state["injector"])
@@ -354,6 +347,12 @@ class GRPOTrainer:
             if value % size:
                 raise ConfigError(f"{name}={value} must divide by the number of processes ({size}): "
                                   "each process takes an equal share of every batch")
+        per_rank = cfg.effective_minibatch_size // size
+        if self.world.zero_stage == 3 and cfg.micro_batch_size < per_rank:
+            raise ConfigError(
+                f"zero_stage=3 needs one backward pass per update and process: micro_batch_size={cfg.micro_batch_size} "
+                f"is below minibatch_size / processes = {per_rank} (accumulated micro-batches gave wrong updates "
+                "under ZeRO-3 in testing). Raise micro_batch_size, lower minibatch_size, or use fsdp=full_shard.")
 
     def _install_signal_handlers(self) -> None:
         def request_stop(signum, frame):
