@@ -2,6 +2,7 @@
 process with the same global batch when sampling is replaced by fixed completions."""
 
 import json
+import socket
 import subprocess
 import sys
 import textwrap
@@ -52,14 +53,31 @@ ARGS = ["model=tiny-qwen2-vl", "num_generations=4", "prompts_per_step=4", "num_i
         "micro_batch_size=4", "learning_rate=1e-3", "max_steps=3", "save_steps=3", "progress=false", "report_to=[]"]
 
 
+def free_port() -> str:
+    """A port for this launch's rendezvous: tests run in parallel, a fixed port would collide."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return str(probe.getsockname()[1])
+
+
+def torchrun(nproc: int) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_port", free_port()]
+
+
+def cli_driver(tmp_path) -> str:
+    """A script that runs the `vlm-grpo` command line (torchrun needs a script path)."""
+    plain = tmp_path / "plain.py"
+    plain.write_text("import sys\nfrom vlm_grpo.cli import main\nsys.argv = ['vlm-grpo'] + sys.argv[1:]\nmain()\n")
+    return str(plain)
+
+
 def launch(tmp_path, nproc, out, *extra):
     driver = tmp_path / "driver.py"
     driver.write_text(DRIVER)
     if nproc == 1:
         command = [sys.executable, str(driver)]
     else:
-        command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
-                   "--master_port", "29533", str(driver)]
+        command = torchrun(nproc) + [str(driver)]
     result = subprocess.run(command + ARGS + [f"output_dir={out}", *extra], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
 
@@ -108,13 +126,10 @@ def test_sharded_two_processes_match_one_and_resume(tmp_path, mode):
 
 
 def test_two_process_resume_restores_every_ranks_sampling(tmp_path):
-    plain = tmp_path / "plain.py"
-    plain.write_text("import sys\nfrom vlm_grpo.cli import main\nsys.argv = ['vlm-grpo'] + sys.argv[1:]\nmain()\n")
     out = tmp_path / "run"
 
     def train(*extra):
-        result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                                 "29536", str(plain), "train", *ARGS, "save_steps=2", f"output_dir={out}", *extra],
+        result = subprocess.run(torchrun(2) + [cli_driver(tmp_path), "train", *ARGS, "save_steps=2", f"output_dir={out}", *extra],
                                 capture_output=True, text=True, timeout=600)
         assert result.returncode == 0, result.stderr[-3000:]
 
@@ -128,23 +143,16 @@ def test_two_process_resume_restores_every_ranks_sampling(tmp_path):
     assert len(state["rng_per_rank"]) == 2
 
 
-def test_zero3_refuses_accumulated_micro_batches(tmp_path):
-    pytest.importorskip("deepspeed")
-    plain = tmp_path / "plain.py"
-    plain.write_text("import sys\nfrom vlm_grpo.cli import main\nsys.argv = ['vlm-grpo'] + sys.argv[1:]\nmain()\n")
-    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29537",
-                             str(plain), "train", *ARGS, "zero_stage=3", f"output_dir={tmp_path / 'x'}"],
+@pytest.mark.parametrize("extra, message", [
+    (["prompts_per_step=3"], "prompts_per_step=3 must divide by the number of processes (2)"),
+    (["zero_stage=3"], "zero_stage=3 needs one backward pass per update and process"),
+])
+def test_settings_two_processes_cannot_run_are_refused(tmp_path, extra, message):
+    if "zero_stage=3" in extra:
+        pytest.importorskip("deepspeed")
+    result = subprocess.run(torchrun(2) + [cli_driver(tmp_path), "train", *ARGS, *extra, f"output_dir={tmp_path / 'x'}"],
                             capture_output=True, text=True, timeout=300)
-    assert result.returncode != 0 and "zero_stage=3 needs one backward pass per update and process" in result.stderr
-
-
-def test_uneven_split_is_refused(tmp_path):
-    driver = tmp_path / "plain.py"
-    driver.write_text("import sys\nfrom vlm_grpo.cli import main\nsys.argv = ['vlm-grpo'] + sys.argv[1:]\nmain()\n")
-    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29534",
-                             str(driver), "train", *ARGS, "prompts_per_step=3", f"output_dir={tmp_path / 'x'}"],
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode != 0 and "prompts_per_step=3 must divide by the number of processes (2)" in result.stderr
+    assert result.returncode != 0 and message in result.stderr
 
 
 ACCELERATE_CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "accelerate"
@@ -173,10 +181,8 @@ def test_every_shipped_accelerate_config_loads():
 def test_accelerate_launch_two_cpu_processes(tmp_path, name, expected, optimizer_keys):
     if "zero" in name:
         pytest.importorskip("deepspeed")
-    driver = tmp_path / "plain.py"
-    driver.write_text("import sys\nfrom vlm_grpo.cli import main\nsys.argv = ['vlm-grpo'] + sys.argv[1:]\nmain()\n")
     result = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(ACCELERATE_CONFIGS / name),
-                             "--main_process_port", "29535", str(driver), "train", *ARGS, "max_steps=1", "save_steps=1",
+                             "--main_process_port", free_port(), cli_driver(tmp_path), "train", *ARGS, "max_steps=1", "save_steps=1",
                              f"output_dir={tmp_path / 'run'}"], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     line = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
