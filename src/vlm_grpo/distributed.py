@@ -10,6 +10,7 @@ before one backward, which DDP's reducer hooks are not built for; sharded (`fsdp
 
 from __future__ import annotations
 
+import gc
 import math
 import os
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ class World:
         if self.size > 1 and dist.is_initialized():
             dist.barrier()
             dist.destroy_process_group()
+            gc.collect()  # objects holding communicator threads go now, not at interpreter exit
 
     def shard(self, items: list) -> list:
         """This rank's contiguous slice of a global batch (the batch size divides by the world size)."""

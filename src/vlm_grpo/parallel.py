@@ -74,6 +74,9 @@ class Replicated:
         load_weights(model, path)
         optimizer.load_state_dict(state["optimizer"])
 
+    def close(self) -> None:
+        """Release what the strategy started, before the process group goes."""
+
 
 class FullyShardedFSDP(Replicated):
     name = "fsdp"
@@ -149,6 +152,11 @@ class ZeRO(Replicated):
 
     def save_extra(self, folder):
         self.engine.save_checkpoint(str(folder / "deepspeed"), tag="state", save_latest=False)
+
+    def close(self):
+        if self.engine is not None:
+            self.engine.destroy()  # its hooks and buffers would otherwise outlive the process group
+            self.engine = None
 
     def restore(self, model, optimizer, path, state):
         self.engine.load_checkpoint(str(path / "deepspeed"), tag="state", load_optimizer_states=True,

@@ -151,6 +151,7 @@ class GRPOTrainer:
         if main:
             tracker.close()
         summary = self._write_summary(history) if main else {}
+        self.parallel.close()
         self.world.close()
         return summary
 
