@@ -31,8 +31,6 @@ from .models import load_weights
 
 
 class Replicated:
-    name = "replicated"
-
     def __init__(self, world: World):
         self.world = world
 
@@ -79,8 +77,6 @@ class Replicated:
 
 
 class FullyShardedFSDP(Replicated):
-    name = "fsdp"
-
     def __init__(self, world: World, mode: str):
         super().__init__(world)
         self.mode = mode
@@ -103,8 +99,6 @@ class FullyShardedFSDP(Replicated):
 
 
 class ZeRO(Replicated):
-    name = "deepspeed"
-
     def __init__(self, world: World, stage: int):
         super().__init__(world)
         self.stage = stage
@@ -118,8 +112,7 @@ class ZeRO(Replicated):
         logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
         config = {
             "train_micro_batch_size_per_gpu": 1,
-            # DeepSpeed counts the micro-batches itself and updates after the last one. (Its unmanaged
-            # mode, one step() after several backward(), kept only the last backward under ZeRO-3.)
+            # DeepSpeed counts the micro-batches itself and updates after the last one.
             "gradient_accumulation_steps": backwards_per_update,
             "zero_optimization": {"stage": self.stage},
             "zero_allow_untested_optimizer": True,  # torch's AdamW, as in the other strategies
