@@ -79,11 +79,11 @@ def turn_end_id(processor) -> int:
     messages = [{"role": "user", "content": [{"type": "text", "text": "q"}]},
                 {"role": "assistant", "content": [{"type": "text", "text": marker}]}]
     try:
-        ids = processor.apply_chat_template(messages, tokenize=False)
+        rendered = processor.apply_chat_template(messages, tokenize=False)
     except (ValueError, TypeError, AttributeError):
-        ids = None
-    if isinstance(ids, str) and marker in ids:
-        after = ids[ids.rindex(marker) + len(marker):]
+        rendered = None
+    if isinstance(rendered, str) and marker in rendered:
+        after = rendered[rendered.rindex(marker) + len(marker):]
         tokens = tokenizer(after, add_special_tokens=False)["input_ids"] if after else []
         if tokens and tokens[0] in tokenizer.all_special_ids:
             return tokens[0]
