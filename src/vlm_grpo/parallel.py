@@ -4,10 +4,7 @@
   explicit all-reduce (distributed.py says why not DDP's hooks).
 - `FullyShardedFSDP` (`fsdp=full_shard|shard_grad_op`): PyTorch FSDP2, see sharding.py.
 - `ZeRO` (`zero_stage=2|3`): DeepSpeed's ZeRO optimizer; stage 2 partitions gradients and
-  Adam moments, stage 3 the weights too. Stage 3 is limited to one backward pass per update and
-  process: with several accumulated micro-batches its updates differed from one process's in
-  testing (stage 2's did not), so the trainer refuses that setting and points to
-  `fsdp=full_shard`, the same partitioning. DeepSpeed owns clipping and the update: a non-finite
+  Adam moments, stage 3 the weights too. DeepSpeed owns clipping and the update: a non-finite
   gradient is seen only after its update (the run still stops after five in a row, keeping the
   last good checkpoint), unlike the other strategies, which skip such an update.
 
@@ -132,6 +129,10 @@ class ZeRO(Replicated):
         return deepspeed.zero.GatheredParameters(list(model.parameters()))
 
     def backward(self, loss):
+        # The model runs outside DeepSpeed's engine.forward (shared-prefix passes call it twice),
+        # so do what engine.forward does first: without it ZeRO-3 never advances its micro-step
+        # counter and each micro-batch's gradients replace, not add to, the previous ones.
+        self.engine.optimizer.clear_backward_seen_flag()
         self.engine.backward(loss, scale_wrt_gas=False)  # the loss is already the minibatch mean
         self.engine.step()  # a no-op but for the update's last micro-batch
 
