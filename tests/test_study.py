@@ -4,6 +4,7 @@ import json
 import shutil
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from vlm_grpo.cli import app
@@ -78,6 +79,17 @@ def test_rerun_skips_finished_runs_and_resumes_an_interrupted_one(study, tmp_pat
     steps = [json.loads(line)["step"] for line in (runs / "default-none-seed1" / "metrics.jsonl").read_text().splitlines()]
     assert steps == [0, 1, 2]
     assert (runs / "default-none-seed1" / "checkpoint-2" / "model.safetensors").is_file()
+
+
+def test_a_run_written_before_a_setting_existed_is_still_reused(study, tmp_path):
+    out = tmp_path / "older"
+    shutil.copytree(study[0], out)
+    for config in (out / "runs").glob("*/config.yaml"):
+        raw = yaml.safe_load(config.read_text())
+        del raw["zero_stage"], raw["lora"]["load_in_4bit"]  # as an earlier version wrote it: defaults apply
+        config.write_text(yaml.safe_dump(raw, sort_keys=False))
+    again = run_study("tiny", seeds=2, steps=2, out=out, n=2, overrides=FAST, progress=False)
+    assert again["ran"] == [] and len(again["skipped"]) == 4
 
 
 def test_a_changed_budget_is_refused_for_an_existing_run(study):

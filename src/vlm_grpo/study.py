@@ -112,7 +112,10 @@ def _check_same_config(run: PlannedRun) -> None:
     path = run.dir / "config.yaml"
     if not path.is_file():
         return
-    before = yaml.safe_load(path.read_text()) or {}
+    try:
+        before = to_dict(load_config(path))  # settings added since that run was written take their defaults
+    except ValueError:
+        before = yaml.safe_load(path.read_text()) or {}
     now = to_dict(run.cfg)
     changed = sorted(k for k in set(before) | set(now) if k not in _VOLATILE and before.get(k) != now.get(k))
     if changed:
