@@ -32,10 +32,6 @@ def _fsdp_modules(model: torch.nn.Module) -> list:
     return [m for m in model.modules() if isinstance(m, FSDPModule)]
 
 
-def is_sharded(model: torch.nn.Module) -> bool:
-    return bool(_fsdp_modules(model))
-
-
 def shard(model: torch.nn.Module, mode: str) -> torch.nn.Module:
     """Shard `model` in place over the default process group, one unit per unsplittable block."""
     from torch.distributed.fsdp import fully_shard
