@@ -65,7 +65,7 @@ class World:
         return gathered
 
     def average_gradients(self, params: list[torch.nn.Parameter]) -> None:
-        if self.size == 1 or self.fsdp != "none":  # FSDP's reduce-scatter already averaged them
+        if self.size == 1:
             return
         for param in params:
             if param.grad is None:

@@ -34,7 +34,7 @@ class Replicated:
     def shard_models(self, *models) -> None:
         """Shard the policy (and reference) in place, before the optimizer is built over them."""
 
-    def prepare(self, model, reference, optimizer, dtype: torch.dtype, max_grad_norm: float, backwards_per_update: int):
+    def prepare(self, model, optimizer, dtype: torch.dtype, max_grad_norm: float, backwards_per_update: int):
         """Wrap what needs the optimizer; returns the optimizer to step."""
         return optimizer
 
@@ -50,13 +50,16 @@ class Replicated:
         for param in params:
             if param.grad is None:  # every row skipped: the same zero gradient the passes would give
                 param.grad = torch.zeros_like(param)
-        self.world.average_gradients(params)
+        self.average(params)
         max_norm = max_grad_norm if max_grad_norm > 0 else float("inf")
         norm = sharding.norm_value(torch.nn.utils.clip_grad_norm_(params, max_norm))
         if math.isfinite(norm):
             optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         return norm
+
+    def average(self, params: list[torch.nn.Parameter]) -> None:
+        self.world.average_gradients(params)
 
     def checkpoint_payload(self, model, optimizer) -> tuple[dict | None, dict | None]:
         """(full weights when the model's own state dict is not them, optimizer state). Collective."""
@@ -82,10 +85,12 @@ class FullyShardedFSDP(Replicated):
         for model in models:
             if model is not None:
                 sharding.shard(model, self.mode)
-                sharding.mark_mode(model, self.mode)
 
     def gathered(self, model):
-        return sharding.gathered(model)
+        return sharding.gathered(model, self.mode)
+
+    def average(self, params):
+        """Nothing to do: FSDP's reduce-scatter averaged the gradients in the backward pass."""
 
     def checkpoint_payload(self, model, optimizer):
         return sharding.full_state_dict(model), sharding.optimizer_state(model, optimizer)
@@ -101,7 +106,7 @@ class ZeRO(Replicated):
         self.stage = stage
         self.engine = None
 
-    def prepare(self, model, reference, optimizer, dtype, max_grad_norm, backwards_per_update):
+    def prepare(self, model, optimizer, dtype, max_grad_norm, backwards_per_update):
         try:
             import deepspeed
         except ImportError as exc:

@@ -53,7 +53,7 @@ def shard(model: torch.nn.Module, mode: str) -> torch.nn.Module:
 
 
 @contextmanager
-def gathered(model: torch.nn.Module) -> Iterator[None]:
+def gathered(model: torch.nn.Module, mode: str) -> Iterator[None]:
     """Every parameter gathered on every rank for the block: forwards inside need no collective.
 
     Entering and leaving are collectives (all ranks must enter); a no-op for an unsharded model.
@@ -70,14 +70,8 @@ def gathered(model: torch.nn.Module) -> Iterator[None]:
     finally:
         for module in modules:
             module.reshard()
-        reshard = getattr(model, "_vlm_grpo_reshard", True)
-        for module in modules:
-            module.set_reshard_after_forward(reshard, recurse=False)
-
-
-def mark_mode(model: torch.nn.Module, mode: str) -> None:
-    """Remember the reshard policy, so `gathered` restores it."""
-    model._vlm_grpo_reshard = mode == "full_shard"
+        for module in modules:  # back to the sharding mode's own policy
+            module.set_reshard_after_forward(mode == "full_shard", recurse=False)
 
 
 @contextmanager

@@ -87,7 +87,7 @@ class GRPOTrainer:
         updates = cfg.max_steps * cfg.num_iterations * (cfg.rows_per_step // cfg.effective_minibatch_size)
         self.scheduler = get_scheduler(cfg.lr_scheduler_type, self.optimizer,
                                        num_warmup_steps=int(cfg.warmup_ratio * updates), num_training_steps=updates)
-        self.optimizer = self.parallel.prepare(self.model, self.reference, self.optimizer, self.model.dtype,
+        self.optimizer = self.parallel.prepare(self.model, self.optimizer, self.model.dtype,
                                                cfg.max_grad_norm, math.ceil(self.local_minibatch / cfg.micro_batch_size))
         self.eval_sets = self._eval_sets() if self.world.is_main else {}
         self.stop_requested = False
