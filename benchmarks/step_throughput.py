@@ -76,7 +76,7 @@ def prepare(workdir: Path, sizes: list[int], model_size: str) -> None:
     from transformers import GenerationConfig
 
     from vlm_grpo.lab.scenes import render_scene
-    from vlm_grpo.tiny import save_tiny
+    from vlm_grpo.models.tiny import save_tiny
 
     for tokens in sizes:
         px = IMAGE_TOKENS[tokens]
@@ -126,25 +126,25 @@ def set_threads(threads: int) -> None:
 def forbid_end_tokens() -> bool:
     """Make end-of-turn tokens impossible in our sampler, as ``min_new_tokens=32`` does in TRL's.
 
-    Our rollout masks the ids ``vlm_grpo.rollout.vision_token_ids(model)`` returns (to -inf) in every
+    Our rollout masks the ids the family adapter's ``vision_token_ids(model)`` returns (to -inf) in every
     sampling step (its own prefix-sharing sampler and transformers' generate alike) and in the
     log-prob passes; adding the model's EOS ids there makes every completion exactly 32 tokens.
     Benchmark-only, in this process; the project's files are untouched. Returns False (and the
     report shows the real mean lengths) if the hook is gone.
     """
-    import vlm_grpo.rollout as rollout
+    from vlm_grpo.models.families import FamilyAdapter
 
-    original = getattr(rollout, "vision_token_ids", None)
+    original = getattr(FamilyAdapter, "vision_token_ids", None)
     if original is None:
-        print("warning: vlm_grpo.rollout.vision_token_ids is gone; completions may end early", file=sys.stderr)
+        print("warning: FamilyAdapter.vision_token_ids is gone; completions may end early", file=sys.stderr)
         return False
 
-    def forbidden(model) -> list[int]:
+    def forbidden(self, model) -> list[int]:
         eos = model.generation_config.eos_token_id
         eos = eos if isinstance(eos, list) else [eos] if eos is not None else []
-        return sorted(set(original(model)) | set(eos))
+        return sorted(set(original(self, model)) | set(eos))
 
-    rollout.vision_token_ids = forbidden
+    FamilyAdapter.vision_token_ids = forbidden
     return True
 
 
@@ -155,7 +155,7 @@ def child_ours(a: argparse.Namespace) -> dict:
     import torch
 
     from vlm_grpo.config import load_config
-    from vlm_grpo.trainer import GRPOTrainer
+    from vlm_grpo.training.trainer import GRPOTrainer
 
     work = Path(a.workdir)
     out = work / "runs" / f"ours_{a.size}_k{a.iterations}_{os.getpid()}"
@@ -198,9 +198,9 @@ def child_trl(a: argparse.Namespace) -> dict:
     from PIL import Image
     from transformers import AutoModelForImageTextToText, TrainerCallback
 
-    from vlm_grpo.processors import load_processor
-    from vlm_grpo.prompts import DEFAULT
-    from vlm_grpo.rewards import counting_reward
+    from vlm_grpo.models.families import adapter_for_type
+    from vlm_grpo.tasks.styles import DEFAULT
+    from vlm_grpo.tasks.rewards import counting_reward
 
     work = Path(a.workdir)
     model_dir, data_file = work / f"model_{a.size}", work / f"data_{a.size}" / "train.jsonl"
@@ -248,7 +248,7 @@ def child_trl(a: argparse.Namespace) -> dict:
     model = AutoModelForImageTextToText.from_pretrained(str(model_dir), dtype=torch.float32)
     timer = StepTimer()
     trainer = trl.GRPOTrainer(model=model, reward_funcs=counting, args=args, train_dataset=dataset,
-                              processing_class=load_processor(str(model_dir), "qwen2_vl"), callbacks=[timer])
+                              processing_class=adapter_for_type("qwen2_vl").load_processor(str(model_dir), "qwen2_vl"), callbacks=[timer])
     setup_rss = rss_mb()
     phases: dict[str, list[float]] = {"generate": [], "generate_and_score": []}
 
@@ -273,7 +273,7 @@ def logprob_bench(model_dir: Path, data_file: Path, repeats: int, warmup: int = 
 
     from vlm_grpo.data import Sample
     from vlm_grpo.models import load_model_and_processor
-    from vlm_grpo.prompts import DEFAULT
+    from vlm_grpo.tasks.styles import DEFAULT
     from vlm_grpo.rollout import completion_logprobs, encode_prompts, generate
 
     model, processor = load_model_and_processor(str(model_dir), torch.device("cpu"), torch.float32)

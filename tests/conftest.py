@@ -12,6 +12,6 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 @pytest.fixture(scope="session")
 def tiny_dir(tmp_path_factory):
     """A tiny Qwen2-VL saved as a standard HF folder."""
-    from vlm_grpo.tiny import save_tiny
+    from vlm_grpo.models.tiny import save_tiny
 
     return save_tiny(tmp_path_factory.mktemp("tiny") / "qwen2-vl", family="qwen2-vl")

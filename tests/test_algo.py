@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from vlm_grpo import algo
+from vlm_grpo.core import algo
 
 
 def test_advantage_one_demo_among_seven_failures():

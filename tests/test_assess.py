@@ -8,10 +8,10 @@ from collections import defaultdict
 import pytest
 from typer.testing import CliRunner
 
-from vlm_grpo.assess import RATES, assess, style_assessment
+from vlm_grpo.evaluation.assess import RATES, assess, style_assessment
 from vlm_grpo.cli import app
-from vlm_grpo.rewards import parse_answer, parse_strict
-from vlm_grpo.stats import signal_probability
+from vlm_grpo.tasks.counting import parse_answer, parse_strict
+from vlm_grpo.core.statistics import signal_probability
 
 G = 3
 FAST = dict(n=3, group_size=G, temperature=1.0, max_new_tokens=8, batch_size=16, device="cpu", progress=False)
@@ -41,7 +41,7 @@ def test_assessment_json_has_every_field_for_both_styles(assessed):
 
 def test_signal_probability_is_the_formula_on_its_own_format_rate(assessed):
     for a in assessed[0].values():
-        assert a["signal_probability"] == pytest.approx(1 - (1 - a["format_rate"]) ** G)
+        assert a["signal_probability"] == pytest.approx(1 - (1 - a["answer_present_rate"]) ** G)
 
 
 def test_rates_and_measured_signal_recompute_from_the_records(assessed):
@@ -52,8 +52,8 @@ def test_rates_and_measured_signal_recompute_from_the_records(assessed):
         assert len(sampled) == 3 * G and len(greedy) == 3
         for prefix, rows in (("", sampled), ("greedy_", greedy)):
             parsed = [parse_answer(r["completion"]) for r in rows]
-            assert a[prefix + "format_rate"] == pytest.approx(sum(p is not None for p in parsed) / len(rows))
-            assert a[prefix + "strict_format_rate"] == pytest.approx(
+            assert a[prefix + "answer_present_rate"] == pytest.approx(sum(p is not None for p in parsed) / len(rows))
+            assert a[prefix + "tag_answer_rate"] == pytest.approx(
                 sum(parse_strict(r["completion"]) is not None for r in rows) / len(rows))
             assert a[prefix + "accuracy"] == pytest.approx(
                 sum(p == r["answer"] for p, r in zip(parsed, rows)) / len(rows))
@@ -84,12 +84,12 @@ def test_style_assessment_on_known_groups():
     sampled = [_record(s, r) for s, rewards in groups.items() for r in rewards]
     greedy = [_record("a", -1.0), _record("b", 0.0), _record("c", 1.0)]
     a = style_assessment(sampled, greedy, group_size=4)
-    assert a["format_rate"] == pytest.approx(6 / 12) and a["accuracy"] == pytest.approx(5 / 12)
-    assert a["strict_format_rate"] == pytest.approx(5 / 12)
-    assert a["accuracy_given_format"] == pytest.approx(5 / 6)
+    assert a["answer_present_rate"] == pytest.approx(6 / 12) and a["accuracy"] == pytest.approx(5 / 12)
+    assert a["tag_answer_rate"] == pytest.approx(5 / 12)
+    assert a["accuracy_given_answer"] == pytest.approx(5 / 6)
     assert a["signal_measured"] == pytest.approx(1 / 3)  # only group b has unequal rewards
     assert a["signal_probability"] == pytest.approx(signal_probability(0.5, 4))
-    assert a["greedy_format_rate"] == pytest.approx(2 / 3) and a["greedy_accuracy_given_format"] == pytest.approx(0.5)
+    assert a["greedy_answer_present_rate"] == pytest.approx(2 / 3) and a["greedy_accuracy_given_answer"] == pytest.approx(0.5)
     assert a["advice"]["band"] == ">30%"
 
 
@@ -98,7 +98,7 @@ def test_cli_prints_a_table_and_writes_the_file(tmp_path):
                                       "--n", "2", "--num-generations", "2", "--max-new-tokens", "6",
                                       "--out", str(tmp_path), "--device", "cpu"])
     assert result.exit_code == 0, result.output
-    assert "Baseline assessment" in result.output and "number present" in result.output
+    assert "Baseline assessment" in result.output and "answer present" in result.output
     assert "P(group has signal)" in result.output and "single-domain" in result.output
     assert list(json.loads((tmp_path / "assessment.json").read_text())) == ["default"]
 

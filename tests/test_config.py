@@ -78,7 +78,7 @@ def test_fsdp_refuses_what_it_cannot_do(overrides, needle):
     ({"ACCELERATE_USE_FSDP": "true", "FSDP_SHARDING_STRATEGY": "SHARD_GRAD_OP"}, "shard_grad_op"),
 ])
 def test_an_accelerate_fsdp_config_picks_the_sharding(monkeypatch, env, mode):
-    from vlm_grpo.distributed import launcher_fsdp_mode
+    from vlm_grpo.training.distributed.world import launcher_fsdp_mode
 
     for key in ("ACCELERATE_USE_FSDP", "FSDP_RESHARD_AFTER_FORWARD", "FSDP_SHARDING_STRATEGY"):
         monkeypatch.delenv(key, raising=False)
@@ -93,7 +93,7 @@ def test_an_accelerate_fsdp_config_picks_the_sharding(monkeypatch, env, mode):
     ({"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "2"}, 2),
 ])
 def test_an_accelerate_deepspeed_config_picks_the_zero_stage(monkeypatch, env, stage):
-    from vlm_grpo.distributed import launcher_zero_stage
+    from vlm_grpo.training.distributed.world import launcher_zero_stage
 
     for key in ("ACCELERATE_USE_DEEPSPEED", "ACCELERATE_DEEPSPEED_ZERO_STAGE"):
         monkeypatch.delenv(key, raising=False)

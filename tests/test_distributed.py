@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 # parameters after every optimizer update on every rank.
 DRIVER = textwrap.dedent("""
     import hashlib, json, os, sys, torch
-    from vlm_grpo import trainer as T
+    from vlm_grpo.training import trainer as T
     from vlm_grpo.config import load_config
     from vlm_grpo.rollout import Rollout, mask_after_end
 

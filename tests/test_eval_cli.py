@@ -7,10 +7,10 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from vlm_grpo import evaluate
-from vlm_grpo.assess import evaluate_models
+from vlm_grpo.evaluation import records as evaluate
+from vlm_grpo.evaluation.checkpoints import evaluate_models
 from vlm_grpo.cli import app
-from vlm_grpo.rewards import parse_answer, parse_strict
+from vlm_grpo.tasks.counting import parse_answer, parse_strict
 
 DATA = ["lab-clevr", "lab-superclevr"]
 
@@ -24,7 +24,7 @@ def _rescore(records):
     for key, rows in groups.items():
         out[key] = {"accuracy": sum(parse_answer(r["completion"]) == r["answer"] for r in rows) / len(rows),
                     "strict_accuracy": sum(parse_strict(r["completion"]) == r["answer"] for r in rows) / len(rows),
-                    "number_present_rate": sum(parse_answer(r["completion"]) is not None for r in rows) / len(rows)}
+                    "answer_present_rate": sum(parse_answer(r["completion"]) is not None for r in rows) / len(rows)}
     return out
 
 

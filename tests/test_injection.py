@@ -4,12 +4,12 @@ import pytest
 import torch
 
 from vlm_grpo.config import InjectionConfig
-from vlm_grpo.injection import Injector, rows_to_inject, schedule_value
-from vlm_grpo.prompts import DEFAULT, R1V
-from vlm_grpo.rewards import Scorer
+from vlm_grpo.guidance.injection import Injector, rows_to_inject, schedule_value
+from vlm_grpo.tasks.styles import DEFAULT, R1V
+from vlm_grpo.tasks.rewards import Scorer
 from vlm_grpo.rollout import PromptBatch, Rollout
 from vlm_grpo.data import Sample
-from vlm_grpo.tiny import build_tokenizer
+from vlm_grpo.models.tiny import build_tokenizer
 
 
 @pytest.mark.parametrize("mode", ["random", "rate", "rescue"])

@@ -14,7 +14,7 @@ import pytest
 
 from vlm_grpo.config import load_config
 from vlm_grpo.rollout import end_token_ids
-from vlm_grpo.trainer import GRPOTrainer
+from vlm_grpo.training.trainer import GRPOTrainer
 
 pytestmark = pytest.mark.slow
 

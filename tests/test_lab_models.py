@@ -13,8 +13,8 @@ from vlm_grpo.lab import texts
 from vlm_grpo.lab.pretrain import pretrain
 from vlm_grpo.lab.scenes import render_scene
 from vlm_grpo.models import load_model_and_processor, registered_models
-from vlm_grpo.prompts import DEFAULT, R1V
-from vlm_grpo.rewards import counting_reward
+from vlm_grpo.tasks.styles import DEFAULT, R1V
+from vlm_grpo.tasks.rewards import counting_reward
 from vlm_grpo.rollout import encode_prompts, generate
 
 SCENES = [render_scene(domain, seed, counts=(0, 16))[1]
@@ -61,7 +61,7 @@ def test_parse_count_word():
 
 def test_corpus_covers_prompts_and_questions():
     from vlm_grpo.lab.scenes import SUPERCLEVR_QUESTIONS
-    from vlm_grpo.prompts import R1V_SUFFIX, R1V_SYSTEM
+    from vlm_grpo.tasks.styles import R1V_SUFFIX, R1V_SYSTEM
 
     lines = set(texts.corpus())
     assert {R1V_SYSTEM, R1V_SUFFIX, *SUPERCLEVR_QUESTIONS} <= lines

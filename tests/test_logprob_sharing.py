@@ -5,9 +5,9 @@ import torch
 
 from vlm_grpo.data import Sample
 from vlm_grpo.lab.scenes import render_scene
-from vlm_grpo.prompts import DEFAULT
+from vlm_grpo.tasks.styles import DEFAULT
 from vlm_grpo.rollout import completion_logprobs, encode_prompts, generate
-from vlm_grpo.tiny import build_tiny
+from vlm_grpo.models.tiny import build_tiny
 
 G = 4
 
@@ -86,7 +86,7 @@ def test_prefix_generation_greedy_equals_transformers_generate(family):
 def test_sampling_warpers_match_transformers():
     from transformers.generation.logits_process import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
-    from vlm_grpo.prefix import pick_tokens
+    from vlm_grpo.rollout import pick_tokens
 
     logits = torch.randn(4, 50, generator=torch.Generator().manual_seed(0)) * 3
     warped = TopPLogitsWarper(0.8)(None, TopKLogitsWarper(10)(None, TemperatureLogitsWarper(0.7)(None, logits.clone())))

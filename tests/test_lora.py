@@ -7,7 +7,7 @@ import torch
 from transformers import AutoModelForImageTextToText
 
 from vlm_grpo.config import ConfigError, load_config
-from vlm_grpo.trainer import GRPOTrainer
+from vlm_grpo.training.trainer import GRPOTrainer
 
 pytestmark = pytest.mark.slow
 
@@ -31,7 +31,7 @@ def test_lora_changes_only_adapters_and_reference_is_the_base(tmp_path):
     from vlm_grpo.data import Sample
     from vlm_grpo.lab.scenes import render_scene
     from vlm_grpo.rollout import completion_logprobs, encode_prompts
-    from vlm_grpo.tiny import build_tiny
+    from vlm_grpo.models.tiny import build_tiny
 
     image, scene = render_scene("lab-clevr", 3)
     prompts = encode_prompts(trainer.processor, trainer.style, [Sample("a", image, scene.question, 4, "x")], torch.device("cpu"))

@@ -4,9 +4,9 @@ import torch
 from vlm_grpo.data import Sample
 from vlm_grpo.lab.scenes import render_scene
 from vlm_grpo.models import load_model_and_processor
-from vlm_grpo.prompts import R1V
+from vlm_grpo.tasks.styles import R1V
 from vlm_grpo.rollout import encode_prompts, generate
-from vlm_grpo.tiny import build_tiny
+from vlm_grpo.models.tiny import build_tiny
 
 CPU = torch.device("cpu")
 
@@ -55,14 +55,14 @@ def test_clear_errors_for_folders_that_are_not_models(tmp_path, tiny_dir):
 def test_images_fitted_once_give_the_same_pixels(tmp_path):
     from PIL import Image
 
-    from vlm_grpo.processors import fit_to_pixel_budget
+    from vlm_grpo.models.families import family_named
 
     _, processor = build_tiny("qwen2-vl", image_pixels=224 * 224)
     image, _ = render_scene("lab-clevr", 4, size=300)
     image = image.resize((331, 257))  # not a multiple of 28, over the budget
-    fitted = fit_to_pixel_budget(image, processor.image_processor)
+    fitted = family_named("qwen2-vl").fit_image(image, processor)
     assert fitted.size != image.size and fitted.width % 28 == 0 and fitted.height % 28 == 0
-    assert fit_to_pixel_budget(fitted, processor.image_processor) is fitted  # already fitted: untouched
+    assert family_named("qwen2-vl").fit_image(fitted, processor) is fitted  # already fitted: untouched
     direct = processor.image_processor(images=[image], return_tensors="pt")
     once = processor.image_processor(images=[fitted], return_tensors="pt")
     assert torch.equal(direct["image_grid_thw"], once["image_grid_thw"])

@@ -8,10 +8,11 @@ import pytest
 import torch
 from PIL import Image
 
-from vlm_grpo import algo, checkpoint
+from vlm_grpo.core import algo
+from vlm_grpo.training import checkpoint
 from vlm_grpo.config import load_config
 from vlm_grpo.data import BadSample, Sample
-from vlm_grpo.trainer import GRPOTrainer
+from vlm_grpo.training.trainer import GRPOTrainer
 
 TINY = ["model=tiny-qwen2-vl", "num_generations=4", "prompts_per_step=2", "max_completion_length=8",
         "learning_rate=1e-3", "progress=false", "report_to=[]", "num_iterations=1", "injection.mode=random"]

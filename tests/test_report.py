@@ -7,7 +7,7 @@ import re
 import pytest
 from PIL import Image
 
-from vlm_grpo.report import (
+from vlm_grpo.study.report import (
     Run,
     load_run,
     plot_cross_domain,
@@ -61,10 +61,10 @@ STUDY = {"conditions": [
 ]}
 
 ASSESSMENT = {
-    "plain": {"format_rate": 0.14, "accuracy": 0.05, "greedy_accuracy": 0.06,
-              "format_rate_ci": [0.085, 0.221], "accuracy_ci": [0.02, 0.11]},
-    "r1v": {"format_rate": 0.99, "accuracy": 0.40, "greedy_accuracy": 0.45,
-            "format_rate_ci": [0.95, 1.0]},
+    "plain": {"answer_present_rate": 0.14, "accuracy": 0.05, "greedy_accuracy": 0.06,
+              "answer_present_rate_ci": [0.085, 0.221], "accuracy_ci": [0.02, 0.11]},
+    "r1v": {"answer_present_rate": 0.99, "accuracy": 0.40, "greedy_accuracy": 0.45,
+            "answer_present_rate_ci": [0.95, 1.0]},
 }
 
 

@@ -21,7 +21,7 @@ RUN = ["model=tiny-qwen2-vl", "num_generations=4", "prompts_per_step=2", "max_co
 # or while checkpoint k is being written (model saved, trainer state not yet).
 DRIVER = textwrap.dedent("""
     import os, signal, sys
-    from vlm_grpo import checkpoint, trainer
+    from vlm_grpo.training import checkpoint, trainer
     from vlm_grpo.config import load_config
     where, at = sys.argv[1], int(sys.argv[2])
     if where == "checkpoint":
@@ -83,7 +83,7 @@ def test_save_total_limit_keeps_the_newest(reference):
 
 
 def test_half_written_checkpoint_is_never_picked(tmp_path, reference):
-    from vlm_grpo import checkpoint
+    from vlm_grpo.training import checkpoint
 
     shutil.copytree(reference / "checkpoint-2", tmp_path / "checkpoint-2")
     (tmp_path / ".checkpoint-4.tmp").mkdir()

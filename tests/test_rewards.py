@@ -2,9 +2,10 @@ import random
 
 from hypothesis import given, settings, strategies as st
 
-from vlm_grpo.prompts import DEFAULT, R1V, get_style
+from vlm_grpo.tasks.styles import DEFAULT, R1V, get_style
 from vlm_grpo.config import PromptConfig
-from vlm_grpo.rewards import Scorer, counting_reward, counting_strict_reward, format_reward, parse_answer, resolve
+from vlm_grpo.tasks.counting import parse_answer
+from vlm_grpo.tasks.rewards import Scorer, counting_reward, counting_strict_reward, format_reward, resolve
 import pytest
 
 

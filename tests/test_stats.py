@@ -1,17 +1,17 @@
-"""Tests for vlm_grpo.stats (pure functions; references computed by hand below)."""
+"""Tests for vlm_grpo.core.statistics and the decision framework (pure functions; references computed by hand below)."""
 
 import math
 
 import pytest
 
-from vlm_grpo.stats import (
+from vlm_grpo.core.statistics import (
     mean_ci,
-    recommend,
     signal_probability,
     steps_to_threshold,
     t_quantile,
     wilson_interval,
 )
+from vlm_grpo.evaluation.decision import recommend
 
 Z = 1.959964
 Z2 = Z * Z  # 3.8414588...

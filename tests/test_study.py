@@ -8,7 +8,7 @@ import yaml
 from typer.testing import CliRunner
 
 from vlm_grpo.cli import app
-from vlm_grpo.study import find_preset, load_preset, plan, run_study
+from vlm_grpo.study.runner import find_preset, load_preset, plan, run_study
 
 MEASURED = ("in_domain_accuracy", "transfer_accuracy", "steps_to_threshold", "wall_s")
 # Two conditions x two seeds x two steps; a checkpoint every step so a run can resume from step 1.

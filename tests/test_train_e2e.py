@@ -9,7 +9,7 @@ import torch
 from transformers import AutoModelForImageTextToText
 
 from vlm_grpo.config import load_config
-from vlm_grpo.trainer import GRPOTrainer
+from vlm_grpo.training.trainer import GRPOTrainer
 
 pytestmark = pytest.mark.slow
 

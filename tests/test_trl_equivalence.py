@@ -12,7 +12,7 @@ import torch
 
 trl_grpo = pytest.importorskip("trl.trainer.grpo_trainer")
 
-from vlm_grpo import algo  # noqa: E402
+from vlm_grpo.core import algo  # noqa: E402
 
 
 def trl_loss(logp, old, ref, adv, mask, loss_type, beta, eps):

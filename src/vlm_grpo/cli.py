@@ -32,7 +32,7 @@ def train(
         cfg = load_config(config, args)
     except ConfigError as exc:
         _fail(exc)
-    from .trainer import train as run_training
+    from .training.trainer import train as run_training
 
     try:
         summary = run_training(cfg)
@@ -76,7 +76,7 @@ def assess(
     from rich.padding import Padding
     from rich.text import Text
 
-    from .assess import advice_lines, assess as run_assess, assessment_table
+    from .evaluation.assess import advice_lines, assess as run_assess, assessment_table
 
     try:
         result = run_assess(model, data, styles, n, num_generations, temperature, out, images=images, holdout=holdout,
@@ -107,7 +107,7 @@ def eval_command(
     """Score checkpoints in-domain and on transfer sets (both scorings, generalization ratio)."""
     from rich.console import Console
 
-    from .assess import eval_table, evaluate_models
+    from .evaluation.checkpoints import eval_table, evaluate_models
 
     try:
         summary = evaluate_models(model, data, style, n, out, temperature=temperature, batch_size=batch_size,
@@ -121,7 +121,7 @@ def eval_command(
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def study(
     overrides: Optional[List[str]] = typer.Argument(None, help="key=value overrides for every run (dots for nesting)."),
-    preset: str = typer.Option("seed", "--preset", help="Preset name under configs/study/ or a preset .yaml path."),
+    preset: str = typer.Option("seed", "--preset", help="Shipped preset name (lab-demo, seed, tiny) or a preset .yaml path."),
     seeds: Optional[int] = typer.Option(None, "--seeds", help="Seeds per condition (default: the preset's)."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Training steps of every run (default: the preset's)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Study folder (default: runs/study-<preset>)."),
@@ -131,7 +131,7 @@ def study(
     threshold: Optional[float] = typer.Option(None, "--threshold", help="In-domain accuracy for steps-to-threshold."),
 ) -> None:
     """Train conditions x seeds at one step budget (resumable), evaluate all alike, write study.json/.md."""
-    from .study import StudyInterrupted, run_study
+    from .study.runner import StudyInterrupted, run_study
 
     try:
         result = run_study(preset, seeds, steps, out, model, list(overrides or []), n, threshold)
@@ -153,7 +153,7 @@ def report(
     out: Path = typer.Option(Path("runs/report"), "--out", help="Folder for report.md and figures."),
 ) -> None:
     """Figures and tables from run folders, a study and a baseline assessment."""
-    from .report import write_report
+    from .study.report import write_report
 
     for label, path in (("--study", study), ("--assessment", assessment)):
         if path is not None and not path.is_file():

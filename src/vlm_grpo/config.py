@@ -25,7 +25,7 @@ class ConfigError(ValueError):
 @dataclass
 class DataConfig:
     train: str = "lab-clevr"
-    """Training set: a registered name (see `vlm-grpo data`), a .jsonl/.parquet file, a folder of parquet files, or a hub id."""
+    """Training set: a registered name (`lab-clevr`, `lab-superclevr`, or a plug-in's), a .jsonl/.parquet file, a folder of parquet files, or a hub id."""
     eval: list[str] = field(default_factory=list)
     """Held-out sets evaluated during training (the first is in-domain, the rest transfer)."""
     images: str | None = None
@@ -105,7 +105,7 @@ class TrainConfig:
     output_dir: str = "runs/grpo"
     """Folder for metrics, TensorBoard events, completions and checkpoints."""
     model: str = "tiny-qwen2-vl"
-    """Policy: a local folder, a hub id, or a registered name (`tiny-qwen2-vl`, `tiny-qwen2.5-vl`, lab models)."""
+    """Policy: a local folder, a hub id, or a registered name (`vlm-grpo models` lists them)."""
     dtype: str = "auto"
     """Weights dtype: auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16 | float16."""
     device: str = "auto"
@@ -247,6 +247,9 @@ CHOICES: dict[str, tuple[str, ...]] = {
 }
 
 
+Need = typing.Callable[[bool, str], None]
+
+
 def validate(cfg: TrainConfig) -> TrainConfig:
     """Check every constraint; raise one ConfigError listing all violations."""
     errors: list[str] = []
@@ -255,6 +258,16 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         if not ok:
             errors.append(message)
 
+    for check in (_check_algorithm, _check_injection, _check_resources):
+        check(cfg, need)
+    for sink in cfg.report_to:
+        need(sink in ("tensorboard", "wandb"), f"report_to entry {sink!r} is not one of tensorboard, wandb")
+    if errors:
+        raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(errors))
+    return cfg
+
+
+def _check_algorithm(cfg: TrainConfig, need: Need) -> None:
     for key, allowed in CHOICES.items():
         value = _get(cfg, key)
         need(value in allowed, f"{key}={value!r} is not one of {', '.join(allowed)}")
@@ -276,6 +289,9 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     need(cfg.reward_weights is None or len(cfg.reward_weights) == len(cfg.reward_funcs),
          f"reward_weights has {len(cfg.reward_weights or [])} entries for {len(cfg.reward_funcs)} reward_funcs")
     need(bool(cfg.reward_funcs), "reward_funcs is empty: name at least one reward")
+
+
+def _check_injection(cfg: TrainConfig, need: Need) -> None:
     inj = cfg.injection
     for name in ("rate", "initial_rate", "final_rate", "decay_fraction", "adaptive_low", "adaptive_high"):
         need(0 <= getattr(inj, name) <= 1, f"injection.{name}={getattr(inj, name)} must be in [0, 1]")
@@ -289,6 +305,9 @@ def validate(cfg: TrainConfig) -> TrainConfig:
              "prompt.style=custom needs prompt.template containing {question}")
         need(inj.mode == "none" or (cfg.prompt.demonstration or "").count("{answer}") == 1,
              "injection with prompt.style=custom needs prompt.demonstration containing {answer}")
+
+
+def _check_resources(cfg: TrainConfig, need: Need) -> None:
     need(cfg.data.eval_holdout >= 0 and cfg.data.eval_size >= 1, "data.eval_holdout must be >= 0 and data.eval_size >= 1")
     need(not (cfg.gradient_checkpointing and cfg.logprob_sharing == "prefix"),
          "gradient_checkpointing=true turns the KV cache off, which logprob_sharing=prefix needs: "
@@ -307,11 +326,6 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     need(cfg.lora.enabled or not cfg.lora.load_in_4bit,
          "lora.load_in_4bit=true needs lora.enabled=true: 4-bit base weights cannot be trained directly")
     need(cfg.lora.r >= 1 and cfg.lora.alpha >= 1, f"lora.r={cfg.lora.r} and lora.alpha={cfg.lora.alpha} must be >= 1")
-    for sink in cfg.report_to:
-        need(sink in ("tensorboard", "wandb"), f"report_to entry {sink!r} is not one of tensorboard, wandb")
-    if errors:
-        raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(errors))
-    return cfg
 
 
 def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> TrainConfig:
@@ -346,10 +360,6 @@ def from_dict(cls: type, raw: dict[str, Any], prefix: str = "") -> Any:
 
 def to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
-
-
-def save_config(cfg: TrainConfig, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
 
 def _coerce(hint: Any, value: Any, key: str) -> Any:

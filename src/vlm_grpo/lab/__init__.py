@@ -1,1 +1,18 @@
-"""Small CPU-sized laboratory: procedural data for tiny vision-language model experiments."""
+"""Small CPU-sized laboratory: procedural data for tiny vision-language model experiments.
+
+The lab is a plug-in (entry point `vlm_grpo.plugins: lab`): `register()` adds its data sets
+(`lab-clevr`, `lab-superclevr`) and shipped base models (`lab-base`, `lab-base-cold`) through the
+same public calls any user package would use.
+"""
+
+
+def register() -> None:
+    from ..data import register_dataset
+    from ..models import register_model
+    from . import models, scenes
+    from .sources import LabSource
+
+    for domain in scenes.DOMAINS:
+        register_dataset(domain, lambda images, task, domain=domain: LabSource(domain))
+    for name in models.BASES:
+        register_model(name, models.factory(name))

@@ -21,9 +21,9 @@ BASES = ("lab-base", "lab-base-cold")
 def run_demo(out: str | Path = "runs/lab-demo", steps: int | None = None, seeds: int = 1, n: int = 200,
              progress: bool = True) -> Path:
     """Runs (or resumes) the whole lab pipeline and returns the path of its report.md."""
-    from ..assess import assess
-    from ..report import write_report
-    from ..study import run_study
+    from ..evaluation.assess import assess
+    from ..study.report import write_report
+    from ..study.runner import run_study
 
     out = Path(out)
     assessments = {}

@@ -35,8 +35,9 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from ..prompts import DEFAULT, R1V
-from ..tiny import build_tiny, build_tokenizer
+from ..models import adapter_for
+from ..models.tiny import build_tiny, build_tokenizer
+from ..tasks.styles import DEFAULT, R1V
 from . import texts
 from .scenes import render_scene
 
@@ -57,14 +58,13 @@ def make_example(rng: random.Random, scene_seed: int, digit_share: float, superc
     return image, DEFAULT, scene.question, answer
 
 
-def collate(processor, examples: list[tuple]) -> dict[str, torch.Tensor]:
-    """Model inputs with labels on the answer tokens and the closing <|im_end|> only (-100 elsewhere).
+def collate(processor, examples: list[tuple], end_id: int) -> dict[str, torch.Tensor]:
+    """Model inputs with labels on the answer tokens and the closing turn end `end_id` only (-100 elsewhere).
 
     The prompt is encoded exactly as generation encodes it; the answer's tokens are appended after
     it, so training sees the same prompt/answer token boundary that sampling produces.
     """
     tok = processor.tokenizer
-    end_id = tok.convert_tokens_to_ids("<|im_end|>")
     prompts = [processor.apply_chat_template(style.messages(q), add_generation_prompt=True, tokenize=False)
                for _, style, q, _ in examples]
     enc = processor(text=prompts, images=[e[0] for e in examples], return_tensors="pt", padding=True,
@@ -109,6 +109,7 @@ def pretrain(out_dir: str | Path, digit_share: float, minutes: float | None = No
     model, processor = build_tiny("qwen2-vl", "small", seed=seed, tokenizer=tokenizer,
                                   image_pixels=IMAGE_SIZE * IMAGE_SIZE)
     model.train()
+    end_id = adapter_for(model).turn_end_id(processor)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
     rng = random.Random(seed)
     warmup = min(WARMUP_STEPS, max(1, (steps or WARMUP_STEPS * 20) // 20))
@@ -122,7 +123,7 @@ def pretrain(out_dir: str | Path, digit_share: float, minutes: float | None = No
                                  digit_share, superclevr_share, r1v_share) for i in range(batch_size)]
         for group in optimizer.param_groups:
             group["lr"] = lr * lr_factor(done, step, warmup)
-        loss = model(**collate(processor, examples), use_cache=False).loss
+        loss = model(**collate(processor, examples, end_id), use_cache=False).loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -164,8 +165,11 @@ def measure(model_path: str | Path, n: int = 200, batch_size: int = 64, max_new_
     lab-superclevr (accuracy, strict format).
     """
     from ..data import eval_samples, open_source, split_indices
-    from ..evaluate import generate_records, rate, summarize
+    from ..evaluation.records import EvalSummary, Rate, generate_records
     from ..models import load_model_and_processor
+
+    def summarize(records):
+        return {"n": len(records), **EvalSummary.of(records).to_dict()}
 
     model, processor = load_model_and_processor(str(model_path), torch.device("cpu"), torch.float32)
     torch.manual_seed(0)
@@ -185,7 +189,8 @@ def measure(model_path: str | Path, n: int = 200, batch_size: int = 64, max_new_
     for r in greedy:
         r["count_word_correct"] = texts.parse_count_word(r["completion"]) == r["answer"]
     out["default_greedy_clevr"] = summarize(greedy)
-    out["default_greedy_clevr"]["count_word_accuracy"] = rate(greedy, "count_word_correct")
+    words = Rate(sum(r["count_word_correct"] for r in greedy), len(greedy))
+    out["default_greedy_clevr"]["count_word_accuracy"] = {"value": words.value, "ci": words.ci, "n": words.n}
     out["default_greedy_clevr"]["examples"] = [r["completion"] for r in greedy[:3]]
     for name in ("lab-clevr", "lab-superclevr"):
         out[f"r1v_greedy_{name.removeprefix('lab-')}"] = summarize(run(R1V, name, 1, None))

@@ -19,11 +19,10 @@ import random
 import re
 from collections import Counter
 
-from ..prompts import R1V, R1V_SUFFIX, R1V_SYSTEM
+from ..tasks.counting import NUMBER_WORDS
+from ..tasks.styles import R1V, R1V_SUFFIX, R1V_SYSTEM
 from .scenes import CLEVR_QUESTION, colour_names, SHAPES, SUPERCLEVR_QUESTIONS, Scene
 
-NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
-                "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen")
 _WORD_VALUE = {w: i for i, w in enumerate(NUMBER_WORDS)}
 _WORD_RE = re.compile(r"\b(" + "|".join(NUMBER_WORDS) + r")\b", re.IGNORECASE)
 _PLURAL = {"cube": "cubes", "sphere": "spheres", "cylinder": "cylinders"}

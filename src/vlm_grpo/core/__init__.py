@@ -1,0 +1,1 @@
+"""Core: GRPO math (pure tensor functions) and small statistics helpers; imports no model, data or trainer code."""

@@ -1,0 +1,201 @@
+"""GRPO math as small pure tensor functions (no model, no state), each tested on literal tensors.
+
+Shapes: B prompts, G completions per prompt, N = B*G completion rows, C completion tokens.
+
+How this departs from the DeepSeekMath formulation (arXiv:2402.03300):
+- the loss is aggregated per token over the whole minibatch by default (`token_mean`, as DAPO
+  and TRL's `bnpo`), or per sequence then averaged (`seq_mean`, the paper's 1/|o_i| form);
+- the std in the advantage is the unbiased group std plus 1e-4, as TRL; `scale="none"` drops it
+  (Dr. GRPO); groups whose rewards are all equal get exactly zero advantage;
+- the KL term is the k3 estimator added to the per-token loss, as the paper, and is off by
+  default (beta = 0), as in the study;
+- rows injected as demonstrations can be left out of the group statistics, and can use
+  LUFFY's p/(p+gamma) shaping (arXiv:2504.14945) instead of the clipped ratio.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+STD_EPS = 1e-4
+
+
+def group_advantages(
+    rewards: torch.Tensor,  # (B, G)
+    scale: str = "group",
+    stats_mask: torch.Tensor | None = None,  # (B, G) bool: rows that enter mean/std; None = all
+    eps: float = STD_EPS,
+) -> torch.Tensor:  # (B, G)
+    """(r - mean_g) / (std_g + eps) per group, or r - mean_g with scale="none".
+
+    With a stats mask (injected rows left out), a group whose counted rows all score alike, or
+    that counts fewer than two rows, has no usable std: it falls back to the whole group's std,
+    so advantages stay bounded instead of (1 - (-1)) / 1e-4.
+    """
+    rewards = rewards.float()
+    whole_mean = rewards.mean(dim=1, keepdim=True)
+    whole_std = rewards.std(dim=1, keepdim=True) if rewards.size(1) > 1 else torch.zeros_like(whole_mean)
+    if stats_mask is None:
+        mean, std = whole_mean, whole_std
+    else:
+        weight = stats_mask.float()
+        count = weight.sum(dim=1, keepdim=True)
+        mean = torch.where(count > 0, (rewards * weight).sum(1, keepdim=True) / count.clamp(min=1), whole_mean)
+        var = ((rewards - mean) ** 2 * weight).sum(1, keepdim=True) / (count - 1).clamp(min=1)
+        std = torch.where((count >= 2) & (var > 0), var.sqrt(), whole_std)
+    centred = rewards - mean
+    if scale == "none":
+        return centred
+    if scale != "group":
+        raise ValueError(f"unknown reward scaling {scale!r}: use group or none")
+    return centred / (std + eps)
+
+
+def token_logprobs(
+    logits: torch.Tensor,  # (N, C, V), already aligned so logits[:, t] predicts tokens[:, t]
+    tokens: torch.Tensor,  # (N, C)
+    temperature: float = 1.0,
+) -> torch.Tensor:  # (N, C)
+    """log pi(token) at the sampling temperature, without materialising the full log-softmax."""
+    logits = logits.float() / temperature
+    picked = torch.gather(logits, -1, tokens.unsqueeze(-1)).squeeze(-1)
+    return picked - torch.logsumexp(logits, dim=-1)
+
+
+def clipped_surrogate(
+    logp: torch.Tensor,  # (N, C) current policy
+    old_logp: torch.Tensor,  # (N, C) policy that produced the rollout
+    advantages: torch.Tensor,  # (N,)
+    epsilon: float,
+    epsilon_high: float | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """PPO's clipped objective as a per-token loss; also returns the ratio and where clipping bit."""
+    ratio = torch.exp(logp - old_logp)
+    adv = advantages.unsqueeze(1)
+    clipped_ratio = torch.clamp(ratio, 1 - epsilon, 1 + (epsilon_high if epsilon_high is not None else epsilon))
+    unclipped, clipped = ratio * adv, clipped_ratio * adv
+    loss = -torch.min(unclipped, clipped)
+    clip_active = clipped < unclipped  # the min picked the clipped term: no gradient through it
+    return loss, ratio, clip_active
+
+
+def luffy_surrogate(
+    logp: torch.Tensor,  # (N, C)
+    advantages: torch.Tensor,  # (N,)
+    gamma: float = 0.1,
+) -> torch.Tensor:  # (N, C)
+    """LUFFY's shaped off-policy objective: -p/(p+gamma) * A, no ratio, no clipping.
+
+    Its gradient gamma/(p+gamma)^2 * dp keeps learning from demonstration tokens the policy
+    finds unlikely, where the plain ratio's gradient would vanish with p.
+    """
+    prob = torch.exp(logp)
+    return -(prob / (prob + gamma)) * advantages.unsqueeze(1)
+
+
+def k3_kl(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
+    """Schulman's k3 estimator of KL(pi || ref) per token: exp(q - p) - (q - p) - 1 >= 0."""
+    delta = ref_logp - logp
+    return torch.exp(delta) - delta - 1
+
+
+def aggregate(
+    per_token: torch.Tensor,  # (n, C) loss of a micro-batch
+    mask: torch.Tensor,  # (n, C) 1 on completion tokens that count
+    loss_type: str,
+    minibatch_tokens: float,
+    minibatch_rows: int,
+) -> torch.Tensor:
+    """The micro-batch's share of the minibatch loss, so accumulated gradients equal one big batch.
+
+    token_mean: sum over tokens / tokens in the minibatch.
+    seq_mean:   sum over rows of (row token mean) / rows in the minibatch.
+    """
+    mask = mask.to(per_token.dtype)
+    if loss_type == "token_mean":
+        return (per_token * mask).sum() / max(minibatch_tokens, 1.0)
+    if loss_type == "seq_mean":
+        row_mean = (per_token * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        return row_mean.sum() / max(minibatch_rows, 1)
+    raise ValueError(f"unknown loss_type {loss_type!r}: use token_mean or seq_mean")
+
+
+@dataclass
+class LossSettings:
+    """The loss's hyper-parameters, as the config names them."""
+
+    epsilon: float
+    epsilon_high: float | None
+    beta: float
+    loss_type: str
+    off_policy: str = "ratio"
+    """Injected rows: `ratio` (clipped ratio to rollout-time log-probs) or `luffy` (p/(p+gamma))."""
+    luffy_gamma: float = 0.1
+
+
+@dataclass
+class LossStats:
+    """Masked sums and counts over an update phase, split by row origin; means at the end."""
+
+    sums: dict[str, tuple[float, float]] = field(default_factory=dict)
+    totals: dict[str, float] = field(default_factory=dict)
+
+    def add(self, name: str, values: torch.Tensor, mask: torch.Tensor) -> None:
+        mask = mask.float()
+        total, count = self.sums.get(name, (0.0, 0.0))
+        self.sums[name] = (total + float((values.float() * mask).sum()), count + float(mask.sum()))
+
+    def add_total(self, name: str, value: torch.Tensor) -> None:
+        self.totals[name] = self.totals.get(name, 0.0) + float(value)
+
+    def mean(self, name: str) -> float:
+        total, count = self.sums.get(name, (0.0, 0.0))
+        return total / count if count else float("nan")
+
+    def total(self, name: str) -> float:
+        return self.totals.get(name, 0.0)
+
+
+def grpo_loss(
+    logp: torch.Tensor,  # (n, C) current policy, with gradient
+    old_logp: torch.Tensor | None,  # (n, C) rollout-time; None: logp's own detached values (ratio 1)
+    ref_logp: torch.Tensor | None,  # (n, C) reference; None: no KL
+    advantages: torch.Tensor,  # (n,)
+    loss_mask: torch.Tensor,  # (n, C) 1 on tokens that enter the loss
+    injected: torch.Tensor,  # (n,) bool: rows that are demonstrations
+    settings: LossSettings,
+    minibatch_tokens: float,
+    minibatch_rows: int,
+    stats: LossStats,
+) -> torch.Tensor:
+    """A micro-batch's share of the minibatch loss; its statistics are added to `stats`.
+
+    Per token: the clipped surrogate (LUFFY's shaping on injected rows when asked), plus
+    beta x k3 KL to the reference; aggregated as `aggregate` says. `stats` receives the policy
+    loss and the KL apart (`loss_policy` without beta x KL), and ratio, clipping and injected
+    log-probs split by row origin (`_injected`, `_sampled`).
+    """
+    old = old_logp if old_logp is not None else logp.detach()
+    per_token, ratio, clipped = clipped_surrogate(logp, old, advantages, settings.epsilon, settings.epsilon_high)
+    inj_rows = injected.unsqueeze(1).expand_as(per_token)
+    if settings.off_policy == "luffy":
+        per_token = torch.where(inj_rows, luffy_surrogate(logp, advantages, settings.luffy_gamma), per_token)
+        clipped = clipped & ~inj_rows
+    policy_part = per_token
+    if ref_logp is not None:
+        kl = k3_kl(logp, ref_logp)
+        stats.add("kl", kl.detach(), loss_mask)
+        if settings.beta > 0:
+            per_token = per_token + settings.beta * kl
+    loss = aggregate(per_token, loss_mask, settings.loss_type, minibatch_tokens, minibatch_rows)
+    policy_loss = loss if policy_part is per_token else aggregate(
+        policy_part.detach(), loss_mask, settings.loss_type, minibatch_tokens, minibatch_rows)
+    stats.add_total("loss_policy", policy_loss.detach())
+    for origin, rows_mask in (("", loss_mask), ("_injected", loss_mask * inj_rows),
+                              ("_sampled", loss_mask * ~inj_rows)):
+        stats.add("ratio" + origin, ratio.detach(), rows_mask)
+        stats.add("clip" + origin, clipped.float(), rows_mask)
+    stats.add("logp_injected", logp.detach(), loss_mask * inj_rows)
+    return loss

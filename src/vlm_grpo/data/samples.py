@@ -1,0 +1,64 @@
+"""The Sample type and the Source protocol every data set implements."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from PIL import Image
+
+from ..errors import BadSample
+
+
+@dataclass(frozen=True)
+class Sample:
+    id: str
+    image: Any
+    """A PIL image, encoded bytes, a file path, a datasets image dict, or a zero-argument callable."""
+    question: str
+    answer: Any
+    """The ground truth as the task reads it (an int for counting)."""
+    domain: str
+
+    def load_image(self) -> Image.Image:
+        source = self.image
+        try:
+            if callable(source):
+                source = source()
+            if isinstance(source, dict):
+                source = source.get("bytes") or source.get("path")
+            if isinstance(source, (bytes, bytearray)):
+                source = Image.open(io.BytesIO(source))
+            elif isinstance(source, (str, Path)):
+                path = Path(source)
+                if not path.is_file():
+                    raise BadSample(f"{self.id}: image file {path} does not exist")
+                source = Image.open(path)
+            if not isinstance(source, Image.Image):
+                raise BadSample(f"{self.id}: no image (got {type(source).__name__})")
+            image = source.convert("RGB")
+        except BadSample:
+            raise
+        except Exception as exc:  # PIL raises several types for a corrupt file
+            raise BadSample(f"{self.id}: image cannot be decoded ({exc})") from exc
+        if min(image.size) < 1:
+            raise BadSample(f"{self.id}: image has zero size {image.size}")
+        return image
+
+    def with_image(self, image: Any) -> Sample:
+        return Sample(self.id, image, self.question, self.answer, self.domain)
+
+
+class Source(Protocol):
+    """A random-access, lazy data set: images are decoded only when a sample is used."""
+
+    name: str
+    always_split: bool
+    """True for sets the training rows are drawn from by default (rendered sets): evaluation keeps
+    the fixed held-out split even when the set is not the training set."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> Sample: ...

@@ -1,0 +1,5 @@
+"""Errors every layer may raise; each message names what is wrong and where."""
+
+
+class BadSample(ValueError):
+    """A data row that cannot be used; the message names the row and what is wrong."""

@@ -1,0 +1,2 @@
+"""Evaluation: one scoring path (`records`), baseline assessment (`assess`), checkpoint evaluation
+(`checkpoints`) and the study's decision framework (`decision`)."""

@@ -1,0 +1,96 @@
+"""The study's decision framework: what to do given a base model's answer-present (format) rate.
+
+Two views of the same advice, both from the study: its thresholds table (bands 0-5 %, 5-15 %,
+15-30 %, > 30 %) and its flow chart (< 10 %, 10-50 %, > 50 %), each with actionable settings.
+"""
+
+from __future__ import annotations
+
+from ..core.statistics import signal_probability
+
+# Study's thresholds table on the base model's digit/format rate.
+# Bounds: [0, 0.05) | [0.05, 0.15) | [0.15, 0.30] | (0.30, 1].
+_TABLE = (
+    ("0-5%", "Will fail", "Injection required"),
+    ("5-15%", "Slow start", "Consider injection"),
+    ("15-30%", "Works", "Injection optional"),
+    (">30%", "Works well", "No injection needed"),
+)
+
+
+def _table_row(rate: float) -> tuple[str, str, str]:
+    if rate < 0.05:
+        return _TABLE[0]
+    if rate < 0.15:
+        return _TABLE[1]
+    if rate <= 0.30:
+        return _TABLE[2]
+    return _TABLE[3]
+
+
+def _chart_texts(rate: float) -> tuple[str, str, str]:
+    """Flow-chart zone (< 0.10 | [0.10, 0.50] | > 0.50) and its two texts."""
+    pct = f"{rate:.1%}"
+    if rate < 0.10:
+        prompt_first = (
+            f"The base format rate ({pct}) is below 10%: first try prompt engineering "
+            "(an explicit 'answer with a single number' instruction, or `prompt.style=r1v` "
+            "with <think>/<answer> tags) and re-measure the format rate. "
+        )
+        single = prompt_first + (
+            "If it is still below 10%, injection is required: set `injection.mode=random`; "
+            "`injection.schedule=linear_decay` lets the policy take over as it learns the format."
+        )
+        multi = prompt_first + (
+            "If it is still below 10%, injection is required: set `injection.mode=random` with "
+            "`injection.schedule=linear_decay` so injection fades out, and expect some loss of "
+            "transfer to other domains (the study measured 30% vs 48% SuperCLEVR transfer)."
+        )
+        return "<10%: prompt engineering, then injection", single, multi
+    if rate <= 0.50:
+        single = (
+            f"Single-domain deployment at a {pct} base format rate: injection is fine and "
+            "faster (the study measured ~2.5x fewer steps to threshold); set "
+            "`injection.mode=random` (optionally `injection.schedule=linear_decay`)."
+        )
+        multi = (
+            f"Multi-domain deployment at a {pct} base format rate: avoid or minimise injection "
+            "(`injection.mode=none`); the study measured SuperCLEVR transfer of 30% with "
+            "injection vs 48% without, from a 14% base. If learning is too slow, use "
+            "`injection.mode=random` with `injection.schedule=linear_decay`."
+        )
+        return "10-50%: depends on deployment", single, multi
+    text = (
+        f"At a {pct} base format rate use pure GRPO with `injection.mode=none`; both "
+        "variants generalise well (study: 74-75% vs 72% transfer with `prompt.style=r1v` "
+        "at a 99% format rate), so injection buys nothing."
+    )
+    return ">50%: pure GRPO", text, text
+
+
+def recommend(format_rate: float, group_size: int = 8) -> dict:
+    """Apply the study's decision framework to a base model's format (digit) rate.
+
+    Returns a dict with
+
+    - ``band`` / ``viability`` / ``recommendation``: the thresholds-table row, bands
+      ``[0, 0.05)`` "0-5%", ``[0.05, 0.15)`` "5-15%", ``[0.15, 0.30]`` "15-30%",
+      ``(0.30, 1]`` ">30%";
+    - ``zone``: the flow-chart branch, ``< 0.10`` | ``[0.10, 0.50]`` | ``> 0.50``;
+    - ``single_domain`` / ``multi_domain``: actionable advice naming the
+      ``injection.mode`` / ``injection.schedule`` / ``prompt.style`` options;
+    - ``signal_probability``: :func:`signal_probability` at ``group_size``.
+    """
+    if isinstance(format_rate, bool) or not 0.0 <= format_rate <= 1.0:
+        raise ValueError(f"format_rate must be in [0, 1], got {format_rate!r}")
+    band, viability, table_rec = _table_row(format_rate)
+    zone, single, multi = _chart_texts(format_rate)
+    return {
+        "band": band,
+        "viability": viability,
+        "recommendation": table_rec,
+        "zone": zone,
+        "single_domain": single,
+        "multi_domain": multi,
+        "signal_probability": signal_probability(format_rate, group_size),
+    }

@@ -1,0 +1,147 @@
+"""One evaluation path for baseline assessment, evaluation during training and final evaluation.
+
+Generation (greedy, or G samples at a temperature) goes through the same `rollout.generate` the
+trainer samples with, every completion is scored by the same `Scorer` with the same task, and
+every table is built from one summary type, `EvalSummary`, so every number in every table comes
+from one scorer and carries one name:
+- `answer_present_rate`: the task's parser reads an answer (the study's digit-extraction or
+  "format" rate; `rollout/number_present_rate` in training metrics);
+- `style_format_rate`: the completion is in the prompt style's own format (a bare answer;
+  think/answer tags; `rollout/format_rate` in training metrics);
+- `tag_answer_rate`: an answer inside <answer> tags parses (R1-V's strict reading);
+- `accuracy`, `strict_accuracy` (tags only) and `accuracy_given_answer`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from tqdm.auto import tqdm
+
+from ..core.statistics import wilson_interval
+from ..data import BadSample, Sample, eval_samples, open_source, split_indices
+from ..rollout import encode_prompts, generate
+from ..tasks import Task, get_task
+from ..tasks.rewards import Scorer
+from ..tasks.styles import PromptStyle
+
+
+def generate_records(
+    model,
+    processor,
+    style: PromptStyle,
+    samples: Sequence[Sample],
+    dataset: str,
+    batch_size: int = 16,
+    group_size: int = 1,
+    temperature: float | None = None,
+    max_new_tokens: int = 50,
+    progress: bool = False,
+    task: Task | None = None,
+) -> list[dict]:
+    """One record per completion: what was asked, what came back, and how it scored."""
+    task = task or get_task()
+    scorer = Scorer(["counting"], None, style, task)
+    device = next(model.parameters()).device
+    records: list[dict] = []
+    prompts_per_batch = max(1, batch_size // group_size)
+    batches = range(0, len(samples), prompts_per_batch)
+    for start in tqdm(batches, desc=f"eval {dataset}", disable=not progress, leave=False):
+        chunk = [s for s in map(_decoded, samples[start:start + prompts_per_batch]) if s is not None]
+        if not chunk:
+            continue
+        prompts = encode_prompts(processor, style, chunk, device)
+        _, _, truncated, texts = generate(model, processor, prompts, group_size, max_new_tokens, temperature)
+        for row, text in enumerate(texts):
+            sample = chunk[row // group_size]
+            score = scorer(text, sample.answer)
+            records.append({
+                "dataset": dataset, "sample_id": sample.id, "group_index": row % group_size,
+                "prompt_style": style.name, "answer": sample.answer, "completion": text,
+                "parsed": score.parsed, "strict_parsed": task.parse_strict(text), "reward": score.reward,
+                "number_present": score.number_present, "correct": score.correct,
+                "strict_correct": score.strict_correct, "format_ok": score.format_ok,
+                "truncated": bool(truncated[row]),
+            })
+    return records
+
+
+def heldout_samples(spec: str, n: int, holdout: int = 1000, images: str | None = None,
+                    train: str | None = None, task: Task | None = None) -> list[Sample]:
+    """The first `n` held-out samples of data set `spec`, chosen as the trainer chooses its eval sets.
+
+    Rendered sets (and the training set itself, `spec == train`) keep the fixed held-out split, so
+    no evaluation sample was trained on; any other set is entirely unseen, so all its rows qualify.
+    """
+    source = open_source(spec, images, task)
+    if getattr(source, "always_split", False) or (train is not None and spec == train):
+        rows = split_indices(len(source), holdout)[1]
+    else:
+        rows = range(len(source))
+    samples = eval_samples(source, rows, n)
+    if not samples:
+        raise ValueError(f"data set {spec!r} has no usable held-out samples (holdout={holdout})")
+    return samples
+
+
+def _decoded(sample: Sample) -> Sample | None:
+    """The sample with its image decoded once (encoding reuses it), or None when it is unusable."""
+    try:
+        return sample.with_image(sample.load_image())
+    except BadSample:
+        return None
+
+
+@dataclass(frozen=True)
+class Rate:
+    """hits / n with its 95 % Wilson interval; value None when n is 0."""
+
+    hits: int
+    n: int
+
+    @property
+    def value(self) -> float | None:
+        return self.hits / self.n if self.n else None
+
+    @property
+    def ci(self) -> list[float]:
+        return list(wilson_interval(self.hits, self.n))
+
+
+@dataclass(frozen=True)
+class EvalSummary:
+    """The rates of a set of scored completions (see the module docstring for each name)."""
+
+    n: int
+    accuracy: Rate
+    strict_accuracy: Rate
+    answer_present_rate: Rate
+    tag_answer_rate: Rate
+    style_format_rate: Rate
+    accuracy_given_answer: Rate
+
+    RATES = ("accuracy", "strict_accuracy", "answer_present_rate", "tag_answer_rate", "style_format_rate",
+             "accuracy_given_answer")
+
+    @classmethod
+    def of(cls, records: Sequence[dict]) -> EvalSummary:
+        n = len(records)
+        present = sum(bool(r["number_present"]) for r in records)
+        correct = sum(bool(r["correct"]) for r in records)
+
+        def count(key: str) -> Rate:  # hand-made records (tests, older files) may lack a part: not counted
+            return Rate(sum(bool(r.get(key)) for r in records), n)
+
+        return cls(n=n, accuracy=Rate(correct, n), strict_accuracy=count("strict_correct"),
+                   answer_present_rate=Rate(present, n),
+                   tag_answer_rate=Rate(sum(r["strict_parsed"] is not None for r in records), n),
+                   style_format_rate=count("format_ok"), accuracy_given_answer=Rate(correct, present))
+
+    def to_dict(self, prefix: str = "", names: Sequence[str] = RATES) -> dict:
+        """`{prefix}{name}` and `{prefix}{name}_ci` for each rate (None when nothing was counted)."""
+        out: dict = {}
+        for name in names:
+            rate = getattr(self, name)
+            out[prefix + name], out[f"{prefix}{name}_ci"] = rate.value, rate.ci
+        return out

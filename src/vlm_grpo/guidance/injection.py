@@ -1,0 +1,156 @@
+"""Guidance injection: ground-truth demonstrations mixed into GRPO groups.
+
+The study replaces k of a group's G sampled completions with the correct answer written in the
+prompt's style (k uniform in 1..G-1, never all G, so the group keeps reward variance and the
+policy keeps exploring). Here the schedule gives a strength s(step) in [0, 1]:
+- `random`: each group is injected with probability s, k uniform in 1..G-1 (s = 1: the study);
+- `rate`:   each group is injected with probability s, k = round(s * G) (or `rows`), in 1..G-1;
+- `rescue`: only groups whose sampled rows hold no positive reward (no learning signal), each with
+            probability s, k uniform in 1..G-1 (or `rows`), as BREAD / Guide-GRPO do;
+- schedules: `constant` (s = rate), `linear_decay` (the study's proposal: 0.8 -> 0.0 over the
+  first 70 % of training), `adaptive` (1 while the sampled answer-present rate of the step is
+  below `adaptive_low`, 0 from `adaptive_high`, linear between: decay when format is learned).
+A new mode or schedule is one entry registered in MODES or SCHEDULES.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ..config import InjectionConfig
+from ..registry import Registry
+from ..rollout import Rollout
+from ..seeding import restore_python_rng
+from ..tasks.rewards import Scorer
+from ..tasks.styles import PromptStyle
+
+
+Schedule = Callable[[InjectionConfig, int, int, float], float]
+
+
+def constant(cfg: InjectionConfig, step: int, max_steps: int, answer_present_rate: float) -> float:
+    return cfg.rate
+
+
+def linear_decay(cfg: InjectionConfig, step: int, max_steps: int, answer_present_rate: float) -> float:
+    end = cfg.decay_fraction * max_steps
+    if end <= 0 or step >= end:
+        return cfg.final_rate
+    progress = step / end
+    return cfg.initial_rate * (1 - progress) + cfg.final_rate * progress
+
+
+def adaptive(cfg: InjectionConfig, step: int, max_steps: int, answer_present_rate: float) -> float:
+    low, high = cfg.adaptive_low, cfg.adaptive_high
+    if answer_present_rate < low:
+        return cfg.rate
+    if answer_present_rate >= high:
+        return 0.0
+    return cfg.rate * (high - answer_present_rate) / (high - low)
+
+
+SCHEDULES: Registry[Schedule] = Registry("injection schedule")
+for _name, _schedule in (("constant", constant), ("linear_decay", linear_decay), ("adaptive", adaptive)):
+    SCHEDULES.register(_name, _schedule)
+
+
+def schedule_value(cfg: InjectionConfig, step: int, max_steps: int, answer_present_rate: float) -> float:
+    """The injection strength s at `step` (0-based) for the configured schedule."""
+    if cfg.mode == "none":
+        return 0.0
+    return SCHEDULES.get(cfg.schedule)(cfg, step, max_steps, answer_present_rate)
+
+
+@dataclass(frozen=True)
+class Mode:
+    """Which groups may be injected, and how many of their rows (before clamping to 1..G-1)."""
+
+    eligible: Callable[[list[float]], bool]
+    rows: Callable[[InjectionConfig, float, int, random.Random], int]
+
+
+def _uniform_rows(cfg: InjectionConfig, strength: float, size: int, rng: random.Random) -> int:
+    return cfg.rows if cfg.rows is not None else rng.randint(1, size - 1)
+
+
+def _rate_rows(cfg: InjectionConfig, strength: float, size: int, rng: random.Random) -> int:
+    return cfg.rows if cfg.rows is not None else round(strength * size)
+
+
+MODES: Registry[Mode] = Registry("injection mode")
+MODES.register("random", Mode(lambda rewards: True, _uniform_rows))
+MODES.register("rate", Mode(lambda rewards: True, _rate_rows))
+MODES.register("rescue", Mode(lambda rewards: max(rewards) <= 0, _uniform_rows))
+
+
+def rows_to_inject(
+    cfg: InjectionConfig,
+    strength: float,
+    group_rewards: list[list[float]],  # B groups of G sampled rewards
+    rng: random.Random,
+) -> list[list[int]]:
+    """For each group, the row positions to replace (never all G, never any when strength is 0)."""
+    mode = MODES.get(cfg.mode) if cfg.mode != "none" else None
+    chosen: list[list[int]] = []
+    for rewards in group_rewards:
+        size = len(rewards)
+        if mode is None or strength <= 0 or not mode.eligible(rewards) or rng.random() >= strength:
+            chosen.append([])
+            continue
+        k = min(max(mode.rows(cfg, strength, size, rng), 1), size - 1)
+        chosen.append(sorted(rng.sample(range(size), k)))
+    return chosen
+
+
+class Injector:
+    """Replaces chosen rows of a rollout with tokenised demonstrations and re-scores them."""
+
+    def __init__(self, cfg: InjectionConfig, style: PromptStyle, tokenizer, end_id: int, pad_id: int, seed: int):
+        self.cfg, self.style, self.tokenizer = cfg, style, tokenizer
+        self.end_id, self.pad_id = end_id, pad_id
+        self.rng = random.Random(f"injection-{seed}")
+
+    def demonstration(self, answer: Any) -> tuple[str, list[int]]:
+        """Text and token ids of a demonstration; it ends with the end-of-turn token so the model learns to stop."""
+        text = self.style.demonstration(answer, self.rng)
+        return text, self.tokenizer(text, add_special_tokens=False)["input_ids"] + [self.end_id]
+
+    def apply(self, rollout: Rollout, scorer: Scorer, strength: float) -> Rollout:
+        G = rollout.group_size
+        rewards = rollout.rewards.view(-1, G).tolist()
+        plan = rows_to_inject(self.cfg, strength, rewards, self.rng)
+        rows = [g * G + i for g, positions in enumerate(plan) for i in positions]
+        if not rows:
+            return rollout
+        demos = {row: self.demonstration(rollout.answer_of_row(row)) for row in rows}
+        width = max(rollout.completion_ids.size(1), max(len(ids) for _, ids in demos.values()))
+        ids = _pad_to(rollout.completion_ids, width, self.pad_id)
+        mask = _pad_to(rollout.completion_mask, width, 0)
+        truncated, injected = rollout.truncated.clone(), rollout.injected.clone()
+        texts, scores = list(rollout.texts), list(rollout.scores)
+        for row, (text, tokens) in demos.items():
+            ids[row] = self.pad_id
+            ids[row, : len(tokens)] = torch.tensor(tokens, device=ids.device)
+            mask[row] = 0
+            mask[row, : len(tokens)] = 1
+            truncated[row], injected[row] = False, True
+            texts[row], scores[row] = text, scorer(text, rollout.answer_of_row(row))
+        return Rollout(rollout.prompts, G, ids, mask, truncated, texts, scores, injected)
+
+    def state_dict(self) -> dict:
+        return {"rng": self.rng.getstate()}
+
+    def load_state_dict(self, state: dict) -> None:
+        restore_python_rng(self.rng, state["rng"])
+
+
+def _pad_to(tensor: torch.Tensor, width: int, value: float) -> torch.Tensor:
+    if tensor.size(1) >= width:
+        return tensor.clone()
+    pad = torch.full((tensor.size(0), width - tensor.size(1)), value, dtype=tensor.dtype, device=tensor.device)
+    return torch.cat([tensor, pad], dim=1)

@@ -1,0 +1,44 @@
+"""Model-family adapters, looked up by family name or by a model's `config.model_type`.
+
+Qwen2-VL and Qwen2.5-VL have adapters with shared-prefix passes; any other model type gets the
+generic adapter (per-row passes). A new family is one module with a `FamilyAdapter` subclass,
+registered here or by a plug-in with `register_family`.
+"""
+
+from __future__ import annotations
+
+from ...registry import Registry
+from .base import FamilyAdapter, base_model
+from .qwen2_vl import Qwen2_5_VLAdapter, Qwen2VLAdapter
+
+FAMILIES: Registry[FamilyAdapter] = Registry("model family")
+GENERIC = FamilyAdapter()
+
+
+def register_family(adapter: FamilyAdapter) -> None:
+    FAMILIES.register(adapter.family, adapter)
+
+
+for _adapter in (Qwen2VLAdapter(), Qwen2_5_VLAdapter()):
+    register_family(_adapter)
+
+
+def family_named(name: str) -> FamilyAdapter:
+    return FAMILIES.get(name)
+
+
+def adapter_for_type(model_type: str) -> FamilyAdapter:
+    """The adapter serving `model_type`; the generic one when no family claims it."""
+    for _, adapter in FAMILIES.items():
+        if model_type in adapter.model_types:
+            return adapter
+    return GENERIC
+
+
+def adapter_for(model) -> FamilyAdapter:
+    """The adapter of a loaded model (under a peft wrapper, of its base)."""
+    return adapter_for_type(base_model(model).config.model_type)
+
+
+__all__ = ["FAMILIES", "FamilyAdapter", "adapter_for", "adapter_for_type", "base_model", "family_named",
+           "register_family"]

@@ -1,0 +1,133 @@
+"""The model-family adapter interface, and the generic adapter that serves any model.
+
+An adapter holds everything that depends on a model family's internals: building and loading
+its processor with and without torchvision, its vision placeholder ids, its turn-end token,
+prefilling a prompt once and continuing from the cache with the right positions (shared-prefix
+sampling and log-prob passes), sharing image features between the rows of a group, fitting
+images to the processor's pixel budget, and a tiny real-architecture builder. Rollout and
+log-prob code call the adapter and never test a model type themselves.
+
+`FamilyAdapter` itself is the generic adapter: any `AutoModelForImageTextToText` with per-row
+passes (no prefix sharing, no feature sharing). A new family is one module with a subclass,
+registered in `families/__init__.py`.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class FamilyAdapter:
+    family = "generic"
+    """The family's name, as `tiny-<family>` and `vlm-grpo models` show it."""
+    model_types: tuple[str, ...] = ()
+    """transformers `config.model_type` values this adapter serves."""
+    supports_prefix = False
+    """Prefill once per prompt and continue from the repeated cache (exact, checked per family)."""
+    supports_feature_sharing = False
+    """Encode each image once and hand its features to the rows of its group."""
+
+    # ------------------------------------------------------------ processors and tokens
+    def load_processor(self, path: str, model_type: str, trust_remote_code: bool = False):
+        """AutoProcessor, which must yield a processor with an image processor."""
+        from transformers import AutoProcessor
+
+        try:
+            processor = AutoProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
+        except Exception as exc:  # torchvision missing surfaces as several exception types
+            processor, error = None, exc
+        else:
+            error = None
+        if processor is not None and hasattr(processor, "image_processor"):
+            return processor
+        raise RuntimeError(
+            f"{path}: AutoProcessor did not give an image processor for model type {model_type!r}"
+            + (f" ({error})" if error else "")
+            + ". Install torchvision, or save a complete processor (processor_config.json) with the model."
+        )
+
+    def vision_token_ids(self, model) -> list[int]:
+        """Placeholder tokens of images and videos: a completion must never contain them, or the
+        next forward pass would count one more image slot than there are image features."""
+        config = model.config
+        names = ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")
+        return sorted({getattr(config, n) for n in names if isinstance(getattr(config, n, None), int)})
+
+    def turn_end_id(self, processor) -> int:
+        """The token the chat template writes right after an assistant message (<|im_end|> for Qwen).
+
+        Demonstrations must end with this token, not just any EOS id: Qwen's generation config also
+        lists <|endoftext|>, which the model never emits after an answer, so a demonstration ending
+        with it would teach a near-impossible token instead of how to stop.
+        """
+        tokenizer = getattr(processor, "tokenizer", processor)
+        marker = "vlm-grpo-turn-end-probe"
+        messages = [{"role": "user", "content": [{"type": "text", "text": "q"}]},
+                    {"role": "assistant", "content": [{"type": "text", "text": marker}]}]
+        try:
+            rendered = processor.apply_chat_template(messages, tokenize=False)
+        except (ValueError, TypeError, AttributeError):
+            rendered = None
+        if isinstance(rendered, str) and marker in rendered:
+            after = rendered[rendered.rindex(marker) + len(marker):]
+            tokens = tokenizer(after, add_special_tokens=False)["input_ids"] if after else []
+            if tokens and tokens[0] in tokenizer.all_special_ids:
+                return tokens[0]
+        return self.fallback_turn_end_id(tokenizer)
+
+    def fallback_turn_end_id(self, tokenizer) -> int:
+        """The turn end when the chat template does not show it: the tokenizer's EOS."""
+        if tokenizer.eos_token_id is None:
+            raise ValueError("the tokenizer defines no end-of-turn token; set its eos_token")
+        return tokenizer.eos_token_id
+
+    def end_token_ids(self, processor, model) -> list[int]:
+        """Tokens that end an assistant turn: the template's turn end and the model's own EOS ids."""
+        try:
+            turn_end = self.turn_end_id(processor)
+        except ValueError:
+            turn_end = None
+        return self.with_eos_ids(model, turn_end)
+
+    def with_eos_ids(self, model, turn_end: int | None) -> list[int]:
+        """`turn_end` and the model's generation-config EOS ids, sorted."""
+        eos = model.generation_config.eos_token_id
+        ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+        ids |= {turn_end} if turn_end is not None else set()
+        if not ids:
+            raise ValueError("the model defines no end-of-turn token; set generation_config.eos_token_id")
+        return sorted(ids)
+
+    def fit_image(self, image, processor):
+        """The image as the trainer keeps it in memory; families whose processor resizes resize once here."""
+        return image
+
+    # ------------------------------------------------------------ shared-prefix passes
+    def _no_prefix(self, model_type: str) -> NotImplementedError:
+        return NotImplementedError(
+            f"prompt sharing relies on model internals checked per family; model type {model_type!r} has "
+            "no adapter that supports it: use logprob_sharing=none and generation_sharing=none")
+
+    def prefill(self, model, inputs: dict[str, torch.Tensor]):
+        """Encode prompts once: (logits of the last prompt position (b, V), KV cache, next position (b,))."""
+        raise self._no_prefix(base_model(model).config.model_type)
+
+    def positions(self, start: torch.Tensor, length: int) -> torch.Tensor:
+        """Position ids of `length` text tokens continuing from `start` (b,), as the forward takes them."""
+        raise self._no_prefix("generic")
+
+    def image_features(self, model, pixel_values: torch.Tensor, image_grid_thw: torch.Tensor) -> tuple:
+        """One feature tensor per image, to be handed to the rows that show it."""
+        raise NotImplementedError(
+            f"image-feature sharing is not supported for model type {base_model(model).config.model_type!r}: "
+            "use logprob_sharing=none")
+
+    # ------------------------------------------------------------ tiny models
+    def build_tiny(self, dims: dict, tokenizer, seed: int, image_pixels: int):
+        """A randomly initialised tiny model of this family and its processor."""
+        raise NotImplementedError(f"no tiny builder for the {self.family} family")
+
+
+def base_model(model):
+    """The transformers model under a peft wrapper (or the model itself)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model

@@ -1,0 +1,163 @@
+"""Qwen2-VL and Qwen2.5-VL: image-only processors, M-RoPE prefix prefill, image-feature sharing,
+pixel-budget resizing and tiny builders.
+
+Processors. In transformers 5.x the Qwen2-VL processors also build a video processor, which
+needs torchvision; without it `AutoProcessor` silently returns only the tokenizer. The image-only
+subclasses below leave the video processor out and load folders saved by the standard ones.
+
+Shared prefix. All G completions of a group share one image and one prompt. Prefilling each
+distinct prompt once and repeating its KV cache for its rows is exact (attention over the cached
+prefix is the same computation). Positions are passed explicitly: text after the prompt
+continues one past the prompt's largest M-RoPE position on all three axes (the model would
+otherwise reuse rope deltas it caches between calls). This relies on model internals checked for
+these two families.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2VLConfig, Qwen2VLForConditionalGeneration
+from transformers.models.qwen2_5_vl.processing_qwen2_5_vl import Qwen2_5_VLProcessor
+from transformers.models.qwen2_vl.processing_qwen2_vl import Qwen2VLProcessor
+
+from .base import FamilyAdapter, base_model
+
+
+class ImageOnlyQwen2VLProcessor(Qwen2VLProcessor):
+    # No `video_processor` argument: ProcessorMixin derives its sub-processors from this signature.
+    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
+        super().__init__(image_processor, tokenizer, None, chat_template=chat_template, **kwargs)
+
+
+class ImageOnlyQwen2_5_VLProcessor(Qwen2_5_VLProcessor):
+    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
+        super().__init__(image_processor, tokenizer, None, chat_template=chat_template, **kwargs)
+
+
+def torchvision_available() -> bool:
+    try:
+        import torchvision  # noqa: F401  (importable is all we ask)
+    except Exception:  # a CUDA-only build fails with RuntimeError, not ImportError
+        return False
+    return True
+
+
+class Qwen2VLAdapter(FamilyAdapter):
+    family = "qwen2-vl"
+    model_types = ("qwen2_vl",)
+    supports_prefix = True
+    supports_feature_sharing = True
+    standard_processor = Qwen2VLProcessor
+    image_only_processor = ImageOnlyQwen2VLProcessor
+    config_class, model_class = Qwen2VLConfig, Qwen2VLForConditionalGeneration
+
+    # ------------------------------------------------------------ processors and tokens
+    def make_processor(self, image_processor, tokenizer, chat_template: str | None):
+        if torchvision_available():
+            try:
+                return self.standard_processor(image_processor=image_processor, tokenizer=tokenizer,
+                                               chat_template=chat_template)
+            except (TypeError, ValueError, AttributeError):
+                pass
+        return self.image_only_processor(image_processor=image_processor, tokenizer=tokenizer,
+                                         chat_template=chat_template)
+
+    def load_processor(self, path: str, model_type: str, trust_remote_code: bool = False):
+        """AutoProcessor when it yields a real multimodal processor; the image-only class otherwise."""
+        try:
+            return super().load_processor(path, model_type, trust_remote_code)
+        except RuntimeError:
+            pass
+        try:
+            return self.image_only_processor.from_pretrained(path)
+        except (OSError, ValueError) as exc:
+            raise RuntimeError(
+                f"{path}: no processor could be loaded ({str(exc).splitlines()[0]}). A model folder needs its "
+                "processor files (preprocessor/processor_config.json, tokenizer.json, chat template): save them "
+                "with processor.save_pretrained(folder) or copy them from the base model."
+            ) from exc
+
+    def fallback_turn_end_id(self, tokenizer) -> int:
+        im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+        if isinstance(im_end, int) and im_end != tokenizer.unk_token_id:
+            return im_end
+        return super().fallback_turn_end_id(tokenizer)
+
+    def end_token_ids(self, processor, model) -> list[int]:
+        """<|im_end|> and the model's own EOS ids (no template rendering: this runs every step)."""
+        try:
+            turn_end = self.fallback_turn_end_id(processor.tokenizer)
+        except ValueError:
+            turn_end = None
+        return self.with_eos_ids(model, turn_end)
+
+    def fit_image(self, image, processor):
+        """The image resized once to the size the Qwen2-VL image processor would give it, with its
+        resampling, so the processor's own resize becomes a no-op on every later use."""
+        from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
+
+        image_processor = processor.image_processor
+        if not type(image_processor).__name__.startswith("Qwen2VLImageProcessor"):
+            return image
+        size = getattr(image_processor, "size", None) or {}
+        factor = getattr(image_processor, "patch_size", 14) * getattr(image_processor, "merge_size", 2)
+        height, width = smart_resize(image.height, image.width, factor=factor,
+                                     min_pixels=size.get("shortest_edge", 56 * 56),
+                                     max_pixels=size.get("longest_edge", 28 * 28 * 1280))
+        if (height, width) == (image.height, image.width):
+            return image
+        return image.resize((width, height), resample=int(getattr(image_processor, "resample", 3)))
+
+    # ------------------------------------------------------------ shared-prefix passes
+    def prefill(self, model, inputs: dict[str, torch.Tensor]):
+        base = base_model(model)
+        positions, _ = base.model.get_rope_index(
+            inputs["input_ids"], image_grid_thw=inputs.get("image_grid_thw"),
+            attention_mask=inputs["attention_mask"], mm_token_type_ids=inputs["mm_token_type_ids"])
+        out = model(**inputs, position_ids=positions, use_cache=True, logits_to_keep=1)
+        return out.logits[:, -1], out.cache, positions.amax(dim=(0, 2)) + 1
+
+    def positions(self, start: torch.Tensor, length: int) -> torch.Tensor:  # (3, b, length)
+        steps = torch.arange(length, device=start.device)
+        return (start.unsqueeze(1) + steps).unsqueeze(0).expand(3, -1, -1)
+
+    def image_features(self, model, pixel_values, image_grid_thw) -> tuple:
+        features = base_model(model).model.get_image_features(pixel_values, image_grid_thw, return_dict=True)
+        return tuple(features.pooler_output)
+
+    # ------------------------------------------------------------ tiny models
+    def tiny_vision_config(self, dims: dict) -> dict:
+        return dict(depth=dims["vision_depth"], embed_dim=dims["vision_dim"], hidden_size=dims["hidden"],
+                    num_heads=2, mlp_ratio=2, patch_size=14, spatial_merge_size=2, temporal_patch_size=2)
+
+    def build_tiny(self, dims: dict, tokenizer, seed: int, image_pixels: int):
+        from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+        from ..tiny import QWEN_CHAT_TEMPLATE, special_ids, tiny_text_config
+
+        ids = special_ids(tokenizer)
+        special = dict(image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+                       vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"])
+        config = self.config_class(text_config=tiny_text_config(dims, tokenizer),
+                                   vision_config=self.tiny_vision_config(dims), **special)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = self.model_class(config)
+        model.generation_config.eos_token_id = [ids["<|im_end|>"], ids["<|endoftext|>"]]
+        model.generation_config.pad_token_id = ids["<|endoftext|>"]
+        image_processor = Qwen2VLImageProcessorPil(min_pixels=28 * 28, max_pixels=image_pixels)
+        return model, self.make_processor(image_processor, tokenizer, QWEN_CHAT_TEMPLATE)
+
+
+class Qwen2_5_VLAdapter(Qwen2VLAdapter):
+    family = "qwen2.5-vl"
+    model_types = ("qwen2_5_vl",)
+    standard_processor = Qwen2_5_VLProcessor
+    image_only_processor = ImageOnlyQwen2_5_VLProcessor
+    config_class, model_class = Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    def tiny_vision_config(self, dims: dict) -> dict:
+        return dict(depth=dims["vision_depth"], hidden_size=dims["vision_dim"], intermediate_size=dims["vision_dim"] * 2,
+                    out_hidden_size=dims["hidden"], num_heads=2, patch_size=14, spatial_merge_size=2,
+                    temporal_patch_size=2, window_size=112, fullatt_block_indexes=[dims["vision_depth"] - 1])
+

@@ -1,0 +1,118 @@
+"""Tiny real-architecture models built locally, offline, in well under a second.
+
+They are the real architectures (M-RoPE, the patch-merging vision tower, the chat template)
+at a few hundred thousand parameters, with a byte-level BPE tokenizer trained on the spot.
+Tests, the smoke preset and the counting lab use them; nothing here touches the network.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable
+
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import PreTrainedTokenizerFast
+
+from ..tasks.counting import NUMBER_WORDS
+from ..tasks.styles import R1V_SUFFIX, R1V_SYSTEM
+
+SPECIAL_TOKENS = [
+    "<|endoftext|>", "<|im_start|>", "<|im_end|>",
+    "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>",
+]
+
+# The Qwen2-VL chat format (system default, image placeholder, assistant header), images only.
+QWEN_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if loop.first and message['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    "<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n"
+    "{% else %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'image' or 'image' in content %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif 'text' in content %}{{ content['text'] }}{% endif %}"
+    "{% endfor %}<|im_end|>\n{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+TINY_SIZES = {
+    # text hidden, layers, heads, kv heads, ffn, vision embed, vision depth
+    "nano": dict(hidden=64, layers=2, heads=4, kv_heads=2, ffn=128, vision_dim=32, vision_depth=1),
+    "small": dict(hidden=128, layers=2, heads=4, kv_heads=2, ffn=384, vision_dim=64, vision_depth=2),
+}
+
+
+def default_corpus() -> list[str]:
+    """Text the tiny tokenizer is trained on: the prompts, questions and answers of counting tasks."""
+    shapes = ["cube", "cubes", "sphere", "spheres", "cylinder", "cylinders", "object", "objects", "items", "things"]
+    colours = ["gray", "red", "blue", "green", "brown", "purple", "cyan", "yellow"]
+    lines = [R1V_SYSTEM, R1V_SUFFIX, "You are a helpful assistant.",
+             "How many items are there in the image?", "How many objects are in this picture?",
+             "Count the objects in the image. How many are there?", "What is the number of things shown?"]
+    for i, word in enumerate(NUMBER_WORDS[:13]):  # zero to twelve: the tokenizer the tests were built with
+        lines.append(f"There are {word} {shapes[i % len(shapes)]} in the image, {colours[i % 8]} and {colours[(i + 3) % 8]}.")
+        lines.append(f"<think>I count {word} objects in the image.</think><answer>{i}</answer>")
+        lines.append(f"In total I can see {word} {colours[i % 8]} {shapes[(i + 5) % len(shapes)]} on the floor.")
+    return lines * 4
+
+
+def build_tokenizer(corpus: Iterable[str] | None = None, vocab_size: int = 560) -> PreTrainedTokenizerFast:
+    """A byte-level BPE with digits split one per token (as Qwen2 does) and Qwen's special tokens."""
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
+    )
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+    )
+    tok.train_from_iterator(list(corpus if corpus is not None else default_corpus()), trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    fast.chat_template = QWEN_CHAT_TEMPLATE
+    return fast
+
+
+def special_ids(tokenizer) -> dict[str, int]:
+    return {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
+
+
+def tiny_text_config(dims: dict, tokenizer) -> dict:
+    """The language model's configuration at tiny scale, with Qwen's special ids."""
+    ids = special_ids(tokenizer)
+    head_dim = dims["hidden"] // dims["heads"]
+    # M-RoPE splits the rotary half-dimension into temporal / height / width sections.
+    half = head_dim // 2
+    mrope = [half - 2 * (half * 3 // 8), half * 3 // 8, half * 3 // 8]
+    return dict(
+        vocab_size=len(tokenizer), hidden_size=dims["hidden"], intermediate_size=dims["ffn"],
+        num_hidden_layers=dims["layers"], num_attention_heads=dims["heads"], num_key_value_heads=dims["kv_heads"],
+        max_position_embeddings=4096,
+        rope_parameters={"rope_type": "default", "mrope_section": mrope, "rope_theta": 10000.0},
+        bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"],
+    )
+
+
+def build_tiny(
+    family: str = "qwen2-vl",
+    size: str = "nano",
+    seed: int = 0,
+    tokenizer: PreTrainedTokenizerFast | None = None,
+    image_pixels: int = 112 * 112,
+):
+    """A randomly initialised tiny model of `family` and its processor; `image_pixels` caps the image budget."""
+    from .families import FAMILIES
+
+    if size not in TINY_SIZES:
+        raise ValueError(f"unknown tiny size {size!r}; choose {', '.join(TINY_SIZES)}")
+    if family not in FAMILIES:
+        raise ValueError(f"unknown tiny family {family!r}; choose {', '.join(FAMILIES.names())}")
+    return FAMILIES.get(family).build_tiny(TINY_SIZES[size], tokenizer or build_tokenizer(), seed, image_pixels)
+
+
+def save_tiny(path: str | Path, **kwargs) -> Path:
+    """Build a tiny model and save model + processor as a standard HF folder."""
+    model, processor = build_tiny(**kwargs)
+    path = Path(path)
+    model.save_pretrained(path)
+    processor.save_pretrained(path)
+    return path

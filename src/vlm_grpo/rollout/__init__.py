@@ -1,0 +1,9 @@
+"""Rollout: encoding prompts, sampling G completions per prompt, log-probs of completions, and the
+typed containers of one step (PromptBatch, Rollout, StepBatch, MicroBatch)."""
+
+from .batch import MicroBatch, PromptBatch, Rollout, StepBatch
+from .generation import encode_prompts, end_token_ids, generate, mask_after_end, pick_tokens
+from .logprobs import completion_logprobs
+
+__all__ = ["MicroBatch", "PromptBatch", "Rollout", "StepBatch", "completion_logprobs", "encode_prompts",
+           "end_token_ids", "generate", "mask_after_end", "pick_tokens"]

@@ -1,0 +1,129 @@
+"""Typed containers of one step: the prompts, the rollout, and the batch the update trains on.
+
+Shapes: B prompts, G completions per prompt, N = B*G completion rows, C completion tokens, P
+prompt tokens. Rows are prompt-major: row n belongs to prompt n // G. Every row records whether
+its tokens were sampled from the policy or injected as a demonstration.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ..data import Sample
+from ..tasks import Score
+
+
+@dataclass
+class PromptBatch:
+    """B prompts, encoded once; left-padded so that generation continues from the right edge."""
+
+    samples: list[Sample]
+    inputs: dict[str, torch.Tensor]
+    """input_ids, attention_mask, mm_token_type_ids: (B, P); pixel_values: (patches, D); image_grid_thw: (B, 3)."""
+
+    def select(self, index: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Model inputs of the prompts at `index` (repeats allowed), images included."""
+        index = index.to(self.inputs["input_ids"].device)
+        out = {k: v[index] for k, v in self.inputs.items() if k not in ("pixel_values", "image_grid_thw")}
+        if "pixel_values" in self.inputs:
+            grid = self.inputs["image_grid_thw"]
+            chunks = torch.split(self.inputs["pixel_values"], grid.prod(-1).tolist())
+            out["pixel_values"] = torch.cat([chunks[i] for i in index.tolist()])
+            out["image_grid_thw"] = grid[index]
+        return out
+
+
+@dataclass
+class Rollout:
+    """N = B*G completions of one step, with where each came from and what it scored."""
+
+    prompts: PromptBatch
+    group_size: int
+    completion_ids: torch.Tensor
+    """(N, C) token ids, right-padded."""
+    completion_mask: torch.Tensor
+    """(N, C) 1 up to and including the end-of-turn token."""
+    truncated: torch.Tensor
+    """(N,) bool: hit max_completion_length without an end token."""
+    texts: list[str]
+    scores: list[Score]
+    injected: torch.Tensor = field(default=None)  # type: ignore[assignment]
+    """(N,) bool: the row is a ground-truth demonstration, not a policy sample."""
+
+    def __post_init__(self) -> None:
+        if self.injected is None:
+            self.injected = torch.zeros(len(self.texts), dtype=torch.bool)
+
+    @property
+    def rewards(self) -> torch.Tensor:  # (N,)
+        return torch.tensor([s.reward for s in self.scores], dtype=torch.float32)
+
+    def answer_of_row(self, row: int) -> Any:
+        return self.prompts.samples[row // self.group_size].answer
+
+
+@dataclass
+class MicroBatch:
+    """The rows of one forward/backward, cut to their longest completion (width w)."""
+
+    rows: torch.Tensor
+    """(n,) row indices into the step's rollout."""
+    completion_ids: torch.Tensor
+    """(n, w)"""
+    completion_mask: torch.Tensor
+    """(n, w) 1 on completion tokens (what the model attends to)."""
+    loss_mask: torch.Tensor
+    """(n, w) 1 on tokens that enter the loss."""
+    advantages: torch.Tensor
+    """(n,)"""
+    injected: torch.Tensor
+    """(n,) bool"""
+    old_logp: torch.Tensor | None
+    """(n, w) rollout-time log-probs; None when the pass's own detached log-probs are exact."""
+    ref_logp: torch.Tensor | None
+    """(n, w) reference log-probs; None without a reference."""
+
+
+@dataclass
+class StepBatch:
+    """What the update phase trains on: the rollout and everything fixed for its epochs."""
+
+    rollout: Rollout
+    advantages: torch.Tensor
+    """(N,) group-normalised advantages, on the training device."""
+    loss_mask: torch.Tensor
+    """(N, C) completion mask, minus rows excluded from the loss (truncated ones, when asked)."""
+    old_logp: torch.Tensor | None = None
+    """(N, C) rollout-time log-probs, or None (one update per step: the update's own are exact)."""
+    ref_logp: torch.Tensor | None = None
+    """(N, C) reference log-probs, or None."""
+
+    @property
+    def size(self) -> int:
+        return len(self.rollout.texts)
+
+    def epoch_minibatches(self, minibatch_size: int) -> list[torch.Tensor]:
+        """One epoch's minibatches of row indices: whole groups shuffled, so that a micro-batch
+        holds few distinct prompts to encode."""
+        G = self.rollout.group_size
+        order = (torch.randperm(self.size // G).unsqueeze(1) * G + torch.arange(G)).flatten()
+        return list(order.split(minibatch_size))
+
+    def tokens(self, rows: torch.Tensor) -> float:
+        return float(self.loss_mask[rows].sum())
+
+    def select(self, rows: torch.Tensor) -> MicroBatch:
+        rollout = self.rollout
+        width = max(1, int(rollout.completion_mask[rows].sum(1).max()))
+        device = self.advantages.device
+        return MicroBatch(
+            rows=rows, completion_ids=rollout.completion_ids[rows, :width],
+            completion_mask=rollout.completion_mask[rows, :width],
+            loss_mask=self.loss_mask[rows, :width].to(device), advantages=self.advantages[rows],
+            injected=rollout.injected.to(device)[rows],
+            old_logp=self.old_logp[rows, :width] if self.old_logp is not None else None,
+            ref_logp=self.ref_logp[rows, :width] if self.ref_logp is not None else None,
+        )

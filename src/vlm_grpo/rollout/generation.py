@@ -1,0 +1,132 @@
+"""Prompts in, G completions per prompt out: encoding, sampling from a shared prefix or with
+transformers' `generate`, and the masks that mark where each completion ends.
+
+Every model-family detail (end tokens, vision placeholders, prefill and positions) comes from
+the model's family adapter.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..data import Sample
+from ..models.families import FamilyAdapter, adapter_for
+from ..tasks.styles import PromptStyle
+from .batch import PromptBatch
+
+
+def encode_prompts(processor, style: PromptStyle, samples: list[Sample], device: torch.device) -> PromptBatch:
+    texts = [processor.apply_chat_template(style.messages(s.question), add_generation_prompt=True, tokenize=False)
+             for s in samples]
+    images = [s.load_image() for s in samples]
+    inputs = processor(text=texts, images=images, return_tensors="pt", padding=True, padding_side="left")
+    return PromptBatch(samples, {k: v.to(device) for k, v in inputs.items() if isinstance(v, torch.Tensor)})
+
+
+def end_token_ids(processor, model) -> list[int]:
+    """Tokens that end an assistant turn (the chat template's turn end and the model's EOS ids)."""
+    return adapter_for(model).end_token_ids(processor, model)
+
+
+def mask_after_end(ids: torch.Tensor, end_ids: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mask, truncated): mask is 1 up to and including the first end token of each row."""
+    is_end = torch.isin(ids, torch.tensor(end_ids, device=ids.device))
+    has_end = is_end.any(dim=1)
+    first_end = torch.where(has_end, is_end.int().argmax(dim=1), torch.full_like(has_end, ids.size(1), dtype=torch.long))
+    positions = torch.arange(ids.size(1), device=ids.device).unsqueeze(0)
+    mask = (positions <= first_end.unsqueeze(1)).float()
+    return mask, ~has_end
+
+
+@torch.no_grad()
+def generate(
+    model,
+    processor,
+    prompts: PromptBatch,
+    group_size: int,
+    max_new_tokens: int,
+    temperature: float | None,
+    top_p: float = 1.0,
+    top_k: int = 0,
+    sharing: str = "auto",
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str]]:
+    """G completions per prompt (temperature None: greedy); returns ids, mask, truncated, texts.
+
+    sharing="prefix" prefills each prompt once and samples its G rows from the repeated cache
+    (families whose adapter supports it); "none" uses transformers' generate, which prefills every
+    row; "auto" picks prefix where the model's family supports it.
+    """
+    adapter = adapter_for(model)
+    if sharing == "auto":
+        sharing = "prefix" if adapter.supports_prefix else "none"
+    end_ids = adapter.end_token_ids(processor, model)
+    pad_id = processor.tokenizer.pad_token_id
+    forbidden = adapter.vision_token_ids(model)
+    was_training = model.training
+    model.eval()
+    try:
+        if sharing == "prefix":
+            ids = sample_from_prefix(adapter, model, prompts.inputs, group_size, max_new_tokens, temperature, top_p,
+                                     top_k, end_ids, pad_id, forbidden)
+        elif sharing == "none":
+            # Every knob is explicit: a checkpoint's generation_config (Qwen2-VL-Instruct ships top_k=1,
+            # repetition_penalty=1.05) must not change the distribution GRPO's ratios assume.
+            options = dict(do_sample=temperature is not None, max_new_tokens=max_new_tokens,
+                           num_return_sequences=group_size, eos_token_id=end_ids, pad_token_id=pad_id,
+                           repetition_penalty=1.0, use_cache=True, suppress_tokens=forbidden)
+            if temperature is not None:
+                options.update(temperature=temperature, top_p=top_p, top_k=top_k)
+            ids = model.generate(**prompts.inputs, **options)[:, prompts.inputs["input_ids"].size(1):]
+        else:
+            raise ValueError(f"unknown generation_sharing {sharing!r}: use prefix or none")
+    finally:
+        model.train(was_training)
+    mask, truncated = mask_after_end(ids, end_ids)
+    ids = torch.where(mask.bool(), ids, torch.full_like(ids, pad_id))
+    texts = processor.tokenizer.batch_decode(ids, skip_special_tokens=True)
+    return ids, mask, truncated, texts
+
+
+def pick_tokens(logits: torch.Tensor, temperature: float | None, top_p: float, top_k: int) -> torch.Tensor:
+    """Greedy (temperature None) or sampled next tokens, warped as transformers does: T, top-k, top-p."""
+    if temperature is None:
+        return logits.argmax(dim=-1)
+    logits = logits.float() / temperature
+    if top_k and top_k < logits.size(-1):
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=False, dim=-1)
+        cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+        drop_sorted = cumulative <= 1 - top_p
+        drop_sorted[:, -1] = False  # always keep the most likely token
+        logits = logits.masked_fill(drop_sorted.scatter(1, order, drop_sorted), float("-inf"))
+    return torch.multinomial(logits.softmax(dim=-1), num_samples=1).squeeze(1)
+
+
+@torch.no_grad()
+def sample_from_prefix(adapter: FamilyAdapter, model, inputs, group_size: int, max_new_tokens: int,
+                       temperature: float | None, top_p: float, top_k: int, end_ids: list[int], pad_id: int,
+                       forbidden: list[int]) -> torch.Tensor:  # (B*G, T)
+    """G completions per prompt from one prefill per prompt; rows that ended are padded."""
+    last, cache, start = adapter.prefill(model, inputs)
+    cache.batch_repeat_interleave(group_size)
+    logits = last.repeat_interleave(group_size, dim=0)
+    start = start.repeat_interleave(group_size)
+    attention = inputs["attention_mask"].repeat_interleave(group_size, dim=0)
+    ends = torch.tensor(end_ids, device=logits.device)
+    finished = torch.zeros(logits.size(0), dtype=torch.bool, device=logits.device)
+    tokens = []
+    for step in range(max_new_tokens):
+        logits[:, forbidden] = float("-inf")
+        token = torch.where(finished, torch.full_like(finished, pad_id, dtype=torch.long),
+                            pick_tokens(logits, temperature, top_p, top_k))
+        tokens.append(token)
+        finished |= torch.isin(token, ends)
+        if bool(finished.all()) or step == max_new_tokens - 1:
+            break
+        attention = torch.cat([attention, torch.ones_like(attention[:, :1])], dim=1)
+        out = model(input_ids=token.unsqueeze(1), attention_mask=attention, cache=cache, use_cache=True,
+                    position_ids=adapter.positions(start + step, 1))
+        cache, logits = out.cache, out.logits[:, -1]
+    return torch.stack(tokens, dim=1)

@@ -1,0 +1,85 @@
+"""Per-token log-probs of completion rows under a model, completion logits only.
+
+`prefix`: each distinct prompt (image included) is encoded once, its KV cache is repeated for
+its rows, and only completion tokens run again; exact (the same log-probs as the per-row pass
+within float rounding) because attention over the cached prefix is the same computation.
+`vision`: each image is encoded once and its features are handed to its rows, which run whole
+(works with activation checkpointing, which turns the cache off). `none`: one forward over
+prompt + completion per row, as other trainers do.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..core.algo import token_logprobs
+from ..models.families import FamilyAdapter, adapter_for
+from .batch import PromptBatch
+
+
+def completion_logprobs(
+    model,
+    prompts: PromptBatch,
+    rows: torch.Tensor,  # (n,) row indices into the rollout
+    completion_ids: torch.Tensor,  # (n, C)
+    completion_mask: torch.Tensor,  # (n, C)
+    group_size: int,
+    temperature: float = 1.0,
+    sharing: str = "prefix",
+) -> torch.Tensor:  # (n, C)
+    adapter = adapter_for(model)
+    owner = rows // group_size
+    if sharing == "prefix":
+        logits = _shared_prefix_logits(adapter, model, prompts, owner, completion_ids, completion_mask)
+    elif sharing == "vision":
+        logits = _per_row_logits(adapter, model, prompts, owner, completion_ids, completion_mask, share_vision=True)
+    elif sharing == "none":
+        logits = _per_row_logits(adapter, model, prompts, owner, completion_ids, completion_mask)
+    else:
+        raise ValueError(f"unknown logprob_sharing {sharing!r}: use prefix, vision or none")
+    # The same suppression as in generation, so these are the log-probs of the sampling distribution.
+    forbidden = torch.tensor(adapter.vision_token_ids(model), device=logits.device)
+    logits = logits.index_fill(-1, forbidden, float("-inf"))
+    return token_logprobs(logits, completion_ids, temperature)
+
+
+def _per_row_logits(adapter: FamilyAdapter, model, prompts, owner, completion_ids, completion_mask,
+                    share_vision=False) -> torch.Tensor:
+    """(n, C, V) logits from whole rows; with share_vision, each distinct image is encoded once."""
+    inputs = prompts.select(owner)
+    if share_vision and "pixel_values" in inputs:
+        inputs = _with_shared_image_features(adapter, model, prompts, owner, inputs)
+    width = completion_ids.size(1)
+    inputs["input_ids"] = torch.cat([inputs["input_ids"], completion_ids], dim=1)
+    attention = completion_mask.to(inputs["attention_mask"].dtype)
+    inputs["attention_mask"] = torch.cat([inputs["attention_mask"], attention], dim=1)
+    if "mm_token_type_ids" in inputs:
+        text_type = torch.zeros_like(completion_ids, dtype=inputs["mm_token_type_ids"].dtype)
+        inputs["mm_token_type_ids"] = torch.cat([inputs["mm_token_type_ids"], text_type], dim=1)
+    return model(**inputs, use_cache=False, logits_to_keep=width + 1).logits[:, :-1]
+
+
+def _with_shared_image_features(adapter: FamilyAdapter, model, prompts, owner, inputs) -> dict:
+    from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+    distinct, local = torch.unique(owner, return_inverse=True)
+    images = prompts.select(distinct)
+    features = adapter.image_features(model, images["pixel_values"], images["image_grid_thw"])
+    per_row = tuple(features[i] for i in local.tolist())
+    inputs = {k: v for k, v in inputs.items() if k != "pixel_values"}
+    inputs["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=per_row)}
+    return inputs
+
+
+def _shared_prefix_logits(adapter: FamilyAdapter, model, prompts, owner, completion_ids,
+                          completion_mask) -> torch.Tensor:  # (n, C, V)
+    """Logits predicting each completion token: distinct prompts prefilled once, cache rows selected."""
+    distinct, local = torch.unique(owner, return_inverse=True)
+    inputs = prompts.select(distinct)
+    last, cache, start = adapter.prefill(model, inputs)
+    cache.batch_select_indices(local.to(start.device))
+    attention = torch.cat([inputs["attention_mask"][local], completion_mask.to(inputs["attention_mask"].dtype)], dim=1)
+    rest = model(input_ids=completion_ids, attention_mask=attention, cache=cache, use_cache=True,
+                 position_ids=adapter.positions(start[local], completion_ids.size(1)))
+    # The prompt's last position predicts the first completion token.
+    return torch.cat([last[local].unsqueeze(1), rest.logits[:, :-1]], dim=1)

@@ -1,0 +1,106 @@
+"""Prompt styles as data: how a question is put to the model and how its answer should look.
+
+`default` is the study's weak baseline (the bare question, ~14 % of Qwen2-VL-2B's answers hold a
+number); `r1v` is its strong baseline (R1-V's system prompt and user suffix, ~99 %); `custom` is
+the user's own template. A style is built for a task: the task says what the final answer is
+called in the r1v instruction, how an answer in format looks, and the reasoning r1v
+demonstrations use. A style also says how a correct answer is written, which is what guidance
+injection inserts, and what "in format" means for it (a bare answer; think/answer tags).
+A new style is one builder registered with `register_style`.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..config import PromptConfig
+from ..registry import Registry
+from .base import Task
+from .counting import CountingTask
+
+R1V_SYSTEM = (
+    "A conversation between User and Assistant. The user asks a question, and the Assistant "
+    "solves it. The assistant first thinks about the reasoning process in the mind and then "
+    "provides the user with the answer. The reasoning process and answer are enclosed within "
+    "<think> </think> and <answer> </answer> tags, respectively."
+)
+R1V_SUFFIX_TEMPLATE = (
+    "Output the thinking process in <think> </think> and final answer ({answer_kind}) in <answer> </answer> tags."
+)
+R1V_SUFFIX = R1V_SUFFIX_TEMPLATE.format(answer_kind=CountingTask.answer_kind)
+
+
+@dataclass(frozen=True)
+class PromptStyle:
+    name: str
+    system: str | None
+    """System prompt; None leaves the chat template's own default."""
+    user_template: str
+    """User text with `{question}`."""
+    demonstration_template: str | None
+    """How a correct answer is written, with `{answer}` (and `{reasoning}` for r1v)."""
+    format_pattern: str
+    """Regex that a completion in this style's format matches in full."""
+    reasoning: tuple[str, ...] = CountingTask.reasoning
+    """The task's short reasoning sentences, one drawn per demonstration."""
+
+    def messages(self, question: str) -> list[dict]:
+        """Chat messages for one image and one question (the image comes first, as in Qwen2-VL's examples)."""
+        text = self.user_template.format(question=question)
+        user = {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}
+        return ([{"role": "system", "content": self.system}] if self.system else []) + [user]
+
+    def demonstration(self, answer: Any, rng: random.Random) -> str:
+        """The ground-truth answer written the way this style asks for."""
+        if self.demonstration_template is None:
+            raise ValueError(f"prompt style {self.name!r} has no demonstration template")
+        return self.demonstration_template.format(answer=answer, reasoning=rng.choice(self.reasoning))
+
+    def format_ok(self, completion: str) -> bool:
+        return re.fullmatch(self.format_pattern, completion.strip(), flags=re.DOTALL) is not None
+
+
+def _default(cfg: PromptConfig, task: Task) -> PromptStyle:
+    return PromptStyle("default", None, "{question}", "{answer}", task.answer_pattern, task.reasoning)
+
+
+def _r1v(cfg: PromptConfig, task: Task) -> PromptStyle:
+    suffix = R1V_SUFFIX_TEMPLATE.format(answer_kind=task.answer_kind)
+    pattern = rf"<think>.*?</think>\s*<answer>\s*{task.answer_pattern}\s*</answer>"
+    return PromptStyle("r1v", R1V_SYSTEM, "{question} " + suffix, "<think>{reasoning}</think><answer>{answer}</answer>",
+                       pattern, task.reasoning)
+
+
+def _custom(cfg: PromptConfig, task: Task) -> PromptStyle:
+    if not cfg.template or "{question}" not in cfg.template:
+        raise ValueError("prompt.style=custom needs prompt.template containing {question}")
+    demo = cfg.demonstration
+    answer = rf"\s*{task.answer_pattern}\s*"
+    pattern = re.escape(demo).replace(re.escape("{answer}"), answer) if demo else rf".*{task.answer_pattern}.*"
+    return PromptStyle("custom", cfg.system, cfg.template, demo, pattern, task.reasoning)
+
+
+STYLES: Registry[Callable[[PromptConfig, Task], PromptStyle]] = Registry("prompt style")
+for _name, _builder in (("default", _default), ("r1v", _r1v), ("custom", _custom)):
+    STYLES.register(_name, _builder)
+
+
+def register_style(name: str, builder: Callable[[PromptConfig, Task], PromptStyle]) -> None:
+    STYLES.register(name, builder)
+
+
+def get_style(cfg: PromptConfig | str, task: Task | None = None) -> PromptStyle:
+    """The style named by `cfg` (a PromptConfig or a style name), built for `task` (counting if None)."""
+    if isinstance(cfg, str):
+        cfg = PromptConfig(style=cfg)
+    if cfg.style not in STYLES:
+        raise ValueError(f"unknown prompt style {cfg.style!r}; choose {', '.join(STYLES.names())}")
+    return STYLES.get(cfg.style)(cfg, task or CountingTask())
+
+
+DEFAULT = get_style("default")
+R1V = get_style("r1v")

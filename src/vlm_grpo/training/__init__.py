@@ -1,0 +1,1 @@
+"""Training: the GRPO loop (`trainer`), its metrics, checkpoints, metric sinks and distribution strategies."""

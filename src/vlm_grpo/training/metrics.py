@@ -1,0 +1,51 @@
+"""Per-step metrics of a rollout, split by row origin (sampled or injected); the update's come from `core.algo.LossStats`."""
+
+from __future__ import annotations
+
+import torch
+
+from ..rollout import Rollout
+
+
+def rollout_metrics(rollout: Rollout) -> dict:
+    """Reward, format and accuracy of the policy's own samples (computed before injection)."""
+    scores = rollout.scores
+    rewards = torch.tensor([s.reward for s in scores])
+    lengths = rollout.completion_mask.sum(1)
+    n = len(scores)
+    return {
+        "reward/mean": float(rewards.mean()), "reward/std": float(rewards.std()) if n > 1 else 0.0,
+        "rollout/number_present_rate": sum(s.number_present for s in scores) / n,
+        "rollout/accuracy": sum(s.correct for s in scores) / n,
+        "rollout/strict_accuracy": sum(s.strict_correct for s in scores) / n,
+        "rollout/format_rate": sum(s.format_ok for s in scores) / n,
+        "groups/frac_zero_std_sampled": frac_zero_std(rollout),
+        "completion/mean_length": float(lengths.float().mean()),
+        "completion/truncated_rate": float(rollout.truncated.float().mean()),
+    }
+
+
+def frac_zero_std(rollout: Rollout) -> float:
+    """Fraction of groups whose rewards are all equal: they carry no learning signal."""
+    grouped = rollout.rewards.view(-1, rollout.group_size)
+    return float((grouped.max(1).values == grouped.min(1).values).float().mean())
+
+
+def injection_metrics(rollout: Rollout, advantages: torch.Tensor, strength: float) -> dict:
+    injected = rollout.injected
+    rewards = rollout.rewards
+    return {
+        "injection/strength": strength,
+        "injection/rate": float(injected.float().mean()),
+        "injection/groups_injected": int(injected.view(-1, rollout.group_size).any(1).sum()),
+        "injection/advantage_mean": float(advantages.cpu()[injected].mean()) if injected.any() else float("nan"),
+        "reward/mean_all": float(rewards.mean()),
+    }
+
+
+def completion_rows(rollout: Rollout) -> list[dict]:
+    G = rollout.group_size
+    return [{"prompt_id": rollout.prompts.samples[row // G].id, "answer": rollout.answer_of_row(row),
+             "injected": bool(rollout.injected[row]), "text": text, "reward": score.reward,
+             "number_present": score.number_present, "correct": score.correct, "format_ok": score.format_ok}
+            for row, (text, score) in enumerate(zip(rollout.texts, rollout.scores))]

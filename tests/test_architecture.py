@@ -1,0 +1,94 @@
+"""The house rules, read from the source: layers import only downwards, the core imports no model,
+data or trainer code, only the lab and the CLI import the lab, nothing imports tests or benchmarks,
+and modules and functions stay small enough to read in one sitting."""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "src" / "vlm_grpo"
+# Lowest first; a module may import its own layer and the layers before it.
+LAYERS = ["base", "core", "tasks", "data", "models", "rollout", "guidance", "evaluation", "training", "study",
+          "lab", "cli"]
+BASE_MODULES = {"config", "errors", "registry", "seeding", "__init__"}
+MAX_MODULE_LINES = 450
+MAX_FUNCTION_LINES = 60
+
+
+def modules() -> list[Path]:
+    return sorted(p for p in PACKAGE.rglob("*.py"))
+
+
+def layer_of(path: Path) -> str:
+    parts = path.relative_to(PACKAGE).with_suffix("").parts
+    if len(parts) == 1:
+        return "cli" if parts[0] == "cli" else "base" if parts[0] in BASE_MODULES else parts[0]
+    return parts[0]
+
+
+def imported(path: Path) -> set[str]:
+    """Absolute names of the vlm_grpo modules (and tests/benchmarks) that `path` imports."""
+    package = ["vlm_grpo", *path.relative_to(PACKAGE).parent.parts]
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = package[: len(package) - node.level + 1] if node.level else []
+            module = ".".join(base + ([node.module] if node.module else []))
+            names.add(module)
+            names.update(f"{module}.{alias.name}" for alias in node.names)  # `from . import x` imports x
+    return {n for n in names if n.split(".")[0] in ("vlm_grpo", "tests", "benchmarks")}
+
+
+def target_layer(name: str) -> str | None:
+    parts = name.split(".")[1:]
+    if not parts:
+        return None
+    if parts[0] in LAYERS:
+        return parts[0]
+    return "cli" if parts[0] == "cli" else "base" if parts[0] in BASE_MODULES else None
+
+
+@pytest.mark.parametrize("path", modules(), ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_imports_go_down_the_layers(path):
+    own = LAYERS.index(layer_of(path))
+    for name in imported(path):
+        assert name.split(".")[0] == "vlm_grpo", f"{path.name} imports {name}: nothing imports tests or benchmarks"
+        layer = target_layer(name)
+        if layer is not None:
+            assert LAYERS.index(layer) <= own, f"{path.relative_to(PACKAGE)} ({LAYERS[own]}) imports {name} ({layer})"
+
+
+def test_the_core_and_tasks_import_no_model_data_or_trainer_code():
+    for path in modules():
+        if layer_of(path) in ("core", "tasks"):
+            heavy = {n for n in imported(path) if target_layer(n) in ("data", "models", "rollout", "training")}
+            assert not heavy, f"{path.relative_to(PACKAGE)} imports {heavy}"
+            source = path.read_text()
+            assert "transformers" not in source or layer_of(path) != "core", path
+
+
+def test_only_the_lab_and_the_cli_import_the_lab():
+    for path in modules():
+        if layer_of(path) not in ("lab", "cli"):
+            assert not {n for n in imported(path) if target_layer(n) == "lab"}, path.relative_to(PACKAGE)
+
+
+def test_the_cli_only_parses_and_calls():
+    tree = ast.parse((PACKAGE / "cli.py").read_text())
+    assert not [n for n in tree.body if isinstance(n, ast.ClassDef)], "the CLI defines no classes"
+    top_imports = {n.names[0].name for n in tree.body if isinstance(n, ast.Import)}
+    top_imports |= {n.module for n in tree.body if isinstance(n, ast.ImportFrom) and n.module}
+    assert top_imports <= {"__future__", "pathlib", "typing", "typer"}, "the CLI imports the library only inside commands"
+
+
+@pytest.mark.parametrize("path", modules(), ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_modules_and_functions_stay_small(path):
+    source = path.read_text()
+    assert source.count("\n") <= MAX_MODULE_LINES, f"{path.name}: {source.count(chr(10))} lines"
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            length = node.end_lineno - node.lineno + 1
+            assert length <= MAX_FUNCTION_LINES, f"{path.name}:{node.lineno} {node.name} is {length} lines"
