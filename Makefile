@@ -5,7 +5,7 @@ VENV ?= .venv
 TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test bench
+.PHONY: setup demo test lint bench
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -18,8 +18,13 @@ $(VENV)/.installed: pyproject.toml
 demo: setup
 	$(BIN)/vlm-grpo lab demo --out runs/lab-demo
 
-test: setup
+test: setup lint
 	$(BIN)/python -m pytest -n 2
+
+# ruff's lint rules and formatting, as configured in pyproject.toml; `make test` runs it first.
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 bench: setup
 	$(BIN)/python benchmarks/step_throughput.py

@@ -27,7 +27,8 @@ The last line printed is one JSON object:
 ``{"ratio_vs_trl": {"16": r, "64": r, "256": r}, "logprob_speedup": {...}, "peak_rss_mb": {"ours": m, "trl": m}}``
 with ratio = our completions per second / TRL's (> 1: ours is faster).
 
-    python benchmarks/step_throughput.py            # full run (3 repeats x (2 warm-up + 8 timed steps)), writes benchmarks/RESULTS.md
+    # full run (3 repeats x (2 warm-up + 8 timed steps)), writes benchmarks/RESULTS.md
+    python benchmarks/step_throughput.py
     python benchmarks/step_throughput.py --quick    # one repeat per size, a few minutes, writes nothing
 """
 
@@ -64,8 +65,12 @@ VARIANTS = {
     "ours4": ("ours", 4, (), "ours, num_iterations=4 (seed default; not matched)"),
     "ours_gen_none": ("ours", 1, ("generation_sharing=none",), "ablation: ours, generation_sharing=none"),
     "ours_lp_none": ("ours", 1, ("logprob_sharing=none",), "ablation: ours, logprob_sharing=none"),
-    "ours_both_none": ("ours", 1, ("generation_sharing=none", "logprob_sharing=none"),
-                       "ablation: ours, both sharing paths off"),
+    "ours_both_none": (
+        "ours",
+        1,
+        ("generation_sharing=none", "logprob_sharing=none"),
+        "ablation: ours, both sharing paths off",
+    ),
 }
 ABLATIONS = ("ours_gen_none", "ours_lp_none", "ours_both_none")
 
@@ -103,12 +108,14 @@ def read_rows(data_file: Path) -> list[dict]:
 
 def timed(phases: dict[str, list[float]], name: str, fn):
     """`fn`, recording the seconds of every call under `phases[name]`."""
+
     def wrapper(*args, **kwargs):
         t0 = time.perf_counter()
         try:
             return fn(*args, **kwargs)
         finally:
             phases[name].append(time.perf_counter() - t0)
+
     return wrapper
 
 
@@ -159,14 +166,32 @@ def child_ours(a: argparse.Namespace) -> dict:
 
     work = Path(a.workdir)
     out = work / "runs" / f"ours_{a.size}_k{a.iterations}_{os.getpid()}"
-    cfg = load_config(None, [
-        f"model={work / f'model_{a.size}'}", f"output_dir={out}", f"data.train={work / f'data_{a.size}' / 'train.jsonl'}",
-        "data.eval_holdout=0", f"num_generations={G}", f"prompts_per_step={PROMPTS_PER_STEP}",
-        f"num_iterations={a.iterations}", f"max_completion_length={NEW_TOKENS}", f"micro_batch_size={a.micro_batch}",
-        "temperature=1.0", "beta=0.0", "dtype=float32", "device=cpu", "report_to=[]", "progress=false",
-        f"max_steps={a.warmup + a.steps}", "save_steps=1000000", "log_completions_steps=0",
-        f"seed={SEED}", "learning_rate=1e-5", *a.override,
-    ])
+    cfg = load_config(
+        None,
+        [
+            f"model={work / f'model_{a.size}'}",
+            f"output_dir={out}",
+            f"data.train={work / f'data_{a.size}' / 'train.jsonl'}",
+            "data.eval_holdout=0",
+            f"num_generations={G}",
+            f"prompts_per_step={PROMPTS_PER_STEP}",
+            f"num_iterations={a.iterations}",
+            f"max_completion_length={NEW_TOKENS}",
+            f"micro_batch_size={a.micro_batch}",
+            "temperature=1.0",
+            "beta=0.0",
+            "dtype=float32",
+            "device=cpu",
+            "report_to=[]",
+            "progress=false",
+            f"max_steps={a.warmup + a.steps}",
+            "save_steps=1000000",
+            "log_completions_steps=0",
+            f"seed={SEED}",
+            "learning_rate=1e-5",
+            *a.override,
+        ],
+    )
     trainer = GRPOTrainer(cfg)
     setup_rss = rss_mb()
     phases: dict[str, list[float]] = {"generate_and_score": [], "fixed_logprobs": [], "update": []}
@@ -177,16 +202,23 @@ def child_ours(a: argparse.Namespace) -> dict:
     trainer.save = lambda step: None  # no checkpoint at the end: nothing to measure there
     trainer.train()
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    timed_records = records[a.warmup:]
+    timed_records = records[a.warmup :]
     return {
-        "framework": "ours", "size": a.size, "iterations": a.iterations, "forced_length": forced, "overrides": a.override,
-        "logprob_sharing": cfg.logprob_sharing, "generation_sharing": getattr(cfg, "generation_sharing", "n/a"),
+        "framework": "ours",
+        "size": a.size,
+        "iterations": a.iterations,
+        "forced_length": forced,
+        "overrides": a.override,
+        "logprob_sharing": cfg.logprob_sharing,
+        "generation_sharing": getattr(cfg, "generation_sharing", "n/a"),
         "step_s": [r["time/step_s"] for r in timed_records],
-        "warmup_s": [r["time/step_s"] for r in records[:a.warmup]],
+        "warmup_s": [r["time/step_s"] for r in records[: a.warmup]],
         "mean_completion_length": statistics.fmean(r["completion/mean_length"] for r in timed_records),
         "completions_per_step": ROWS,
-        "phases_s": {k: v[a.warmup:] for k, v in phases.items()},
-        "setup_rss_mb": setup_rss, "peak_rss_mb": rss_mb(), "threads": torch.get_num_threads(),
+        "phases_s": {k: v[a.warmup :] for k, v in phases.items()},
+        "setup_rss_mb": setup_rss,
+        "peak_rss_mb": rss_mb(),
+        "threads": torch.get_num_threads(),
     }
 
 
@@ -199,18 +231,23 @@ def child_trl(a: argparse.Namespace) -> dict:
     from transformers import AutoModelForImageTextToText, TrainerCallback
 
     from vlm_grpo.models.families import adapter_for_type
-    from vlm_grpo.tasks.styles import DEFAULT
     from vlm_grpo.tasks.rewards import counting_reward
+    from vlm_grpo.tasks.styles import DEFAULT
 
     work = Path(a.workdir)
     model_dir, data_file = work / f"model_{a.size}", work / f"data_{a.size}" / "train.jsonl"
     rows = read_rows(data_file)
     # The same messages our DEFAULT prompt style builds: the image, then the bare question.
-    dataset = datasets.Dataset.from_dict({
-        "prompt": [[{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": r["question"]}]}] for r in rows],
-        "image": [Image.open(data_file.parent / r["image"]).convert("RGB") for r in rows],
-        "answer": [int(r["answer"]) for r in rows],
-    })
+    dataset = datasets.Dataset.from_dict(
+        {
+            "prompt": [
+                [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": r["question"]}]}]
+                for r in rows
+            ],
+            "image": [Image.open(data_file.parent / r["image"]).convert("RGB") for r in rows],
+            "answer": [int(r["answer"]) for r in rows],
+        }
+    )
 
     def counting(completions, answer, **kwargs):
         """The project's counting reward (+1 correct, 0 wrong number, -1 no number) per completion."""
@@ -235,35 +272,70 @@ def child_trl(a: argparse.Namespace) -> dict:
                 self.logs.append(dict(logs))
 
     args = trl.GRPOConfig(
-        output_dir=str(work / "runs" / f"trl_{a.size}_{os.getpid()}"), seed=SEED,
-        per_device_train_batch_size=a.micro_batch, gradient_accumulation_steps=ROWS // a.micro_batch,
-        num_generations=G, max_completion_length=NEW_TOKENS, temperature=1.0, top_p=1.0, top_k=0,
-        beta=0.0, num_iterations=1, loss_type="bnpo", scale_rewards="group", epsilon=0.2,
-        learning_rate=1e-5, weight_decay=0.01, max_grad_norm=1.0, lr_scheduler_type="linear",
+        output_dir=str(work / "runs" / f"trl_{a.size}_{os.getpid()}"),
+        seed=SEED,
+        per_device_train_batch_size=a.micro_batch,
+        gradient_accumulation_steps=ROWS // a.micro_batch,
+        num_generations=G,
+        max_completion_length=NEW_TOKENS,
+        temperature=1.0,
+        top_p=1.0,
+        top_k=0,
+        beta=0.0,
+        num_iterations=1,
+        loss_type="bnpo",
+        scale_rewards="group",
+        epsilon=0.2,
+        learning_rate=1e-5,
+        weight_decay=0.01,
+        max_grad_norm=1.0,
+        lr_scheduler_type="linear",
         generation_kwargs={"min_new_tokens": NEW_TOKENS},
-        max_steps=a.warmup + a.steps, logging_steps=1, report_to="none", save_strategy="no", disable_tqdm=True,
-        use_vllm=False, bf16=False, fp16=False, gradient_checkpointing=False, use_cpu=True,
-        dataloader_num_workers=0, log_completions=False,
+        max_steps=a.warmup + a.steps,
+        logging_steps=1,
+        report_to="none",
+        save_strategy="no",
+        disable_tqdm=True,
+        use_vllm=False,
+        bf16=False,
+        fp16=False,
+        gradient_checkpointing=False,
+        use_cpu=True,
+        dataloader_num_workers=0,
+        log_completions=False,
     )
     model = AutoModelForImageTextToText.from_pretrained(str(model_dir), dtype=torch.float32)
     timer = StepTimer()
-    trainer = trl.GRPOTrainer(model=model, reward_funcs=counting, args=args, train_dataset=dataset,
-                              processing_class=adapter_for_type("qwen2_vl").load_processor(str(model_dir), "qwen2_vl"), callbacks=[timer])
+    trainer = trl.GRPOTrainer(
+        model=model,
+        reward_funcs=counting,
+        args=args,
+        train_dataset=dataset,
+        processing_class=adapter_for_type("qwen2_vl").load_processor(str(model_dir), "qwen2_vl"),
+        callbacks=[timer],
+    )
     setup_rss = rss_mb()
     phases: dict[str, list[float]] = {"generate": [], "generate_and_score": []}
 
     trainer._generate_single_turn = timed(phases, "generate", trainer._generate_single_turn)
-    trainer._generate_and_score_completions = timed(phases, "generate_and_score", trainer._generate_and_score_completions)
+    trainer._generate_and_score_completions = timed(
+        phases, "generate_and_score", trainer._generate_and_score_completions
+    )
     trainer.train()
-    lengths = [float(log["completions/mean_length"]) for log in timer.logs[a.warmup:]]
+    lengths = [float(log["completions/mean_length"]) for log in timer.logs[a.warmup :]]
     return {
-        "framework": "trl", "size": a.size, "iterations": 1,
-        "step_s": timer.step_s[a.warmup:], "warmup_s": timer.step_s[:a.warmup],
-        "interval_s": timer.interval_s[a.warmup:],
+        "framework": "trl",
+        "size": a.size,
+        "iterations": 1,
+        "step_s": timer.step_s[a.warmup :],
+        "warmup_s": timer.step_s[: a.warmup],
+        "interval_s": timer.interval_s[a.warmup :],
         "mean_completion_length": statistics.fmean(lengths) if lengths else float("nan"),
         "completions_per_step": ROWS,
-        "phases_s": {k: v[a.warmup:] for k, v in phases.items()},
-        "setup_rss_mb": setup_rss, "peak_rss_mb": rss_mb(), "threads": torch.get_num_threads(),
+        "phases_s": {k: v[a.warmup :] for k, v in phases.items()},
+        "setup_rss_mb": setup_rss,
+        "peak_rss_mb": rss_mb(),
+        "threads": torch.get_num_threads(),
     }
 
 
@@ -273,13 +345,15 @@ def logprob_bench(model_dir: Path, data_file: Path, repeats: int, warmup: int = 
 
     from vlm_grpo.data import Sample
     from vlm_grpo.models import load_model_and_processor
-    from vlm_grpo.tasks.styles import DEFAULT
     from vlm_grpo.rollout import completion_logprobs, encode_prompts, generate
+    from vlm_grpo.tasks.styles import DEFAULT
 
     model, processor = load_model_and_processor(str(model_dir), torch.device("cpu"), torch.float32)
     rows = read_rows(data_file)[:PROMPTS_PER_STEP]
-    samples = [Sample(str(i), str(data_file.parent / r["image"]), r["question"], int(r["answer"]), "bench")
-               for i, r in enumerate(rows)]
+    samples = [
+        Sample(str(i), str(data_file.parent / r["image"]), r["question"], int(r["answer"]), "bench")
+        for i, r in enumerate(rows)
+    ]
     prompts = encode_prompts(processor, DEFAULT, samples, torch.device("cpu"))
     torch.manual_seed(SEED)
     ids, mask, _, _ = generate(model, processor, prompts, G, NEW_TOKENS, temperature=1.0)
@@ -287,7 +361,7 @@ def logprob_bench(model_dir: Path, data_file: Path, repeats: int, warmup: int = 
     index = torch.arange(ids.size(0))
     times: dict[str, list[float]] = {"prefix": [], "none": []}
     for i in range(warmup + repeats):
-        for sharing in (("prefix", "none") if i % 2 == 0 else ("none", "prefix")):
+        for sharing in ("prefix", "none") if i % 2 == 0 else ("none", "prefix"):
             model.zero_grad(set_to_none=True)
             t0 = time.perf_counter()
             logp = completion_logprobs(model, prompts, index, ids, mask, G, 1.0, sharing)
@@ -296,9 +370,15 @@ def logprob_bench(model_dir: Path, data_file: Path, repeats: int, warmup: int = 
             if i >= warmup:
                 times[sharing].append(elapsed)
     prefix, none = statistics.median(times["prefix"]), statistics.median(times["none"])
-    return {"rows": int(ids.size(0)), "completion_tokens": int(ids.size(1)),
-            "prompt_tokens": int(prompts.inputs["input_ids"].size(1)),
-            "prefix_s": prefix, "none_s": none, "speedup": none / prefix, "times_s": times}
+    return {
+        "rows": int(ids.size(0)),
+        "completion_tokens": int(ids.size(1)),
+        "prompt_tokens": int(prompts.inputs["input_ids"].size(1)),
+        "prefix_s": prefix,
+        "none_s": none,
+        "speedup": none / prefix,
+        "times_s": times,
+    }
 
 
 def child_logprob(a: argparse.Namespace) -> dict:
@@ -308,7 +388,13 @@ def child_logprob(a: argparse.Namespace) -> dict:
 
     work = Path(a.workdir)
     result = logprob_bench(work / f"model_{a.size}", work / f"data_{a.size}" / "train.jsonl", a.logprob_repeats)
-    return {"framework": "logprob", "size": a.size, **result, "peak_rss_mb": rss_mb(), "threads": torch.get_num_threads()}
+    return {
+        "framework": "logprob",
+        "size": a.size,
+        **result,
+        "peak_rss_mb": rss_mb(),
+        "threads": torch.get_num_threads(),
+    }
 
 
 CHILDREN = {"ours": child_ours, "trl": child_trl, "logprob": child_logprob}
@@ -349,15 +435,48 @@ def wait_for_quiet(max_wait_s: float, threshold: float, log) -> float:
     return time.perf_counter() - start
 
 
-def run_child(kind: str, a: argparse.Namespace, size: int, iterations: int = 1, log_dir: Path | None = None,
-              overrides: tuple[str, ...] = ()) -> dict:
-    command = [sys.executable, str(Path(__file__).resolve()), "--child", kind, "--size", str(size),
-               "--iterations", str(iterations), "--workdir", str(a.workdir), "--threads", str(a.threads),
-               "--warmup", str(a.warmup), "--steps", str(a.steps), "--micro-batch", str(a.micro_batch),
-               "--logprob-repeats", str(a.logprob_repeats), *(f"--override={o}" for o in overrides)]
-    env = {**os.environ, "OMP_NUM_THREADS": str(a.threads), "MKL_NUM_THREADS": str(a.threads),
-           "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-           "TRANSFORMERS_VERBOSITY": "error", "TQDM_DISABLE": "1", "PYTHONWARNINGS": "ignore"}
+def run_child(
+    kind: str,
+    a: argparse.Namespace,
+    size: int,
+    iterations: int = 1,
+    log_dir: Path | None = None,
+    overrides: tuple[str, ...] = (),
+) -> dict:
+    command = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--child",
+        kind,
+        "--size",
+        str(size),
+        "--iterations",
+        str(iterations),
+        "--workdir",
+        str(a.workdir),
+        "--threads",
+        str(a.threads),
+        "--warmup",
+        str(a.warmup),
+        "--steps",
+        str(a.steps),
+        "--micro-batch",
+        str(a.micro_batch),
+        "--logprob-repeats",
+        str(a.logprob_repeats),
+        *(f"--override={o}" for o in overrides),
+    ]
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": str(a.threads),
+        "MKL_NUM_THREADS": str(a.threads),
+        "TOKENIZERS_PARALLELISM": "false",
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "TRANSFORMERS_VERBOSITY": "error",
+        "TQDM_DISABLE": "1",
+        "PYTHONWARNINGS": "ignore",
+    }
     t0, busy0, cpu0 = time.perf_counter(), cpu_busy_s(), children_cpu_s()
     proc = subprocess.run(command, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - t0
@@ -366,7 +485,9 @@ def run_child(kind: str, a: argparse.Namespace, size: int, iterations: int = 1, 
     if log_dir is not None:
         log_dir.mkdir(parents=True, exist_ok=True)
         tag = "_".join(o.replace("=", "-") for o in overrides)
-        (log_dir / f"{kind}_{size}_k{iterations}{'_' + tag if tag else ''}_{int(time.time() * 1000)}.log").write_text(proc.stdout + proc.stderr)
+        (log_dir / f"{kind}_{size}_k{iterations}{'_' + tag if tag else ''}_{int(time.time() * 1000)}.log").write_text(
+            proc.stdout + proc.stderr
+        )
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     if proc.returncode != 0 or not lines:
         raise RuntimeError(f"child {kind} size={size} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
@@ -386,13 +507,21 @@ def summarize(runs: list[dict]) -> dict:
     """Pool the timed steps of all repeats of one framework at one size."""
     steps = [s for r in runs for s in r["step_s"]]
     med = median(steps)
-    out = {"median_step_s": med, "completions_per_s": ROWS / med, "steps": len(steps), "repeats": len(runs),
-           "min_step_s": min(steps), "max_step_s": max(steps),
-           "peak_rss_mb": max(r["peak_rss_mb"] for r in runs), "setup_rss_mb": max(r["setup_rss_mb"] for r in runs),
-           "mean_completion_length": statistics.fmean(r["mean_completion_length"] for r in runs),
-           "repeat_medians_s": [median(r["step_s"]) for r in runs],
-           "phases_median_s": {k: median([v for r in runs for v in r["phases_s"][k]]) for k in runs[0]["phases_s"]},
-           "threads": runs[0]["threads"], "runs": runs}
+    out = {
+        "median_step_s": med,
+        "completions_per_s": ROWS / med,
+        "steps": len(steps),
+        "repeats": len(runs),
+        "min_step_s": min(steps),
+        "max_step_s": max(steps),
+        "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
+        "setup_rss_mb": max(r["setup_rss_mb"] for r in runs),
+        "mean_completion_length": statistics.fmean(r["mean_completion_length"] for r in runs),
+        "repeat_medians_s": [median(r["step_s"]) for r in runs],
+        "phases_median_s": {k: median([v for r in runs for v in r["phases_s"][k]]) for k in runs[0]["phases_s"]},
+        "threads": runs[0]["threads"],
+        "runs": runs,
+    }
     if "interval_s" in runs[0]:
         out["median_interval_s"] = median([s for r in runs for s in r["interval_s"]])
     return out
@@ -421,33 +550,63 @@ def machine() -> dict:
                 mem_gb = round(int(line.split()[1]) / 1024 / 1024, 1)
     except OSError:
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gb": mem_gb, "python": platform.python_version(),
-            "torch": torch.__version__, "transformers": transformers.__version__, "trl": trl.__version__,
-            "platform": platform.platform()}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gb": mem_gb,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "trl": trl.__version__,
+        "platform": platform.platform(),
+    }
 
 
 def main(argv: list[str] | None = None) -> dict | None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="one repeat per size, 1 warm-up + 2 timed steps (a few minutes)")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--quick", action="store_true", help="one repeat per size, 1 warm-up + 2 timed steps (a few minutes)"
+    )
     p.add_argument("--sizes", default="16,64,256", help="image tokens per prompt, comma separated (16, 64, 256)")
     p.add_argument("--repeats", type=int, default=3, help="A B alternations per size (child processes per framework)")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps at the start of every child")
     p.add_argument("--steps", type=int, default=8, help="timed steps per child")
     p.add_argument("--logprob-repeats", type=int, default=7, help="timed repeats of each log-prob path")
-    p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1), help="torch threads, the same for every child")
+    p.add_argument(
+        "--threads", type=int, default=min(2, os.cpu_count() or 1), help="torch threads, the same for every child"
+    )
     p.add_argument("--micro-batch", type=int, default=ROWS, help="rows per forward/backward, both frameworks (32: all)")
     p.add_argument("--model-size", default="small", choices=("nano", "small"), help="vlm_grpo.tiny size")
     p.add_argument("--no-ours4", action="store_true", help="skip the informational run of ours at num_iterations=4")
-    p.add_argument("--ablations", action="store_true",
-                   help="also run ours with generation_sharing=none, logprob_sharing=none, and both (attribution)")
-    p.add_argument("--max-interference", type=float, default=0.15,
-                   help="cores other processes may use during a child before it is measured again")
-    p.add_argument("--retries", type=int, default=None, help="re-measurements of a disturbed child (default 3; --quick 0)")
-    p.add_argument("--max-wait", type=float, default=None,
-                   help="seconds to wait for a quiet machine before each child (default 900; --quick 0)")
+    p.add_argument(
+        "--ablations",
+        action="store_true",
+        help="also run ours with generation_sharing=none, logprob_sharing=none, and both (attribution)",
+    )
+    p.add_argument(
+        "--max-interference",
+        type=float,
+        default=0.15,
+        help="cores other processes may use during a child before it is measured again",
+    )
+    p.add_argument(
+        "--retries", type=int, default=None, help="re-measurements of a disturbed child (default 3; --quick 0)"
+    )
+    p.add_argument(
+        "--max-wait",
+        type=float,
+        default=None,
+        help="seconds to wait for a quiet machine before each child (default 900; --quick 0)",
+    )
     p.add_argument("--workdir", default=None, help="models, data and logs (default: a fresh temporary folder)")
-    p.add_argument("--results", default=None,
-                   help="markdown file to write (default: benchmarks/RESULTS.md for a full run, nothing with --quick); 'none' disables")
+    p.add_argument(
+        "--results",
+        default=None,
+        help="markdown file to write (default: benchmarks/RESULTS.md for a full run, nothing with --quick); "
+        "'none' disables",
+    )
     # Internal: one measurement in this process.
     p.add_argument("--child", choices=tuple(CHILDREN), help=argparse.SUPPRESS)
     p.add_argument("--size", type=int, help=argparse.SUPPRESS)
@@ -477,7 +636,9 @@ def main(argv: list[str] | None = None) -> dict | None:
         results_path = None
     a.workdir = str(Path(a.workdir or tempfile.mkdtemp(prefix="vlm_grpo_bench_")).resolve())
     work = Path(a.workdir)
-    command = "python " + " ".join(shlex.quote(x) for x in [os.path.relpath(__file__)] + (sys.argv[1:] if argv is None else argv))
+    command = "python " + " ".join(
+        shlex.quote(x) for x in [os.path.relpath(__file__)] + (sys.argv[1:] if argv is None else argv)
+    )
 
     def log(message: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
@@ -494,7 +655,9 @@ def main(argv: list[str] | None = None) -> dict | None:
                 break
             if attempt < a.retries:
                 rerun["count"] += 1
-                log(f"other processes used {result['other_cores']:.2f} cores during {kind} size {size}: measuring again")
+                log(
+                    f"other processes used {result['other_cores']:.2f} cores during {kind} size {size}: measuring again"
+                )
         result["attempts"] = attempt + 1
         return result
 
@@ -512,10 +675,15 @@ def main(argv: list[str] | None = None) -> dict | None:
                 kind, iterations, overrides, _ = VARIANTS[label]
                 result = measure(kind, size, iterations, overrides)
                 runs[label].append(result)
-                log(f"size {size} repeat {r + 1}/{a.repeats} {label}: median step {median(result['step_s']):.3f} s, "
-                    f"peak RSS {result['peak_rss_mb']:.0f} MB, mean length {result['mean_completion_length']:.1f}")
+                log(
+                    f"size {size} repeat {r + 1}/{a.repeats} {label}: median step {median(result['step_s']):.3f} s, "
+                    f"peak RSS {result['peak_rss_mb']:.0f} MB, mean length {result['mean_completion_length']:.1f}"
+                )
         lp = measure("logprob", size, 1, ())
-        log(f"size {size} log-prob pass: prefix {lp['prefix_s']:.3f} s, none {lp['none_s']:.3f} s, speedup {lp['speedup']:.2f}x")
+        log(
+            f"size {size} log-prob pass: prefix {lp['prefix_s']:.3f} s, none {lp['none_s']:.3f} s, "
+            f"speedup {lp['speedup']:.2f}x"
+        )
         entry = {label: summarize(results) for label, results in runs.items()}
         entry["logprob"] = lp
         entry["ratio_vs_trl"] = entry["ours"]["completions_per_s"] / entry["trl"]["completions_per_s"]
@@ -529,26 +697,50 @@ def main(argv: list[str] | None = None) -> dict | None:
             "trl": round(max(e["trl"]["peak_rss_mb"] for e in per_size.values()), 1),
         },
     }
-    kept = [r for e in per_size.values() for k in VARIANTS if k in e for r in e[k]["runs"]] + [e["logprob"] for e in per_size.values()]
+    kept = [r for e in per_size.values() for k in VARIANTS if k in e for r in e[k]["runs"]] + [
+        e["logprob"] for e in per_size.values()
+    ]
     loads = [r["load_1m_after"] for r in kept]
-    interference = {"max_other_cores": max(r["other_cores"] for r in kept),
-                    "median_other_cores": median([r["other_cores"] for r in kept]),
-                    "children_over_threshold": sum(r["other_cores"] > a.max_interference for r in kept),
-                    "children": len(kept), "remeasured": rerun["count"], "threshold": a.max_interference}
-    report = {"command": command, "started_utc": started.strftime("%Y-%m-%d %H:%M UTC"), "max_load_1m_after_child": max(loads),
-              "interference": interference,
-              "wall_s": (datetime.now(timezone.utc) - started).total_seconds(),
-              "load_before": load_before, "load_after": os.getloadavg(), "machine": machine(),
-              "settings": {"threads": a.threads, "repeats": a.repeats, "warmup": a.warmup, "steps": a.steps,
-                           "logprob_repeats": a.logprob_repeats, "micro_batch": a.micro_batch, "model_size": a.model_size,
-                           "ablations": a.ablations, "retries": a.retries, "max_wait": a.max_wait,
-                           "max_interference": a.max_interference},
-              "sizes": {str(s): e for s, e in per_size.items()}, "summary": final}
+    interference = {
+        "max_other_cores": max(r["other_cores"] for r in kept),
+        "median_other_cores": median([r["other_cores"] for r in kept]),
+        "children_over_threshold": sum(r["other_cores"] > a.max_interference for r in kept),
+        "children": len(kept),
+        "remeasured": rerun["count"],
+        "threshold": a.max_interference,
+    }
+    report = {
+        "command": command,
+        "started_utc": started.strftime("%Y-%m-%d %H:%M UTC"),
+        "max_load_1m_after_child": max(loads),
+        "interference": interference,
+        "wall_s": (datetime.now(timezone.utc) - started).total_seconds(),
+        "load_before": load_before,
+        "load_after": os.getloadavg(),
+        "machine": machine(),
+        "settings": {
+            "threads": a.threads,
+            "repeats": a.repeats,
+            "warmup": a.warmup,
+            "steps": a.steps,
+            "logprob_repeats": a.logprob_repeats,
+            "micro_batch": a.micro_batch,
+            "model_size": a.model_size,
+            "ablations": a.ablations,
+            "retries": a.retries,
+            "max_wait": a.max_wait,
+            "max_interference": a.max_interference,
+        },
+        "sizes": {str(s): e for s, e in per_size.items()},
+        "summary": final,
+    }
     (work / "report.json").write_text(json.dumps(report, indent=2))
     if interference["children_over_threshold"]:
-        log(f"warning: other processes used up to {interference['max_other_cores']:.2f} cores during "
+        log(
+            f"warning: other processes used up to {interference['max_other_cores']:.2f} cores during "
             f"{interference['children_over_threshold']} measurement(s): those timings are not trustworthy "
-            "(a full run waits for a quiet machine and measures disturbed children again)")
+            "(a full run waits for a quiet machine and measures disturbed children again)"
+        )
     print(render_tables(report))
     if results_path:
         write_results(Path(results_path), report)
@@ -566,7 +758,8 @@ def render_tables(report: dict) -> str:
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB RAM; Python {m['python']}, torch {m['torch']}, "
         f"transformers {m['transformers']}, trl {m['trl']}; {m['platform']}.",
         f"Run: {report['started_utc']}, {report['wall_s'] / 60:.1f} min; load average (1/5/15 min) before "
-        f"{'/'.join(f'{x:.2f}' for x in report['load_before'])}, after {'/'.join(f'{x:.2f}' for x in report['load_after'])}; highest 1-min load after a child "
+        f"{'/'.join(f'{x:.2f}' for x in report['load_before'])}, "
+        f"after {'/'.join(f'{x:.2f}' for x in report['load_after'])}; highest 1-min load after a child "
         f"{report['max_load_1m_after_child']:.2f} (a child itself loads up to {s['threads']}).",
     ]
     if "interference" in report:
@@ -575,10 +768,12 @@ def render_tables(report: dict) -> str:
             f"Other processes during the kept measurements (machine busy time minus the child's own CPU time): "
             f"median {i['median_other_cores']:.2f}, at most {i['max_other_cores']:.2f} cores of {m['cores']}; "
             f"{i['children_over_threshold']} of {i['children']} kept children above the {i['threshold']:.2f}-core "
-            f"threshold; {i['remeasured']} child run(s) were disturbed and measured again.")
+            f"threshold; {i['remeasured']} child run(s) were disturbed and measured again."
+        )
     lines += [
         f"Settings: torch.set_num_threads({s['threads']}) in every child; tiny Qwen2-VL `{s['model_size']}`; "
-        f"G={G}, {PROMPTS_PER_STEP} prompts/step ({ROWS} completions), {NEW_TOKENS} new tokens, temperature 1.0, beta 0, "
+        f"G={G}, {PROMPTS_PER_STEP} prompts/step ({ROWS} completions), {NEW_TOKENS} new tokens, "
+        "temperature 1.0, beta 0, "
         f"fp32, {s['micro_batch']} rows per forward/backward; {s['repeats']} repeat(s) x ({s['warmup']} warm-up + "
         f"{s['steps']} timed steps) per framework and size; log-prob pass: median of {s['logprob_repeats']} repeats.",
     ]
@@ -594,27 +789,39 @@ def render_tables(report: dict) -> str:
     ]
     for size, e in report["sizes"].items():
         px = IMAGE_TOKENS[int(size)]
-        lines += [f"### {size} image tokens per prompt ({px}x{px} px)", "",
-                  "| run | median s/step | completions/s | peak RSS MB | mean completion length | ours/TRL completions/s |",
-                  "|---|---:|---:|---:|---:|---:|"]
+        lines += [
+            f"### {size} image tokens per prompt ({px}x{px} px)",
+            "",
+            "| run | median s/step | completions/s | peak RSS MB | mean completion length | ours/TRL completions/s |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
         for key, (_, _, _, name) in VARIANTS.items():
             if key not in e:
                 continue
             r = e[key]
-            ratio = f"**{e['ratio_vs_trl']:.2f}x**" if key == "ours" else (
-                "1.00x" if key == "trl" else f"({r['completions_per_s'] / e['trl']['completions_per_s']:.2f}x)")
-            lines.append(f"| {name} | {r['median_step_s']:.3f} | {r['completions_per_s']:.1f} | {r['peak_rss_mb']:.0f} | "
-                         f"{r['mean_completion_length']:.1f} | {ratio} |")
+            ratio = (
+                f"**{e['ratio_vs_trl']:.2f}x**"
+                if key == "ours"
+                else ("1.00x" if key == "trl" else f"({r['completions_per_s'] / e['trl']['completions_per_s']:.2f}x)")
+            )
+            lines.append(
+                f"| {name} | {r['median_step_s']:.3f} | {r['completions_per_s']:.1f} | {r['peak_rss_mb']:.0f} | "
+                f"{r['mean_completion_length']:.1f} | {ratio} |"
+            )
         phases = []
         for key, name in (("ours", "ours"), ("trl", "TRL"), ("ours4", "ours k=4"), ("ours_both_none", "ours both off")):
             if key in e:
                 parts = ", ".join(f"{k} {v:.3f}" for k, v in e[key]["phases_median_s"].items())
                 phases.append(f"{name}: {parts}")
         lp = e["logprob"]
-        lines += ["", "Phase medians (s/step): " + "; ".join(phases) + ".",
-                  f"Log-prob pass with gradients over {lp['rows']} rows (prompt {lp['prompt_tokens']} tokens padded, "
-                  f"{lp['completion_tokens']} completion tokens): prefix {lp['prefix_s']:.3f} s, none (per row) "
-                  f"{lp['none_s']:.3f} s, **speedup {lp['speedup']:.2f}x**.", ""]
+        lines += [
+            "",
+            "Phase medians (s/step): " + "; ".join(phases) + ".",
+            f"Log-prob pass with gradients over {lp['rows']} rows (prompt {lp['prompt_tokens']} tokens padded, "
+            f"{lp['completion_tokens']} completion tokens): prefix {lp['prefix_s']:.3f} s, none (per row) "
+            f"{lp['none_s']:.3f} s, **speedup {lp['speedup']:.2f}x**.",
+            "",
+        ]
     lines += ["Final JSON line:", "", "```json", json.dumps(report["summary"]), "```"]
     return "\n".join(lines)
 

@@ -62,8 +62,9 @@ def test_clipping_inactive_and_active():
     loss, _, clipped = algo.clipped_surrogate(logp, old, torch.tensor([-1.0]), 0.2)
     assert loss[0].tolist() == pytest.approx([1.0, 1.5]) and clipped[0].tolist() == [False, False]
     # Ratio below 1-eps with negative advantage is clipped at 0.8.
-    loss, _, clipped = algo.clipped_surrogate(torch.log(torch.tensor([[0.3]])), torch.log(torch.tensor([[0.6]])),
-                                              torch.tensor([-1.0]), 0.2)
+    loss, _, clipped = algo.clipped_surrogate(
+        torch.log(torch.tensor([[0.3]])), torch.log(torch.tensor([[0.6]])), torch.tensor([-1.0]), 0.2
+    )
     assert loss.item() == pytest.approx(0.8) and clipped.item()
 
 
@@ -89,7 +90,9 @@ def test_micro_batches_accumulate_to_the_full_minibatch():
     mask[:, 0] = 1
     for loss_type in ("token_mean", "seq_mean"):
         full = algo.aggregate(per_token, mask, loss_type, float(mask.sum()), 6)
-        parts = sum(algo.aggregate(per_token[i:i + 2], mask[i:i + 2], loss_type, float(mask.sum()), 6) for i in (0, 2, 4))
+        parts = sum(
+            algo.aggregate(per_token[i : i + 2], mask[i : i + 2], loss_type, float(mask.sum()), 6) for i in (0, 2, 4)
+        )
         assert parts.item() == pytest.approx(full.item(), rel=1e-6)
 
 

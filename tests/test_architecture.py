@@ -9,8 +9,20 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "vlm_grpo"
 # Lowest first; a module may import its own layer and the layers before it.
-LAYERS = ["base", "core", "tasks", "data", "models", "rollout", "guidance", "evaluation", "training", "study",
-          "lab", "cli"]
+LAYERS = [
+    "base",
+    "core",
+    "tasks",
+    "data",
+    "models",
+    "rollout",
+    "guidance",
+    "evaluation",
+    "training",
+    "study",
+    "lab",
+    "cli",
+]
 BASE_MODULES = {"config", "errors", "registry", "seeding", "__init__"}
 MAX_MODULE_LINES = 450
 MAX_FUNCTION_LINES = 60
@@ -81,7 +93,9 @@ def test_the_cli_only_parses_and_calls():
     assert not [n for n in tree.body if isinstance(n, ast.ClassDef)], "the CLI defines no classes"
     top_imports = {n.names[0].name for n in tree.body if isinstance(n, ast.Import)}
     top_imports |= {n.module for n in tree.body if isinstance(n, ast.ImportFrom) and n.module}
-    assert top_imports <= {"__future__", "pathlib", "typing", "typer"}, "the CLI imports the library only inside commands"
+    assert top_imports <= {"__future__", "pathlib", "typing", "typer"}, (
+        "the CLI imports the library only inside commands"
+    )
 
 
 @pytest.mark.parametrize("path", modules(), ids=lambda p: str(p.relative_to(PACKAGE)))
@@ -90,5 +104,13 @@ def test_modules_and_functions_stay_small(path):
     assert source.count("\n") <= MAX_MODULE_LINES, f"{path.name}: {source.count(chr(10))} lines"
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            length = node.end_lineno - node.lineno + 1
-            assert length <= MAX_FUNCTION_LINES, f"{path.name}:{node.lineno} {node.name} is {length} lines"
+            length = body_lines(node)
+            assert length <= MAX_FUNCTION_LINES, f"{path.name}:{node.lineno} {node.name} has {length} lines of body"
+
+
+def body_lines(node: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
+    """Lines from the first statement after the docstring to the end: the signature and docstring don't count."""
+    body = node.body
+    if len(body) > 1 and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+        body = body[1:]
+    return node.end_lineno - body[0].lineno + 1

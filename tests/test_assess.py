@@ -8,10 +8,10 @@ from collections import defaultdict
 import pytest
 from typer.testing import CliRunner
 
-from vlm_grpo.evaluation.assess import RATES, assess, style_assessment
 from vlm_grpo.cli import app
-from vlm_grpo.tasks.counting import parse_answer, parse_strict
 from vlm_grpo.core.statistics import signal_probability
+from vlm_grpo.evaluation.assess import RATES, assess, style_assessment
+from vlm_grpo.tasks.counting import parse_answer, parse_strict
 
 G = 3
 FAST = dict(n=3, group_size=G, temperature=1.0, max_new_tokens=8, batch_size=16, device="cpu", progress=False)
@@ -54,9 +54,11 @@ def test_rates_and_measured_signal_recompute_from_the_records(assessed):
             parsed = [parse_answer(r["completion"]) for r in rows]
             assert a[prefix + "answer_present_rate"] == pytest.approx(sum(p is not None for p in parsed) / len(rows))
             assert a[prefix + "tag_answer_rate"] == pytest.approx(
-                sum(parse_strict(r["completion"]) is not None for r in rows) / len(rows))
+                sum(parse_strict(r["completion"]) is not None for r in rows) / len(rows)
+            )
             assert a[prefix + "accuracy"] == pytest.approx(
-                sum(p == r["answer"] for p, r in zip(parsed, rows)) / len(rows))
+                sum(p == r["answer"] for p, r in zip(parsed, rows)) / len(rows)
+            )
         groups = defaultdict(list)
         for r in sampled:
             groups[r["sample_id"]].append(r["reward"])
@@ -75,8 +77,14 @@ def test_intervals_bracket_the_rates(assessed):
 def _record(sample, reward, answer=3):
     parsed = {1.0: answer, 0.0: answer + 1, -1.0: None}[reward]
     text = "" if parsed is None else f"<answer>{parsed}</answer>" if reward == 1.0 else str(parsed)
-    return {"sample_id": sample, "reward": reward, "number_present": parsed is not None,
-            "correct": reward == 1.0, "strict_parsed": parse_strict(text), "completion": text}
+    return {
+        "sample_id": sample,
+        "reward": reward,
+        "number_present": parsed is not None,
+        "correct": reward == 1.0,
+        "strict_parsed": parse_strict(text),
+        "completion": text,
+    }
 
 
 def test_style_assessment_on_known_groups():
@@ -89,14 +97,35 @@ def test_style_assessment_on_known_groups():
     assert a["accuracy_given_answer"] == pytest.approx(5 / 6)
     assert a["signal_measured"] == pytest.approx(1 / 3)  # only group b has unequal rewards
     assert a["signal_probability"] == pytest.approx(signal_probability(0.5, 4))
-    assert a["greedy_answer_present_rate"] == pytest.approx(2 / 3) and a["greedy_accuracy_given_answer"] == pytest.approx(0.5)
+    assert a["greedy_answer_present_rate"] == pytest.approx(2 / 3) and a[
+        "greedy_accuracy_given_answer"
+    ] == pytest.approx(0.5)
     assert a["advice"]["band"] == ">30%"
 
 
 def test_cli_prints_a_table_and_writes_the_file(tmp_path):
-    result = CliRunner().invoke(app, ["assess", "--model", "tiny-qwen2-vl", "--data", "lab-clevr", "--styles", "default",
-                                      "--n", "2", "--num-generations", "2", "--max-new-tokens", "6",
-                                      "--out", str(tmp_path), "--device", "cpu"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "assess",
+            "--model",
+            "tiny-qwen2-vl",
+            "--data",
+            "lab-clevr",
+            "--styles",
+            "default",
+            "--n",
+            "2",
+            "--num-generations",
+            "2",
+            "--max-new-tokens",
+            "6",
+            "--out",
+            str(tmp_path),
+            "--device",
+            "cpu",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "Baseline assessment" in result.output and "answer present" in result.output
     assert "P(group has signal)" in result.output and "single-domain" in result.output
@@ -104,17 +133,34 @@ def test_cli_prints_a_table_and_writes_the_file(tmp_path):
 
 
 def test_cli_rejects_an_unknown_style_without_a_traceback():
-    result = subprocess.run([sys.executable, "-m", "vlm_grpo.cli", "assess", "--model", "tiny-qwen2-vl",
-                             "--data", "lab-clevr", "--styles", "default,fancy"],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vlm_grpo.cli",
+            "assess",
+            "--model",
+            "tiny-qwen2-vl",
+            "--data",
+            "lab-clevr",
+            "--styles",
+            "default,fancy",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2
     assert "unknown prompt style 'fancy'" in result.stderr and "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--model", "no-such-model", "--data", "lab-clevr"], "unknown model 'no-such-model'"),
-    (["--model", "tiny-qwen2-vl", "--data", "no-such-data"], "unknown data set 'no-such-data'"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--model", "no-such-model", "--data", "lab-clevr"], "unknown model 'no-such-model'"),
+        (["--model", "tiny-qwen2-vl", "--data", "no-such-data"], "unknown data set 'no-such-data'"),
+    ],
+)
 def test_cli_rejects_unknown_model_and_data(args, message):
     result = CliRunner().invoke(app, ["assess", *args])
     assert result.exit_code == 2 and message in result.output

@@ -21,10 +21,37 @@ SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "step_throughput.p
 def test_benchmark_prints_its_json_keys(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--sizes", "16", "--repeats", "1", "--warmup", "0", "--steps", "1",
-         "--logprob-repeats", "1", "--threads", "1", "--model-size", "nano", "--no-ours4", "--retries", "0", "--max-wait", "0",
-         "--workdir", str(tmp_path), "--results", str(tmp_path / "RESULTS.md")],
-        capture_output=True, text=True, env=env, timeout=180,
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--sizes",
+            "16",
+            "--repeats",
+            "1",
+            "--warmup",
+            "0",
+            "--steps",
+            "1",
+            "--logprob-repeats",
+            "1",
+            "--threads",
+            "1",
+            "--model-size",
+            "nano",
+            "--no-ours4",
+            "--retries",
+            "0",
+            "--max-wait",
+            "0",
+            "--workdir",
+            str(tmp_path),
+            "--results",
+            str(tmp_path / "RESULTS.md"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=180,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     final = json.loads(proc.stdout.strip().splitlines()[-1])

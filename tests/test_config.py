@@ -27,56 +27,71 @@ def test_every_field_is_documented():
             for i, item in enumerate(body):
                 if isinstance(item, ast.AnnAssign):
                     nxt = body[i + 1] if i + 1 < len(body) else None
-                    assert isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant), \
+                    assert isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant), (
                         f"{node.name}.{item.target.id} has no docstring"
+                    )
 
 
 def test_yaml_and_overrides(tmp_path):
     preset = tmp_path / "p.yaml"
     preset.write_text("max_steps: 7\ninjection:\n  mode: random\n")
-    cfg = load_config(preset, ["injection.schedule=linear_decay", "learning_rate=5e-5", "data.eval=[lab-clevr,lab-superclevr]"])
+    cfg = load_config(
+        preset, ["injection.schedule=linear_decay", "learning_rate=5e-5", "data.eval=[lab-clevr,lab-superclevr]"]
+    )
     assert cfg.max_steps == 7 and cfg.injection.mode == "random" and cfg.injection.schedule == "linear_decay"
     assert cfg.learning_rate == 5e-5 and cfg.data.eval == ["lab-clevr", "lab-superclevr"]
 
 
-@pytest.mark.parametrize("override,needle", [
-    ("num_generations=1", "num_generations=1"),
-    ("minibatch_size=5", "minibatch_size=5 must divide prompts_per_step x num_generations = 32"),
-    ("micro_batch_size=3", "micro_batch_size=3 must divide minibatch_size=32"),
-    ("injection.mode=sometimes", "injection.mode='sometimes' is not one of none, random, rate, rescue"),
-    ("injection.rows=8", "injection.rows=8 must be in 1..num_generations-1"),
-    ("loss_type=sum", "loss_type='sum'"),
-    ("max_steps=ten", "max_steps='ten' must be of type int"),
-    ("no_such_key=1", "unknown key 'no_such_key'"),
-    ("injection.nope=1", "unknown key 'injection.nope'"),
-    ("justtext", "must look like key=value"),
-    ("fsdp=zero3", "fsdp='zero3' is not one of none, full_shard, shard_grad_op"),
-    ("zero_stage=1", "zero_stage=1 is not one of 0, 2, 3"),
-])
+@pytest.mark.parametrize(
+    "override,needle",
+    [
+        ("num_generations=1", "num_generations=1"),
+        ("minibatch_size=5", "minibatch_size=5 must divide prompts_per_step x num_generations = 32"),
+        ("micro_batch_size=3", "micro_batch_size=3 must divide minibatch_size=32"),
+        ("injection.mode=sometimes", "injection.mode='sometimes' is not one of none, random, rate, rescue"),
+        ("injection.rows=8", "injection.rows=8 must be in 1..num_generations-1"),
+        ("loss_type=sum", "loss_type='sum'"),
+        ("max_steps=ten", "max_steps='ten' must be of type int"),
+        ("no_such_key=1", "unknown key 'no_such_key'"),
+        ("injection.nope=1", "unknown key 'injection.nope'"),
+        ("justtext", "must look like key=value"),
+        ("fsdp=zero3", "fsdp='zero3' is not one of none, full_shard, shard_grad_op"),
+        ("zero_stage=1", "zero_stage=1 is not one of 0, 2, 3"),
+    ],
+)
 def test_validation_messages_name_field_value_and_rule(override, needle):
     with pytest.raises(ConfigError) as info:
         load_config(None, [override])
     assert needle in str(info.value)
 
 
-@pytest.mark.parametrize("overrides,needle", [
-    (["fsdp=full_shard", "skip_zero_advantage_groups=true"], "fsdp=full_shard needs skip_zero_advantage_groups=false"),
-    (["fsdp=shard_grad_op", "lora.enabled=true"], "fsdp=shard_grad_op with lora.enabled=true is not supported"),
-    (["zero_stage=3", "lora.enabled=true"], "zero_stage=3 with lora.enabled=true is not supported"),
-    (["fsdp=full_shard", "zero_stage=2"], "fsdp=full_shard and zero_stage=2: pick one"),
-])
+@pytest.mark.parametrize(
+    "overrides,needle",
+    [
+        (
+            ["fsdp=full_shard", "skip_zero_advantage_groups=true"],
+            "fsdp=full_shard needs skip_zero_advantage_groups=false",
+        ),
+        (["fsdp=shard_grad_op", "lora.enabled=true"], "fsdp=shard_grad_op with lora.enabled=true is not supported"),
+        (["zero_stage=3", "lora.enabled=true"], "zero_stage=3 with lora.enabled=true is not supported"),
+        (["fsdp=full_shard", "zero_stage=2"], "fsdp=full_shard and zero_stage=2: pick one"),
+    ],
+)
 def test_fsdp_refuses_what_it_cannot_do(overrides, needle):
     with pytest.raises(ConfigError) as info:
         load_config(None, overrides)
     assert needle in str(info.value)
 
 
-@pytest.mark.parametrize("env,mode", [
-    ({}, "none"),
-    ({"ACCELERATE_USE_FSDP": "true", "FSDP_RESHARD_AFTER_FORWARD": "true"}, "full_shard"),
-    ({"ACCELERATE_USE_FSDP": "true", "FSDP_RESHARD_AFTER_FORWARD": "false"}, "shard_grad_op"),
-    ({"ACCELERATE_USE_FSDP": "true", "FSDP_SHARDING_STRATEGY": "SHARD_GRAD_OP"}, "shard_grad_op"),
-])
+@pytest.mark.parametrize(
+    "env,mode",
+    [
+        ({}, "none"),
+        ({"ACCELERATE_USE_FSDP": "true", "FSDP_RESHARD_AFTER_FORWARD": "true"}, "full_shard"),
+        ({"ACCELERATE_USE_FSDP": "true", "FSDP_RESHARD_AFTER_FORWARD": "false"}, "shard_grad_op"),
+        ({"ACCELERATE_USE_FSDP": "true", "FSDP_SHARDING_STRATEGY": "SHARD_GRAD_OP"}, "shard_grad_op"),
+    ],
+)
 def test_an_accelerate_fsdp_config_picks_the_sharding(monkeypatch, env, mode):
     from vlm_grpo.training.distributed.world import launcher_fsdp_mode
 
@@ -87,11 +102,14 @@ def test_an_accelerate_fsdp_config_picks_the_sharding(monkeypatch, env, mode):
     assert launcher_fsdp_mode() == mode
 
 
-@pytest.mark.parametrize("env,stage", [
-    ({}, 0),
-    ({"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "3"}, 3),
-    ({"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "2"}, 2),
-])
+@pytest.mark.parametrize(
+    "env,stage",
+    [
+        ({}, 0),
+        ({"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "3"}, 3),
+        ({"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "2"}, 2),
+    ],
+)
 def test_an_accelerate_deepspeed_config_picks_the_zero_stage(monkeypatch, env, stage):
     from vlm_grpo.training.distributed.world import launcher_zero_stage
 

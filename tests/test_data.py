@@ -37,9 +37,11 @@ def test_clevr_cogen_parquet(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    rows = {"image": [{"bytes": png_bytes(), "path": None} for _ in range(4)],
-            "problem": ["How many items are there in the image?"] * 4,
-            "solution": ["<answer> 3 </answer>", "<answer> 10 </answer>", "<answer>4</answer>", "<answer> 7 </answer>"]}
+    rows = {
+        "image": [{"bytes": png_bytes(), "path": None} for _ in range(4)],
+        "problem": ["How many items are there in the image?"] * 4,
+        "solution": ["<answer> 3 </answer>", "<answer> 10 </answer>", "<answer>4</answer>", "<answer> 7 </answer>"],
+    }
     pq.write_table(pa.table(rows), tmp_path / "clevr.parquet")
     source = open_source(str(tmp_path / "clevr.parquet"))
     assert [source[i].answer for i in range(4)] == [3, 10, 4, 7]
@@ -53,8 +55,16 @@ def test_superclevr_question_file_with_images_root(tmp_path):
     images.mkdir(parents=True)
     (images / "superCLEVR_new_025000.png").write_bytes(png_bytes())
     qfile = tmp_path / "superclevr.jsonl"
-    qfile.write_text(json.dumps({"image_path": "./images/superCLEVR_new_025000.png",
-                                 "question": "How many different items are there in the image?", "ground_truth": 4}) + "\n")
+    qfile.write_text(
+        json.dumps(
+            {
+                "image_path": "./images/superCLEVR_new_025000.png",
+                "question": "How many different items are there in the image?",
+                "ground_truth": 4,
+            }
+        )
+        + "\n"
+    )
     sample = open_source(str(qfile), images=str(tmp_path / "root"))[0]
     assert sample.answer == 4 and sample.load_image().size == (40, 30)
 

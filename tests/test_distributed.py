@@ -49,8 +49,18 @@ DRIVER = textwrap.dedent("""
     T.GRPOTrainer(load_config(None, sys.argv[1:])).train()
 """)
 
-ARGS = ["model=tiny-qwen2-vl", "num_generations=4", "prompts_per_step=4", "num_iterations=2",
-        "micro_batch_size=4", "learning_rate=1e-3", "max_steps=3", "save_steps=3", "progress=false", "report_to=[]"]
+ARGS = [
+    "model=tiny-qwen2-vl",
+    "num_generations=4",
+    "prompts_per_step=4",
+    "num_iterations=2",
+    "micro_batch_size=4",
+    "learning_rate=1e-3",
+    "max_steps=3",
+    "save_steps=3",
+    "progress=false",
+    "report_to=[]",
+]
 
 
 def free_port() -> str:
@@ -92,8 +102,8 @@ def test_two_processes_match_one(tmp_path):
     one = load_file(tmp_path / "one" / "checkpoint-3" / "model.safetensors")
     worst = max((two[k] - one[k]).abs().max().item() for k in one)
     assert worst < 1e-5, worst
-    lines = [json.loads(l) for l in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
-    assert [l["world_size"] for l in lines] == [2, 2, 2]  # one metrics file, written by rank 0
+    lines = [json.loads(line) for line in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
+    assert [record["world_size"] for record in lines] == [2, 2, 2]  # one metrics file, written by rank 0
     assert not (tmp_path / "two" / "checkpoint-3" / "digest-1.jsonl").exists()
 
 
@@ -125,8 +135,12 @@ def test_two_process_resume_restores_every_ranks_sampling(tmp_path):
     out = tmp_path / "run"
 
     def train(*extra):
-        result = subprocess.run(torchrun(2) + [cli_driver(tmp_path), "train", *ARGS, "save_steps=2", f"output_dir={out}", *extra],
-                                capture_output=True, text=True, timeout=600)
+        result = subprocess.run(
+            torchrun(2) + [cli_driver(tmp_path), "train", *ARGS, "save_steps=2", f"output_dir={out}", *extra],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert result.returncode == 0, result.stderr[-3000:]
 
     train()  # sampled completions: each rank draws from its own RNG
@@ -140,8 +154,12 @@ def test_two_process_resume_restores_every_ranks_sampling(tmp_path):
 
 
 def test_uneven_split_is_refused(tmp_path):
-    result = subprocess.run(torchrun(2) + [cli_driver(tmp_path), "train", *ARGS, "prompts_per_step=3",
-                                           f"output_dir={tmp_path / 'x'}"], capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        torchrun(2) + [cli_driver(tmp_path), "train", *ARGS, "prompts_per_step=3", f"output_dir={tmp_path / 'x'}"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode != 0 and "prompts_per_step=3 must divide by the number of processes (2)" in result.stderr
 
 
@@ -163,17 +181,37 @@ def test_every_shipped_accelerate_config_loads():
     assert set(kinds.values()) == {"MULTI_GPU", "FSDP", "DEEPSPEED"} and len(kinds) >= 9, kinds
 
 
-@pytest.mark.parametrize("name, expected, optimizer_keys", [
-    ("cpu-2proc.yaml", "fsdp: none", int),
-    ("cpu-2proc-fsdp.yaml", "fsdp: full_shard", str),  # a gathered FSDP optimizer state is keyed by name
-    ("cpu-2proc-zero2.yaml", "zero_stage: 2", None),  # DeepSpeed keeps its own, under deepspeed/
-])
+@pytest.mark.parametrize(
+    "name, expected, optimizer_keys",
+    [
+        ("cpu-2proc.yaml", "fsdp: none", int),
+        ("cpu-2proc-fsdp.yaml", "fsdp: full_shard", str),  # a gathered FSDP optimizer state is keyed by name
+        ("cpu-2proc-zero2.yaml", "zero_stage: 2", None),  # DeepSpeed keeps its own, under deepspeed/
+    ],
+)
 def test_accelerate_launch_two_cpu_processes(tmp_path, name, expected, optimizer_keys):
     if "zero" in name:
         pytest.importorskip("deepspeed")
-    result = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(ACCELERATE_CONFIGS / name),
-                             "--main_process_port", free_port(), cli_driver(tmp_path), "train", *ARGS, "max_steps=1", "save_steps=1",
-                             f"output_dir={tmp_path / 'run'}"], capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--config_file",
+            str(ACCELERATE_CONFIGS / name),
+            "--main_process_port",
+            free_port(),
+            cli_driver(tmp_path),
+            "train",
+            *ARGS,
+            "max_steps=1",
+            "save_steps=1",
+            f"output_dir={tmp_path / 'run'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     line = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
     assert line["world_size"] == 2

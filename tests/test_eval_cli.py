@@ -7,9 +7,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from vlm_grpo.cli import app
 from vlm_grpo.evaluation import records as evaluate
 from vlm_grpo.evaluation.checkpoints import evaluate_models
-from vlm_grpo.cli import app
 from vlm_grpo.tasks.counting import parse_answer, parse_strict
 
 DATA = ["lab-clevr", "lab-superclevr"]
@@ -22,9 +22,11 @@ def _rescore(records):
         groups[r["checkpoint"], r["dataset"]].append(r)
     out = {}
     for key, rows in groups.items():
-        out[key] = {"accuracy": sum(parse_answer(r["completion"]) == r["answer"] for r in rows) / len(rows),
-                    "strict_accuracy": sum(parse_strict(r["completion"]) == r["answer"] for r in rows) / len(rows),
-                    "answer_present_rate": sum(parse_answer(r["completion"]) is not None for r in rows) / len(rows)}
+        out[key] = {
+            "accuracy": sum(parse_answer(r["completion"]) == r["answer"] for r in rows) / len(rows),
+            "strict_accuracy": sum(parse_strict(r["completion"]) == r["answer"] for r in rows) / len(rows),
+            "answer_present_rate": sum(parse_answer(r["completion"]) is not None for r in rows) / len(rows),
+        }
     return out
 
 
@@ -32,8 +34,19 @@ def _check(out, summary):
     records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
     assert json.loads((out / "summary.json").read_text()) == summary
     for r in records:
-        for key in ("checkpoint", "dataset", "sample_id", "prompt_style", "completion", "parsed", "strict_parsed",
-                    "reward", "number_present", "correct", "strict_correct"):
+        for key in (
+            "checkpoint",
+            "dataset",
+            "sample_id",
+            "prompt_style",
+            "completion",
+            "parsed",
+            "strict_parsed",
+            "reward",
+            "number_present",
+            "correct",
+            "strict_correct",
+        ):
             assert key in r, key
         assert r["parsed"] == parse_answer(r["completion"]) and r["strict_parsed"] == parse_strict(r["completion"])
     for (checkpoint, dataset), scores in _rescore(records).items():
@@ -53,8 +66,26 @@ def _check(out, summary):
 
 def test_eval_cli_on_a_tiny_checkpoint_and_two_data_sets(tiny_dir, tmp_path):
     out = tmp_path / "eval"
-    result = CliRunner().invoke(app, ["eval", "--model", str(tiny_dir), "--data", DATA[0], "--data", DATA[1],
-                                      "--n", "3", "--max-new-tokens", "8", "--out", str(out), "--device", "cpu"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "eval",
+            "--model",
+            str(tiny_dir),
+            "--data",
+            DATA[0],
+            "--data",
+            DATA[1],
+            "--n",
+            "3",
+            "--max-new-tokens",
+            "8",
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "Evaluation (greedy" in result.output
     summary = json.loads((out / "summary.json").read_text())
@@ -65,12 +96,16 @@ def test_eval_cli_on_a_tiny_checkpoint_and_two_data_sets(tiny_dir, tmp_path):
 
 def test_scores_and_ratio_when_the_model_answers(monkeypatch, tmp_path):
     """The real path end to end, with the model's text replaced by answers of known correctness."""
+
     def fake_generate(model, processor, prompts, group_size, max_new_tokens, temperature, *args):
         texts = []
         for i, sample in enumerate(prompts.samples):
             right = sample.domain == "lab-clevr" or i % 2 == 0  # every in-domain answer, half the transfer ones
-            texts.append(f"<think>x</think><answer>{sample.answer}</answer>" if right and i % 3 else
-                         f"I see {sample.answer if right else sample.answer + 1} things")
+            texts.append(
+                f"<think>x</think><answer>{sample.answer}</answer>"
+                if right and i % 3
+                else f"I see {sample.answer if right else sample.answer + 1} things"
+            )
         return None, None, torch.zeros(len(texts), dtype=torch.bool), texts
 
     monkeypatch.setattr(evaluate, "generate", fake_generate)
@@ -83,11 +118,14 @@ def test_scores_and_ratio_when_the_model_answers(monkeypatch, tmp_path):
     _check(out, summary)
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--model", "tiny-qwen2-vl", "--data", "lab-clevr", "--style", "verbose"], "unknown prompt style 'verbose'"),
-    (["--model", "missing/dir/ckpt", "--data", "lab-clevr"], "unknown model"),
-    (["--model", "tiny-qwen2-vl", "--data", "lab-clevr", "--data", "nope.jsonl"], "does not exist"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--model", "tiny-qwen2-vl", "--data", "lab-clevr", "--style", "verbose"], "unknown prompt style 'verbose'"),
+        (["--model", "missing/dir/ckpt", "--data", "lab-clevr"], "unknown model"),
+        (["--model", "tiny-qwen2-vl", "--data", "lab-clevr", "--data", "nope.jsonl"], "does not exist"),
+    ],
+)
 def test_eval_cli_rejects_bad_input_with_exit_2(args, message, tmp_path):
     result = CliRunner().invoke(app, ["eval", *args, "--out", str(tmp_path)])
     assert result.exit_code == 2, result.output

@@ -4,12 +4,12 @@ import pytest
 import torch
 
 from vlm_grpo.config import InjectionConfig
-from vlm_grpo.guidance.injection import Injector, rows_to_inject, schedule_value
-from vlm_grpo.tasks.styles import DEFAULT, R1V
-from vlm_grpo.tasks.rewards import Scorer
-from vlm_grpo.rollout import PromptBatch, Rollout
 from vlm_grpo.data import Sample
+from vlm_grpo.guidance.injection import Injector, rows_to_inject, schedule_value
 from vlm_grpo.models.tiny import build_tokenizer
+from vlm_grpo.rollout import PromptBatch, Rollout
+from vlm_grpo.tasks.rewards import Scorer
+from vlm_grpo.tasks.styles import DEFAULT, R1V
 
 
 @pytest.mark.parametrize("mode", ["random", "rate", "rescue"])
@@ -74,8 +74,15 @@ def test_injected_rows_are_demonstrations_ending_with_end_of_turn(style):
     scorer = Scorer(["counting"], None, style)
     texts = ["there are many objects"] * G
     ids = torch.full((G, 5), 7)
-    rollout = Rollout(PromptBatch([sample], {}), G, ids, torch.ones(G, 5), torch.ones(G, dtype=torch.bool),
-                      texts, [scorer(t, answer) for t in texts])
+    rollout = Rollout(
+        PromptBatch([sample], {}),
+        G,
+        ids,
+        torch.ones(G, 5),
+        torch.ones(G, dtype=torch.bool),
+        texts,
+        [scorer(t, answer) for t in texts],
+    )
     injector = Injector(InjectionConfig(mode="random"), style, tok, end_id, tok.pad_token_id, seed=0)
     out = injector.apply(rollout, scorer, 1.0)
     injected = out.injected.nonzero().flatten().tolist()

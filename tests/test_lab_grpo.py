@@ -18,8 +18,15 @@ from vlm_grpo.training.trainer import GRPOTrainer
 
 pytestmark = pytest.mark.slow
 
-LAB = ["learning_rate=1e-5", "max_completion_length=48", "progress=false", "report_to=[]", "save_steps=1000",
-       "log_completions_steps=0", "data.train=lab-clevr"]
+LAB = [
+    "learning_rate=1e-5",
+    "max_completion_length=48",
+    "progress=false",
+    "report_to=[]",
+    "save_steps=1000",
+    "log_completions_steps=0",
+    "data.train=lab-clevr",
+]
 
 
 def run(tmp_path, name, *extra):
@@ -50,8 +57,11 @@ def test_cold_start_without_injection_and_its_removal_with_it(tmp_path):
 
 
 def test_demonstrations_end_with_the_turn_end_the_model_was_trained_on(tmp_path):
-    trainer = GRPOTrainer(load_config(None, LAB + [f"output_dir={tmp_path}", "model=lab-base-cold", "max_steps=1",
-                                                   "injection.mode=random"]))
+    trainer = GRPOTrainer(
+        load_config(
+            None, LAB + [f"output_dir={tmp_path}", "model=lab-base-cold", "max_steps=1", "injection.mode=random"]
+        )
+    )
     im_end = trainer.processor.tokenizer.convert_tokens_to_ids("<|im_end|>")
     # The generation config also lists <|endoftext|>, with a lower id: not what ends a turn.
     assert min(end_token_ids(trainer.processor, trainer.model)) != im_end
@@ -64,7 +74,8 @@ def test_injection_raises_the_sampled_number_present_rate_sooner(tmp_path):
     for seed in (0, 1, 2):
         none = run(tmp_path, f"none-{seed}", *one_prompt, f"seed={seed}")
         injected = run(tmp_path, f"inject-{seed}", *one_prompt, f"seed={seed}", "injection.mode=random")
-        gains.append(mean(injected, "rollout/number_present_rate", 16, 30)
-                     - mean(none, "rollout/number_present_rate", 16, 30))
+        gains.append(
+            mean(injected, "rollout/number_present_rate", 16, 30) - mean(none, "rollout/number_present_rate", 16, 30)
+        )
     assert all(gain > 0 for gain in gains), gains
     assert sum(gains) / len(gains) >= 0.06, gains

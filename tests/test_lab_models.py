@@ -13,12 +13,13 @@ from vlm_grpo.lab import texts
 from vlm_grpo.lab.pretrain import pretrain
 from vlm_grpo.lab.scenes import render_scene
 from vlm_grpo.models import load_model_and_processor, registered_models
-from vlm_grpo.tasks.styles import DEFAULT, R1V
-from vlm_grpo.tasks.rewards import counting_reward
 from vlm_grpo.rollout import encode_prompts, generate
+from vlm_grpo.tasks.rewards import counting_reward
+from vlm_grpo.tasks.styles import DEFAULT, R1V
 
-SCENES = [render_scene(domain, seed, counts=(0, 16))[1]
-          for domain in ("lab-clevr", "lab-superclevr") for seed in range(40)]
+SCENES = [
+    render_scene(domain, seed, counts=(0, 16))[1] for domain in ("lab-clevr", "lab-superclevr") for seed in range(40)
+]
 
 
 @pytest.mark.parametrize("name", lab_models.BASES)
@@ -68,8 +69,7 @@ def test_corpus_covers_prompts_and_questions():
 
 
 def test_pretrain_saves_a_loadable_deterministic_model(tmp_path):
-    runs = [pretrain(tmp_path / f"run{i}", digit_share=0.5, steps=5, batch_size=4, progress=False)
-            for i in range(2)]
+    runs = [pretrain(tmp_path / f"run{i}", digit_share=0.5, steps=5, batch_size=4, progress=False) for i in range(2)]
     card = json.loads((runs[0] / "lab_card.json").read_text())
     assert card["steps"] == 5 and card["digit_share"] == 0.5
     first, second = (load_file(str(r / "model.safetensors")) for r in runs)
@@ -77,7 +77,8 @@ def test_pretrain_saves_a_loadable_deterministic_model(tmp_path):
     assert all(torch.equal(first[k], second[k]) for k in first)
     model, processor = load_model_and_processor(str(runs[0]), torch.device("cpu"), torch.float32)
     image, scene = render_scene("lab-clevr", 3)
-    prompts = encode_prompts(processor, DEFAULT, [Sample("s", image, scene.question, scene.count, "lab-clevr")],
-                             torch.device("cpu"))
+    prompts = encode_prompts(
+        processor, DEFAULT, [Sample("s", image, scene.question, scene.count, "lab-clevr")], torch.device("cpu")
+    )
     _, _, _, out = generate(model, processor, prompts, 1, 8, temperature=None)
     assert len(out) == 1

@@ -5,9 +5,9 @@ import torch
 
 from vlm_grpo.data import Sample
 from vlm_grpo.lab.scenes import render_scene
-from vlm_grpo.tasks.styles import DEFAULT
-from vlm_grpo.rollout import completion_logprobs, encode_prompts, generate
 from vlm_grpo.models.tiny import build_tiny
+from vlm_grpo.rollout import completion_logprobs, encode_prompts, generate
+from vlm_grpo.tasks.styles import DEFAULT
 
 G = 4
 

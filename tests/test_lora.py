@@ -11,17 +11,32 @@ from vlm_grpo.training.trainer import GRPOTrainer
 
 pytestmark = pytest.mark.slow
 
-TINY = ["model=tiny-qwen2-vl", "num_generations=4", "prompts_per_step=2", "max_completion_length=8",
-        "learning_rate=1e-2", "progress=false", "report_to=[]", "injection.mode=random", "num_iterations=2",
-        "max_steps=2", "save_steps=2"]
+TINY = [
+    "model=tiny-qwen2-vl",
+    "num_generations=4",
+    "prompts_per_step=2",
+    "max_completion_length=8",
+    "learning_rate=1e-2",
+    "progress=false",
+    "report_to=[]",
+    "injection.mode=random",
+    "num_iterations=2",
+    "max_steps=2",
+    "save_steps=2",
+]
 
 
 def test_lora_changes_only_adapters_and_reference_is_the_base(tmp_path):
-    trainer = GRPOTrainer(load_config(None, TINY + [f"output_dir={tmp_path}", "lora.enabled=true", "lora.r=4", "beta=0.04"]))
+    trainer = GRPOTrainer(
+        load_config(None, TINY + [f"output_dir={tmp_path}", "lora.enabled=true", "lora.r=4", "beta=0.04"])
+    )
     assert trainer.reference is None  # no second model in memory
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
-    base_before = {n.replace(".base_layer", ""): p.detach().clone()
-                   for n, p in trainer.model.get_base_model().named_parameters() if "lora_" not in n}
+    base_before = {
+        n.replace(".base_layer", ""): p.detach().clone()
+        for n, p in trainer.model.get_base_model().named_parameters()
+        if "lora_" not in n
+    }
     trainer.train()
     changed = {n for n, p in trainer.model.named_parameters() if not torch.equal(p, before[n])}
     assert changed and all("lora_" in n for n in changed)
@@ -30,11 +45,13 @@ def test_lora_changes_only_adapters_and_reference_is_the_base(tmp_path):
     # Reference log-probs with the adapter disabled equal the untouched base model's.
     from vlm_grpo.data import Sample
     from vlm_grpo.lab.scenes import render_scene
-    from vlm_grpo.rollout import completion_logprobs, encode_prompts
     from vlm_grpo.models.tiny import build_tiny
+    from vlm_grpo.rollout import completion_logprobs, encode_prompts
 
     image, scene = render_scene("lab-clevr", 3)
-    prompts = encode_prompts(trainer.processor, trainer.style, [Sample("a", image, scene.question, 4, "x")], torch.device("cpu"))
+    prompts = encode_prompts(
+        trainer.processor, trainer.style, [Sample("a", image, scene.question, 4, "x")], torch.device("cpu")
+    )
     ids = torch.tensor([[5, 6, 7, 8]] * 4)
     mask = torch.ones_like(ids, dtype=torch.float)
     with trainer.model.disable_adapter():
@@ -60,8 +77,18 @@ def test_lora_resume(tmp_path):
 
 
 def test_frozen_vision_tower_and_checkpointing(tmp_path):
-    trainer = GRPOTrainer(load_config(None, TINY + [f"output_dir={tmp_path}", "freeze_vision_tower=true",
-                                                    "gradient_checkpointing=true", "logprob_sharing=vision"]))
+    trainer = GRPOTrainer(
+        load_config(
+            None,
+            TINY
+            + [
+                f"output_dir={tmp_path}",
+                "freeze_vision_tower=true",
+                "gradient_checkpointing=true",
+                "logprob_sharing=vision",
+            ],
+        )
+    )
     vision = {n: p.detach().clone() for n, p in trainer.model.model.visual.named_parameters()}
     text = {n: p.detach().clone() for n, p in trainer.model.model.language_model.named_parameters()}
     trainer.train()
@@ -80,11 +107,17 @@ def test_qlora_trains_adapters_over_4bit_weights_and_saves_full_precision(tmp_pa
     from vlm_grpo.lab.scenes import render_scene
     from vlm_grpo.rollout import completion_logprobs, encode_prompts
 
-    trainer = GRPOTrainer(load_config(None, TINY + [f"output_dir={tmp_path}", "lora.enabled=true", "lora.r=4",
-                                                    "lora.load_in_4bit=true", "beta=0.04"]))
+    trainer = GRPOTrainer(
+        load_config(
+            None,
+            TINY + [f"output_dir={tmp_path}", "lora.enabled=true", "lora.r=4", "lora.load_in_4bit=true", "beta=0.04"],
+        )
+    )
     q_proj = trainer.model.get_base_model().model.language_model.layers[0].self_attn.q_proj
     assert type(q_proj.base_layer).__name__ == "Linear4bit"
-    assert type(trainer.model.get_base_model().model.visual.blocks[0].attn.qkv).__name__ == "Linear"  # vision unquantized
+    assert (
+        type(trainer.model.get_base_model().model.visual.blocks[0].attn.qkv).__name__ == "Linear"
+    )  # vision unquantized
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
     trainer.train()
     changed = {n for n, p in trainer.model.named_parameters() if not torch.equal(p, before[n])}
@@ -96,7 +129,9 @@ def test_qlora_trains_adapters_over_4bit_weights_and_saves_full_precision(tmp_pa
     assert getattr(merged.config, "quantization_config", None) is None
     assert type(merged.model.language_model.layers[0].self_attn.q_proj).__name__ == "Linear"
     image, scene = render_scene("lab-clevr", 3)
-    prompts = encode_prompts(trainer.processor, trainer.style, [Sample("a", image, scene.question, 4, "x")], torch.device("cpu"))
+    prompts = encode_prompts(
+        trainer.processor, trainer.style, [Sample("a", image, scene.question, 4, "x")], torch.device("cpu")
+    )
     ids = torch.tensor([[5, 6, 7, 8]] * 4)
     mask = torch.ones_like(ids, dtype=torch.float)
     policy = completion_logprobs(trainer.model, prompts, torch.arange(4), ids, mask, 4)

@@ -4,9 +4,9 @@ import torch
 from vlm_grpo.data import Sample
 from vlm_grpo.lab.scenes import render_scene
 from vlm_grpo.models import load_model_and_processor
-from vlm_grpo.tasks.styles import R1V
-from vlm_grpo.rollout import encode_prompts, generate
 from vlm_grpo.models.tiny import build_tiny
+from vlm_grpo.rollout import encode_prompts, generate
+from vlm_grpo.tasks.styles import R1V
 
 CPU = torch.device("cpu")
 

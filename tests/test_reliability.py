@@ -8,14 +8,23 @@ import pytest
 import torch
 from PIL import Image
 
-from vlm_grpo.core import algo
-from vlm_grpo.training import checkpoint
 from vlm_grpo.config import load_config
+from vlm_grpo.core import algo
 from vlm_grpo.data import BadSample, Sample
+from vlm_grpo.training import checkpoint
 from vlm_grpo.training.trainer import GRPOTrainer
 
-TINY = ["model=tiny-qwen2-vl", "num_generations=4", "prompts_per_step=2", "max_completion_length=8",
-        "learning_rate=1e-3", "progress=false", "report_to=[]", "num_iterations=1", "injection.mode=random"]
+TINY = [
+    "model=tiny-qwen2-vl",
+    "num_generations=4",
+    "prompts_per_step=2",
+    "max_completion_length=8",
+    "learning_rate=1e-3",
+    "progress=false",
+    "report_to=[]",
+    "num_iterations=1",
+    "injection.mode=random",
+]
 
 
 def write_rows(folder, rows):
@@ -41,9 +50,22 @@ def test_bad_row_is_skipped_and_counted(tmp_path, case):
     row, message = BAD_ROWS[case]
     data = write_rows(tmp_path / "data", [GOOD, row, GOOD, GOOD])
     out = tmp_path / "run"
-    result = subprocess.run([sys.executable, "-m", "vlm_grpo.cli", "train", *TINY, f"output_dir={out}",
-                             "max_steps=2", f"data.train={data}", "data.eval_holdout=0"],
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vlm_grpo.cli",
+            "train",
+            *TINY,
+            f"output_dir={out}",
+            "max_steps=2",
+            f"data.train={data}",
+            "data.eval_holdout=0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-1500:]
     assert "train.jsonl#1" in result.stderr + result.stdout and message in result.stderr + result.stdout
     last = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
@@ -54,9 +76,23 @@ def test_bad_row_is_skipped_and_counted(tmp_path, case):
 def test_bad_row_stops_the_run_when_asked(tmp_path, case):
     row, message = BAD_ROWS[case]
     data = write_rows(tmp_path / "data", [row, row])
-    result = subprocess.run([sys.executable, "-m", "vlm_grpo.cli", "train", *TINY, f"output_dir={tmp_path / 'run'}",
-                             "max_steps=1", f"data.train={data}", "data.eval_holdout=0", "data.on_bad_sample=error"],
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vlm_grpo.cli",
+            "train",
+            *TINY,
+            f"output_dir={tmp_path / 'run'}",
+            "max_steps=1",
+            f"data.train={data}",
+            "data.eval_holdout=0",
+            "data.on_bad_sample=error",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 2 and message in result.stderr and "train.jsonl#" in result.stderr
     assert "Traceback" not in result.stderr
 
@@ -69,15 +105,27 @@ def test_zero_size_image():
 def test_data_set_with_no_usable_rows(tmp_path):
     bad = BAD_ROWS["missing image"][0]
     data = write_rows(tmp_path / "data", [bad, bad, bad])
-    cfg = load_config(None, TINY + [f"output_dir={tmp_path / 'run'}", "max_steps=1", f"data.train={data}", "data.eval_holdout=0"])
+    cfg = load_config(
+        None, TINY + [f"output_dir={tmp_path / 'run'}", "max_steps=1", f"data.train={data}", "data.eval_holdout=0"]
+    )
     with pytest.raises(ValueError, match="no usable rows"):
         GRPOTrainer(cfg).train()
 
 
 def test_prompt_over_length_limit_is_never_truncated(tmp_path):
     data = write_rows(tmp_path / "data", [GOOD] * 3)
-    cfg = load_config(None, TINY + [f"output_dir={tmp_path / 'run'}", "max_steps=1", f"data.train={data}",
-                                    "data.eval_holdout=0", "max_prompt_length=10", "data.on_bad_sample=error"])
+    cfg = load_config(
+        None,
+        TINY
+        + [
+            f"output_dir={tmp_path / 'run'}",
+            "max_steps=1",
+            f"data.train={data}",
+            "data.eval_holdout=0",
+            "max_prompt_length=10",
+            "data.on_bad_sample=error",
+        ],
+    )
     with pytest.raises(BadSample, match=r"train.jsonl#\d: the prompt is \d+ tokens .* never truncated"):
         GRPOTrainer(cfg).train()
 

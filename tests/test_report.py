@@ -7,13 +7,9 @@ import re
 import pytest
 from PIL import Image
 
-from vlm_grpo.study.report import (
-    Run,
-    load_run,
-    plot_cross_domain,
-    smooth,
-    write_report,
-)
+from vlm_grpo.study.figures import plot_cross_domain
+from vlm_grpo.study.report import write_report
+from vlm_grpo.study.runs import Run, load_run, smooth
 
 
 def _logistic(step: int, mid: float, slope: float = 0.15) -> float:
@@ -28,11 +24,16 @@ def _write_run(root, name, mode, np_mid, acc_mid, seed, steps=60, with_config=Tr
         wiggle = 0.03 * math.sin(step * 1.7 + seed)
         np_rate = min(1.0, max(0.0, _logistic(step, np_mid) + wiggle))
         acc = 0.8 * _logistic(step, acc_mid) * np_rate
-        rec = {"step": step, "reward/mean": acc + 0.1 * np_rate,
-               "rollout/number_present_rate": np_rate, "rollout/accuracy": acc,
-               "rollout/format_rate": np_rate, "groups/frac_zero_std": 1 - np_rate,
-               "injection/rate": 0.5 if mode == "random" else 0.0,
-               "time/elapsed_s": 3.0 * step}
+        rec = {
+            "step": step,
+            "reward/mean": acc + 0.1 * np_rate,
+            "rollout/number_present_rate": np_rate,
+            "rollout/accuracy": acc,
+            "rollout/format_rate": np_rate,
+            "groups/frac_zero_std": 1 - np_rate,
+            "injection/rate": 0.5 if mode == "random" else 0.0,
+            "time/elapsed_s": 3.0 * step,
+        }
         if step % 5 == 0:
             rec["eval/clevr/accuracy"] = acc
             rec["eval/clevr/number_present_rate"] = np_rate
@@ -42,29 +43,50 @@ def _write_run(root, name, mode, np_mid, acc_mid, seed, steps=60, with_config=Tr
     (run_dir / "metrics.jsonl").write_text("\n".join(lines) + "\n")
     if with_config:
         (run_dir / "config.yaml").write_text(
-            f"name: {name}\nseed: {seed}\nprompt:\n  style: plain\n"
-            f"injection:\n  mode: {mode}\n  schedule: constant\n")
+            f"name: {name}\nseed: {seed}\nprompt:\n  style: plain\ninjection:\n  mode: {mode}\n  schedule: constant\n"
+        )
     return run_dir
 
 
-STUDY = {"conditions": [
-    {"name": "plain+inject", "prompt_style": "plain", "injection": "random", "seeds": [0, 1, 2],
-     "in_domain_accuracy": {"mean": 0.9, "ci": [0.87, 0.93], "values": [0.88, 0.9, 0.92]},
-     "transfer_accuracy": {"mean": 0.30, "ci": [0.25, 0.35], "values": [0.28, 0.3, 0.32]},
-     "steps_to_threshold": {"mean": 40, "ci": [35, 45], "values": [38, 40, 42]},
-     "wall_s": {"mean": 3600, "ci": [3500, 3700], "values": [3550, 3600, 3650]}},
-    {"name": "plain+none", "prompt_style": "plain", "injection": "none", "seeds": [0],
-     "in_domain_accuracy": {"mean": 0.88, "ci": [0.88, 0.88], "values": [0.88]},
-     "transfer_accuracy": {"mean": 0.48, "ci": [0.48, 0.48], "values": [0.48]},
-     "steps_to_threshold": {"mean": 100, "ci": [100, 100], "values": [100]},
-     "wall_s": {"mean": 5000, "ci": [5000, 5000], "values": [5000]}},
-]}
+STUDY = {
+    "conditions": [
+        {
+            "name": "plain+inject",
+            "prompt_style": "plain",
+            "injection": "random",
+            "seeds": [0, 1, 2],
+            "in_domain_accuracy": {"mean": 0.9, "ci": [0.87, 0.93], "values": [0.88, 0.9, 0.92]},
+            "transfer_accuracy": {"mean": 0.30, "ci": [0.25, 0.35], "values": [0.28, 0.3, 0.32]},
+            "steps_to_threshold": {"mean": 40, "ci": [35, 45], "values": [38, 40, 42]},
+            "wall_s": {"mean": 3600, "ci": [3500, 3700], "values": [3550, 3600, 3650]},
+        },
+        {
+            "name": "plain+none",
+            "prompt_style": "plain",
+            "injection": "none",
+            "seeds": [0],
+            "in_domain_accuracy": {"mean": 0.88, "ci": [0.88, 0.88], "values": [0.88]},
+            "transfer_accuracy": {"mean": 0.48, "ci": [0.48, 0.48], "values": [0.48]},
+            "steps_to_threshold": {"mean": 100, "ci": [100, 100], "values": [100]},
+            "wall_s": {"mean": 5000, "ci": [5000, 5000], "values": [5000]},
+        },
+    ]
+}
 
 ASSESSMENT = {
-    "plain": {"answer_present_rate": 0.14, "accuracy": 0.05, "greedy_accuracy": 0.06,
-              "answer_present_rate_ci": [0.085, 0.221], "accuracy_ci": [0.02, 0.11]},
-    "r1v": {"answer_present_rate": 0.99, "accuracy": 0.40, "greedy_accuracy": 0.45,
-            "answer_present_rate_ci": [0.95, 1.0]},
+    "plain": {
+        "answer_present_rate": 0.14,
+        "accuracy": 0.05,
+        "greedy_accuracy": 0.06,
+        "answer_present_rate_ci": [0.085, 0.221],
+        "accuracy_ci": [0.02, 0.11],
+    },
+    "r1v": {
+        "answer_present_rate": 0.99,
+        "accuracy": 0.40,
+        "greedy_accuracy": 0.45,
+        "answer_present_rate_ci": [0.95, 1.0],
+    },
 }
 
 

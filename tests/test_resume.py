@@ -13,9 +13,20 @@ from safetensors.torch import load_file
 
 pytestmark = pytest.mark.slow
 
-RUN = ["model=tiny-qwen2-vl", "num_generations=4", "prompts_per_step=2", "max_completion_length=10",
-       "learning_rate=1e-3", "progress=false", "injection.mode=random", "num_iterations=2", "report_to=[]",
-       "max_steps=4", "save_steps=2", "save_total_limit=2"]
+RUN = [
+    "model=tiny-qwen2-vl",
+    "num_generations=4",
+    "prompts_per_step=2",
+    "max_completion_length=10",
+    "learning_rate=1e-3",
+    "progress=false",
+    "injection.mode=random",
+    "num_iterations=2",
+    "report_to=[]",
+    "max_steps=4",
+    "save_steps=2",
+    "save_total_limit=2",
+]
 
 # Runs training in a child process and SIGKILLs it at a chosen point: during the k-th step's update,
 # or while checkpoint k is being written (model saved, trainer state not yet).
@@ -46,7 +57,9 @@ DRIVER = textwrap.dedent("""
 def run(args, tmp_path, where="none", at=0):
     driver = tmp_path / "driver.py"
     driver.write_text(DRIVER)
-    return subprocess.run([sys.executable, str(driver), where, str(at), *args], capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, str(driver), where, str(at), *args], capture_output=True, text=True, timeout=300
+    )
 
 
 def final_weights(out):
@@ -72,9 +85,13 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path, reference, where, at):
     ours, theirs = final_weights(out), final_weights(reference)
     assert ours.keys() == theirs.keys()
     assert all(torch.equal(ours[k], theirs[k]) for k in ours)
-    strip = lambda line: {k: v for k, v in json.loads(line).items() if not k.startswith(("time/", "throughput/"))}
-    assert [strip(x) for x in (out / "metrics.jsonl").read_text().splitlines()] == \
-           [strip(x) for x in (reference / "metrics.jsonl").read_text().splitlines()]
+
+    def strip(line):
+        return {k: v for k, v in json.loads(line).items() if not k.startswith(("time/", "throughput/"))}
+
+    assert [strip(x) for x in (out / "metrics.jsonl").read_text().splitlines()] == [
+        strip(x) for x in (reference / "metrics.jsonl").read_text().splitlines()
+    ]
     assert not list(out.glob(".checkpoint-*.tmp"))  # the half-written one was cleaned up
 
 
@@ -96,8 +113,12 @@ def test_sigterm_saves_a_checkpoint_before_exiting(tmp_path):
 
     out = tmp_path / "run"
     args = [a for a in RUN if not a.startswith(("max_steps", "save_steps"))] + ["max_steps=500", "save_steps=1000"]
-    process = subprocess.Popen([sys.executable, "-m", "vlm_grpo.cli", "train", *args, f"output_dir={out}"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "vlm_grpo.cli", "train", *args, f"output_dir={out}"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 240
     while not (out / "metrics.jsonl").exists() or not (out / "metrics.jsonl").read_text().strip():
         assert time.time() < deadline and process.poll() is None

@@ -1,17 +1,20 @@
 import random
 
-from hypothesis import given, settings, strategies as st
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from vlm_grpo.tasks.styles import DEFAULT, R1V, get_style
 from vlm_grpo.config import PromptConfig
 from vlm_grpo.tasks.counting import parse_answer
 from vlm_grpo.tasks.rewards import Scorer, counting_reward, counting_strict_reward, format_reward, resolve
-import pytest
+from vlm_grpo.tasks.styles import DEFAULT, R1V, get_style
 
 
 def test_seed_examples():
-    verbose = ("Looking at this image, I can see several geometric shapes arranged on a gray surface. There appear "
-               "to be three cubes - two blue and one yellow - along with two red spheres")
+    verbose = (
+        "Looking at this image, I can see several geometric shapes arranged on a gray surface. There appear "
+        "to be three cubes - two blue and one yellow - along with two red spheres"
+    )
     assert counting_reward(verbose, 5, DEFAULT) == -1  # words, no digits: the study's cold start
     assert counting_reward("5", 5, DEFAULT) == 1
     assert counting_reward("4", 5, DEFAULT) == 0

@@ -24,8 +24,12 @@ def study(tmp_path_factory):
 
 def test_study_json_has_the_schema(study):
     out, result = study
-    assert sorted(result["ran"]) == ["default-inject-seed0", "default-inject-seed1",
-                                     "default-none-seed0", "default-none-seed1"]
+    assert sorted(result["ran"]) == [
+        "default-inject-seed0",
+        "default-inject-seed1",
+        "default-none-seed0",
+        "default-none-seed1",
+    ]
     data = json.loads((out / "study.json").read_text())
     assert data == result["study"]
     assert [c["name"] for c in data["conditions"]] == ["default-inject", "default-none"]
@@ -48,8 +52,11 @@ def test_study_json_has_the_schema(study):
 def test_runs_evaluate_during_training_and_at_the_end(study):
     out, _ = study
     run = out / "runs" / "default-none-seed0"
-    evals = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()
-             if "eval/lab-clevr/accuracy" in line]
+    evals = [
+        json.loads(line)["step"]
+        for line in (run / "metrics.jsonl").read_text().splitlines()
+        if "eval/lab-clevr/accuracy" in line
+    ]
     assert evals == [0, 2]
     final = json.loads((run / "final_eval" / "summary.json").read_text())
     assert final["decoding"] == "greedy" and final["n"] == 2
@@ -71,12 +78,16 @@ def test_rerun_skips_finished_runs_and_resumes_an_interrupted_one(study, tmp_pat
     # Simulate a run stopped after step 1: its final checkpoint and summary never got written.
     shutil.rmtree(runs / "default-none-seed1" / "checkpoint-2")
     (runs / "default-none-seed1" / "summary.json").unlink()
-    mtimes = {p.name: (p / "metrics.jsonl").stat().st_mtime_ns for p in runs.iterdir() if p.name != "default-none-seed1"}
+    mtimes = {
+        p.name: (p / "metrics.jsonl").stat().st_mtime_ns for p in runs.iterdir() if p.name != "default-none-seed1"
+    }
     again = run_study("tiny", seeds=2, steps=2, out=out, n=2, overrides=FAST, progress=False)
     assert again["ran"] == [] and again["resumed"] == ["default-none-seed1"]
     assert sorted(again["skipped"]) == sorted(mtimes)
     assert {name: (runs / name / "metrics.jsonl").stat().st_mtime_ns for name in mtimes} == mtimes
-    steps = [json.loads(line)["step"] for line in (runs / "default-none-seed1" / "metrics.jsonl").read_text().splitlines()]
+    steps = [
+        json.loads(line)["step"] for line in (runs / "default-none-seed1" / "metrics.jsonl").read_text().splitlines()
+    ]
     assert steps == [0, 1, 2]
     assert (runs / "default-none-seed1" / "checkpoint-2" / "model.safetensors").is_file()
 
@@ -106,7 +117,9 @@ def test_seed_preset_plans_the_studys_matrix(tmp_path):
     runs = plan(spec, tmp_path, seeds=1, steps=40)
     by_name = {r.name: r.cfg for r in runs}
     cfg = by_name["r1v-inject-seed0"]
-    assert cfg.model == "lab-base" and cfg.data.train == "lab-clevr" and cfg.data.eval == ["lab-clevr", "lab-superclevr"]
+    assert (
+        cfg.model == "lab-base" and cfg.data.train == "lab-clevr" and cfg.data.eval == ["lab-clevr", "lab-superclevr"]
+    )
     assert cfg.learning_rate == pytest.approx(1e-5) and cfg.max_steps == 40 and cfg.data.eval_steps == 4
     assert cfg.prompt.style == "r1v" and cfg.injection.mode == "random"
     assert by_name["default-linear_decay-seed0"].injection.schedule == "linear_decay"
@@ -114,11 +127,14 @@ def test_seed_preset_plans_the_studys_matrix(tmp_path):
     assert plan(spec, tmp_path, seeds=1)[0].cfg.max_steps == 300
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--preset", "nonexistent"], "unknown study preset 'nonexistent'"),
-    (["--preset", "tiny", "injection.mode=sometimes"], "injection.mode='sometimes'"),
-    (["--preset", "tiny", "--model", "no-such-model"], "unknown model 'no-such-model'"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--preset", "nonexistent"], "unknown study preset 'nonexistent'"),
+        (["--preset", "tiny", "injection.mode=sometimes"], "injection.mode='sometimes'"),
+        (["--preset", "tiny", "--model", "no-such-model"], "unknown model 'no-such-model'"),
+    ],
+)
 def test_cli_rejects_bad_input_with_exit_2(args, message, tmp_path):
     result = CliRunner().invoke(app, ["study", *args, "--out", str(tmp_path)])
     assert result.exit_code == 2, result.output

@@ -13,18 +13,50 @@ from vlm_grpo.training.trainer import GRPOTrainer
 
 pytestmark = pytest.mark.slow
 
-REQUIRED_KEYS = ["step", "reward/mean", "reward/std", "rollout/number_present_rate", "rollout/accuracy",
-                 "rollout/format_rate", "groups/frac_zero_std", "loss/policy", "loss/kl", "policy/clip_fraction",
-                 "policy/ratio_mean", "completion/mean_length", "completion/truncated_rate", "optim/lr",
-                 "optim/grad_norm", "time/step_s", "throughput/tokens_per_s"]
+REQUIRED_KEYS = [
+    "step",
+    "reward/mean",
+    "reward/std",
+    "rollout/number_present_rate",
+    "rollout/accuracy",
+    "rollout/format_rate",
+    "groups/frac_zero_std",
+    "loss/policy",
+    "loss/kl",
+    "policy/clip_fraction",
+    "policy/ratio_mean",
+    "completion/mean_length",
+    "completion/truncated_rate",
+    "optim/lr",
+    "optim/grad_norm",
+    "time/step_s",
+    "throughput/tokens_per_s",
+]
 
-TINY = ["model=tiny-qwen2-vl", "num_generations=4", "prompts_per_step=2", "max_completion_length=12",
-        "learning_rate=1e-3", "progress=false"]
+TINY = [
+    "model=tiny-qwen2-vl",
+    "num_generations=4",
+    "prompts_per_step=2",
+    "max_completion_length=12",
+    "learning_rate=1e-3",
+    "progress=false",
+]
 
 
 def test_train_changes_every_parameter_and_checkpoint_reloads(tmp_path):
-    cfg = load_config(None, TINY + [f"output_dir={tmp_path}", "max_steps=2", "save_steps=2", "num_iterations=2",
-                                    "micro_batch_size=4", "injection.mode=random", "log_completions_steps=1"])
+    cfg = load_config(
+        None,
+        TINY
+        + [
+            f"output_dir={tmp_path}",
+            "max_steps=2",
+            "save_steps=2",
+            "num_iterations=2",
+            "micro_batch_size=4",
+            "injection.mode=random",
+            "log_completions_steps=1",
+        ],
+    )
     trainer = GRPOTrainer(cfg)
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
     trainer.train()
@@ -63,37 +95,68 @@ def test_cli_trains_on_a_generic_jsonl(tmp_path):
     rows = []
     for i in range(4):
         Image.new("RGB", (56, 56), (50 * i, 80, 80)).save(images / f"{i}.png")
-        rows.append(json.dumps({"image": f"{i}.png", "question": "How many items are there in the image?", "answer": i + 3}))
+        rows.append(
+            json.dumps({"image": f"{i}.png", "question": "How many items are there in the image?", "answer": i + 3})
+        )
     (images / "train.jsonl").write_text("\n".join(rows))
     out = tmp_path / "run"
     result = subprocess.run(
-        [sys.executable, "-m", "vlm_grpo.cli", "train", *TINY, f"output_dir={out}", "max_steps=1",
-         f"data.train={images / 'train.jsonl'}", "data.eval_holdout=0", "num_iterations=1"],
-        capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "vlm_grpo.cli",
+            "train",
+            *TINY,
+            f"output_dir={out}",
+            "max_steps=1",
+            f"data.train={images / 'train.jsonl'}",
+            "data.eval_holdout=0",
+            "num_iterations=1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert (out / "checkpoint-1" / "trainer_state.pt").is_file()
 
 
 def test_cli_reports_config_errors_without_a_traceback(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "vlm_grpo.cli", "train", "num_generations=1"],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "vlm_grpo.cli", "train", "num_generations=1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2
     assert "num_generations=1" in result.stderr and "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize("extra", [
-    ["injection.mode=rate", "injection.rate=0.5", "injection.off_policy=luffy"],
-    ["injection.mode=rescue", "injection.group_stats=sampled", "beta=0.04"],
-    ["injection.mode=random", "injection.schedule=linear_decay", "loss_type=seq_mean", "scale_rewards=none"],
-    ["injection.mode=random", "injection.schedule=adaptive", "prompt.style=r1v", "mask_truncated_completions=true"],
-])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["injection.mode=rate", "injection.rate=0.5", "injection.off_policy=luffy"],
+        ["injection.mode=rescue", "injection.group_stats=sampled", "beta=0.04"],
+        ["injection.mode=random", "injection.schedule=linear_decay", "loss_type=seq_mean", "scale_rewards=none"],
+        ["injection.mode=random", "injection.schedule=adaptive", "prompt.style=r1v", "mask_truncated_completions=true"],
+    ],
+)
 def test_every_injection_mode_and_schedule_runs(tmp_path, extra):
-    cfg = load_config(None, TINY + [f"output_dir={tmp_path}", "max_steps=2", "save_steps=2", "num_iterations=2"] + extra)
+    cfg = load_config(
+        None, TINY + [f"output_dir={tmp_path}", "max_steps=2", "save_steps=2", "num_iterations=2"] + extra
+    )
     GRPOTrainer(cfg).train()
     last = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
-    for key in ("injection/rate", "injection/groups_injected", "injection/advantage_mean", "policy/ratio_mean_injected",
-                "policy/ratio_mean_sampled", "policy/clip_fraction_injected", "policy/clip_fraction_sampled",
-                "injection/logp_mean"):
+    for key in (
+        "injection/rate",
+        "injection/groups_injected",
+        "injection/advantage_mean",
+        "policy/ratio_mean_injected",
+        "policy/ratio_mean_sampled",
+        "policy/clip_fraction_injected",
+        "policy/clip_fraction_sampled",
+        "injection/logp_mean",
+    ):
         assert key in last, key
     if "beta=0.04" in extra:
         assert last["loss/kl"] is not None and last["loss/kl"] >= 0
@@ -102,8 +165,18 @@ def test_every_injection_mode_and_schedule_runs(tmp_path, extra):
 def test_skipping_zero_advantage_groups_changes_nothing(tmp_path):
     weights = []
     for skip in ("false", "true"):
-        cfg = load_config(None, TINY + [f"output_dir={tmp_path / skip}", "max_steps=3", "save_steps=3", "num_iterations=2",
-                                        f"skip_zero_advantage_groups={skip}", "report_to=[]"])
+        cfg = load_config(
+            None,
+            TINY
+            + [
+                f"output_dir={tmp_path / skip}",
+                "max_steps=3",
+                "save_steps=3",
+                "num_iterations=2",
+                f"skip_zero_advantage_groups={skip}",
+                "report_to=[]",
+            ],
+        )
         trainer = GRPOTrainer(cfg)
         trainer.train()
         weights.append({n: p.detach().clone() for n, p in trainer.model.named_parameters()})

@@ -16,19 +16,41 @@ from vlm_grpo.core import algo  # noqa: E402
 
 
 def trl_loss(logp, old, ref, adv, mask, loss_type, beta, eps):
-    accelerator = SimpleNamespace(gather=lambda x: x, gather_for_metrics=lambda x: x,
-                                  reduce=lambda x, reduction="sum": x, sync_gradients=True, num_processes=1)
+    accelerator = SimpleNamespace(
+        gather=lambda x: x,
+        gather_for_metrics=lambda x: x,
+        reduce=lambda x, reduction="sum": x,
+        sync_gradients=True,
+        num_processes=1,
+    )
     fake = SimpleNamespace(
-        top_entropy_quantile=1.0, off_policy_mask_threshold=None, importance_sampling_level="token", beta=beta,
-        args=SimpleNamespace(use_bias_correction_kl=False, delta=None), loss_type=loss_type,
-        epsilon_low=eps, epsilon_high=eps, model=SimpleNamespace(training=True), current_gradient_accumulation_steps=1,
-        use_vllm=False, _entropy_bonus_enabled=False, aux_loss_enabled=False, accelerator=accelerator,
-        _metrics={"train": defaultdict(list)}, max_completion_length=mask.size(1),
+        top_entropy_quantile=1.0,
+        off_policy_mask_threshold=None,
+        importance_sampling_level="token",
+        beta=beta,
+        args=SimpleNamespace(use_bias_correction_kl=False, delta=None),
+        loss_type=loss_type,
+        epsilon_low=eps,
+        epsilon_high=eps,
+        model=SimpleNamespace(training=True),
+        current_gradient_accumulation_steps=1,
+        use_vllm=False,
+        _entropy_bonus_enabled=False,
+        aux_loss_enabled=False,
+        accelerator=accelerator,
+        _metrics={"train": defaultdict(list)},
+        max_completion_length=mask.size(1),
         _get_per_token_logps_and_entropies=lambda *a, **k: (logp, torch.zeros_like(logp), None),
     )
-    inputs = {"prompt_ids": torch.zeros(mask.size(0), 1, dtype=torch.long), "prompt_mask": torch.ones(mask.size(0), 1),
-              "completion_ids": torch.zeros_like(mask, dtype=torch.long), "completion_mask": mask,
-              "advantages": adv, "old_per_token_logps": old, "ref_per_token_logps": ref}
+    inputs = {
+        "prompt_ids": torch.zeros(mask.size(0), 1, dtype=torch.long),
+        "prompt_mask": torch.ones(mask.size(0), 1),
+        "completion_ids": torch.zeros_like(mask, dtype=torch.long),
+        "completion_mask": mask,
+        "advantages": adv,
+        "old_per_token_logps": old,
+        "ref_per_token_logps": ref,
+    }
     return trl_grpo.GRPOTrainer._compute_loss(fake, None, inputs)
 
 

@@ -7,8 +7,11 @@ from typing import List, Optional
 
 import typer
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="GRPO for vision-language models, with guidance injection for the cold start.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="GRPO for vision-language models, with guidance injection for the cold start.",
+)
 
 
 def _fail(exc: Exception) -> None:
@@ -19,7 +22,9 @@ def _fail(exc: Exception) -> None:
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def train(
     config: Optional[Path] = typer.Argument(None, help="YAML preset (only what differs from the defaults)."),
-    overrides: Optional[List[str]] = typer.Argument(None, help="key=value overrides; dots for nesting (injection.mode=random)."),
+    overrides: Optional[List[str]] = typer.Argument(
+        None, help="key=value overrides; dots for nesting (injection.mode=random)."
+    ),
 ) -> None:
     """Train with GRPO: `vlm-grpo train CONFIG.yaml [key=value ...]`."""
     from .config import ConfigError, load_config
@@ -58,14 +63,18 @@ _USER_ERRORS = (ValueError, OSError, RuntimeError)
 @app.command()
 def assess(
     model: str = typer.Option(..., "--model", help="Registered name, saved model folder, or hub id."),
-    data: str = typer.Option(..., "--data", help="Data set: lab-clevr, lab-superclevr, a .jsonl/.parquet path, or a hub id."),
+    data: str = typer.Option(
+        ..., "--data", help="Data set: lab-clevr, lab-superclevr, a .jsonl/.parquet path, or a hub id."
+    ),
     styles: str = typer.Option("default,r1v", "--styles", help="Comma-separated prompt styles: default, r1v."),
     n: int = typer.Option(200, "--n", help="Held-out samples (prompts)."),
     num_generations: int = typer.Option(8, "--num-generations", help="G: samples per prompt, as in training."),
     temperature: float = typer.Option(1.0, "--temperature", help="Sampling temperature of training."),
     out: Path = typer.Option(Path("runs/assess"), "--out", help="Folder for assessment.json and records.jsonl."),
     images: Optional[str] = typer.Option(None, "--images", help="Root folder for relative image paths."),
-    holdout: int = typer.Option(1000, "--holdout", help="Rows of a lab set held out from training (the rows assessed)."),
+    holdout: int = typer.Option(
+        1000, "--holdout", help="Rows of a lab set held out from training (the rows assessed)."
+    ),
     max_new_tokens: int = typer.Option(50, "--max-new-tokens"),
     batch_size: int = typer.Option(64, "--batch-size", help="Completions generated per batch."),
     device: str = typer.Option("auto", "--device"),
@@ -76,11 +85,25 @@ def assess(
     from rich.padding import Padding
     from rich.text import Text
 
-    from .evaluation.assess import advice_lines, assess as run_assess, assessment_table
+    from .evaluation.assess import advice_lines, assessment_table
+    from .evaluation.assess import assess as run_assess
 
     try:
-        result = run_assess(model, data, styles, n, num_generations, temperature, out, images=images, holdout=holdout,
-                            batch_size=batch_size, max_new_tokens=max_new_tokens, device=device, seed=seed)
+        result = run_assess(
+            model,
+            data,
+            styles,
+            n,
+            num_generations,
+            temperature,
+            out,
+            images=images,
+            holdout=holdout,
+            batch_size=batch_size,
+            max_new_tokens=max_new_tokens,
+            device=device,
+            seed=seed,
+        )
     except _USER_ERRORS as exc:
         _fail(exc)
     console = Console()
@@ -97,7 +120,9 @@ def eval_command(
     style: str = typer.Option("default", "--style", help="Prompt style: default or r1v."),
     n: int = typer.Option(200, "--n", help="Held-out samples per data set."),
     out: Path = typer.Option(Path("runs/eval"), "--out", help="Folder for records.jsonl and summary.json."),
-    temperature: Optional[float] = typer.Option(None, "--temperature", help="Sample at this temperature (default: greedy)."),
+    temperature: Optional[float] = typer.Option(
+        None, "--temperature", help="Sample at this temperature (default: greedy)."
+    ),
     images: Optional[str] = typer.Option(None, "--images", help="Root folder for relative image paths."),
     holdout: int = typer.Option(1000, "--holdout", help="Rows of a lab set held out from training."),
     max_new_tokens: int = typer.Option(50, "--max-new-tokens"),
@@ -110,8 +135,19 @@ def eval_command(
     from .evaluation.checkpoints import eval_table, evaluate_models
 
     try:
-        summary = evaluate_models(model, data, style, n, out, temperature=temperature, batch_size=batch_size,
-                                  max_new_tokens=max_new_tokens, holdout=holdout, images=images, device=device)
+        summary = evaluate_models(
+            model,
+            data,
+            style,
+            n,
+            out,
+            temperature=temperature,
+            batch_size=batch_size,
+            max_new_tokens=max_new_tokens,
+            holdout=holdout,
+            images=images,
+            device=device,
+        )
     except _USER_ERRORS as exc:
         _fail(exc)
     Console().print(eval_table(summary))
@@ -121,13 +157,19 @@ def eval_command(
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def study(
     overrides: Optional[List[str]] = typer.Argument(None, help="key=value overrides for every run (dots for nesting)."),
-    preset: str = typer.Option("seed", "--preset", help="Shipped preset name (lab-demo, seed, tiny) or a preset .yaml path."),
+    preset: str = typer.Option(
+        "seed", "--preset", help="Shipped preset name (lab-demo, seed, tiny) or a preset .yaml path."
+    ),
     seeds: Optional[int] = typer.Option(None, "--seeds", help="Seeds per condition (default: the preset's)."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Training steps of every run (default: the preset's)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Study folder (default: runs/study-<preset>)."),
     model: Optional[str] = typer.Option(None, "--model", help="Base model of every run (default: the preset's)."),
-    n: Optional[int] = typer.Option(None, "--n", help="Held-out samples per data set in the final evaluation "
-                                    "(default: the preset's; data.eval_size=N sets the evaluations during training)."),
+    n: Optional[int] = typer.Option(
+        None,
+        "--n",
+        help="Held-out samples per data set in the final evaluation "
+        "(default: the preset's; data.eval_size=N sets the evaluations during training).",
+    ),
     threshold: Optional[float] = typer.Option(None, "--threshold", help="In-domain accuracy for steps-to-threshold."),
 ) -> None:
     """Train conditions x seeds at one step budget (resumable), evaluate all alike, write study.json/.md."""
@@ -137,11 +179,13 @@ def study(
         result = run_study(preset, seeds, steps, out, model, list(overrides or []), n, threshold)
     except StudyInterrupted as exc:
         typer.secho(f"interrupted: {exc}", fg=typer.colors.YELLOW, err=True)
-        raise typer.Exit(code=130)
+        raise typer.Exit(code=130) from None
     except (*_USER_ERRORS, FloatingPointError) as exc:
         _fail(exc)
-    typer.echo(f"runs: {len(result['ran'])} trained, {len(result['resumed'])} resumed, "
-               f"{len(result['skipped'])} already finished")
+    typer.echo(
+        f"runs: {len(result['ran'])} trained, {len(result['resumed'])} resumed, "
+        f"{len(result['skipped'])} already finished"
+    )
     typer.echo(f"wrote {result['out']}/study.json, study.md and report/")
 
 
@@ -167,7 +211,9 @@ def report(
     typer.echo(f"wrote {path}")
 
 
-lab_app = typer.Typer(no_args_is_help=True, help="The embedded counting lab: tiny models that reproduce the cold start.")
+lab_app = typer.Typer(
+    no_args_is_help=True, help="The embedded counting lab: tiny models that reproduce the cold start."
+)
 app.add_typer(lab_app, name="lab")
 
 
@@ -191,9 +237,16 @@ def lab_demo(
 @lab_app.command("pretrain")
 def lab_pretrain(
     out: Path = typer.Argument(..., help="Folder to write the base model to."),
-    digit_share: float = typer.Option(..., "--digit-share", help="Share of bare-digit answers under the plain prompt: the cold-start dial (lab-base 0.15, lab-base-cold 0.025)."),
+    digit_share: float = typer.Option(
+        ...,
+        "--digit-share",
+        help="Share of bare-digit answers under the plain prompt: the cold-start dial "
+        "(lab-base 0.15, lab-base-cold 0.025).",
+    ),
     minutes: Optional[float] = typer.Option(30.0, "--minutes", help="Wall-time cap."),
-    steps: Optional[int] = typer.Option(1800, "--steps", help="Step budget (the shipped bases: 1800; whichever ends first)."),
+    steps: Optional[int] = typer.Option(
+        1800, "--steps", help="Step budget (the shipped bases: 1800; whichever ends first)."
+    ),
     seed: int = typer.Option(0, "--seed"),
     threads: int = typer.Option(1, "--threads", help="CPU threads (two bases train side by side on two cores)."),
 ) -> None:

@@ -25,7 +25,8 @@ class ConfigError(ValueError):
 @dataclass
 class DataConfig:
     train: str = "lab-clevr"
-    """Training set: a registered name (`lab-clevr`, `lab-superclevr`, or a plug-in's), a .jsonl/.parquet file, a folder of parquet files, or a hub id."""
+    """Training set: a registered name (`lab-clevr`, `lab-superclevr`, or a plug-in's), a .jsonl/.parquet
+    file, a folder of parquet files, or a hub id."""
     eval: list[str] = field(default_factory=list)
     """Held-out sets evaluated during training (the first is in-domain, the rest transfer)."""
     images: str | None = None
@@ -74,7 +75,8 @@ class InjectionConfig:
     adaptive_high: float = 0.9
     """`adaptive`: zero rate once the sampled number-present rate reaches this; linear between."""
     off_policy: str = "ratio"
-    """Loss on injected tokens: `ratio` (clipped ratio to rollout-time log-probs) or `luffy` (p/(p+gamma), unclipped)."""
+    """Loss on injected tokens: `ratio` (clipped ratio to rollout-time log-probs) or `luffy`
+    (p/(p+gamma), unclipped)."""
     luffy_gamma: float = 0.1
     """`luffy`: gamma of the p/(p+gamma) shaping."""
     group_stats: str = "all"
@@ -92,7 +94,8 @@ class LoraSettings:
     dropout: float = 0.0
     """Dropout on the adapter input (0 keeps log-probs deterministic between passes)."""
     target_modules: list[str] | None = None
-    """Module names to adapt (None: the language model's attention and MLP projections; the vision tower is left out)."""
+    """Module names to adapt (None: the language model's attention and MLP projections; the vision
+    tower is left out)."""
     save_merged: bool = True
     """Checkpoints hold merged full weights (loadable without peft) as well as the adapter."""
     load_in_4bit: bool = False
@@ -155,7 +158,8 @@ class TrainConfig:
     use_reference_model: bool = False
     """Load the frozen reference even when beta = 0, to log the KL."""
     loss_type: str = "token_mean"
-    """Loss aggregation: token_mean (every token of the minibatch weighs the same) | seq_mean (per sequence, then mean)."""
+    """Loss aggregation: token_mean (every token of the minibatch weighs the same) | seq_mean (per
+    sequence, then mean)."""
     scale_rewards: str = "group"
     """Advantage scaling: group ((r - mean) / (std + 1e-4)) | none (r - mean, Dr. GRPO)."""
     max_completion_length: int = 50
@@ -271,14 +275,29 @@ def _check_algorithm(cfg: TrainConfig, need: Need) -> None:
     for key, allowed in CHOICES.items():
         value = _get(cfg, key)
         need(value in allowed, f"{key}={value!r} is not one of {', '.join(allowed)}")
-    need(cfg.num_generations >= 2, f"num_generations={cfg.num_generations}: GRPO needs at least 2 completions per prompt to compare")
-    for name in ("prompts_per_step", "num_iterations", "max_steps", "micro_batch_size", "max_completion_length", "save_steps", "logging_steps"):
+    need(
+        cfg.num_generations >= 2,
+        f"num_generations={cfg.num_generations}: GRPO needs at least 2 completions per prompt to compare",
+    )
+    for name in (
+        "prompts_per_step",
+        "num_iterations",
+        "max_steps",
+        "micro_batch_size",
+        "max_completion_length",
+        "save_steps",
+        "logging_steps",
+    ):
         need(getattr(cfg, name) >= 1, f"{name}={getattr(cfg, name)} must be >= 1")
     mb = cfg.effective_minibatch_size
-    need(cfg.rows_per_step % mb == 0,
-         f"minibatch_size={mb} must divide prompts_per_step x num_generations = {cfg.rows_per_step}")
-    need(mb % cfg.micro_batch_size == 0 or cfg.micro_batch_size > mb,
-         f"micro_batch_size={cfg.micro_batch_size} must divide minibatch_size={mb}")
+    need(
+        cfg.rows_per_step % mb == 0,
+        f"minibatch_size={mb} must divide prompts_per_step x num_generations = {cfg.rows_per_step}",
+    )
+    need(
+        mb % cfg.micro_batch_size == 0 or cfg.micro_batch_size > mb,
+        f"micro_batch_size={cfg.micro_batch_size} must divide minibatch_size={mb}",
+    )
     need(cfg.epsilon > 0, f"epsilon={cfg.epsilon} must be > 0")
     need(cfg.epsilon_high is None or cfg.epsilon_high > 0, f"epsilon_high={cfg.epsilon_high} must be > 0")
     need(cfg.beta >= 0, f"beta={cfg.beta} must be >= 0")
@@ -286,8 +305,10 @@ def _check_algorithm(cfg: TrainConfig, need: Need) -> None:
     need(0 < cfg.top_p <= 1, f"top_p={cfg.top_p} must be in (0, 1]")
     need(cfg.learning_rate > 0, f"learning_rate={cfg.learning_rate} must be > 0")
     need(0 <= cfg.warmup_ratio < 1, f"warmup_ratio={cfg.warmup_ratio} must be in [0, 1)")
-    need(cfg.reward_weights is None or len(cfg.reward_weights) == len(cfg.reward_funcs),
-         f"reward_weights has {len(cfg.reward_weights or [])} entries for {len(cfg.reward_funcs)} reward_funcs")
+    need(
+        cfg.reward_weights is None or len(cfg.reward_weights) == len(cfg.reward_funcs),
+        f"reward_weights has {len(cfg.reward_weights or [])} entries for {len(cfg.reward_funcs)} reward_funcs",
+    )
     need(bool(cfg.reward_funcs), "reward_funcs is empty: name at least one reward")
 
 
@@ -295,36 +316,55 @@ def _check_injection(cfg: TrainConfig, need: Need) -> None:
     inj = cfg.injection
     for name in ("rate", "initial_rate", "final_rate", "decay_fraction", "adaptive_low", "adaptive_high"):
         need(0 <= getattr(inj, name) <= 1, f"injection.{name}={getattr(inj, name)} must be in [0, 1]")
-    need(inj.adaptive_low < inj.adaptive_high,
-         f"injection.adaptive_low={inj.adaptive_low} must be below injection.adaptive_high={inj.adaptive_high}")
-    need(inj.rows is None or 1 <= inj.rows <= cfg.num_generations - 1,
-         f"injection.rows={inj.rows} must be in 1..num_generations-1 = 1..{cfg.num_generations - 1}: at least one row stays sampled")
+    need(
+        inj.adaptive_low < inj.adaptive_high,
+        f"injection.adaptive_low={inj.adaptive_low} must be below injection.adaptive_high={inj.adaptive_high}",
+    )
+    need(
+        inj.rows is None or 1 <= inj.rows <= cfg.num_generations - 1,
+        f"injection.rows={inj.rows} must be in 1..num_generations-1 = 1..{cfg.num_generations - 1}: "
+        "at least one row stays sampled",
+    )
     need(inj.luffy_gamma > 0, f"injection.luffy_gamma={inj.luffy_gamma} must be > 0")
     if cfg.prompt.style == "custom":
-        need(bool(cfg.prompt.template) and "{question}" in cfg.prompt.template,
-             "prompt.style=custom needs prompt.template containing {question}")
-        need(inj.mode == "none" or (cfg.prompt.demonstration or "").count("{answer}") == 1,
-             "injection with prompt.style=custom needs prompt.demonstration containing {answer}")
+        need(
+            bool(cfg.prompt.template) and "{question}" in cfg.prompt.template,
+            "prompt.style=custom needs prompt.template containing {question}",
+        )
+        need(
+            inj.mode == "none" or (cfg.prompt.demonstration or "").count("{answer}") == 1,
+            "injection with prompt.style=custom needs prompt.demonstration containing {answer}",
+        )
 
 
 def _check_resources(cfg: TrainConfig, need: Need) -> None:
-    need(cfg.data.eval_holdout >= 0 and cfg.data.eval_size >= 1, "data.eval_holdout must be >= 0 and data.eval_size >= 1")
-    need(not (cfg.gradient_checkpointing and cfg.logprob_sharing == "prefix"),
-         "gradient_checkpointing=true turns the KV cache off, which logprob_sharing=prefix needs: "
-         "set logprob_sharing=vision (each image encoded once) or none")
-    need(not (cfg.skip_zero_advantage_groups and cfg.beta > 0),
-         f"skip_zero_advantage_groups=true needs beta=0 (beta={cfg.beta}): skipped rows would lose their KL term")
+    need(
+        cfg.data.eval_holdout >= 0 and cfg.data.eval_size >= 1, "data.eval_holdout must be >= 0 and data.eval_size >= 1"
+    )
+    need(
+        not (cfg.gradient_checkpointing and cfg.logprob_sharing == "prefix"),
+        "gradient_checkpointing=true turns the KV cache off, which logprob_sharing=prefix needs: "
+        "set logprob_sharing=vision (each image encoded once) or none",
+    )
+    need(
+        not (cfg.skip_zero_advantage_groups and cfg.beta > 0),
+        f"skip_zero_advantage_groups=true needs beta=0 (beta={cfg.beta}): skipped rows would lose their KL term",
+    )
     need(cfg.zero_stage in (0, 2, 3), f"zero_stage={cfg.zero_stage} is not one of 0, 2, 3")
     need(cfg.fsdp == "none" or not cfg.zero_stage, f"fsdp={cfg.fsdp} and zero_stage={cfg.zero_stage}: pick one")
     for name, value in (("fsdp", cfg.fsdp), ("zero_stage", cfg.zero_stage)):
         if value in ("none", 0):
             continue
-        need(not cfg.skip_zero_advantage_groups,
-             f"{name}={value} needs skip_zero_advantage_groups=false: a sharded forward is a collective, "
-             "so every rank must run the same passes")
+        need(
+            not cfg.skip_zero_advantage_groups,
+            f"{name}={value} needs skip_zero_advantage_groups=false: a sharded forward is a collective, "
+            "so every rank must run the same passes",
+        )
         need(not cfg.lora.enabled, f"{name}={value} with lora.enabled=true is not supported: use one or the other")
-    need(cfg.lora.enabled or not cfg.lora.load_in_4bit,
-         "lora.load_in_4bit=true needs lora.enabled=true: 4-bit base weights cannot be trained directly")
+    need(
+        cfg.lora.enabled or not cfg.lora.load_in_4bit,
+        "lora.load_in_4bit=true needs lora.enabled=true: 4-bit base weights cannot be trained directly",
+    )
     need(cfg.lora.r >= 1 and cfg.lora.alpha >= 1, f"lora.r={cfg.lora.r} and lora.alpha={cfg.lora.alpha} must be >= 1")
 
 
@@ -342,7 +382,9 @@ def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] 
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise ConfigError(f"override {item!r} must look like key=value (nested keys with dots: injection.mode=random)")
+            raise ConfigError(
+                f"override {item!r} must look like key=value (nested keys with dots: injection.mode=random)"
+            )
         _set_nested(raw, key.strip().split("."), yaml.safe_load(value) if value.strip() else None)
     return validate(from_dict(TrainConfig, raw))
 

@@ -38,7 +38,9 @@ class _PluginLoader:
                 try:
                     point.load()()
                 except Exception as exc:
-                    raise RuntimeError(f"vlm-grpo plug-in {point.name!r} ({point.value}) failed to load: {exc}") from exc
+                    raise RuntimeError(
+                        f"vlm-grpo plug-in {point.name!r} ({point.value}) failed to load: {exc}"
+                    ) from exc
             self.loaded = True
         finally:
             self.loading = False

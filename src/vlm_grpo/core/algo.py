@@ -190,11 +190,17 @@ def grpo_loss(
         if settings.beta > 0:
             per_token = per_token + settings.beta * kl
     loss = aggregate(per_token, loss_mask, settings.loss_type, minibatch_tokens, minibatch_rows)
-    policy_loss = loss if policy_part is per_token else aggregate(
-        policy_part.detach(), loss_mask, settings.loss_type, minibatch_tokens, minibatch_rows)
+    policy_loss = (
+        loss
+        if policy_part is per_token
+        else aggregate(policy_part.detach(), loss_mask, settings.loss_type, minibatch_tokens, minibatch_rows)
+    )
     stats.add_total("loss_policy", policy_loss.detach())
-    for origin, rows_mask in (("", loss_mask), ("_injected", loss_mask * inj_rows),
-                              ("_sampled", loss_mask * ~inj_rows)):
+    for origin, rows_mask in (
+        ("", loss_mask),
+        ("_injected", loss_mask * inj_rows),
+        ("_sampled", loss_mask * ~inj_rows),
+    ):
         stats.add("ratio" + origin, ratio.detach(), rows_mask)
         stats.add("clip" + origin, clipped.float(), rows_mask)
     stats.add("logp_injected", logp.detach(), loss_mask * inj_rows)

@@ -16,7 +16,7 @@ Public API
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 __all__ = [
     "wilson_interval",
@@ -107,8 +107,7 @@ def _betainc(a: float, b: float, x: float) -> float:
         return 0.0
     if x >= 1.0:
         return 1.0
-    log_bt = (math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b)
-              + a * math.log(x) + b * math.log1p(-x))
+    log_bt = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
     bt = math.exp(log_bt)
     if x < (a + 1.0) / (a + b + 2.0):
         return bt * _betacf(a, b, x) / a
@@ -158,8 +157,7 @@ def mean_ci(values: Sequence[float], confidence: float = 0.95) -> dict:
     return {"mean": m, "ci": [m - half, m + half], "values": vals}
 
 
-def steps_to_threshold(steps: Sequence[int], values: Sequence[float | None],
-                       threshold: float) -> int | None:
+def steps_to_threshold(steps: Sequence[int], values: Sequence[float | None], threshold: float) -> int | None:
     """First step whose value is ``>= threshold`` (``None`` values are skipped).
 
     ``steps`` and ``values`` are parallel sequences in logging order.

@@ -43,5 +43,14 @@ def open_source(spec: str, images: str | None = None, task: Task | None = None) 
     raise ValueError(f"unknown data set {spec!r}: use {names}, a .jsonl/.parquet path, or a hub id")
 
 
-__all__ = ["BadSample", "DATASETS", "PromptStream", "Sample", "Source", "eval_samples", "open_source",
-           "register_dataset", "split_indices"]
+__all__ = [
+    "BadSample",
+    "DATASETS",
+    "PromptStream",
+    "Sample",
+    "Source",
+    "eval_samples",
+    "open_source",
+    "register_dataset",
+    "split_indices",
+]

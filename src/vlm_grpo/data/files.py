@@ -52,8 +52,9 @@ _LAYOUTS = (
 )
 
 
-def _row_layout(columns: set[str], name: str, root: Path | None, domain: str,
-                read_answer: ReadAnswer) -> Callable[[dict, int], Sample]:
+def _row_layout(
+    columns: set[str], name: str, root: Path | None, domain: str, read_answer: ReadAnswer
+) -> Callable[[dict, int], Sample]:
     def resolve(path: Any) -> Any:
         if isinstance(path, str) and root is not None and not Path(path).is_absolute():
             return str(root / path)
@@ -61,8 +62,9 @@ def _row_layout(columns: set[str], name: str, root: Path | None, domain: str,
 
     for required, image, question, answer in _LAYOUTS:
         if required <= columns:
-            return lambda r, i: make_sample(f"{name}#{i}", resolve(r[image]), r[question], r[answer], domain,
-                                            read_answer)
+            return lambda r, i: make_sample(
+                f"{name}#{i}", resolve(r[image]), r[question], r[answer], domain, read_answer
+            )
     raise ValueError(
         f"{name}: columns {sorted(columns)} match no known layout; expected (image, question, answer), "
         "(image, problem, solution) or (image_path, question, ground_truth)"

@@ -23,9 +23,16 @@ def split_indices(n: int, holdout: int) -> tuple[np.ndarray, np.ndarray]:
 class PromptStream:
     """Training prompts in a seeded order, epoch after epoch; its state resumes exactly."""
 
-    def __init__(self, source: Source, indices: np.ndarray, seed: int, on_bad_sample: str = "skip",
-                 log: Callable[[str], None] = print, check: Callable[[Sample], None] | None = None,
-                 prepare: Callable[[Image.Image], Image.Image] | None = None):
+    def __init__(
+        self,
+        source: Source,
+        indices: np.ndarray,
+        seed: int,
+        on_bad_sample: str = "skip",
+        log: Callable[[str], None] = print,
+        check: Callable[[Sample], None] | None = None,
+        prepare: Callable[[Image.Image], Image.Image] | None = None,
+    ):
         if len(indices) == 0:
             raise ValueError(f"{source.name}: no training rows left after the held-out split")
         self.source, self.indices, self.seed = source, indices, seed

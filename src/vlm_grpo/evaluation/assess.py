@@ -71,8 +71,9 @@ def assess(
 
     names = parse_styles(styles)
     if n < 1 or group_size < 2 or temperature <= 0:
-        raise ValueError(f"need n >= 1, num_generations >= 2 and temperature > 0 "
-                         f"(got {n}, {group_size}, {temperature})")
+        raise ValueError(
+            f"need n >= 1, num_generations >= 2 and temperature > 0 (got {n}, {group_size}, {temperature})"
+        )
     task = get_task()
     samples = heldout_samples(data, n, holdout, images, task=task)
     policy, processor = load_for_inference(model, device, dtype)
@@ -81,16 +82,23 @@ def assess(
         style = get_style(name, task)
         torch.manual_seed(seed)  # the same draws for every style, and on every re-run
         common = dict(batch_size=batch_size, max_new_tokens=max_new_tokens, progress=progress, task=task)
-        sampled = generate_records(policy, processor, style, samples, data, group_size=group_size,
-                                   temperature=temperature, **common)
+        sampled = generate_records(
+            policy, processor, style, samples, data, group_size=group_size, temperature=temperature, **common
+        )
         greedy = generate_records(policy, processor, style, samples, data, group_size=1, temperature=None, **common)
         for decoding, records in (("sampled", sampled), ("greedy", greedy)):
             for record in records:
                 record["decoding"] = decoding
             all_records.extend(records)
-        assessment[name] = {**style_assessment(sampled, greedy, group_size),
-                            "model": model, "data": data, "n_prompts": len(samples), "group_size": group_size,
-                            "temperature": temperature, "max_new_tokens": max_new_tokens}
+        assessment[name] = {
+            **style_assessment(sampled, greedy, group_size),
+            "model": model,
+            "data": data,
+            "n_prompts": len(samples),
+            "group_size": group_size,
+            "temperature": temperature,
+            "max_new_tokens": max_new_tokens,
+        }
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
@@ -119,11 +127,14 @@ def style_assessment(sampled: Sequence[dict], greedy: Sequence[dict], group_size
     out["signal_measured"] = with_signal / groups
     out["signal_measured_ci"] = list(wilson_interval(with_signal, groups))
     advice = recommend(p, group_size)
-    out["recommendation"] = (f"{advice['band']} answer-present rate, {advice['viability'].lower()}: "
-                             f"{advice['recommendation']}. Single-domain: {advice['single_domain']} "
-                             f"Multi-domain: {advice['multi_domain']}")
-    out["advice"] = {k: advice[k] for k in ("band", "viability", "recommendation", "zone",
-                                             "single_domain", "multi_domain")}
+    out["recommendation"] = (
+        f"{advice['band']} answer-present rate, {advice['viability'].lower()}: "
+        f"{advice['recommendation']}. Single-domain: {advice['single_domain']} "
+        f"Multi-domain: {advice['multi_domain']}"
+    )
+    out["advice"] = {
+        k: advice[k] for k in ("band", "viability", "recommendation", "zone", "single_domain", "multi_domain")
+    }
     return out
 
 
@@ -138,21 +149,40 @@ def assessment_table(assessment: dict):
     from rich.table import Table
 
     any_style = next(iter(assessment.values()))
-    table = Table(title=f"Baseline assessment: {any_style['model']} on {any_style['data']}, "
-                        f"{any_style['n_prompts']} prompts (95 % Wilson intervals)")
+    table = Table(
+        title=f"Baseline assessment: {any_style['model']} on {any_style['data']}, "
+        f"{any_style['n_prompts']} prompts (95 % Wilson intervals)"
+    )
     table.add_column("measure")
     for style in assessment:
         table.add_column(style)
-    labels = {"answer_present_rate": "answer present", "tag_answer_rate": "<answer> tag parses",
-              "accuracy": "accuracy", "accuracy_given_answer": "accuracy | answer present"}
+    labels = {
+        "answer_present_rate": "answer present",
+        "tag_answer_rate": "<answer> tag parses",
+        "accuracy": "accuracy",
+        "accuracy_given_answer": "accuracy | answer present",
+    }
     for prefix, how in (("", f"sampled, T={any_style['temperature']}"), ("greedy_", "greedy")):
         for key in RATES:
-            table.add_row(f"{labels[key]} ({how})", *(percent(a[prefix + key], a[f"{prefix}{key}_ci"]) for a in assessment.values()))
+            table.add_row(
+                f"{labels[key]} ({how})",
+                *(percent(a[prefix + key], a[f"{prefix}{key}_ci"]) for a in assessment.values()),
+            )
     G = any_style["group_size"]
-    table.add_row(f"P(group has signal) = 1-(1-p)^{G}", *(percent(a["signal_probability"]) for a in assessment.values()))
-    table.add_row("groups with signal (measured)", *(percent(a["signal_measured"], a["signal_measured_ci"]) for a in assessment.values()))
-    table.add_row("verdict", *(f"{a['advice']['band']}: {a['advice']['viability']}, {a['advice']['recommendation']}"
-                               for a in assessment.values()))
+    table.add_row(
+        f"P(group has signal) = 1-(1-p)^{G}", *(percent(a["signal_probability"]) for a in assessment.values())
+    )
+    table.add_row(
+        "groups with signal (measured)",
+        *(percent(a["signal_measured"], a["signal_measured_ci"]) for a in assessment.values()),
+    )
+    table.add_row(
+        "verdict",
+        *(
+            f"{a['advice']['band']}: {a['advice']['viability']}, {a['advice']['recommendation']}"
+            for a in assessment.values()
+        ),
+    )
     return table
 
 
@@ -165,5 +195,3 @@ def advice_lines(assessment: dict) -> list[tuple[int, str]]:
         if advice["multi_domain"] != advice["single_domain"]:
             lines.append((2, f"multi-domain: {advice['multi_domain']}"))
     return lines
-
-

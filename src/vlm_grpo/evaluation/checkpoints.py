@@ -61,18 +61,33 @@ def evaluate_models(
         results[name] = {}
         for spec, samples in sets.items():
             torch.manual_seed(seed)
-            records = generate_records(policy, processor, style, samples, spec, batch_size=batch_size,
-                                       temperature=temperature, max_new_tokens=max_new_tokens, progress=progress,
-                                       task=task)
+            records = generate_records(
+                policy,
+                processor,
+                style,
+                samples,
+                spec,
+                batch_size=batch_size,
+                temperature=temperature,
+                max_new_tokens=max_new_tokens,
+                progress=progress,
+                task=task,
+            )
             for record in records:
                 record["checkpoint"] = name
             all_records.extend(records)
             results[name][spec] = _eval_entry(records)
         del policy
         _add_ratios(results[name], list(sets))
-    summary = {"style": style.name, "decoding": "greedy" if temperature is None else "sampled",
-               "temperature": temperature, "n": n, "in_domain": data[0], "transfer": list(sets)[1:],
-               "results": results}
+    summary = {
+        "style": style.name,
+        "decoding": "greedy" if temperature is None else "sampled",
+        "temperature": temperature,
+        "n": n,
+        "in_domain": data[0],
+        "transfer": list(sets)[1:],
+        "results": results,
+    }
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
@@ -99,14 +114,26 @@ def eval_table(summary: dict):
     from rich.table import Table
 
     table = Table(title=f"Evaluation ({summary['decoding']}, prompt style {summary['style']}, 95 % Wilson intervals)")
-    for column in ("checkpoint", "data set", "n", "accuracy", "strict accuracy", "answer present", "transfer / in-domain"):
+    for column in (
+        "checkpoint",
+        "data set",
+        "n",
+        "accuracy",
+        "strict accuracy",
+        "answer present",
+        "transfer / in-domain",
+    ):
         table.add_column(column, overflow="fold")  # a checkpoint path cut to "/tmp/ru…" identifies nothing
     for name, per_set in summary["results"].items():
         for spec, e in per_set.items():
             ratio = e.get("generalization_ratio")
-            table.add_row(name, f"{spec} ({e['role']})", str(e["n"]), percent(e["accuracy"], e["accuracy_ci"]),
-                          percent(e["strict_accuracy"], e["strict_accuracy_ci"]),
-                          percent(e["answer_present_rate"], e["answer_present_rate_ci"]),
-                          "-" if ratio is None else f"{ratio:.2f}")
+            table.add_row(
+                name,
+                f"{spec} ({e['role']})",
+                str(e["n"]),
+                percent(e["accuracy"], e["accuracy_ci"]),
+                percent(e["strict_accuracy"], e["strict_accuracy_ci"]),
+                percent(e["answer_present_rate"], e["answer_present_rate_ci"]),
+                "-" if ratio is None else f"{ratio:.2f}",
+            )
     return table
-

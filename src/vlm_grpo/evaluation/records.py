@@ -48,7 +48,7 @@ def generate_records(
     prompts_per_batch = max(1, batch_size // group_size)
     batches = range(0, len(samples), prompts_per_batch)
     for start in tqdm(batches, desc=f"eval {dataset}", disable=not progress, leave=False):
-        chunk = [s for s in map(_decoded, samples[start:start + prompts_per_batch]) if s is not None]
+        chunk = [s for s in map(_decoded, samples[start : start + prompts_per_batch]) if s is not None]
         if not chunk:
             continue
         prompts = encode_prompts(processor, style, chunk, device)
@@ -56,19 +56,35 @@ def generate_records(
         for row, text in enumerate(texts):
             sample = chunk[row // group_size]
             score = scorer(text, sample.answer)
-            records.append({
-                "dataset": dataset, "sample_id": sample.id, "group_index": row % group_size,
-                "prompt_style": style.name, "answer": sample.answer, "completion": text,
-                "parsed": score.parsed, "strict_parsed": task.parse_strict(text), "reward": score.reward,
-                "number_present": score.number_present, "correct": score.correct,
-                "strict_correct": score.strict_correct, "format_ok": score.format_ok,
-                "truncated": bool(truncated[row]),
-            })
+            records.append(
+                {
+                    "dataset": dataset,
+                    "sample_id": sample.id,
+                    "group_index": row % group_size,
+                    "prompt_style": style.name,
+                    "answer": sample.answer,
+                    "completion": text,
+                    "parsed": score.parsed,
+                    "strict_parsed": task.parse_strict(text),
+                    "reward": score.reward,
+                    "number_present": score.number_present,
+                    "correct": score.correct,
+                    "strict_correct": score.strict_correct,
+                    "format_ok": score.format_ok,
+                    "truncated": bool(truncated[row]),
+                }
+            )
     return records
 
 
-def heldout_samples(spec: str, n: int, holdout: int = 1000, images: str | None = None,
-                    train: str | None = None, task: Task | None = None) -> list[Sample]:
+def heldout_samples(
+    spec: str,
+    n: int,
+    holdout: int = 1000,
+    images: str | None = None,
+    train: str | None = None,
+    task: Task | None = None,
+) -> list[Sample]:
     """The first `n` held-out samples of data set `spec`, chosen as the trainer chooses its eval sets.
 
     Rendered sets (and the training set itself, `spec == train`) keep the fixed held-out split, so
@@ -121,8 +137,14 @@ class EvalSummary:
     style_format_rate: Rate
     accuracy_given_answer: Rate
 
-    RATES = ("accuracy", "strict_accuracy", "answer_present_rate", "tag_answer_rate", "style_format_rate",
-             "accuracy_given_answer")
+    RATES = (
+        "accuracy",
+        "strict_accuracy",
+        "answer_present_rate",
+        "tag_answer_rate",
+        "style_format_rate",
+        "accuracy_given_answer",
+    )
 
     @classmethod
     def of(cls, records: Sequence[dict]) -> EvalSummary:
@@ -133,10 +155,15 @@ class EvalSummary:
         def count(key: str) -> Rate:  # hand-made records (tests, older files) may lack a part: not counted
             return Rate(sum(bool(r.get(key)) for r in records), n)
 
-        return cls(n=n, accuracy=Rate(correct, n), strict_accuracy=count("strict_correct"),
-                   answer_present_rate=Rate(present, n),
-                   tag_answer_rate=Rate(sum(r["strict_parsed"] is not None for r in records), n),
-                   style_format_rate=count("format_ok"), accuracy_given_answer=Rate(correct, present))
+        return cls(
+            n=n,
+            accuracy=Rate(correct, n),
+            strict_accuracy=count("strict_correct"),
+            answer_present_rate=Rate(present, n),
+            tag_answer_rate=Rate(sum(r["strict_parsed"] is not None for r in records), n),
+            style_format_rate=count("format_ok"),
+            accuracy_given_answer=Rate(correct, present),
+        )
 
     def to_dict(self, prefix: str = "", names: Sequence[str] = RATES) -> dict:
         """`{prefix}{name}` and `{prefix}{name}_ci` for each rate (None when nothing was counted)."""

@@ -29,7 +29,6 @@ from ..seeding import restore_python_rng
 from ..tasks.rewards import Scorer
 from ..tasks.styles import PromptStyle
 
-
 Schedule = Callable[[InjectionConfig, int, int, float], float]
 
 

@@ -18,8 +18,9 @@ from tqdm.auto import tqdm
 BASES = ("lab-base", "lab-base-cold")
 
 
-def run_demo(out: str | Path = "runs/lab-demo", steps: int | None = None, seeds: int = 1, n: int = 200,
-             progress: bool = True) -> Path:
+def run_demo(
+    out: str | Path = "runs/lab-demo", steps: int | None = None, seeds: int = 1, n: int = 200, progress: bool = True
+) -> Path:
     """Runs (or resumes) the whole lab pipeline and returns the path of its report.md."""
     from ..evaluation.assess import assess
     from ..study.report import write_report
@@ -35,5 +36,10 @@ def run_demo(out: str | Path = "runs/lab-demo", steps: int | None = None, seeds:
     tqdm.write("training with and without injection (study preset lab-demo)")
     result = run_study("lab-demo", seeds=seeds, steps=steps, out=out / "study", n=n, progress=progress)
     runs = sorted((out / "study" / "runs").iterdir())
-    return write_report(runs, out / "report", study_json=out / "study" / "study.json",
-                        assessment_json=assessments["lab-base"]) if result else out
+    return (
+        write_report(
+            runs, out / "report", study_json=out / "study" / "study.json", assessment_json=assessments["lab-base"]
+        )
+        if result
+        else out
+    )

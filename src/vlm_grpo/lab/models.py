@@ -29,8 +29,10 @@ def factory(name: str) -> Callable[[], str]:
     def folder() -> str:
         path = path_of(name)
         if not (path / "config.json").is_file():
-            raise ValueError(f"lab model {name!r} is not built yet: no saved model under {path} "
-                             "(the counting lab pre-trains it: python -m vlm_grpo.lab.pretrain)")
+            raise ValueError(
+                f"lab model {name!r} is not built yet: no saved model under {path} "
+                "(the counting lab pre-trains it: python -m vlm_grpo.lab.pretrain)"
+            )
         return str(path)
 
     return folder

@@ -47,8 +47,9 @@ WARMUP_STEPS = 50
 IMAGE_SIZE = 112
 
 
-def make_example(rng: random.Random, scene_seed: int, digit_share: float, superclevr_share: float,
-                 r1v_share: float) -> tuple:
+def make_example(
+    rng: random.Random, scene_seed: int, digit_share: float, superclevr_share: float, r1v_share: float
+) -> tuple:
     """(image, prompt style, question, answer text) for one freshly rendered training scene."""
     domain = "lab-superclevr" if rng.random() < superclevr_share else "lab-clevr"
     image, scene = render_scene(domain, scene_seed, size=IMAGE_SIZE)
@@ -65,10 +66,13 @@ def collate(processor, examples: list[tuple], end_id: int) -> dict[str, torch.Te
     it, so training sees the same prompt/answer token boundary that sampling produces.
     """
     tok = processor.tokenizer
-    prompts = [processor.apply_chat_template(style.messages(q), add_generation_prompt=True, tokenize=False)
-               for _, style, q, _ in examples]
-    enc = processor(text=prompts, images=[e[0] for e in examples], return_tensors="pt", padding=True,
-                    padding_side="right")
+    prompts = [
+        processor.apply_chat_template(style.messages(q), add_generation_prompt=True, tokenize=False)
+        for _, style, q, _ in examples
+    ]
+    enc = processor(
+        text=prompts, images=[e[0] for e in examples], return_tensors="pt", padding=True, padding_side="right"
+    )
     rows = []
     for i, (_, _, _, answer) in enumerate(examples):
         keep = enc["attention_mask"][i].bool()
@@ -82,12 +86,18 @@ def collate(processor, examples: list[tuple], end_id: int) -> dict[str, torch.Te
     mm_types = torch.zeros((len(rows), width), dtype=enc["mm_token_type_ids"].dtype)
     for i, (p, a, t) in enumerate(rows):
         n, m = len(p), len(a)
-        input_ids[i, :n + m] = torch.cat([p, a])
-        labels[i, n:n + m] = a
-        attention[i, :n + m] = 1
+        input_ids[i, : n + m] = torch.cat([p, a])
+        labels[i, n : n + m] = a
+        attention[i, : n + m] = 1
         mm_types[i, :n] = t
-    return {"input_ids": input_ids, "attention_mask": attention, "mm_token_type_ids": mm_types,
-            "pixel_values": enc["pixel_values"], "image_grid_thw": enc["image_grid_thw"], "labels": labels}
+    return {
+        "input_ids": input_ids,
+        "attention_mask": attention,
+        "mm_token_type_ids": mm_types,
+        "pixel_values": enc["pixel_values"],
+        "image_grid_thw": enc["image_grid_thw"],
+        "labels": labels,
+    }
 
 
 def lr_factor(progress: float, step: int, warmup: int) -> float:
@@ -97,17 +107,27 @@ def lr_factor(progress: float, step: int, warmup: int) -> float:
     return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
 
 
-def pretrain(out_dir: str | Path, digit_share: float, minutes: float | None = None, steps: int | None = None,
-             seed: int = 0, superclevr_share: float = 0.1, r1v_share: float = 0.3, batch_size: int = 32,
-             lr: float = 1e-3, progress: bool = True) -> Path:
+def pretrain(
+    out_dir: str | Path,
+    digit_share: float,
+    minutes: float | None = None,
+    steps: int | None = None,
+    seed: int = 0,
+    superclevr_share: float = 0.1,
+    r1v_share: float = 0.3,
+    batch_size: int = 32,
+    lr: float = 1e-3,
+    progress: bool = True,
+) -> Path:
     """SFT a fresh "small" tiny Qwen2-VL on the lab mix; save model, processor and lab_card.json."""
     if minutes is None and steps is None:
         raise ValueError("pretrain needs a budget: minutes, steps, or both")
     out_dir = Path(out_dir)
     torch.manual_seed(seed)
     tokenizer = build_tokenizer(texts.corpus())
-    model, processor = build_tiny("qwen2-vl", "small", seed=seed, tokenizer=tokenizer,
-                                  image_pixels=IMAGE_SIZE * IMAGE_SIZE)
+    model, processor = build_tiny(
+        "qwen2-vl", "small", seed=seed, tokenizer=tokenizer, image_pixels=IMAGE_SIZE * IMAGE_SIZE
+    )
     model.train()
     end_id = adapter_for(model).turn_end_id(processor)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
@@ -119,31 +139,55 @@ def pretrain(out_dir: str | Path, digit_share: float, minutes: float | None = No
         done = _progress(step, time.monotonic() - start, steps, minutes)
         if done >= 1.0:
             break
-        examples = [make_example(rng, TRAIN_SEED_BASE + seed * SEEDS_PER_RUN + step * batch_size + i,
-                                 digit_share, superclevr_share, r1v_share) for i in range(batch_size)]
+        examples = [
+            make_example(
+                rng,
+                TRAIN_SEED_BASE + seed * SEEDS_PER_RUN + step * batch_size + i,
+                digit_share,
+                superclevr_share,
+                r1v_share,
+            )
+            for i in range(batch_size)
+        ]
         for group in optimizer.param_groups:
             group["lr"] = lr * lr_factor(done, step, warmup)
-        loss = model(**collate(processor, examples, end_id), use_cache=False).loss
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        losses.append(loss.item())
+        losses.append(_sft_step(model, optimizer, collate(processor, examples, end_id)))
         step += 1
         bar.update(1)
         elapsed = time.monotonic() - start
-        bar.set_postfix(loss=f"{sum(losses[-50:]) / len(losses[-50:]):.3f}",
-                        eta=_eta(elapsed, _progress(step, elapsed, steps, minutes)))
+        bar.set_postfix(
+            loss=f"{sum(losses[-50:]) / len(losses[-50:]):.3f}",
+            eta=_eta(elapsed, _progress(step, elapsed, steps, minutes)),
+        )
     bar.close()
-    card = {"digit_share": digit_share, "superclevr_share": superclevr_share, "r1v_share": r1v_share,
-            "batch_size": batch_size, "lr": lr, "seed": seed, "steps": step,
-            "minutes": round((time.monotonic() - start) / 60, 2), "budget": {"steps": steps, "minutes": minutes},
-            "final_loss": round(sum(losses[-50:]) / max(1, len(losses[-50:])), 4), "model": "tiny qwen2-vl small"}
+    card = {
+        "digit_share": digit_share,
+        "superclevr_share": superclevr_share,
+        "r1v_share": r1v_share,
+        "batch_size": batch_size,
+        "lr": lr,
+        "seed": seed,
+        "steps": step,
+        "minutes": round((time.monotonic() - start) / 60, 2),
+        "budget": {"steps": steps, "minutes": minutes},
+        "final_loss": round(sum(losses[-50:]) / max(1, len(losses[-50:])), 4),
+        "model": "tiny qwen2-vl small",
+    }
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir, safe_serialization=True)
     processor.save_pretrained(out_dir)
     (out_dir / "lab_card.json").write_text(json.dumps(card, indent=2) + "\n")
     return out_dir
+
+
+def _sft_step(model, optimizer, batch: dict[str, torch.Tensor]) -> float:
+    """One supervised update on `batch`; returns its loss."""
+    loss = model(**batch, use_cache=False).loss
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    return loss.item()
 
 
 def _progress(step: int, elapsed: float, steps: int | None, minutes: float | None) -> float:
@@ -179,8 +223,17 @@ def measure(model_path: str | Path, n: int = 200, batch_size: int = 64, max_new_
         sets[name] = eval_samples(source, split_indices(len(source), 1000)[1], n)
 
     def run(style, name, group, temperature):
-        return generate_records(model, processor, style, sets[name], name, batch_size=batch_size,
-                                group_size=group, temperature=temperature, max_new_tokens=max_new_tokens)
+        return generate_records(
+            model,
+            processor,
+            style,
+            sets[name],
+            name,
+            batch_size=batch_size,
+            group_size=group,
+            temperature=temperature,
+            max_new_tokens=max_new_tokens,
+        )
 
     out = {"model": str(model_path), "n": n}
     sampled = run(DEFAULT, "lab-clevr", 8, 1.0)
@@ -218,8 +271,17 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.command == "train":
-        pretrain(args.out_dir, args.digit_share, args.minutes, args.steps, args.seed, args.superclevr_share,
-                 args.r1v_share, args.batch_size, args.lr)
+        pretrain(
+            args.out_dir,
+            args.digit_share,
+            args.minutes,
+            args.steps,
+            args.seed,
+            args.superclevr_share,
+            args.r1v_share,
+            args.batch_size,
+            args.lr,
+        )
     else:
         print(json.dumps(measure(args.model_path, args.n), indent=2))
 

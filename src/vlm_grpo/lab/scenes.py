@@ -72,20 +72,46 @@ class _Style:
     shadow: float  # floor brightness factor inside shadows
 
 
-_STYLES = MappingProxyType({
-    "lab-clevr": _Style(
-        palette=(("gray", (87, 87, 87)), ("red", (173, 35, 35)), ("blue", (42, 75, 215)),
-                 ("green", (29, 105, 20)), ("brown", (129, 74, 25)), ("purple", (129, 38, 192)),
-                 ("cyan", (41, 208, 208)), ("yellow", (255, 238, 51))),
-        floor_top=(172, 172, 170), floor_bottom=(136, 136, 138), checker=0.0,
-        light=-1, radius=(7.0, 12.5), shadow=0.72),
-    "lab-superclevr": _Style(
-        palette=(("pink", (255, 140, 190)), ("orange", (255, 150, 40)), ("lime", (170, 235, 60)),
-                 ("teal", (0, 180, 160)), ("sky", (120, 190, 255)), ("lavender", (195, 165, 255)),
-                 ("ivory", (240, 235, 215)), ("magenta", (235, 60, 205))),
-        floor_top=(62, 40, 38), floor_bottom=(120, 78, 52), checker=0.06,
-        light=1, radius=(5.5, 10.5), shadow=0.55),
-})
+_STYLES = MappingProxyType(
+    {
+        "lab-clevr": _Style(
+            palette=(
+                ("gray", (87, 87, 87)),
+                ("red", (173, 35, 35)),
+                ("blue", (42, 75, 215)),
+                ("green", (29, 105, 20)),
+                ("brown", (129, 74, 25)),
+                ("purple", (129, 38, 192)),
+                ("cyan", (41, 208, 208)),
+                ("yellow", (255, 238, 51)),
+            ),
+            floor_top=(172, 172, 170),
+            floor_bottom=(136, 136, 138),
+            checker=0.0,
+            light=-1,
+            radius=(7.0, 12.5),
+            shadow=0.72,
+        ),
+        "lab-superclevr": _Style(
+            palette=(
+                ("pink", (255, 140, 190)),
+                ("orange", (255, 150, 40)),
+                ("lime", (170, 235, 60)),
+                ("teal", (0, 180, 160)),
+                ("sky", (120, 190, 255)),
+                ("lavender", (195, 165, 255)),
+                ("ivory", (240, 235, 215)),
+                ("magenta", (235, 60, 205)),
+            ),
+            floor_top=(62, 40, 38),
+            floor_bottom=(120, 78, 52),
+            checker=0.06,
+            light=1,
+            radius=(5.5, 10.5),
+            shadow=0.55,
+        ),
+    }
+)
 
 
 def colour_names() -> list[str]:
@@ -102,8 +128,7 @@ def _check_domain(domain: str) -> _Style:
 def _check_args(size: int, counts: tuple[int, int]) -> None:
     if not isinstance(size, int) or size < MIN_SIZE:
         raise ValueError(f"size must be an int >= {MIN_SIZE}, got {size!r}")
-    if (len(counts) != 2 or not all(isinstance(c, int) for c in counts)
-            or not 0 <= counts[0] <= counts[1] <= MAX_COUNT):
+    if len(counts) != 2 or not all(isinstance(c, int) for c in counts) or not 0 <= counts[0] <= counts[1] <= MAX_COUNT:
         raise ValueError(f"counts must be (lo, hi) ints with 0 <= lo <= hi <= {MAX_COUNT}, got {counts!r}")
 
 
@@ -236,15 +261,18 @@ def _cast_shadows(floor: Image.Image, objects: tuple[SceneObject, ...], style: _
 
 
 @overload
-def render_scene(domain: str, seed: int, size: int = ..., counts: tuple[int, int] = ...,
-                 return_mask: Literal[False] = ...) -> tuple[Image.Image, Scene]: ...
+def render_scene(
+    domain: str, seed: int, size: int = ..., counts: tuple[int, int] = ..., return_mask: Literal[False] = ...
+) -> tuple[Image.Image, Scene]: ...
 @overload
-def render_scene(domain: str, seed: int, size: int = ..., counts: tuple[int, int] = ...,
-                 *, return_mask: Literal[True]) -> tuple[Image.Image, Scene, np.ndarray]: ...
+def render_scene(
+    domain: str, seed: int, size: int = ..., counts: tuple[int, int] = ..., *, return_mask: Literal[True]
+) -> tuple[Image.Image, Scene, np.ndarray]: ...
 
 
-def render_scene(domain: str, seed: int, size: int = 112, counts: tuple[int, int] = (3, 10),
-                 return_mask: bool = False) -> tuple[Image.Image, Scene] | tuple[Image.Image, Scene, np.ndarray]:
+def render_scene(
+    domain: str, seed: int, size: int = 112, counts: tuple[int, int] = (3, 10), return_mask: bool = False
+) -> tuple[Image.Image, Scene] | tuple[Image.Image, Scene, np.ndarray]:
     """Render one scene: an RGB ``size``x``size`` image plus the ``Scene`` that was drawn.
 
     With ``return_mask=True`` also returns a uint8 ``(size, size)`` label array where pixel value
@@ -256,8 +284,10 @@ def render_scene(domain: str, seed: int, size: int = 112, counts: tuple[int, int
     n = rng.randint(*counts)
     question = question_for(domain, rng)
     placed = sorted(_place(style, n, size, rng), key=lambda p: p[1])  # back-to-front painter's order
-    objects = tuple(SceneObject(shape=rng.choice(SHAPES), color=rng.choice(style.palette)[0], x=x, y=y, size=r)
-                    for x, y, r in placed)
+    objects = tuple(
+        SceneObject(shape=rng.choice(SHAPES), color=rng.choice(style.palette)[0], x=x, y=y, size=r)
+        for x, y, r in placed
+    )
     colours = dict(style.palette)
     img = _cast_shadows(_background(style, size), objects, style)
     draw = ImageDraw.Draw(img)

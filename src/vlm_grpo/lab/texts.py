@@ -21,7 +21,7 @@ from collections import Counter
 
 from ..tasks.counting import NUMBER_WORDS
 from ..tasks.styles import R1V, R1V_SUFFIX, R1V_SYSTEM
-from .scenes import CLEVR_QUESTION, colour_names, SHAPES, SUPERCLEVR_QUESTIONS, Scene
+from .scenes import CLEVR_QUESTION, SHAPES, SUPERCLEVR_QUESTIONS, Scene, colour_names
 
 _WORD_VALUE = {w: i for i, w in enumerate(NUMBER_WORDS)}
 _WORD_RE = re.compile(r"\b(" + "|".join(NUMBER_WORDS) + r")\b", re.IGNORECASE)
@@ -60,7 +60,7 @@ def _join(items: list[str]) -> str:
 
 
 def _shape_parts(scene: Scene) -> str:
-    """"two cubes, one sphere and four cylinders" (counts per shape, in words)."""
+    """ "two cubes, one sphere and four cylinders" (counts per shape, in words)."""
     counts = Counter(o.shape for o in scene.objects)
     return _join([f"{word(k)} {_PLURAL[s] if k > 1 else s}" for s in SHAPES if (k := counts[s])])
 
@@ -111,7 +111,8 @@ def corpus() -> list[str]:
     lines += [f"{word(k)} {c} {s} {_PLURAL[s]}" for k in range(17) for c in colours for s in SHAPES][::3]
     rng = random.Random(0)
     for seed in range(120):  # seeds far outside the lab's rows; only the words matter here
-        _, scene = render_scene("lab-clevr" if seed % 2 else "lab-superclevr", 3_000_000 + seed, size=64,
-                                counts=(0, 16))
+        _, scene = render_scene(
+            "lab-clevr" if seed % 2 else "lab-superclevr", 3_000_000 + seed, size=64, counts=(0, 16)
+        )
         lines += [verbose(scene, rng), r1v(scene, rng), bare(scene)]
     return lines * 2

@@ -6,8 +6,22 @@
 from __future__ import annotations
 
 from .families import FAMILIES, FamilyAdapter, adapter_for, adapter_for_type, base_model, register_family
-from .loading import (MODELS, apply_lora, check_model_name, load_for_inference, freeze_vision, frozen_copy, load_model_and_processor, load_weights,
-                      merged_copy, pick_device, pick_dtype, register_model, registered_models, save_model)
+from .loading import (
+    MODELS,
+    apply_lora,
+    check_model_name,
+    freeze_vision,
+    frozen_copy,
+    load_for_inference,
+    load_model_and_processor,
+    load_weights,
+    merged_copy,
+    pick_device,
+    pick_dtype,
+    register_model,
+    registered_models,
+    save_model,
+)
 
 
 def _tiny(family: str):
@@ -22,7 +36,25 @@ def _tiny(family: str):
 for _family in ("qwen2-vl", "qwen2.5-vl"):
     register_model(f"tiny-{_family}", _tiny(_family))
 
-__all__ = ["FAMILIES", "MODELS", "FamilyAdapter", "adapter_for", "adapter_for_type", "apply_lora", "base_model",
-           "check_model_name", "load_for_inference",
-           "freeze_vision", "frozen_copy", "load_model_and_processor", "load_weights", "merged_copy", "pick_device",
-           "pick_dtype", "register_family", "register_model", "registered_models", "save_model"]
+__all__ = [
+    "FAMILIES",
+    "MODELS",
+    "FamilyAdapter",
+    "adapter_for",
+    "adapter_for_type",
+    "apply_lora",
+    "base_model",
+    "check_model_name",
+    "load_for_inference",
+    "freeze_vision",
+    "frozen_copy",
+    "load_model_and_processor",
+    "load_weights",
+    "merged_copy",
+    "pick_device",
+    "pick_dtype",
+    "register_family",
+    "register_model",
+    "registered_models",
+    "save_model",
+]

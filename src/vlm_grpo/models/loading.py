@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import copy
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 from transformers import AutoModelForImageTextToText
@@ -45,8 +45,9 @@ def pick_dtype(name: str, device: torch.device) -> torch.dtype:
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
 
 
-def load_model_and_processor(name: str, device: torch.device, dtype: torch.dtype, trust_remote_code: bool = False,
-                             load_in_4bit: bool = False):
+def load_model_and_processor(
+    name: str, device: torch.device, dtype: torch.dtype, trust_remote_code: bool = False, load_in_4bit: bool = False
+):
     """The policy on `device`, and its processor; `load_in_4bit` quantizes the language model (QLoRA)."""
     if name in MODELS:
         made = MODELS.get(name)()
@@ -64,7 +65,8 @@ def load_model_and_processor(name: str, device: torch.device, dtype: torch.dtype
         raise FileNotFoundError(f"{path} has no config.json: it is not a saved model folder")
     options = {"quantization_config": four_bit_config(dtype), "device_map": {"": device}} if load_in_4bit else {}
     model = AutoModelForImageTextToText.from_pretrained(
-        name, dtype=dtype, trust_remote_code=trust_remote_code, use_safetensors=True, **options)
+        name, dtype=dtype, trust_remote_code=trust_remote_code, use_safetensors=True, **options
+    )
     if not load_in_4bit:
         model = model.to(device)
     elif device.type == "cpu":
@@ -73,8 +75,9 @@ def load_model_and_processor(name: str, device: torch.device, dtype: torch.dtype
         for module in model.modules():
             if hasattr(module, "support_avx512bf16_for_cpu"):
                 module.support_avx512bf16_for_cpu = False
-    processor = adapter_for_type(model.config.model_type).load_processor(name, model.config.model_type,
-                                                                         trust_remote_code)
+    processor = adapter_for_type(model.config.model_type).load_processor(
+        name, model.config.model_type, trust_remote_code
+    )
     return model, processor
 
 
@@ -86,9 +89,13 @@ def four_bit_config(compute_dtype: torch.dtype):
         import bitsandbytes  # noqa: F401
     except ImportError as exc:
         raise RuntimeError("lora.load_in_4bit=true needs bitsandbytes: pip install 'vlm-grpo[qlora]'") from exc
-    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                              bnb_4bit_compute_dtype=compute_dtype,
-                              llm_int8_skip_modules=["model.visual", "visual", "lm_head"])
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=compute_dtype,
+        llm_int8_skip_modules=["model.visual", "visual", "lm_head"],
+    )
 
 
 # The language model's projections; the pattern keeps Qwen2.5-VL's vision MLP (same names) out.
@@ -105,7 +112,9 @@ def apply_lora(model, settings):
         from peft import prepare_model_for_kbit_training
 
         # Norms and other unquantized weights in fp32 for stable training, as QLoRA prescribes.
-        checkpointing = getattr(model, "is_activation_checkpointing", getattr(model, "is_gradient_checkpointing", False))
+        checkpointing = getattr(
+            model, "is_activation_checkpointing", getattr(model, "is_gradient_checkpointing", False)
+        )
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=checkpointing)
     targets = settings.target_modules or LANGUAGE_PROJECTIONS
     config = LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout, target_modules=targets)
@@ -151,8 +160,11 @@ def merged_copy(model):
     the policy computes (merging into the 4-bit weights would quantize the update away)."""
     if not getattr(base_model(model), "is_quantized", False):
         return copy.deepcopy(model).merge_and_unload()
-    deltas = {name: module.get_delta_weight(module.active_adapters[0])
-              for name, module in base_model(model).named_modules() if hasattr(module, "get_delta_weight")}
+    deltas = {
+        name: module.get_delta_weight(module.active_adapters[0])
+        for name, module in base_model(model).named_modules()
+        if hasattr(module, "get_delta_weight")
+    }
     plain = copy.deepcopy(model).unload().dequantize()
     for name, delta in deltas.items():
         weight = plain.get_submodule(name).weight
@@ -167,8 +179,6 @@ def frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
     return ref.eval()
 
 
-
-
 def check_model_name(name: str) -> None:
     """Fail fast on a name that is neither registered, a saved folder, nor a hub id."""
     path = Path(name)
@@ -177,8 +187,10 @@ def check_model_name(name: str) -> None:
     if path.exists():
         raise ValueError(f"model folder {path} has no config.json: it is not a saved model")
     if name.count("/") != 1 or name.startswith((".", "/")):
-        raise ValueError(f"unknown model {name!r}: not a registered name ({', '.join(registered_models())}), "
-                         "a saved model folder, or a hub id (org/name)")
+        raise ValueError(
+            f"unknown model {name!r}: not a registered name ({', '.join(registered_models())}), "
+            "a saved model folder, or a hub id (org/name)"
+        )
 
 
 def load_for_inference(name: str, device: str = "auto", dtype: str = "auto", trust_remote_code: bool = False):

@@ -7,8 +7,8 @@ Tests, the smoke preset and the counting lab use them; nothing here touches the 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
@@ -17,14 +17,20 @@ from ..tasks.counting import NUMBER_WORDS
 from ..tasks.styles import R1V_SUFFIX, R1V_SYSTEM
 
 SPECIAL_TOKENS = [
-    "<|endoftext|>", "<|im_start|>", "<|im_end|>",
-    "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>",
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
 ]
 
 # The Qwen2-VL chat format (system default, image placeholder, assistant header), images only.
 QWEN_CHAT_TEMPLATE = (
     "{% for message in messages %}"
-    "{% if loop.first and message['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    "{% if loop.first and message['role'] != 'system' %}"
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
     "<|im_start|>{{ message['role'] }}\n"
     "{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n"
     "{% else %}{% for content in message['content'] %}"
@@ -45,11 +51,19 @@ def default_corpus() -> list[str]:
     """Text the tiny tokenizer is trained on: the prompts, questions and answers of counting tasks."""
     shapes = ["cube", "cubes", "sphere", "spheres", "cylinder", "cylinders", "object", "objects", "items", "things"]
     colours = ["gray", "red", "blue", "green", "brown", "purple", "cyan", "yellow"]
-    lines = [R1V_SYSTEM, R1V_SUFFIX, "You are a helpful assistant.",
-             "How many items are there in the image?", "How many objects are in this picture?",
-             "Count the objects in the image. How many are there?", "What is the number of things shown?"]
+    lines = [
+        R1V_SYSTEM,
+        R1V_SUFFIX,
+        "You are a helpful assistant.",
+        "How many items are there in the image?",
+        "How many objects are in this picture?",
+        "Count the objects in the image. How many are there?",
+        "What is the number of things shown?",
+    ]
     for i, word in enumerate(NUMBER_WORDS[:13]):  # zero to twelve: the tokenizer the tests were built with
-        lines.append(f"There are {word} {shapes[i % len(shapes)]} in the image, {colours[i % 8]} and {colours[(i + 3) % 8]}.")
+        lines.append(
+            f"There are {word} {shapes[i % len(shapes)]} in the image, {colours[i % 8]} and {colours[(i + 3) % 8]}."
+        )
         lines.append(f"<think>I count {word} objects in the image.</think><answer>{i}</answer>")
         lines.append(f"In total I can see {word} {colours[i % 8]} {shapes[(i + 5) % len(shapes)]} on the floor.")
     return lines * 4
@@ -63,8 +77,10 @@ def build_tokenizer(corpus: Iterable[str] | None = None, vocab_size: int = 560) 
     )
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
     )
     tok.train_from_iterator(list(corpus if corpus is not None else default_corpus()), trainer)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>")
@@ -84,11 +100,17 @@ def tiny_text_config(dims: dict, tokenizer) -> dict:
     half = head_dim // 2
     mrope = [half - 2 * (half * 3 // 8), half * 3 // 8, half * 3 // 8]
     return dict(
-        vocab_size=len(tokenizer), hidden_size=dims["hidden"], intermediate_size=dims["ffn"],
-        num_hidden_layers=dims["layers"], num_attention_heads=dims["heads"], num_key_value_heads=dims["kv_heads"],
+        vocab_size=len(tokenizer),
+        hidden_size=dims["hidden"],
+        intermediate_size=dims["ffn"],
+        num_hidden_layers=dims["layers"],
+        num_attention_heads=dims["heads"],
+        num_key_value_heads=dims["kv_heads"],
         max_position_embeddings=4096,
         rope_parameters={"rope_type": "default", "mrope_section": mrope, "rope_theta": 10000.0},
-        bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"],
+        bos_token_id=ids["<|endoftext|>"],
+        eos_token_id=ids["<|im_end|>"],
+        pad_token_id=ids["<|endoftext|>"],
     )
 
 

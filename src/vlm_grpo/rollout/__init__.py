@@ -5,5 +5,15 @@ from .batch import MicroBatch, PromptBatch, Rollout, StepBatch
 from .generation import encode_prompts, end_token_ids, generate, mask_after_end, pick_tokens
 from .logprobs import completion_logprobs
 
-__all__ = ["MicroBatch", "PromptBatch", "Rollout", "StepBatch", "completion_logprobs", "encode_prompts",
-           "end_token_ids", "generate", "mask_after_end", "pick_tokens"]
+__all__ = [
+    "MicroBatch",
+    "PromptBatch",
+    "Rollout",
+    "StepBatch",
+    "completion_logprobs",
+    "encode_prompts",
+    "end_token_ids",
+    "generate",
+    "mask_after_end",
+    "pick_tokens",
+]

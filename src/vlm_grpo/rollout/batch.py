@@ -120,9 +120,11 @@ class StepBatch:
         width = max(1, int(rollout.completion_mask[rows].sum(1).max()))
         device = self.advantages.device
         return MicroBatch(
-            rows=rows, completion_ids=rollout.completion_ids[rows, :width],
+            rows=rows,
+            completion_ids=rollout.completion_ids[rows, :width],
             completion_mask=rollout.completion_mask[rows, :width],
-            loss_mask=self.loss_mask[rows, :width].to(device), advantages=self.advantages[rows],
+            loss_mask=self.loss_mask[rows, :width].to(device),
+            advantages=self.advantages[rows],
             injected=rollout.injected.to(device)[rows],
             old_logp=self.old_logp[rows, :width] if self.old_logp is not None else None,
             ref_logp=self.ref_logp[rows, :width] if self.ref_logp is not None else None,

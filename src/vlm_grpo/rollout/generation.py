@@ -16,8 +16,10 @@ from .batch import PromptBatch
 
 
 def encode_prompts(processor, style: PromptStyle, samples: list[Sample], device: torch.device) -> PromptBatch:
-    texts = [processor.apply_chat_template(style.messages(s.question), add_generation_prompt=True, tokenize=False)
-             for s in samples]
+    texts = [
+        processor.apply_chat_template(style.messages(s.question), add_generation_prompt=True, tokenize=False)
+        for s in samples
+    ]
     images = [s.load_image() for s in samples]
     inputs = processor(text=texts, images=images, return_tensors="pt", padding=True, padding_side="left")
     return PromptBatch(samples, {k: v.to(device) for k, v in inputs.items() if isinstance(v, torch.Tensor)})
@@ -32,7 +34,9 @@ def mask_after_end(ids: torch.Tensor, end_ids: list[int]) -> tuple[torch.Tensor,
     """(mask, truncated): mask is 1 up to and including the first end token of each row."""
     is_end = torch.isin(ids, torch.tensor(end_ids, device=ids.device))
     has_end = is_end.any(dim=1)
-    first_end = torch.where(has_end, is_end.int().argmax(dim=1), torch.full_like(has_end, ids.size(1), dtype=torch.long))
+    first_end = torch.where(
+        has_end, is_end.int().argmax(dim=1), torch.full_like(has_end, ids.size(1), dtype=torch.long)
+    )
     positions = torch.arange(ids.size(1), device=ids.device).unsqueeze(0)
     mask = (positions <= first_end.unsqueeze(1)).float()
     return mask, ~has_end
@@ -66,17 +70,35 @@ def generate(
     model.eval()
     try:
         if sharing == "prefix":
-            ids = sample_from_prefix(adapter, model, prompts.inputs, group_size, max_new_tokens, temperature, top_p,
-                                     top_k, end_ids, pad_id, forbidden)
+            ids = sample_from_prefix(
+                adapter,
+                model,
+                prompts.inputs,
+                group_size,
+                max_new_tokens,
+                temperature,
+                top_p,
+                top_k,
+                end_ids,
+                pad_id,
+                forbidden,
+            )
         elif sharing == "none":
             # Every knob is explicit: a checkpoint's generation_config (Qwen2-VL-Instruct ships top_k=1,
             # repetition_penalty=1.05) must not change the distribution GRPO's ratios assume.
-            options = dict(do_sample=temperature is not None, max_new_tokens=max_new_tokens,
-                           num_return_sequences=group_size, eos_token_id=end_ids, pad_token_id=pad_id,
-                           repetition_penalty=1.0, use_cache=True, suppress_tokens=forbidden)
+            options = dict(
+                do_sample=temperature is not None,
+                max_new_tokens=max_new_tokens,
+                num_return_sequences=group_size,
+                eos_token_id=end_ids,
+                pad_token_id=pad_id,
+                repetition_penalty=1.0,
+                use_cache=True,
+                suppress_tokens=forbidden,
+            )
             if temperature is not None:
                 options.update(temperature=temperature, top_p=top_p, top_k=top_k)
-            ids = model.generate(**prompts.inputs, **options)[:, prompts.inputs["input_ids"].size(1):]
+            ids = model.generate(**prompts.inputs, **options)[:, prompts.inputs["input_ids"].size(1) :]
         else:
             raise ValueError(f"unknown generation_sharing {sharing!r}: use prefix or none")
     finally:
@@ -105,9 +127,19 @@ def pick_tokens(logits: torch.Tensor, temperature: float | None, top_p: float, t
 
 
 @torch.no_grad()
-def sample_from_prefix(adapter: FamilyAdapter, model, inputs, group_size: int, max_new_tokens: int,
-                       temperature: float | None, top_p: float, top_k: int, end_ids: list[int], pad_id: int,
-                       forbidden: list[int]) -> torch.Tensor:  # (B*G, T)
+def sample_from_prefix(
+    adapter: FamilyAdapter,
+    model,
+    inputs,
+    group_size: int,
+    max_new_tokens: int,
+    temperature: float | None,
+    top_p: float,
+    top_k: int,
+    end_ids: list[int],
+    pad_id: int,
+    forbidden: list[int],
+) -> torch.Tensor:  # (B*G, T)
     """G completions per prompt from one prefill per prompt; rows that ended are padded."""
     last, cache, start = adapter.prefill(model, inputs)
     cache.batch_repeat_interleave(group_size)
@@ -119,14 +151,22 @@ def sample_from_prefix(adapter: FamilyAdapter, model, inputs, group_size: int, m
     tokens = []
     for step in range(max_new_tokens):
         logits[:, forbidden] = float("-inf")
-        token = torch.where(finished, torch.full_like(finished, pad_id, dtype=torch.long),
-                            pick_tokens(logits, temperature, top_p, top_k))
+        token = torch.where(
+            finished,
+            torch.full_like(finished, pad_id, dtype=torch.long),
+            pick_tokens(logits, temperature, top_p, top_k),
+        )
         tokens.append(token)
         finished |= torch.isin(token, ends)
         if bool(finished.all()) or step == max_new_tokens - 1:
             break
         attention = torch.cat([attention, torch.ones_like(attention[:, :1])], dim=1)
-        out = model(input_ids=token.unsqueeze(1), attention_mask=attention, cache=cache, use_cache=True,
-                    position_ids=adapter.positions(start + step, 1))
+        out = model(
+            input_ids=token.unsqueeze(1),
+            attention_mask=attention,
+            cache=cache,
+            use_cache=True,
+            position_ids=adapter.positions(start + step, 1),
+        )
         cache, logits = out.cache, out.logits[:, -1]
     return torch.stack(tokens, dim=1)

@@ -43,8 +43,9 @@ def completion_logprobs(
     return token_logprobs(logits, completion_ids, temperature)
 
 
-def _per_row_logits(adapter: FamilyAdapter, model, prompts, owner, completion_ids, completion_mask,
-                    share_vision=False) -> torch.Tensor:
+def _per_row_logits(
+    adapter: FamilyAdapter, model, prompts, owner, completion_ids, completion_mask, share_vision=False
+) -> torch.Tensor:
     """(n, C, V) logits from whole rows; with share_vision, each distinct image is encoded once."""
     inputs = prompts.select(owner)
     if share_vision and "pixel_values" in inputs:
@@ -71,15 +72,21 @@ def _with_shared_image_features(adapter: FamilyAdapter, model, prompts, owner, i
     return inputs
 
 
-def _shared_prefix_logits(adapter: FamilyAdapter, model, prompts, owner, completion_ids,
-                          completion_mask) -> torch.Tensor:  # (n, C, V)
+def _shared_prefix_logits(
+    adapter: FamilyAdapter, model, prompts, owner, completion_ids, completion_mask
+) -> torch.Tensor:  # (n, C, V)
     """Logits predicting each completion token: distinct prompts prefilled once, cache rows selected."""
     distinct, local = torch.unique(owner, return_inverse=True)
     inputs = prompts.select(distinct)
     last, cache, start = adapter.prefill(model, inputs)
     cache.batch_select_indices(local.to(start.device))
     attention = torch.cat([inputs["attention_mask"][local], completion_mask.to(inputs["attention_mask"].dtype)], dim=1)
-    rest = model(input_ids=completion_ids, attention_mask=attention, cache=cache, use_cache=True,
-                 position_ids=adapter.positions(start[local], completion_ids.size(1)))
+    rest = model(
+        input_ids=completion_ids,
+        attention_mask=attention,
+        cache=cache,
+        use_cache=True,
+        position_ids=adapter.positions(start[local], completion_ids.size(1)),
+    )
     # The prompt's last position predicts the first completion token.
     return torch.cat([last[local].unsqueeze(1), rest.logits[:, :-1]], dim=1)

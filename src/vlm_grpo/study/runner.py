@@ -11,11 +11,12 @@ condition are pooled into a mean with a 95 % t-interval.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import yaml
 from tqdm.auto import tqdm
@@ -53,8 +54,10 @@ def find_preset(preset: str | Path) -> Path:
     named = PRESETS_DIR / f"{preset}.yaml"
     if named.is_file():
         return named
-    raise ValueError(f"unknown study preset {str(preset)!r}; choose {', '.join(available_presets())} "
-                     "or give a path to a preset .yaml")
+    raise ValueError(
+        f"unknown study preset {str(preset)!r}; choose {', '.join(available_presets())} "
+        "or give a path to a preset .yaml"
+    )
 
 
 def load_preset(path: Path) -> dict:
@@ -87,8 +90,15 @@ def injection_label(condition: dict) -> str:
     return mode if mode == "none" or schedule == "constant" else f"{mode}/{schedule}"
 
 
-def plan(preset: dict, out: Path, seeds: int, steps: int | None = None, model: str | None = None,
-         overrides: Sequence[str] = (), progress: bool = True) -> list[PlannedRun]:
+def plan(
+    preset: dict,
+    out: Path,
+    seeds: int,
+    steps: int | None = None,
+    model: str | None = None,
+    overrides: Sequence[str] = (),
+    progress: bool = True,
+) -> list[PlannedRun]:
     """Every run's validated config, built before anything trains so a bad key fails at once."""
     cli = ([f"max_steps={steps}"] if steps is not None else []) + ([f"model={model}"] if model else [])
     runs = []
@@ -98,8 +108,15 @@ def plan(preset: dict, out: Path, seeds: int, steps: int | None = None, model: s
         for seed in range(seeds):
             name = f"{condition['name']}-seed{seed}"
             run_dir = out / "runs" / name
-            cfg = load_config(None, flatten(preset.get("base") or {}) + own + cli + [f"progress={str(progress).lower()}"]
-                              + list(overrides) + [f"output_dir={run_dir}", f"seed={seed}"])
+            cfg = load_config(
+                None,
+                flatten(preset.get("base") or {})
+                + own
+                + cli
+                + [f"progress={str(progress).lower()}"]
+                + list(overrides)
+                + [f"output_dir={run_dir}", f"seed={seed}"],
+            )
             # Steps-to-threshold needs held-out evaluation during training.
             cfg.data.eval = cfg.data.eval or [cfg.data.train]
             cfg.data.eval_steps = cfg.data.eval_steps or max(1, cfg.max_steps // 10)
@@ -120,8 +137,10 @@ def _check_same_config(run: PlannedRun) -> None:
     now = to_dict(run.cfg)
     changed = sorted(k for k in set(before) | set(now) if k not in _VOLATILE and before.get(k) != now.get(k))
     if changed:
-        raise ValueError(f"{run.dir} was trained with a different configuration ({', '.join(changed)} differ); "
-                         "use another --out or delete that run folder")
+        raise ValueError(
+            f"{run.dir} was trained with a different configuration ({', '.join(changed)} differ); "
+            "use another --out or delete that run folder"
+        )
 
 
 def _steps_saved(run_dir: Path) -> int:
@@ -145,13 +164,14 @@ def train_run(run: PlannedRun) -> str:
         GRPOTrainer(run.cfg).train()
     finally:
         for sig, handler in handlers.items():
-            try:
+            # Not the main thread (ValueError): the trainer could not install its own either.
+            with contextlib.suppress(ValueError):
                 signal.signal(sig, handler)
-            except ValueError:  # not the main thread: the trainer could not install its own either
-                pass
     if _steps_saved(run.dir) < run.cfg.max_steps:
-        raise StudyInterrupted(f"{run.name} stopped at step {_steps_saved(run.dir)} of {run.cfg.max_steps}; "
-                               "run the same command again to resume")
+        raise StudyInterrupted(
+            f"{run.name} stopped at step {_steps_saved(run.dir)} of {run.cfg.max_steps}; "
+            "run the same command again to resume"
+        )
     return "resumed" if resume else "ran"
 
 
@@ -186,14 +206,25 @@ def final_eval(run: PlannedRun, n: int, progress: bool = True) -> dict:
     # A resumed run rewrites its final checkpoint: a cached score older than it is stale.
     if cache.is_file() and cache.stat().st_mtime > (final / "trainer_state.pt").stat().st_mtime:
         cached = json.loads(cache.read_text())
-        (key, scores), = cached["results"].items()
+        ((key, scores),) = cached["results"].items()
         if Path(key).name == final.name and cached["n"] == n:  # by name: the study folder may have moved
             return scores
     cfg = run.cfg
-    summary = evaluate_models([str(final)], cfg.data.eval, get_style(cfg.prompt), n=n, out=out,
-                              max_new_tokens=cfg.max_completion_length, holdout=cfg.data.eval_holdout,
-                              images=cfg.data.images, train=cfg.data.train, device=cfg.device, dtype=cfg.dtype,
-                              seed=cfg.seed, progress=progress)
+    summary = evaluate_models(
+        [str(final)],
+        cfg.data.eval,
+        get_style(cfg.prompt),
+        n=n,
+        out=out,
+        max_new_tokens=cfg.max_completion_length,
+        holdout=cfg.data.eval_holdout,
+        images=cfg.data.images,
+        train=cfg.data.train,
+        device=cfg.device,
+        dtype=cfg.dtype,
+        seed=cfg.seed,
+        progress=progress,
+    )
     return summary["results"][str(final)]
 
 
@@ -204,11 +235,13 @@ def measure(run: PlannedRun, scores: dict, threshold: float) -> dict:
     key = f"eval/{in_domain}/accuracy"
     logged = [(r["step"], r[key]) for r in records if "step" in r and r.get(key) is not None]
     first_transfer = scores[transfer[0]] if transfer else {}
-    return {"in_domain_accuracy": scores[in_domain]["accuracy"],
-            "transfer_accuracy": first_transfer.get("accuracy"),
-            "generalization_ratio": first_transfer.get("generalization_ratio"),
-            "steps_to_threshold": steps_to_threshold([s for s, _ in logged], [v for _, v in logged], threshold),
-            "wall_s": wall_seconds(records)}
+    return {
+        "in_domain_accuracy": scores[in_domain]["accuracy"],
+        "transfer_accuracy": first_transfer.get("accuracy"),
+        "generalization_ratio": first_transfer.get("generalization_ratio"),
+        "steps_to_threshold": steps_to_threshold([s for s, _ in logged], [v for _, v in logged], threshold),
+        "wall_s": wall_seconds(records),
+    }
 
 
 def _pool(values: list) -> dict:
@@ -220,9 +253,13 @@ def aggregate(preset: dict, runs: list[PlannedRun], measures: dict[str, dict]) -
     conditions = []
     for condition in preset["conditions"]:
         mine = [r for r in runs if r.condition is condition]
-        entry = {"name": condition["name"], "prompt_style": condition.get("prompt_style", "default"),
-                 "injection": injection_label(condition), "seeds": [r.seed for r in mine],
-                 "runs": [str(r.dir) for r in mine]}
+        entry = {
+            "name": condition["name"],
+            "prompt_style": condition.get("prompt_style", "default"),
+            "injection": injection_label(condition),
+            "seeds": [r.seed for r in mine],
+            "runs": [str(r.dir) for r in mine],
+        }
         for key in ("in_domain_accuracy", "transfer_accuracy", "generalization_ratio", "steps_to_threshold", "wall_s"):
             entry[key] = _pool([measures[r.name][key] for r in mine])
         # Seeds that never reach the threshold have no step count: say how many did.
@@ -234,9 +271,17 @@ def aggregate(preset: dict, runs: list[PlannedRun], measures: dict[str, dict]) -
 
 
 # ---------------------------------------------------------------- the study
-def run_study(preset: str | Path = "seed", seeds: int | None = None, steps: int | None = None,
-              out: str | Path | None = None, model: str | None = None, overrides: Sequence[str] = (),
-              n: int | None = None, threshold: float | None = None, progress: bool = True) -> dict:
+def run_study(
+    preset: str | Path = "seed",
+    seeds: int | None = None,
+    steps: int | None = None,
+    out: str | Path | None = None,
+    model: str | None = None,
+    overrides: Sequence[str] = (),
+    n: int | None = None,
+    threshold: float | None = None,
+    progress: bool = True,
+) -> dict:
     """Train (or skip, or resume) every run, evaluate each, write study.json, study.md and report/."""
     path = find_preset(preset)
     spec = load_preset(path)
@@ -259,10 +304,19 @@ def run_study(preset: str | Path = "seed", seeds: int | None = None, steps: int 
     for run in tqdm(runs, desc="final evaluation", disable=not progress):
         measures[run.name] = measure(run, final_eval(run, eval_n, progress), threshold)
     first = runs[0].cfg
-    study = {"preset": path.stem, "description": spec.get("description"), "model": ", ".join(sorted({r.cfg.model for r in runs})),
-             "max_steps": first.max_steps, "seeds": seeds, "threshold": threshold, "eval_n": eval_n,
-             "decoding": "greedy", "in_domain": first.data.eval[0], "transfer": first.data.eval[1:],
-             "conditions": aggregate(spec, runs, measures)}
+    study = {
+        "preset": path.stem,
+        "description": spec.get("description"),
+        "model": ", ".join(sorted({r.cfg.model for r in runs})),
+        "max_steps": first.max_steps,
+        "seeds": seeds,
+        "threshold": threshold,
+        "eval_n": eval_n,
+        "decoding": "greedy",
+        "in_domain": first.data.eval[0],
+        "transfer": first.data.eval[1:],
+        "conditions": aggregate(spec, runs, measures),
+    }
     out.mkdir(parents=True, exist_ok=True)
     (out / "study.json").write_text(json.dumps(study, indent=2))
     (out / "study.md").write_text(markdown(study))
@@ -297,22 +351,33 @@ def _cell(stat: dict, percent: bool = True, seconds: bool = False) -> str:
 
 def markdown(study: dict) -> str:
     transfer = ", ".join(study["transfer"]) or "-"
-    lines = [f"# Study `{study['preset']}`: {study['model']}, {study['max_steps']} steps, {study['seeds']} seed(s)",
-             "", study.get("description") or "", "",
-             f"Greedy accuracy on {study['eval_n']} held-out samples of {study['in_domain']} (in-domain) and "
-             f"{transfer} (transfer), mean ± half-width [95 % t-interval over seeds]. Steps to threshold: first "
-             f"step whose held-out in-domain accuracy is >= {study['threshold']:.0%}, averaged over the seeds "
-             "that reached it (k/n).", "",
-             "| condition | prompt | injection | in-domain accuracy | transfer accuracy | transfer / in-domain "
-             f"| steps to {study['threshold']:.0%} | wall time |", "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# Study `{study['preset']}`: {study['model']}, {study['max_steps']} steps, {study['seeds']} seed(s)",
+        "",
+        study.get("description") or "",
+        "",
+        f"Greedy accuracy on {study['eval_n']} held-out samples of {study['in_domain']} (in-domain) and "
+        f"{transfer} (transfer), mean ± half-width [95 % t-interval over seeds]. Steps to threshold: first "
+        f"step whose held-out in-domain accuracy is >= {study['threshold']:.0%}, averaged over the seeds "
+        "that reached it (k/n).",
+        "",
+        "| condition | prompt | injection | in-domain accuracy | transfer accuracy | transfer / in-domain "
+        f"| steps to {study['threshold']:.0%} | wall time |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for c in study["conditions"]:
         steps = c["steps_to_threshold"]
-        reached = f"{_cell(steps, percent=False)} ({steps['reached']}/{len(c['seeds'])})" if steps["reached"] \
+        reached = (
+            f"{_cell(steps, percent=False)} ({steps['reached']}/{len(c['seeds'])})"
+            if steps["reached"]
             else f"not reached (0/{len(c['seeds'])})"
+        )
         ratio = "-" if c["generalization_ratio"]["mean"] is None else f"{c['generalization_ratio']['mean']:.2f}"
-        lines.append(f"| {c['name']} | {c['prompt_style']} | {c['injection']} | {_cell(c['in_domain_accuracy'])} | "
-                     f"{_cell(c['transfer_accuracy'])} | {ratio} | "
-                     f"{reached} | {_cell(c['wall_s'], percent=False, seconds=True)} |")
+        lines.append(
+            f"| {c['name']} | {c['prompt_style']} | {c['injection']} | {_cell(c['in_domain_accuracy'])} | "
+            f"{_cell(c['transfer_accuracy'])} | {ratio} | "
+            f"{reached} | {_cell(c['wall_s'], percent=False, seconds=True)} |"
+        )
     lines += _reference(study)
     return "\n".join(lines) + "\n"
 
@@ -321,16 +386,25 @@ def _reference(study: dict) -> list[str]:
     rows = [c for c in study["conditions"] if c.get("reference")]
     if not rows:
         return []
-    lines = ["", "## The study's own numbers", "",
-             "Shringarpure (2025), *Breaking the Cold Start Barrier*: Qwen2-VL-2B on CLEVR (in-domain) and "
-             "SuperCLEVR (transfer), one run per condition, no intervals. Compare directions (injection "
-             "speeds up the weak-prompt start but costs transfer; under r1v the gap closes), not absolute values.",
-             "", "| condition | base format rate | CLEVR | SuperCLEVR | steps to 90 % | steps trained | time |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "",
+        "## The study's own numbers",
+        "",
+        "Shringarpure (2025), *Breaking the Cold Start Barrier*: Qwen2-VL-2B on CLEVR (in-domain) and "
+        "SuperCLEVR (transfer), one run per condition, no intervals. Compare directions (injection "
+        "speeds up the weak-prompt start but costs transfer; under r1v the gap closes), not absolute values.",
+        "",
+        "| condition | base format rate | CLEVR | SuperCLEVR | steps to 90 % | steps trained | time |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for c in rows:
         ref = c["reference"]
-        fmt = [f"{v:.0%}" if isinstance(v, float) else str(v) for v in
-               (ref.get("in_domain_accuracy", "-"), ref.get("transfer_accuracy", "-"))]
-        lines.append(f"| {c['name']} | {ref.get('baseline', '-')} | {fmt[0]} | {fmt[1]} | "
-                     f"{ref.get('steps_to_threshold', '-')} | {ref.get('steps_trained', '-')} | {ref.get('wall', '-')} |")
+        fmt = [
+            f"{v:.0%}" if isinstance(v, float) else str(v)
+            for v in (ref.get("in_domain_accuracy", "-"), ref.get("transfer_accuracy", "-"))
+        ]
+        lines.append(
+            f"| {c['name']} | {ref.get('baseline', '-')} | {fmt[0]} | {fmt[1]} | "
+            f"{ref.get('steps_to_threshold', '-')} | {ref.get('steps_trained', '-')} | {ref.get('wall', '-')} |"
+        )
     return lines

@@ -21,8 +21,25 @@ _ROW_ANSWER = re.compile(r"\s*(?:<answer>)?\s*(-?\d+)\s*(?:</answer>)?\s*")
 # A digit run longer than this cannot be a count; int() of a very long run is also refused by Python.
 _MAX_DIGITS = 18
 
-NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
-                "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen")
+NUMBER_WORDS = (
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+    "thirteen",
+    "fourteen",
+    "fifteen",
+    "sixteen",
+)
 
 
 def _to_int(digits: str) -> int:

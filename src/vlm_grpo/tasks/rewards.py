@@ -59,8 +59,9 @@ def resolve(name: str, task: Task | None = None) -> RewardFn:
 class Scorer:
     """Scores completions with the configured weighted rewards and the task's parts."""
 
-    def __init__(self, names: Sequence[str], weights: Sequence[float] | None, style: PromptStyle,
-                 task: Task | None = None):
+    def __init__(
+        self, names: Sequence[str], weights: Sequence[float] | None, style: PromptStyle, task: Task | None = None
+    ):
         self.task = task or CountingTask()
         self.fns = [resolve(n, self.task) for n in names]
         self.names = list(names)

@@ -71,8 +71,14 @@ def _default(cfg: PromptConfig, task: Task) -> PromptStyle:
 def _r1v(cfg: PromptConfig, task: Task) -> PromptStyle:
     suffix = R1V_SUFFIX_TEMPLATE.format(answer_kind=task.answer_kind)
     pattern = rf"<think>.*?</think>\s*<answer>\s*{task.answer_pattern}\s*</answer>"
-    return PromptStyle("r1v", R1V_SYSTEM, "{question} " + suffix, "<think>{reasoning}</think><answer>{answer}</answer>",
-                       pattern, task.reasoning)
+    return PromptStyle(
+        "r1v",
+        R1V_SYSTEM,
+        "{question} " + suffix,
+        "<think>{reasoning}</think><answer>{answer}</answer>",
+        pattern,
+        task.reasoning,
+    )
 
 
 def _custom(cfg: PromptConfig, task: Task) -> PromptStyle:

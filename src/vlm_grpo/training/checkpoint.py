@@ -11,7 +11,10 @@ import shutil
 from pathlib import Path
 
 import torch
+import yaml
+from tqdm.auto import tqdm
 
+from ..config import to_dict
 from ..models import save_model
 from ..seeding import restore_python_rng
 from .distributed.fsdp import plain_classes
@@ -45,8 +48,17 @@ def clear(folder: Path) -> None:
     shutil.rmtree(folder, ignore_errors=True)
 
 
-def save(output_dir: Path, step: int, model, processor, state: dict, config_yaml: str, limit: int | None,
-         merged: bool = True, state_dict: dict | None = None) -> Path:
+def save(
+    output_dir: Path,
+    step: int,
+    model,
+    processor,
+    state: dict,
+    config_yaml: str,
+    limit: int | None,
+    merged: bool = True,
+    state_dict: dict | None = None,
+) -> Path:
     """Write checkpoint-<step> through its staging folder, keeping what other ranks staged there
     (the caller clears it first); `state_dict` gives the full weights of a sharded model."""
     final = output_dir / f"checkpoint-{step}"
@@ -88,3 +100,68 @@ def restore_rng(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_run(trainer, step: int) -> Path | None:
+    """checkpoint-<step> of a training run: weights, processor and the trainer's whole state. Collective."""
+    # Collectives first: every rank's RNG, sharded weights and optimizer state gathered or written.
+    world, strategy = trainer.world, trainer.parallel
+    rngs = world.gather(rng_state())
+    weights, optimizer = strategy.checkpoint_payload(trainer.model, trainer.optimizer)
+    staging = staging_dir(trainer.out, step)
+    if world.is_main:
+        clear(staging)
+    world.barrier()
+    strategy.save_extra(staging)
+    if not world.is_main:
+        world.barrier()
+        return None
+    state = {
+        "step": step,
+        "optimizer": optimizer,
+        "scheduler": trainer.scheduler.state_dict(),
+        "rng": rngs[0],
+        "rng_per_rank": rngs,
+        "stream": trainer.stream.state_dict(),
+        "injector": trainer.injector.state_dict(),
+        "skipped_updates": trainer.skipped_updates,
+    }
+    cfg = trainer.cfg
+    try:
+        config_yaml = yaml.safe_dump(to_dict(cfg), sort_keys=False)
+        return save(
+            trainer.out,
+            step,
+            trainer.model,
+            trainer.processor,
+            state,
+            config_yaml,
+            cfg.save_total_limit,
+            merged=cfg.lora.save_merged,
+            state_dict=weights,
+        )
+    finally:
+        world.barrier()
+
+
+def resume_run(trainer) -> int:
+    """Put the newest checkpoint's state into `trainer`; returns its step (0 when there is none)."""
+    path = latest(trainer.out)
+    if path is None:
+        tqdm.write(f"resume=true but {trainer.out} holds no complete checkpoint: starting from step 0")
+        return 0
+    state = load_state(path)
+    trainer.parallel.restore(trainer.model, trainer.optimizer, path, state)
+    trainer.scheduler.load_state_dict(state["scheduler"])
+    trainer.stream.load_state_dict(state["stream"])
+    trainer.injector.load_state_dict(state["injector"])
+    trainer.skipped_updates = state["skipped_updates"]
+    world, per_rank = trainer.world, state.get("rng_per_rank", [])
+    if len(per_rank) == world.size:
+        restore_rng(per_rank[world.rank])
+    else:  # saved by another number of processes: rank 0's RNG, the others reseeded from the step
+        restore_rng(state["rng"])
+        if world.rank:
+            torch.manual_seed(trainer.cfg.seed + 7919 * world.rank + int(state["step"]))
+    tqdm.write(f"resumed from {path}")
+    return int(state["step"])

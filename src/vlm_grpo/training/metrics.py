@@ -1,9 +1,16 @@
-"""Per-step metrics of a rollout, split by row origin (sampled or injected); the update's come from `core.algo.LossStats`."""
+"""Per-step metrics of a rollout, split by row origin (sampled or injected).
+
+The update's metrics come from `core.algo.LossStats`.
+"""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import torch
 
+from ..core.statistics import steps_to_threshold
 from ..rollout import Rollout
 
 
@@ -14,7 +21,8 @@ def rollout_metrics(rollout: Rollout) -> dict:
     lengths = rollout.completion_mask.sum(1)
     n = len(scores)
     return {
-        "reward/mean": float(rewards.mean()), "reward/std": float(rewards.std()) if n > 1 else 0.0,
+        "reward/mean": float(rewards.mean()),
+        "reward/std": float(rewards.std()) if n > 1 else 0.0,
         "rollout/number_present_rate": sum(s.number_present for s in scores) / n,
         "rollout/accuracy": sum(s.correct for s in scores) / n,
         "rollout/strict_accuracy": sum(s.strict_correct for s in scores) / n,
@@ -45,7 +53,31 @@ def injection_metrics(rollout: Rollout, advantages: torch.Tensor, strength: floa
 
 def completion_rows(rollout: Rollout) -> list[dict]:
     G = rollout.group_size
-    return [{"prompt_id": rollout.prompts.samples[row // G].id, "answer": rollout.answer_of_row(row),
-             "injected": bool(rollout.injected[row]), "text": text, "reward": score.reward,
-             "number_present": score.number_present, "correct": score.correct, "format_ok": score.format_ok}
-            for row, (text, score) in enumerate(zip(rollout.texts, rollout.scores))]
+    return [
+        {
+            "prompt_id": rollout.prompts.samples[row // G].id,
+            "answer": rollout.answer_of_row(row),
+            "injected": bool(rollout.injected[row]),
+            "text": text,
+            "reward": score.reward,
+            "number_present": score.number_present,
+            "correct": score.correct,
+            "format_ok": score.format_ok,
+        }
+        for row, (text, score) in enumerate(zip(rollout.texts, rollout.scores))
+    ]
+
+
+def run_summary(history: list[dict], eval_sets: list[str], out: Path) -> dict:
+    """Steps to thresholds and final held-out accuracies of a run; written to out/summary.json."""
+    steps = [h["step"] for h in history]
+    summary = {"steps": steps[-1] if steps else 0, "wall_s": history[-1]["time/elapsed_s"] if history else 0.0}
+    for key in ("rollout/number_present_rate", "rollout/accuracy"):
+        for threshold in (0.5, 0.9):
+            summary[f"steps_to_{threshold}/{key}"] = steps_to_threshold(steps, [h.get(key) for h in history], threshold)
+    for name in eval_sets:
+        key = f"eval/{name}/accuracy"
+        summary[f"steps_to_0.9/{key}"] = steps_to_threshold(steps, [h.get(key) for h in history], 0.9)
+        summary[f"final/{key}"] = next((h[key] for h in reversed(history) if key in h), None)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary

@@ -8,6 +8,7 @@ compare with the study's tables. Accuracy and format metrics come from sampled r
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import signal
@@ -17,23 +18,25 @@ from pathlib import Path
 import torch
 import yaml
 from tqdm.auto import tqdm
-from transformers import get_scheduler
 
 from ..config import ConfigError, TrainConfig, to_dict
 from ..core import algo
-from ..core.statistics import steps_to_threshold
 from ..data import BadSample, PromptStream, open_source, split_indices
 from ..evaluation.records import EvalSummary, generate_records, heldout_samples
 from ..guidance import Injector, schedule_value
-from ..models import (adapter_for, apply_lora, freeze_vision, frozen_copy, load_model_and_processor, pick_device,
-                      pick_dtype)
+from ..models import (
+    adapter_for,
+    pick_device,
+)
 from ..rollout import MicroBatch, Rollout, StepBatch, completion_logprobs, encode_prompts, generate
 from ..tasks import get_task
 from ..tasks.rewards import Scorer
 from ..tasks.styles import get_style
 from . import checkpoint
-from .distributed import strategies, world as distributed
-from .metrics import completion_rows, frac_zero_std, injection_metrics, rollout_metrics
+from .distributed import strategies
+from .distributed import world as distributed
+from .metrics import completion_rows, frac_zero_std, injection_metrics, rollout_metrics, run_summary
+from .setup import load_policy, make_optimizer
 from .tracking import Tracker
 
 MAX_NONFINITE_IN_A_ROW = 5
@@ -50,106 +53,78 @@ class GRPOTrainer:
         self.parallel = strategies.make(self.world)
         self._check_world(cfg)
         if self.world.size > 1 and self.world.is_main:
-            tqdm.write(f"{self.world.size} processes on {self.world.device.type}, "
-                       f"fsdp={self.world.fsdp}, zero_stage={self.world.zero_stage}")
+            tqdm.write(
+                f"{self.world.size} processes on {self.world.device.type}, "
+                f"fsdp={self.world.fsdp}, zero_stage={self.world.zero_stage}"
+            )
         # Same data order on every rank (each takes its slice); different sampling noise per rank.
         random.seed(cfg.seed)
         torch.manual_seed(cfg.seed + 7919 * self.world.rank)
         self.device = self.world.device if self.world.size > 1 else pick_device(cfg.device)
         self.local_prompts = cfg.prompts_per_step // self.world.size
         self.local_minibatch = cfg.effective_minibatch_size // self.world.size
-        self.model, self.processor = load_model_and_processor(
-            cfg.model, self.device, pick_dtype(cfg.dtype, self.device), cfg.trust_remote_code, cfg.lora.load_in_4bit)
-        if cfg.max_pixels is not None:
-            self.processor.image_processor.size["longest_edge"] = cfg.max_pixels
-        if cfg.freeze_vision_tower:
-            freeze_vision(self.model)
-        if cfg.gradient_checkpointing:
-            self.model.gradient_checkpointing_enable()
-        needs_reference = cfg.beta > 0 or cfg.use_reference_model
-        # Under LoRA the reference is the policy with its adapters switched off: no second model.
-        self.reference = frozen_copy(self.model) if needs_reference and not cfg.lora.enabled else None
-        self.adapter_reference = needs_reference and cfg.lora.enabled
-        if cfg.lora.enabled:
-            self.model = apply_lora(self.model, cfg.lora)
-        self.parallel.shard_models(self.model, self.reference)
-        self.model.train()
+        policy = load_policy(cfg, self.device, self.parallel)
+        self.model, self.processor = policy.model, policy.processor
+        self.reference, self.adapter_reference = policy.reference, policy.adapter_reference
         self.task = get_task()
         self.adapter = adapter_for(self.model)
         self.style = get_style(cfg.prompt, self.task)
         self.scorer = Scorer(cfg.reward_funcs, cfg.reward_weights, self.style, self.task)
         source = open_source(cfg.data.train, cfg.data.images, self.task)
         train_rows, _ = split_indices(len(source), cfg.data.eval_holdout)
-        self.stream = PromptStream(source, train_rows, cfg.seed, cfg.data.on_bad_sample, log=tqdm.write,
-                                   check=self._check_prompt_length if cfg.max_prompt_length else None,
-                                   prepare=lambda image: self.adapter.fit_image(image, self.processor))
+        self.stream = PromptStream(
+            source,
+            train_rows,
+            cfg.seed,
+            cfg.data.on_bad_sample,
+            log=tqdm.write,
+            check=self._check_prompt_length if cfg.max_prompt_length else None,
+            prepare=lambda image: self.adapter.fit_image(image, self.processor),
+        )
         tok = self.processor.tokenizer
-        self.injector = Injector(cfg.injection, self.style, tok, self.adapter.turn_end_id(self.processor),
-                                 tok.pad_token_id, cfg.seed)
-        self.loss_settings = algo.LossSettings(cfg.epsilon, cfg.epsilon_high, cfg.beta, cfg.loss_type,
-                                               cfg.injection.off_policy, cfg.injection.luffy_gamma)
-        self.optimizer = torch.optim.AdamW(
-            [p for p in self.model.parameters() if p.requires_grad], lr=cfg.learning_rate,
-            betas=(cfg.adam_beta1, cfg.adam_beta2), weight_decay=cfg.weight_decay)
-        updates = cfg.max_steps * cfg.num_iterations * (cfg.rows_per_step // cfg.effective_minibatch_size)
-        self.scheduler = get_scheduler(cfg.lr_scheduler_type, self.optimizer,
-                                       num_warmup_steps=int(cfg.warmup_ratio * updates), num_training_steps=updates)
-        self.optimizer = self.parallel.prepare(self.model, self.optimizer, self.model.dtype,
-                                               cfg.max_grad_norm, math.ceil(self.local_minibatch / cfg.micro_batch_size))
+        self.injector = Injector(
+            cfg.injection, self.style, tok, self.adapter.turn_end_id(self.processor), tok.pad_token_id, cfg.seed
+        )
+        self.loss_settings = algo.LossSettings(
+            cfg.epsilon, cfg.epsilon_high, cfg.beta, cfg.loss_type, cfg.injection.off_policy, cfg.injection.luffy_gamma
+        )
+        self.optimizer, self.scheduler = make_optimizer(cfg, self.model, self.parallel, self.local_minibatch)
         self.eval_sets = self._eval_sets() if self.world.is_main else {}
         self.stop_requested = False
         self.nonfinite_in_a_row = self.skipped_updates = 0
 
     # ---------------------------------------------------------------- the loop
     def train(self) -> dict:
-        cfg = self.cfg
-        start = self._resume() if cfg.resume else 0
-        main = self.world.is_main
-        tracker = Tracker(self.out, cfg.report_to, to_dict(cfg), resume_step=start if cfg.resume else None) if main else None
-        if main:
-            (self.out / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        cfg, main = self.cfg, self.world.is_main
+        start = checkpoint.resume_run(self) if cfg.resume else 0
+        tracker = self._open_tracker(start) if main else None
         self._install_signal_handlers()
         began, history = time.time(), []
         if start == 0 and cfg.data.eval:
             baseline = self.evaluate()
             if main:
                 tracker.log(0, {**baseline, "world_size": self.world.size})
-        bar = tqdm(range(start, cfg.max_steps), initial=start, total=cfg.max_steps, desc="GRPO",
-                   disable=not (cfg.progress and main))
+        bar = tqdm(
+            range(start, cfg.max_steps),
+            initial=start,
+            total=cfg.max_steps,
+            desc="GRPO",
+            disable=not (cfg.progress and main),
+        )
         for step in bar:
-            t0 = time.time()
-            # 1. Rollout: B prompts x G sampled completions, scored.
-            samples = self.world.local_slice(self.stream.next_batch(cfg.prompts_per_step))
-            prompts = encode_prompts(self.processor, self.style, samples, self.device)
-            rollout = self.sample(prompts)
-            sampled_metrics = rollout_metrics(rollout)
-            # 2. Guidance injection: some sampled rows become ground-truth demonstrations.
-            strength = schedule_value(cfg.injection, step, cfg.max_steps, sampled_metrics["rollout/number_present_rate"])
-            rollout = self.injector.apply(rollout, self.scorer, strength)
-            # 3. Group-relative advantages and the loss mask: the step batch.
-            batch = StepBatch(rollout, self.advantages(rollout), self.loss_mask(rollout))
-            # 4. Rollout-time and reference log-probs, once per step.
-            batch.old_logp, batch.ref_logp = self.fixed_logprobs(rollout)
-            # 5. num_iterations epochs of clipped updates over minibatches.
-            update_metrics = self.update(batch)
-            # 6. Log, evaluate, save.
-            step_s = time.time() - t0
-            metrics = {**sampled_metrics, **injection_metrics(rollout, batch.advantages, strength), **update_metrics,
-                       "groups/frac_zero_std": frac_zero_std(rollout), "data/skipped": self.stream.skipped,
-                       "optim/lr": self.scheduler.get_last_lr()[0], "time/step_s": step_s,
-                       "time/elapsed_s": time.time() - began,
-                       "throughput/tokens_per_s": float(rollout.completion_mask[~rollout.injected].sum()) / step_s}
-            metrics = {**self.world.mean_metrics(metrics), "world_size": self.world.size}
+            metrics, rollout = self.step(step, began)
             done = step + 1
+            # 6. Evaluate, log, save.
             if cfg.data.eval_steps and cfg.data.eval and (done % cfg.data.eval_steps == 0 or done == cfg.max_steps):
                 metrics.update(self.evaluate())
-            if main and (done % cfg.logging_steps == 0 or done == cfg.max_steps):
-                tracker.log(done, metrics)
-            if main and cfg.log_completions_steps and done % cfg.log_completions_steps == 0:
-                tracker.log_completions(done, completion_rows(rollout))
+            if main:
+                self._log(tracker, done, metrics, rollout)
             history.append({"step": done, **metrics})
-            bar.set_postfix(reward=f"{metrics['reward/mean']:.2f}", acc=f"{metrics['rollout/accuracy']:.2f}",
-                            num=f"{metrics['rollout/number_present_rate']:.2f}")
+            bar.set_postfix(
+                reward=f"{metrics['reward/mean']:.2f}",
+                acc=f"{metrics['rollout/accuracy']:.2f}",
+                num=f"{metrics['rollout/number_present_rate']:.2f}",
+            )
             if done % cfg.save_steps == 0 or done == cfg.max_steps or self.stop_requested:
                 self.save(done)
             if self.stop_requested:
@@ -157,18 +132,70 @@ class GRPOTrainer:
                 break
         if main:
             tracker.close()
-        summary = self._write_summary(history) if main else {}
+        summary = run_summary(history, list(self.eval_sets), self.out) if main else {}
         self.parallel.close()
         self.world.close()
         return summary
+
+    def step(self, step: int, began: float) -> tuple[dict, Rollout]:
+        """One GRPO step (phases 1-5); returns its metrics, averaged over processes, and the rollout."""
+        cfg, t0 = self.cfg, time.time()
+        # 1. Rollout: B prompts x G sampled completions, scored.
+        samples = self.world.local_slice(self.stream.next_batch(cfg.prompts_per_step))
+        prompts = encode_prompts(self.processor, self.style, samples, self.device)
+        rollout = self.sample(prompts)
+        sampled_metrics = rollout_metrics(rollout)
+        # 2. Guidance injection: some sampled rows become ground-truth demonstrations.
+        strength = schedule_value(cfg.injection, step, cfg.max_steps, sampled_metrics["rollout/number_present_rate"])
+        rollout = self.injector.apply(rollout, self.scorer, strength)
+        # 3. Group-relative advantages and the loss mask: the step batch.
+        batch = StepBatch(rollout, self.advantages(rollout), self.loss_mask(rollout))
+        # 4. Rollout-time and reference log-probs, once per step.
+        batch.old_logp, batch.ref_logp = self.fixed_logprobs(rollout)
+        # 5. num_iterations epochs of clipped updates over minibatches.
+        update_metrics = self.update(batch)
+        step_s = time.time() - t0
+        metrics = {
+            **sampled_metrics,
+            **injection_metrics(rollout, batch.advantages, strength),
+            **update_metrics,
+            "groups/frac_zero_std": frac_zero_std(rollout),
+            "data/skipped": self.stream.skipped,
+            "optim/lr": self.scheduler.get_last_lr()[0],
+            "time/step_s": step_s,
+            "time/elapsed_s": time.time() - began,
+            "throughput/tokens_per_s": float(rollout.completion_mask[~rollout.injected].sum()) / step_s,
+        }
+        return {**self.world.mean_metrics(metrics), "world_size": self.world.size}, rollout
+
+    def _open_tracker(self, start: int) -> Tracker:
+        cfg = self.cfg
+        tracker = Tracker(self.out, cfg.report_to, to_dict(cfg), resume_step=start if cfg.resume else None)
+        (self.out / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        return tracker
+
+    def _log(self, tracker: Tracker, done: int, metrics: dict, rollout: Rollout) -> None:
+        cfg = self.cfg
+        if done % cfg.logging_steps == 0 or done == cfg.max_steps:
+            tracker.log(done, metrics)
+        if cfg.log_completions_steps and done % cfg.log_completions_steps == 0:
+            tracker.log_completions(done, completion_rows(rollout))
 
     # ---------------------------------------------------------------- phases
     def sample(self, prompts) -> Rollout:
         cfg = self.cfg
         with self.parallel.gathered(self.model):  # ranks decode for different numbers of steps
-            ids, mask, truncated, texts = generate(self.model, self.processor, prompts, cfg.num_generations,
-                                                   cfg.max_completion_length, cfg.temperature, cfg.top_p, cfg.top_k,
-                                                   cfg.generation_sharing)
+            ids, mask, truncated, texts = generate(
+                self.model,
+                self.processor,
+                prompts,
+                cfg.num_generations,
+                cfg.max_completion_length,
+                cfg.temperature,
+                cfg.top_p,
+                cfg.top_k,
+                cfg.generation_sharing,
+            )
         G = cfg.num_generations
         scores = [self.scorer(text, prompts.samples[row // G].answer) for row, text in enumerate(texts)]
         return Rollout(prompts, G, ids, mask, truncated, texts, scores)
@@ -210,21 +237,33 @@ class GRPOTrainer:
                 self.optimizer.zero_grad(set_to_none=True)
                 for rows in self._micro_batches(batch, minibatch):
                     micro = batch.select(rows)
-                    loss = algo.grpo_loss(self.policy_logprobs(batch.rollout, micro), micro.old_logp, micro.ref_logp,
-                                          micro.advantages, micro.loss_mask, micro.injected, self.loss_settings,
-                                          minibatch_tokens, len(minibatch), stats)
+                    loss = algo.grpo_loss(
+                        self.policy_logprobs(batch.rollout, micro),
+                        micro.old_logp,
+                        micro.ref_logp,
+                        micro.advantages,
+                        micro.loss_mask,
+                        micro.injected,
+                        self.loss_settings,
+                        minibatch_tokens,
+                        len(minibatch),
+                        stats,
+                    )
                     self.parallel.backward(loss)
                 grad_norms.append(self._optimizer_step())
         updates = cfg.num_iterations * (batch.size // self.local_minibatch)
         return {
-            "loss/policy": stats.total("loss_policy") / updates, "loss/kl": stats.mean("kl"),
-            "policy/ratio_mean": stats.mean("ratio"), "policy/clip_fraction": stats.mean("clip"),
+            "loss/policy": stats.total("loss_policy") / updates,
+            "loss/kl": stats.mean("kl"),
+            "policy/ratio_mean": stats.mean("ratio"),
+            "policy/clip_fraction": stats.mean("clip"),
             "policy/ratio_mean_injected": stats.mean("ratio_injected"),
             "policy/ratio_mean_sampled": stats.mean("ratio_sampled"),
             "policy/clip_fraction_injected": stats.mean("clip_injected"),
             "policy/clip_fraction_sampled": stats.mean("clip_sampled"),
             "injection/logp_mean": stats.mean("logp_injected"),
-            "optim/grad_norm": sum(grad_norms) / len(grad_norms), "optim/skipped_steps": self.skipped_updates,
+            "optim/grad_norm": sum(grad_norms) / len(grad_norms),
+            "optim/skipped_steps": self.skipped_updates,
         }
 
     def _micro_batches(self, batch: StepBatch, minibatch: torch.Tensor) -> list[torch.Tensor]:
@@ -236,9 +275,16 @@ class GRPOTrainer:
         return micros
 
     def policy_logprobs(self, rollout: Rollout, micro: MicroBatch) -> torch.Tensor:  # (n, w), with gradient
-        return completion_logprobs(self.model, rollout.prompts, micro.rows, micro.completion_ids,
-                                   micro.completion_mask, rollout.group_size, self.cfg.temperature,
-                                   self.cfg.logprob_sharing)
+        return completion_logprobs(
+            self.model,
+            rollout.prompts,
+            micro.rows,
+            micro.completion_ids,
+            micro.completion_mask,
+            rollout.group_size,
+            self.cfg.temperature,
+            self.cfg.logprob_sharing,
+        )
 
     def _optimizer_step(self) -> float:
         norm = self.parallel.step(self.model, self.optimizer, self.cfg.max_grad_norm)
@@ -248,7 +294,8 @@ class GRPOTrainer:
             if self.nonfinite_in_a_row >= MAX_NONFINITE_IN_A_ROW:
                 raise FloatingPointError(
                     f"{self.nonfinite_in_a_row} updates in a row had a non-finite loss or gradient; "
-                    f"stopping. The last good checkpoint in {self.out} is kept: lower learning_rate and resume.")
+                    f"stopping. The last good checkpoint in {self.out} is kept: lower learning_rate and resume."
+                )
             return float("nan")
         self.nonfinite_in_a_row = 0
         self.scheduler.step()
@@ -256,24 +303,46 @@ class GRPOTrainer:
 
     def _logprobs_all(self, model, rollout: Rollout) -> torch.Tensor:  # (N, C)
         rows = torch.arange(len(rollout.texts))
-        parts = [completion_logprobs(model, rollout.prompts, chunk, rollout.completion_ids[chunk],
-                                     rollout.completion_mask[chunk], rollout.group_size, self.cfg.temperature,
-                                     self.cfg.logprob_sharing)
-                 for chunk in rows.split(self.cfg.micro_batch_size)]
+        parts = [
+            completion_logprobs(
+                model,
+                rollout.prompts,
+                chunk,
+                rollout.completion_ids[chunk],
+                rollout.completion_mask[chunk],
+                rollout.group_size,
+                self.cfg.temperature,
+                self.cfg.logprob_sharing,
+            )
+            for chunk in rows.split(self.cfg.micro_batch_size)
+        ]
         return torch.cat(parts)
 
     def _check_prompt_length(self, sample) -> None:
-        length = int(encode_prompts(self.processor, self.style, [sample], torch.device("cpu")).inputs["attention_mask"].sum())
+        length = int(
+            encode_prompts(self.processor, self.style, [sample], torch.device("cpu")).inputs["attention_mask"].sum()
+        )
         if length > self.cfg.max_prompt_length:
-            raise BadSample(f"{sample.id}: the prompt is {length} tokens (image tokens included), over "
-                            f"max_prompt_length={self.cfg.max_prompt_length}; prompts are never truncated. "
-                            "Raise max_prompt_length or lower max_pixels.")
+            raise BadSample(
+                f"{sample.id}: the prompt is {length} tokens (image tokens included), over "
+                f"max_prompt_length={self.cfg.max_prompt_length}; prompts are never truncated. "
+                "Raise max_prompt_length or lower max_pixels."
+            )
 
     # ---------------------------------------------------------------- evaluation, saving
     def _eval_sets(self) -> dict:
         data = self.cfg.data
-        return {name: heldout_samples(name, data.eval_size, data.eval_holdout, data.images if name == data.train else None,
-                                      train=data.train, task=self.task) for name in data.eval}
+        return {
+            name: heldout_samples(
+                name,
+                data.eval_size,
+                data.eval_holdout,
+                data.images if name == data.train else None,
+                train=data.train,
+                task=self.task,
+            )
+            for name in data.eval
+        }
 
     def evaluate(self) -> dict:
         """Greedy accuracy and number-present rate on each held-out set, through the shared path.
@@ -282,9 +351,16 @@ class GRPOTrainer:
         metrics = {}
         with self.parallel.gathered(self.model):
             for name, samples in self.eval_sets.items():
-                records = generate_records(self.model, self.processor, self.style, samples, name,
-                                           batch_size=32, max_new_tokens=self.cfg.max_completion_length,
-                                           task=self.task)
+                records = generate_records(
+                    self.model,
+                    self.processor,
+                    self.style,
+                    samples,
+                    name,
+                    batch_size=32,
+                    max_new_tokens=self.cfg.max_completion_length,
+                    task=self.task,
+                )
                 summary = EvalSummary.of(records)
                 metrics[f"eval/{name}/accuracy"] = summary.accuracy.value
                 metrics[f"eval/{name}/number_present_rate"] = summary.answer_present_rate.value
@@ -292,79 +368,27 @@ class GRPOTrainer:
         return metrics
 
     def save(self, step: int) -> Path | None:
-        # Collectives first: every rank's RNG, sharded weights and optimizer state gathered or written.
-        rngs = self.world.gather(checkpoint.rng_state())
-        weights, optimizer = self.parallel.checkpoint_payload(self.model, self.optimizer)
-        staging = checkpoint.staging_dir(self.out, step)
-        if self.world.is_main:
-            checkpoint.clear(staging)
-        self.world.barrier()
-        self.parallel.save_extra(staging)
-        if not self.world.is_main:
-            self.world.barrier()
-            return None
-        state = {"step": step, "optimizer": optimizer, "scheduler": self.scheduler.state_dict(),
-                 "rng": rngs[0], "rng_per_rank": rngs, "stream": self.stream.state_dict(),
-                 "injector": self.injector.state_dict(), "skipped_updates": self.skipped_updates}
-        try:
-            return checkpoint.save(self.out, step, self.model, self.processor, state,
-                                   yaml.safe_dump(to_dict(self.cfg), sort_keys=False), self.cfg.save_total_limit,
-                                   merged=self.cfg.lora.save_merged, state_dict=weights)
-        finally:
-            self.world.barrier()
-
-    def _resume(self) -> int:
-        path = checkpoint.latest(self.out)
-        if path is None:
-            tqdm.write(f"resume=true but {self.out} holds no complete checkpoint: starting from step 0")
-            return 0
-        state = checkpoint.load_state(path)
-        self.parallel.restore(self.model, self.optimizer, path, state)
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.stream.load_state_dict(state["stream"])
-        self.injector.load_state_dict(state["injector"])
-        self.skipped_updates = state["skipped_updates"]
-        per_rank = state.get("rng_per_rank", [])
-        if len(per_rank) == self.world.size:
-            checkpoint.restore_rng(per_rank[self.world.rank])
-        else:  # saved by another number of processes: rank 0's RNG, the others reseeded from the step
-            checkpoint.restore_rng(state["rng"])
-            if self.world.rank:
-                torch.manual_seed(self.cfg.seed + 7919 * self.world.rank + int(state["step"]))
-        tqdm.write(f"resumed from {path}")
-        return int(state["step"])
+        return checkpoint.save_run(self, step)
 
     def _check_world(self, cfg: TrainConfig) -> None:
         size = self.world.size
-        for name, value in (("prompts_per_step", cfg.prompts_per_step), ("minibatch_size", cfg.effective_minibatch_size)):
+        for name, value in (
+            ("prompts_per_step", cfg.prompts_per_step),
+            ("minibatch_size", cfg.effective_minibatch_size),
+        ):
             if value % size:
-                raise ConfigError(f"{name}={value} must divide by the number of processes ({size}): "
-                                  "each process takes an equal share of every batch")
+                raise ConfigError(
+                    f"{name}={value} must divide by the number of processes ({size}): "
+                    "each process takes an equal share of every batch"
+                )
 
     def _install_signal_handlers(self) -> None:
         def request_stop(signum, frame):
             self.stop_requested = True
 
         for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
+            with contextlib.suppress(ValueError):  # not the main thread
                 signal.signal(sig, request_stop)
-            except ValueError:  # not the main thread
-                pass
-
-    def _write_summary(self, history: list[dict]) -> dict:
-        import json
-
-        steps = [h["step"] for h in history]
-        summary = {"steps": steps[-1] if steps else 0, "wall_s": history[-1]["time/elapsed_s"] if history else 0.0}
-        for key in ("rollout/number_present_rate", "rollout/accuracy"):
-            for threshold in (0.5, 0.9):
-                summary[f"steps_to_{threshold}/{key}"] = steps_to_threshold(steps, [h.get(key) for h in history], threshold)
-        for name in self.eval_sets:
-            key = f"eval/{name}/accuracy"
-            summary[f"steps_to_0.9/{key}"] = steps_to_threshold(steps, [h.get(key) for h in history], 0.9)
-            summary[f"final/{key}"] = next((h[key] for h in reversed(history) if key in h), None)
-        (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
-        return summary
 
 
 def train(cfg: TrainConfig) -> dict:

@@ -40,5 +40,12 @@ def adapter_for(model) -> FamilyAdapter:
     return adapter_for_type(base_model(model).config.model_type)
 
 
-__all__ = ["FAMILIES", "FamilyAdapter", "adapter_for", "adapter_for_type", "base_model", "family_named",
-           "register_family"]
+__all__ = [
+    "FAMILIES",
+    "FamilyAdapter",
+    "adapter_for",
+    "adapter_for_type",
+    "base_model",
+    "family_named",
+    "register_family",
+]

@@ -62,14 +62,16 @@ class FamilyAdapter:
         """
         tokenizer = getattr(processor, "tokenizer", processor)
         marker = "vlm-grpo-turn-end-probe"
-        messages = [{"role": "user", "content": [{"type": "text", "text": "q"}]},
-                    {"role": "assistant", "content": [{"type": "text", "text": marker}]}]
+        messages = [
+            {"role": "user", "content": [{"type": "text", "text": "q"}]},
+            {"role": "assistant", "content": [{"type": "text", "text": marker}]},
+        ]
         try:
             rendered = processor.apply_chat_template(messages, tokenize=False)
         except (ValueError, TypeError, AttributeError):
             rendered = None
         if isinstance(rendered, str) and marker in rendered:
-            after = rendered[rendered.rindex(marker) + len(marker):]
+            after = rendered[rendered.rindex(marker) + len(marker) :]
             tokens = tokenizer(after, add_special_tokens=False)["input_ids"] if after else []
             if tokens and tokens[0] in tokenizer.all_special_ids:
                 return tokens[0]
@@ -106,7 +108,8 @@ class FamilyAdapter:
     def _no_prefix(self, model_type: str) -> NotImplementedError:
         return NotImplementedError(
             f"prompt sharing relies on model internals checked per family; model type {model_type!r} has "
-            "no adapter that supports it: use logprob_sharing=none and generation_sharing=none")
+            "no adapter that supports it: use logprob_sharing=none and generation_sharing=none"
+        )
 
     def prefill(self, model, inputs: dict[str, torch.Tensor]):
         """Encode prompts once: (logits of the last prompt position (b, V), KV cache, next position (b,))."""
@@ -120,7 +123,8 @@ class FamilyAdapter:
         """One feature tensor per image, to be handed to the rows that show it."""
         raise NotImplementedError(
             f"image-feature sharing is not supported for model type {base_model(model).config.model_type!r}: "
-            "use logprob_sharing=none")
+            "use logprob_sharing=none"
+        )
 
     # ------------------------------------------------------------ tiny models
     def build_tiny(self, dims: dict, tokenizer, seed: int, image_pixels: int):

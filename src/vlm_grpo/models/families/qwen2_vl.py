@@ -16,7 +16,12 @@ these two families.
 from __future__ import annotations
 
 import torch
-from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2VLConfig, Qwen2VLForConditionalGeneration
+from transformers import (
+    Qwen2_5_VLConfig,
+    Qwen2_5_VLForConditionalGeneration,
+    Qwen2VLConfig,
+    Qwen2VLForConditionalGeneration,
+)
 from transformers.models.qwen2_5_vl.processing_qwen2_5_vl import Qwen2_5_VLProcessor
 from transformers.models.qwen2_vl.processing_qwen2_vl import Qwen2VLProcessor
 
@@ -55,12 +60,14 @@ class Qwen2VLAdapter(FamilyAdapter):
     def make_processor(self, image_processor, tokenizer, chat_template: str | None):
         if torchvision_available():
             try:
-                return self.standard_processor(image_processor=image_processor, tokenizer=tokenizer,
-                                               chat_template=chat_template)
+                return self.standard_processor(
+                    image_processor=image_processor, tokenizer=tokenizer, chat_template=chat_template
+                )
             except (TypeError, ValueError, AttributeError):
                 pass
-        return self.image_only_processor(image_processor=image_processor, tokenizer=tokenizer,
-                                         chat_template=chat_template)
+        return self.image_only_processor(
+            image_processor=image_processor, tokenizer=tokenizer, chat_template=chat_template
+        )
 
     def load_processor(self, path: str, model_type: str, trust_remote_code: bool = False):
         """AutoProcessor when it yields a real multimodal processor; the image-only class otherwise."""
@@ -101,9 +108,13 @@ class Qwen2VLAdapter(FamilyAdapter):
             return image
         size = getattr(image_processor, "size", None) or {}
         factor = getattr(image_processor, "patch_size", 14) * getattr(image_processor, "merge_size", 2)
-        height, width = smart_resize(image.height, image.width, factor=factor,
-                                     min_pixels=size.get("shortest_edge", 56 * 56),
-                                     max_pixels=size.get("longest_edge", 28 * 28 * 1280))
+        height, width = smart_resize(
+            image.height,
+            image.width,
+            factor=factor,
+            min_pixels=size.get("shortest_edge", 56 * 56),
+            max_pixels=size.get("longest_edge", 28 * 28 * 1280),
+        )
         if (height, width) == (image.height, image.width):
             return image
         return image.resize((width, height), resample=int(getattr(image_processor, "resample", 3)))
@@ -112,8 +123,11 @@ class Qwen2VLAdapter(FamilyAdapter):
     def prefill(self, model, inputs: dict[str, torch.Tensor]):
         base = base_model(model)
         positions, _ = base.model.get_rope_index(
-            inputs["input_ids"], image_grid_thw=inputs.get("image_grid_thw"),
-            attention_mask=inputs["attention_mask"], mm_token_type_ids=inputs["mm_token_type_ids"])
+            inputs["input_ids"],
+            image_grid_thw=inputs.get("image_grid_thw"),
+            attention_mask=inputs["attention_mask"],
+            mm_token_type_ids=inputs["mm_token_type_ids"],
+        )
         out = model(**inputs, position_ids=positions, use_cache=True, logits_to_keep=1)
         return out.logits[:, -1], out.cache, positions.amax(dim=(0, 2)) + 1
 
@@ -127,8 +141,16 @@ class Qwen2VLAdapter(FamilyAdapter):
 
     # ------------------------------------------------------------ tiny models
     def tiny_vision_config(self, dims: dict) -> dict:
-        return dict(depth=dims["vision_depth"], embed_dim=dims["vision_dim"], hidden_size=dims["hidden"],
-                    num_heads=2, mlp_ratio=2, patch_size=14, spatial_merge_size=2, temporal_patch_size=2)
+        return dict(
+            depth=dims["vision_depth"],
+            embed_dim=dims["vision_dim"],
+            hidden_size=dims["hidden"],
+            num_heads=2,
+            mlp_ratio=2,
+            patch_size=14,
+            spatial_merge_size=2,
+            temporal_patch_size=2,
+        )
 
     def build_tiny(self, dims: dict, tokenizer, seed: int, image_pixels: int):
         from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
@@ -136,10 +158,15 @@ class Qwen2VLAdapter(FamilyAdapter):
         from ..tiny import QWEN_CHAT_TEMPLATE, special_ids, tiny_text_config
 
         ids = special_ids(tokenizer)
-        special = dict(image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
-                       vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"])
-        config = self.config_class(text_config=tiny_text_config(dims, tokenizer),
-                                   vision_config=self.tiny_vision_config(dims), **special)
+        special = dict(
+            image_token_id=ids["<|image_pad|>"],
+            video_token_id=ids["<|video_pad|>"],
+            vision_start_token_id=ids["<|vision_start|>"],
+            vision_end_token_id=ids["<|vision_end|>"],
+        )
+        config = self.config_class(
+            text_config=tiny_text_config(dims, tokenizer), vision_config=self.tiny_vision_config(dims), **special
+        )
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = self.model_class(config)
@@ -157,7 +184,15 @@ class Qwen2_5_VLAdapter(Qwen2VLAdapter):
     config_class, model_class = Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
     def tiny_vision_config(self, dims: dict) -> dict:
-        return dict(depth=dims["vision_depth"], hidden_size=dims["vision_dim"], intermediate_size=dims["vision_dim"] * 2,
-                    out_hidden_size=dims["hidden"], num_heads=2, patch_size=14, spatial_merge_size=2,
-                    temporal_patch_size=2, window_size=112, fullatt_block_indexes=[dims["vision_depth"] - 1])
-
+        return dict(
+            depth=dims["vision_depth"],
+            hidden_size=dims["vision_dim"],
+            intermediate_size=dims["vision_dim"] * 2,
+            out_hidden_size=dims["hidden"],
+            num_heads=2,
+            patch_size=14,
+            spatial_merge_size=2,
+            temporal_patch_size=2,
+            window_size=112,
+            fullatt_block_indexes=[dims["vision_depth"] - 1],
+        )

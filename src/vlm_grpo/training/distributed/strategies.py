@@ -158,8 +158,9 @@ class ZeRO(Replicated):
             self.engine = None
 
     def restore(self, model, optimizer, path, state):
-        self.engine.load_checkpoint(str(path / "deepspeed"), tag="state", load_optimizer_states=True,
-                                    load_lr_scheduler_states=False)
+        self.engine.load_checkpoint(
+            str(path / "deepspeed"), tag="state", load_optimizer_states=True, load_lr_scheduler_states=False
+        )
 
 
 def make(world: World) -> Replicated:

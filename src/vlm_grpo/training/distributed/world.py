@@ -47,7 +47,7 @@ class World:
     def local_slice(self, items: list) -> list:
         """This rank's contiguous slice of a global batch (the batch size divides by the world size)."""
         per_rank = len(items) // self.size
-        return items[self.rank * per_rank:(self.rank + 1) * per_rank]
+        return items[self.rank * per_rank : (self.rank + 1) * per_rank]
 
     def sum(self, value: float) -> float:
         if self.size == 1:
@@ -81,7 +81,9 @@ class World:
         merged = {}
         for key, value in metrics.items():
             values = [m.get(key) for m in gathered]
-            numbers = [v for v in values if isinstance(v, (int, float)) and not (isinstance(v, float) and math.isnan(v))]
+            numbers = [
+                v for v in values if isinstance(v, (int, float)) and not (isinstance(v, float) and math.isnan(v))
+            ]
             if key in ("data/skipped", "optim/skipped_steps", "injection/groups_injected"):
                 merged[key] = sum(numbers)
             elif numbers and all(isinstance(v, (int, float)) for v in values if v is not None):

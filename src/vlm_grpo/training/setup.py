@@ -1,0 +1,62 @@
+"""Building what a run trains: the policy (and its frozen reference), the optimizer and its schedule."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from transformers import get_scheduler
+
+from ..config import TrainConfig
+from ..models import apply_lora, freeze_vision, frozen_copy, load_model_and_processor, pick_dtype
+
+
+@dataclass
+class Policy:
+    model: torch.nn.Module
+    processor: object
+    reference: torch.nn.Module | None
+    """A frozen copy for the KL or its logging; None without one, or under LoRA."""
+    adapter_reference: bool
+    """Under LoRA the reference is the policy with its adapters switched off: no second model."""
+
+
+def load_policy(cfg: TrainConfig, device: torch.device, strategy) -> Policy:
+    """The policy as configured (LoRA, frozen vision, checkpointing), sharded by `strategy`, in train mode."""
+    model, processor = load_model_and_processor(
+        cfg.model, device, pick_dtype(cfg.dtype, device), cfg.trust_remote_code, cfg.lora.load_in_4bit
+    )
+    if cfg.max_pixels is not None:
+        processor.image_processor.size["longest_edge"] = cfg.max_pixels
+    if cfg.freeze_vision_tower:
+        freeze_vision(model)
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    needs_reference = cfg.beta > 0 or cfg.use_reference_model
+    reference = frozen_copy(model) if needs_reference and not cfg.lora.enabled else None
+    if cfg.lora.enabled:
+        model = apply_lora(model, cfg.lora)
+    strategy.shard_models(model, reference)
+    model.train()
+    return Policy(model, processor, reference, needs_reference and cfg.lora.enabled)
+
+
+def make_optimizer(cfg: TrainConfig, model: torch.nn.Module, strategy, local_minibatch: int):
+    """(optimizer as the strategy wraps it, linear-warmup schedule over every optimizer update)."""
+    optimizer = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad],
+        lr=cfg.learning_rate,
+        betas=(cfg.adam_beta1, cfg.adam_beta2),
+        weight_decay=cfg.weight_decay,
+    )
+    updates = cfg.max_steps * cfg.num_iterations * (cfg.rows_per_step // cfg.effective_minibatch_size)
+    scheduler = get_scheduler(
+        cfg.lr_scheduler_type,
+        optimizer,
+        num_warmup_steps=int(cfg.warmup_ratio * updates),
+        num_training_steps=updates,
+    )
+    backwards_per_update = math.ceil(local_minibatch / cfg.micro_batch_size)
+    optimizer = strategy.prepare(model, optimizer, model.dtype, cfg.max_grad_norm, backwards_per_update)
+    return optimizer, scheduler
