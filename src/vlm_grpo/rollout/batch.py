@@ -100,16 +100,23 @@ class StepBatch:
     """(N, C) rollout-time log-probs, or None (one update per step: the update's own are exact)."""
     ref_logp: torch.Tensor | None = None
     """(N, C) reference log-probs, or None."""
+    first_epoch_order: torch.Tensor | None = None
+    """(N,) the first epoch's row order, drawn before the rollout-time log-probs so that they run over
+    the first epoch's own micro-batches; None: drawn when the first epoch starts."""
 
     @property
     def size(self) -> int:
         return len(self.rollout.texts)
 
-    def epoch_minibatches(self, minibatch_size: int) -> list[torch.Tensor]:
-        """One epoch's minibatches of row indices: whole groups shuffled, so that a micro-batch
-        holds few distinct prompts to encode."""
+    def draw_order(self) -> torch.Tensor:  # (N,)
+        """A row order with whole groups shuffled, so that a micro-batch holds few distinct prompts to encode."""
         G = self.rollout.group_size
-        order = (torch.randperm(self.size // G).unsqueeze(1) * G + torch.arange(G)).flatten()
+        return (torch.randperm(self.size // G).unsqueeze(1) * G + torch.arange(G)).flatten()
+
+    def epoch_minibatches(self, minibatch_size: int, epoch: int = 0) -> list[torch.Tensor]:
+        """Epoch `epoch`'s minibatches of row indices (the first epoch's order when it was drawn)."""
+        first = epoch == 0 and self.first_epoch_order is not None
+        order = self.first_epoch_order if first else self.draw_order()
         return list(order.split(minibatch_size))
 
     def tokens(self, rows: torch.Tensor) -> float:

@@ -197,6 +197,7 @@ def final_eval(run: PlannedRun, n: int, progress: bool = True) -> dict:
     """Greedy in-domain and transfer scores of the final checkpoint, cached in the run folder."""
     from ..evaluation.checkpoints import evaluate_models
     from ..tasks.styles import get_style
+    from ..training.precision import inference_dtype
 
     final = checkpoint.latest(run.dir)
     if final is None:
@@ -221,7 +222,7 @@ def final_eval(run: PlannedRun, n: int, progress: bool = True) -> dict:
         images=cfg.data.images,
         train=cfg.data.train,
         device=cfg.device,
-        dtype=cfg.dtype,
+        dtype=inference_dtype(cfg.precision, cfg.dtype),  # evaluate in the numerics the run trained in
         seed=cfg.seed,
         progress=progress,
     )

@@ -9,7 +9,8 @@ import torch
 from transformers import get_scheduler
 
 from ..config import TrainConfig
-from ..models import apply_lora, freeze_vision, frozen_copy, load_model_and_processor, pick_dtype
+from ..models import apply_lora, freeze_vision, frozen_copy, load_model_and_processor
+from . import precision
 
 
 @dataclass
@@ -22,10 +23,11 @@ class Policy:
     """Under LoRA the reference is the policy with its adapters switched off: no second model."""
 
 
-def load_policy(cfg: TrainConfig, device: torch.device, strategy) -> Policy:
-    """The policy as configured (LoRA, frozen vision, checkpointing), sharded by `strategy`, in train mode."""
+def load_policy(cfg: TrainConfig, device: torch.device, strategy, numerics: precision.Policy) -> Policy:
+    """The policy as configured (precision, LoRA, frozen vision, checkpointing), sharded by `strategy`, in
+    train mode; the reference in the precision's reference dtype, LoRA adapters in float32."""
     model, processor = load_model_and_processor(
-        cfg.model, device, pick_dtype(cfg.dtype, device), cfg.trust_remote_code, cfg.lora.load_in_4bit
+        cfg.model, device, numerics.weights, cfg.trust_remote_code, cfg.lora.load_in_4bit
     )
     if cfg.max_pixels is not None:
         processor.image_processor.size["longest_edge"] = cfg.max_pixels
@@ -35,21 +37,27 @@ def load_policy(cfg: TrainConfig, device: torch.device, strategy) -> Policy:
         model.gradient_checkpointing_enable()
     needs_reference = cfg.beta > 0 or cfg.use_reference_model
     reference = frozen_copy(model) if needs_reference and not cfg.lora.enabled else None
+    reference = precision.cast_reference(reference, numerics)
     if cfg.lora.enabled:
         model = apply_lora(model, cfg.lora)
+        precision.adapters_in_float32(model)
     strategy.shard_models(model, reference)
     model.train()
     return Policy(model, processor, reference, needs_reference and cfg.lora.enabled)
 
 
-def make_optimizer(cfg: TrainConfig, model: torch.nn.Module, strategy, local_minibatch: int):
-    """(optimizer as the strategy wraps it, linear-warmup schedule over every optimizer update)."""
-    optimizer = torch.optim.AdamW(
+def make_optimizer(cfg: TrainConfig, model: torch.nn.Module, strategy, local_minibatch: int, numerics):
+    """(optimizer as the strategy wraps it, linear-warmup schedule over every optimizer update).
+    AdamW, over float32 master weights when the precision keeps low-precision weights."""
+    optimizer = precision.make_optimizer(
         [p for p in model.parameters() if p.requires_grad],
+        numerics,
+        bool(cfg.zero_stage),
         lr=cfg.learning_rate,
         betas=(cfg.adam_beta1, cfg.adam_beta2),
         weight_decay=cfg.weight_decay,
     )
+    precision.warn_if_updates_lost(model, optimizer, bool(cfg.zero_stage))
     updates = cfg.max_steps * cfg.num_iterations * (cfg.rows_per_step // cfg.effective_minibatch_size)
     scheduler = get_scheduler(
         cfg.lr_scheduler_type,

@@ -32,7 +32,7 @@ from ..rollout import MicroBatch, Rollout, StepBatch, completion_logprobs, encod
 from ..tasks import get_task
 from ..tasks.rewards import Scorer
 from ..tasks.styles import get_style
-from . import checkpoint
+from . import checkpoint, precision
 from .distributed import strategies
 from .distributed import world as distributed
 from .metrics import completion_rows, frac_zero_std, injection_metrics, rollout_metrics, run_summary
@@ -50,7 +50,6 @@ class GRPOTrainer:
         self.world = distributed.setup(cfg.device, cfg.fsdp, cfg.zero_stage)
         # An accelerate FSDP / DeepSpeed config may have turned sharding on: config.yaml says so.
         cfg.fsdp, cfg.zero_stage = self.world.fsdp, self.world.zero_stage
-        self.parallel = strategies.make(self.world)
         self._check_world(cfg)
         if self.world.size > 1 and self.world.is_main:
             tqdm.write(
@@ -61,9 +60,13 @@ class GRPOTrainer:
         random.seed(cfg.seed)
         torch.manual_seed(cfg.seed + 7919 * self.world.rank)
         self.device = self.world.device if self.world.size > 1 else pick_device(cfg.device)
+        self.precision = precision.resolve(
+            cfg.precision, cfg.dtype, self.device, tqdm.write if self.world.is_main else None
+        )
+        self.parallel = strategies.make(self.world, self.precision, self.device)
         self.local_prompts = cfg.prompts_per_step // self.world.size
         self.local_minibatch = cfg.effective_minibatch_size // self.world.size
-        policy = load_policy(cfg, self.device, self.parallel)
+        policy = load_policy(cfg, self.device, self.parallel, self.precision)
         self.model, self.processor = policy.model, policy.processor
         self.reference, self.adapter_reference = policy.reference, policy.adapter_reference
         self.task = get_task()
@@ -88,7 +91,9 @@ class GRPOTrainer:
         self.loss_settings = algo.LossSettings(
             cfg.epsilon, cfg.epsilon_high, cfg.beta, cfg.loss_type, cfg.injection.off_policy, cfg.injection.luffy_gamma
         )
-        self.optimizer, self.scheduler = make_optimizer(cfg, self.model, self.parallel, self.local_minibatch)
+        self.optimizer, self.scheduler = make_optimizer(
+            cfg, self.model, self.parallel, self.local_minibatch, self.precision
+        )
         self.eval_sets = self._eval_sets() if self.world.is_main else {}
         self.stop_requested = False
         self.nonfinite_in_a_row = self.skipped_updates = 0
@@ -150,8 +155,9 @@ class GRPOTrainer:
         rollout = self.injector.apply(rollout, self.scorer, strength)
         # 3. Group-relative advantages and the loss mask: the step batch.
         batch = StepBatch(rollout, self.advantages(rollout), self.loss_mask(rollout))
-        # 4. Rollout-time and reference log-probs, once per step.
-        batch.old_logp, batch.ref_logp = self.fixed_logprobs(rollout)
+        batch.first_epoch_order = batch.draw_order()
+        # 4. Rollout-time and reference log-probs, once per step; old ones over the first epoch's micro-batches.
+        batch.old_logp, batch.ref_logp = self.fixed_logprobs(batch)
         # 5. num_iterations epochs of clipped updates over minibatches.
         update_metrics = self.update(batch)
         step_s = time.time() - t0
@@ -184,7 +190,7 @@ class GRPOTrainer:
     # ---------------------------------------------------------------- phases
     def sample(self, prompts) -> Rollout:
         cfg = self.cfg
-        with self.parallel.gathered(self.model):  # ranks decode for different numbers of steps
+        with self.parallel.gathered(self.model), self._autocast():  # ranks decode for different numbers of steps
             ids, mask, truncated, texts = generate(
                 self.model,
                 self.processor,
@@ -207,19 +213,33 @@ class GRPOTrainer:
         return adv.view(-1).to(self.device)
 
     @torch.no_grad()
-    def fixed_logprobs(self, rollout: Rollout) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """Old log-probs (None when the first update's own detached log-probs are exact) and reference log-probs."""
-        cfg = self.cfg
+    def fixed_logprobs(self, batch: StepBatch) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Old log-probs (None when the first update's own detached log-probs are exact) and reference log-probs.
+
+        Old log-probs are computed over exactly the first epoch's micro-batches, rows and widths alike,
+        under the same autocast as the update: the first update's ratio is then exactly 1 in every
+        precision, instead of 1 up to the rounding of another batch composition."""
+        cfg, rollout = self.cfg, batch.rollout
         single_update = cfg.num_iterations == 1 and cfg.effective_minibatch_size == cfg.rows_per_step
-        need_old = not single_update
-        old = self._logprobs_all(self.model, rollout) if need_old else None
+        old = None if single_update else self._first_epoch_logprobs(batch)
         ref = None
-        if self.reference is not None:
-            ref = self._logprobs_all(self.reference, rollout)
-        elif self.adapter_reference:
-            with self.model.disable_adapter():
-                ref = self._logprobs_all(self.model, rollout)
+        with self._autocast():
+            if self.reference is not None:
+                ref = self._logprobs_all(self.reference, rollout)
+            elif self.adapter_reference:
+                with self.model.disable_adapter():
+                    ref = self._logprobs_all(self.model, rollout)
         return old, ref
+
+    def _first_epoch_logprobs(self, batch: StepBatch) -> torch.Tensor:  # (N, C)
+        """Log-probs micro-batch by micro-batch as the first epoch will run them; positions past a
+        micro-batch's width stay 0: they are past every row's end, masked out of the loss."""
+        out = torch.zeros(batch.rollout.completion_ids.shape, device=self.device)
+        for minibatch in batch.epoch_minibatches(self.local_minibatch, epoch=0):
+            for rows in self._micro_batches(batch, minibatch):
+                micro = batch.select(rows)
+                out[rows.to(self.device), : micro.completion_ids.size(1)] = self.policy_logprobs(batch.rollout, micro)
+        return out
 
     def loss_mask(self, rollout: Rollout) -> torch.Tensor:  # (N, C)
         mask = rollout.completion_mask.clone()
@@ -230,8 +250,8 @@ class GRPOTrainer:
     def update(self, batch: StepBatch) -> dict:
         """num_iterations epochs over the step batch; one optimizer step per minibatch."""
         cfg, stats, grad_norms = self.cfg, algo.LossStats(), []
-        for _ in range(cfg.num_iterations):
-            for minibatch in batch.epoch_minibatches(self.local_minibatch):
+        for epoch in range(cfg.num_iterations):
+            for minibatch in batch.epoch_minibatches(self.local_minibatch, epoch):
                 # Tokens of the global minibatch per rank: averaging the ranks' gradients then gives the global mean.
                 minibatch_tokens = self.world.sum(batch.tokens(minibatch)) / self.world.size
                 self.optimizer.zero_grad(set_to_none=True)
@@ -275,16 +295,17 @@ class GRPOTrainer:
         return micros
 
     def policy_logprobs(self, rollout: Rollout, micro: MicroBatch) -> torch.Tensor:  # (n, w), with gradient
-        return completion_logprobs(
-            self.model,
-            rollout.prompts,
-            micro.rows,
-            micro.completion_ids,
-            micro.completion_mask,
-            rollout.group_size,
-            self.cfg.temperature,
-            self.cfg.logprob_sharing,
-        )
+        with self._autocast():
+            return completion_logprobs(
+                self.model,
+                rollout.prompts,
+                micro.rows,
+                micro.completion_ids,
+                micro.completion_mask,
+                rollout.group_size,
+                self.cfg.temperature,
+                self.cfg.logprob_sharing,
+            )
 
     def _optimizer_step(self) -> float:
         norm = self.parallel.step(self.model, self.optimizer, self.cfg.max_grad_norm)
@@ -300,6 +321,9 @@ class GRPOTrainer:
         self.nonfinite_in_a_row = 0
         self.scheduler.step()
         return norm
+
+    def _autocast(self):
+        return precision.autocast(self.precision, self.device)
 
     def _logprobs_all(self, model, rollout: Rollout) -> torch.Tensor:  # (N, C)
         rows = torch.arange(len(rollout.texts))
@@ -349,7 +373,7 @@ class GRPOTrainer:
 
         Rank 0 evaluates; every rank calls this, as gathering sharded weights is a collective."""
         metrics = {}
-        with self.parallel.gathered(self.model):
+        with self.parallel.gathered(self.model), self._autocast():
             for name, samples in self.eval_sets.items():
                 records = generate_records(
                     self.model,

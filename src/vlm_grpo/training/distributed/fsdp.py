@@ -32,8 +32,9 @@ def _fsdp_modules(model: torch.nn.Module) -> list:
     return [m for m in model.modules() if isinstance(m, FSDPModule)]
 
 
-def shard(model: torch.nn.Module, mode: str) -> torch.nn.Module:
-    """Shard `model` in place over the default process group, one unit per unsplittable block."""
+def shard(model: torch.nn.Module, mode: str, mixed_precision=None) -> torch.nn.Module:
+    """Shard `model` in place over the default process group, one unit per unsplittable block;
+    `mixed_precision` is an FSDP2 MixedPrecisionPolicy (bf16-mixed) or None (compute in the weights' dtype)."""
     from torch.distributed.fsdp import fully_shard
 
     if mode not in MODES[1:]:
@@ -46,9 +47,10 @@ def shard(model: torch.nn.Module, mode: str) -> torch.nn.Module:
     if not unit_names:
         raise ValueError(f"{type(model).__name__} declares no _no_split_modules: no FSDP units to shard by")
     units = [m for m in model.modules() if type(m).__name__ in unit_names]
+    options = {"mp_policy": mixed_precision} if mixed_precision is not None else {}
     for unit in units:
-        fully_shard(unit, reshard_after_forward=reshard)
-    fully_shard(model, reshard_after_forward=reshard)
+        fully_shard(unit, reshard_after_forward=reshard, **options)
+    fully_shard(model, reshard_after_forward=reshard, **options)
     return model
 
 

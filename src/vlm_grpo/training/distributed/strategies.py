@@ -23,13 +23,16 @@ from pathlib import Path
 import torch
 
 from ...models import load_weights
+from .. import precision
 from . import fsdp
 from .world import World
 
 
 class Replicated:
-    def __init__(self, world: World):
+    def __init__(self, world: World, policy: precision.Policy | None = None, device: torch.device | None = None):
         self.world = world
+        self.policy = policy
+        self.scaler = precision.grad_scaler(policy, device or world.device) if policy is not None else None
 
     def shard_models(self, *models) -> None:
         """Shard the policy (and reference) in place, before the optimizer is built over them."""
@@ -42,7 +45,7 @@ class Replicated:
         return nullcontext()
 
     def backward(self, loss: torch.Tensor) -> None:
-        loss.backward()
+        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
 
     def step(self, model, optimizer, max_grad_norm: float) -> float:
         """Average, clip and apply the gradients; returns their norm (not applied when non-finite)."""
@@ -51,10 +54,14 @@ class Replicated:
             if param.grad is None:  # every row skipped: the same zero gradient the passes would give
                 param.grad = torch.zeros_like(param)
         self.average(params)
+        if self.scaler is not None:  # fp16-mixed: clip and judge the true gradients
+            self.scaler.unscale_(optimizer)
         max_norm = max_grad_norm if max_grad_norm > 0 else float("inf")
         norm = fsdp.norm_value(torch.nn.utils.clip_grad_norm_(params, max_norm))
         if math.isfinite(norm):
-            optimizer.step()
+            self.scaler.step(optimizer) if self.scaler is not None else optimizer.step()
+        if self.scaler is not None:
+            self.scaler.update()  # lowers the scale after an overflow, raises it after a quiet stretch
         optimizer.zero_grad(set_to_none=True)
         return norm
 
@@ -77,14 +84,15 @@ class Replicated:
 
 
 class FullyShardedFSDP(Replicated):
-    def __init__(self, world: World, mode: str):
-        super().__init__(world)
+    def __init__(self, world: World, mode: str, policy: precision.Policy | None = None, device=None):
+        super().__init__(world, policy, device)
         self.mode = mode
 
     def shard_models(self, *models) -> None:
+        mixed = precision.fsdp_mixed_precision(self.policy) if self.policy is not None else None
         for model in models:
             if model is not None:
-                fsdp.shard(model, self.mode)
+                fsdp.shard(model, self.mode, mixed)
 
     def gathered(self, model):
         return fsdp.gathered(model, self.mode)
@@ -101,8 +109,8 @@ class FullyShardedFSDP(Replicated):
 
 
 class ZeRO(Replicated):
-    def __init__(self, world: World, stage: int):
-        super().__init__(world)
+    def __init__(self, world: World, stage: int, policy: precision.Policy | None = None, device=None):
+        super().__init__(world, policy, device)
         self.stage = stage
         self.engine = None
 
@@ -163,9 +171,10 @@ class ZeRO(Replicated):
         )
 
 
-def make(world: World) -> Replicated:
+def make(world: World, policy: precision.Policy | None = None, device: torch.device | None = None) -> Replicated:
+    """The strategy; `policy` (precision.py) adds FSDP's mixed precision and fp16 loss scaling."""
     if world.fsdp != "none":
-        return FullyShardedFSDP(world, world.fsdp)
+        return FullyShardedFSDP(world, world.fsdp, policy, device)
     if world.zero_stage:
-        return ZeRO(world, world.zero_stage)
-    return Replicated(world)
+        return ZeRO(world, world.zero_stage, policy, device)
+    return Replicated(world, policy, device)

@@ -1,0 +1,183 @@
+"""Validation of a run configuration: allowed values, ranges and combinations, all reported at once."""
+
+from __future__ import annotations
+
+import typing
+
+from .errors import ConfigError
+
+if typing.TYPE_CHECKING:
+    from .config import TrainConfig
+
+# Numerical precision (training/precision.py applies it): the names, and how the older `dtype` key folds in.
+PRECISIONS = ("auto", "fp32", "bf16-mixed", "bf16-true", "fp16-mixed")
+LEGACY_DTYPE = {"float32": "fp32", "bfloat16": "bf16-true", "float16": "fp16-mixed"}
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "precision": PRECISIONS,
+    "dtype": ("auto", "float32", "bfloat16", "float16"),
+    "device": ("auto", "cpu", "cuda"),
+    "fsdp": ("none", "full_shard", "shard_grad_op"),
+    "loss_type": ("token_mean", "seq_mean"),
+    "logprob_sharing": ("prefix", "vision", "none"),
+    "generation_sharing": ("auto", "prefix", "none"),
+    "scale_rewards": ("group", "none"),
+    "lr_scheduler_type": ("linear", "cosine", "constant"),
+    "prompt.style": ("default", "r1v", "custom"),
+    "injection.mode": ("none", "random", "rate", "rescue"),
+    "injection.schedule": ("constant", "linear_decay", "adaptive"),
+    "injection.off_policy": ("ratio", "luffy"),
+    "injection.group_stats": ("all", "sampled"),
+    "data.on_bad_sample": ("skip", "error"),
+}
+
+
+Need = typing.Callable[[bool, str], None]
+
+
+def validate(cfg: TrainConfig) -> TrainConfig:
+    """Check every constraint; raise one ConfigError listing all violations."""
+    errors: list[str] = []
+
+    def need(ok: bool, message: str) -> None:
+        if not ok:
+            errors.append(message)
+
+    for check in (_check_algorithm, _check_injection, _check_resources, _check_precision):
+        check(cfg, need)
+    for sink in cfg.report_to:
+        need(sink in ("tensorboard", "wandb"), f"report_to entry {sink!r} is not one of tensorboard, wandb")
+    if errors:
+        raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(errors))
+    return cfg
+
+
+def _check_algorithm(cfg: TrainConfig, need: Need) -> None:
+    for key, allowed in CHOICES.items():
+        value = _get(cfg, key)
+        need(value in allowed, f"{key}={value!r} is not one of {', '.join(allowed)}")
+    need(
+        cfg.num_generations >= 2,
+        f"num_generations={cfg.num_generations}: GRPO needs at least 2 completions per prompt to compare",
+    )
+    for name in (
+        "prompts_per_step",
+        "num_iterations",
+        "max_steps",
+        "micro_batch_size",
+        "max_completion_length",
+        "save_steps",
+        "logging_steps",
+    ):
+        need(getattr(cfg, name) >= 1, f"{name}={getattr(cfg, name)} must be >= 1")
+    mb = cfg.effective_minibatch_size
+    need(
+        cfg.rows_per_step % mb == 0,
+        f"minibatch_size={mb} must divide prompts_per_step x num_generations = {cfg.rows_per_step}",
+    )
+    need(
+        mb % cfg.micro_batch_size == 0 or cfg.micro_batch_size > mb,
+        f"micro_batch_size={cfg.micro_batch_size} must divide minibatch_size={mb}",
+    )
+    need(cfg.epsilon > 0, f"epsilon={cfg.epsilon} must be > 0")
+    need(cfg.epsilon_high is None or cfg.epsilon_high > 0, f"epsilon_high={cfg.epsilon_high} must be > 0")
+    need(cfg.beta >= 0, f"beta={cfg.beta} must be >= 0")
+    need(cfg.temperature > 0, f"temperature={cfg.temperature} must be > 0 (GRPO samples; use eval for greedy)")
+    need(0 < cfg.top_p <= 1, f"top_p={cfg.top_p} must be in (0, 1]")
+    need(cfg.learning_rate > 0, f"learning_rate={cfg.learning_rate} must be > 0")
+    need(0 <= cfg.warmup_ratio < 1, f"warmup_ratio={cfg.warmup_ratio} must be in [0, 1)")
+    need(
+        cfg.reward_weights is None or len(cfg.reward_weights) == len(cfg.reward_funcs),
+        f"reward_weights has {len(cfg.reward_weights or [])} entries for {len(cfg.reward_funcs)} reward_funcs",
+    )
+    need(bool(cfg.reward_funcs), "reward_funcs is empty: name at least one reward")
+
+
+def _check_injection(cfg: TrainConfig, need: Need) -> None:
+    inj = cfg.injection
+    for name in ("rate", "initial_rate", "final_rate", "decay_fraction", "adaptive_low", "adaptive_high"):
+        need(0 <= getattr(inj, name) <= 1, f"injection.{name}={getattr(inj, name)} must be in [0, 1]")
+    need(
+        inj.adaptive_low < inj.adaptive_high,
+        f"injection.adaptive_low={inj.adaptive_low} must be below injection.adaptive_high={inj.adaptive_high}",
+    )
+    need(
+        inj.rows is None or 1 <= inj.rows <= cfg.num_generations - 1,
+        f"injection.rows={inj.rows} must be in 1..num_generations-1 = 1..{cfg.num_generations - 1}: "
+        "at least one row stays sampled",
+    )
+    need(inj.luffy_gamma > 0, f"injection.luffy_gamma={inj.luffy_gamma} must be > 0")
+    if cfg.prompt.style == "custom":
+        need(
+            bool(cfg.prompt.template) and "{question}" in cfg.prompt.template,
+            "prompt.style=custom needs prompt.template containing {question}",
+        )
+        need(
+            inj.mode == "none" or (cfg.prompt.demonstration or "").count("{answer}") == 1,
+            "injection with prompt.style=custom needs prompt.demonstration containing {answer}",
+        )
+
+
+def _check_resources(cfg: TrainConfig, need: Need) -> None:
+    need(
+        cfg.data.eval_holdout >= 0 and cfg.data.eval_size >= 1, "data.eval_holdout must be >= 0 and data.eval_size >= 1"
+    )
+    need(
+        not (cfg.gradient_checkpointing and cfg.logprob_sharing == "prefix"),
+        "gradient_checkpointing=true turns the KV cache off, which logprob_sharing=prefix needs: "
+        "set logprob_sharing=vision (each image encoded once) or none",
+    )
+    need(
+        not (cfg.skip_zero_advantage_groups and cfg.beta > 0),
+        f"skip_zero_advantage_groups=true needs beta=0 (beta={cfg.beta}): skipped rows would lose their KL term",
+    )
+    need(cfg.zero_stage in (0, 2, 3), f"zero_stage={cfg.zero_stage} is not one of 0, 2, 3")
+    need(cfg.fsdp == "none" or not cfg.zero_stage, f"fsdp={cfg.fsdp} and zero_stage={cfg.zero_stage}: pick one")
+    for name, value in (("fsdp", cfg.fsdp), ("zero_stage", cfg.zero_stage)):
+        if value in ("none", 0):
+            continue
+        need(
+            not cfg.skip_zero_advantage_groups,
+            f"{name}={value} needs skip_zero_advantage_groups=false: a sharded forward is a collective, "
+            "so every rank must run the same passes",
+        )
+        need(not cfg.lora.enabled, f"{name}={value} with lora.enabled=true is not supported: use one or the other")
+    need(
+        cfg.lora.enabled or not cfg.lora.load_in_4bit,
+        "lora.load_in_4bit=true needs lora.enabled=true: 4-bit base weights cannot be trained directly",
+    )
+    need(cfg.lora.r >= 1 and cfg.lora.alpha >= 1, f"lora.r={cfg.lora.r} and lora.alpha={cfg.lora.alpha} must be >= 1")
+
+
+def effective_precision(precision: str, dtype: str) -> str:
+    """The precision asked for once the legacy `dtype` key is folded in (auto left unresolved)."""
+    if precision == "auto" and dtype != "auto":
+        return LEGACY_DTYPE[dtype]
+    return precision
+
+
+def _check_precision(cfg: TrainConfig, need: Need) -> None:
+    if (cfg.dtype not in LEGACY_DTYPE and cfg.dtype != "auto") or cfg.precision not in PRECISIONS:
+        return  # CHOICES reports the unknown name
+    legacy = LEGACY_DTYPE.get(cfg.dtype)
+    need(
+        cfg.dtype == "auto" or cfg.precision in ("auto", legacy),
+        f"dtype={cfg.dtype} and precision={cfg.precision} disagree: set only precision "
+        f"(dtype is the older key; dtype={cfg.dtype} means precision={legacy})",
+    )
+    name = effective_precision(cfg.precision, cfg.dtype)
+    need(
+        not (name == "bf16-true" and cfg.fsdp != "none"),
+        f"precision=bf16-true with fsdp={cfg.fsdp} is not supported: use precision=bf16-mixed, "
+        "which under FSDP keeps 1/N float32 shards and gathers bfloat16 weights for compute",
+    )
+    need(
+        not (name == "fp16-mixed" and (cfg.fsdp != "none" or cfg.zero_stage)),
+        "precision=fp16-mixed is supported without sharding only: use precision=bf16-mixed with fsdp or zero_stage",
+    )
+
+
+def _get(cfg: typing.Any, dotted: str) -> typing.Any:
+    for part in dotted.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
