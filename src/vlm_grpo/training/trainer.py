@@ -24,10 +24,7 @@ from ..core import algo
 from ..data import BadSample, PromptStream, open_source, split_indices
 from ..evaluation.records import EvalSummary, generate_records, heldout_samples
 from ..guidance import Injector, schedule_value
-from ..models import (
-    adapter_for,
-    pick_device,
-)
+from ..models import adapter_for, pick_device
 from ..rollout import MicroBatch, Rollout, StepBatch, completion_logprobs, encode_prompts, generate
 from ..tasks import get_task
 from ..tasks.rewards import Scorer
@@ -64,7 +61,6 @@ class GRPOTrainer:
             cfg.precision, cfg.dtype, self.device, tqdm.write if self.world.is_main else None
         )
         self.parallel = strategies.make(self.world, self.precision, self.device)
-        self.local_prompts = cfg.prompts_per_step // self.world.size
         self.local_minibatch = cfg.effective_minibatch_size // self.world.size
         policy = load_policy(cfg, self.device, self.parallel, self.precision)
         self.model, self.processor = policy.model, policy.processor
