@@ -11,9 +11,7 @@ condition are pooled into a mean with a 95 % t-interval.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import signal
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -158,15 +156,8 @@ def train_run(run: PlannedRun) -> str:
         return "skipped"
     resume = _steps_saved(run.dir) > 0
     run.cfg.resume = resume
-    # The trainer turns Ctrl-C into "save and stop"; once it is done, Ctrl-C must stop the study again.
-    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        GRPOTrainer(run.cfg).train()
-    finally:
-        for sig, handler in handlers.items():
-            # Not the main thread (ValueError): the trainer could not install its own either.
-            with contextlib.suppress(ValueError):
-                signal.signal(sig, handler)
+    # The trainer turns Ctrl-C into "save and stop" and gives the study its handlers back when it returns.
+    GRPOTrainer(run.cfg).train()
     if _steps_saved(run.dir) < run.cfg.max_steps:
         raise StudyInterrupted(
             f"{run.name} stopped at step {_steps_saved(run.dir)} of {run.cfg.max_steps}; "

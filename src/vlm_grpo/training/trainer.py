@@ -96,10 +96,15 @@ class GRPOTrainer:
 
     # ---------------------------------------------------------------- the loop
     def train(self) -> dict:
+        """Train to max_steps (or until a signal asks to stop: then save and return). The signal
+        handlers installed for the run are the caller's again when it returns, however it ends."""
+        with self._stop_on_signal():
+            return self._train()
+
+    def _train(self) -> dict:
         cfg, main = self.cfg, self.world.is_main
         start = checkpoint.resume_run(self) if cfg.resume else 0
         tracker = self._open_tracker(start) if main else None
-        self._install_signal_handlers()
         began, history = time.time(), []
         if start == 0 and cfg.data.eval:
             baseline = self.evaluate()
@@ -402,13 +407,27 @@ class GRPOTrainer:
                     "each process takes an equal share of every batch"
                 )
 
-    def _install_signal_handlers(self) -> None:
+    @contextlib.contextmanager
+    def _stop_on_signal(self):
+        """SIGINT/SIGTERM ask the loop to save and stop; a second one goes to the caller's handler
+        (Ctrl-C twice still ends the process, even during the save). The caller's handlers come back
+        on the way out, so nothing keeps this trainer alive through a handler."""
+        previous = {}
+
         def request_stop(signum, frame):
+            if self.stop_requested:  # asked twice: the user insists
+                signal.signal(signum, previous[signum])
+                signal.raise_signal(signum)
             self.stop_requested = True
 
         for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(ValueError):  # not the main thread
-                signal.signal(sig, request_stop)
+            with contextlib.suppress(ValueError):  # not the main thread: no handlers here
+                previous[sig] = signal.signal(sig, request_stop) or signal.SIG_DFL  # None: set outside Python
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 
 def train(cfg: TrainConfig) -> dict:
