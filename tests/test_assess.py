@@ -80,7 +80,7 @@ def _record(sample, reward, answer=3):
     return {
         "sample_id": sample,
         "reward": reward,
-        "number_present": parsed is not None,
+        "answer_present": parsed is not None,
         "correct": reward == 1.0,
         "strict_parsed": parse_strict(text),
         "completion": text,
@@ -127,7 +127,7 @@ def test_cli_prints_a_table_and_writes_the_file(tmp_path):
         ],
     )
     assert result.exit_code == 0, result.output
-    assert "Baseline assessment" in result.output and "answer present" in result.output
+    assert "Baseline assessment" in result.output and "number present" in result.output
     assert "P(group has signal)" in result.output and "single-domain" in result.output
     assert list(json.loads((tmp_path / "assessment.json").read_text())) == ["default"]
 

@@ -43,7 +43,7 @@ def _check(out, summary):
             "parsed",
             "strict_parsed",
             "reward",
-            "number_present",
+            "answer_present",
             "correct",
             "strict_correct",
         ):

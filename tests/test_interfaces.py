@@ -157,13 +157,13 @@ class LetterTask(Task):
     def read_answer(self, value, row):
         return str(value).strip().upper()
 
-    def parse(self, completion):
+    def parse(self, completion, target=None):
         import re
 
         found = re.search(r"<answer>\s*([A-E])\s*</answer>", completion) or re.search(r"\b([A-E])\s*$", completion)
         return found.group(1) if found else None
 
-    def parse_strict(self, completion):
+    def parse_strict(self, completion, target=None):
         import re
 
         found = re.search(r"<answer>\s*([A-E])\s*</answer>", completion)
@@ -175,7 +175,7 @@ def test_styles_and_scores_follow_the_task():
     style = get_style("r1v", task)
     assert "final answer (letter)" in style.messages("Which?")[-1]["content"][1]["text"]
     assert style.format_ok("<think>I compare.</think><answer>B</answer>") and not style.format_ok("<answer>7</answer>")
-    scorer = Scorer(["counting", "format"], None, style, task)  # `counting` is the task's ternary reward
+    scorer = Scorer(["answer", "format"], None, style, task)
     assert scorer("<think>x</think><answer>B</answer>", "B").reward == 2.0
     assert scorer("so the answer is C", "B").reward == 0.0 and scorer("no idea", "B").reward == -1.0
     assert get_style("default", task).demonstration("D", __import__("random").Random(0)) == "D"
@@ -184,10 +184,10 @@ def test_styles_and_scores_follow_the_task():
 # ------------------------------------------------------------------ evaluation summary
 def test_eval_summary_names_each_rate_once():
     records = [
-        {"number_present": True, "correct": True, "strict_correct": True, "strict_parsed": 3, "format_ok": True},
-        {"number_present": True, "correct": False, "strict_correct": False, "strict_parsed": None, "format_ok": False},
-        {"number_present": False, "correct": False, "strict_correct": False, "strict_parsed": None, "format_ok": False},
-        {"number_present": True, "correct": True, "strict_correct": False, "strict_parsed": None, "format_ok": True},
+        {"answer_present": True, "correct": True, "strict_correct": True, "strict_parsed": 3, "format_ok": True},
+        {"answer_present": True, "correct": False, "strict_correct": False, "strict_parsed": None, "format_ok": False},
+        {"answer_present": False, "correct": False, "strict_correct": False, "strict_parsed": None, "format_ok": False},
+        {"answer_present": True, "correct": True, "strict_correct": False, "strict_parsed": None, "format_ok": True},
     ]
     summary = EvalSummary.of(records)
     assert summary.answer_present_rate.value == 0.75 and summary.accuracy.value == 0.5

@@ -14,7 +14,7 @@ from vlm_grpo.lab.pretrain import pretrain
 from vlm_grpo.lab.scenes import render_scene
 from vlm_grpo.models import load_model_and_processor, registered_models
 from vlm_grpo.rollout import encode_prompts, generate
-from vlm_grpo.tasks.rewards import counting_reward
+from vlm_grpo.tasks.rewards import resolve
 from vlm_grpo.tasks.styles import DEFAULT, R1V
 
 SCENES = [
@@ -51,7 +51,7 @@ def test_bare_and_r1v_texts_score_full_reward():
         assert texts.bare(scene) == str(scene.count)
         text = texts.r1v(scene, rng)
         assert R1V.format_ok(text), text
-        assert counting_reward(text, scene.count, R1V) == 1.0
+        assert resolve("counting")(text, scene.count, R1V) == 1.0
 
 
 def test_parse_count_word():

@@ -6,8 +6,11 @@ from hypothesis import strategies as st
 
 from vlm_grpo.config import PromptConfig
 from vlm_grpo.tasks.counting import parse_answer
-from vlm_grpo.tasks.rewards import Scorer, counting_reward, counting_strict_reward, format_reward, resolve
+from vlm_grpo.tasks.rewards import Scorer, format_reward, resolve
 from vlm_grpo.tasks.styles import DEFAULT, R1V, get_style
+
+counting_reward = resolve("counting")
+counting_strict_reward = resolve("counting_strict")
 
 
 def test_seed_examples():
@@ -53,9 +56,9 @@ def test_format_per_style():
 def test_scorer_parts_and_weights():
     scorer = Scorer(["counting", "format"], [1.0, 0.5], R1V)
     score = scorer("<think>a</think><answer>3</answer>", 3)
-    assert score.reward == 1.5 and score.correct and score.number_present and score.format_ok and score.strict_correct
+    assert score.reward == 1.5 and score.correct and score.answer_present and score.format_ok and score.strict_correct
     score = scorer("there are three", 3)
-    assert score.reward == -1.0 and not score.number_present and score.parsed is None
+    assert score.reward == -1.0 and not score.answer_present and score.parsed is None
 
 
 def test_user_reward_by_module_path(tmp_path, monkeypatch):

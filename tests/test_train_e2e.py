@@ -18,6 +18,7 @@ REQUIRED_KEYS = [
     "reward/mean",
     "reward/std",
     "rollout/number_present_rate",
+    "rollout/answer_present_rate",
     "rollout/accuracy",
     "rollout/format_rate",
     "groups/frac_zero_std",

@@ -57,7 +57,30 @@ def models() -> None:
 
 
 # Failures a user can fix (bad names, missing files, unloadable models): one line, exit code 2.
-_USER_ERRORS = (ValueError, OSError, RuntimeError)
+_USER_ERRORS = (ValueError, OSError, RuntimeError, ImportError)
+_TASK_HELP = "counting, multiple_choice, short_answer, numeric, math, or package.module:ClassName."
+
+
+def _pairs(items: List[str], option: str) -> dict:
+    """KEY=VALUE items as a dict, values read as YAML (true, 0.01, [a, b])."""
+    import yaml
+
+    pairs = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            _fail(ValueError(f"{option} {item!r} must look like KEY=VALUE"))
+        pairs[key.strip()] = yaml.safe_load(value) if value.strip() else None
+    return pairs
+
+
+def _task(name: str, options: List[str]):
+    from .tasks import get_task
+
+    try:
+        return get_task(name, _pairs(options, "--task-option"))
+    except _USER_ERRORS as exc:
+        _fail(exc)
 
 
 @app.command()
@@ -79,6 +102,9 @@ def assess(
     batch_size: int = typer.Option(64, "--batch-size", help="Completions generated per batch."),
     device: str = typer.Option("auto", "--device"),
     seed: int = typer.Option(0, "--seed"),
+    task: str = typer.Option("counting", "--task", help=_TASK_HELP),
+    task_option: List[str] = typer.Option([], "--task-option", help="KEY=VALUE of the task's options; repeat."),
+    column: List[str] = typer.Option([], "--column", help="FIELD=COLUMN, e.g. question=problem; repeat."),
 ) -> None:
     """Measure a base model's format rate and learning-signal odds before training, per prompt style."""
     from rich.console import Console
@@ -103,6 +129,8 @@ def assess(
             max_new_tokens=max_new_tokens,
             device=device,
             seed=seed,
+            task=_task(task, task_option),
+            columns=_pairs(column, "--column"),
         )
     except _USER_ERRORS as exc:
         _fail(exc)
@@ -128,6 +156,9 @@ def eval_command(
     max_new_tokens: int = typer.Option(50, "--max-new-tokens"),
     batch_size: int = typer.Option(32, "--batch-size"),
     device: str = typer.Option("auto", "--device"),
+    task: str = typer.Option("counting", "--task", help=_TASK_HELP),
+    task_option: List[str] = typer.Option([], "--task-option", help="KEY=VALUE of the task's options; repeat."),
+    column: List[str] = typer.Option([], "--column", help="FIELD=COLUMN, e.g. question=problem; repeat."),
 ) -> None:
     """Score checkpoints in-domain and on transfer sets (both scorings, generalization ratio)."""
     from rich.console import Console
@@ -147,6 +178,8 @@ def eval_command(
             holdout=holdout,
             images=images,
             device=device,
+            task=_task(task, task_option),
+            columns=_pairs(column, "--column"),
         )
     except _USER_ERRORS as exc:
         _fail(exc)

@@ -38,6 +38,9 @@ class DataConfig:
     """Evaluate every N steps (0: never during training)."""
     on_bad_sample: str = "skip"
     """What to do with an unusable row: skip it (counted in `data/skipped`) or stop with an error."""
+    columns: dict[str, str] = field(default_factory=dict)
+    """Column names of a file or hub set for `image`, `question`, `answer` and `choices`, so a set loads
+    without conversion (`data.columns.question=problem`); unnamed ones follow the known layouts."""
 
 
 @dataclass
@@ -108,6 +111,12 @@ class TrainConfig:
     """Folder for metrics, TensorBoard events, completions and checkpoints."""
     model: str = "tiny-qwen2-vl"
     """Policy: a local folder, a hub id, or a registered name (`vlm-grpo models` lists them)."""
+    task: str = "counting"
+    """What is asked and how answers are checked: counting | multiple_choice | short_answer | numeric |
+    math (needs `vlm-grpo[math]`), a plug-in's task, or the user's `package.module:ClassName`."""
+    task_options: dict[str, Any] = field(default_factory=dict)
+    """Keyword options of the task: multiple_choice: shuffle_choices, seed, accept_choice_text;
+    short_answer: max_words; numeric: rel_tol, abs_tol."""
     precision: str = "auto"
     """fp32 | bf16-mixed (fp32 weights and Adam state, bf16 autocast) | bf16-true (bf16 weights, fp32
     master weights in the optimizer) | fp16-mixed (fp32 weights, fp16 autocast, loss scaling) |
@@ -205,8 +214,10 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     """Gradient clipping norm (0: off)."""
 
-    reward_funcs: list[str] = field(default_factory=lambda: ["counting"])
-    """Reward names (counting, counting_strict, format) or `module:function` of the user's own."""
+    reward_funcs: list[str] = field(default_factory=lambda: ["answer"])
+    """Reward names or `module:function` of the user's own: answer (the task's ternary reward, +1 correct,
+    0 wrong, -1 no answer; the study's name `counting` is the same), answer_strict (answer tags only;
+    `counting_strict`), format (the prompt style's format)."""
     reward_weights: list[float] | None = None
     """One weight per reward function (None: all 1.0)."""
 
@@ -284,6 +295,10 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"{key} must be a mapping, got {value!r}")
         return from_dict(hint, value, prefix=f"{key}.")
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key} must be a mapping, got {value!r}")
+        return {str(k): v for k, v in value.items()}
     if origin is list:
         items = value if isinstance(value, list) else [value]
         return [_coerce(args[0], item, key) for item in items]

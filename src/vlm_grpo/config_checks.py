@@ -119,6 +119,8 @@ def _check_injection(cfg: TrainConfig, need: Need) -> None:
 
 
 def _check_resources(cfg: TrainConfig, need: Need) -> None:
+    unknown = sorted(set(cfg.data.columns) - {"image", "question", "answer", "choices"})
+    need(not unknown, f"data.columns names {', '.join(unknown)}: only image, question, answer, choices can be mapped")
     need(
         cfg.data.eval_holdout >= 0 and cfg.data.eval_size >= 1, "data.eval_holdout must be >= 0 and data.eval_size >= 1"
     )

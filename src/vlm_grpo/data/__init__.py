@@ -25,20 +25,23 @@ def register_dataset(name: str, factory: Callable[[str | None, Task], Source]) -
     DATASETS.register(name, factory)
 
 
-def open_source(spec: str, images: str | None = None, task: Task | None = None) -> Source:
-    """A registered name, a .jsonl/.parquet file, a folder of parquet files, or a hub id."""
-    task = task or get_task()
+def open_source(
+    spec: str, images: str | None = None, task: Task | None = None, columns: dict[str, str] | None = None
+) -> Source:
+    """A registered name, a .jsonl/.parquet file, a folder of parquet files, or a hub id; `columns`
+    names the file's column for each field (`data.columns`)."""
+    task, columns = task or get_task(), dict(columns or {})
     if spec in DATASETS:
         return DATASETS.get(spec)(images, task)
     path = Path(spec)
     if path.suffix == ".jsonl":
         if not path.is_file():
             raise FileNotFoundError(f"data file {path} does not exist")
-        return jsonl_source(path, images, task.read_answer)
+        return jsonl_source(path, images, task, columns)
     if path.suffix == ".parquet" or path.is_dir() or "/" in spec:
         if path.suffix == ".parquet" and not path.is_file():
             raise FileNotFoundError(f"data file {path} does not exist")
-        return arrow_source(spec, images, task.read_answer)
+        return arrow_source(spec, images, task, columns)
     names = ", ".join(DATASETS.names())
     raise ValueError(f"unknown data set {spec!r}: use {names}, a .jsonl/.parquet path, or a hub id")
 

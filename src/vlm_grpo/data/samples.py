@@ -16,14 +16,20 @@ from ..errors import BadSample
 class Sample:
     id: str
     image: Any
-    """A PIL image, encoded bytes, a file path, a datasets image dict, or a zero-argument callable."""
+    """A PIL image, encoded bytes, a file path, a datasets image dict, a zero-argument callable, or a
+    list of one of them (a row's list of images)."""
     question: str
+    """The question as put to the model (for multiple choice, with its lettered choices)."""
     answer: Any
-    """The ground truth as the task reads it (an int for counting)."""
+    """The ground truth as the task reads it (an int for counting, a `Choice` for multiple choice)."""
     domain: str
 
     def load_image(self) -> Image.Image:
         source = self.image
+        if isinstance(source, (list, tuple)):
+            if len(source) != 1:
+                raise BadSample(f"{self.id}: {len(source)} images; prompts hold one image each")
+            source = source[0]
         try:
             if callable(source):
                 source = source()

@@ -38,6 +38,7 @@ class PromptStream:
         self.source, self.indices, self.seed = source, indices, seed
         self.on_bad_sample, self.log, self.check, self.prepare = on_bad_sample, log, check, prepare
         self.epoch, self.position, self.skipped = 0, 0, 0
+        self.bad: set[int] = set()  # rows found unusable: logged and counted once, then passed over
         self._order = self._permutation()
 
     def _permutation(self) -> np.ndarray:
@@ -45,14 +46,14 @@ class PromptStream:
 
     def next_batch(self, count: int) -> list[Sample]:
         batch: list[Sample] = []
-        attempts = 0
         while len(batch) < count:
             if self.position == len(self._order):
                 self.epoch, self.position = self.epoch + 1, 0
                 self._order = self._permutation()
             index = int(self.indices[self._order[self.position]])
             self.position += 1
-            attempts += 1
+            if index in self.bad:
+                continue
             try:
                 sample = self.source[index]
                 image = sample.load_image()
@@ -64,18 +65,20 @@ class PromptStream:
                 if self.on_bad_sample == "error":
                     raise
                 self.skipped += 1
+                self.bad.add(index)
                 self.log(f"skipping bad sample: {exc}")
-                if attempts > 10 * len(self.indices) + count:
+                if len(self.bad) == len(self.indices):
                     raise ValueError(f"{self.source.name}: no usable rows (every row was skipped)") from exc
                 continue
             batch.append(sample)
         return batch
 
     def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "position": self.position, "skipped": self.skipped}
+        return {"epoch": self.epoch, "position": self.position, "skipped": self.skipped, "bad": sorted(self.bad)}
 
     def load_state_dict(self, state: dict) -> None:
         self.epoch, self.position, self.skipped = state["epoch"], state["position"], state["skipped"]
+        self.bad = set(state.get("bad", ()))
         self._order = self._permutation()
 
 

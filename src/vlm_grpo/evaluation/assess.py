@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..core.statistics import signal_probability, wilson_interval
 from ..models import load_for_inference
-from ..tasks import get_task
+from ..tasks import Task, get_task
 from ..tasks.styles import STYLES as STYLE_REGISTRY
 from ..tasks.styles import get_style
 from .decision import recommend
@@ -61,6 +61,8 @@ def assess(
     dtype: str = "auto",
     seed: int = 0,
     progress: bool = True,
+    task: Task | str = "counting",
+    columns: dict[str, str] | None = None,
 ) -> dict:
     """Per prompt style: sampled and greedy format/accuracy rates, signal odds and the study's advice.
 
@@ -74,8 +76,8 @@ def assess(
         raise ValueError(
             f"need n >= 1, num_generations >= 2 and temperature > 0 (got {n}, {group_size}, {temperature})"
         )
-    task = get_task()
-    samples = heldout_samples(data, n, holdout, images, task=task)
+    task = get_task(task) if isinstance(task, str) else task
+    samples = heldout_samples(data, n, holdout, images, task=task, columns=columns)
     policy, processor = load_for_inference(model, device, dtype)
     assessment, all_records = {}, []
     for name in names:
@@ -94,6 +96,8 @@ def assess(
             **style_assessment(sampled, greedy, group_size),
             "model": model,
             "data": data,
+            "task": task.name,
+            "present_label": task.present_label,
             "n_prompts": len(samples),
             "group_size": group_size,
             "temperature": temperature,
@@ -156,11 +160,12 @@ def assessment_table(assessment: dict):
     table.add_column("measure")
     for style in assessment:
         table.add_column(style)
+    present = any_style.get("present_label", "answer present")
     labels = {
-        "answer_present_rate": "answer present",
+        "answer_present_rate": present,
         "tag_answer_rate": "<answer> tag parses",
         "accuracy": "accuracy",
-        "accuracy_given_answer": "accuracy | answer present",
+        "accuracy_given_answer": f"accuracy | {present}",
     }
     for prefix, how in (("", f"sampled, T={any_style['temperature']}"), ("greedy_", "greedy")):
         for key in RATES:

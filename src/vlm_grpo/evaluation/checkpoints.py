@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..models import check_model_name, load_for_inference
-from ..tasks import get_task
+from ..tasks import Task, get_task
 from ..tasks.styles import PromptStyle, get_style
 from .assess import parse_styles, percent, write_jsonl
 from .records import EvalSummary, generate_records, heldout_samples
@@ -37,6 +37,8 @@ def evaluate_models(
     dtype: str = "auto",
     seed: int = 0,
     progress: bool = True,
+    task: Task | str = "counting",
+    columns: dict[str, str] | None = None,
 ) -> dict:
     """Every checkpoint on every data set (the first in-domain, the rest transfer), greedy by default.
 
@@ -45,7 +47,7 @@ def evaluate_models(
     import torch
     from tqdm.auto import tqdm
 
-    task = get_task()
+    task = get_task(task) if isinstance(task, str) else task
     if isinstance(style, str):
         style = get_style(parse_styles([style])[0], task)
     if not models or not data:
@@ -54,7 +56,7 @@ def evaluate_models(
         raise ValueError(f"temperature={temperature} must be > 0 (leave it out for greedy decoding)")
     for name in models:
         check_model_name(name)
-    sets = {spec: heldout_samples(spec, n, holdout, images, train, task) for spec in dict.fromkeys(data)}
+    sets = {spec: heldout_samples(spec, n, holdout, images, train, task, columns) for spec in dict.fromkeys(data)}
     results, all_records = {}, []
     for name in tqdm(models, desc="checkpoints", disable=not progress or len(models) < 2):
         policy, processor = load_for_inference(name, device, dtype)
@@ -80,6 +82,8 @@ def evaluate_models(
         del policy
         _add_ratios(results[name], list(sets))
     summary = {
+        "task": task.name,
+        "present_label": task.present_label,
         "style": style.name,
         "decoding": "greedy" if temperature is None else "sampled",
         "temperature": temperature,
@@ -120,7 +124,7 @@ def eval_table(summary: dict):
         "n",
         "accuracy",
         "strict accuracy",
-        "answer present",
+        summary.get("present_label", "answer present"),
         "transfer / in-domain",
     ):
         table.add_column(column, overflow="fold")  # a checkpoint path cut to "/tmp/ru…" identifies nothing

@@ -5,7 +5,8 @@ trainer samples with, every completion is scored by the same `Scorer` with the s
 every table is built from one summary type, `EvalSummary`, so every number in every table comes
 from one scorer and carries one name:
 - `answer_present_rate`: the task's parser reads an answer (the study's digit-extraction or
-  "format" rate; `rollout/number_present_rate` in training metrics);
+  "format" rate; `rollout/answer_present_rate` in training metrics, and for counting also
+  `rollout/number_present_rate`);
 - `style_format_rate`: the completion is in the prompt style's own format (a bare answer;
   think/answer tags; `rollout/format_rate` in training metrics);
 - `tag_answer_rate`: an answer inside <answer> tags parses (R1-V's strict reading);
@@ -42,7 +43,7 @@ def generate_records(
 ) -> list[dict]:
     """One record per completion: what was asked, what came back, and how it scored."""
     task = task or get_task()
-    scorer = Scorer(["counting"], None, style, task)
+    scorer = Scorer(["answer"], None, style, task)
     device = next(model.parameters()).device
     records: list[dict] = []
     prompts_per_batch = max(1, batch_size // group_size)
@@ -62,12 +63,12 @@ def generate_records(
                     "sample_id": sample.id,
                     "group_index": row % group_size,
                     "prompt_style": style.name,
-                    "answer": sample.answer,
+                    "answer": task.describe(sample.answer),
                     "completion": text,
-                    "parsed": score.parsed,
-                    "strict_parsed": task.parse_strict(text),
+                    "parsed": _jsonable(score.parsed),
+                    "strict_parsed": _jsonable(task.parse_strict(text, sample.answer)),
                     "reward": score.reward,
-                    "number_present": score.number_present,
+                    "answer_present": score.answer_present,
                     "correct": score.correct,
                     "strict_correct": score.strict_correct,
                     "format_ok": score.format_ok,
@@ -84,13 +85,14 @@ def heldout_samples(
     images: str | None = None,
     train: str | None = None,
     task: Task | None = None,
+    columns: dict[str, str] | None = None,
 ) -> list[Sample]:
     """The first `n` held-out samples of data set `spec`, chosen as the trainer chooses its eval sets.
 
     Rendered sets (and the training set itself, `spec == train`) keep the fixed held-out split, so
     no evaluation sample was trained on; any other set is entirely unseen, so all its rows qualify.
     """
-    source = open_source(spec, images, task)
+    source = open_source(spec, images, task, columns)
     if getattr(source, "always_split", False) or (train is not None and spec == train):
         rows = split_indices(len(source), holdout)[1]
     else:
@@ -99,6 +101,11 @@ def heldout_samples(
     if not samples:
         raise ValueError(f"data set {spec!r} has no usable held-out samples (holdout={holdout})")
     return samples
+
+
+def _jsonable(value):
+    """A parsed answer as a record holds it: plain values as they are, task objects as their text."""
+    return value if value is None or isinstance(value, (bool, int, float, str)) else str(value)
 
 
 def _decoded(sample: Sample) -> Sample | None:
@@ -149,7 +156,7 @@ class EvalSummary:
     @classmethod
     def of(cls, records: Sequence[dict]) -> EvalSummary:
         n = len(records)
-        present = sum(bool(r["number_present"]) for r in records)
+        present = sum(bool(r["answer_present"]) for r in records)
         correct = sum(bool(r["correct"]) for r in records)
 
         def count(key: str) -> Rate:  # hand-made records (tests, older files) may lack a part: not counted

@@ -2,7 +2,8 @@
 
 The lab is a plug-in (entry point `vlm_grpo.plugins: lab`): `register()` adds its data sets
 (`lab-clevr`, `lab-superclevr`) and shipped base models (`lab-base`, `lab-base-cold`) through the
-same public calls any user package would use.
+same public calls any user package would use, and the same scenes as multiple choice
+(`lab-clevr-mc`, `lab-superclevr-mc`, with `task=multiple_choice`).
 """
 
 
@@ -10,9 +11,12 @@ def register() -> None:
     from ..data import register_dataset
     from ..models import register_model
     from . import models, scenes
-    from .sources import LabSource
+    from .sources import MC_SUFFIX, LabSource
 
     for domain in scenes.DOMAINS:
-        register_dataset(domain, lambda images, task, domain=domain: LabSource(domain))
+        register_dataset(domain, lambda images, task, domain=domain: LabSource(domain, task=task))
+        register_dataset(
+            domain + MC_SUFFIX, lambda images, task, domain=domain: LabSource(domain, task=task, multiple_choice=True)
+        )
     for name in models.BASES:
         register_model(name, models.factory(name))

@@ -16,7 +16,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from ..core.statistics import mean_ci, steps_to_threshold
-from .runs import ACC, NP, REW, Run, config_value, smooth
+from .runs import ACC, NP, REW, Run, config_value, present_word, smooth
 
 _STYLE = {
     "font.size": 11,
@@ -80,7 +80,7 @@ def plot_learning_curves(runs: Sequence[Run], out: str | Path) -> Path:
         fig, axes = _new_figure(2, 2, size=(13, 9))
         panels = [
             (REW, "mean reward", "reward"),
-            (NP, "sampled number-present rate", "rate"),
+            (NP, f"sampled {present_word(runs)} rate", "rate"),
             (ACC, "sampled accuracy", "accuracy"),
         ]
         for ax, (key, title, ylabel) in zip(axes.flat, panels):
@@ -114,7 +114,7 @@ def plot_two_phase(run: Run, out: str | Path) -> Path:
     with matplotlib.rc_context(_STYLE):
         fig, axes = _new_figure(size=(9, 5.5))
         ax = axes[0, 0]
-        for key, name, color in [(NP, "number-present rate", "tab:blue"), (ACC, "accuracy", "tab:red")]:
+        for key, name, color in [(NP, f"{present_word([run])} rate", "tab:blue"), (ACC, "accuracy", "tab:red")]:
             steps, vals = run.series(key)
             _raw_and_smooth(ax, steps, vals, color, name)
             for thr, ls in [(0.5, "--"), (0.9, ":")]:
@@ -134,7 +134,8 @@ def plot_injection_vs_none(runs: Sequence[Run], out: str | Path) -> Path:
         fig, axes = _new_figure(1, 2, size=(13, 5))
         modes = sorted({r.injection_mode for r in runs})
         colors = {m: _COLORS[i % len(_COLORS)] for i, m in enumerate(modes)}
-        for ax, (key, title) in zip(axes.flat, [(REW, "mean reward"), (NP, "sampled number-present rate")]):
+        panels = [(REW, "mean reward"), (NP, f"sampled {present_word(runs)} rate")]
+        for ax, (key, title) in zip(axes.flat, panels):
             seen: set[str] = set()
             for run in runs:
                 mode = run.injection_mode

@@ -14,7 +14,7 @@ from typing import Any
 from ..core.statistics import steps_to_threshold
 from ..evaluation.decision import recommend
 from .figures import plot_baseline, plot_cross_domain, plot_injection_vs_none, plot_learning_curves, plot_two_phase
-from .runs import ACC, NP, Run, load_run
+from .runs import ACC, NP, Run, load_run, present_word
 
 # ----------------------------------------------------------------------------- report
 
@@ -26,7 +26,7 @@ def _fmt(v: Any) -> str:
 def _run_table(runs: Sequence[Run]) -> list[str]:
     datasets = sorted({d for r in runs for d in r.eval_datasets})
     head = (
-        ["run", "final step", "number-present", "accuracy"]
+        ["run", "final step", present_word(runs), "accuracy"]
         + [f"eval {d} acc" for d in datasets]
         + ["steps to NP 0.5", "steps to NP 0.9"]
     )

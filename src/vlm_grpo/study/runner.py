@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from ..config import TrainConfig, load_config, to_dict, validate
 from ..core.statistics import mean_ci, steps_to_threshold
+from ..tasks import get_task
 from ..training import checkpoint
 from ..training.tracking import read_metrics
 
@@ -205,7 +206,7 @@ def final_eval(run: PlannedRun, n: int, progress: bool = True) -> dict:
     summary = evaluate_models(
         [str(final)],
         cfg.data.eval,
-        get_style(cfg.prompt),
+        get_style(cfg.prompt, get_task(cfg.task, cfg.task_options)),
         n=n,
         out=out,
         max_new_tokens=cfg.max_completion_length,
@@ -216,6 +217,8 @@ def final_eval(run: PlannedRun, n: int, progress: bool = True) -> dict:
         dtype=inference_dtype(cfg.precision, cfg.dtype),  # evaluate in the numerics the run trained in
         seed=cfg.seed,
         progress=progress,
+        task=get_task(cfg.task, cfg.task_options),
+        columns=cfg.data.columns,
     )
     return summary["results"][str(final)]
 
@@ -323,8 +326,14 @@ def _check_inputs(runs: list[PlannedRun]) -> None:
     from ..data import open_source
     from ..models import check_model_name
 
-    for spec in sorted({s for r in runs for s in [r.cfg.data.train, *r.cfg.data.eval]}):
-        open_source(spec, None)
+    checked = set()
+    for run in runs:
+        cfg = run.cfg
+        for spec in [cfg.data.train, *cfg.data.eval]:
+            key = json.dumps([spec, cfg.task, cfg.task_options, cfg.data.columns], sort_keys=True, default=str)
+            if key not in checked:
+                open_source(spec, None, get_task(cfg.task, cfg.task_options), cfg.data.columns)
+                checked.add(key)
     for name in sorted({r.cfg.model for r in runs}):
         check_model_name(name)
 

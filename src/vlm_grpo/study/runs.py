@@ -10,7 +10,14 @@ from typing import Any
 
 from ..training.tracking import read_metrics
 
-NP, ACC, REW = "rollout/number_present_rate", "rollout/accuracy", "reward/mean"
+NP, ACC, REW = "rollout/answer_present_rate", "rollout/accuracy", "reward/mean"
+_STUDY_NP = "rollout/number_present_rate"  # the counting name, the only one runs logged before other tasks
+
+
+def present_word(runs: Sequence[Run]) -> str:
+    """How tables and figures name NP: the study's "number-present" when every run counts."""
+    counting = all(config_value(r.config, "task", "counting") == "counting" for r in runs)
+    return "number-present" if counting else "answer-present"
 
 
 def config_value(cfg: Mapping, dotted: str, default: Any = None) -> Any:
@@ -66,6 +73,9 @@ def load_run(path: str | Path) -> Run:
     if not mfile.is_file():
         raise FileNotFoundError(f"run directory {path}: missing metrics file {mfile}")
     metrics = read_metrics(mfile)
+    for record in metrics:
+        if _STUDY_NP in record and NP not in record:
+            record[NP] = record[_STUDY_NP]
     config: dict = {}
     cfile = path / "config.yaml"
     if cfile.is_file():

@@ -65,6 +65,8 @@ class CountingTask(Task):
     name = "counting"
     answer_kind = "number"
     answer_pattern = r"\d+"
+    present_label = "number present"
+    present_alias = "number_present"
     reasoning = (
         "I count the objects in the image one by one.",
         "Let me look at each object in the scene and count them.",
@@ -83,8 +85,8 @@ class CountingTask(Task):
                 return int(match.group(1))
         raise BadSample(f"{row}: answer {value!r} is not an integer")
 
-    def parse(self, completion: str) -> int | None:
+    def parse(self, completion: str, target: Any = None) -> int | None:
         return parse_answer(completion)
 
-    def parse_strict(self, completion: str) -> int | None:
+    def parse_strict(self, completion: str, target: Any = None) -> int | None:
         return parse_strict(completion)

@@ -1,11 +1,13 @@
 """Rewards that report their parts, not just a float.
 
-Built-in rewards ask the task: `counting` is the study's ternary reward (+1 correct, 0 wrong
-answer, -1 no answer), `counting_strict` reads the answer tags only, as R1-V scores, so numbers
-compare with published ones; `format` is 1 when the completion is in the prompt style's own
-format. A user reward is `package.module:function` taking (completion, answer, style). Every
-score also carries the parts the metrics need (answer present, correct, in the style's format),
-computed with the task's parser whatever reward is trained on.
+Built-in rewards ask the task the run trains on: `answer` is the study's ternary reward (+1
+correct, 0 wrong answer, -1 no answer the task can read), `answer_strict` reads the answer tags
+only, as R1-V scores, so numbers compare with published ones; `counting` and `counting_strict` are
+the study's names for the same two; `format` is 1 when the completion is in the prompt style's own
+format. A user reward is `package.module:function` taking (completion, target, style), the target
+being the ground truth as the task reads it. Every score also carries the parts the metrics need
+(answer present, correct, in the style's format), computed with the task's parser whatever reward
+is trained on.
 """
 
 from __future__ import annotations
@@ -21,16 +23,6 @@ from .styles import PromptStyle
 RewardFn = Callable[[str, Any, PromptStyle], float]
 
 
-def counting_reward(completion: str, answer: Any, style: PromptStyle) -> float:
-    """+1 correct, 0 wrong number, -1 no number (the study's reward)."""
-    return CountingTask().reward(completion, answer)
-
-
-def counting_strict_reward(completion: str, answer: Any, style: PromptStyle) -> float:
-    """The same ternary reward reading the answer tags only."""
-    return CountingTask().strict_reward(completion, answer)
-
-
 def format_reward(completion: str, answer: Any, style: PromptStyle) -> float:
     """1 when the completion is in the style's format, else 0."""
     return 1.0 if style.format_ok(completion) else 0.0
@@ -38,8 +30,10 @@ def format_reward(completion: str, answer: Any, style: PromptStyle) -> float:
 
 # name -> factory(task) -> reward function; the factory binds the task the run trains on.
 REWARDS: Registry[Callable[[Task], RewardFn]] = Registry("reward")
-REWARDS.register("counting", lambda task: lambda c, a, s: task.reward(c, a))
-REWARDS.register("counting_strict", lambda task: lambda c, a, s: task.strict_reward(c, a))
+for _name in ("answer", "counting"):
+    REWARDS.register(_name, lambda task: lambda c, a, s: task.reward(c, a))
+for _name in ("answer_strict", "counting_strict"):
+    REWARDS.register(_name, lambda task: lambda c, a, s: task.strict_reward(c, a))
 REWARDS.register("format", lambda task: format_reward)
 
 
@@ -70,12 +64,12 @@ class Scorer:
 
     def __call__(self, completion: str, answer: Any) -> Score:
         reward = sum(w * float(fn(completion, answer, self.style)) for fn, w in zip(self.fns, self.weights))
-        parsed = self.task.parse(completion)
+        parsed = self.task.parse(completion, answer)
         return Score(
             reward=reward,
-            number_present=parsed is not None,
+            answer_present=parsed is not None,
             correct=self.task.is_correct(parsed, answer),
-            strict_correct=self.task.is_correct(self.task.parse_strict(completion), answer),
+            strict_correct=self.task.is_correct(self.task.parse_strict(completion, answer), answer),
             format_ok=self.style.format_ok(completion),
             parsed=parsed,
         )

@@ -1,8 +1,10 @@
 """Prompt styles as data: how a question is put to the model and how its answer should look.
 
 `default` is the study's weak baseline (the bare question, ~14 % of Qwen2-VL-2B's answers hold a
-number); `r1v` is its strong baseline (R1-V's system prompt and user suffix, ~99 %); `custom` is
-the user's own template. A style is built for a task: the task says what the final answer is
+number); `r1v` is its strong baseline (R1-V's system prompt and user suffix, ~99 %); `r1v_eval` is
+R1-V's SuperCLEVR evaluation prompt (no system prompt of its own, the question followed by "First
+output the thinking process ..."), so greedy results compare with R1-V's published ones; `custom`
+is the user's own template. A style is built for a task: the task says what the final answer is
 called in the r1v instruction, how an answer in format looks, and the reasoning r1v
 demonstrations use. A style also says how a correct answer is written, which is what guidance
 injection inserts, and what "in format" means for it (a bare answer; think/answer tags).
@@ -32,6 +34,10 @@ R1V_SUFFIX_TEMPLATE = (
     "Output the thinking process in <think> </think> and final answer ({answer_kind}) in <answer> </answer> tags."
 )
 R1V_SUFFIX = R1V_SUFFIX_TEMPLATE.format(answer_kind=CountingTask.answer_kind)
+R1V_EVAL_SUFFIX_TEMPLATE = (
+    "First output the thinking process in <think> </think> and final answer ({answer_kind}) in <answer> </answer> tags."
+)
+R1V_DEMONSTRATION = "<think>{reasoning}</think><answer>{answer}</answer>"
 
 
 @dataclass(frozen=True)
@@ -47,6 +53,8 @@ class PromptStyle:
     """Regex that a completion in this style's format matches in full."""
     reasoning: tuple[str, ...] = CountingTask.reasoning
     """The task's short reasoning sentences, one drawn per demonstration."""
+    write_answer: Callable[[Any], Any] = str
+    """The task's `format_answer`: the ground truth as a demonstration writes it."""
 
     def messages(self, question: str) -> list[dict]:
         """Chat messages for one image and one question (the image comes first, as in Qwen2-VL's examples)."""
@@ -54,10 +62,11 @@ class PromptStyle:
         user = {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}
         return ([{"role": "system", "content": self.system}] if self.system else []) + [user]
 
-    def demonstration(self, answer: Any, rng: random.Random) -> str:
-        """The ground-truth answer written the way this style asks for."""
+    def demonstration(self, target: Any, rng: random.Random) -> str:
+        """The ground truth written the way this style asks for."""
         if self.demonstration_template is None:
             raise ValueError(f"prompt style {self.name!r} has no demonstration template")
+        answer = self.write_answer(target)
         return self.demonstration_template.format(answer=answer, reasoning=rng.choice(self.reasoning))
 
     def format_ok(self, completion: str) -> bool:
@@ -65,19 +74,38 @@ class PromptStyle:
 
 
 def _default(cfg: PromptConfig, task: Task) -> PromptStyle:
-    return PromptStyle("default", None, "{question}", "{answer}", task.answer_pattern, task.reasoning)
+    return PromptStyle(
+        "default", None, "{question}", "{answer}", task.answer_pattern, task.reasoning, task.format_answer
+    )
+
+
+def _tagged_pattern(task: Task) -> str:
+    return rf"<think>.*?</think>\s*<answer>\s*{task.answer_pattern}\s*</answer>"
 
 
 def _r1v(cfg: PromptConfig, task: Task) -> PromptStyle:
     suffix = R1V_SUFFIX_TEMPLATE.format(answer_kind=task.answer_kind)
-    pattern = rf"<think>.*?</think>\s*<answer>\s*{task.answer_pattern}\s*</answer>"
     return PromptStyle(
         "r1v",
         R1V_SYSTEM,
         "{question} " + suffix,
-        "<think>{reasoning}</think><answer>{answer}</answer>",
-        pattern,
+        R1V_DEMONSTRATION,
+        _tagged_pattern(task),
         task.reasoning,
+        task.format_answer,
+    )
+
+
+def _r1v_eval(cfg: PromptConfig, task: Task) -> PromptStyle:
+    suffix = R1V_EVAL_SUFFIX_TEMPLATE.format(answer_kind=task.answer_kind)
+    return PromptStyle(
+        "r1v_eval",
+        None,
+        "{question} " + suffix,
+        R1V_DEMONSTRATION,
+        _tagged_pattern(task),
+        task.reasoning,
+        task.format_answer,
     )
 
 
@@ -87,11 +115,11 @@ def _custom(cfg: PromptConfig, task: Task) -> PromptStyle:
     demo = cfg.demonstration
     answer = rf"\s*{task.answer_pattern}\s*"
     pattern = re.escape(demo).replace(re.escape("{answer}"), answer) if demo else rf".*{task.answer_pattern}.*"
-    return PromptStyle("custom", cfg.system, cfg.template, demo, pattern, task.reasoning)
+    return PromptStyle("custom", cfg.system, cfg.template, demo, pattern, task.reasoning, task.format_answer)
 
 
 STYLES: Registry[Callable[[PromptConfig, Task], PromptStyle]] = Registry("prompt style")
-for _name, _builder in (("default", _default), ("r1v", _r1v), ("custom", _custom)):
+for _name, _builder in (("default", _default), ("r1v", _r1v), ("r1v_eval", _r1v_eval), ("custom", _custom)):
     STYLES.register(_name, _builder)
 
 

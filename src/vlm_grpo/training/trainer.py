@@ -53,6 +53,7 @@ class GRPOTrainer:
                 f"{self.world.size} processes on {self.world.device.type}, "
                 f"fsdp={self.world.fsdp}, zero_stage={self.world.zero_stage}"
             )
+        self.task = get_task(cfg.task, cfg.task_options)
         # Same data order on every rank (each takes its slice); different sampling noise per rank.
         random.seed(cfg.seed)
         torch.manual_seed(cfg.seed + 7919 * self.world.rank)
@@ -65,11 +66,10 @@ class GRPOTrainer:
         policy = load_policy(cfg, self.device, self.parallel, self.precision)
         self.model, self.processor = policy.model, policy.processor
         self.reference, self.adapter_reference = policy.reference, policy.adapter_reference
-        self.task = get_task()
         self.adapter = adapter_for(self.model)
         self.style = get_style(cfg.prompt, self.task)
         self.scorer = Scorer(cfg.reward_funcs, cfg.reward_weights, self.style, self.task)
-        source = open_source(cfg.data.train, cfg.data.images, self.task)
+        source = open_source(cfg.data.train, cfg.data.images, self.task, cfg.data.columns)
         train_rows, _ = split_indices(len(source), cfg.data.eval_holdout)
         self.stream = PromptStream(
             source,
@@ -129,7 +129,7 @@ class GRPOTrainer:
             bar.set_postfix(
                 reward=f"{metrics['reward/mean']:.2f}",
                 acc=f"{metrics['rollout/accuracy']:.2f}",
-                num=f"{metrics['rollout/number_present_rate']:.2f}",
+                answered=f"{metrics['rollout/answer_present_rate']:.2f}",
             )
             if done % cfg.save_steps == 0 or done == cfg.max_steps or self.stop_requested:
                 self.save(done)
@@ -150,9 +150,9 @@ class GRPOTrainer:
         samples = self.world.local_slice(self.stream.next_batch(cfg.prompts_per_step))
         prompts = encode_prompts(self.processor, self.style, samples, self.device)
         rollout = self.sample(prompts)
-        sampled_metrics = rollout_metrics(rollout)
+        sampled_metrics = rollout_metrics(rollout, self.task)
         # 2. Guidance injection: some sampled rows become ground-truth demonstrations.
-        strength = schedule_value(cfg.injection, step, cfg.max_steps, sampled_metrics["rollout/number_present_rate"])
+        strength = schedule_value(cfg.injection, step, cfg.max_steps, sampled_metrics["rollout/answer_present_rate"])
         rollout = self.injector.apply(rollout, self.scorer, strength)
         # 3. Group-relative advantages and the loss mask: the step batch.
         batch = StepBatch(rollout, self.advantages(rollout), self.loss_mask(rollout))
@@ -186,7 +186,7 @@ class GRPOTrainer:
         if done % cfg.logging_steps == 0 or done == cfg.max_steps:
             tracker.log(done, metrics)
         if cfg.log_completions_steps and done % cfg.log_completions_steps == 0:
-            tracker.log_completions(done, completion_rows(rollout))
+            tracker.log_completions(done, completion_rows(rollout, self.task))
 
     # ---------------------------------------------------------------- phases
     def sample(self, prompts) -> Rollout:
@@ -365,12 +365,13 @@ class GRPOTrainer:
                 data.images if name == data.train else None,
                 train=data.train,
                 task=self.task,
+                columns=data.columns,
             )
             for name in data.eval
         }
 
     def evaluate(self) -> dict:
-        """Greedy accuracy and number-present rate on each held-out set, through the shared path.
+        """Greedy accuracy and answer-present rate on each held-out set, through the shared path.
 
         Rank 0 evaluates; every rank calls this, as gathering sharded weights is a collective."""
         metrics = {}
@@ -388,7 +389,8 @@ class GRPOTrainer:
                 )
                 summary = EvalSummary.of(records)
                 metrics[f"eval/{name}/accuracy"] = summary.accuracy.value
-                metrics[f"eval/{name}/number_present_rate"] = summary.answer_present_rate.value
+                for key in filter(None, ("answer_present", self.task.present_alias)):
+                    metrics[f"eval/{name}/{key}_rate"] = summary.answer_present_rate.value
         self.world.barrier()
         return metrics
 
