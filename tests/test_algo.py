@@ -35,6 +35,17 @@ def test_sampled_group_stats_ignore_injected_rows():
     assert scaled[0, 0].item() == pytest.approx(1.0 / (1.0 + 1e-4))  # std of (1, 0, -1) = 1
 
 
+def test_sampled_std_is_floored_at_the_whole_groups():
+    # Demonstrations at 1, sampled rows at 0.5 x5 and 0.51: the sampled std alone is 0.0041.
+    rewards = torch.tensor([[1.0, 1.0, 0.5, 0.5, 0.5, 0.5, 0.5, 0.51]])
+    sampled = torch.tensor([[False, False, True, True, True, True, True, True]])
+    adv = algo.group_advantages(rewards, "group", sampled)
+    sampled_mean = (0.5 * 5 + 0.51) / 6
+    whole_std = rewards.std().item()  # 0.2303
+    assert adv[0, 0].item() == pytest.approx((1.0 - sampled_mean) / (whole_std + 1e-4))  # 2.16, not 119
+    assert adv.abs().max().item() < 3
+
+
 def test_sampled_stats_fall_back_when_sampled_rows_agree():
     rewards = torch.tensor([[1.0, -1.0, -1.0, -1.0]])
     sampled = torch.tensor([[False, True, True, True]])

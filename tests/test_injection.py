@@ -16,7 +16,7 @@ from vlm_grpo.tasks.styles import DEFAULT, R1V
 def test_k_is_within_one_to_g_minus_one(mode):
     rng = random.Random(0)
     cfg = InjectionConfig(mode=mode, rate=1.0)
-    groups = [[-1.0] * 8 for _ in range(500)]
+    groups = [[False] * 8 for _ in range(500)]
     for rows in rows_to_inject(cfg, 1.0, groups, rng):
         assert 1 <= len(rows) <= 7 and len(set(rows)) == len(rows)
     ks = {len(r) for r in rows_to_inject(InjectionConfig(mode="random"), 1.0, groups, rng)}
@@ -25,16 +25,16 @@ def test_k_is_within_one_to_g_minus_one(mode):
 
 def test_rate_mode_k_and_probability():
     rng = random.Random(1)
-    plan = rows_to_inject(InjectionConfig(mode="rate"), 0.25, [[0.0] * 8 for _ in range(2000)], rng)
+    plan = rows_to_inject(InjectionConfig(mode="rate"), 0.25, [[False] * 8 for _ in range(2000)], rng)
     injected = [len(r) for r in plan if r]
     assert set(injected) == {2}  # round(0.25 * 8)
     assert 0.2 < len(injected) / 2000 < 0.3
-    plan = rows_to_inject(InjectionConfig(mode="rate", rows=3), 1.0, [[0.0] * 8] * 10, rng)
+    plan = rows_to_inject(InjectionConfig(mode="rate", rows=3), 1.0, [[False] * 8] * 10, rng)
     assert all(len(r) == 3 for r in plan)
 
 
-def test_rescue_touches_only_groups_without_positive_reward():
-    groups = [[-1.0, 0.0, -1.0, -1.0], [1.0, -1.0, -1.0, -1.0], [0.0, 0.0, 0.0, 0.0], [-1.0, -1.0, 1.0, 1.0]]
+def test_rescue_touches_only_groups_without_a_correct_answer():
+    groups = [[False] * 4, [True, False, False, False], [False] * 4, [False, False, True, True]]
     for seed in range(50):
         plan = rows_to_inject(InjectionConfig(mode="rescue"), 1.0, groups, random.Random(seed))
         assert plan[1] == [] and plan[3] == []
@@ -42,7 +42,7 @@ def test_rescue_touches_only_groups_without_positive_reward():
 
 
 def test_same_seed_same_rows_and_none_mode():
-    groups = [[-1.0] * 8 for _ in range(20)]
+    groups = [[False] * 8 for _ in range(20)]
     a = rows_to_inject(InjectionConfig(mode="random"), 1.0, groups, random.Random(7))
     b = rows_to_inject(InjectionConfig(mode="random"), 1.0, groups, random.Random(7))
     assert a == b
@@ -96,3 +96,44 @@ def test_injected_rows_are_demonstrations_ending_with_end_of_turn(style):
         assert not out.truncated[row]
     for row in set(range(G)) - set(injected):
         assert out.texts[row] == texts[row] and out.scores[row].reward == -1.0
+
+
+def test_rescue_decides_on_correctness_not_the_weighted_reward():
+    # Under answer+format, a group of wrong bare numbers scores 0 + 1 = 1 > 0 on every row; it has
+    # no correct answer, so rescue injects it; a group with one correct row is left alone.
+    tok = build_tokenizer()
+    G = 4
+    scorer = Scorer(["answer", "format"], None, DEFAULT)
+    samples = [Sample(f"s{i}", None, "How many items are there in the image?", 6, "test") for i in range(2)]
+    texts = ["5", "4", "3", "7"] + ["6", "4", "3", "7"]
+    scores = [scorer(t, 6) for t in texts]
+    assert all(s.reward == 1.0 for s in scores[:G]) and scores[G].reward == 2.0
+    rollout = Rollout(
+        PromptBatch(samples, {}),
+        G,
+        torch.full((2 * G, 3), 7),
+        torch.ones(2 * G, 3),
+        torch.zeros(2 * G, dtype=torch.bool),
+        texts,
+        scores,
+    )
+    injector = Injector(InjectionConfig(mode="rescue"), DEFAULT, tok, tok.eos_token_id, tok.pad_token_id, seed=0)
+    for _ in range(10):
+        out = injector.apply(rollout, scorer, 1.0)
+        assert out.injected[:G].any() and not out.injected[G:].any()
+
+
+def test_a_demonstration_that_loses_reward_is_refused():
+    from vlm_grpo.config import PromptConfig
+    from vlm_grpo.guidance import check_demonstrations
+    from vlm_grpo.tasks.styles import get_style
+
+    check_demonstrations(DEFAULT, Scorer(["answer", "format"], None, DEFAULT), [3, 7])
+    check_demonstrations(R1V, Scorer(["answer_strict"], None, R1V), [3])
+    with pytest.raises(
+        ValueError, match=r"'default' writes the demonstration '3', which scores -1 under reward 'counting_strict'"
+    ):
+        check_demonstrations(DEFAULT, Scorer(["counting_strict"], None, DEFAULT), [3])
+    custom = get_style(PromptConfig(style="custom", template="{question}", demonstration="{answer} of 10 objects"))
+    with pytest.raises(ValueError, match="scores 0 under reward 'answer'"):
+        check_demonstrations(custom, Scorer(["answer"], None, custom), [3])

@@ -30,9 +30,10 @@ def group_advantages(
 ) -> torch.Tensor:  # (B, G)
     """(r - mean_g) / (std_g + eps) per group, or r - mean_g with scale="none".
 
-    With a stats mask (injected rows left out), a group whose counted rows all score alike, or
-    that counts fewer than two rows, has no usable std: it falls back to the whole group's std,
-    so advantages stay bounded instead of (1 - (-1)) / 1e-4.
+    With a stats mask (injected rows left out), the counted rows' std is floored at the whole
+    group's: a group whose counted rows score alike or nearly so (sampled rows at 0.5, 0.5, 0.51
+    beside demonstrations at 1) would otherwise divide by ~0 and give advantages in the hundreds;
+    a group counting fewer than two rows uses the whole group's std.
     """
     rewards = rewards.float()
     whole_mean = rewards.mean(dim=1, keepdim=True)
@@ -44,7 +45,8 @@ def group_advantages(
         count = weight.sum(dim=1, keepdim=True)
         mean = torch.where(count > 0, (rewards * weight).sum(1, keepdim=True) / count.clamp(min=1), whole_mean)
         var = ((rewards - mean) ** 2 * weight).sum(1, keepdim=True) / (count - 1).clamp(min=1)
-        std = torch.where((count >= 2) & (var > 0), var.sqrt(), whole_std)
+        counted_std = torch.where(count >= 2, var.sqrt(), torch.zeros_like(var))
+        std = torch.maximum(counted_std, whole_std)
     centred = rewards - mean
     if scale == "none":
         return centred

@@ -93,7 +93,7 @@ def assess(
                 record["decoding"] = decoding
             all_records.extend(records)
         assessment[name] = {
-            **style_assessment(sampled, greedy, group_size),
+            **style_assessment(sampled, greedy, group_size, task.answer_kind),
             "model": model,
             "data": data,
             "task": task.name,
@@ -119,7 +119,9 @@ def groups_with_signal(records: Sequence[dict]) -> tuple[int, int]:
     return sum(max(g) != min(g) for g in groups.values()), len(groups)
 
 
-def style_assessment(sampled: Sequence[dict], greedy: Sequence[dict], group_size: int) -> dict:
+def style_assessment(
+    sampled: Sequence[dict], greedy: Sequence[dict], group_size: int, answer_kind: str = "number"
+) -> dict:
     if not sampled or not greedy:
         raise ValueError("no completions were generated: every sample was unusable")
     out = {**EvalSummary.of(sampled).to_dict("", RATES), **EvalSummary.of(greedy).to_dict("greedy_", RATES)}
@@ -130,7 +132,7 @@ def style_assessment(sampled: Sequence[dict], greedy: Sequence[dict], group_size
     with_signal, groups = groups_with_signal(sampled)
     out["signal_measured"] = with_signal / groups
     out["signal_measured_ci"] = list(wilson_interval(with_signal, groups))
-    advice = recommend(p, group_size)
+    advice = recommend(p, group_size, answer_kind)
     out["recommendation"] = (
         f"{advice['band']} answer-present rate, {advice['viability'].lower()}: "
         f"{advice['recommendation']}. Single-domain: {advice['single_domain']} "

@@ -28,13 +28,13 @@ def _table_row(rate: float) -> tuple[str, str, str]:
     return _TABLE[3]
 
 
-def _chart_texts(rate: float) -> tuple[str, str, str]:
+def _chart_texts(rate: float, answer_kind: str) -> tuple[str, str, str]:
     """Flow-chart zone (< 0.10 | [0.10, 0.50] | > 0.50) and its two texts."""
     pct = f"{rate:.1%}"
     if rate < 0.10:
         prompt_first = (
             f"The base format rate ({pct}) is below 10%: first try prompt engineering "
-            "(an explicit 'answer with a single number' instruction, or `prompt.style=r1v` "
+            f"(an explicit 'answer with a single {answer_kind}' instruction, or `prompt.style=r1v` "
             "with <think>/<answer> tags) and re-measure the format rate. "
         )
         single = prompt_first + (
@@ -68,8 +68,9 @@ def _chart_texts(rate: float) -> tuple[str, str, str]:
     return ">50%: pure GRPO", text, text
 
 
-def recommend(format_rate: float, group_size: int = 8) -> dict:
-    """Apply the study's decision framework to a base model's format (digit) rate.
+def recommend(format_rate: float, group_size: int = 8, answer_kind: str = "number") -> dict:
+    """Apply the study's decision framework to a base model's format (answer-present) rate;
+    `answer_kind` is what the task's answer is (the prompt-engineering advice names it).
 
     Returns a dict with
 
@@ -84,7 +85,7 @@ def recommend(format_rate: float, group_size: int = 8) -> dict:
     if isinstance(format_rate, bool) or not 0.0 <= format_rate <= 1.0:
         raise ValueError(f"format_rate must be in [0, 1], got {format_rate!r}")
     band, viability, table_rec = _table_row(format_rate)
-    zone, single, multi = _chart_texts(format_rate)
+    zone, single, multi = _chart_texts(format_rate, answer_kind)
     return {
         "band": band,
         "viability": viability,

@@ -5,8 +5,9 @@ prompt's style (k uniform in 1..G-1, never all G, so the group keeps reward vari
 policy keeps exploring). Here the schedule gives a strength s(step) in [0, 1]:
 - `random`: each group is injected with probability s, k uniform in 1..G-1 (s = 1: the study);
 - `rate`:   each group is injected with probability s, k = round(s * G) (or `rows`), in 1..G-1;
-- `rescue`: only groups whose sampled rows hold no positive reward (no learning signal), each with
-            probability s, k uniform in 1..G-1 (or `rows`), as BREAD / Guide-GRPO do;
+- `rescue`: only groups whose sampled rows hold no correct answer, each with probability s, k
+            uniform in 1..G-1 (or `rows`), as BREAD / Guide-GRPO do; decided on correctness, not
+            on the weighted reward (under `answer`+`format` wrong bare answers score above 0);
 - schedules: `constant` (s = rate), `linear_decay` (the study's proposal: 0.8 -> 0.0 over the
   first 70 % of training), `adaptive` (1 while the sampled answer-present rate of the step is
   below `adaptive_low`, 0 from `adaptive_high`, linear between: decay when format is learned).
@@ -26,7 +27,7 @@ from ..config import InjectionConfig
 from ..registry import Registry
 from ..rollout import Rollout
 from ..seeding import restore_python_rng
-from ..tasks.rewards import Scorer
+from ..tasks.rewards import REWARDS, Scorer
 from ..tasks.styles import PromptStyle
 
 Schedule = Callable[[InjectionConfig, int, int, float], float]
@@ -69,7 +70,8 @@ def schedule_value(cfg: InjectionConfig, step: int, max_steps: int, answer_prese
 class Mode:
     """Which groups may be injected, and how many of their rows (before clamping to 1..G-1)."""
 
-    eligible: Callable[[list[float]], bool]
+    eligible: Callable[[list[bool]], bool]
+    """Given which of the group's sampled rows are correct."""
     rows: Callable[[InjectionConfig, float, int, random.Random], int]
 
 
@@ -82,28 +84,50 @@ def _rate_rows(cfg: InjectionConfig, strength: float, size: int, rng: random.Ran
 
 
 MODES: Registry[Mode] = Registry("injection mode")
-MODES.register("random", Mode(lambda rewards: True, _uniform_rows))
-MODES.register("rate", Mode(lambda rewards: True, _rate_rows))
-MODES.register("rescue", Mode(lambda rewards: max(rewards) <= 0, _uniform_rows))
+MODES.register("random", Mode(lambda correct: True, _uniform_rows))
+MODES.register("rate", Mode(lambda correct: True, _rate_rows))
+MODES.register("rescue", Mode(lambda correct: not any(correct), _uniform_rows))
 
 
 def rows_to_inject(
     cfg: InjectionConfig,
     strength: float,
-    group_rewards: list[list[float]],  # B groups of G sampled rewards
+    group_correct: list[list[bool]],  # B groups: which of the G sampled rows are correct
     rng: random.Random,
 ) -> list[list[int]]:
     """For each group, the row positions to replace (never all G, never any when strength is 0)."""
     mode = MODES.get(cfg.mode) if cfg.mode != "none" else None
     chosen: list[list[int]] = []
-    for rewards in group_rewards:
-        size = len(rewards)
-        if mode is None or strength <= 0 or not mode.eligible(rewards) or rng.random() >= strength:
+    for correct in group_correct:
+        size = len(correct)
+        if mode is None or strength <= 0 or not mode.eligible(correct) or rng.random() >= strength:
             chosen.append([])
             continue
         k = min(max(mode.rows(cfg, strength, size, rng), 1), size - 1)
         chosen.append(sorted(rng.sample(range(size), k)))
     return chosen
+
+
+def check_demonstrations(style: PromptStyle, scorer: Scorer, targets: list[Any]) -> None:
+    """Refuse to start when a demonstration would not earn the top reward: every built-in reward
+    must give it 1 and the task must read it as correct (a `default`-style bare answer scores -1
+    under `answer_strict`; a custom demonstration whose last number is not the answer scores 0)."""
+    rng = random.Random(0)  # its own generator: checking draws nothing from the injector's
+    for target in targets:
+        demo = style.demonstration(target, rng)
+        for name, fn in zip(scorer.names, scorer.fns):
+            value = float(fn(demo, target, style))
+            if name in REWARDS and value < 1.0:
+                raise ValueError(
+                    f"prompt style {style.name!r} writes the demonstration {demo!r}, which scores {value:g} "
+                    f"under reward {name!r} (top 1): injected rows would train a wrong answer; change "
+                    "reward_funcs, prompt.style or prompt.demonstration"
+                )
+        if not scorer(demo, target).correct:
+            raise ValueError(
+                f"prompt style {style.name!r} writes the demonstration {demo!r}, which the task does not "
+                "read as the correct answer: change prompt.demonstration"
+            )
 
 
 class Injector:
@@ -121,8 +145,8 @@ class Injector:
 
     def apply(self, rollout: Rollout, scorer: Scorer, strength: float) -> Rollout:
         G = rollout.group_size
-        rewards = rollout.rewards.view(-1, G).tolist()
-        plan = rows_to_inject(self.cfg, strength, rewards, self.rng)
+        correct = [[s.correct for s in rollout.scores[g : g + G]] for g in range(0, len(rollout.scores), G)]
+        plan = rows_to_inject(self.cfg, strength, correct, self.rng)
         rows = [g * G + i for g, positions in enumerate(plan) for i in positions]
         if not rows:
             return rollout

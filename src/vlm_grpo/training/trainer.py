@@ -21,9 +21,9 @@ from tqdm.auto import tqdm
 
 from ..config import ConfigError, TrainConfig, to_dict
 from ..core import algo
-from ..data import BadSample, PromptStream, open_source, split_indices
+from ..data import BadSample, PromptStream, eval_samples, open_source, split_indices
 from ..evaluation.records import EvalSummary, generate_records, heldout_samples
-from ..guidance import Injector, schedule_value
+from ..guidance import Injector, check_demonstrations, schedule_value
 from ..models import adapter_for, pick_device
 from ..rollout import MicroBatch, Rollout, StepBatch, completion_logprobs, encode_prompts, generate
 from ..tasks import get_task
@@ -84,6 +84,8 @@ class GRPOTrainer:
         self.injector = Injector(
             cfg.injection, self.style, tok, self.adapter.turn_end_id(self.processor), tok.pad_token_id, cfg.seed
         )
+        if cfg.injection.mode != "none":  # a demonstration that loses reward would train silently
+            check_demonstrations(self.style, self.scorer, [s.answer for s in eval_samples(source, train_rows, 3)])
         self.loss_settings = algo.LossSettings(
             cfg.epsilon, cfg.epsilon_high, cfg.beta, cfg.loss_type, cfg.injection.off_policy, cfg.injection.luffy_gamma
         )
