@@ -89,7 +89,9 @@ def assess(
     data: str = typer.Option(
         ..., "--data", help="Data set: lab-clevr, lab-superclevr, a .jsonl/.parquet path, or a hub id."
     ),
-    styles: str = typer.Option("default,r1v", "--styles", help="Comma-separated prompt styles: default, r1v."),
+    styles: str = typer.Option(
+        "default,r1v", "--styles", help="Comma-separated prompt styles: default, r1v, r1v_eval."
+    ),
     n: int = typer.Option(200, "--n", help="Held-out samples (prompts)."),
     num_generations: int = typer.Option(8, "--num-generations", help="G: samples per prompt, as in training."),
     temperature: float = typer.Option(1.0, "--temperature", help="Sampling temperature of training."),
@@ -145,7 +147,9 @@ def assess(
 def eval_command(
     model: List[str] = typer.Option(..., "--model", help="Checkpoint folder or model name; repeat for several."),
     data: List[str] = typer.Option(..., "--data", help="Data set; repeat: the first is in-domain, the rest transfer."),
-    style: str = typer.Option("default", "--style", help="Prompt style: default or r1v."),
+    style: str = typer.Option(
+        "default", "--style", help="Prompt style: default, r1v or r1v_eval (R1-V's evaluation prompt)."
+    ),
     n: int = typer.Option(200, "--n", help="Held-out samples per data set."),
     out: Path = typer.Option(Path("runs/eval"), "--out", help="Folder for records.jsonl and summary.json."),
     temperature: Optional[float] = typer.Option(
