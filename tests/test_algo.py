@@ -128,3 +128,35 @@ def test_luffy_gradient_is_analytic():
     x = math.log(p) / 0.7
     algo.luffy_surrogate((theta * x).view(1, 1), torch.tensor([adv]), gamma).sum().backward()
     assert theta.grad.item() == pytest.approx(-adv * gamma * p / (p + gamma) ** 2 * x, rel=1e-5)
+
+
+# ------------------------------------------------------------------ TRL's loss variants, by hand
+def test_dr_grpo_divides_by_rows_times_max_length():
+    per_token = torch.tensor([[1.0, 2.0, 3.0], [4.0, 0.0, 0.0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 0.0, 0.0]])
+    # (1 + 2 + 3 + 4) / (2 rows x 5 tokens), whatever the rows' lengths
+    assert algo.aggregate(per_token, mask, "dr_grpo", 4, 2, 5).item() == pytest.approx(1.0)
+    assert algo.aggregate(per_token[:1], mask[:1], "dr_grpo", 4, 2, 5).item() == pytest.approx(0.6)
+    with pytest.raises(ValueError, match="max_completion_length"):
+        algo.aggregate(per_token, mask, "dr_grpo", 4, 2)
+
+
+def test_sequence_level_ratio_is_the_exp_of_the_mean_log_ratio():
+    logp = torch.log(torch.tensor([[0.5, 0.2, 0.9]]))
+    old = torch.log(torch.tensor([[0.25, 0.4, 0.1]]))
+    mask = torch.tensor([[1.0, 1.0, 0.0]])  # the third token is padding
+    ratio = algo.importance_ratio(logp, old, mask, "sequence")
+    assert ratio.shape == (1, 1)
+    assert ratio.item() == pytest.approx(math.exp((math.log(2.0) + math.log(0.5)) / 2))  # = 1
+    loss, per_token_ratio, _ = algo.clipped_surrogate(logp, old, torch.tensor([3.0]), 0.2, level="sequence", mask=mask)
+    assert loss.shape == (1, 3) and torch.allclose(loss, torch.full((1, 3), -3.0))
+    assert torch.allclose(per_token_ratio, torch.ones(1, 3))
+
+
+def test_delta_caps_the_ratio_for_negative_advantages():
+    logp, old = torch.log(torch.tensor([[0.9]])), torch.log(torch.tensor([[0.3]]))  # ratio 3
+    plain, _, _ = algo.clipped_surrogate(logp, old, torch.tensor([-1.0]), 0.2)
+    capped, _, clipped = algo.clipped_surrogate(logp, old, torch.tensor([-1.0]), 0.2, delta=1.5)
+    assert plain.item() == pytest.approx(3.0) and capped.item() == pytest.approx(1.5)
+    positive, _, _ = algo.clipped_surrogate(logp, old, torch.tensor([1.0]), 0.2, delta=1.5)
+    assert positive.item() == pytest.approx(-1.2)  # positive advantages: the usual clip decides

@@ -15,7 +15,7 @@ trl_grpo = pytest.importorskip("trl.trainer.grpo_trainer")
 from vlm_grpo.core import algo  # noqa: E402
 
 
-def trl_loss(logp, old, ref, adv, mask, loss_type, beta, eps):
+def trl_loss(logp, old, ref, adv, mask, loss_type, beta, eps, level="token", delta=None):
     accelerator = SimpleNamespace(
         gather=lambda x: x,
         gather_for_metrics=lambda x: x,
@@ -26,9 +26,9 @@ def trl_loss(logp, old, ref, adv, mask, loss_type, beta, eps):
     fake = SimpleNamespace(
         top_entropy_quantile=1.0,
         off_policy_mask_threshold=None,
-        importance_sampling_level="token",
+        importance_sampling_level=level,
         beta=beta,
-        args=SimpleNamespace(use_bias_correction_kl=False, delta=None),
+        args=SimpleNamespace(use_bias_correction_kl=False, delta=delta),
         loss_type=loss_type,
         epsilon_low=eps,
         epsilon_high=eps,
@@ -54,32 +54,47 @@ def trl_loss(logp, old, ref, adv, mask, loss_type, beta, eps):
     return trl_grpo.GRPOTrainer._compute_loss(fake, None, inputs)
 
 
-def ours(logp, old, ref, adv, mask, loss_type, beta, eps):
-    per_token, _, _ = algo.clipped_surrogate(logp, old, adv, eps)
+def ours(logp, old, ref, adv, mask, loss_type, beta, eps, level="token", delta=None):
+    per_token, _, _ = algo.clipped_surrogate(logp, old, adv, eps, None, delta, level, mask)
     if beta:
         per_token = per_token + beta * algo.k3_kl(logp, ref)
-    return algo.aggregate(per_token, mask, loss_type, float(mask.sum()), mask.size(0))
+    return algo.aggregate(per_token, mask, loss_type, float(mask.sum()), mask.size(0), mask.size(1))
 
 
-@pytest.mark.parametrize("ours_type,trl_type", [("token_mean", "bnpo"), ("seq_mean", "grpo")])
+VARIANTS = [
+    ("token_mean", "bnpo", "token", None),
+    ("seq_mean", "grpo", "token", None),
+    ("dr_grpo", "dr_grpo", "token", None),
+    ("seq_mean", "grpo", "sequence", None),  # GSPO as its paper sets it up
+    ("token_mean", "bnpo", "sequence", None),
+    ("token_mean", "bnpo", "token", 1.3),  # two-sided clipping
+    ("dr_grpo", "dr_grpo", "sequence", 1.25),
+]
+
+
+@pytest.mark.parametrize("ours_type,trl_type,level,delta", VARIANTS)
 @pytest.mark.parametrize("beta", [0.0, 0.04])
-def test_loss_and_gradient_equal_trl(ours_type, trl_type, beta):
+def test_loss_and_gradient_equal_trl(ours_type, trl_type, level, delta, beta):
     g = torch.Generator().manual_seed(0)
-    n, c = 6, 7
+    n, c = 12, 7
     base = -torch.rand(n, c, generator=g) * 2
-    old = base + 0.3 * torch.randn(n, c, generator=g)  # ratios far enough from 1 for clipping to bite
+    spread = 0.3 if level == "token" and delta is None else 1.0  # a row's mean log-ratio averages noise out
+    old = base + spread * torch.randn(n, c, generator=g)  # ratios far enough from 1 for clipping to bite
     ref = base + 0.2 * torch.randn(n, c, generator=g)
     adv = torch.randn(n, generator=g)
+    adv[1::2] = -adv[1::2].abs()  # half the rows with a negative advantage
     mask = torch.ones(n, c)
     mask[0, 4:] = 0
     mask[3, 2:] = 0
     a = base.clone().requires_grad_()
     b = base.clone().requires_grad_()
-    loss_ours = ours(a, old, ref, adv, mask, ours_type, beta, 0.2)
-    loss_trl = trl_loss(b, old, ref, adv, mask, trl_type, beta, 0.2)
+    loss_ours = ours(a, old, ref, adv, mask, ours_type, beta, 0.2, level, delta)
+    loss_trl = trl_loss(b, old, ref, adv, mask, trl_type, beta, 0.2, level, delta)
     loss_ours.backward()
     loss_trl.backward()
     assert loss_ours.item() == pytest.approx(loss_trl.item(), rel=1e-6, abs=1e-7)
     assert torch.allclose(a.grad, b.grad, atol=1e-7)
-    clip = (torch.exp(a - old) > 1.2) & (adv.unsqueeze(1) > 0)
-    assert clip.any()  # the case exercises clipping
+    ratio = algo.importance_ratio(a, old, mask, level)
+    assert ((ratio > 1.2) & (adv.unsqueeze(1) > 0)).any()  # the case exercises clipping
+    if delta is not None:
+        assert ((ratio > delta) & (adv.unsqueeze(1) < 0)).any()  # and the delta bound

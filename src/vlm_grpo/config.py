@@ -166,13 +166,18 @@ class TrainConfig:
     """Lower clip range of the ratio (TRL: epsilon)."""
     epsilon_high: float | None = None
     """Upper clip range (None: same as epsilon; DAPO uses 0.28)."""
+    delta: float | None = None
+    """Two-sided clipping (TRL: delta): the unclipped ratio is capped at delta (> 1 + epsilon_high), so a
+    negative advantage cannot push the loss up without bound; None: off."""
+    importance_sampling_level: str = "token"
+    """token (PPO's per-token ratio) | sequence (GSPO: the exp of the row's mean log-ratio, for every token)."""
     beta: float = 0.0
     """KL coefficient to the reference model (k3 estimator); 0 loads no reference."""
     use_reference_model: bool = False
     """Load the frozen reference even when beta = 0, to log the KL."""
     loss_type: str = "token_mean"
-    """Loss aggregation: token_mean (every token of the minibatch weighs the same) | seq_mean (per
-    sequence, then mean)."""
+    """Loss aggregation: token_mean (every token of the minibatch weighs the same; TRL: bnpo) | seq_mean
+    (per sequence, then mean; TRL: grpo) | dr_grpo (sum over tokens / (rows x max_completion_length))."""
     scale_rewards: str = "group"
     """Advantage scaling: group ((r - mean) / (std + 1e-4)) | none (r - mean, Dr. GRPO)."""
     max_completion_length: int = 50
@@ -196,6 +201,12 @@ class TrainConfig:
     skip_zero_advantage_groups: bool = False
     """Skip the forward/backward passes of rows whose advantage is zero (groups whose rewards are all
     equal): they add no gradient, so only float rounding changes. Needs beta = 0 (their KL term would be lost)."""
+    dynamic_sampling: bool = False
+    """DAPO's dynamic sampling: draw further prompt batches until the step holds prompts_per_step groups
+    whose rewards differ (after injection), or dynamic_sampling_max_batches draws are spent."""
+    dynamic_sampling_max_batches: int = 4
+    """Most prompt batches one step draws with dynamic_sampling; a step still short trains on what it
+    has, filled with groups without signal, and counts it in `sampling/short_steps`."""
     mask_truncated_completions: bool = False
     """Exclude completions that hit max_completion_length without an end token from the loss."""
 

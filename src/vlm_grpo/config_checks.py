@@ -18,7 +18,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "dtype": ("auto", "float32", "bfloat16", "float16"),
     "device": ("auto", "cpu", "cuda"),
     "fsdp": ("none", "full_shard", "shard_grad_op"),
-    "loss_type": ("token_mean", "seq_mean"),
+    "loss_type": ("token_mean", "seq_mean", "dr_grpo"),
+    "importance_sampling_level": ("token", "sequence"),
     "logprob_sharing": ("prefix", "vision", "none"),
     "generation_sharing": ("auto", "prefix", "none"),
     "scale_rewards": ("group", "none"),
@@ -60,6 +61,8 @@ def _check_algorithm(cfg: TrainConfig, need: Need) -> None:
         cfg.num_generations >= 2,
         f"num_generations={cfg.num_generations}: GRPO needs at least 2 completions per prompt to compare",
     )
+    upper = 1 + (cfg.epsilon_high if cfg.epsilon_high is not None else cfg.epsilon)
+    need(cfg.delta is None or cfg.delta > upper, f"delta={cfg.delta} must be above 1 + epsilon_high = {upper:g}")
     for name in (
         "prompts_per_step",
         "num_iterations",
@@ -68,6 +71,7 @@ def _check_algorithm(cfg: TrainConfig, need: Need) -> None:
         "max_completion_length",
         "save_steps",
         "logging_steps",
+        "dynamic_sampling_max_batches",
     ):
         need(getattr(cfg, name) >= 1, f"{name}={getattr(cfg, name)} must be >= 1")
     mb = cfg.effective_minibatch_size

@@ -9,8 +9,13 @@ How this departs from the DeepSeekMath formulation (arXiv:2402.03300):
   (Dr. GRPO); groups whose rewards are all equal get exactly zero advantage;
 - the KL term is the k3 estimator added to the per-token loss, as the paper, and is off by
   default (beta = 0), as in the study;
-- rows injected as demonstrations can be left out of the group statistics, and can use
-  LUFFY's p/(p+gamma) shaping (arXiv:2504.14945) instead of the clipped ratio.
+- rows injected as demonstrations can be left out of the group statistics (their std floored
+  at the whole group's), and can use LUFFY's p/(p+gamma) shaping (arXiv:2504.14945) instead of
+  the clipped ratio;
+- TRL's variants under TRL's names: `dr_grpo` aggregation (sum / (rows x max_completion_length),
+  Dr. GRPO, arXiv:2503.20783), GSPO's sequence-level ratio (the exp of the row's mean log-ratio,
+  applied to every token, arXiv:2507.18071), and `delta`, an upper bound on the unclipped ratio
+  so a negative advantage cannot grow the loss without limit (two-sided clipping, as TRL).
 """
 
 from __future__ import annotations
@@ -66,21 +71,44 @@ def token_logprobs(
     return picked - torch.logsumexp(logits, dim=-1)
 
 
+def importance_ratio(
+    logp: torch.Tensor,  # (N, C) current policy
+    old_logp: torch.Tensor,  # (N, C) policy that produced the rollout
+    mask: torch.Tensor | None = None,  # (N, C) completion tokens; needed for level="sequence"
+    level: str = "token",
+) -> torch.Tensor:  # (N, C) per token, or (N, 1) per sequence
+    """pi/pi_old per token, or GSPO's per sequence: exp of the row's mean log-ratio over its tokens."""
+    if level == "token":
+        return torch.exp(logp - old_logp)
+    if level == "sequence":
+        if mask is None:
+            raise ValueError("a sequence-level ratio needs the completion mask")
+        mask = mask.to(logp.dtype)
+        return torch.exp(((logp - old_logp) * mask).sum(-1, keepdim=True) / mask.sum(-1, keepdim=True).clamp(min=1.0))
+    raise ValueError(f"unknown importance_sampling_level {level!r}: use token or sequence")
+
+
 def clipped_surrogate(
     logp: torch.Tensor,  # (N, C) current policy
     old_logp: torch.Tensor,  # (N, C) policy that produced the rollout
     advantages: torch.Tensor,  # (N,)
     epsilon: float,
     epsilon_high: float | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """PPO's clipped objective as a per-token loss; also returns the ratio and where clipping bit."""
-    ratio = torch.exp(logp - old_logp)
+    delta: float | None = None,
+    level: str = "token",
+    mask: torch.Tensor | None = None,  # (N, C); needed for level="sequence"
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # (N, C) each
+    """PPO's clipped objective as a per-token loss; also returns the ratio and where clipping bit.
+
+    `delta` caps the unclipped ratio (two-sided clipping); `level="sequence"` uses GSPO's ratio."""
+    ratio = importance_ratio(logp, old_logp, mask, level)
     adv = advantages.unsqueeze(1)
     clipped_ratio = torch.clamp(ratio, 1 - epsilon, 1 + (epsilon_high if epsilon_high is not None else epsilon))
-    unclipped, clipped = ratio * adv, clipped_ratio * adv
+    capped = torch.clamp(ratio, max=delta) if delta is not None else ratio
+    unclipped, clipped = capped * adv, clipped_ratio * adv
     loss = -torch.min(unclipped, clipped)
     clip_active = clipped < unclipped  # the min picked the clipped term: no gradient through it
-    return loss, ratio, clip_active
+    return loss.expand_as(logp), ratio.expand_as(logp), clip_active.expand_as(logp)
 
 
 def luffy_surrogate(
@@ -109,11 +137,13 @@ def aggregate(
     loss_type: str,
     minibatch_tokens: float,
     minibatch_rows: int,
+    max_completion_length: int | None = None,
 ) -> torch.Tensor:
     """The micro-batch's share of the minibatch loss, so accumulated gradients equal one big batch.
 
     token_mean: sum over tokens / tokens in the minibatch.
     seq_mean:   sum over rows of (row token mean) / rows in the minibatch.
+    dr_grpo:    sum over tokens / (rows in the minibatch x max_completion_length), a constant.
     """
     mask = mask.to(per_token.dtype)
     if loss_type == "token_mean":
@@ -121,7 +151,11 @@ def aggregate(
     if loss_type == "seq_mean":
         row_mean = (per_token * mask).sum(1) / mask.sum(1).clamp(min=1.0)
         return row_mean.sum() / max(minibatch_rows, 1)
-    raise ValueError(f"unknown loss_type {loss_type!r}: use token_mean or seq_mean")
+    if loss_type == "dr_grpo":
+        if not max_completion_length:
+            raise ValueError("loss_type=dr_grpo needs max_completion_length")
+        return (per_token * mask).sum() / (max(minibatch_rows, 1) * max_completion_length)
+    raise ValueError(f"unknown loss_type {loss_type!r}: use token_mean, seq_mean or dr_grpo")
 
 
 @dataclass
@@ -135,6 +169,12 @@ class LossSettings:
     off_policy: str = "ratio"
     """Injected rows: `ratio` (clipped ratio to rollout-time log-probs) or `luffy` (p/(p+gamma))."""
     luffy_gamma: float = 0.1
+    importance_sampling_level: str = "token"
+    """`token` (PPO's per-token ratio) or `sequence` (GSPO's)."""
+    delta: float | None = None
+    """Upper bound on the unclipped ratio (two-sided clipping); None: none."""
+    max_completion_length: int | None = None
+    """The constant divisor of `dr_grpo` (per row)."""
 
 
 @dataclass
@@ -180,7 +220,16 @@ def grpo_loss(
     log-probs split by row origin (`_injected`, `_sampled`).
     """
     old = old_logp if old_logp is not None else logp.detach()
-    per_token, ratio, clipped = clipped_surrogate(logp, old, advantages, settings.epsilon, settings.epsilon_high)
+    per_token, ratio, clipped = clipped_surrogate(
+        logp,
+        old,
+        advantages,
+        settings.epsilon,
+        settings.epsilon_high,
+        settings.delta,
+        settings.importance_sampling_level,
+        loss_mask,
+    )
     inj_rows = injected.unsqueeze(1).expand_as(per_token)
     if settings.off_policy == "luffy":
         per_token = torch.where(inj_rows, luffy_surrogate(logp, advantages, settings.luffy_gamma), per_token)
@@ -191,12 +240,9 @@ def grpo_loss(
         stats.add("kl", kl.detach(), loss_mask)
         if settings.beta > 0:
             per_token = per_token + settings.beta * kl
-    loss = aggregate(per_token, loss_mask, settings.loss_type, minibatch_tokens, minibatch_rows)
-    policy_loss = (
-        loss
-        if policy_part is per_token
-        else aggregate(policy_part.detach(), loss_mask, settings.loss_type, minibatch_tokens, minibatch_rows)
-    )
+    shares = (settings.loss_type, minibatch_tokens, minibatch_rows, settings.max_completion_length)
+    loss = aggregate(per_token, loss_mask, *shares)
+    policy_loss = loss if policy_part is per_token else aggregate(policy_part.detach(), loss_mask, *shares)
     stats.add_total("loss_policy", policy_loss.detach())
     for origin, rows_mask in (
         ("", loss_mask),

@@ -1,7 +1,7 @@
 """Rollout: encoding prompts, sampling G completions per prompt, log-probs of completions, and the
 typed containers of one step (PromptBatch, Rollout, StepBatch, MicroBatch)."""
 
-from .batch import MicroBatch, PromptBatch, Rollout, StepBatch
+from .batch import MicroBatch, PromptBatch, Rollout, StepBatch, take_groups
 from .generation import encode_prompts, end_token_ids, generate, mask_after_end, pick_tokens
 from .logprobs import completion_logprobs
 
@@ -16,4 +16,5 @@ __all__ = [
     "generate",
     "mask_after_end",
     "pick_tokens",
+    "take_groups",
 ]

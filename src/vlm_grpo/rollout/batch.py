@@ -136,3 +136,26 @@ class StepBatch:
             old_logp=self.old_logp[rows, :width] if self.old_logp is not None else None,
             ref_logp=self.ref_logp[rows, :width] if self.ref_logp is not None else None,
         )
+
+
+def take_groups(picks: list[tuple[Rollout, int]], prompts: PromptBatch, pad_id: int) -> Rollout:
+    """A rollout of the groups `picks` ((rollout, group index), in order) over `prompts`, which hold
+    exactly their samples, encoded again; completions are right-padded with `pad_id` to one width."""
+    G = picks[0][0].group_size
+    rows = [(rollout, group * G + i) for rollout, group in picks for i in range(G)]
+    width = max(rollout.completion_ids.size(1) for rollout, _ in picks)
+
+    def stacked(name: str, value: float) -> torch.Tensor:
+        parts = [getattr(rollout, name)[row] for rollout, row in rows]
+        return torch.stack([torch.nn.functional.pad(t, (0, width - t.size(0)), value=value) for t in parts])
+
+    return Rollout(
+        prompts,
+        G,
+        stacked("completion_ids", pad_id),
+        stacked("completion_mask", 0),
+        torch.stack([rollout.truncated[row] for rollout, row in rows]),
+        [rollout.texts[row] for rollout, row in rows],
+        [rollout.scores[row] for rollout, row in rows],
+        torch.stack([rollout.injected[row] for rollout, row in rows]),
+    )

@@ -23,7 +23,7 @@ from ..config import ConfigError, TrainConfig, to_dict
 from ..core import algo
 from ..data import BadSample, PromptStream, eval_samples, open_source, split_indices
 from ..evaluation.records import EvalSummary, generate_records, heldout_samples
-from ..guidance import Injector, check_demonstrations, schedule_value
+from ..guidance import Injector, check_demonstrations, dynamic_sampling, schedule_value
 from ..models import adapter_for, pick_device
 from ..rollout import MicroBatch, Rollout, StepBatch, completion_logprobs, encode_prompts, generate
 from ..tasks import get_task
@@ -87,7 +87,15 @@ class GRPOTrainer:
         if cfg.injection.mode != "none":  # a demonstration that loses reward would train silently
             check_demonstrations(self.style, self.scorer, [s.answer for s in eval_samples(source, train_rows, 3)])
         self.loss_settings = algo.LossSettings(
-            cfg.epsilon, cfg.epsilon_high, cfg.beta, cfg.loss_type, cfg.injection.off_policy, cfg.injection.luffy_gamma
+            cfg.epsilon,
+            cfg.epsilon_high,
+            cfg.beta,
+            cfg.loss_type,
+            cfg.injection.off_policy,
+            cfg.injection.luffy_gamma,
+            cfg.importance_sampling_level,
+            cfg.delta,
+            cfg.max_completion_length,
         )
         self.optimizer, self.scheduler = make_optimizer(
             cfg, self.model, self.parallel, self.local_minibatch, self.precision
@@ -148,14 +156,19 @@ class GRPOTrainer:
     def step(self, step: int, began: float) -> tuple[dict, Rollout]:
         """One GRPO step (phases 1-5); returns its metrics, averaged over processes, and the rollout."""
         cfg, t0 = self.cfg, time.time()
-        # 1. Rollout: B prompts x G sampled completions, scored.
-        samples = self.world.local_slice(self.stream.next_batch(cfg.prompts_per_step))
-        prompts = encode_prompts(self.processor, self.style, samples, self.device)
-        rollout = self.sample(prompts)
-        sampled_metrics = rollout_metrics(rollout, self.task)
-        # 2. Guidance injection: some sampled rows become ground-truth demonstrations.
-        strength = schedule_value(cfg.injection, step, cfg.max_steps, sampled_metrics["rollout/answer_present_rate"])
-        rollout = self.injector.apply(rollout, self.scorer, strength)
+        # 1-2. Rollout (B prompts x G sampled completions, scored) and guidance injection (some sampled
+        # rows become ground-truth demonstrations); the metrics describe the first draw's own samples.
+        rollout, sampled_metrics, strength = self.draw(step)
+        sampling = {}
+        if cfg.dynamic_sampling:  # draw again until every group holds signal
+            rollout, sampling = dynamic_sampling.collect(
+                rollout,
+                lambda: self.draw(step)[0],
+                cfg.dynamic_sampling_max_batches,
+                lambda short: self.world.sum(float(short)) > 0,
+                lambda samples: encode_prompts(self.processor, self.style, samples, self.device),
+                self.processor.tokenizer.pad_token_id,
+            )
         # 3. Group-relative advantages and the loss mask: the step batch.
         batch = StepBatch(rollout, self.advantages(rollout), self.loss_mask(rollout))
         batch.first_epoch_order = batch.draw_order()
@@ -166,6 +179,7 @@ class GRPOTrainer:
         step_s = time.time() - t0
         metrics = {
             **sampled_metrics,
+            **sampling,
             **injection_metrics(rollout, batch.advantages, strength),
             **update_metrics,
             "groups/frac_zero_std": frac_zero_std(rollout),
@@ -191,6 +205,15 @@ class GRPOTrainer:
             tracker.log_completions(done, completion_rows(rollout, self.task))
 
     # ---------------------------------------------------------------- phases
+    def draw(self, step: int) -> tuple[Rollout, dict, float]:
+        """Phases 1-2 for the next B prompts: (injected rollout, its sampled rows' metrics, injection strength)."""
+        cfg = self.cfg
+        samples = self.world.local_slice(self.stream.next_batch(cfg.prompts_per_step))
+        rollout = self.sample(encode_prompts(self.processor, self.style, samples, self.device))
+        sampled_metrics = rollout_metrics(rollout, self.task)
+        strength = schedule_value(cfg.injection, step, cfg.max_steps, sampled_metrics["rollout/answer_present_rate"])
+        return self.injector.apply(rollout, self.scorer, strength), sampled_metrics, strength
+
     def sample(self, prompts) -> Rollout:
         cfg = self.cfg
         with self.parallel.gathered(self.model), self._autocast():  # ranks decode for different numbers of steps
