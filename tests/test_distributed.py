@@ -107,6 +107,24 @@ def test_two_processes_match_one(tmp_path):
     assert not (tmp_path / "two" / "checkpoint-3" / "digest-1.jsonl").exists()
 
 
+def test_two_processes_inject_as_one(tmp_path):
+    """The injection plan is drawn for the global batch: two processes inject the rows one would."""
+    extra = ["injection.mode=random", "injection.schedule=adaptive", "prompt.style=r1v"]
+    launch(tmp_path, 2, tmp_path / "two", *extra)
+    launch(tmp_path, 1, tmp_path / "one", *extra)
+    two = load_file(tmp_path / "two" / "checkpoint-3" / "model.safetensors")
+    one = load_file(tmp_path / "one" / "checkpoint-3" / "model.safetensors")
+    assert max((two[k] - one[k]).abs().max().item() for k in one) < 1e-5
+    metrics = [
+        [json.loads(line) for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+        for run in ("two", "one")
+    ]
+    for key in ("injection/rate", "injection/strength", "injection/groups_injected"):
+        per_step = [[line[key] for line in run] for run in metrics]
+        assert per_step[0] == pytest.approx(per_step[1]), key
+    assert any(line["injection/rate"] > 0 for line in metrics[1])
+
+
 @pytest.mark.parametrize("mode", ["fsdp=full_shard", "fsdp=shard_grad_op", "zero_stage=2", "zero_stage=3"])
 def test_sharded_two_processes_match_one_and_resume(tmp_path, mode):
     if mode.startswith("zero"):

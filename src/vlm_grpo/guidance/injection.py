@@ -143,14 +143,31 @@ class Injector:
         text = self.style.demonstration(answer, self.rng)
         return text, self.tokenizer(text, add_special_tokens=False)["input_ids"] + [self.end_id]
 
-    def apply(self, rollout: Rollout, scorer: Scorer, strength: float) -> Rollout:
+    def apply(
+        self,
+        rollout: Rollout,
+        scorer: Scorer,
+        strength: float,
+        gather: Callable[[Any], list] = lambda value: [value],
+        rank: int = 0,
+    ) -> Rollout:
+        """Inject the chosen rows of this process's rollout. `gather` returns every process's value in
+        rank order: the plan and the demonstrations are drawn for the global batch on every process,
+        with the same generator, and each keeps its own slice, so N processes inject exactly as one
+        process with the same global batch (and their generators stay in step)."""
         G = rollout.group_size
-        correct = [[s.correct for s in rollout.scores[g : g + G]] for g in range(0, len(rollout.scores), G)]
-        plan = rows_to_inject(self.cfg, strength, correct, self.rng)
-        rows = [g * G + i for g, positions in enumerate(plan) for i in positions]
-        if not rows:
+        local = [
+            ([s.correct for s in rollout.scores[g : g + G]], rollout.answer_of_row(g))
+            for g in range(0, len(rollout.scores), G)
+        ]
+        parts = gather(local)
+        groups = [group for part in parts for group in part]
+        offset = sum(len(part) for part in parts[:rank]) * G
+        plan = rows_to_inject(self.cfg, strength, [correct for correct, _ in groups], self.rng)
+        every = {g * G + i: self.demonstration(groups[g][1]) for g, positions in enumerate(plan) for i in positions}
+        demos = {row - offset: demo for row, demo in every.items() if offset <= row < offset + len(rollout.texts)}
+        if not demos:
             return rollout
-        demos = {row: self.demonstration(rollout.answer_of_row(row)) for row in rows}
         width = max(rollout.completion_ids.size(1), max(len(ids) for _, ids in demos.values()))
         ids = _pad_to(rollout.completion_ids, width, self.pad_id)
         mask = _pad_to(rollout.completion_mask, width, 0)

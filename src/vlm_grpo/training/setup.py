@@ -9,6 +9,7 @@ import torch
 from transformers import get_scheduler
 
 from ..config import TrainConfig
+from ..core import algo
 from ..models import apply_lora, freeze_vision, frozen_copy, load_model_and_processor
 from . import precision
 
@@ -68,3 +69,18 @@ def make_optimizer(cfg: TrainConfig, model: torch.nn.Module, strategy, local_min
     backwards_per_update = math.ceil(local_minibatch / cfg.micro_batch_size)
     optimizer = strategy.prepare(model, optimizer, model.dtype, cfg.max_grad_norm, backwards_per_update)
     return optimizer, scheduler
+
+
+def loss_settings(cfg: TrainConfig) -> algo.LossSettings:
+    """The loss's hyper-parameters as the config names them."""
+    return algo.LossSettings(
+        cfg.epsilon,
+        cfg.epsilon_high,
+        cfg.beta,
+        cfg.loss_type,
+        cfg.injection.off_policy,
+        cfg.injection.luffy_gamma,
+        cfg.importance_sampling_level,
+        cfg.delta,
+        cfg.max_completion_length,
+    )

@@ -8,10 +8,8 @@ compare with the study's tables. Accuracy and format metrics come from sampled r
 
 from __future__ import annotations
 
-import contextlib
 import math
 import random
-import signal
 import time
 from pathlib import Path
 
@@ -22,7 +20,6 @@ from tqdm.auto import tqdm
 from ..config import ConfigError, TrainConfig, to_dict
 from ..core import algo
 from ..data import BadSample, PromptStream, eval_samples, open_source, split_indices
-from ..evaluation.records import EvalSummary, generate_records, heldout_samples
 from ..guidance import Injector, check_demonstrations, dynamic_sampling, schedule_value
 from ..models import adapter_for, pick_device
 from ..rollout import MicroBatch, Rollout, StepBatch, completion_logprobs, encode_prompts, generate
@@ -32,8 +29,9 @@ from ..tasks.styles import get_style
 from . import checkpoint, precision
 from .distributed import strategies
 from .distributed import world as distributed
+from .heldout import HeldOutSets, stop_on_signal
 from .metrics import completion_rows, frac_zero_std, injection_metrics, rollout_metrics, run_summary
-from .setup import load_policy, make_optimizer
+from .setup import load_policy, loss_settings, make_optimizer
 from .tracking import Tracker
 
 MAX_NONFINITE_IN_A_ROW = 5
@@ -86,21 +84,11 @@ class GRPOTrainer:
         )
         if cfg.injection.mode != "none":  # a demonstration that loses reward would train silently
             check_demonstrations(self.style, self.scorer, [s.answer for s in eval_samples(source, train_rows, 3)])
-        self.loss_settings = algo.LossSettings(
-            cfg.epsilon,
-            cfg.epsilon_high,
-            cfg.beta,
-            cfg.loss_type,
-            cfg.injection.off_policy,
-            cfg.injection.luffy_gamma,
-            cfg.importance_sampling_level,
-            cfg.delta,
-            cfg.max_completion_length,
-        )
+        self.loss_settings = loss_settings(cfg)
         self.optimizer, self.scheduler = make_optimizer(
             cfg, self.model, self.parallel, self.local_minibatch, self.precision
         )
-        self.eval_sets = self._eval_sets() if self.world.is_main else {}
+        self.eval_sets = HeldOutSets(cfg.data, self.task) if self.world.is_main else HeldOutSets.none()
         self.stop_requested = False
         self.nonfinite_in_a_row = self.skipped_updates = 0
 
@@ -108,7 +96,7 @@ class GRPOTrainer:
     def train(self) -> dict:
         """Train to max_steps (or until a signal asks to stop: then save and return). The signal
         handlers installed for the run are the caller's again when it returns, however it ends."""
-        with self._stop_on_signal():
+        with stop_on_signal(self):
             return self._train()
 
     def _train(self) -> dict:
@@ -211,8 +199,11 @@ class GRPOTrainer:
         samples = self.world.local_slice(self.stream.next_batch(cfg.prompts_per_step))
         rollout = self.sample(encode_prompts(self.processor, self.style, samples, self.device))
         sampled_metrics = rollout_metrics(rollout, self.task)
-        strength = schedule_value(cfg.injection, step, cfg.max_steps, sampled_metrics["rollout/answer_present_rate"])
-        return self.injector.apply(rollout, self.scorer, strength), sampled_metrics, strength
+        # The schedule reads the global rate; the plan is drawn for the global batch (see Injector.apply).
+        rate = self.world.sum(sampled_metrics["rollout/answer_present_rate"]) / self.world.size
+        strength = schedule_value(cfg.injection, step, cfg.max_steps, rate)
+        injected = self.injector.apply(rollout, self.scorer, strength, self.world.gather, self.world.rank)
+        return injected, sampled_metrics, strength
 
     def sample(self, prompts) -> Rollout:
         cfg = self.cfg
@@ -380,42 +371,12 @@ class GRPOTrainer:
             )
 
     # ---------------------------------------------------------------- evaluation, saving
-    def _eval_sets(self) -> dict:
-        data = self.cfg.data
-        return {
-            name: heldout_samples(
-                name,
-                data.eval_size,
-                data.eval_holdout,
-                data.images if name == data.train else None,
-                train=data.train,
-                task=self.task,
-                columns=data.columns,
-            )
-            for name in data.eval
-        }
-
     def evaluate(self) -> dict:
         """Greedy accuracy and answer-present rate on each held-out set, through the shared path.
 
         Rank 0 evaluates; every rank calls this, as gathering sharded weights is a collective."""
-        metrics = {}
         with self.parallel.gathered(self.model), self._autocast():
-            for name, samples in self.eval_sets.items():
-                records = generate_records(
-                    self.model,
-                    self.processor,
-                    self.style,
-                    samples,
-                    name,
-                    batch_size=32,
-                    max_new_tokens=self.cfg.max_completion_length,
-                    task=self.task,
-                )
-                summary = EvalSummary.of(records)
-                metrics[f"eval/{name}/accuracy"] = summary.accuracy.value
-                for key in filter(None, ("answer_present", self.task.present_alias)):
-                    metrics[f"eval/{name}/{key}_rate"] = summary.answer_present_rate.value
+            metrics = self.eval_sets.evaluate(self.model, self.processor, self.style, self.cfg.max_completion_length)
         self.world.barrier()
         return metrics
 
@@ -433,28 +394,6 @@ class GRPOTrainer:
                     f"{name}={value} must divide by the number of processes ({size}): "
                     "each process takes an equal share of every batch"
                 )
-
-    @contextlib.contextmanager
-    def _stop_on_signal(self):
-        """SIGINT/SIGTERM ask the loop to save and stop; a second one goes to the caller's handler
-        (Ctrl-C twice still ends the process, even during the save). The caller's handlers come back
-        on the way out, so nothing keeps this trainer alive through a handler."""
-        previous = {}
-
-        def request_stop(signum, frame):
-            if self.stop_requested:  # asked twice: the user insists
-                signal.signal(signum, previous[signum])
-                signal.raise_signal(signum)
-            self.stop_requested = True
-
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(ValueError):  # not the main thread: no handlers here
-                previous[sig] = signal.signal(sig, request_stop) or signal.SIG_DFL  # None: set outside Python
-        try:
-            yield
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
 
 
 def train(cfg: TrainConfig) -> dict:

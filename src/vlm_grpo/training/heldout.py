@@ -1,0 +1,77 @@
+"""What a run holds besides its model: the held-out sets it evaluates during training, and the
+signal handlers it installs while it runs."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+
+from ..config import DataConfig
+from ..evaluation.records import EvalSummary, generate_records, heldout_samples
+from ..tasks import Task
+
+
+class HeldOutSets:
+    """The held-out samples of each `data.eval` set, chosen once, scored with the task."""
+
+    def __init__(self, data: DataConfig, task: Task | None):
+        self.task = task
+        self.sets = {
+            name: heldout_samples(
+                name,
+                data.eval_size,
+                data.eval_holdout,
+                data.images if name == data.train else None,
+                train=data.train,
+                task=task,
+                columns=data.columns,
+            )
+            for name in data.eval
+        }
+
+    @classmethod
+    def none(cls) -> HeldOutSets:
+        """No sets (processes other than the first evaluate nothing)."""
+        return cls(DataConfig(eval=[]), None)
+
+    def __iter__(self):
+        return iter(self.sets)
+
+    def __len__(self) -> int:
+        return len(self.sets)
+
+    def evaluate(self, model, processor, style, max_new_tokens: int) -> dict:
+        """eval/<set>/accuracy and the answer-present rate (also under the task's own name) per set."""
+        metrics = {}
+        for name, samples in self.sets.items():
+            records = generate_records(
+                model, processor, style, samples, name, batch_size=32, max_new_tokens=max_new_tokens, task=self.task
+            )
+            summary = EvalSummary.of(records)
+            metrics[f"eval/{name}/accuracy"] = summary.accuracy.value
+            for key in filter(None, ("answer_present", self.task.present_alias)):
+                metrics[f"eval/{name}/{key}_rate"] = summary.answer_present_rate.value
+        return metrics
+
+
+@contextlib.contextmanager
+def stop_on_signal(trainer):
+    """SIGINT/SIGTERM ask the trainer's loop to save and stop (`trainer.stop_requested`); a second one
+    goes to the caller's handler (Ctrl-C twice still ends the process, even during the save). The
+    caller's handlers come back on the way out, so nothing keeps the trainer alive through a handler."""
+    previous = {}
+
+    def request_stop(signum, frame):
+        if trainer.stop_requested:  # asked twice: the user insists
+            signal.signal(signum, previous[signum])
+            signal.raise_signal(signum)
+        trainer.stop_requested = True
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(ValueError):  # not the main thread: no handlers here
+            previous[sig] = signal.signal(sig, request_stop) or signal.SIG_DFL  # None: set outside Python
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
