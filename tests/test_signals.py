@@ -74,3 +74,21 @@ def test_one_signal_saves_and_stops_a_second_reaches_the_caller(tmp_path, monkey
     trainer.train()
     assert callers_handlers == [signal.SIGINT]  # the second Ctrl-C went to the caller's handler
     assert (tmp_path / "checkpoint-1" / "trainer_state.pt").is_file()  # the first one saved at step 1
+
+
+def _resident_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096 / 2**20
+
+
+@pytest.mark.skipif(not __import__("os").path.exists("/proc/self/statm"), reason="reads /proc (Linux)")
+def test_five_runs_in_one_process_keep_memory_flat(tmp_path):
+    """As a study runs them: what a finished run held is released before the next (a generous bound)."""
+    sizes = []
+    for i in range(5):
+        extra = [f"output_dir={tmp_path / str(i)}", "max_steps=2", "save_steps=2", "report_to=[tensorboard]"]
+        extra += ["data.eval=[lab-clevr]", "data.eval_size=4", "data.eval_steps=2", "log_completions_steps=1"]
+        GRPOTrainer(load_config(None, TINY + extra)).train()  # later keys override earlier ones
+        gc.collect()
+        sizes.append(_resident_mb())
+    assert max(sizes[1:]) - sizes[0] < 60, sizes

@@ -149,6 +149,7 @@ def _steps_saved(run_dir: Path) -> int:
 
 def train_run(run: PlannedRun) -> str:
     """'skipped' (finished before), 'resumed' or 'ran'; a run stopped by a signal raises StudyInterrupted."""
+    from ..training.setup import release_memory
     from ..training.trainer import GRPOTrainer
 
     _check_same_config(run)
@@ -159,6 +160,7 @@ def train_run(run: PlannedRun) -> str:
     run.cfg.resume = resume
     # The trainer turns Ctrl-C into "save and stop" and gives the study its handlers back when it returns.
     GRPOTrainer(run.cfg).train()
+    release_memory()  # nothing of this run outlives it: the next one starts from the same memory
     if _steps_saved(run.dir) < run.cfg.max_steps:
         raise StudyInterrupted(
             f"{run.name} stopped at step {_steps_saved(run.dir)} of {run.cfg.max_steps}; "
@@ -190,6 +192,7 @@ def final_eval(run: PlannedRun, n: int, progress: bool = True) -> dict:
     from ..evaluation.checkpoints import evaluate_models
     from ..tasks.styles import get_style
     from ..training.precision import inference_dtype
+    from ..training.setup import release_memory
 
     final = checkpoint.latest(run.dir)
     if final is None:
@@ -220,6 +223,7 @@ def final_eval(run: PlannedRun, n: int, progress: bool = True) -> dict:
         task=get_task(cfg.task, cfg.task_options),
         columns=cfg.data.columns,
     )
+    release_memory()
     return summary["results"][str(final)]
 
 
