@@ -319,9 +319,11 @@ def run_study(
     out.mkdir(parents=True, exist_ok=True)
     (out / "study.json").write_text(json.dumps(study, indent=2))
     (out / "study.md").write_text(markdown(study))
+    from ..training.setup import release_memory
     from .report import write_report
 
     write_report([r.dir for r in runs], out / "report", study_json=out / "study.json")
+    release_memory()  # matplotlib figures sit in reference cycles until a collection
     return {**status, "study": study, "out": str(out)}
 
 
