@@ -155,6 +155,8 @@ class Injector:
         rank order: the plan and the demonstrations are drawn for the global batch on every process,
         with the same generator, and each keeps its own slice, so N processes inject exactly as one
         process with the same global batch (and their generators stay in step)."""
+        if self.cfg.mode == "none" or strength <= 0:  # the same on every process: none gathers
+            return rollout
         G = rollout.group_size
         local = [
             ([s.correct for s in rollout.scores[g : g + G]], rollout.answer_of_row(g))
