@@ -231,7 +231,7 @@ def child_trl(a: argparse.Namespace) -> dict:
     from transformers import AutoModelForImageTextToText, TrainerCallback
 
     from vlm_grpo.models.families import adapter_for_type
-    from vlm_grpo.tasks.rewards import counting_reward
+    from vlm_grpo.tasks.rewards import resolve
     from vlm_grpo.tasks.styles import DEFAULT
 
     work = Path(a.workdir)
@@ -252,7 +252,8 @@ def child_trl(a: argparse.Namespace) -> dict:
     def counting(completions, answer, **kwargs):
         """The project's counting reward (+1 correct, 0 wrong number, -1 no number) per completion."""
         texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
-        return [counting_reward(t, int(n), DEFAULT) for t, n in zip(texts, answer)]
+        reward = resolve("answer")  # the study's ternary reward of the counting task
+        return [reward(t, int(n), DEFAULT) for t, n in zip(texts, answer)]
 
     class StepTimer(TrainerCallback):
         def __init__(self):
