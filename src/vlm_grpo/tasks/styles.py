@@ -79,34 +79,25 @@ def _default(cfg: PromptConfig, task: Task) -> PromptStyle:
     )
 
 
-def _tagged_pattern(task: Task) -> str:
-    return rf"<think>.*?</think>\s*<answer>\s*{task.answer_pattern}\s*</answer>"
+def _tagged(name: str, system: str | None, suffix_template: str, task: Task) -> PromptStyle:
+    """A style whose answer goes in <think>/<answer> tags, the instruction naming the task's answer kind."""
+    return PromptStyle(
+        name,
+        system,
+        "{question} " + suffix_template.format(answer_kind=task.answer_kind),
+        R1V_DEMONSTRATION,
+        rf"<think>.*?</think>\s*<answer>\s*{task.answer_pattern}\s*</answer>",
+        task.reasoning,
+        task.format_answer,
+    )
 
 
 def _r1v(cfg: PromptConfig, task: Task) -> PromptStyle:
-    suffix = R1V_SUFFIX_TEMPLATE.format(answer_kind=task.answer_kind)
-    return PromptStyle(
-        "r1v",
-        R1V_SYSTEM,
-        "{question} " + suffix,
-        R1V_DEMONSTRATION,
-        _tagged_pattern(task),
-        task.reasoning,
-        task.format_answer,
-    )
+    return _tagged("r1v", R1V_SYSTEM, R1V_SUFFIX_TEMPLATE, task)
 
 
 def _r1v_eval(cfg: PromptConfig, task: Task) -> PromptStyle:
-    suffix = R1V_EVAL_SUFFIX_TEMPLATE.format(answer_kind=task.answer_kind)
-    return PromptStyle(
-        "r1v_eval",
-        None,
-        "{question} " + suffix,
-        R1V_DEMONSTRATION,
-        _tagged_pattern(task),
-        task.reasoning,
-        task.format_answer,
-    )
+    return _tagged("r1v_eval", None, R1V_EVAL_SUFFIX_TEMPLATE, task)
 
 
 def _custom(cfg: PromptConfig, task: Task) -> PromptStyle:
