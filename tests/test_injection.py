@@ -5,7 +5,8 @@ import torch
 
 from vlm_grpo.config import InjectionConfig
 from vlm_grpo.data import Sample
-from vlm_grpo.guidance.injection import Injector, rows_to_inject, schedule_value
+from vlm_grpo.guidance.injection import Injector, rows_to_inject
+from vlm_grpo.guidance.schedules import schedule_value
 from vlm_grpo.models.tiny import build_tokenizer
 from vlm_grpo.rollout import PromptBatch, Rollout
 from vlm_grpo.tasks.rewards import Scorer

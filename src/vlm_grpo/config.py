@@ -83,6 +83,47 @@ class InjectionConfig:
     """`luffy`: gamma of the p/(p+gamma) shaping."""
     group_stats: str = "all"
     """Rows that enter the group mean/std: `all` or `sampled` (injected rows excluded)."""
+    payload: str = "full"
+    """What an injected row holds: `full` (the whole demonstration) or `prefix` (its first part, which
+    the policy continues by sampling: Prefix-RFT / UFT / BREAD-style guidance)."""
+    prefix_ratio: float = 0.5
+    """`prefix`: share of the demonstration's tokens given (at least one); the policy samples the rest."""
+    prefix_ratio_initial: float | None = None
+    """`prefix`: when set (with prefix_ratio_final), the share decays linearly from this at step 0 to
+    prefix_ratio_final at the last step, instead of staying at prefix_ratio."""
+    prefix_ratio_final: float | None = None
+    """`prefix`: the share at the last step of a decaying prefix."""
+
+
+@dataclass
+class SftConfig:
+    warmup_steps: int = 0
+    """The first N of max_steps are supervised steps on demonstrations (one per prompt, prompts_per_step
+    prompts, one optimizer update each; nothing sampled): the SFT warm-up before GRPO."""
+    coef: float = 0.0
+    """CHORD-style weight mu of a supervised term on the step's demonstrations (one per group):
+    loss = (1 - mu) x GRPO + mu x SFT. The value of the `constant` schedule and the full weight of
+    `adaptive`; 0 (and schedule constant): off."""
+    schedule: str = "constant"
+    """How mu moves over training, as injection's schedules: constant | linear_decay | adaptive."""
+    initial_coef: float = 0.5
+    """`linear_decay`: mu at step 0."""
+    final_coef: float = 0.0
+    """`linear_decay`: mu once decay ends."""
+    decay_fraction: float = 0.7
+    """`linear_decay`: fraction of max_steps over which mu decays."""
+    adaptive_low: float = 0.3
+    """`adaptive`: full mu while the sampled answer-present rate is below this."""
+    adaptive_high: float = 0.9
+    """`adaptive`: mu = 0 once the sampled answer-present rate reaches this; linear between."""
+    gate: str = "none"
+    """`no_success` (HPT-style): a group whose sampled rows hold no correct answer leaves the GRPO loss
+    and trains on its demonstration instead (weight 1); `none`: no gate."""
+
+    @property
+    def active(self) -> bool:
+        """The update holds a supervised term on some step."""
+        return self.gate != "none" or self.schedule != "constant" or self.coef > 0
 
 
 @dataclass
@@ -247,6 +288,8 @@ class TrainConfig:
     """How questions are put to the model."""
     injection: InjectionConfig = field(default_factory=InjectionConfig)
     """Guidance injection of ground-truth demonstrations into groups."""
+    sft: SftConfig = field(default_factory=SftConfig)
+    """Supervised signal from demonstrations: warm-up steps, a CHORD-style term, HPT's gate."""
     lora: LoraSettings = field(default_factory=LoraSettings)
     """Parameter-efficient training with LoRA adapters."""
 

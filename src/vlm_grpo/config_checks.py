@@ -29,6 +29,9 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "injection.schedule": ("constant", "linear_decay", "adaptive"),
     "injection.off_policy": ("ratio", "luffy"),
     "injection.group_stats": ("all", "sampled"),
+    "injection.payload": ("full", "prefix"),
+    "sft.schedule": ("constant", "linear_decay", "adaptive"),
+    "sft.gate": ("none", "no_success"),
     "data.on_bad_sample": ("skip", "error"),
 }
 
@@ -44,7 +47,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         if not ok:
             errors.append(message)
 
-    for check in (_check_algorithm, _check_injection, _check_resources, _check_precision):
+    for check in (_check_algorithm, _check_injection, _check_sft, _check_resources, _check_precision):
         check(cfg, need)
     for sink in cfg.report_to:
         need(sink in ("tensorboard", "wandb"), f"report_to entry {sink!r} is not one of tensorboard, wandb")
@@ -97,20 +100,35 @@ def _check_algorithm(cfg: TrainConfig, need: Need) -> None:
     need(bool(cfg.reward_funcs), "reward_funcs is empty: name at least one reward")
 
 
+def _check_ramp(section: str, values, names: tuple[str, ...], need: Need) -> None:
+    """A schedule's values and its adaptive band (injection.*, sft.*)."""
+    for name in (*names, "decay_fraction", "adaptive_low", "adaptive_high"):
+        need(0 <= getattr(values, name) <= 1, f"{section}.{name}={getattr(values, name)} must be in [0, 1]")
+    need(
+        values.adaptive_low < values.adaptive_high,
+        f"{section}.adaptive_low={values.adaptive_low} must be below {section}.adaptive_high={values.adaptive_high}",
+    )
+
+
 def _check_injection(cfg: TrainConfig, need: Need) -> None:
     inj = cfg.injection
-    for name in ("rate", "initial_rate", "final_rate", "decay_fraction", "adaptive_low", "adaptive_high"):
-        need(0 <= getattr(inj, name) <= 1, f"injection.{name}={getattr(inj, name)} must be in [0, 1]")
-    need(
-        inj.adaptive_low < inj.adaptive_high,
-        f"injection.adaptive_low={inj.adaptive_low} must be below injection.adaptive_high={inj.adaptive_high}",
-    )
+    _check_ramp("injection", inj, ("rate", "initial_rate", "final_rate"), need)
     need(
         inj.rows is None or 1 <= inj.rows <= cfg.num_generations - 1,
         f"injection.rows={inj.rows} must be in 1..num_generations-1 = 1..{cfg.num_generations - 1}: "
         "at least one row stays sampled",
     )
     need(inj.luffy_gamma > 0, f"injection.luffy_gamma={inj.luffy_gamma} must be > 0")
+    ratios = {"prefix_ratio": inj.prefix_ratio}
+    ratios.update(
+        {n: getattr(inj, n) for n in ("prefix_ratio_initial", "prefix_ratio_final") if getattr(inj, n) is not None}
+    )
+    for name, value in ratios.items():
+        need(0 < value <= 1, f"injection.{name}={value} must be in (0, 1]")
+    need(
+        (inj.prefix_ratio_initial is None) == (inj.prefix_ratio_final is None),
+        "injection.prefix_ratio_initial and injection.prefix_ratio_final go together (a linear decay) or not at all",
+    )
     if cfg.prompt.style == "custom":
         need(
             bool(cfg.prompt.template) and "{question}" in cfg.prompt.template,
@@ -119,6 +137,21 @@ def _check_injection(cfg: TrainConfig, need: Need) -> None:
         need(
             inj.mode == "none" or (cfg.prompt.demonstration or "").count("{answer}") == 1,
             "injection with prompt.style=custom needs prompt.demonstration containing {answer}",
+        )
+
+
+def _check_sft(cfg: TrainConfig, need: Need) -> None:
+    sft = cfg.sft
+    _check_ramp("sft", sft, ("coef", "initial_coef", "final_coef"), need)
+    need(
+        0 <= sft.warmup_steps < cfg.max_steps,
+        f"sft.warmup_steps={sft.warmup_steps} must be in 0..max_steps-1 = 0..{cfg.max_steps - 1}: "
+        "warm-up steps are the first of max_steps",
+    )
+    if cfg.prompt.style == "custom" and (sft.warmup_steps or sft.active):
+        need(
+            (cfg.prompt.demonstration or "").count("{answer}") == 1,
+            "a supervised signal with prompt.style=custom needs prompt.demonstration containing {answer}",
         )
 
 
@@ -146,6 +179,11 @@ def _check_resources(cfg: TrainConfig, need: Need) -> None:
             not cfg.skip_zero_advantage_groups,
             f"{name}={value} needs skip_zero_advantage_groups=false: a sharded forward is a collective, "
             "so every rank must run the same passes",
+        )
+        need(
+            not cfg.sft.active,
+            f"{name}={value} needs sft.coef=0 and sft.gate=none: ranks may train different numbers of "
+            "demonstrations, and a sharded forward is a collective (sft.warmup_steps works)",
         )
         need(not cfg.lora.enabled, f"{name}={value} with lora.enabled=true is not supported: use one or the other")
     need(

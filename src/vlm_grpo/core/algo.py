@@ -211,13 +211,15 @@ def grpo_loss(
     minibatch_tokens: float,
     minibatch_rows: int,
     stats: LossStats,
+    demo_tokens: torch.Tensor | None = None,  # (n, C) bool: demonstration tokens; None: all of injected rows'
 ) -> torch.Tensor:
     """A micro-batch's share of the minibatch loss; its statistics are added to `stats`.
 
-    Per token: the clipped surrogate (LUFFY's shaping on injected rows when asked), plus
+    Per token: the clipped surrogate (LUFFY's shaping on demonstration tokens when asked), plus
     beta x k3 KL to the reference; aggregated as `aggregate` says. `stats` receives the policy
-    loss and the KL apart (`loss_policy` without beta x KL), and ratio, clipping and injected
-    log-probs split by row origin (`_injected`, `_sampled`).
+    loss and the KL apart (`loss_policy` without beta x KL), and ratio, clipping and log-probs
+    split by token origin: `_injected` (copied from a demonstration), `_sampled` (sampled by the
+    policy), and `_continuation` (sampled after a demonstration's prefix, when `demo_tokens` is given).
     """
     old = old_logp if old_logp is not None else logp.detach()
     per_token, ratio, clipped = clipped_surrogate(
@@ -231,9 +233,10 @@ def grpo_loss(
         loss_mask,
     )
     inj_rows = injected.unsqueeze(1).expand_as(per_token)
+    demo = inj_rows if demo_tokens is None else demo_tokens
     if settings.off_policy == "luffy":
-        per_token = torch.where(inj_rows, luffy_surrogate(logp, advantages, settings.luffy_gamma), per_token)
-        clipped = clipped & ~inj_rows
+        per_token = torch.where(demo, luffy_surrogate(logp, advantages, settings.luffy_gamma), per_token)
+        clipped = clipped & ~demo
     policy_part = per_token
     if ref_logp is not None:
         kl = k3_kl(logp, ref_logp)
@@ -244,12 +247,12 @@ def grpo_loss(
     loss = aggregate(per_token, loss_mask, *shares)
     policy_loss = loss if policy_part is per_token else aggregate(policy_part.detach(), loss_mask, *shares)
     stats.add_total("loss_policy", policy_loss.detach())
-    for origin, rows_mask in (
-        ("", loss_mask),
-        ("_injected", loss_mask * inj_rows),
-        ("_sampled", loss_mask * ~inj_rows),
-    ):
-        stats.add("ratio" + origin, ratio.detach(), rows_mask)
-        stats.add("clip" + origin, clipped.float(), rows_mask)
-    stats.add("logp_injected", logp.detach(), loss_mask * inj_rows)
+    origins = [("", loss_mask), ("_injected", loss_mask * demo), ("_sampled", loss_mask * ~demo)]
+    if demo_tokens is not None:
+        origins.append(("_continuation", loss_mask * (inj_rows & ~demo)))
+    for origin, tokens in origins:
+        stats.add("ratio" + origin, ratio.detach(), tokens)
+        stats.add("clip" + origin, clipped.float(), tokens)
+        if origin not in ("", "_sampled"):
+            stats.add("logp" + origin, logp.detach(), tokens)
     return loss

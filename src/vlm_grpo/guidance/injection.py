@@ -8,10 +8,11 @@ policy keeps exploring). Here the schedule gives a strength s(step) in [0, 1]:
 - `rescue`: only groups whose sampled rows hold no correct answer, each with probability s, k
             uniform in 1..G-1 (or `rows`), as BREAD / Guide-GRPO do; decided on correctness, not
             on the weighted reward (under `answer`+`format` wrong bare answers score above 0);
-- schedules: `constant` (s = rate), `linear_decay` (the study's proposal: 0.8 -> 0.0 over the
-  first 70 % of training), `adaptive` (1 while the sampled answer-present rate of the step is
-  below `adaptive_low`, 0 from `adaptive_high`, linear between: decay when format is learned).
-A new mode or schedule is one entry registered in MODES or SCHEDULES.
+- payload: `full` (the row is the whole demonstration) or `prefix` (the row starts with the first
+  `prefix_ratio` of the demonstration's tokens and the policy samples the rest: Prefix-RFT, UFT,
+  BREAD); the row is scored as a whole; only the prefix's tokens are off-policy;
+- the strength follows a schedule of `schedules.py` (the study's constant and linear decay, adaptive).
+A new mode is one entry registered in MODES.
 """
 
 from __future__ import annotations
@@ -30,40 +31,8 @@ from ..seeding import restore_python_rng
 from ..tasks.rewards import REWARDS, Scorer
 from ..tasks.styles import PromptStyle
 
-Schedule = Callable[[InjectionConfig, int, int, float], float]
-
-
-def constant(cfg: InjectionConfig, step: int, max_steps: int, answer_present_rate: float) -> float:
-    return cfg.rate
-
-
-def linear_decay(cfg: InjectionConfig, step: int, max_steps: int, answer_present_rate: float) -> float:
-    end = cfg.decay_fraction * max_steps
-    if end <= 0 or step >= end:
-        return cfg.final_rate
-    progress = step / end
-    return cfg.initial_rate * (1 - progress) + cfg.final_rate * progress
-
-
-def adaptive(cfg: InjectionConfig, step: int, max_steps: int, answer_present_rate: float) -> float:
-    low, high = cfg.adaptive_low, cfg.adaptive_high
-    if answer_present_rate < low:
-        return cfg.rate
-    if answer_present_rate >= high:
-        return 0.0
-    return cfg.rate * (high - answer_present_rate) / (high - low)
-
-
-SCHEDULES: Registry[Schedule] = Registry("injection schedule")
-for _name, _schedule in (("constant", constant), ("linear_decay", linear_decay), ("adaptive", adaptive)):
-    SCHEDULES.register(_name, _schedule)
-
-
-def schedule_value(cfg: InjectionConfig, step: int, max_steps: int, answer_present_rate: float) -> float:
-    """The injection strength s at `step` (0-based) for the configured schedule."""
-    if cfg.mode == "none":
-        return 0.0
-    return SCHEDULES.get(cfg.schedule)(cfg, step, max_steps, answer_present_rate)
+Continue = Callable[[list[int], list[list[int]]], list[tuple[list[int], bool]]]
+"""(rows, their prefixes) -> per row, the policy's continuation tokens and whether it hit the length limit."""
 
 
 @dataclass(frozen=True)
@@ -130,6 +99,16 @@ def check_demonstrations(style: PromptStyle, scorer: Scorer, targets: list[Any])
             )
 
 
+@dataclass(frozen=True)
+class Row:
+    """An injected row: its tokens, how many lead ones are the demonstration's, and its text."""
+
+    tokens: list[int]
+    given: int
+    truncated: bool
+    text: str
+
+
 class Injector:
     """Replaces chosen rows of a rollout with tokenised demonstrations and re-scores them."""
 
@@ -150,11 +129,16 @@ class Injector:
         strength: float,
         gather: Callable[[Any], list] = lambda value: [value],
         rank: int = 0,
+        prefix: tuple[float, Continue] | None = None,
     ) -> Rollout:
         """Inject the chosen rows of this process's rollout. `gather` returns every process's value in
         rank order: the plan and the demonstrations are drawn for the global batch on every process,
         with the same generator, and each keeps its own slice, so N processes inject exactly as one
-        process with the same global batch (and their generators stay in step)."""
+        process with the same global batch (and their generators stay in step).
+
+        `prefix` (payload `prefix`): the share of each demonstration to give and the function that
+        lets the policy continue the chosen rows; it is called on every process, rows or none, as
+        sampling may be a collective."""
         if self.cfg.mode == "none" or strength <= 0:  # the same on every process: none gathers
             return rollout
         G = rollout.group_size
@@ -168,21 +152,41 @@ class Injector:
         plan = rows_to_inject(self.cfg, strength, [correct for correct, _ in groups], self.rng)
         every = {g * G + i: self.demonstration(groups[g][1]) for g, positions in enumerate(plan) for i in positions}
         demos = {row - offset: demo for row, demo in every.items() if offset <= row < offset + len(rollout.texts)}
-        if not demos:
+        rows = {row: Row(tokens, len(tokens), False, text) for row, (text, tokens) in demos.items()}
+        if prefix is not None:
+            rows = self._continued(demos, *prefix)
+        if not rows:
             return rollout
-        width = max(rollout.completion_ids.size(1), max(len(ids) for _, ids in demos.values()))
+        return self._replaced(rollout, scorer, rows)
+
+    def _continued(self, demos: dict[int, tuple[str, list[int]]], ratio: float, complete: Continue) -> dict[int, Row]:
+        """Each chosen row as its demonstration's first `ratio` of tokens (the end token left out, at
+        least one) followed by the policy's continuation."""
+        chosen = sorted(demos)
+        prefixes = [demos[row][1][: max(1, round(ratio * (len(demos[row][1]) - 1)))] for row in chosen]
+        continued = complete(chosen, prefixes)
+        return {
+            row: Row(given + more, len(given), truncated, self.tokenizer.decode(given + more, skip_special_tokens=True))
+            for row, given, (more, truncated) in zip(chosen, prefixes, continued)
+        }
+
+    def _replaced(self, rollout: Rollout, scorer: Scorer, rows: dict[int, Row]) -> Rollout:
+        width = max(rollout.completion_ids.size(1), max(len(r.tokens) for r in rows.values()))
         ids = _pad_to(rollout.completion_ids, width, self.pad_id)
         mask = _pad_to(rollout.completion_mask, width, 0)
+        demo_tokens = _pad_to(rollout.demo_tokens, width, False)
         truncated, injected = rollout.truncated.clone(), rollout.injected.clone()
         texts, scores = list(rollout.texts), list(rollout.scores)
-        for row, (text, tokens) in demos.items():
+        for row, new in rows.items():
             ids[row] = self.pad_id
-            ids[row, : len(tokens)] = torch.tensor(tokens, device=ids.device)
+            ids[row, : len(new.tokens)] = torch.tensor(new.tokens, device=ids.device)
             mask[row] = 0
-            mask[row, : len(tokens)] = 1
-            truncated[row], injected[row] = False, True
-            texts[row], scores[row] = text, scorer(text, rollout.answer_of_row(row))
-        return Rollout(rollout.prompts, G, ids, mask, truncated, texts, scores, injected)
+            mask[row, : len(new.tokens)] = 1
+            demo_tokens[row] = False
+            demo_tokens[row, : new.given] = True
+            truncated[row], injected[row] = new.truncated, True
+            texts[row], scores[row] = new.text, scorer(new.text, rollout.answer_of_row(row))
+        return Rollout(rollout.prompts, rollout.group_size, ids, mask, truncated, texts, scores, injected, demo_tokens)
 
     def state_dict(self) -> dict:
         return {"rng": self.rng.getstate()}

@@ -2,7 +2,7 @@
 typed containers of one step (PromptBatch, Rollout, StepBatch, MicroBatch)."""
 
 from .batch import MicroBatch, PromptBatch, Rollout, StepBatch, take_groups
-from .generation import encode_prompts, end_token_ids, generate, mask_after_end, pick_tokens
+from .generation import continue_prefixes, encode_prompts, end_token_ids, generate, mask_after_end, pick_tokens
 from .logprobs import completion_logprobs
 
 __all__ = [
@@ -11,6 +11,7 @@ __all__ = [
     "Rollout",
     "StepBatch",
     "completion_logprobs",
+    "continue_prefixes",
     "encode_prompts",
     "end_token_ids",
     "generate",

@@ -51,11 +51,17 @@ class Rollout:
     texts: list[str]
     scores: list[Score]
     injected: torch.Tensor = field(default=None)  # type: ignore[assignment]
-    """(N,) bool: the row is a ground-truth demonstration, not a policy sample."""
+    """(N,) bool: the row holds a ground-truth demonstration (whole, or as the prefix the policy continued)."""
+    demo_tokens: torch.Tensor = field(default=None)  # type: ignore[assignment]
+    """(N, C) bool: tokens copied from a demonstration, not sampled (off-policy); default: every
+    completion token of an injected row."""
 
     def __post_init__(self) -> None:
         if self.injected is None:
             self.injected = torch.zeros(len(self.texts), dtype=torch.bool)
+        if self.demo_tokens is None:
+            mask = self.completion_mask
+            self.demo_tokens = self.injected.to(mask.device).unsqueeze(1) & mask.bool()
 
     @property
     def rewards(self) -> torch.Tensor:  # (N,)
@@ -81,6 +87,8 @@ class MicroBatch:
     """(n,)"""
     injected: torch.Tensor
     """(n,) bool"""
+    demo_tokens: torch.Tensor
+    """(n, w) bool: tokens copied from a demonstration."""
     old_logp: torch.Tensor | None
     """(n, w) rollout-time log-probs; None when the pass's own detached log-probs are exact."""
     ref_logp: torch.Tensor | None
@@ -133,6 +141,7 @@ class StepBatch:
             loss_mask=self.loss_mask[rows, :width].to(device),
             advantages=self.advantages[rows],
             injected=rollout.injected.to(device)[rows],
+            demo_tokens=rollout.demo_tokens[rows, :width].to(device),
             old_logp=self.old_logp[rows, :width] if self.old_logp is not None else None,
             ref_logp=self.ref_logp[rows, :width] if self.ref_logp is not None else None,
         )
@@ -158,4 +167,5 @@ def take_groups(picks: list[tuple[Rollout, int]], prompts: PromptBatch, pad_id: 
         [rollout.texts[row] for rollout, row in rows],
         [rollout.scores[row] for rollout, row in rows],
         torch.stack([rollout.injected[row] for rollout, row in rows]),
+        stacked("demo_tokens", False),
     )

@@ -170,3 +170,63 @@ def sample_from_prefix(
         )
         cache, logits = out.cache, out.logits[:, -1]
     return torch.stack(tokens, dim=1)
+
+
+def with_prefixes(inputs: dict[str, torch.Tensor], prefixes: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Left-padded prompt inputs (k rows) with each row's `prefix` appended, padded on the left again
+    so that every row still ends at the right edge. Image inputs are unchanged."""
+    longest = max(len(p) for p in prefixes)
+    out = dict(inputs)
+    width = inputs["input_ids"].size(1)
+    for key, value in inputs.items():
+        if key in ("pixel_values", "image_grid_thw") or value.dim() != 2 or value.size(1) != width:
+            continue
+        rows = []
+        for row, prefix in zip(value, prefixes):
+            if key == "input_ids":
+                left, right = pad_id, torch.tensor(prefix, dtype=value.dtype, device=value.device)
+            else:  # attention_mask: 1 over the prefix; token types and the like: 0 (text)
+                left, right = (
+                    0,
+                    torch.full((len(prefix),), int(key == "attention_mask"), dtype=value.dtype, device=value.device),
+                )
+            rows.append(
+                torch.cat(
+                    [torch.full((longest - len(prefix),), left, dtype=value.dtype, device=value.device), row, right]
+                )
+            )
+        out[key] = torch.stack(rows)
+    return out
+
+
+@torch.no_grad()
+def continue_prefixes(
+    model,
+    processor,
+    prompts: PromptBatch,
+    rows: list[int],  # completion rows; row n continues prompt n // group_size
+    prefixes: list[list[int]],
+    group_size: int,
+    max_completion_length: int,
+    temperature: float | None,
+    top_p: float = 1.0,
+    top_k: int = 0,
+    sharing: str = "auto",
+) -> list[tuple[list[int], bool]]:
+    """Per row, the policy's continuation of its prompt plus `prefix` (ending with an end token, or cut
+    at max_completion_length - len(prefix) and truncated). No rows: nothing runs."""
+    if not rows:
+        return []
+    prompt_rows = torch.tensor([row // group_size for row in rows])
+    selected = PromptBatch([prompts.samples[i] for i in prompt_rows.tolist()], prompts.select(prompt_rows))
+    inputs = with_prefixes(selected.inputs, prefixes, processor.tokenizer.pad_token_id)
+    budget = max_completion_length - min(len(p) for p in prefixes)
+    ids, mask, truncated, _ = generate(
+        model, processor, PromptBatch(selected.samples, inputs), 1, budget, temperature, top_p, top_k, sharing
+    )
+    out = []
+    for prefix, row_ids, row_mask, cut in zip(prefixes, ids, mask, truncated):
+        room = max_completion_length - len(prefix)
+        tokens = row_ids[row_mask.bool()].tolist()
+        out.append((tokens[:room], bool(cut) or len(tokens) > room))
+    return out

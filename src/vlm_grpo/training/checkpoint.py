@@ -124,6 +124,7 @@ def save_run(trainer, step: int) -> Path | None:
         "rng_per_rank": rngs,
         "stream": trainer.stream.state_dict(),
         "injector": trainer.injector.state_dict(),
+        "supervisor": trainer.supervisor.state_dict(),
         "skipped_updates": trainer.skipped_updates,
     }
     cfg = trainer.cfg
@@ -155,6 +156,8 @@ def resume_run(trainer) -> int:
     trainer.scheduler.load_state_dict(state["scheduler"])
     trainer.stream.load_state_dict(state["stream"])
     trainer.injector.load_state_dict(state["injector"])
+    if "supervisor" in state:  # checkpoints written before supervised terms existed have none
+        trainer.supervisor.load_state_dict(state["supervisor"])
     trainer.skipped_updates = state["skipped_updates"]
     world, per_rank = trainer.world, state.get("rng_per_rank", [])
     if len(per_rank) == world.size:

@@ -21,12 +21,13 @@ from ..config import ConfigError, TrainConfig, to_dict
 from ..core import algo
 from ..data import BadSample, PromptStream, eval_samples, open_source, split_indices
 from ..guidance import Injector, check_demonstrations, dynamic_sampling, schedule_value
+from ..guidance.sft import SupervisedPlan, Supervisor
 from ..models import adapter_for, pick_device
 from ..rollout import MicroBatch, Rollout, StepBatch, completion_logprobs, encode_prompts, generate
 from ..tasks import get_task
 from ..tasks.rewards import Scorer
 from ..tasks.styles import get_style
-from . import checkpoint, precision
+from . import checkpoint, guided, precision
 from .distributed import strategies
 from .distributed import world as distributed
 from .heldout import HeldOutSets, stop_on_signal
@@ -78,11 +79,11 @@ class GRPOTrainer:
             check=self._check_prompt_length if cfg.max_prompt_length else None,
             prepare=lambda image: self.adapter.fit_image(image, self.processor),
         )
-        tok = self.processor.tokenizer
-        self.injector = Injector(
-            cfg.injection, self.style, tok, self.adapter.turn_end_id(self.processor), tok.pad_token_id, cfg.seed
-        )
-        if cfg.injection.mode != "none":  # a demonstration that loses reward would train silently
+        tok, turn_end = self.processor.tokenizer, self.adapter.turn_end_id(self.processor)
+        self.injector = Injector(cfg.injection, self.style, tok, turn_end, tok.pad_token_id, cfg.seed)
+        self.supervisor = Supervisor(cfg.sft, self.style, tok, turn_end, tok.pad_token_id, cfg.seed)
+        if cfg.injection.mode != "none" or cfg.sft.active or cfg.sft.warmup_steps:
+            # A demonstration that loses reward would train a wrong answer silently.
             check_demonstrations(self.style, self.scorer, [s.answer for s in eval_samples(source, train_rows, 3)])
         self.loss_settings = loss_settings(cfg)
         self.optimizer, self.scheduler = make_optimizer(
@@ -124,11 +125,12 @@ class GRPOTrainer:
             if main:
                 self._log(tracker, done, metrics, rollout)
             history.append({"step": done, **metrics})
-            bar.set_postfix(
-                reward=f"{metrics['reward/mean']:.2f}",
-                acc=f"{metrics['rollout/accuracy']:.2f}",
-                answered=f"{metrics['rollout/answer_present_rate']:.2f}",
-            )
+            if rollout is not None:
+                bar.set_postfix(
+                    reward=f"{metrics['reward/mean']:.2f}",
+                    acc=f"{metrics['rollout/accuracy']:.2f}",
+                    answered=f"{metrics['rollout/answer_present_rate']:.2f}",
+                )
             if done % cfg.save_steps == 0 or done == cfg.max_steps or self.stop_requested:
                 self.save(done)
             if self.stop_requested:
@@ -141,12 +143,15 @@ class GRPOTrainer:
         self.world.close()
         return summary
 
-    def step(self, step: int, began: float) -> tuple[dict, Rollout]:
-        """One GRPO step (phases 1-5); returns its metrics, averaged over processes, and the rollout."""
+    def step(self, step: int, began: float) -> tuple[dict, Rollout | None]:
+        """One GRPO step (phases 1-5); returns its metrics, averaged over processes, and the rollout
+        (None for a supervised warm-up step, which trains on demonstrations only)."""
         cfg, t0 = self.cfg, time.time()
+        if step < cfg.sft.warmup_steps:
+            return guided.warmup_step(self, began), None
         # 1-2. Rollout (B prompts x G sampled completions, scored) and guidance injection (some sampled
         # rows become ground-truth demonstrations); the metrics describe the first draw's own samples.
-        rollout, sampled_metrics, strength = self.draw(step)
+        rollout, sampled_metrics, strength, rate = self.draw(step)
         sampling = {}
         if cfg.dynamic_sampling:  # draw again until every group holds signal
             rollout, sampling = dynamic_sampling.collect(
@@ -157,18 +162,19 @@ class GRPOTrainer:
                 lambda samples: encode_prompts(self.processor, self.style, samples, self.device),
                 self.processor.tokenizer.pad_token_id,
             )
-        # 3. Group-relative advantages and the loss mask: the step batch.
-        batch = StepBatch(rollout, self.advantages(rollout), self.loss_mask(rollout))
+        # 3. Group-relative advantages, the supervised term's plan and the loss mask: the step batch.
+        plan = self.supervisor.plan(rollout, step, cfg.max_steps, rate) if cfg.sft.active else None
+        batch = StepBatch(rollout, self.advantages(rollout), self.loss_mask(rollout, plan))
         batch.first_epoch_order = batch.draw_order()
         # 4. Rollout-time and reference log-probs, once per step; old ones over the first epoch's micro-batches.
         batch.old_logp, batch.ref_logp = self.fixed_logprobs(batch)
         # 5. num_iterations epochs of clipped updates over minibatches.
-        update_metrics = self.update(batch)
+        update_metrics = self.update(batch, plan)
         step_s = time.time() - t0
         metrics = {
             **sampled_metrics,
             **sampling,
-            **injection_metrics(rollout, batch.advantages, strength),
+            **injection_metrics(rollout, batch.advantages, strength, guided.scheduled_prefix(cfg, step)),
             **update_metrics,
             "groups/frac_zero_std": frac_zero_std(rollout),
             "data/skipped": self.stream.skipped,
@@ -185,16 +191,17 @@ class GRPOTrainer:
         (self.out / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
         return tracker
 
-    def _log(self, tracker: Tracker, done: int, metrics: dict, rollout: Rollout) -> None:
+    def _log(self, tracker: Tracker, done: int, metrics: dict, rollout: Rollout | None) -> None:
         cfg = self.cfg
         if done % cfg.logging_steps == 0 or done == cfg.max_steps:
             tracker.log(done, metrics)
-        if cfg.log_completions_steps and done % cfg.log_completions_steps == 0:
+        if cfg.log_completions_steps and done % cfg.log_completions_steps == 0 and rollout is not None:
             tracker.log_completions(done, completion_rows(rollout, self.task))
 
     # ---------------------------------------------------------------- phases
-    def draw(self, step: int) -> tuple[Rollout, dict, float]:
-        """Phases 1-2 for the next B prompts: (injected rollout, its sampled rows' metrics, injection strength)."""
+    def draw(self, step: int) -> tuple[Rollout, dict, float, float]:
+        """Phases 1-2 for the next B prompts: (injected rollout, its sampled rows' metrics, injection
+        strength, the global sampled answer-present rate)."""
         cfg = self.cfg
         samples = self.world.local_slice(self.stream.next_batch(cfg.prompts_per_step))
         rollout = self.sample(encode_prompts(self.processor, self.style, samples, self.device))
@@ -202,8 +209,9 @@ class GRPOTrainer:
         # The schedule reads the global rate; the plan is drawn for the global batch (see Injector.apply).
         rate = self.world.sum(sampled_metrics["rollout/answer_present_rate"]) / self.world.size
         strength = schedule_value(cfg.injection, step, cfg.max_steps, rate)
-        injected = self.injector.apply(rollout, self.scorer, strength, self.world.gather, self.world.rank)
-        return injected, sampled_metrics, strength
+        prefix = guided.prefix_guidance(self, rollout.prompts, step)
+        injected = self.injector.apply(rollout, self.scorer, strength, self.world.gather, self.world.rank, prefix)
+        return injected, sampled_metrics, strength, rate
 
     def sample(self, prompts) -> Rollout:
         cfg = self.cfg
@@ -258,15 +266,19 @@ class GRPOTrainer:
                 out[rows.to(self.device), : micro.completion_ids.size(1)] = self.policy_logprobs(batch.rollout, micro)
         return out
 
-    def loss_mask(self, rollout: Rollout) -> torch.Tensor:  # (N, C)
+    def loss_mask(self, rollout: Rollout, plan: SupervisedPlan | None = None) -> torch.Tensor:  # (N, C)
         mask = rollout.completion_mask.clone()
         if self.cfg.mask_truncated_completions:
             mask[rollout.truncated] = 0
+        if plan is not None:  # gated groups train on their demonstration instead
+            mask[plan.gated.repeat_interleave(rollout.group_size).to(mask.device)] = 0
         return mask
 
-    def update(self, batch: StepBatch) -> dict:
-        """num_iterations epochs over the step batch; one optimizer step per minibatch."""
+    def update(self, batch: StepBatch, plan: SupervisedPlan | None = None) -> dict:
+        """num_iterations epochs over the step batch; one optimizer step per minibatch; with a
+        supervised plan, GRPO's loss weighs 1 - mu and the minibatch's demonstrations train too."""
         cfg, stats, grad_norms = self.cfg, algo.LossStats(), []
+        prefix = cfg.injection.payload == "prefix"
         for epoch in range(cfg.num_iterations):
             for minibatch in batch.epoch_minibatches(self.local_minibatch, epoch):
                 # Tokens of the global minibatch per rank: averaging the ranks' gradients then gives the global mean.
@@ -285,8 +297,11 @@ class GRPOTrainer:
                         minibatch_tokens,
                         len(minibatch),
                         stats,
+                        micro.demo_tokens if prefix else None,
                     )
-                    self.parallel.backward(loss)
+                    self.parallel.backward(loss * (1 - plan.coef) if plan is not None and plan.coef else loss)
+                if plan is not None:
+                    guided.supervised_backward(self, batch, plan, minibatch, stats)
                 grad_norms.append(self._optimizer_step())
         updates = cfg.num_iterations * (batch.size // self.local_minibatch)
         return {
@@ -301,6 +316,8 @@ class GRPOTrainer:
             "injection/logp_mean": stats.mean("logp_injected"),
             "optim/grad_norm": sum(grad_norms) / len(grad_norms),
             "optim/skipped_steps": self.skipped_updates,
+            **(guided.prefix_metrics(stats) if prefix else {}),
+            **(guided.supervised_metrics(stats, plan, self.world) if cfg.sft.active else {}),
         }
 
     def _micro_batches(self, batch: StepBatch, minibatch: torch.Tensor) -> list[torch.Tensor]:

@@ -1,0 +1,122 @@
+"""Supervised signal from demonstrations: an SFT warm-up, a CHORD-style term, HPT's gate.
+
+- warm-up (`sft.warmup_steps`): the first N of max_steps train every prompt's demonstration by
+  likelihood, nothing sampled (the warm-up the study proposes to compare with injection);
+- CHORD (arXiv:2508.11408): loss = (1 - mu) x GRPO + mu x SFT over the step's demonstrations,
+  mu on the injection schedules (constant, linear_decay, adaptive);
+- HPT's gate (arXiv:2509.04419): a group whose sampled rows hold no correct answer leaves the
+  GRPO loss and trains on its demonstration with weight 1 instead.
+
+The supervised term is a weighted token mean of the demonstrations' negative log-likelihood at
+temperature 1: sum over groups of weight x (sum of the demonstration's token NLLs), divided by
+the demonstration tokens of the minibatch; one demonstration per group, written in the prompt's
+style and ending with the end-of-turn token, as injected rows are.
+
+Departures: CHORD-mu only (a global weight; CHORD-phi's per-token weighting is not used); HPT's
+switch threshold is fixed at zero correct rows; demonstrations use their own seeded generator,
+so adding a supervised term leaves injection's draws as they were.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ..config import SftConfig
+from ..core.algo import LossStats
+from ..rollout import Rollout
+from ..seeding import restore_python_rng
+from ..tasks.styles import PromptStyle
+from .schedules import sft_coef
+
+DemoLogprobs = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+"""(groups (n,), demonstration ids (n, D), mask (n, D)) -> per-token log-probs (n, D), with gradient."""
+
+
+@dataclass
+class SupervisedPlan:
+    """One step's supervised term over its B groups."""
+
+    coef: float
+    """mu: the GRPO loss is scaled by 1 - mu, non-gated demonstrations weigh mu."""
+    weights: torch.Tensor
+    """(B,) weight of each group's demonstration: 0 (none), mu, or 1 (gated)."""
+    gated: torch.Tensor
+    """(B,) bool: groups without a correct sampled row, out of the GRPO loss (gate `no_success`)."""
+    ids: torch.Tensor
+    """(B, D) demonstration tokens, right-padded."""
+    mask: torch.Tensor
+    """(B, D) 1 on demonstration tokens."""
+
+    def groups_in(self, rows: torch.Tensor, group_size: int) -> torch.Tensor:  # (g,)
+        """Groups with a demonstration to train whose first row is among `rows` (each group once per epoch)."""
+        groups = rows[rows % group_size == 0] // group_size
+        return groups[self.weights[groups] > 0]
+
+
+class Supervisor:
+    """Writes demonstrations and decides, per step, which groups train on them and with what weight."""
+
+    def __init__(self, cfg: SftConfig, style: PromptStyle, tokenizer, end_id: int, pad_id: int, seed: int):
+        self.cfg, self.style, self.tokenizer = cfg, style, tokenizer
+        self.end_id, self.pad_id = end_id, pad_id
+        self.rng = random.Random(f"sft-{seed}")
+
+    def demonstrations(self, answers: list[Any]) -> tuple[torch.Tensor, torch.Tensor]:  # (B, D) ids, mask
+        tokens = [
+            self.tokenizer(self.style.demonstration(answer, self.rng), add_special_tokens=False)["input_ids"]
+            + [self.end_id]
+            for answer in answers
+        ]
+        width = max(len(t) for t in tokens)
+        ids = torch.full((len(tokens), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros(len(tokens), width)
+        for row, t in enumerate(tokens):
+            ids[row, : len(t)] = torch.tensor(t)
+            mask[row, : len(t)] = 1
+        return ids, mask
+
+    def plan(self, rollout: Rollout, step: int, max_steps: int, answer_present_rate: float) -> SupervisedPlan:
+        """This step's supervised term (all weights 0 on a step without one: every process still runs
+        the same collectives)."""
+        G = rollout.group_size
+        coef = sft_coef(self.cfg, step, max_steps, answer_present_rate)
+        if self.cfg.gate == "no_success":
+            correct = torch.tensor([s.correct for s in rollout.scores]).view(-1, G)
+            gated = ~(correct & ~rollout.injected.cpu().view(-1, G)).any(1)
+        else:
+            gated = torch.zeros(len(rollout.scores) // G, dtype=torch.bool)
+        weights = torch.where(gated, torch.ones(len(gated)), torch.full((len(gated),), coef))
+        ids, mask = self.demonstrations([rollout.answer_of_row(g * G) for g in range(len(gated))])
+        return SupervisedPlan(coef, weights, gated, ids, mask)
+
+    @staticmethod
+    def backward(
+        plan: SupervisedPlan,
+        groups: torch.Tensor,  # (g,) groups of this minibatch (this process's)
+        micro_batch_size: int,
+        minibatch_tokens: float,  # demonstration tokens of the global minibatch, per process
+        logprobs: DemoLogprobs,
+        backward: Callable[[torch.Tensor], None],
+        stats: LossStats,
+    ) -> None:
+        """Back-propagate the minibatch's supervised term, micro-batch by micro-batch."""
+        for chunk in groups.split(micro_batch_size):
+            width = int(plan.mask[chunk].sum(1).max())
+            ids, mask = plan.ids[chunk, :width], plan.mask[chunk, :width]
+            logp = logprobs(chunk, ids, mask)
+            mask = mask.to(logp.device)
+            weights = plan.weights[chunk].to(logp.device)
+            loss = (weights.unsqueeze(1) * -logp * mask).sum() / max(minibatch_tokens, 1.0)
+            stats.add("sft_nll", -logp.detach(), mask)
+            backward(loss)
+
+    def state_dict(self) -> dict:
+        return {"rng": self.rng.getstate()}
+
+    def load_state_dict(self, state: dict) -> None:
+        restore_python_rng(self.rng, state["rng"])
