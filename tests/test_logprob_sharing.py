@@ -31,7 +31,7 @@ def batch(family):
     return model.train(), prompts, ids, mask
 
 
-@pytest.mark.parametrize("family", ["qwen2-vl", "qwen2.5-vl"])
+@pytest.mark.parametrize("family", ["qwen2-vl", "qwen2.5-vl", "qwen3-vl", "qwen3-vl-moe"])
 def test_prefix_logprobs_equal_per_row(family):
     model, prompts, ids, mask = batch(family)
     assert (prompts.inputs["attention_mask"] == 0).any()  # left padding is exercised
@@ -47,7 +47,7 @@ def test_prefix_logprobs_equal_per_row(family):
     assert (shared_subset - per_row_subset)[mask[subset].bool()].abs().max().item() < 1e-5
 
 
-@pytest.mark.parametrize("family", ["qwen2-vl", "qwen2.5-vl"])
+@pytest.mark.parametrize("family", ["qwen2-vl", "qwen2.5-vl", "qwen3-vl", "qwen3-vl-moe"])
 def test_prefix_gradients_equal_per_row(family):
     model, prompts, ids, mask = batch(family)
     rows = torch.arange(ids.size(0))
@@ -72,7 +72,7 @@ def test_unknown_family_fails_loudly():
         completion_logprobs(model, prompts, torch.arange(2), ids[:2], mask[:2], G, 1.0, "prefix")
 
 
-@pytest.mark.parametrize("family", ["qwen2-vl", "qwen2.5-vl"])
+@pytest.mark.parametrize("family", ["qwen2-vl", "qwen2.5-vl", "qwen3-vl", "qwen3-vl-moe"])
 def test_prefix_generation_greedy_equals_transformers_generate(family):
     model, processor, prompts = prompt_batch(family)
     ours = generate(model, processor, prompts, 1, 12, temperature=None, sharing="prefix")

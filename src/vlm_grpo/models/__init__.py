@@ -33,7 +33,7 @@ def _tiny(family: str):
     return build
 
 
-for _family in ("qwen2-vl", "qwen2.5-vl"):
+for _family in ("qwen2-vl", "qwen2.5-vl", "qwen3-vl", "qwen3-vl-moe"):
     register_model(f"tiny-{_family}", _tiny(_family))
 
 __all__ = [

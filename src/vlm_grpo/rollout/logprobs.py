@@ -61,14 +61,12 @@ def _per_row_logits(
 
 
 def _with_shared_image_features(adapter: FamilyAdapter, model, prompts, owner, inputs) -> dict:
-    from transformers.modeling_outputs import BaseModelOutputWithPooling
-
     distinct, local = torch.unique(owner, return_inverse=True)
     images = prompts.select(distinct)
     features = adapter.image_features(model, images["pixel_values"], images["image_grid_thw"])
     per_row = tuple(features[i] for i in local.tolist())
     inputs = {k: v for k, v in inputs.items() if k != "pixel_values"}
-    inputs["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=per_row)}
+    inputs["mm_encoder_outputs"] = {"image": adapter.image_encoder_output(per_row)}
     return inputs
 
 

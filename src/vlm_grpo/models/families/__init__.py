@@ -1,8 +1,8 @@
 """Model-family adapters, looked up by family name or by a model's `config.model_type`.
 
-Qwen2-VL and Qwen2.5-VL have adapters with shared-prefix passes; any other model type gets the
-generic adapter (per-row passes). A new family is one module with a `FamilyAdapter` subclass,
-registered here or by a plug-in with `register_family`.
+Qwen2-VL, Qwen2.5-VL, Qwen3-VL and Qwen3-VL-MoE have adapters with shared-prefix passes; any
+other model type gets the generic adapter (per-row passes). A new family is one module with a
+`FamilyAdapter` subclass, registered here or by a plug-in with `register_family`.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 from ...registry import Registry
 from .base import FamilyAdapter, base_model
 from .qwen2_vl import Qwen2_5_VLAdapter, Qwen2VLAdapter
+from .qwen3_vl import Qwen3VLAdapter, Qwen3VLMoeAdapter
 
 FAMILIES: Registry[FamilyAdapter] = Registry("model family")
 GENERIC = FamilyAdapter()
@@ -19,7 +20,7 @@ def register_family(adapter: FamilyAdapter) -> None:
     FAMILIES.register(adapter.family, adapter)
 
 
-for _adapter in (Qwen2VLAdapter(), Qwen2_5_VLAdapter()):
+for _adapter in (Qwen2VLAdapter(), Qwen2_5_VLAdapter(), Qwen3VLAdapter(), Qwen3VLMoeAdapter()):
     register_family(_adapter)
 
 

@@ -126,6 +126,12 @@ class FamilyAdapter:
             "use logprob_sharing=none"
         )
 
+    def image_encoder_output(self, per_row: tuple):
+        """The forward's `mm_encoder_outputs["image"]` for rows given one `image_features` item each."""
+        from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+        return BaseModelOutputWithPooling(pooler_output=per_row)
+
     # ------------------------------------------------------------ tiny models
     def build_tiny(self, dims: dict, tokenizer, seed: int, image_pixels: int):
         """A randomly initialised tiny model of this family and its processor."""

@@ -152,10 +152,18 @@ class Qwen2VLAdapter(FamilyAdapter):
             temporal_patch_size=2,
         )
 
-    def build_tiny(self, dims: dict, tokenizer, seed: int, image_pixels: int):
+    def tiny_text_config(self, dims: dict, tokenizer) -> dict:
+        from ..tiny import tiny_text_config
+
+        return tiny_text_config(dims, tokenizer)
+
+    def tiny_image_processor(self, image_pixels: int):
         from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
-        from ..tiny import QWEN_CHAT_TEMPLATE, special_ids, tiny_text_config
+        return Qwen2VLImageProcessorPil(min_pixels=28 * 28, max_pixels=image_pixels)
+
+    def build_tiny(self, dims: dict, tokenizer, seed: int, image_pixels: int):
+        from ..tiny import QWEN_CHAT_TEMPLATE, special_ids
 
         ids = special_ids(tokenizer)
         special = dict(
@@ -165,15 +173,14 @@ class Qwen2VLAdapter(FamilyAdapter):
             vision_end_token_id=ids["<|vision_end|>"],
         )
         config = self.config_class(
-            text_config=tiny_text_config(dims, tokenizer), vision_config=self.tiny_vision_config(dims), **special
+            text_config=self.tiny_text_config(dims, tokenizer), vision_config=self.tiny_vision_config(dims), **special
         )
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = self.model_class(config)
         model.generation_config.eos_token_id = [ids["<|im_end|>"], ids["<|endoftext|>"]]
         model.generation_config.pad_token_id = ids["<|endoftext|>"]
-        image_processor = Qwen2VLImageProcessorPil(min_pixels=28 * 28, max_pixels=image_pixels)
-        return model, self.make_processor(image_processor, tokenizer, QWEN_CHAT_TEMPLATE)
+        return model, self.make_processor(self.tiny_image_processor(image_pixels), tokenizer, QWEN_CHAT_TEMPLATE)
 
 
 class Qwen2_5_VLAdapter(Qwen2VLAdapter):

@@ -1,0 +1,114 @@
+"""Qwen3-VL and Qwen3-VL-MoE: an image-only processor, M-RoPE prefix prefill, image-feature
+sharing with deepstack features, and tiny builders. Everything the Qwen2-VL adapter does the same
+way is inherited from it.
+
+Processor. `Qwen3VLProcessor(...)` cannot be built without torchvision (its video processor
+mapping fails), and `AutoProcessor` on a Qwen3-VL folder then fails too; the image-only subclass
+below leaves the video processor out and loads folders saved by the standard processor (it ignores
+their video processor settings: videos cannot be given to it). Images go through the same
+Qwen2-VL image processor class as Qwen2-VL's, configured with patch size 16, so the inherited
+`fit_image` resizes to multiples of 16 x merge size (32) as the processor does.
+
+Shared prefix. As for Qwen2-VL, with `get_rope_index` (which needs `mm_token_type_ids`) giving
+the interleaved M-RoPE positions of the prompt. The forward takes position ids of 3 rows (the
+temporal, height and width axes) or 4 (`generate` adds a first row of plain text positions,
+read only to build the attention mask when no 2-D mask is given and by flash attention's
+packed-sequence check); the model's own training forward and this adapter pass 3 rows, always
+with a 2-D mask. Positions are passed explicitly, so the rope deltas the model caches between
+calls are never read.
+
+Image-feature sharing. Qwen3-VL adds deepstack features (merged outputs of early vision layers)
+to the hidden states of the first decoder layers at the image positions. Each image's main and
+deepstack features are encoded once and handed to its rows together, so sharing stays exact.
+
+Qwen3-VL-MoE (`qwen3_vl_moe`, its own family `qwen3-vl-moe`) is the same model with sparse
+expert MLPs and gets the same treatment; its tiny version (4 experts, 2 per token) passes the same
+checks. Its router picks experts by top-k, so where two experts' router logits tie to within float
+rounding, the shared and per-row passes can route a token differently; in float32 on the tiny
+model this did not happen, in bfloat16 it can, as it can between any two batch compositions.
+"""
+
+from __future__ import annotations
+
+from transformers import (
+    Qwen3VLConfig,
+    Qwen3VLForConditionalGeneration,
+    Qwen3VLMoeConfig,
+    Qwen3VLMoeForConditionalGeneration,
+)
+from transformers.models.qwen3_vl.processing_qwen3_vl import Qwen3VLProcessor
+
+from .base import base_model
+from .qwen2_vl import Qwen2VLAdapter
+
+
+class ImageOnlyQwen3VLProcessor(Qwen3VLProcessor):
+    # No `video_processor` argument: ProcessorMixin derives its sub-processors from this signature.
+    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
+        super().__init__(image_processor, tokenizer, None, chat_template=chat_template, **kwargs)
+
+
+class Qwen3VLAdapter(Qwen2VLAdapter):
+    family = "qwen3-vl"
+    model_types = ("qwen3_vl",)
+    standard_processor = Qwen3VLProcessor
+    image_only_processor = ImageOnlyQwen3VLProcessor
+    config_class, model_class = Qwen3VLConfig, Qwen3VLForConditionalGeneration
+
+    # ------------------------------------------------------------ image-feature sharing
+    def image_features(self, model, pixel_values, image_grid_thw) -> tuple:
+        """Per image: (its merged features, its deepstack features, one per deepstack layer)."""
+        out = base_model(model).model.get_image_features(pixel_values, image_grid_thw, return_dict=True)
+        return tuple(
+            (main, tuple(layer[i] for layer in out.deepstack_features)) for i, main in enumerate(out.pooler_output)
+        )
+
+    def image_encoder_output(self, per_row: tuple):
+        from transformers.models.qwen3_vl.modeling_qwen3_vl import BaseModelOutputWithDeepstackFeatures
+
+        layers = len(per_row[0][1]) if per_row else 0
+        return BaseModelOutputWithDeepstackFeatures(
+            pooler_output=tuple(main for main, _ in per_row),
+            deepstack_features=[tuple(deep[layer] for _, deep in per_row) for layer in range(layers)],
+        )
+
+    # ------------------------------------------------------------ tiny models
+    def tiny_vision_config(self, dims: dict) -> dict:
+        return dict(
+            # Deepstack taps an early layer; a second layer keeps its features apart from the last one's.
+            depth=max(dims["vision_depth"], 2),
+            hidden_size=dims["vision_dim"],
+            intermediate_size=dims["vision_dim"] * 2,
+            out_hidden_size=dims["hidden"],
+            num_heads=2,
+            patch_size=16,
+            spatial_merge_size=2,
+            temporal_patch_size=2,
+            num_position_embeddings=64,  # an 8 x 8 learned grid, interpolated to each image's grid
+            deepstack_visual_indexes=[0],
+        )
+
+    def tiny_text_config(self, dims: dict, tokenizer) -> dict:
+        text = super().tiny_text_config(dims, tokenizer)
+        text["head_dim"] = dims["hidden"] // dims["heads"]  # Qwen3-VL's default is 128
+        text["rope_parameters"]["mrope_interleaved"] = True  # as Qwen3-VL checkpoints declare it
+        return text
+
+    def tiny_image_processor(self, image_pixels: int):
+        from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+        return Qwen2VLImageProcessorPil(
+            min_pixels=32 * 32, max_pixels=image_pixels, patch_size=16, image_mean=[0.5] * 3, image_std=[0.5] * 3
+        )
+
+
+class Qwen3VLMoeAdapter(Qwen3VLAdapter):
+    family = "qwen3-vl-moe"
+    model_types = ("qwen3_vl_moe",)
+    config_class, model_class = Qwen3VLMoeConfig, Qwen3VLMoeForConditionalGeneration
+
+    def tiny_text_config(self, dims: dict, tokenizer) -> dict:
+        text = super().tiny_text_config(dims, tokenizer)
+        # Every layer sparse, as in Qwen3-VL-30B-A3B (128 experts, 8 per token), at tiny scale.
+        text.update(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=dims["ffn"] // 4, decoder_sparse_step=1)
+        return text
