@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from vlm_grpo.config import ConfigError, TrainConfig, load_config
+from vlm_grpo.config import ConfigError, TrainConfig, load_config, to_dict
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
@@ -137,3 +137,12 @@ def test_seed_preset_is_the_studys_setup():
     assert cfg.model == "Qwen/Qwen2-VL-2B-Instruct" and cfg.data.train == "leonardPKU/clevr_cogen_a_train"
     assert cfg.data.eval_holdout == 15000 and cfg.prompt.style == "default" and cfg.beta == 0.0
     assert load_config(CONFIGS / "seed-qwen2vl-2b-clevr-r1v.yaml").prompt.style == "r1v"
+
+
+@pytest.mark.parametrize("name", ["seed-qwen2vl-2b", "qwen2.5-vl-3b", "qwen3-vl-2b"])
+def test_model_presets_have_r1v_twins(name):
+    prefix = "seed-qwen2vl-2b-clevr" if name.startswith("seed") else f"{name}-clevr"
+    plain, strong = (to_dict(load_config(CONFIGS / f"{prefix}{tail}.yaml")) for tail in ("", "-r1v"))
+    assert plain["prompt"]["style"] == "default" and strong["prompt"]["style"] == "r1v"
+    differ = {k for k in plain if plain[k] != strong[k]}
+    assert differ == {"prompt", "output_dir"}  # the twins differ in the prompt only

@@ -211,3 +211,20 @@ def test_unknown_model_types_get_the_generic_adapter_which_refuses_prefix_passes
 
     with pytest.raises(NotImplementedError, match="logprob_sharing=none"):
         GENERIC.prefill(Model(), {})
+
+
+def test_models_prints_the_support_matrix():
+    from typer.testing import CliRunner
+
+    from vlm_grpo.cli import app
+    from vlm_grpo.models import registered_models
+    from vlm_grpo.models.families import FAMILIES
+
+    lines = CliRunner().invoke(app, ["models"]).output.splitlines()
+    rows = {line.split()[0]: line.split() for line in lines if line and line.split()[0] in dict(FAMILIES.items())}
+    assert set(rows) == {name for name, _ in FAMILIES.items()}
+    for family, adapter in FAMILIES.items():
+        # Every family has a tiny real-architecture model (its end-to-end tests train it).
+        assert f"tiny-{family}" in registered_models() and rows[family][-1] == f"tiny-{family}"
+        assert ("prefix," in rows[family]) == adapter.supports_prefix
+    assert any(line.startswith("generic") and line.rstrip().endswith("-") for line in lines)

@@ -98,7 +98,13 @@ def test_frozen_vision_tower_and_checkpointing(tmp_path):
 
 def test_checkpointing_needs_per_row_logprobs():
     with pytest.raises(ConfigError, match="gradient_checkpointing=true .* logprob_sharing=vision"):
-        load_config(None, ["gradient_checkpointing=true"])
+        load_config(None, ["gradient_checkpointing=true", "logprob_sharing=prefix"])
+    # `auto` picks the fastest pass that works without the KV cache.
+    from vlm_grpo.models.families import GENERIC, family_named
+
+    qwen = family_named("qwen2-vl")
+    assert [qwen.logprob_sharing("auto", checkpointing) for checkpointing in (False, True)] == ["prefix", "vision"]
+    assert GENERIC.logprob_sharing("auto", False) == "none" and qwen.logprob_sharing("none", False) == "none"
 
 
 def test_qlora_trains_adapters_over_4bit_weights_and_saves_full_precision(tmp_path):

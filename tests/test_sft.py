@@ -77,6 +77,9 @@ def test_supervised_term_is_the_weighted_token_mean_nll():
     expected = (0.5 * (ln2 + 2 * ln2) + 1.0 * 3 * ln2) / 5  # padding never counts
     assert losses[0].item() == pytest.approx(expected)
     assert stats.mean("sft_nll") == pytest.approx(6 * ln2 / 5)
+    none = []
+    Supervisor.backward(plan, torch.tensor([], dtype=torch.long), 8, 0.0, lambda *a: 1 / 0, none.append, stats)
+    assert none == []  # a minibatch without demonstrations to train runs nothing
     losses[0].backward()
     assert torch.allclose(logp.grad, torch.tensor([[-0.1, -0.1, 0.0], [-0.2, -0.2, -0.2]]))
 
@@ -134,3 +137,12 @@ def test_gate_removes_only_gated_groups_from_the_grpo_loss(tmp_path):
     trainer.train()
     line = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
     assert line["sft/groups"] == 2 and line["sft/coef"] == pytest.approx(0.2) and line["sft/loss"] > 0
+
+
+@pytest.mark.slow
+def test_a_coef_decayed_to_zero_trains_plain_grpo(tmp_path):
+    extra = ["max_steps=3", "save_steps=3", "sft.schedule=linear_decay", "sft.decay_fraction=0.3"]
+    GRPOTrainer(load_config(None, TINY + [f"output_dir={tmp_path}", *extra])).train()
+    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [line["sft/coef"] for line in lines] == [0.5, 0.0, 0.0]
+    assert [line["sft/groups"] for line in lines] == [2, 0, 0]

@@ -49,11 +49,24 @@ def train(
 
 @app.command()
 def models() -> None:
-    """List the registered model names."""
+    """List the registered model names and the model families' support matrix."""
     from .models import registered_models
+    from .models.families import FAMILIES, GENERIC
 
-    for name in registered_models():
+    names = registered_models()
+    for name in names:
         typer.echo(name)
+    rows = [("family", "model types", "sampling", "log-probs", "tiny model")]
+    for family, adapter in [*FAMILIES.items(), ("generic", GENERIC)]:
+        sampling = ["prefix"] * adapter.supports_prefix + ["none"]
+        logprobs = ["prefix"] * adapter.supports_prefix + ["vision"] * adapter.supports_feature_sharing + ["none"]
+        tiny = f"tiny-{family}" if f"tiny-{family}" in names else "-"
+        types = ", ".join(adapter.model_types) or "any other AutoModelForImageTextToText"
+        rows.append((family, types, ", ".join(sampling), ", ".join(logprobs), tiny))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    typer.echo("\nfamilies (sharing modes: prefix = prompt encoded once per group, vision = images once; exact)")
+    for row in rows:
+        typer.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
 
 
 # Failures a user can fix (bad names, missing files, unloadable models): one line, exit code 2.

@@ -9,6 +9,7 @@ A preset holds only what differs from these defaults.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -232,10 +233,11 @@ class TrainConfig:
     """Nucleus sampling mass."""
     top_k: int = 0
     """Top-k sampling (0: off)."""
-    logprob_sharing: str = "prefix"
+    logprob_sharing: str = "auto"
     """Log-prob passes: `prefix` encodes each image and prompt once per group and runs only completion
     tokens for its G rows (exact, fastest); `vision` encodes each image once and runs rows whole (works
-    with gradient_checkpointing); `none` runs every row whole, as other trainers do."""
+    with gradient_checkpointing); `none` runs every row whole, as other trainers do; `auto`: the
+    fastest the model's family supports (prefix, or vision under gradient_checkpointing, else none)."""
     generation_sharing: str = "auto"
     """Sampling: `prefix` prefills each prompt once and samples its G rows from the repeated cache;
     `none` uses transformers' generate (every row prefilled); `auto`: prefix for Qwen2-VL families."""
@@ -329,9 +331,18 @@ def from_dict(cls: type, raw: dict[str, Any], prefix: str = "") -> Any:
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(raw) - known)
     if unknown:
-        raise ConfigError(f"unknown key '{prefix}{unknown[0]}'; known keys here: {', '.join(sorted(known))}")
+        raise ConfigError(_unknown_key(prefix, unknown[0], known))
     kwargs = {name: _coerce(hints[name], value, f"{prefix}{name}") for name, value in raw.items()}
     return cls(**kwargs)
+
+
+def _unknown_key(prefix: str, key: str, known: set[str]) -> str:
+    """The message for a misspelt key: the closest known key when one is near (a typo is the usual
+    cause), else every key of that section, so the fix is on the same line either way."""
+    close = difflib.get_close_matches(key, sorted(known), n=1)
+    if close:
+        return f"unknown key '{prefix}{key}' (did you mean '{prefix}{close[0]}'?)"
+    return f"unknown key '{prefix}{key}'; known keys here: {', '.join(sorted(known))}"
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

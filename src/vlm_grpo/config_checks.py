@@ -20,7 +20,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "fsdp": ("none", "full_shard", "shard_grad_op"),
     "loss_type": ("token_mean", "seq_mean", "dr_grpo"),
     "importance_sampling_level": ("token", "sequence"),
-    "logprob_sharing": ("prefix", "vision", "none"),
+    "logprob_sharing": ("auto", "prefix", "vision", "none"),
     "generation_sharing": ("auto", "prefix", "none"),
     "scale_rewards": ("group", "none"),
     "lr_scheduler_type": ("linear", "cosine", "constant"),

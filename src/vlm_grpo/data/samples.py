@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -24,12 +25,25 @@ class Sample:
     """The ground truth as the task reads it (an int for counting, a `Choice` for multiple choice)."""
     domain: str
 
+    @property
+    def image_count(self) -> int:
+        return len(self.image) if isinstance(self.image, (list, tuple)) else 1
+
+    def load_images(self) -> list[Image.Image]:
+        """Every image of the row, decoded, in order (a prompt shows them all, in this order)."""
+        sources = self.image if isinstance(self.image, (list, tuple)) else [self.image]
+        if not sources:
+            raise BadSample(f"{self.id}: no image")
+        return [self._decode(source) for source in sources]
+
     def load_image(self) -> Image.Image:
-        source = self.image
-        if isinstance(source, (list, tuple)):
-            if len(source) != 1:
-                raise BadSample(f"{self.id}: {len(source)} images; prompts hold one image each")
-            source = source[0]
+        """The row's only image (for callers that take one image per prompt)."""
+        images = self.load_images()
+        if len(images) != 1:
+            raise BadSample(f"{self.id}: {len(images)} images where one is expected")
+        return images[0]
+
+    def _decode(self, source: Any) -> Image.Image:
         try:
             if callable(source):
                 source = source()
@@ -52,6 +66,11 @@ class Sample:
         if min(image.size) < 1:
             raise BadSample(f"{self.id}: image has zero size {image.size}")
         return image
+
+    def with_decoded_images(self, prepare: Callable[[Image.Image], Image.Image] | None = None) -> Sample:
+        """The sample with its images decoded (and prepared) once: one image, or a list of several."""
+        images = [prepare(i) if prepare is not None else i for i in self.load_images()]
+        return self.with_image(images[0] if len(images) == 1 else images)
 
     def with_image(self, image: Any) -> Sample:
         return Sample(self.id, image, self.question, self.answer, self.domain)

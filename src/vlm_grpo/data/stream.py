@@ -56,9 +56,7 @@ class PromptStream:
                 continue
             try:
                 sample = self.source[index]
-                image = sample.load_image()
-                image = self.prepare(image) if self.prepare is not None else image
-                sample = sample.with_image(image)
+                sample = sample.with_decoded_images(self.prepare)
                 if self.check is not None:
                     self.check(sample)
             except BadSample as exc:

@@ -109,9 +109,9 @@ def _jsonable(value):
 
 
 def _decoded(sample: Sample) -> Sample | None:
-    """The sample with its image decoded once (encoding reuses it), or None when it is unusable."""
+    """The sample with its images decoded once (encoding reuses them), or None when it is unusable."""
     try:
-        return sample.with_image(sample.load_image())
+        return sample.with_decoded_images()
     except BadSample:
         return None
 

@@ -104,8 +104,8 @@ class Supervisor:
         backward: Callable[[torch.Tensor], None],
         stats: LossStats,
     ) -> None:
-        """Back-propagate the minibatch's supervised term, micro-batch by micro-batch."""
-        for chunk in groups.split(micro_batch_size):
+        """Back-propagate the minibatch's supervised term, micro-batch by micro-batch (none without groups)."""
+        for chunk in groups.split(micro_batch_size) if len(groups) else ():
             width = int(plan.mask[chunk].sum(1).max())
             ids, mask = plan.ids[chunk, :width], plan.mask[chunk, :width]
             logp = logprobs(chunk, ids, mask)

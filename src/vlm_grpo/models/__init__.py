@@ -33,7 +33,7 @@ def _tiny(family: str):
     return build
 
 
-for _family in ("qwen2-vl", "qwen2.5-vl", "qwen3-vl", "qwen3-vl-moe"):
+for _family in ("qwen2-vl", "qwen2.5-vl", "qwen3-vl", "qwen3-vl-moe", "gemma3", "smolvlm", "llava-onevision"):
     register_model(f"tiny-{_family}", _tiny(_family))
 
 __all__ = [

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
 from ..tasks.counting import NUMBER_WORDS
@@ -69,8 +69,11 @@ def default_corpus() -> list[str]:
     return lines * 4
 
 
-def build_tokenizer(corpus: Iterable[str] | None = None, vocab_size: int = 560) -> PreTrainedTokenizerFast:
-    """A byte-level BPE with digits split one per token (as Qwen2 does) and Qwen's special tokens."""
+def build_tokenizer(
+    corpus: Iterable[str] | None = None, vocab_size: int = 560, extra_special_tokens: dict[str, str] | None = None
+) -> PreTrainedTokenizerFast:
+    """A byte-level BPE with digits split one per token (as Qwen2 does) and Qwen's special tokens;
+    `extra_special_tokens` (see `with_special_tokens`) adds another family's after them."""
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.Sequence(
         [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
@@ -85,7 +88,30 @@ def build_tokenizer(corpus: Iterable[str] | None = None, vocab_size: int = 560) 
     tok.train_from_iterator(list(corpus if corpus is not None else default_corpus()), trainer)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>")
     fast.chat_template = QWEN_CHAT_TEMPLATE
-    return fast
+    return with_special_tokens(fast, extra_special_tokens) if extra_special_tokens else fast
+
+
+def with_special_tokens(
+    tokenizer: PreTrainedTokenizerFast, tokens: dict[str, str], chat_template: str | None = None
+) -> PreTrainedTokenizerFast:
+    """A copy of `tokenizer` with more special tokens, appended after its vocabulary in the order
+    given, so that every existing id stays put. `tokens` maps attribute names to tokens: the standard
+    ones (eos_token, pad_token, bos_token) replace the tokenizer's, others become named extras that
+    processors read (Gemma 3's `boi_token`); names starting with `extra_` only add the token
+    (SmolVLM's `<row_1_col_1>` tags, which its processor writes as plain text)."""
+    standard = {k: v for k, v in tokens.items() if k in ("eos_token", "pad_token", "bos_token", "unk_token")}
+    named = {k: v for k, v in tokens.items() if k not in standard and not k.startswith("extra_")}
+    plain = [v for k, v in tokens.items() if k.startswith("extra_")]
+    # A fresh backend: the copy's added tokens must not leak into the tokenizer it was made from.
+    backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+    # New tokens take ids in the order `tokens` lists them (families whose placeholders form one block).
+    backend.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in dict.fromkeys(tokens.values())])
+    kept = {"eos_token": tokenizer.eos_token, "pad_token": tokenizer.pad_token, "bos_token": tokenizer.bos_token}
+    copy = PreTrainedTokenizerFast(tokenizer_object=backend, **(kept | standard), extra_special_tokens=named)
+    if plain:
+        copy.add_special_tokens({"additional_special_tokens": plain})
+    copy.chat_template = chat_template if chat_template is not None else tokenizer.chat_template
+    return copy
 
 
 def special_ids(tokenizer) -> dict[str, int]:

@@ -16,23 +16,52 @@ from ..data import Sample
 from ..tasks import Score
 
 
+def image_rows(image_counts: list[int], prompts: list[int]) -> list[int]:
+    """Indices of the images of `prompts` (repeats allowed) when prompt i shows image_counts[i] images."""
+    first = [0]
+    for count in image_counts:
+        first.append(first[-1] + count)
+    return [image for p in prompts for image in range(first[p], first[p + 1])]
+
+
 @dataclass
 class PromptBatch:
     """B prompts, encoded once; left-padded so that generation continues from the right edge."""
 
     samples: list[Sample]
     inputs: dict[str, torch.Tensor]
-    """input_ids, attention_mask, mm_token_type_ids: (B, P); pixel_values: (patches, D); image_grid_thw: (B, 3)."""
+    """input_ids, attention_mask, mm_token_type_ids: (B, P); image inputs per image or per prompt
+    (Qwen: pixel_values (patches, D) and image_grid_thw (images, 3))."""
+    image_counts: list[int] | None = None
+    """Images of each prompt, in order (None: one each)."""
+
+    def __post_init__(self) -> None:
+        if self.image_counts is None:
+            self.image_counts = [1] * len(self.samples)
+
+    def image_rows(self, prompts: list[int]) -> list[int]:
+        """Indices of the images of `prompts`, prompt by prompt, in order."""
+        return image_rows(self.image_counts, prompts)
 
     def select(self, index: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Model inputs of the prompts at `index` (repeats allowed), images included."""
-        index = index.to(self.inputs["input_ids"].device)
-        out = {k: v[index] for k, v in self.inputs.items() if k not in ("pixel_values", "image_grid_thw")}
-        if "pixel_values" in self.inputs:
-            grid = self.inputs["image_grid_thw"]
-            chunks = torch.split(self.inputs["pixel_values"], grid.prod(-1).tolist())
-            out["pixel_values"] = torch.cat([chunks[i] for i in index.tolist()])
-            out["image_grid_thw"] = grid[index]
+        """Model inputs of the prompts at `index` (repeats allowed), images included. A tensor whose
+        first dimension counts prompts is taken by prompt, one that counts images by image; Qwen's
+        flattened patches are cut by image_grid_thw."""
+        device = self.inputs["input_ids"].device
+        prompts = index.tolist()
+        images = self.image_rows(prompts)
+        by_prompt, by_image = index.to(device), torch.tensor(images, dtype=torch.long, device=device)
+        out = {}
+        for key, value in self.inputs.items():
+            if key == "pixel_values" and "image_grid_thw" in self.inputs:
+                chunks = torch.split(value, self.inputs["image_grid_thw"].prod(-1).tolist())
+                out[key] = torch.cat([chunks[i] for i in images])
+            elif value.size(0) == len(self.samples):
+                out[key] = value[by_prompt.to(value.device)]
+            elif value.size(0) == sum(self.image_counts):
+                out[key] = value[by_image.to(value.device)]
+            else:
+                raise ValueError(f"model input {key!r} of shape {tuple(value.shape)}: neither per prompt nor per image")
         return out
 
 

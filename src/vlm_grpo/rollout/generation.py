@@ -16,13 +16,15 @@ from .batch import PromptBatch
 
 
 def encode_prompts(processor, style: PromptStyle, samples: list[Sample], device: torch.device) -> PromptBatch:
+    images = [s.load_images() for s in samples]
     texts = [
-        processor.apply_chat_template(style.messages(s.question), add_generation_prompt=True, tokenize=False)
-        for s in samples
+        processor.apply_chat_template(style.messages(s.question, len(i)), add_generation_prompt=True, tokenize=False)
+        for s, i in zip(samples, images)
     ]
-    images = [s.load_image() for s in samples]
+    # One list of images per prompt: the layout every family's processor reads the same way.
     inputs = processor(text=texts, images=images, return_tensors="pt", padding=True, padding_side="left")
-    return PromptBatch(samples, {k: v.to(device) for k, v in inputs.items() if isinstance(v, torch.Tensor)})
+    tensors = {k: v.to(device) for k, v in inputs.items() if isinstance(v, torch.Tensor)}
+    return PromptBatch(samples, tensors, [len(i) for i in images])
 
 
 def end_token_ids(processor, model) -> list[int]:
@@ -218,12 +220,11 @@ def continue_prefixes(
     if not rows:
         return []
     prompt_rows = torch.tensor([row // group_size for row in rows])
-    selected = PromptBatch([prompts.samples[i] for i in prompt_rows.tolist()], prompts.select(prompt_rows))
-    inputs = with_prefixes(selected.inputs, prefixes, processor.tokenizer.pad_token_id)
+    owners = prompt_rows.tolist()
+    inputs = with_prefixes(prompts.select(prompt_rows), prefixes, processor.tokenizer.pad_token_id)
+    selected = PromptBatch([prompts.samples[i] for i in owners], inputs, [prompts.image_counts[i] for i in owners])
     budget = max_completion_length - min(len(p) for p in prefixes)
-    ids, mask, truncated, _ = generate(
-        model, processor, PromptBatch(selected.samples, inputs), 1, budget, temperature, top_p, top_k, sharing
-    )
+    ids, mask, truncated, _ = generate(model, processor, selected, 1, budget, temperature, top_p, top_k, sharing)
     out = []
     for prefix, row_ids, row_mask, cut in zip(prefixes, ids, mask, truncated):
         room = max_completion_length - len(prefix)

@@ -14,7 +14,7 @@ import torch
 
 from ..core.algo import token_logprobs
 from ..models.families import FamilyAdapter, adapter_for
-from .batch import PromptBatch
+from .batch import PromptBatch, image_rows
 
 
 def completion_logprobs(
@@ -64,7 +64,9 @@ def _with_shared_image_features(adapter: FamilyAdapter, model, prompts, owner, i
     distinct, local = torch.unique(owner, return_inverse=True)
     images = prompts.select(distinct)
     features = adapter.image_features(model, images["pixel_values"], images["image_grid_thw"])
-    per_row = tuple(features[i] for i in local.tolist())
+    # Features come image by image for the distinct prompts; each row takes its prompt's images, in order.
+    counts = [prompts.image_counts[i] for i in distinct.tolist()]
+    per_row = tuple(features[i] for i in image_rows(counts, local.tolist()))
     inputs = {k: v for k, v in inputs.items() if k != "pixel_values"}
     inputs["mm_encoder_outputs"] = {"image": adapter.image_encoder_output(per_row)}
     return inputs

@@ -66,6 +66,7 @@ class GRPOTrainer:
         self.model, self.processor = policy.model, policy.processor
         self.reference, self.adapter_reference = policy.reference, policy.adapter_reference
         self.adapter = adapter_for(self.model)
+        cfg.logprob_sharing = self.adapter.logprob_sharing(cfg.logprob_sharing, cfg.gradient_checkpointing)
         self.style = get_style(cfg.prompt, self.task)
         self.scorer = Scorer(cfg.reward_funcs, cfg.reward_weights, self.style, self.task)
         source = open_source(cfg.data.train, cfg.data.images, self.task, cfg.data.columns)

@@ -1,16 +1,21 @@
 """Model-family adapters, looked up by family name or by a model's `config.model_type`.
 
-Qwen2-VL, Qwen2.5-VL, Qwen3-VL and Qwen3-VL-MoE have adapters with shared-prefix passes; any
-other model type gets the generic adapter (per-row passes). A new family is one module with a
-`FamilyAdapter` subclass, registered here or by a plug-in with `register_family`.
+Qwen2-VL, Qwen2.5-VL, Qwen3-VL and Qwen3-VL-MoE have adapters with shared-prefix passes; Gemma 3,
+SmolVLM and LLaVA-OneVision have ones with per-row passes (their own processor loading, turn end,
+placeholders and tiny builder); any other model type gets the generic adapter (per-row passes).
+A new family is one module with a `FamilyAdapter` subclass, registered here or by a plug-in with
+`register_family`.
 """
 
 from __future__ import annotations
 
 from ...registry import Registry
 from .base import FamilyAdapter, base_model
+from .gemma3 import Gemma3Adapter
+from .llava_onevision import LlavaOnevisionAdapter
 from .qwen2_vl import Qwen2_5_VLAdapter, Qwen2VLAdapter
 from .qwen3_vl import Qwen3VLAdapter, Qwen3VLMoeAdapter
+from .smolvlm import SmolVLMAdapter
 
 FAMILIES: Registry[FamilyAdapter] = Registry("model family")
 GENERIC = FamilyAdapter()
@@ -20,7 +25,15 @@ def register_family(adapter: FamilyAdapter) -> None:
     FAMILIES.register(adapter.family, adapter)
 
 
-for _adapter in (Qwen2VLAdapter(), Qwen2_5_VLAdapter(), Qwen3VLAdapter(), Qwen3VLMoeAdapter()):
+for _adapter in (
+    Qwen2VLAdapter(),
+    Qwen2_5_VLAdapter(),
+    Qwen3VLAdapter(),
+    Qwen3VLMoeAdapter(),
+    Gemma3Adapter(),
+    SmolVLMAdapter(),
+    LlavaOnevisionAdapter(),
+):
     register_family(_adapter)
 
 

@@ -104,6 +104,15 @@ class FamilyAdapter:
         """The image as the trainer keeps it in memory; families whose processor resizes resize once here."""
         return image
 
+    def logprob_sharing(self, requested: str, gradient_checkpointing: bool) -> str:
+        """The log-prob pass for `requested` (`auto`: the fastest exact one this family supports;
+        the prefix pass needs the KV cache, which activation checkpointing turns off)."""
+        if requested != "auto":
+            return requested
+        if self.supports_prefix and not gradient_checkpointing:
+            return "prefix"
+        return "vision" if self.supports_feature_sharing else "none"
+
     # ------------------------------------------------------------ shared-prefix passes
     def _no_prefix(self, model_type: str) -> NotImplementedError:
         return NotImplementedError(

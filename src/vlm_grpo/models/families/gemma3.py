@@ -1,0 +1,148 @@
+"""Gemma 3 (`gemma3`, Gemma3ForConditionalGeneration): a SigLIP vision tower whose patch grid is
+average-pooled to a fixed number of soft tokens per image, and a Gemma 3 language model with
+interleaved sliding-window and global attention layers.
+
+Processor. `Gemma3Processor` has no video processor, so it builds without torchvision, with the
+PIL image processor (`Gemma3ImageProcessorPil`), and loads folders saved by the standard
+processor. Every image becomes one fixed-size square (no pan-and-scan by default), written in
+the text as `\\n\\n<start_of_image>` + `image_seq_length` x `<image_soft_token>` +
+`<end_of_image>\\n\\n`.
+
+Tokens. The chat template is the Gemma 3 checkpoints' (user / model turns, a system message folded
+into the first user turn, `<start_of_image>` where an image goes); a turn ends with
+`<end_of_turn>`. The image soft token, `<start_of_image>` and `<end_of_image>` are placeholders
+that must never be sampled.
+
+Passes are per row (no prefix sharing): the processor's `token_type_ids` mark image tokens, which
+attend to each other bidirectionally, and a shared-prefix pass would have to rebuild that mask.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import Gemma3Processor
+
+from .base import FamilyAdapter
+from .processors import load_processor_of
+
+# The Gemma 3 instruction checkpoints' template (google/gemma-3-4b-it), images and text only.
+GEMMA3_CHAT_TEMPLATE = (
+    "{{ bos_token }}"
+    "{%- if messages[0]['role'] == 'system' -%}"
+    "{%- if messages[0]['content'] is string -%}"
+    "{%- set first_user_prefix = messages[0]['content'] + '\\n\\n' -%}"
+    "{%- else -%}"
+    "{%- set first_user_prefix = messages[0]['content'][0]['text'] + '\\n\\n' -%}"
+    "{%- endif -%}"
+    "{%- set loop_messages = messages[1:] -%}"
+    "{%- else -%}"
+    "{%- set first_user_prefix = '' -%}"
+    "{%- set loop_messages = messages -%}"
+    "{%- endif -%}"
+    "{%- for message in loop_messages -%}"
+    "{%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) -%}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}"
+    "{%- endif -%}"
+    "{%- set role = 'model' if message['role'] == 'assistant' else message['role'] -%}"
+    "{{ '<start_of_turn>' + role + '\\n' + (first_user_prefix if loop.first else '') }}"
+    "{%- if message['content'] is string -%}{{ message['content'] | trim }}"
+    "{%- else -%}{%- for item in message['content'] -%}"
+    "{%- if item['type'] == 'image' -%}{{ '<start_of_image>' }}"
+    "{%- elif item['type'] == 'text' -%}{{ item['text'] | trim }}{%- endif -%}"
+    "{%- endfor -%}{%- endif -%}"
+    "{{ '<end_of_turn>\\n' }}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{ '<start_of_turn>model\\n' }}{%- endif -%}"
+)
+
+SPECIAL_TOKENS = {
+    "bos_token": "<bos>",
+    "eos_token": "<end_of_turn>",
+    "pad_token": "<pad>",
+    "boi_token": "<start_of_image>",
+    "eoi_token": "<end_of_image>",
+    "image_token": "<image_soft_token>",
+}
+
+
+class Gemma3Adapter(FamilyAdapter):
+    family = "gemma3"
+    model_types = ("gemma3",)
+    processor_class = Gemma3Processor
+
+    def load_processor(self, path: str, model_type: str, trust_remote_code: bool = False):
+        return load_processor_of(self.processor_class, path, self.family)
+
+    def vision_token_ids(self, model) -> list[int]:
+        config = model.config
+        return sorted({config.image_token_index, config.boi_token_index, config.eoi_token_index})
+
+    def fallback_turn_end_id(self, tokenizer) -> int:
+        turn_end = tokenizer.convert_tokens_to_ids("<end_of_turn>")
+        if isinstance(turn_end, int) and turn_end != tokenizer.unk_token_id:
+            return turn_end
+        return super().fallback_turn_end_id(tokenizer)
+
+    # ------------------------------------------------------------ tiny models
+    def build_tiny(self, dims: dict, tokenizer, seed: int, image_pixels: int):
+        """Gemma 3's layout at tiny scale: 56 px images in 14 px patches (a 4 x 4 grid) pooled 2 x 2
+        to 4 soft tokens (gemma-3-4b: 896 px, 64 x 64 patches pooled to 256 tokens), one sliding
+        and one global attention layer (the checkpoints interleave five sliding layers per global
+        one). `image_pixels` does not apply: Gemma 3 resizes every image to its fixed square."""
+        from transformers import Gemma3Config, Gemma3ForConditionalGeneration
+        from transformers.models.gemma3.image_processing_pil_gemma3 import Gemma3ImageProcessorPil
+
+        from ..tiny import with_special_tokens
+
+        tokenizer = with_special_tokens(tokenizer, SPECIAL_TOKENS, GEMMA3_CHAT_TEMPLATE)
+        ids = tokenizer.convert_tokens_to_ids
+        image_size, patch, tokens = 56, 14, 4
+        text = dict(
+            vocab_size=len(tokenizer),
+            hidden_size=dims["hidden"],
+            intermediate_size=dims["ffn"],
+            num_hidden_layers=dims["layers"],
+            num_attention_heads=dims["heads"],
+            num_key_value_heads=dims["kv_heads"],
+            head_dim=dims["hidden"] // dims["heads"],
+            query_pre_attn_scalar=dims["hidden"] // dims["heads"],
+            sliding_window=64,
+            layer_types=["sliding_attention", "full_attention"] * (dims["layers"] // 2)
+            + ["sliding_attention"] * (dims["layers"] % 2),
+            max_position_embeddings=4096,
+            bos_token_id=ids("<bos>"),
+            eos_token_id=ids("<end_of_turn>"),
+            pad_token_id=ids("<pad>"),
+        )
+        vision = dict(
+            hidden_size=dims["vision_dim"],
+            intermediate_size=dims["vision_dim"] * 2,
+            num_hidden_layers=dims["vision_depth"],
+            num_attention_heads=2,
+            image_size=image_size,
+            patch_size=patch,
+            vision_use_head=False,
+        )
+        config = Gemma3Config(
+            text_config=text,
+            vision_config=vision,
+            mm_tokens_per_image=tokens,
+            boi_token_index=ids("<start_of_image>"),
+            eoi_token_index=ids("<end_of_image>"),
+            image_token_index=ids("<image_soft_token>"),
+        )
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = Gemma3ForConditionalGeneration(config)
+        model.generation_config.eos_token_id = [ids("<end_of_turn>")]
+        model.generation_config.pad_token_id = ids("<pad>")
+        image_processor = Gemma3ImageProcessorPil(
+            size={"height": image_size, "width": image_size}, image_mean=[0.5] * 3, image_std=[0.5] * 3
+        )
+        processor = self.processor_class(
+            image_processor=image_processor,
+            tokenizer=tokenizer,
+            chat_template=GEMMA3_CHAT_TEMPLATE,
+            image_seq_length=tokens,
+        )
+        return model, processor

@@ -1,0 +1,141 @@
+"""LLaVA-OneVision (`llava_onevision`, LlavaOnevisionForConditionalGeneration): a SigLIP vision
+tower, an MLP projector and a Qwen2 language model. Each image is encoded as its base tile plus
+"anyres" tiles on the best-fitting grid of `image_grid_pinpoints`, with a learned newline
+embedding closing every row of features.
+
+Works offline here. `LlavaOnevisionProcessor` takes its video processor as an optional argument
+and builds without one (no torchvision needed); images go through the PIL image processor
+(`LlavaOnevisionImageProcessorPil`). The subclass below loads folders saved by the standard
+processor, ignoring their video processor settings (videos cannot be given to it).
+
+Tokens. The chat template is the llava-onevision-qwen2 `-hf` checkpoints' (`<|im_start|>role `,
+images first as `<image>`, each text after a newline, `<|im_end|>` closing the turn, no newline
+between turns), with one addition: a message whose content is a plain string (the system prompt of
+the R1-V style) is written as text rather than dropped. The turn ends with `<|im_end|>`; `<image>`
+and `<video>` are placeholders (the config's image and video token indices). Passes are per row.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import LlavaOnevisionProcessor
+
+from .base import FamilyAdapter
+from .processors import SavedAsStandard, load_processor_of
+
+LLAVA_ONEVISION_CHAT_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + ' ' }}"
+    "{% if message['content'] is string %}{{ '\\n' + message['content'] }}{% else %}"
+    "{% for content in message['content'] | selectattr('type', 'equalto', 'image') %}{{ '<image>' }}{% endfor %}"
+    "{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}"
+    "{{ '\\n' + content['text'] }}{% endfor %}{% endif %}"
+    "{{ '<|im_end|>' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+SPECIAL_TOKENS = {"image_token": "<image>", "video_token": "<video>"}
+
+
+class ImageOnlyLlavaOnevisionProcessor(SavedAsStandard, LlavaOnevisionProcessor):
+    standard_name = "LlavaOnevisionProcessor"
+
+    # Every setting named: `from_pretrained` passes a saved folder's settings only to named arguments.
+    # No `video_processor` argument: ProcessorMixin derives its sub-processors from this signature.
+    def __init__(
+        self,
+        image_processor=None,
+        tokenizer=None,
+        num_image_tokens=None,
+        vision_feature_select_strategy=None,
+        chat_template=None,
+        image_token="<image>",
+        video_token="<video>",
+        vision_aspect_ratio="anyres_max_9",
+        **kwargs,
+    ):
+        super().__init__(
+            image_processor,
+            tokenizer,
+            None,
+            num_image_tokens=num_image_tokens,
+            vision_feature_select_strategy=vision_feature_select_strategy,
+            chat_template=chat_template,
+            image_token=image_token,
+            video_token=video_token,
+            vision_aspect_ratio=vision_aspect_ratio,
+        )
+
+
+class LlavaOnevisionAdapter(FamilyAdapter):
+    family = "llava-onevision"
+    model_types = ("llava_onevision",)
+    processor_class = ImageOnlyLlavaOnevisionProcessor
+
+    def load_processor(self, path: str, model_type: str, trust_remote_code: bool = False):
+        return load_processor_of(self.processor_class, path, self.family)
+
+    def vision_token_ids(self, model) -> list[int]:
+        return sorted({model.config.image_token_index, model.config.video_token_index})
+
+    def fallback_turn_end_id(self, tokenizer) -> int:
+        turn_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+        if isinstance(turn_end, int) and turn_end != tokenizer.unk_token_id:
+            return turn_end
+        return super().fallback_turn_end_id(tokenizer)
+
+    # ------------------------------------------------------------ tiny models
+    def build_tiny(self, dims: dict, tokenizer, seed: int, image_pixels: int):
+        """LLaVA-OneVision's layout at tiny scale: 28 px tiles in 14 px patches (2 x 2 features per
+        tile; the checkpoints: 384 px, 27 x 27), anyres grids of up to 2 x 2 tiles (theirs: up to
+        6 x 6), all patch features kept (`full`) from the last vision layer. `image_pixels` does
+        not apply: the pinpoint grids fix the resolution."""
+        from transformers import LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration
+        from transformers.models.llava_onevision.image_processing_pil_llava_onevision import (
+            LlavaOnevisionImageProcessorPil,
+        )
+
+        from ..tiny import special_ids, tiny_text_config, with_special_tokens
+
+        tokenizer = with_special_tokens(tokenizer, SPECIAL_TOKENS, LLAVA_ONEVISION_CHAT_TEMPLATE)
+        ids = special_ids(tokenizer)
+        tile = 28
+        text = tiny_text_config(dims, tokenizer) | {"model_type": "qwen2", "rope_parameters": None}
+        vision = dict(
+            model_type="siglip_vision_model",
+            hidden_size=dims["vision_dim"],
+            intermediate_size=dims["vision_dim"] * 2,
+            num_hidden_layers=dims["vision_depth"],
+            num_attention_heads=2,
+            image_size=tile,
+            patch_size=14,
+            vision_use_head=False,
+        )
+        pinpoints = [[tile * r, tile * c] for r in (1, 2) for c in (1, 2)]
+        config = LlavaOnevisionConfig(
+            text_config=text,
+            vision_config=vision,
+            image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+            video_token_index=tokenizer.convert_tokens_to_ids("<video>"),
+            image_grid_pinpoints=pinpoints,
+            vision_feature_select_strategy="full",
+            vision_feature_layer=-1,
+        )
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = LlavaOnevisionForConditionalGeneration(config)
+        model.generation_config.eos_token_id = [ids["<|im_end|>"], ids["<|endoftext|>"]]
+        model.generation_config.pad_token_id = ids["<|endoftext|>"]
+        image_processor = LlavaOnevisionImageProcessorPil(
+            size={"height": tile, "width": tile},
+            image_grid_pinpoints=pinpoints,
+            image_mean=[0.5] * 3,
+            image_std=[0.5] * 3,
+        )
+        processor = self.processor_class(
+            image_processor=image_processor,
+            tokenizer=tokenizer,
+            num_image_tokens=(tile // 14) ** 2,
+            vision_feature_select_strategy="full",
+            chat_template=LLAVA_ONEVISION_CHAT_TEMPLATE,
+        )
+        return model, processor
