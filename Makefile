@@ -28,3 +28,4 @@ lint: setup
 
 bench: setup
 	$(BIN)/python benchmarks/step_throughput.py
+	$(BIN)/python benchmarks/step_throughput.py --family qwen3-vl --sizes 64

@@ -1,9 +1,11 @@
 #!/usr/bin/env python
 """Whole-step throughput of our GRPO trainer against TRL's GRPOTrainer, and the log-prob pass alone.
 
-What runs (all on one tiny local Qwen2-VL, the same saved weights for both frameworks):
+What runs (all on one tiny local model, Qwen2-VL unless ``--family`` names another, the same saved
+weights for both frameworks):
 
-* three image sizes: 112, 224 and 448 px squares = 16, 64 and 256 image tokens per prompt;
+* three image sizes: 16, 64 and 256 image tokens per prompt (112, 224 and 448 px squares for
+  Qwen2-VL's 28 px per merged token; 128, 256 and 512 px for Qwen3-VL's 32 px);
 * one GRPO step = 4 prompts x G = 8 completions of exactly 32 new tokens (end-of-turn tokens are
   made impossible: TRL gets ``generation_kwargs={"min_new_tokens": 32}``, which its transformers
   generate honours; our sampler gets the EOS ids added to the ids it masks, see
@@ -30,6 +32,7 @@ with ratio = our completions per second / TRL's (> 1: ours is faster).
     # full run (3 repeats x (2 warm-up + 8 timed steps)), writes benchmarks/RESULTS.md
     python benchmarks/step_throughput.py
     python benchmarks/step_throughput.py --quick    # one repeat per size, a few minutes, writes nothing
+    python benchmarks/step_throughput.py --family qwen3-vl --sizes 64   # the Qwen3-VL row
 """
 
 from __future__ import annotations
@@ -48,14 +51,24 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-IMAGE_TOKENS = {16: 112, 64: 224, 256: 448}  # image tokens per prompt -> square image side in pixels
+IMAGE_TOKENS = (16, 64, 256)  # image tokens per prompt (square images)
+TOKEN_SIDE_PX = {"qwen2-vl": 28, "qwen2.5-vl": 28, "qwen3-vl": 32}  # patch size x merge size
+MODEL_TYPES = {"qwen2-vl": "qwen2_vl", "qwen2.5-vl": "qwen2_5_vl", "qwen3-vl": "qwen3_vl"}
 G = 8
 PROMPTS_PER_STEP = 4
 ROWS = G * PROMPTS_PER_STEP
 NEW_TOKENS = 32
 DATA_ROWS = 16  # distinct rendered scenes per size; both frameworks draw from the same 16
 SEED = 0
-BEGIN, END = "<!-- BEGIN GENERATED: benchmarks/step_throughput.py -->", "<!-- END GENERATED -->"
+END = "<!-- END GENERATED -->"
+
+
+def begin_marker(family: str) -> str:
+    """Where a family's generated block starts in RESULTS.md (Qwen2-VL's keeps its original name)."""
+    tail = "" if family == "qwen2-vl" else f" --family {family}"
+    return f"<!-- BEGIN GENERATED: benchmarks/step_throughput.py{tail} -->"
+
+
 HERE = Path(__file__).resolve().parent
 # label -> (child kind, num_iterations, our config overrides, table name). Ours and TRL alternate (A B);
 # ours4 is informational; the ablations (--ablations) switch one of our sharing paths off at a time.
@@ -76,7 +89,17 @@ ABLATIONS = ("ours_gen_none", "ours_lp_none", "ours_both_none")
 
 
 # ------------------------------------------------------------------------------------------ setup
-def prepare(workdir: Path, sizes: list[int], model_size: str) -> None:
+def image_side(tokens: int, family: str) -> int:
+    """Side in pixels of the square image that gives `tokens` image tokens to `family`."""
+    return int(round(tokens**0.5)) * TOKEN_SIDE_PX[family]
+
+
+def folders(workdir: Path, family: str, tokens: int) -> tuple[Path, Path]:
+    """(model folder, data folder) of one family and image size."""
+    return workdir / f"model_{family}_{tokens}", workdir / f"data_{family}_{tokens}"
+
+
+def prepare(workdir: Path, sizes: list[int], model_size: str, family: str = "qwen2-vl") -> None:
     """One saved tiny model folder and one jsonl data set per image size (same seed: same weights)."""
     from transformers import GenerationConfig
 
@@ -84,10 +107,10 @@ def prepare(workdir: Path, sizes: list[int], model_size: str) -> None:
     from vlm_grpo.models.tiny import save_tiny
 
     for tokens in sizes:
-        px = IMAGE_TOKENS[tokens]
-        model_dir, data_dir = workdir / f"model_{tokens}", workdir / f"data_{tokens}"
+        px = image_side(tokens, family)
+        model_dir, data_dir = folders(workdir, family, tokens)
         if not (model_dir / "config.json").is_file():
-            save_tiny(model_dir, family="qwen2-vl", size=model_size, seed=SEED, image_pixels=px * px)
+            save_tiny(model_dir, family=family, size=model_size, seed=SEED, image_pixels=px * px)
             # End-of-turn tokens impossible before 32 new tokens: every completion is exactly 32 long.
             generation = GenerationConfig.from_pretrained(model_dir)
             generation.min_new_tokens = NEW_TOKENS
@@ -166,12 +189,13 @@ def child_ours(a: argparse.Namespace) -> dict:
 
     work = Path(a.workdir)
     out = work / "runs" / f"ours_{a.size}_k{a.iterations}_{os.getpid()}"
+    model_dir, data_dir = folders(work, a.family, a.size)
     cfg = load_config(
         None,
         [
-            f"model={work / f'model_{a.size}'}",
+            f"model={model_dir}",
             f"output_dir={out}",
-            f"data.train={work / f'data_{a.size}' / 'train.jsonl'}",
+            f"data.train={data_dir / 'train.jsonl'}",
             "data.eval_holdout=0",
             f"num_generations={G}",
             f"prompts_per_step={PROMPTS_PER_STEP}",
@@ -235,7 +259,8 @@ def child_trl(a: argparse.Namespace) -> dict:
     from vlm_grpo.tasks.styles import DEFAULT
 
     work = Path(a.workdir)
-    model_dir, data_file = work / f"model_{a.size}", work / f"data_{a.size}" / "train.jsonl"
+    model_dir, data_dir = folders(work, a.family, a.size)
+    data_file = data_dir / "train.jsonl"
     rows = read_rows(data_file)
     # The same messages our DEFAULT prompt style builds: the image, then the bare question.
     dataset = datasets.Dataset.from_dict(
@@ -312,7 +337,7 @@ def child_trl(a: argparse.Namespace) -> dict:
         reward_funcs=counting,
         args=args,
         train_dataset=dataset,
-        processing_class=adapter_for_type("qwen2_vl").load_processor(str(model_dir), "qwen2_vl"),
+        processing_class=adapter_for_type(MODEL_TYPES[a.family]).load_processor(str(model_dir), MODEL_TYPES[a.family]),
         callbacks=[timer],
     )
     setup_rss = rss_mb()
@@ -388,7 +413,8 @@ def child_logprob(a: argparse.Namespace) -> dict:
     import torch
 
     work = Path(a.workdir)
-    result = logprob_bench(work / f"model_{a.size}", work / f"data_{a.size}" / "train.jsonl", a.logprob_repeats)
+    model_dir, data_dir = folders(work, a.family, a.size)
+    result = logprob_bench(model_dir, data_dir / "train.jsonl", a.logprob_repeats)
     return {
         "framework": "logprob",
         "size": a.size,
@@ -455,6 +481,8 @@ def run_child(
         str(iterations),
         "--workdir",
         str(a.workdir),
+        "--family",
+        a.family,
         "--threads",
         str(a.threads),
         "--warmup",
@@ -580,6 +608,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     )
     p.add_argument("--micro-batch", type=int, default=ROWS, help="rows per forward/backward, both frameworks (32: all)")
     p.add_argument("--model-size", default="small", choices=("nano", "small"), help="vlm_grpo.tiny size")
+    p.add_argument("--family", default="qwen2-vl", choices=tuple(TOKEN_SIDE_PX), help="tiny model family")
     p.add_argument("--no-ours4", action="store_true", help="skip the informational run of ours at num_iterations=4")
     p.add_argument(
         "--ablations",
@@ -665,7 +694,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     started = datetime.now(timezone.utc)
     load_before = os.getloadavg()
     log(f"workdir {work}; preparing models and data for sizes {sizes}")
-    prepare(work, sizes, a.model_size)
+    prepare(work, sizes, a.model_size, a.family)
     per_size: dict[int, dict] = {}
     for size in sizes:
         # A B (A B ...): ours and TRL alternate, then ours at the seed's num_iterations=4 (and ablations).
@@ -727,6 +756,7 @@ def main(argv: list[str] | None = None) -> dict | None:
             "logprob_repeats": a.logprob_repeats,
             "micro_batch": a.micro_batch,
             "model_size": a.model_size,
+            "family": a.family,
             "ablations": a.ablations,
             "retries": a.retries,
             "max_wait": a.max_wait,
@@ -772,7 +802,8 @@ def render_tables(report: dict) -> str:
             f"threshold; {i['remeasured']} child run(s) were disturbed and measured again."
         )
     lines += [
-        f"Settings: torch.set_num_threads({s['threads']}) in every child; tiny Qwen2-VL `{s['model_size']}`; "
+        f"Settings: torch.set_num_threads({s['threads']}) in every child; tiny {s.get('family', 'qwen2-vl')} "
+        f"`{s['model_size']}`; "
         f"G={G}, {PROMPTS_PER_STEP} prompts/step ({ROWS} completions), {NEW_TOKENS} new tokens, "
         "temperature 1.0, beta 0, "
         f"fp32, {s['micro_batch']} rows per forward/backward; {s['repeats']} repeat(s) x ({s['warmup']} warm-up + "
@@ -789,7 +820,7 @@ def render_tables(report: dict) -> str:
         "",
     ]
     for size, e in report["sizes"].items():
-        px = IMAGE_TOKENS[int(size)]
+        px = image_side(int(size), s.get("family", "qwen2-vl"))
         lines += [
             f"### {size} image tokens per prompt ({px}x{px} px)",
             "",
@@ -829,10 +860,11 @@ def render_tables(report: dict) -> str:
 
 def write_results(path: Path, report: dict) -> None:
     """Replace the generated block of the results file, keeping any hand-written text around it."""
-    block = f"{BEGIN}\n{render_tables(report)}\n{END}"
+    begin = begin_marker(report["settings"].get("family", "qwen2-vl"))
+    block = f"{begin}\n{render_tables(report)}\n{END}"
     text = path.read_text() if path.is_file() else "# Step throughput: ours vs TRL\n\n"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
+    if begin in text and END in text.split(begin, 1)[-1]:
+        head, rest = text.split(begin, 1)
         text = head + block + rest.split(END, 1)[1]
     else:
         text = text.rstrip("\n") + "\n\n" + block + "\n"

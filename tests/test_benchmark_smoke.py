@@ -18,7 +18,8 @@ SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "step_throughput.p
 
 
 @pytest.mark.slow
-def test_benchmark_prints_its_json_keys(tmp_path):
+@pytest.mark.parametrize("family", ["qwen2-vl", "qwen3-vl"])
+def test_benchmark_prints_its_json_keys(tmp_path, family):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     proc = subprocess.run(
         [
@@ -45,6 +46,8 @@ def test_benchmark_prints_its_json_keys(tmp_path):
             "0",
             "--workdir",
             str(tmp_path),
+            "--family",
+            family,
             "--results",
             str(tmp_path / "RESULTS.md"),
         ],
