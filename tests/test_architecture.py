@@ -20,6 +20,7 @@ LAYERS = [
     "evaluation",
     "training",
     "study",
+    "api",
     "lab",
     "cli",
 ]

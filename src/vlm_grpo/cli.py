@@ -19,14 +19,19 @@ def _fail(exc: Exception) -> None:
     raise typer.Exit(code=2)
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+# Each command's help ends with an example. Help text is rich markup, where [...] is a style tag that
+# is dropped from the output: a literal square bracket is escaped, \[.
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    epilog="Example: vlm-grpo train configs/smoke.yaml output_dir=runs/smoke injection.mode=random",
+)
 def train(
     config: Optional[Path] = typer.Argument(None, help="YAML preset (only what differs from the defaults)."),
     overrides: Optional[List[str]] = typer.Argument(
         None, help="key=value overrides; dots for nesting (injection.mode=random)."
     ),
 ) -> None:
-    """Train with GRPO: `vlm-grpo train CONFIG.yaml [key=value ...]`."""
+    r"""Train with GRPO: `vlm-grpo train CONFIG.yaml \[key=value ...]`."""
     from .config import ConfigError, load_config
 
     args = list(overrides or [])
@@ -41,13 +46,13 @@ def train(
 
     try:
         summary = run_training(cfg)
-    except (ValueError, FileNotFoundError, RuntimeError, FloatingPointError) as exc:
+    except (*_USER_ERRORS, FloatingPointError) as exc:
         _fail(exc)
     if summary:  # only the main process of a multi-process run summarises
         typer.echo(f"done: {summary['steps']} steps in {summary['wall_s']:.1f} s; outputs in {cfg.output_dir}")
 
 
-@app.command()
+@app.command(epilog="Example: vlm-grpo models")
 def models() -> None:
     """List the registered model names and the model families' support matrix."""
     from .models import registered_models
@@ -96,7 +101,7 @@ def _task(name: str, options: List[str]):
         _fail(exc)
 
 
-@app.command()
+@app.command(epilog="Example: vlm-grpo assess --model lab-base --data lab-clevr --n 50 --num-generations 4")
 def assess(
     model: str = typer.Option(..., "--model", help="Registered name, saved model folder, or hub id."),
     data: str = typer.Option(
@@ -128,7 +133,9 @@ def assess(
 
     from .evaluation.assess import advice_lines, assessment_table
     from .evaluation.assess import assess as run_assess
+    from .training.setup import show_only_slow_bars
 
+    show_only_slow_bars()
     try:
         result = run_assess(
             model,
@@ -156,7 +163,10 @@ def assess(
     console.print(f"wrote {out / 'assessment.json'} and {out / 'records.jsonl'}", highlight=False)
 
 
-@app.command("eval")
+@app.command(
+    "eval",
+    epilog="Example: vlm-grpo eval --model runs/smoke/checkpoint-3 --data lab-clevr --data lab-superclevr --n 50",
+)
 def eval_command(
     model: List[str] = typer.Option(..., "--model", help="Checkpoint folder or model name; repeat for several."),
     data: List[str] = typer.Option(..., "--data", help="Data set; repeat: the first is in-domain, the rest transfer."),
@@ -181,7 +191,9 @@ def eval_command(
     from rich.console import Console
 
     from .evaluation.checkpoints import eval_table, evaluate_models
+    from .training.setup import show_only_slow_bars
 
+    show_only_slow_bars()
     try:
         summary = evaluate_models(
             model,
@@ -204,7 +216,10 @@ def eval_command(
     typer.echo(f"wrote {out / 'summary.json'} and {out / 'records.jsonl'}")
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    epilog="Example: vlm-grpo study --preset tiny --seeds 1 --out runs/study-tiny max_completion_length=16",
+)
 def study(
     overrides: Optional[List[str]] = typer.Argument(None, help="key=value overrides for every run (dots for nesting)."),
     preset: str = typer.Option(
@@ -239,23 +254,31 @@ def study(
     typer.echo(f"wrote {result['out']}/study.json, study.md and report/")
 
 
-@app.command()
+@app.command(epilog="Example: vlm-grpo report runs/study-tiny --out runs/study-tiny/report2")
 def report(
-    run_dirs: Optional[List[Path]] = typer.Argument(None, help="Run folders (each with metrics.jsonl)."),
-    study: Optional[Path] = typer.Option(None, "--study", help="study.json from `vlm-grpo study`."),
+    run_dirs: Optional[List[Path]] = typer.Argument(
+        None, help="Run folders (each with metrics.jsonl), or a study folder (the --out of `vlm-grpo study`)."
+    ),
+    study: Optional[Path] = typer.Option(
+        None, "--study", help="study.json from `vlm-grpo study` (default: a study folder's own)."
+    ),
     assessment: Optional[Path] = typer.Option(None, "--assessment", help="assessment.json from `vlm-grpo assess`."),
     out: Path = typer.Option(Path("runs/report"), "--out", help="Folder for report.md and figures."),
 ) -> None:
-    """Figures and tables from run folders, a study and a baseline assessment."""
-    from .study.report import write_report
+    """Figures and tables from run folders or a study folder, a study and a baseline assessment."""
+    from .study.report import report_inputs, write_report
 
     for label, path in (("--study", study), ("--assessment", assessment)):
         if path is not None and not path.is_file():
             _fail(FileNotFoundError(f"{label} file {path} does not exist"))
-    if not run_dirs and study is None and assessment is None:
-        _fail(ValueError("nothing to report: give run folders, --study or --assessment"))
     try:
-        path = write_report(list(run_dirs or []), out, study_json=study, assessment_json=assessment)
+        runs, study = report_inputs(list(run_dirs or []), study)
+    except (ValueError, OSError) as exc:
+        _fail(exc)
+    if not runs and study is None and assessment is None:
+        _fail(ValueError("nothing to report: give run folders, a study folder, --study or --assessment"))
+    try:
+        path = write_report(runs, out, study_json=study, assessment_json=assessment)
     except (ValueError, OSError, KeyError) as exc:
         _fail(exc)
     typer.echo(f"wrote {path}")
@@ -267,7 +290,7 @@ lab_app = typer.Typer(
 app.add_typer(lab_app, name="lab")
 
 
-@lab_app.command("demo")
+@lab_app.command("demo", epilog="Example: vlm-grpo lab demo --out runs/lab-demo --steps 20")
 def lab_demo(
     out: Path = typer.Option(Path("runs/lab-demo"), "--out", help="Output folder (re-running resumes)."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Training steps per run (default: the preset's)."),
@@ -276,7 +299,9 @@ def lab_demo(
 ) -> None:
     """Assess both lab bases, train with and without injection, evaluate, and write the report."""
     from .lab.demo import run_demo
+    from .training.setup import show_only_slow_bars
 
+    show_only_slow_bars()
     try:
         report_path = run_demo(out, steps, seeds, n)
     except _USER_ERRORS as exc:
@@ -284,7 +309,9 @@ def lab_demo(
     typer.echo(f"report: {report_path}")
 
 
-@lab_app.command("pretrain")
+@lab_app.command(
+    "pretrain", epilog="Example: vlm-grpo lab pretrain runs/my-base --digit-share 0.15 --minutes 5 --threads 2"
+)
 def lab_pretrain(
     out: Path = typer.Argument(..., help="Folder to write the base model to."),
     digit_share: float = typer.Option(
@@ -304,7 +331,9 @@ def lab_pretrain(
     import torch
 
     from .lab.pretrain import pretrain
+    from .training.setup import show_only_slow_bars
 
+    show_only_slow_bars()
     torch.set_num_threads(threads)
     try:
         path = pretrain(out, digit_share, minutes=minutes, steps=steps, seed=seed)

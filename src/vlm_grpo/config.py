@@ -193,6 +193,11 @@ class TrainConfig:
     """Keep only the newest K checkpoints (None: keep all)."""
     resume: bool = False
     """Continue from the newest checkpoint in output_dir."""
+    push_to_hub: bool = False
+    """Upload the final checkpoint (weights, processor, model card) to the Hugging Face Hub at the end of
+    the run; when the hub cannot be reached the run still ends, with the checkpoint kept on disk."""
+    hub_model_id: str | None = None
+    """The hub repository for push_to_hub, `user/name` or `name` (None: the output folder's name)."""
 
     num_generations: int = 8
     """G: completions sampled per prompt (TRL: num_generations)."""

@@ -14,6 +14,7 @@ from ..errors import BadSample
 from ..registry import Registry
 from ..tasks import Task, get_task
 from .files import arrow_source, jsonl_source
+from .in_memory import InMemorySource
 from .samples import Sample, Source
 from .stream import PromptStream, eval_samples, split_indices
 
@@ -49,6 +50,7 @@ def open_source(
 __all__ = [
     "BadSample",
     "DATASETS",
+    "InMemorySource",
     "PromptStream",
     "Sample",
     "Source",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import tempfile
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -63,10 +64,20 @@ def load_model_and_processor(
     path = Path(name)
     if path.exists() and not (path / "config.json").is_file():
         raise FileNotFoundError(f"{path} has no config.json: it is not a saved model folder")
+    if not path.exists() and not _hub_shaped(name):
+        raise FileNotFoundError(_missing_model(name))
     options = {"quantization_config": four_bit_config(dtype), "device_map": {"": device}} if load_in_4bit else {}
-    model = AutoModelForImageTextToText.from_pretrained(
-        name, dtype=dtype, trust_remote_code=trust_remote_code, use_safetensors=True, **options
-    )
+    try:
+        model = AutoModelForImageTextToText.from_pretrained(
+            name, dtype=dtype, trust_remote_code=trust_remote_code, use_safetensors=True, **options
+        )
+    except OSError as exc:
+        if path.exists():
+            raise
+        # Not here and not served by the hub (offline, no such repo, no safetensors): the first line
+        # of transformers' multi-line reason is the hub's part of ours.
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise FileNotFoundError(_missing_model(name, first)) from exc
     if not load_in_4bit:
         model = model.to(device)
     elif device.type == "cpu":
@@ -112,13 +123,19 @@ def apply_lora(model, settings):
         from peft import prepare_model_for_kbit_training
 
         # Norms and other unquantized weights in fp32 for stable training, as QLoRA prescribes.
-        checkpointing = getattr(
-            model, "is_activation_checkpointing", getattr(model, "is_gradient_checkpointing", False)
-        )
+        # The old name only where the new one is missing: reading it warns of its deprecation.
+        if hasattr(model, "is_activation_checkpointing"):
+            checkpointing = model.is_activation_checkpointing
+        else:
+            checkpointing = getattr(model, "is_gradient_checkpointing", False)
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=checkpointing)
     targets = settings.target_modules or LANGUAGE_PROJECTIONS
     config = LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout, target_modules=targets)
-    return get_peft_model(model, config)
+    with warnings.catch_warnings():
+        # peft 0.21 reads transformers' deprecated `is_gradient_checkpointing`: a FutureWarning about
+        # peft's code, which nothing in the user's run can change.
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*deprecated", category=FutureWarning)
+        return get_peft_model(model, config)
 
 
 def freeze_vision(model) -> None:
@@ -186,11 +203,22 @@ def check_model_name(name: str) -> None:
         return
     if path.exists():
         raise ValueError(f"model folder {path} has no config.json: it is not a saved model")
-    if name.count("/") != 1 or name.startswith((".", "/")):
-        raise ValueError(
-            f"unknown model {name!r}: not a registered name ({', '.join(registered_models())}), "
-            "a saved model folder, or a hub id (org/name)"
-        )
+    if not _hub_shaped(name):
+        raise ValueError(_missing_model(name))
+
+
+def _hub_shaped(name: str) -> bool:
+    """Whether `name` could be a hub id (org/name); anything else that is not here is a wrong path or name."""
+    return name.count("/") == 1 and not name.startswith((".", "/"))
+
+
+def _missing_model(name: str, hub_error: str | None = None) -> str:
+    """One line for a model that is nowhere: what it is not, where the names are, and what a hub id
+    needs, or (`hub_error`) why the hub did not serve it."""
+    where = f"unknown model {name!r}: neither a local folder nor a registered name (vlm-grpo models lists them)"
+    if hub_error is None:
+        return f"{where}; hub ids (org/name) need network"
+    return f"{where}, and the hub did not serve it: {hub_error}"
 
 
 def load_for_inference(name: str, device: str = "auto", dtype: str = "auto", trust_remote_code: bool = False):

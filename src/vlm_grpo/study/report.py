@@ -77,6 +77,32 @@ def _baseline_table(assessment: Mapping) -> list[str]:
     return lines
 
 
+def report_inputs(
+    folders: Sequence[str | Path], study_json: str | Path | None = None
+) -> tuple[list[Path], Path | None]:
+    """(run folders, study.json) from what a user names: a run folder (metrics.jsonl) stands for
+    itself; a study folder (what `vlm-grpo study` writes: study.json and runs/<condition>-seed<k>/)
+    for every run in it that has logged metrics (one still to train has none yet), and for its
+    study.json unless `study_json` is given."""
+    runs: list[Path] = []
+    studies = [Path(study_json)] if study_json is not None else []
+    for folder in map(Path, folders):
+        if (folder / "metrics.jsonl").is_file():
+            runs.append(folder)
+        elif (folder / "study.json").is_file() or (folder / "runs").is_dir():
+            runs += sorted(d for d in (folder / "runs").glob("*") if (d / "metrics.jsonl").is_file())
+            if study_json is None and (folder / "study.json").is_file():
+                studies.append(folder / "study.json")
+        else:
+            raise FileNotFoundError(
+                f"{folder}: neither a run folder (with metrics.jsonl) nor a study folder (with study.json "
+                "or runs/); give the output_dir of `vlm-grpo train` or the --out of `vlm-grpo study`"
+            )
+    if len(studies) > 1:
+        raise ValueError(f"one study per report: got {', '.join(map(str, studies))}; report each on its own")
+    return runs, (studies[0] if studies else None)
+
+
 def write_report(
     run_dirs: Sequence[str | Path],
     out_dir: str | Path,

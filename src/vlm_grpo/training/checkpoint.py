@@ -1,6 +1,7 @@
-"""Checkpoints: `checkpoint-<step>/` holds the model and processor in HF format (safetensors) and
-`trainer_state.pt` (optimizer, scheduler, RNG and data-stream state), written to a temporary
-folder and renamed into place, so a half-written checkpoint is never picked up."""
+"""Checkpoints: `checkpoint-<step>/` holds the model and processor in HF format (safetensors),
+`trainer_state.pt` (optimizer, scheduler, RNG and data-stream state), the run's `config.yaml` and a
+model card (`README.md`), written to a temporary folder and renamed into place, so a half-written
+checkpoint is never picked up. With `push_to_hub`, the final one is uploaded."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from ..config import to_dict
 from ..models import save_model
 from ..seeding import restore_python_rng
 from .distributed.fsdp import plain_classes
+from .model_card import model_card, push_to_hub
 
 _NAME = re.compile(r"^checkpoint-(\d+)$")
 
@@ -58,9 +60,11 @@ def save(
     limit: int | None,
     merged: bool = True,
     state_dict: dict | None = None,
+    card: str | None = None,
 ) -> Path:
     """Write checkpoint-<step> through its staging folder, keeping what other ranks staged there
-    (the caller clears it first); `state_dict` gives the full weights of a sharded model."""
+    (the caller clears it first); `state_dict` gives the full weights of a sharded model, `card` the
+    README.md."""
     final = output_dir / f"checkpoint-{step}"
     tmp = staging_dir(output_dir, step)
     try:
@@ -69,6 +73,8 @@ def save(
         processor.save_pretrained(tmp)
         torch.save(state, tmp / "trainer_state.pt")
         (tmp / "config.yaml").write_text(config_yaml)
+        if card is not None:
+            (tmp / "README.md").write_text(card)
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
@@ -130,7 +136,8 @@ def save_run(trainer, step: int) -> Path | None:
     cfg = trainer.cfg
     try:
         config_yaml = yaml.safe_dump(to_dict(cfg), sort_keys=False)
-        return save(
+        card = model_card(cfg, step, config_yaml, trainer.last_eval, trainer.inputs.reproduce)
+        path = save(
             trainer.out,
             step,
             trainer.model,
@@ -140,9 +147,13 @@ def save_run(trainer, step: int) -> Path | None:
             cfg.save_total_limit,
             merged=cfg.lora.save_merged,
             state_dict=weights,
+            card=card,
         )
     finally:
         world.barrier()
+    if cfg.push_to_hub and step == cfg.max_steps:  # after the barrier: other ranks need not wait for an upload
+        push_to_hub(path, cfg)
+    return path
 
 
 def resume_run(trainer) -> int:

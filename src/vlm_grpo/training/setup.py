@@ -6,7 +6,6 @@ import math
 from dataclasses import dataclass
 
 import torch
-from transformers import get_scheduler
 
 from ..config import TrainConfig
 from ..core import algo
@@ -24,12 +23,23 @@ class Policy:
     """Under LoRA the reference is the policy with its adapters switched off: no second model."""
 
 
-def load_policy(cfg: TrainConfig, device: torch.device, strategy, numerics: precision.Policy) -> Policy:
+def load_policy(
+    cfg: TrainConfig, device: torch.device, strategy, numerics: precision.Policy, given=None, processor=None
+) -> Policy:
     """The policy as configured (precision, LoRA, frozen vision, checkpointing), sharded by `strategy`, in
-    train mode; the reference in the precision's reference dtype, LoRA adapters in float32."""
-    model, processor = load_model_and_processor(
-        cfg.model, device, numerics.weights, cfg.trust_remote_code, cfg.lora.load_in_4bit
-    )
+    train mode; the reference in the precision's reference dtype, LoRA adapters in float32.
+
+    `given`, a model the caller built, is trained as is (moved in place to the device and weight dtype)
+    instead of loading `cfg.model`; `processor`, when passed, is used instead of the model's own (a
+    given model needs one)."""
+    show_only_slow_bars()
+    if given is None:
+        model, loaded = load_model_and_processor(
+            cfg.model, device, numerics.weights, cfg.trust_remote_code, cfg.lora.load_in_4bit
+        )
+        processor = processor or loaded
+    else:
+        model = given.to(device=device, dtype=numerics.weights)  # nn.Module.to works in place
     if cfg.max_pixels is not None:
         processor.image_processor.size["longest_edge"] = cfg.max_pixels
     if cfg.freeze_vision_tower:
@@ -60,15 +70,53 @@ def make_optimizer(cfg: TrainConfig, model: torch.nn.Module, strategy, local_min
     )
     precision.warn_if_updates_lost(model, optimizer, bool(cfg.zero_stage))
     updates = cfg.max_steps * cfg.num_iterations * (cfg.rows_per_step // cfg.effective_minibatch_size)
-    scheduler = get_scheduler(
-        cfg.lr_scheduler_type,
-        optimizer,
-        num_warmup_steps=int(cfg.warmup_ratio * updates),
-        num_training_steps=updates,
-    )
+    scheduler = lr_schedule(cfg.lr_scheduler_type, optimizer, int(cfg.warmup_ratio * updates), updates)
     backwards_per_update = math.ceil(local_minibatch / cfg.micro_batch_size)
     optimizer = strategy.prepare(model, optimizer, model.dtype, cfg.max_grad_norm, backwards_per_update)
     return optimizer, scheduler
+
+
+def lr_schedule(name: str, optimizer, warmup: int, total: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """transformers' `get_scheduler` for linear, cosine and constant, the same factors step by step (the
+    tests compare them). Not imported from there: transformers.optimization imports its Trainer's
+    utilities, which import peft when it is installed, and peft imports bitsandbytes, whose start-up
+    logs a kernel warning on some CPUs; a run without lora.load_in_4bit has no use for either."""
+
+    def factor(step: int) -> float:
+        if name == "constant":  # transformers' "constant" has no warmup
+            return 1.0
+        if step < warmup:
+            return step / max(1, warmup)
+        progress = (step - warmup) / max(1, total - warmup)
+        if name == "cosine":  # half a cosine wave, as num_cycles=0.5 there
+            return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    if name not in ("linear", "cosine", "constant"):
+        raise ValueError(f"lr_scheduler_type={name!r}: use linear, cosine or constant")
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+# transformers draws a bar for every load ("Loading weights") and every save ("Writing model
+# shards"). For small models (the 3 MB tiny and lab ones) they are done within a second and only
+# clutter the run's own lines. Rather than guess from a size, a bar is drawn only once its work has
+# taken BAR_DELAY_S: a 2B-7B policy's loads and checkpoints still show their progress, a small one's
+# never appear. Hub downloads draw huggingface_hub's own bars, which this leaves alone.
+BAR_DELAY_S = 2.0
+
+
+def show_only_slow_bars() -> None:
+    """Delay transformers' own progress bars by BAR_DELAY_S, for the rest of the process; a hook
+    someone else set stays in place."""
+    from transformers.utils import logging as hf_logging
+
+    previous = hf_logging.set_tqdm_hook(_delayed_bar)
+    if previous not in (None, _delayed_bar):
+        hf_logging.set_tqdm_hook(previous)
+
+
+def _delayed_bar(factory, args: tuple, kwargs: dict):
+    return factory(*args, **{"delay": BAR_DELAY_S, **kwargs})
 
 
 def loss_settings(cfg: TrainConfig) -> algo.LossSettings:

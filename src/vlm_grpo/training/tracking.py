@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 
@@ -25,9 +26,20 @@ class Tracker:
 
             self._tb = SummaryWriter(log_dir=str(output_dir / "tensorboard"))
         if "wandb" in report_to:
-            import wandb
+            try:
+                import wandb
+            except ImportError as exc:
+                raise RuntimeError("report_to=[wandb] needs wandb: pip install 'vlm-grpo[wandb]'") from exc
 
-            self._wandb = wandb.init(project="vlm-grpo", dir=str(output_dir), config=config, resume="allow")
+            # W&B's own variables win, as under transformers' Trainer: WANDB_PROJECT names the
+            # project, WANDB_DIR the folder its files go to (default: the run's output folder).
+            self._wandb = wandb.init(
+                project=os.environ.get("WANDB_PROJECT", "vlm-grpo"),
+                dir=os.environ.get("WANDB_DIR", str(output_dir)),
+                name=output_dir.name,
+                config=config,
+                resume="allow",
+            )
 
     def log(self, step: int, metrics: dict) -> None:
         record = {"step": step, **{k: _clean(v) for k, v in metrics.items()}}

@@ -31,6 +31,7 @@ from . import checkpoint, guided, precision
 from .distributed import strategies
 from .distributed import world as distributed
 from .heldout import HeldOutSets, stop_on_signal
+from .inputs import RunInputs
 from .metrics import completion_rows, frac_zero_std, injection_metrics, rollout_metrics, run_summary
 from .setup import load_policy, loss_settings, make_optimizer
 from .tracking import Tracker
@@ -39,8 +40,9 @@ MAX_NONFINITE_IN_A_ROW = 5
 
 
 class GRPOTrainer:
-    def __init__(self, cfg: TrainConfig):
-        self.cfg = cfg
+    def __init__(self, cfg: TrainConfig, inputs: RunInputs | None = None):
+        self.cfg, self.inputs = cfg, inputs or RunInputs()
+        given = self.inputs
         self.out = Path(cfg.output_dir)
         self.out.mkdir(parents=True, exist_ok=True)
         self.world = distributed.setup(cfg.device, cfg.fsdp, cfg.zero_stage)
@@ -62,14 +64,14 @@ class GRPOTrainer:
         )
         self.parallel = strategies.make(self.world, self.precision, self.device)
         self.local_minibatch = cfg.effective_minibatch_size // self.world.size
-        policy = load_policy(cfg, self.device, self.parallel, self.precision)
+        policy = load_policy(cfg, self.device, self.parallel, self.precision, given.model, given.processor)
         self.model, self.processor = policy.model, policy.processor
         self.reference, self.adapter_reference = policy.reference, policy.adapter_reference
         self.adapter = adapter_for(self.model)
         cfg.logprob_sharing = self.adapter.logprob_sharing(cfg.logprob_sharing, cfg.gradient_checkpointing)
         self.style = get_style(cfg.prompt, self.task)
-        self.scorer = Scorer(cfg.reward_funcs, cfg.reward_weights, self.style, self.task)
-        source = open_source(cfg.data.train, cfg.data.images, self.task, cfg.data.columns)
+        self.scorer = Scorer(given.rewards or cfg.reward_funcs, cfg.reward_weights, self.style, self.task)
+        source = given.train or open_source(cfg.data.train, cfg.data.images, self.task, cfg.data.columns)
         train_rows, _ = split_indices(len(source), cfg.data.eval_holdout)
         self.stream = PromptStream(
             source,
@@ -90,7 +92,10 @@ class GRPOTrainer:
         self.optimizer, self.scheduler = make_optimizer(
             cfg, self.model, self.parallel, self.local_minibatch, self.precision
         )
-        self.eval_sets = HeldOutSets(cfg.data, self.task) if self.world.is_main else HeldOutSets.none()
+        self.eval_sets = (
+            HeldOutSets.none() if not self.world.is_main else given.eval_sets or HeldOutSets(cfg.data, self.task)
+        )
+        self.last_eval: dict = {}  # the newest held-out results, for the model card
         self.stop_requested = False
         self.nonfinite_in_a_row = self.skipped_updates = 0
 
@@ -126,6 +131,8 @@ class GRPOTrainer:
             if main:
                 self._log(tracker, done, metrics, rollout)
             history.append({"step": done, **metrics})
+            for callback in self.inputs.callbacks:
+                callback(done, metrics)
             if rollout is not None:
                 bar.set_postfix(
                     reward=f"{metrics['reward/mean']:.2f}",
@@ -229,7 +236,7 @@ class GRPOTrainer:
                 cfg.generation_sharing,
             )
         G = cfg.num_generations
-        scores = [self.scorer(text, prompts.samples[row // G].answer) for row, text in enumerate(texts)]
+        scores = self.scorer.score_all(texts, [prompts.samples[row // G] for row in range(len(texts))])
         return Rollout(prompts, G, ids, mask, truncated, texts, scores)
 
     def advantages(self, rollout: Rollout) -> torch.Tensor:  # (N,)
@@ -396,6 +403,7 @@ class GRPOTrainer:
         with self.parallel.gathered(self.model), self._autocast():
             metrics = self.eval_sets.evaluate(self.model, self.processor, self.style, self.cfg.max_completion_length)
         self.world.barrier()
+        self.last_eval = metrics
         return metrics
 
     def save(self, step: int) -> Path | None:

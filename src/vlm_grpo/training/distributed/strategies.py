@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import sys
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -173,8 +175,23 @@ class ZeRO(Replicated):
 
 def make(world: World, policy: precision.Policy | None = None, device: torch.device | None = None) -> Replicated:
     """The strategy; `policy` (precision.py) adds FSDP's mixed precision and fp16 loss scaling."""
+    if not world.zero_stage:
+        quiet_deepspeed_probe()
     if world.fsdp != "none":
         return FullyShardedFSDP(world, world.fsdp, policy, device)
     if world.zero_stage:
         return ZeRO(world, world.zero_stage, policy, device)
     return Replicated(world, policy, device)
+
+
+def quiet_deepspeed_probe() -> None:
+    """Without ZeRO, DeepSpeed is still imported where it is installed: accelerate's unwrap, inside
+    every save_pretrained, imports it to ask whether the model is a DeepSpeedEngine. On a machine
+    with no accelerator its import then prints "Setting accelerator to CPU ... we were unable to
+    detect it" to stdout, at the first checkpoint. Naming the CPU, the accelerator it
+    would pick, keeps that line away from runs it has nothing to do with; under zero_stage, or with
+    any accelerator present, DeepSpeed detects as usual, and a DS_ACCELERATOR already set stands."""
+    # torch.accelerator (CUDA, XPU, MPS, ...) where this torch has it, CUDA alone before.
+    present = getattr(getattr(torch, "accelerator", None), "is_available", torch.cuda.is_available)
+    if not present() and "deepspeed" not in sys.modules:
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
