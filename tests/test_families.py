@@ -161,3 +161,14 @@ def test_saved_folder_trains(tmp_path, family):
     loaded, _ = load_model_and_processor(str(folder), CPU, torch.float32)
     assert loaded.config.model_type == FAMILIES[family][0]
     train(tmp_path, str(folder))
+
+
+@pytest.mark.parametrize("family", NAMES)
+def test_the_vision_tower_can_be_frozen(family):
+    from vlm_grpo.models.loading import freeze_vision
+
+    model, _ = build_tiny(family)
+    freeze_vision(model)
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+    assert frozen and all("vision" in n for n in frozen)
+    assert any(p.requires_grad for n, p in model.named_parameters() if "language_model" in n or "text_model" in n)

@@ -138,11 +138,18 @@ def apply_lora(model, settings):
         return get_peft_model(model, config)
 
 
+# What the families call their vision encoder: Qwen `visual`, Gemma 3 / LLaVA `vision_tower`, SmolVLM `vision_model`.
+VISION_TOWERS = ("visual", "vision_tower", "vision_model")
+
+
 def freeze_vision(model) -> None:
     base = base_model(model)
-    vision = getattr(base.model, "visual", None)
+    vision = next((getattr(base.model, name) for name in VISION_TOWERS if hasattr(base.model, name)), None)
     if vision is None:
-        raise ValueError(f"freeze_vision_tower: model type {base.config.model_type!r} has no `visual` module")
+        raise ValueError(
+            f"freeze_vision_tower: model type {base.config.model_type!r} has none of the vision modules "
+            f"{', '.join(VISION_TOWERS)}"
+        )
     vision.requires_grad_(False)
 
 
