@@ -159,3 +159,16 @@ def test_prefix_share_follows_its_schedule_in_training(tmp_path):
         assert line["injection/prefix_share"] < 1
         assert "policy/ratio_mean_continuation" in line and "injection/continuation_logp_mean" in line
     assert lines[0]["injection/prefix_tokens"] > lines[-1]["injection/prefix_tokens"]
+
+
+def test_a_prefix_that_fills_the_budget_leaves_no_room():
+    torch.manual_seed(0)
+    model, processor = build_tiny("qwen2-vl")
+    image, scene = render_scene("lab-clevr", 0)
+    prompts = encode_prompts(
+        processor, DEFAULT, [Sample("0", image, scene.question, 3, "lab-clevr")], torch.device("cpu")
+    )
+    word = processor.tokenizer("There", add_special_tokens=False)["input_ids"][:1]  # a plain text token
+    out = continue_prefixes(model, processor, prompts, [0, 1], [word * 6, word * 2], 2, 6, None)
+    assert out[0] == ([], True)  # six tokens given of six: nothing sampled, cut at the limit
+    assert len(out[1][0]) <= 4

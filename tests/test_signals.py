@@ -64,8 +64,8 @@ def test_one_signal_saves_and_stops_a_second_reaches_the_caller(tmp_path, monkey
 
     real_update = trainer.update
 
-    def update_then_ctrl_c(batch):
-        metrics = real_update(batch)
+    def update_then_ctrl_c(batch, plan=None):
+        metrics = real_update(batch, plan)
         signal.raise_signal(signal.SIGINT)
         return metrics
 

@@ -152,3 +152,12 @@ def test_report_cli_wraps_write_report(study, tmp_path):
     assert missing.exit_code == 2 and "does not exist" in missing.output
     not_a_run = CliRunner().invoke(app, ["report", str(tmp_path), "--out", str(tmp_path / "r")])
     assert not_a_run.exit_code == 2 and "metrics.jsonl" in not_a_run.output
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["seed", "schedules", "remedies", "mc"])
+def test_every_shipped_preset_runs_at_two_steps(tmp_path, name):
+    # A tiny model and tiny evaluations: this checks that every condition's configuration trains.
+    result = run_study(name, seeds=1, steps=2, out=tmp_path, model="tiny-qwen2-vl", n=2, overrides=FAST, progress=False)
+    conditions = load_preset(find_preset(name))["conditions"]
+    assert sorted(result["ran"]) == sorted(f"{c['name']}-seed0" for c in conditions)

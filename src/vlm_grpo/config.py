@@ -100,7 +100,8 @@ class InjectionConfig:
 class SftConfig:
     warmup_steps: int = 0
     """The first N of max_steps are supervised steps on demonstrations (one per prompt, prompts_per_step
-    prompts, one optimizer update each; nothing sampled): the SFT warm-up before GRPO."""
+    prompts, one optimizer update each; nothing sampled): the SFT warm-up before GRPO (N >= max_steps:
+    supervised fine-tuning only)."""
     coef: float = 0.0
     """CHORD-style weight mu of a supervised term on the step's demonstrations (one per group):
     loss = (1 - mu) x GRPO + mu x SFT. The value of the `constant` schedule and the full weight of

@@ -216,18 +216,20 @@ def continue_prefixes(
     sharing: str = "auto",
 ) -> list[tuple[list[int], bool]]:
     """Per row, the policy's continuation of its prompt plus `prefix` (ending with an end token, or cut
-    at max_completion_length - len(prefix) and truncated). No rows: nothing runs."""
-    if not rows:
-        return []
-    prompt_rows = torch.tensor([row // group_size for row in rows])
-    owners = prompt_rows.tolist()
-    inputs = with_prefixes(prompts.select(prompt_rows), prefixes, processor.tokenizer.pad_token_id)
+    at max_completion_length - len(prefix) and truncated; a prefix that fills max_completion_length
+    leaves no room: empty and truncated). No rows: nothing runs."""
+    room = [max_completion_length - len(p) for p in prefixes]
+    out: list[tuple[list[int], bool]] = [([], True) for _ in rows]
+    live = [i for i, r in enumerate(room) if r > 0]
+    if not live:
+        return out
+    owners = [rows[i] // group_size for i in live]
+    given = [prefixes[i] for i in live]
+    inputs = with_prefixes(prompts.select(torch.tensor(owners)), given, processor.tokenizer.pad_token_id)
     selected = PromptBatch([prompts.samples[i] for i in owners], inputs, [prompts.image_counts[i] for i in owners])
-    budget = max_completion_length - min(len(p) for p in prefixes)
+    budget = max(room[i] for i in live)
     ids, mask, truncated, _ = generate(model, processor, selected, 1, budget, temperature, top_p, top_k, sharing)
-    out = []
-    for prefix, row_ids, row_mask, cut in zip(prefixes, ids, mask, truncated):
-        room = max_completion_length - len(prefix)
+    for i, row_ids, row_mask, cut in zip(live, ids, mask, truncated):
         tokens = row_ids[row_mask.bool()].tolist()
-        out.append((tokens[:room], bool(cut) or len(tokens) > room))
+        out[i] = (tokens[: room[i]], bool(cut) or len(tokens) > room[i])
     return out

@@ -27,8 +27,9 @@ from ..training.tracking import read_metrics
 
 PRESETS_DIR = Path(__file__).resolve().parent / "presets"
 # Keys that may differ between the invocations of one study without changing what a run computes
-# (output_dir: a study folder may be moved or copied).
-_VOLATILE = {"resume", "progress", "output_dir"}
+# (output_dir: a study folder may be moved or copied; the sharing modes are compute paths, exact up
+# to float rounding, and a run records the one `auto` resolved to).
+_VOLATILE = {"resume", "progress", "output_dir", "logprob_sharing", "generation_sharing"}
 
 
 @dataclass
