@@ -6,6 +6,7 @@ import pytest
 
 from vlm_grpo.core.statistics import (
     mean_ci,
+    paired_difference,
     signal_probability,
     steps_to_threshold,
     t_quantile,
@@ -116,7 +117,7 @@ def test_mean_ci_three_seeds():
 
 
 def test_mean_ci_degenerate():
-    assert mean_ci([0.5]) == {"mean": 0.5, "ci": [0.5, 0.5], "values": [0.5]}
+    assert mean_ci([0.5]) == {"mean": 0.5, "ci": None, "values": [0.5]}  # one seed: no interval
     assert mean_ci([]) == {"mean": None, "ci": None, "values": []}
     # two identical values: zero spread
     assert mean_ci([0.3, 0.3])["ci"] == pytest.approx([0.3, 0.3])
@@ -205,3 +206,15 @@ def test_recommend_high_rate_text(rate):
 def test_recommend_validates(bad):
     with pytest.raises(ValueError):
         recommend(bad)
+
+
+def test_paired_difference_on_literal_seeds():
+    # differences 1, 1, 2: mean 4/3, sd 0.57735, se 1/3, t(2) = 4.303 -> half 1.434218; t = 4.0, p = 0.0572
+    out = paired_difference([1.0, 2.0, 3.0], [0.0, 1.0, 1.0])
+    assert out["mean"] == pytest.approx(4 / 3)
+    assert out["ci"] == pytest.approx([4 / 3 - 1.434218, 4 / 3 + 1.434218], abs=1e-5)
+    assert out["p_t"] == pytest.approx(0.05719, abs=1e-4)
+    assert out["p_wilcoxon"] == pytest.approx(0.25)  # three positive differences: exact 2 x 1/8
+    assert paired_difference([0.5], [0.2])["p_t"] is None and paired_difference([1, 2], [1, 2])["p_t"] is None
+    with pytest.raises(ValueError, match="differ in number"):
+        paired_difference([1.0], [1.0, 2.0])

@@ -349,6 +349,9 @@ def _check_inputs(runs: list[PlannedRun]) -> None:
 def _cell(stat: dict, percent: bool = True, seconds: bool = False) -> str:
     if not stat or stat.get("mean") is None:
         return "-"
+    if stat.get("ci") is None:  # one seed: no interval over seeds
+        mean = stat["mean"]
+        return f"{mean:.1%} (1 seed)" if percent else f"{mean:.0f}{' s' if seconds else ''} (1 seed)"
     mean, (lo, hi) = stat["mean"], stat["ci"]
     if percent:
         return f"{mean:.1%} ± {(hi - lo) / 2:.1%} [{lo:.1%}, {hi:.1%}]"
