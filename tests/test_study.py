@@ -161,3 +161,20 @@ def test_every_shipped_preset_runs_at_two_steps(tmp_path, name):
     result = run_study(name, seeds=1, steps=2, out=tmp_path, model="tiny-qwen2-vl", n=2, overrides=FAST, progress=False)
     conditions = load_preset(find_preset(name))["conditions"]
     assert sorted(result["ran"]) == sorted(f"{c['name']}-seed0" for c in conditions)
+
+
+def test_one_seed_shows_the_runs_wilson_interval_not_a_zero_width_one(tmp_path):
+    from vlm_grpo.config import TrainConfig
+    from vlm_grpo.core.statistics import wilson_interval
+    from vlm_grpo.study.runner import PlannedRun, aggregate, markdown
+
+    condition = {"name": "none", "injection": {"mode": "none"}}
+    run = PlannedRun("none-seed0", condition, 0, tmp_path, TrainConfig())
+    measured = {"in_domain_accuracy": 0.75, "transfer_accuracy": 0.5, "generalization_ratio": 0.67}
+    measures = {"none-seed0": {**measured, "steps_to_threshold": None, "wall_s": 10.0}}
+    (entry,) = aggregate({"conditions": [condition]}, [run], measures, eval_n=200)
+    assert entry["in_domain_accuracy"]["ci"] == list(wilson_interval(150, 200))
+    assert entry["in_domain_accuracy"]["ci_kind"] == "wilson" and entry["wall_s"]["ci"] is None
+    study = {"preset": "p", "model": "m", "max_steps": 1, "seeds": 1, "eval_n": 200, "in_domain": "a"}
+    table = markdown({**study, "transfer": ["b"], "threshold": 0.9, "conditions": [entry]})
+    assert "75.0% ± 6.0% [68.6%, 80.5%]" in table and "10 s (1 seed)" in table

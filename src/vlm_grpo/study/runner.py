@@ -20,7 +20,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from ..config import TrainConfig, load_config, to_dict, validate
-from ..core.statistics import mean_ci, steps_to_threshold
+from ..core.statistics import mean_ci, steps_to_threshold, wilson_interval
 from ..tasks import get_task
 from ..training import checkpoint
 from ..training.tracking import read_metrics
@@ -249,7 +249,9 @@ def _pool(values: list) -> dict:
     return {**mean_ci([v for v in values if v is not None]), "values": values}
 
 
-def aggregate(preset: dict, runs: list[PlannedRun], measures: dict[str, dict]) -> list[dict]:
+def aggregate(preset: dict, runs: list[PlannedRun], measures: dict[str, dict], eval_n: int = 0) -> list[dict]:
+    """Per condition, each measure pooled over seeds (mean and t-interval). An accuracy measured on one
+    seed gets that run's Wilson interval over its `eval_n` held-out samples instead (`ci_kind`)."""
     conditions = []
     for condition in preset["conditions"]:
         mine = [r for r in runs if r.condition is condition]
@@ -262,6 +264,11 @@ def aggregate(preset: dict, runs: list[PlannedRun], measures: dict[str, dict]) -
         }
         for key in ("in_domain_accuracy", "transfer_accuracy", "generalization_ratio", "steps_to_threshold", "wall_s"):
             entry[key] = _pool([measures[r.name][key] for r in mine])
+        for key in ("in_domain_accuracy", "transfer_accuracy"):
+            pooled = entry[key]
+            if pooled["ci"] is None and pooled["mean"] is not None and eval_n:
+                pooled["ci"] = list(wilson_interval(round(pooled["mean"] * eval_n), eval_n))
+                pooled["ci_kind"] = "wilson"
         # Seeds that never reach the threshold have no step count: say how many did.
         entry["steps_to_threshold"]["reached"] = sum(v is not None for v in entry["steps_to_threshold"]["values"])
         if condition.get("reference"):
@@ -315,7 +322,7 @@ def run_study(
         "decoding": "greedy",
         "in_domain": first.data.eval[0],
         "transfer": first.data.eval[1:],
-        "conditions": aggregate(spec, runs, measures),
+        "conditions": aggregate(spec, runs, measures, eval_n),
     }
     out.mkdir(parents=True, exist_ok=True)
     (out / "study.json").write_text(json.dumps(study, indent=2))
@@ -368,7 +375,8 @@ def markdown(study: dict) -> str:
         study.get("description") or "",
         "",
         f"Greedy accuracy on {study['eval_n']} held-out samples of {study['in_domain']} (in-domain) and "
-        f"{transfer} (transfer), mean ± half-width [95 % t-interval over seeds]. Steps to threshold: first "
+        f"{transfer} (transfer), mean ± half-width [95 % t-interval over seeds; with one seed, the run's "
+        "Wilson interval over its held-out samples]. Steps to threshold: first "
         f"step whose held-out in-domain accuracy is >= {study['threshold']:.0%}, averaged over the seeds "
         "that reached it (k/n).",
         "",
