@@ -218,12 +218,12 @@ def eval_command(
 
 @app.command(
     context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-    epilog="Example: vlm-grpo study --preset tiny --seeds 1 --out runs/study-tiny max_completion_length=16",
+    epilog="Example: vlm-grpo study --preset tiny --seeds 1 --jobs 2 --out runs/study-tiny max_completion_length=16",
 )
 def study(
     overrides: Optional[List[str]] = typer.Argument(None, help="key=value overrides for every run (dots for nesting)."),
     preset: str = typer.Option(
-        "seed", "--preset", help="Shipped preset name (lab-demo, seed, tiny) or a preset .yaml path."
+        "seed", "--preset", help="Shipped preset (seed, schedules, remedies, mc, lab-demo, tiny) or a .yaml path."
     ),
     seeds: Optional[int] = typer.Option(None, "--seeds", help="Seeds per condition (default: the preset's)."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Training steps of every run (default: the preset's)."),
@@ -236,12 +236,13 @@ def study(
         "(default: the preset's; data.eval_size=N sets the evaluations during training).",
     ),
     threshold: Optional[float] = typer.Option(None, "--threshold", help="In-domain accuracy for steps-to-threshold."),
+    jobs: int = typer.Option(1, "--jobs", help="Runs trained side by side, each on a share of the CPU threads."),
 ) -> None:
     """Train conditions x seeds at one step budget (resumable), evaluate all alike, write study.json/.md."""
     from .study.runner import StudyInterrupted, run_study
 
     try:
-        result = run_study(preset, seeds, steps, out, model, list(overrides or []), n, threshold)
+        result = run_study(preset, seeds, steps, out, model, list(overrides or []), n, threshold, jobs=jobs)
     except StudyInterrupted as exc:
         typer.secho(f"interrupted: {exc}", fg=typer.colors.YELLOW, err=True)
         raise typer.Exit(code=130) from None

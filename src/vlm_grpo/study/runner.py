@@ -1,18 +1,24 @@
-"""A study: conditions x seeds at one step budget, trained one after another, then evaluated alike.
+"""A study: conditions x seeds at one step budget, trained (one or `jobs` at a time), then evaluated alike.
 
-A preset (`presets/<name>.yaml` in this package, or a file) holds `base` overrides shared by every run and a list of
-`conditions` (name, prompt_style, injection, extra `overrides`, optional `reference` numbers
-from the study). Each run trains in `out/runs/<condition>-seed<k>/`; re-running the same command
-skips finished runs and resumes interrupted ones from their newest checkpoint, so a long study
-survives a lost machine. Every final checkpoint is then scored greedily, in-domain and on
-transfer, by `assess.evaluate_models` (the path `vlm-grpo eval` takes), and the seeds of a
-condition are pooled into a mean with a 95 % t-interval.
+A preset (`presets/<name>.yaml` in this package, or a file) holds `base` overrides shared by every
+run, a list of `conditions` (name, prompt_style, injection, extra `overrides`, optional `reference`
+numbers from the study) and optional `pairs` ([treated, control] condition names compared seed by
+seed). Each run trains in `out/runs/<condition>-seed<k>/`; re-running the same command skips
+finished runs and resumes interrupted ones from their newest checkpoint, so a long study survives
+a lost machine. Every final checkpoint is then scored greedily, in-domain and on transfer, by
+`evaluation.checkpoints.evaluate_models` (the path `vlm-grpo eval` takes); `measures.py` pools the
+seeds and pairs the conditions, `tables.py` writes study.md.
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import multiprocessing
+import os
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,10 +26,10 @@ import yaml
 from tqdm.auto import tqdm
 
 from ..config import TrainConfig, load_config, to_dict, validate
-from ..core.statistics import mean_ci, steps_to_threshold, wilson_interval
 from ..tasks import get_task
 from ..training import checkpoint
-from ..training.tracking import read_metrics
+from .measures import aggregate, measure, paired
+from .tables import markdown
 
 PRESETS_DIR = Path(__file__).resolve().parent / "presets"
 # Keys that may differ between the invocations of one study without changing what a run computes
@@ -70,6 +76,9 @@ def load_preset(path: Path) -> dict:
     names = [c.get("name") if isinstance(c, dict) else None for c in conditions]
     if not all(isinstance(n, str) and n for n in names) or len(set(names)) != len(names):
         raise ValueError(f"{path}: every condition needs a unique `name` (got {names})")
+    pairs = preset.get("pairs") or []
+    if not all(isinstance(p, list) and len(p) == 2 and set(p) <= set(names) for p in pairs):
+        raise ValueError(f"{path}: `pairs` is a list of [treated, control] condition names (known: {names})")
     return preset
 
 
@@ -82,12 +91,6 @@ def flatten(mapping: dict, prefix: str = "") -> list[str]:
         else:
             items.append(f"{prefix}{key}={json.dumps(value)}")
     return items
-
-
-def injection_label(condition: dict) -> str:
-    injection = condition.get("injection") or {}
-    mode, schedule = injection.get("mode", "none"), injection.get("schedule", "constant")
-    return mode if mode == "none" or schedule == "constant" else f"{mode}/{schedule}"
 
 
 def plan(
@@ -175,19 +178,6 @@ class StudyInterrupted(RuntimeError):
 
 
 # ---------------------------------------------------------------- measuring
-def wall_seconds(records: Sequence[dict]) -> float:
-    """Training wall time over every session: elapsed time restarts at each resume, so sum the segments."""
-    total, last = 0.0, None
-    for record in records:
-        elapsed = record.get("time/elapsed_s")
-        if elapsed is None:
-            continue
-        if last is not None and elapsed < last:
-            total += last
-        last = elapsed
-    return total + (last or 0.0)
-
-
 def final_eval(run: PlannedRun, n: int, progress: bool = True) -> dict:
     """Greedy in-domain and transfer scores of the final checkpoint, cached in the run folder."""
     from ..evaluation.checkpoints import evaluate_models
@@ -228,55 +218,6 @@ def final_eval(run: PlannedRun, n: int, progress: bool = True) -> dict:
     return summary["results"][str(final)]
 
 
-def measure(run: PlannedRun, scores: dict, threshold: float) -> dict:
-    """One seed's numbers; steps-to-threshold from metrics.jsonl, which keeps every session's evals."""
-    in_domain, transfer = run.cfg.data.eval[0], run.cfg.data.eval[1:]
-    records = read_metrics(run.dir / "metrics.jsonl")
-    key = f"eval/{in_domain}/accuracy"
-    logged = [(r["step"], r[key]) for r in records if "step" in r and r.get(key) is not None]
-    first_transfer = scores[transfer[0]] if transfer else {}
-    return {
-        "in_domain_accuracy": scores[in_domain]["accuracy"],
-        "transfer_accuracy": first_transfer.get("accuracy"),
-        "generalization_ratio": first_transfer.get("generalization_ratio"),
-        "steps_to_threshold": steps_to_threshold([s for s, _ in logged], [v for _, v in logged], threshold),
-        "wall_s": wall_seconds(records),
-    }
-
-
-def _pool(values: list) -> dict:
-    """mean_ci over the seeds that have a value; `values` keeps one entry per seed (None: missing)."""
-    return {**mean_ci([v for v in values if v is not None]), "values": values}
-
-
-def aggregate(preset: dict, runs: list[PlannedRun], measures: dict[str, dict], eval_n: int = 0) -> list[dict]:
-    """Per condition, each measure pooled over seeds (mean and t-interval). An accuracy measured on one
-    seed gets that run's Wilson interval over its `eval_n` held-out samples instead (`ci_kind`)."""
-    conditions = []
-    for condition in preset["conditions"]:
-        mine = [r for r in runs if r.condition is condition]
-        entry = {
-            "name": condition["name"],
-            "prompt_style": condition.get("prompt_style", "default"),
-            "injection": injection_label(condition),
-            "seeds": [r.seed for r in mine],
-            "runs": [str(r.dir) for r in mine],
-        }
-        for key in ("in_domain_accuracy", "transfer_accuracy", "generalization_ratio", "steps_to_threshold", "wall_s"):
-            entry[key] = _pool([measures[r.name][key] for r in mine])
-        for key in ("in_domain_accuracy", "transfer_accuracy"):
-            pooled = entry[key]
-            if pooled["ci"] is None and pooled["mean"] is not None and eval_n:
-                pooled["ci"] = list(wilson_interval(round(pooled["mean"] * eval_n), eval_n))
-                pooled["ci_kind"] = "wilson"
-        # Seeds that never reach the threshold have no step count: say how many did.
-        entry["steps_to_threshold"]["reached"] = sum(v is not None for v in entry["steps_to_threshold"]["values"])
-        if condition.get("reference"):
-            entry["reference"] = condition["reference"]
-        conditions.append(entry)
-    return conditions
-
-
 # ---------------------------------------------------------------- the study
 def run_study(
     preset: str | Path = "seed",
@@ -288,29 +229,35 @@ def run_study(
     n: int | None = None,
     threshold: float | None = None,
     progress: bool = True,
+    jobs: int = 1,
 ) -> dict:
-    """Train (or skip, or resume) every run, evaluate each, write study.json, study.md and report/."""
+    """Train (or skip, or resume) every run, evaluate each, write study.json, study.md and report/.
+
+    `jobs` > 1 trains and evaluates that many runs side by side, each in its own process with an
+    equal share of the CPU threads (a run's numbers then match a one-thread run of it)."""
     path = find_preset(preset)
     spec = load_preset(path)
     out = Path(out) if out is not None else Path("runs") / f"study-{path.stem}"
     seeds = int(seeds if seeds is not None else spec.get("seeds", 3))
     threshold = float(threshold if threshold is not None else spec.get("threshold", 0.9))
     eval_n = int(n if n is not None else spec.get("eval_n", 200))
-    if seeds < 1 or eval_n < 1 or not 0 < threshold <= 1:
-        raise ValueError(f"need --seeds >= 1, --n >= 1 and a threshold in (0, 1] (got {seeds}, {eval_n}, {threshold})")
-    runs = plan(spec, out, seeds, steps, model, overrides, progress)
+    if seeds < 1 or eval_n < 1 or not 0 < threshold <= 1 or jobs < 1:
+        raise ValueError(
+            "need --seeds >= 1, --n >= 1, --jobs >= 1 and a threshold in (0, 1] "
+            f"(got {seeds}, {eval_n}, {jobs}, {threshold})"
+        )
+    runs = plan(spec, out, seeds, steps, model, overrides, progress and jobs == 1)
     _check_inputs(runs)
     status: dict[str, list[str]] = {"ran": [], "resumed": [], "skipped": []}
-    for i, run in enumerate(runs, start=1):
-        tqdm.write(f"[{i}/{len(runs)}] {run.name}")
-        outcome = train_run(run)
+    for run, outcome in each_run(train_run, runs, jobs, "trained"):
         status[outcome].append(run.name)
-        if outcome == "skipped":
-            tqdm.write("  finished in an earlier call: skipped")
-    measures = {}
-    for run in tqdm(runs, desc="final evaluation", disable=not progress):
-        measures[run.name] = measure(run, final_eval(run, eval_n, progress), threshold)
+    evaluate = functools.partial(final_eval, n=eval_n, progress=progress and jobs == 1)
+    measures = {
+        run.name: measure(run.dir, run.cfg.data.eval, scores, threshold)
+        for run, scores in each_run(evaluate, runs, jobs, "evaluated")
+    }
     first = runs[0].cfg
+    conditions = aggregate(spec["conditions"], runs, measures, eval_n)
     study = {
         "preset": path.stem,
         "description": spec.get("description"),
@@ -322,7 +269,8 @@ def run_study(
         "decoding": "greedy",
         "in_domain": first.data.eval[0],
         "transfer": first.data.eval[1:],
-        "conditions": aggregate(spec, runs, measures, eval_n),
+        "conditions": conditions,
+        "pairs": paired(conditions, spec.get("pairs") or []),
     }
     out.mkdir(parents=True, exist_ok=True)
     (out / "study.json").write_text(json.dumps(study, indent=2))
@@ -333,6 +281,39 @@ def run_study(
     write_report([r.dir for r in runs], out / "report", study_json=out / "study.json")
     release_memory()  # matplotlib figures sit in reference cycles until a collection
     return {**status, "study": study, "out": str(out)}
+
+
+def each_run(fn, runs: list[PlannedRun], jobs: int, done: str):
+    """Yield (run, fn(run)) for every run: one after another in this process, or `jobs` at a time in
+    worker processes. A worker stopped by Ctrl-C saves its run; the study resumes on the next call."""
+    if jobs == 1:
+        for i, run in enumerate(runs, start=1):
+            tqdm.write(f"[{i}/{len(runs)}] {run.name}")
+            result = fn(run)
+            if result == "skipped":
+                tqdm.write("  finished in an earlier call: skipped")
+            yield run, result
+        return
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch thread pools
+    pool = ProcessPoolExecutor(jobs, mp_context=context, initializer=_share_threads, initargs=(threads,))
+    try:
+        futures = {pool.submit(fn, run): run for run in runs}
+        for i, future in enumerate(as_completed(futures), start=1):
+            run = futures[future]
+            result = future.result()
+            tqdm.write(f"[{i}/{len(runs)}] {run.name}: {result if isinstance(result, str) else done}")
+            yield run, result
+    except (KeyboardInterrupt, BrokenProcessPool) as e:
+        raise StudyInterrupted(f"the study stopped ({type(e).__name__}); run the same command again to resume") from e
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _share_threads(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(min(threads, torch.get_num_threads()))
 
 
 def _check_inputs(runs: list[PlannedRun]) -> None:
@@ -350,80 +331,3 @@ def _check_inputs(runs: list[PlannedRun]) -> None:
                 checked.add(key)
     for name in sorted({r.cfg.model for r in runs}):
         check_model_name(name)
-
-
-# ---------------------------------------------------------------- markdown
-def _cell(stat: dict, percent: bool = True, seconds: bool = False) -> str:
-    if not stat or stat.get("mean") is None:
-        return "-"
-    if stat.get("ci") is None:  # one seed: no interval over seeds
-        mean = stat["mean"]
-        return f"{mean:.1%} (1 seed)" if percent else f"{mean:.0f}{' s' if seconds else ''} (1 seed)"
-    mean, (lo, hi) = stat["mean"], stat["ci"]
-    if percent:
-        return f"{mean:.1%} ± {(hi - lo) / 2:.1%} [{lo:.1%}, {hi:.1%}]"
-    if seconds:
-        return f"{mean:.0f} s ± {(hi - lo) / 2:.0f}"
-    return f"{mean:.0f} ± {(hi - lo) / 2:.0f} [{lo:.0f}, {hi:.0f}]"
-
-
-def markdown(study: dict) -> str:
-    transfer = ", ".join(study["transfer"]) or "-"
-    lines = [
-        f"# Study `{study['preset']}`: {study['model']}, {study['max_steps']} steps, {study['seeds']} seed(s)",
-        "",
-        study.get("description") or "",
-        "",
-        f"Greedy accuracy on {study['eval_n']} held-out samples of {study['in_domain']} (in-domain) and "
-        f"{transfer} (transfer), mean ± half-width [95 % t-interval over seeds; with one seed, the run's "
-        "Wilson interval over its held-out samples]. Steps to threshold: first "
-        f"step whose held-out in-domain accuracy is >= {study['threshold']:.0%}, averaged over the seeds "
-        "that reached it (k/n).",
-        "",
-        "| condition | prompt | injection | in-domain accuracy | transfer accuracy | transfer / in-domain "
-        f"| steps to {study['threshold']:.0%} | wall time |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for c in study["conditions"]:
-        steps = c["steps_to_threshold"]
-        reached = (
-            f"{_cell(steps, percent=False)} ({steps['reached']}/{len(c['seeds'])})"
-            if steps["reached"]
-            else f"not reached (0/{len(c['seeds'])})"
-        )
-        ratio = "-" if c["generalization_ratio"]["mean"] is None else f"{c['generalization_ratio']['mean']:.2f}"
-        lines.append(
-            f"| {c['name']} | {c['prompt_style']} | {c['injection']} | {_cell(c['in_domain_accuracy'])} | "
-            f"{_cell(c['transfer_accuracy'])} | {ratio} | "
-            f"{reached} | {_cell(c['wall_s'], percent=False, seconds=True)} |"
-        )
-    lines += _reference(study)
-    return "\n".join(lines) + "\n"
-
-
-def _reference(study: dict) -> list[str]:
-    rows = [c for c in study["conditions"] if c.get("reference")]
-    if not rows:
-        return []
-    lines = [
-        "",
-        "## The study's own numbers",
-        "",
-        "Shringarpure (2025), *Breaking the Cold Start Barrier*: Qwen2-VL-2B on CLEVR (in-domain) and "
-        "SuperCLEVR (transfer), one run per condition, no intervals. Compare directions (injection "
-        "speeds up the weak-prompt start but costs transfer; under r1v the gap closes), not absolute values.",
-        "",
-        "| condition | base format rate | CLEVR | SuperCLEVR | steps to 90 % | steps trained | time |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for c in rows:
-        ref = c["reference"]
-        fmt = [
-            f"{v:.0%}" if isinstance(v, float) else str(v)
-            for v in (ref.get("in_domain_accuracy", "-"), ref.get("transfer_accuracy", "-"))
-        ]
-        lines.append(
-            f"| {c['name']} | {ref.get('baseline', '-')} | {fmt[0]} | {fmt[1]} | "
-            f"{ref.get('steps_to_threshold', '-')} | {ref.get('steps_trained', '-')} | {ref.get('wall', '-')} |"
-        )
-    return lines

@@ -1,0 +1,121 @@
+"""A study's numbers: one run's measures, pooled per condition over seeds, and paired differences.
+
+Per run (`measure`): greedy in-domain and transfer accuracy of the final checkpoint, and, from the
+held-out evaluations logged during training (metrics.jsonl), the first step at which in-domain
+accuracy reaches the preset's threshold and at which the in-domain answer-present rate reaches
+50 % and 90 %. Per condition (`aggregate`): mean and 95 % t-interval over seeds (one seed: the
+run's Wilson interval over its held-out samples for accuracies, no interval otherwise); a step
+count is pooled over the seeds that reached it, and `reached` says how many did. Per pair of
+conditions (`paired`): seed-by-seed differences with a t-interval, the paired t-test and
+Wilcoxon's signed-rank test (`core.statistics.paired_difference`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ..core.statistics import mean_ci, paired_difference, steps_to_threshold, wilson_interval
+from ..training.tracking import read_metrics
+
+ACCURACIES = ("in_domain_accuracy", "transfer_accuracy")
+# Step measures: (name, the in-domain eval metric, its threshold; None: the preset's accuracy threshold).
+STEP_MEASURES = (
+    ("steps_to_answer_present_50", "answer_present_rate", 0.5),
+    ("steps_to_answer_present_90", "answer_present_rate", 0.9),
+    ("steps_to_threshold", "accuracy", None),
+)
+POOLED = (*ACCURACIES, "generalization_ratio", *(name for name, _, _ in STEP_MEASURES), "wall_s")
+# What a pair of conditions is compared on (a step count only over the seeds where both reached it).
+PAIRED = (*ACCURACIES, "steps_to_answer_present_90", "steps_to_threshold")
+
+
+def wall_seconds(records: Sequence[dict]) -> float:
+    """Training wall time over every session: elapsed time restarts at each resume, so sum the segments."""
+    total, last = 0.0, None
+    for record in records:
+        elapsed = record.get("time/elapsed_s")
+        if elapsed is None:
+            continue
+        if last is not None and elapsed < last:
+            total += last
+        last = elapsed
+    return total + (last or 0.0)
+
+
+def measure(run_dir, eval_sets: Sequence[str], scores: dict, threshold: float) -> dict:
+    """One seed's numbers; step counts from metrics.jsonl, which keeps every session's evals."""
+    in_domain, transfer = eval_sets[0], list(eval_sets[1:])
+    records = read_metrics(run_dir / "metrics.jsonl")
+    first_transfer = scores[transfer[0]] if transfer else {}
+    out = {
+        "in_domain_accuracy": scores[in_domain]["accuracy"],
+        "transfer_accuracy": first_transfer.get("accuracy"),
+        "generalization_ratio": first_transfer.get("generalization_ratio"),
+        "wall_s": wall_seconds(records),
+    }
+    for name, metric, level in STEP_MEASURES:
+        key = f"eval/{in_domain}/{metric}"
+        logged = [(r["step"], r[key]) for r in records if "step" in r and r.get(key) is not None]
+        level = threshold if level is None else level
+        out[name] = steps_to_threshold([s for s, _ in logged], [v for _, v in logged], level)
+    return out
+
+
+def _pool(values: list) -> dict:
+    """mean_ci over the seeds that have a value; `values` keeps one entry per seed (None: missing)."""
+    return {**mean_ci([v for v in values if v is not None]), "values": values}
+
+
+def aggregate(conditions: Sequence[dict], runs: Sequence, measures: dict[str, dict], eval_n: int = 0) -> list[dict]:
+    """Per condition, each measure pooled over seeds (mean and t-interval). An accuracy measured on one
+    seed gets that run's Wilson interval over its `eval_n` held-out samples instead (`ci_kind`)."""
+    out = []
+    for condition in conditions:
+        mine = [r for r in runs if r.condition is condition]
+        entry = {
+            "name": condition["name"],
+            "prompt_style": condition.get("prompt_style", "default"),
+            "injection": injection_label(condition),
+            "seeds": [r.seed for r in mine],
+            "runs": [str(r.dir) for r in mine],
+        }
+        for key in POOLED:
+            entry[key] = _pool([measures[r.name].get(key) for r in mine])
+        for key in ACCURACIES:
+            pooled = entry[key]
+            if pooled["ci"] is None and pooled["mean"] is not None and eval_n:
+                pooled["ci"] = list(wilson_interval(round(pooled["mean"] * eval_n), eval_n))
+                pooled["ci_kind"] = "wilson"
+        # Seeds that never reach a threshold have no step count: say how many did.
+        for name, _, _ in STEP_MEASURES:
+            entry[name]["reached"] = sum(v is not None for v in entry[name]["values"])
+        if condition.get("reference"):
+            entry["reference"] = condition["reference"]
+        out.append(entry)
+    return out
+
+
+def injection_label(condition: dict) -> str:
+    injection = condition.get("injection") or {}
+    mode, schedule = injection.get("mode", "none"), injection.get("schedule", "constant")
+    return mode if mode == "none" or schedule == "constant" else f"{mode}/{schedule}"
+
+
+def paired(entries: Sequence[dict], pairs: Sequence[Sequence[str]]) -> list[dict]:
+    """Seed-by-seed differences `treated - control` for each named pair of conditions."""
+    by_name = {e["name"]: e for e in entries}
+    missing = sorted({n for pair in pairs for n in pair} - set(by_name))
+    if missing:
+        raise ValueError(f"pairs name unknown conditions: {', '.join(missing)} (known: {', '.join(by_name)})")
+    out = []
+    for treated, control in pairs:
+        a, b = by_name[treated], by_name[control]
+        seeds = sorted(set(a["seeds"]) & set(b["seeds"]))
+        entry = {"treated": treated, "control": control, "seeds": seeds}
+        for key in PAIRED:
+            x = dict(zip(a["seeds"], a[key]["values"]))
+            y = dict(zip(b["seeds"], b[key]["values"]))
+            both = [s for s in seeds if x[s] is not None and y[s] is not None]
+            entry[key] = {**paired_difference([x[s] for s in both], [y[s] for s in both]), "n": len(both)}
+        out.append(entry)
+    return out

@@ -1,0 +1,133 @@
+"""study.md: the conditions table, the paired differences and the study's own numbers."""
+
+from __future__ import annotations
+
+from .measures import STEP_MEASURES
+
+
+def _cell(stat: dict, percent: bool = True, seconds: bool = False) -> str:
+    if not stat or stat.get("mean") is None:
+        return "-"
+    if stat.get("ci") is None:  # one seed: no interval over seeds
+        mean = stat["mean"]
+        return f"{mean:.1%} (1 seed)" if percent else f"{mean:.0f}{' s' if seconds else ''} (1 seed)"
+    mean, (lo, hi) = stat["mean"], stat["ci"]
+    if percent:
+        return f"{mean:.1%} ± {(hi - lo) / 2:.1%} [{lo:.1%}, {hi:.1%}]"
+    if seconds:
+        return f"{mean:.0f} s ± {(hi - lo) / 2:.0f}"
+    return f"{mean:.0f} ± {(hi - lo) / 2:.0f} [{lo:.0f}, {hi:.0f}]"
+
+
+def _steps_cell(stat: dict, runs: int) -> str:
+    if not stat.get("reached"):
+        return f"not reached (0/{runs})"
+    return f"{_cell(stat, percent=False)} ({stat['reached']}/{runs})"
+
+
+def _step_headers(study: dict) -> list[str]:
+    levels = {None: f"{study['threshold']:.0%} accuracy"}
+    return [
+        f"steps to {levels.get(level) or f'{level:.0%} answer-present'} on {study['in_domain']}"
+        for _, _, level in STEP_MEASURES
+    ]
+
+
+def _difference(stat: dict, points: bool) -> str:
+    """'+1.5 [-0.3, +3.3] p 0.08' (points: percentage points); one pair has no interval."""
+    if stat.get("mean") is None:
+        return "-"
+    scale, unit = (100, " pts") if points else (1, "")
+    mean = stat["mean"] * scale
+    if stat.get("ci") is None:
+        return f"{mean:+.1f}{unit} (1 pair)"
+    lo, hi = (v * scale for v in stat["ci"])
+    p = "" if stat.get("p_t") is None else f", p {stat['p_t']:.3f}"
+    count = "" if points else f" (n {stat['n']})"
+    return f"{mean:+.1f}{unit} [{lo:+.1f}, {hi:+.1f}]{p}{count}"
+
+
+def markdown(study: dict) -> str:
+    transfer = ", ".join(study["transfer"]) or "-"
+    steps = _step_headers(study)
+    lines = [
+        f"# Study `{study['preset']}`: {study['model']}, {study['max_steps']} steps, {study['seeds']} seed(s)",
+        "",
+        study.get("description") or "",
+        "",
+        f"Greedy accuracy on {study['eval_n']} held-out samples of {study['in_domain']} (in-domain) and "
+        f"{transfer} (transfer), mean ± half-width [95 % t-interval over seeds; with one seed, the run's "
+        "Wilson interval over its held-out samples]. Steps to a threshold: first step whose held-out "
+        f"{study['in_domain']} evaluation during training reaches it, averaged over the seeds that "
+        "reached it (k/n: how many of the n runs did).",
+        "",
+        "| condition | prompt | injection | in-domain accuracy | transfer accuracy | transfer / in-domain | "
+        + " | ".join(steps)
+        + " | wall time |",
+        "|---|---|---|---|---|---|" + "---|" * len(steps) + "---|",
+    ]
+    for c in study["conditions"]:
+        runs = len(c["seeds"])
+        ratio = "-" if c["generalization_ratio"]["mean"] is None else f"{c['generalization_ratio']['mean']:.2f}"
+        cells = [_steps_cell(c.get(name) or {}, runs) for name, _, _ in STEP_MEASURES]
+        lines.append(
+            f"| {c['name']} | {c['prompt_style']} | {c['injection']} | {_cell(c['in_domain_accuracy'])} | "
+            f"{_cell(c['transfer_accuracy'])} | {ratio} | "
+            + " | ".join(cells)
+            + f" | {_cell(c['wall_s'], percent=False, seconds=True)} |"
+        )
+    lines += _pairs(study) + _reference(study)
+    return "\n".join(lines) + "\n"
+
+
+def _pairs(study: dict) -> list[str]:
+    pairs = study.get("pairs") or []
+    if not pairs:
+        return []
+    lines = [
+        "",
+        "## Paired differences",
+        "",
+        "Seed by seed (the same seed draws the same prompts and images under both conditions): mean of "
+        "treated minus control, [95 % t-interval], paired t-test p-value; step differences over the "
+        "seeds where both reached the threshold (n).",
+        "",
+        f"| treated - control | seeds | in-domain accuracy | transfer accuracy | {_step_headers(study)[1]} | "
+        f"{_step_headers(study)[2]} |",
+        "|---|---|---|---|---|---|",
+    ]
+    for p in pairs:
+        lines.append(
+            f"| {p['treated']} - {p['control']} | {len(p['seeds'])} | "
+            f"{_difference(p['in_domain_accuracy'], True)} | {_difference(p['transfer_accuracy'], True)} | "
+            f"{_difference(p['steps_to_answer_present_90'], False)} | {_difference(p['steps_to_threshold'], False)} |"
+        )
+    return lines
+
+
+def _reference(study: dict) -> list[str]:
+    rows = [c for c in study["conditions"] if c.get("reference")]
+    if not rows:
+        return []
+    lines = [
+        "",
+        "## The study's own numbers",
+        "",
+        "Shringarpure (2025), *Breaking the Cold Start Barrier*: Qwen2-VL-2B on CLEVR (in-domain) and "
+        "SuperCLEVR (transfer), one run per condition, no intervals. Compare directions (injection "
+        "speeds up the weak-prompt start but costs transfer; under r1v the gap closes), not absolute values.",
+        "",
+        "| condition | base format rate | CLEVR | SuperCLEVR | steps to 90 % | steps trained | time |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for c in rows:
+        ref = c["reference"]
+        fmt = [
+            f"{v:.0%}" if isinstance(v, float) else str(v)
+            for v in (ref.get("in_domain_accuracy", "-"), ref.get("transfer_accuracy", "-"))
+        ]
+        lines.append(
+            f"| {c['name']} | {ref.get('baseline', '-')} | {fmt[0]} | {fmt[1]} | "
+            f"{ref.get('steps_to_threshold', '-')} | {ref.get('steps_trained', '-')} | {ref.get('wall', '-')} |"
+        )
+    return lines
