@@ -7,13 +7,11 @@ tests/test_logprob_sharing.py do not apply to them."""
 
 import json
 import time
-from pathlib import Path
 
 import pytest
 import torch
 
-from vlm_grpo.data import Sample
-from vlm_grpo.lab.scenes import render_scene
+from support import lab_samples, train_two_steps
 from vlm_grpo.models import load_model_and_processor, registered_models
 from vlm_grpo.models.families import adapter_for, family_named
 from vlm_grpo.models.tiny import build_tiny, build_tokenizer, with_special_tokens
@@ -21,7 +19,6 @@ from vlm_grpo.rollout import completion_logprobs, encode_prompts, generate
 from vlm_grpo.tasks.styles import DEFAULT, R1V
 
 CPU = torch.device("cpu")
-SMOKE = Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml"
 
 # family: (model_type, turn end, the placeholder tokens that must never be sampled)
 FAMILIES = {
@@ -36,14 +33,6 @@ FAMILIES = {
 NAMES = list(FAMILIES)
 
 
-def samples(n=2, size=112):
-    out = []
-    for i in range(n):
-        image, scene = render_scene("lab-clevr", i, size=size)
-        out.append(Sample(f"s{i}", image, scene.question + " Count carefully." * i, scene.count, "lab-clevr"))
-    return out
-
-
 @pytest.mark.parametrize("family", NAMES)
 def test_tiny_is_the_family_architecture(family):
     start = time.perf_counter()
@@ -51,7 +40,7 @@ def test_tiny_is_the_family_architecture(family):
     assert time.perf_counter() - start < 10
     assert model.config.model_type == FAMILIES[family][0] and adapter_for(model) is family_named(family)
     assert sum(p.numel() for p in model.parameters()) < 1_000_000
-    prompts = encode_prompts(processor, R1V, samples(), CPU)
+    prompts = encode_prompts(processor, R1V, lab_samples(), CPU)
     image_id = processor.tokenizer.convert_tokens_to_ids(FAMILIES[family][2][0])
     assert (prompts.inputs["input_ids"] == image_id).sum(1).min() > 0  # each prompt holds its image's tokens
     assert prompts.inputs["pixel_values"].size(0) == 2  # one image (with its tiles) per prompt
@@ -86,7 +75,7 @@ def test_vision_placeholders_are_never_sampled(family):
     model.lm_head.register_forward_hook(
         lambda module, args, out: out.index_add(-1, forbidden, torch.full_like(out[..., : len(forbidden)], 50.0))
     )
-    prompts = encode_prompts(processor, DEFAULT, samples(), CPU)
+    prompts = encode_prompts(processor, DEFAULT, lab_samples(), CPU)
     completions, mask, _, _ = generate(model, processor, prompts, 3, 8, temperature=1.0)
     assert not torch.isin(completions, forbidden).any()
     logp = completion_logprobs(model, prompts, torch.arange(6), completions, mask, 3, 1.0, "none")
@@ -105,8 +94,8 @@ def test_processor_saves_and_reloads_without_torchvision(tmp_path, family):
     assert standard == STANDARD[family]
     reloaded = family_named(family).load_processor(str(tmp_path), FAMILIES[family][0])
     assert type(reloaded) is type(processor) and reloaded.chat_template == processor.chat_template
-    before = encode_prompts(processor, R1V, samples(), CPU).inputs
-    after = encode_prompts(reloaded, R1V, samples(), CPU).inputs
+    before = encode_prompts(processor, R1V, lab_samples(), CPU).inputs
+    after = encode_prompts(reloaded, R1V, lab_samples(), CPU).inputs
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
 
 
@@ -125,25 +114,10 @@ def test_tiny_names_are_registered():
         assert f"tiny-{family}" in registered_models()
 
 
-def train(tmp_path, model_name: str, extra=()):
-    from vlm_grpo.config import load_config
-    from vlm_grpo.training.trainer import GRPOTrainer
-
-    overrides = [f"model={model_name}", f"output_dir={tmp_path / 'run'}", "max_steps=2", "save_steps=2"]
-    trainer = GRPOTrainer(load_config(SMOKE, overrides + ["progress=false", "report_to=[]", *extra]))
-    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
-    trainer.train()
-    changed = [n for n, p in trainer.model.named_parameters() if p.requires_grad and not torch.equal(p, before[n])]
-    lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert [line["step"] for line in lines] == [1, 2]
-    assert changed and (tmp_path / "run" / "checkpoint-2").is_dir()
-    return trainer
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("family", NAMES)
 def test_tiny_name_trains_with_demonstrations_ending_the_turn(tmp_path, family):
-    trainer = train(tmp_path, f"tiny-{family}", ["injection.mode=random"])
+    trainer = train_two_steps(tmp_path, f"tiny-{family}", ["injection.mode=random"])
     turn_end = FAMILIES[family][1]
     text, tokens = trainer.injector.demonstration(3)
     assert tokens[-1] == trainer.processor.tokenizer.convert_tokens_to_ids(turn_end) and turn_end not in text
@@ -160,7 +134,7 @@ def test_saved_folder_trains(tmp_path, family):
     processor.save_pretrained(folder)
     loaded, _ = load_model_and_processor(str(folder), CPU, torch.float32)
     assert loaded.config.model_type == FAMILIES[family][0]
-    train(tmp_path, str(folder))
+    train_two_steps(tmp_path, str(folder))
 
 
 @pytest.mark.parametrize("family", NAMES)

@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import get_scheduler
 
+import support
 from vlm_grpo.config import ConfigError, load_config
 from vlm_grpo.core import algo
 from vlm_grpo.training import precision
@@ -21,16 +22,7 @@ from vlm_grpo.training.trainer import GRPOTrainer
 
 pytestmark = pytest.mark.slow
 
-TINY = [
-    "model=tiny-qwen2-vl",
-    "num_generations=4",
-    "prompts_per_step=2",
-    "max_completion_length=12",
-    "learning_rate=1e-3",
-    "progress=false",
-    "report_to=[]",
-    "log_completions_steps=0",
-]
+TINY = [*support.TINY, "report_to=[]", "log_completions_steps=0"]
 LAB = [
     "model=lab-base-cold",
     "data.train=lab-clevr",

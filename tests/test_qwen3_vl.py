@@ -5,12 +5,11 @@ The shared-prefix and shared-feature log-prob and gradient checks, and greedy pr
 against transformers' generate, run for these families in tests/test_logprob_sharing.py."""
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
 
-from vlm_grpo.data import Sample
+from support import lab_samples, train_two_steps
 from vlm_grpo.lab.scenes import render_scene
 from vlm_grpo.models import load_model_and_processor, registered_models
 from vlm_grpo.models.families import adapter_for, family_named
@@ -20,16 +19,7 @@ from vlm_grpo.rollout import completion_logprobs, encode_prompts, generate
 from vlm_grpo.tasks.styles import DEFAULT, R1V
 
 CPU = torch.device("cpu")
-SMOKE = Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml"
 FAMILIES = ["qwen3-vl", "qwen3-vl-moe"]
-
-
-def samples(n=2, size=112):
-    out = []
-    for i in range(n):
-        image, scene = render_scene("lab-clevr", i, size=size)
-        out.append(Sample(f"s{i}", image, scene.question + " Count carefully." * i, scene.count, "lab-clevr"))
-    return out
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -42,7 +32,7 @@ def test_tiny_is_the_qwen3_vl_architecture(family):
         text.rope_parameters["mrope_interleaved"] and sum(text.rope_parameters["mrope_section"]) == text.head_dim // 2
     )
     assert sum(p.numel() for p in model.parameters()) < 400_000
-    prompts = encode_prompts(processor, R1V, samples(), CPU)
+    prompts = encode_prompts(processor, R1V, lab_samples(), CPU)
     # 112 px does not divide into 32 px merged patches: the processor resizes to 96 px, 6 x 6 patches.
     assert prompts.inputs["image_grid_thw"].tolist() == [[1, 6, 6], [1, 6, 6]]
     assert "mm_token_type_ids" in prompts.inputs
@@ -58,7 +48,7 @@ def test_vision_placeholders_are_never_sampled():
     model.lm_head.register_forward_hook(
         lambda module, args, out: out.index_add(-1, forbidden, torch.full_like(out[..., :4], 50.0))
     )
-    prompts = encode_prompts(processor, DEFAULT, samples(), CPU)
+    prompts = encode_prompts(processor, DEFAULT, lab_samples(), CPU)
     for sharing in ("prefix", "none"):
         completions, mask, _, _ = generate(model, processor, prompts, 3, 8, temperature=1.0, sharing=sharing)
         assert not torch.isin(completions, forbidden).any(), sharing
@@ -80,8 +70,8 @@ def test_image_only_processor_saves_and_reloads(tmp_path):
     processor.save_pretrained(tmp_path)
     reloaded = family_named("qwen3-vl").load_processor(str(tmp_path), "qwen3_vl")
     assert reloaded.image_processor.patch_size == 16 and reloaded.chat_template == processor.chat_template
-    before = encode_prompts(processor, R1V, samples(), CPU).inputs
-    after = encode_prompts(reloaded, R1V, samples(), CPU).inputs
+    before = encode_prompts(processor, R1V, lab_samples(), CPU).inputs
+    after = encode_prompts(reloaded, R1V, lab_samples(), CPU).inputs
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
 
 
@@ -103,10 +93,10 @@ def test_folders_saved_by_the_standard_processor_load(tmp_path):
     (split / "preprocessor_config.json").write_text(json.dumps(image_config | {"processor_class": "Qwen3VLProcessor"}))
     (split / "video_preprocessor_config.json").write_text(json.dumps(video | {"processor_class": "Qwen3VLProcessor"}))
 
-    expected = encode_prompts(processor, R1V, samples(), CPU).inputs
+    expected = encode_prompts(processor, R1V, lab_samples(), CPU).inputs
     for folder in ("joint", "split"):
         loaded = family_named("qwen3-vl").load_processor(str(tmp_path / folder), "qwen3_vl")
-        got = encode_prompts(loaded, R1V, samples(), CPU).inputs
+        got = encode_prompts(loaded, R1V, lab_samples(), CPU).inputs
         assert all(torch.equal(expected[k], got[k]) for k in expected), folder
 
 
@@ -134,21 +124,6 @@ def test_tiny_names_are_registered():
         assert f"tiny-{family}" in registered_models() and f"tiny-{family}" in listed
 
 
-def train(tmp_path, model_name: str, extra=()):
-    from vlm_grpo.config import load_config
-    from vlm_grpo.training.trainer import GRPOTrainer
-
-    overrides = [f"model={model_name}", f"output_dir={tmp_path / 'run'}", "max_steps=2", "save_steps=2"]
-    trainer = GRPOTrainer(load_config(SMOKE, overrides + ["progress=false", "report_to=[]", *extra]))
-    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
-    trainer.train()
-    changed = [n for n, p in trainer.model.named_parameters() if p.requires_grad and not torch.equal(p, before[n])]
-    lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert [line["step"] for line in lines] == [1, 2]
-    assert changed and (tmp_path / "run" / "checkpoint-2").is_dir()
-    return trainer
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("family", FAMILIES)
 def test_saved_folder_trains(tmp_path, family):
@@ -158,13 +133,13 @@ def test_saved_folder_trains(tmp_path, family):
     processor.save_pretrained(folder)  # image processor, tokenizer, chat template; no video processor
     loaded, _ = load_model_and_processor(str(folder), CPU, torch.float32)
     assert loaded.config.model_type == family.replace("-", "_")
-    train(tmp_path, str(folder))
+    train_two_steps(tmp_path, str(folder))
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("family", FAMILIES)
 def test_tiny_name_trains_with_demonstrations_ending_the_turn(tmp_path, family):
-    trainer = train(tmp_path, f"tiny-{family}", ["injection.mode=random", "logprob_sharing=vision"])
+    trainer = train_two_steps(tmp_path, f"tiny-{family}", ["injection.mode=random", "logprob_sharing=vision"])
     im_end = trainer.processor.tokenizer.convert_tokens_to_ids("<|im_end|>")
     text, tokens = trainer.injector.demonstration(3)
     assert tokens[-1] == im_end and "<|im_end|>" not in text

@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 
+import support
 from vlm_grpo.config import ConfigError, SftConfig, load_config
 from vlm_grpo.core.algo import LossStats
 from vlm_grpo.data import Sample
@@ -94,15 +95,7 @@ def test_bad_sft_settings_are_reported_together():
         assert part in text, part
 
 
-TINY = [
-    "model=tiny-qwen2-vl",
-    "num_generations=4",
-    "prompts_per_step=2",
-    "max_completion_length=12",
-    "learning_rate=1e-3",
-    "progress=false",
-    "report_to=[]",
-]
+TINY = [*support.TINY, "report_to=[]"]
 
 
 @pytest.mark.slow

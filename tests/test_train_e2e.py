@@ -8,6 +8,7 @@ import pytest
 import torch
 from transformers import AutoModelForImageTextToText
 
+from support import TINY
 from vlm_grpo.config import load_config
 from vlm_grpo.training.trainer import GRPOTrainer
 
@@ -32,15 +33,6 @@ REQUIRED_KEYS = [
     "optim/grad_norm",
     "time/step_s",
     "throughput/tokens_per_s",
-]
-
-TINY = [
-    "model=tiny-qwen2-vl",
-    "num_generations=4",
-    "prompts_per_step=2",
-    "max_completion_length=12",
-    "learning_rate=1e-3",
-    "progress=false",
 ]
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
+import torch
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
@@ -118,13 +119,8 @@ def special_ids(tokenizer) -> dict[str, int]:
     return {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
 
 
-def tiny_text_config(dims: dict, tokenizer) -> dict:
-    """The language model's configuration at tiny scale, with Qwen's special ids."""
-    ids = special_ids(tokenizer)
-    head_dim = dims["hidden"] // dims["heads"]
-    # M-RoPE splits the rotary half-dimension into temporal / height / width sections.
-    half = head_dim // 2
-    mrope = [half - 2 * (half * 3 // 8), half * 3 // 8, half * 3 // 8]
+def text_dims(dims: dict, tokenizer) -> dict:
+    """A language model's sizes at tiny scale (`TINY_SIZES`), under the names every family's config uses."""
     return dict(
         vocab_size=len(tokenizer),
         hidden_size=dims["hidden"],
@@ -133,6 +129,41 @@ def tiny_text_config(dims: dict, tokenizer) -> dict:
         num_attention_heads=dims["heads"],
         num_key_value_heads=dims["kv_heads"],
         max_position_embeddings=4096,
+    )
+
+
+def vision_dims(dims: dict, image_size: int, patch_size: int) -> dict:
+    """A ViT-style vision tower's sizes at tiny scale (SigLIP and Idefics3 names)."""
+    return dict(
+        hidden_size=dims["vision_dim"],
+        intermediate_size=dims["vision_dim"] * 2,
+        num_hidden_layers=dims["vision_depth"],
+        num_attention_heads=2,
+        image_size=image_size,
+        patch_size=patch_size,
+    )
+
+
+def seeded_model(model_class, config, seed: int, eos: list[int], pad: int):
+    """`model_class(config)` initialised from `seed` (the global RNG is left as it was), generating
+    until any id in `eos` and padding with `pad`."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = model_class(config)
+    model.generation_config.eos_token_id = eos
+    model.generation_config.pad_token_id = pad
+    return model
+
+
+def tiny_text_config(dims: dict, tokenizer) -> dict:
+    """The language model's configuration at tiny scale, with Qwen's special ids."""
+    ids = special_ids(tokenizer)
+    head_dim = dims["hidden"] // dims["heads"]
+    # M-RoPE splits the rotary half-dimension into temporal / height / width sections.
+    half = head_dim // 2
+    mrope = [half - 2 * (half * 3 // 8), half * 3 // 8, half * 3 // 8]
+    return dict(
+        **text_dims(dims, tokenizer),
         rope_parameters={"rope_type": "default", "mrope_section": mrope, "rope_theta": 10000.0},
         bos_token_id=ids["<|endoftext|>"],
         eos_token_id=ids["<|im_end|>"],

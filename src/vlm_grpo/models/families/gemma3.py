@@ -19,7 +19,6 @@ attend to each other bidirectionally, and a shared-prefix pass would have to reb
 
 from __future__ import annotations
 
-import torch
 from transformers import Gemma3Processor
 
 from .base import FamilyAdapter
@@ -92,37 +91,23 @@ class Gemma3Adapter(FamilyAdapter):
         from transformers import Gemma3Config, Gemma3ForConditionalGeneration
         from transformers.models.gemma3.image_processing_pil_gemma3 import Gemma3ImageProcessorPil
 
-        from ..tiny import with_special_tokens
+        from ..tiny import seeded_model, text_dims, vision_dims, with_special_tokens
 
         tokenizer = with_special_tokens(tokenizer, SPECIAL_TOKENS, GEMMA3_CHAT_TEMPLATE)
         ids = tokenizer.convert_tokens_to_ids
         image_size, patch, tokens = 56, 14, 4
         text = dict(
-            vocab_size=len(tokenizer),
-            hidden_size=dims["hidden"],
-            intermediate_size=dims["ffn"],
-            num_hidden_layers=dims["layers"],
-            num_attention_heads=dims["heads"],
-            num_key_value_heads=dims["kv_heads"],
+            **text_dims(dims, tokenizer),
             head_dim=dims["hidden"] // dims["heads"],
             query_pre_attn_scalar=dims["hidden"] // dims["heads"],
             sliding_window=64,
             layer_types=["sliding_attention", "full_attention"] * (dims["layers"] // 2)
             + ["sliding_attention"] * (dims["layers"] % 2),
-            max_position_embeddings=4096,
             bos_token_id=ids("<bos>"),
             eos_token_id=ids("<end_of_turn>"),
             pad_token_id=ids("<pad>"),
         )
-        vision = dict(
-            hidden_size=dims["vision_dim"],
-            intermediate_size=dims["vision_dim"] * 2,
-            num_hidden_layers=dims["vision_depth"],
-            num_attention_heads=2,
-            image_size=image_size,
-            patch_size=patch,
-            vision_use_head=False,
-        )
+        vision = vision_dims(dims, image_size, patch) | {"vision_use_head": False}
         config = Gemma3Config(
             text_config=text,
             vision_config=vision,
@@ -131,11 +116,7 @@ class Gemma3Adapter(FamilyAdapter):
             eoi_token_index=ids("<end_of_image>"),
             image_token_index=ids("<image_soft_token>"),
         )
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model = Gemma3ForConditionalGeneration(config)
-        model.generation_config.eos_token_id = [ids("<end_of_turn>")]
-        model.generation_config.pad_token_id = ids("<pad>")
+        model = seeded_model(Gemma3ForConditionalGeneration, config, seed, [ids("<end_of_turn>")], ids("<pad>"))
         image_processor = Gemma3ImageProcessorPil(
             size={"height": image_size, "width": image_size}, image_mean=[0.5] * 3, image_std=[0.5] * 3
         )

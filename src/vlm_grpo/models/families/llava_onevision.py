@@ -17,7 +17,6 @@ and `<video>` are placeholders (the config's image and video token indices). Pas
 
 from __future__ import annotations
 
-import torch
 from transformers import LlavaOnevisionProcessor
 
 from .base import FamilyAdapter
@@ -94,22 +93,13 @@ class LlavaOnevisionAdapter(FamilyAdapter):
             LlavaOnevisionImageProcessorPil,
         )
 
-        from ..tiny import special_ids, tiny_text_config, with_special_tokens
+        from ..tiny import seeded_model, special_ids, tiny_text_config, vision_dims, with_special_tokens
 
         tokenizer = with_special_tokens(tokenizer, SPECIAL_TOKENS, LLAVA_ONEVISION_CHAT_TEMPLATE)
         ids = special_ids(tokenizer)
         tile = 28
         text = tiny_text_config(dims, tokenizer) | {"model_type": "qwen2", "rope_parameters": None}
-        vision = dict(
-            model_type="siglip_vision_model",
-            hidden_size=dims["vision_dim"],
-            intermediate_size=dims["vision_dim"] * 2,
-            num_hidden_layers=dims["vision_depth"],
-            num_attention_heads=2,
-            image_size=tile,
-            patch_size=14,
-            vision_use_head=False,
-        )
+        vision = vision_dims(dims, tile, 14) | {"model_type": "siglip_vision_model", "vision_use_head": False}
         pinpoints = [[tile * r, tile * c] for r in (1, 2) for c in (1, 2)]
         config = LlavaOnevisionConfig(
             text_config=text,
@@ -120,11 +110,8 @@ class LlavaOnevisionAdapter(FamilyAdapter):
             vision_feature_select_strategy="full",
             vision_feature_layer=-1,
         )
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model = LlavaOnevisionForConditionalGeneration(config)
-        model.generation_config.eos_token_id = [ids["<|im_end|>"], ids["<|endoftext|>"]]
-        model.generation_config.pad_token_id = ids["<|endoftext|>"]
+        eos, pad = [ids["<|im_end|>"], ids["<|endoftext|>"]], ids["<|endoftext|>"]
+        model = seeded_model(LlavaOnevisionForConditionalGeneration, config, seed, eos, pad)
         image_processor = LlavaOnevisionImageProcessorPil(
             size={"height": tile, "width": tile},
             image_grid_pinpoints=pinpoints,

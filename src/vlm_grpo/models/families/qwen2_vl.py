@@ -163,7 +163,7 @@ class Qwen2VLAdapter(FamilyAdapter):
         return Qwen2VLImageProcessorPil(min_pixels=28 * 28, max_pixels=image_pixels)
 
     def build_tiny(self, dims: dict, tokenizer, seed: int, image_pixels: int):
-        from ..tiny import QWEN_CHAT_TEMPLATE, special_ids
+        from ..tiny import QWEN_CHAT_TEMPLATE, seeded_model, special_ids
 
         ids = special_ids(tokenizer)
         special = dict(
@@ -175,11 +175,8 @@ class Qwen2VLAdapter(FamilyAdapter):
         config = self.config_class(
             text_config=self.tiny_text_config(dims, tokenizer), vision_config=self.tiny_vision_config(dims), **special
         )
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model = self.model_class(config)
-        model.generation_config.eos_token_id = [ids["<|im_end|>"], ids["<|endoftext|>"]]
-        model.generation_config.pad_token_id = ids["<|endoftext|>"]
+        eos, pad = [ids["<|im_end|>"], ids["<|endoftext|>"]], ids["<|endoftext|>"]
+        model = seeded_model(self.model_class, config, seed, eos, pad)
         return model, self.make_processor(self.tiny_image_processor(image_pixels), tokenizer, QWEN_CHAT_TEMPLATE)
 
 

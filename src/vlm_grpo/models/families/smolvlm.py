@@ -25,7 +25,6 @@ here, so it is left to the generic adapter. Passes are per row (no prefix sharin
 
 from __future__ import annotations
 
-import torch
 from transformers.models.smolvlm.processing_smolvlm import SmolVLMProcessor
 from transformers.processing_utils import ProcessorMixin
 
@@ -106,31 +105,18 @@ class SmolVLMAdapter(FamilyAdapter):
         from transformers import SmolVLMConfig, SmolVLMForConditionalGeneration
         from transformers.models.smolvlm.image_processing_pil_smolvlm import SmolVLMImageProcessorPil
 
-        from ..tiny import with_special_tokens
+        from ..tiny import seeded_model, text_dims, vision_dims, with_special_tokens
 
         tokenizer = with_special_tokens(tokenizer, SPECIAL_TOKENS, SMOLVLM_CHAT_TEMPLATE)
         ids = tokenizer.convert_tokens_to_ids
         tile, patch, shuffle = 32, 8, 2
         text = dict(
-            vocab_size=len(tokenizer),
-            hidden_size=dims["hidden"],
-            intermediate_size=dims["ffn"],
-            num_hidden_layers=dims["layers"],
-            num_attention_heads=dims["heads"],
-            num_key_value_heads=dims["kv_heads"],
-            max_position_embeddings=4096,
+            **text_dims(dims, tokenizer),
             bos_token_id=ids("<|im_start|>"),
             eos_token_id=ids("<end_of_utterance>"),
             pad_token_id=ids("<|endoftext|>"),
         )
-        vision = dict(
-            hidden_size=dims["vision_dim"],
-            intermediate_size=dims["vision_dim"] * 2,
-            num_hidden_layers=dims["vision_depth"],
-            num_attention_heads=2,
-            image_size=tile,
-            patch_size=patch,
-        )
+        vision = vision_dims(dims, tile, patch)
         config = SmolVLMConfig(
             text_config=text,
             vision_config=vision,
@@ -138,11 +124,8 @@ class SmolVLMAdapter(FamilyAdapter):
             image_token_id=ids("<image>"),
             pad_token_id=ids("<|endoftext|>"),
         )
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model = SmolVLMForConditionalGeneration(config)
-        model.generation_config.eos_token_id = [ids("<end_of_utterance>")]
-        model.generation_config.pad_token_id = ids("<|endoftext|>")
+        eos, pad = [ids("<end_of_utterance>")], ids("<|endoftext|>")
+        model = seeded_model(SmolVLMForConditionalGeneration, config, seed, eos, pad)
         image_processor = SmolVLMImageProcessorPil(
             size={"longest_edge": 2 * tile},
             max_image_size={"longest_edge": tile},
