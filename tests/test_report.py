@@ -49,6 +49,10 @@ def _write_run(root, name, mode, np_mid, acc_mid, seed, steps=60, with_config=Tr
 
 
 STUDY = {
+    "preset": "p",
+    "in_domain": "clevr",
+    "transfer": ["superclevr"],
+    "max_steps": 120,
     "conditions": [
         {
             "name": "plain+inject",
@@ -58,6 +62,7 @@ STUDY = {
             "in_domain_accuracy": {"mean": 0.9, "ci": [0.87, 0.93], "values": [0.88, 0.9, 0.92]},
             "transfer_accuracy": {"mean": 0.30, "ci": [0.25, 0.35], "values": [0.28, 0.3, 0.32]},
             "steps_to_threshold": {"mean": 40, "ci": [35, 45], "values": [38, 40, 42]},
+            "steps_to_answer_present_90": {"mean": 30, "ci": [20, 40], "values": [20, 30, 40], "reached": 3},
             "wall_s": {"mean": 3600, "ci": [3500, 3700], "values": [3550, 3600, 3650]},
         },
         {
@@ -68,9 +73,10 @@ STUDY = {
             "in_domain_accuracy": {"mean": 0.88, "ci": [0.88, 0.88], "values": [0.88]},
             "transfer_accuracy": {"mean": 0.48, "ci": [0.48, 0.48], "values": [0.48]},
             "steps_to_threshold": {"mean": 100, "ci": [100, 100], "values": [100]},
+            "steps_to_answer_present_90": {"mean": None, "ci": None, "values": [None], "reached": 0},
             "wall_s": {"mean": 5000, "ci": [5000, 5000], "values": [5000]},
         },
-    ]
+    ],
 }
 
 ASSESSMENT = {
@@ -117,6 +123,7 @@ def test_write_report_full(tmp_path, run_dirs):
     md = md_path.read_text()
     pngs = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
     expected = {"learning_curves.png", "injection_vs_none.png", "cross_domain.png", "baseline.png"}
+    expected |= {"speed_vs_transfer.png", "condition_curves.png"}
     assert expected <= set(pngs)
     assert sum(p.startswith("two_phase_") for p in pngs) == 3
     for name in pngs:

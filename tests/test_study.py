@@ -69,6 +69,10 @@ def test_study_md_and_report(study):
     assert "| condition |" in md and "in-domain accuracy" in md and "transfer accuracy" in md
     assert "| default-inject |" in md and "| default-none |" in md and "not reached (0/2)" in md
     assert (out / "report" / "report.md").is_file() and (out / "report" / "cross_domain.png").is_file()
+    report = (out / "report" / "report.md").read_text()
+    for figure in ("speed_vs_transfer.png", "condition_curves.png"):
+        assert (out / "report" / figure).stat().st_size > 10_000 and f"]({figure})" in report
+    assert "| default-inject - default-none | 2 |" in md
 
 
 def test_rerun_skips_finished_runs_and_resumes_an_interrupted_one(study, tmp_path):

@@ -220,3 +220,77 @@ def plot_baseline(assessment: Mapping | str | Path, out: str | Path) -> Path:
         if any(key in assessment[s] for s in styles)
     }
     return _bar_figure(styles, groups, out, "prompt style", "rate (95% CI where given)", "base model before training")
+
+
+def plot_speed_vs_transfer(study: Mapping | str | Path, out: str | Path) -> Path:
+    """Per condition: steps to 90 % held-out answer-present (x) against final transfer accuracy (y),
+    each with its 95 % interval over seeds; a condition whose runs never got there sits at the right edge."""
+    if isinstance(study, (str, Path)):
+        study = json.loads(Path(study).read_text())
+    key, transfer = "steps_to_answer_present_90", ", ".join(study["transfer"]) or study["in_domain"]
+    with matplotlib.rc_context(_STYLE):
+        fig, axes = _new_figure(size=(9, 6))
+        ax = axes[0, 0]
+        edge = study["max_steps"] * 1.05
+        for i, c in enumerate(study["conditions"]):
+            x, y = c.get(key) or {}, c.get("transfer_accuracy") or {}
+            if y.get("mean") is None:
+                continue
+            reached = f"{x.get('reached', 0)}/{len(c['seeds'])}"
+            mx = edge if x.get("mean") is None else x["mean"]
+            ax.errorbar(
+                [mx],
+                [y["mean"]],
+                xerr=_error(x, mx),
+                yerr=_error(y, y["mean"]),
+                fmt="o" if x.get("mean") is not None else "x",
+                capsize=4,
+                color=_COLORS[i % len(_COLORS)],
+                label=f"{c['name']} ({reached} reached)",
+            )
+        ax.axvline(study["max_steps"], color="gray", lw=0.8, ls=":")
+        ax.set(
+            xlabel=f"steps to 90% answer-present on {study['in_domain']} (mean over the seeds that reached it)",
+            ylabel=f"{transfer} accuracy at the end",
+            title=f"speed against transfer ({study['preset']}, 95% intervals)",
+        )
+        ax.grid(alpha=0.3)
+        ax.legend(loc="best", fontsize=9)
+        return _save(fig, out)
+
+
+def _error(stat: Mapping, at: float) -> list[list[float]] | None:
+    ci = stat.get("ci")
+    return None if not ci else [[max(0.0, at - ci[0])], [max(0.0, ci[1] - at)]]
+
+
+def plot_condition_curves(study: Mapping | str | Path, runs: Sequence[Run], out: str | Path) -> Path:
+    """Held-out answer-present rate and accuracy (in-domain, transfer) against step, the mean over
+    each condition's seeds (runs are named `<condition>-seed<k>`)."""
+    if isinstance(study, (str, Path)):
+        study = json.loads(Path(study).read_text())
+    in_domain, transfer = study["in_domain"], (study["transfer"] or [study["in_domain"]])[0]
+    panels = [
+        (f"eval/{in_domain}/answer_present_rate", f"{in_domain}: answer-present rate"),
+        (f"eval/{in_domain}/accuracy", f"{in_domain}: accuracy"),
+        (f"eval/{transfer}/accuracy", f"{transfer}: accuracy (transfer)"),
+    ]
+    with matplotlib.rc_context(_STYLE):
+        fig, axes = _new_figure(1, 3, size=(18, 5.5))
+        for ax, (key, title) in zip(axes.flat, panels):
+            for i, c in enumerate(study["conditions"]):
+                mine = [r for r in runs if r.name.rsplit("-seed", 1)[0] == c["name"]]
+                by_step: dict[int, list[float]] = {}
+                for run in mine:
+                    for step, value in zip(*run.series(key)):
+                        by_step.setdefault(step, []).append(value)
+                steps = sorted(by_step)
+                color, ls = _COLORS[i % len(_COLORS)], _LINESTYLES[(i // len(_COLORS)) % len(_LINESTYLES)]
+                means = [sum(by_step[s]) / len(by_step[s]) for s in steps]
+                ax.plot(steps, means, marker="o", ms=3, color=color, ls=ls, label=f"{c['name']} ({len(mine)} seeds)")
+            ax.set_ylim(-0.02, 1.02)
+            _finish(ax, title, "mean over seeds", legend=False)
+        handles, labels = axes[0, 0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="lower center", ncol=min(4, max(1, len(labels))))
+        rows = math.ceil(len(labels) / 4)
+        return _save(fig, out, rect=(0, min(0.35, 0.06 * rows + 0.02), 1, 1))

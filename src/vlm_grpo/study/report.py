@@ -13,7 +13,15 @@ from typing import Any
 
 from ..core.statistics import steps_to_threshold
 from ..evaluation.decision import recommend
-from .figures import plot_baseline, plot_cross_domain, plot_injection_vs_none, plot_learning_curves, plot_two_phase
+from .figures import (
+    plot_baseline,
+    plot_condition_curves,
+    plot_cross_domain,
+    plot_injection_vs_none,
+    plot_learning_curves,
+    plot_speed_vs_transfer,
+    plot_two_phase,
+)
 from .runs import ACC, NP, Run, load_run, present_word
 
 # ----------------------------------------------------------------------------- report
@@ -132,6 +140,20 @@ def write_report(
     )
     if study_json:
         md.extend(_study_table(json.loads(Path(study_json).read_text())) + [""])
+        figure(
+            "Speed against transfer",
+            "speed_vs_transfer.png",
+            True,
+            "",
+            lambda p: plot_speed_vs_transfer(study_json, p),
+        )
+        figure(
+            "Learning curves per condition (held-out, mean over seeds)",
+            "condition_curves.png",
+            bool(runs),
+            "no run directories given",
+            lambda p: plot_condition_curves(study_json, runs, p),
+        )
     assessment = json.loads(Path(assessment_json).read_text()) if assessment_json else None
     figure(
         "Baseline assessment",
