@@ -64,3 +64,54 @@ def test_benchmark_prints_its_json_keys(tmp_path, family):
     for value in (final["ratio_vs_trl"]["16"], final["logprob_speedup"]["16"], *final["peak_rss_mb"].values()):
         assert isinstance(value, (int, float)) and value > 0
     assert "16 image tokens" in (tmp_path / "RESULTS.md").read_text()
+
+
+GPU_SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_step.py"
+
+
+@pytest.mark.slow
+def test_gpu_benchmark_cpu_mode_runs_both_frameworks(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
+    args = ["--cpu-tiny", "--models", "qwen3-vl-2b-instruct", "--warmup", "0", "--steps", "1", "--epochs", "2"]
+    proc = subprocess.run(
+        [sys.executable, str(GPU_SCRIPT), *args, "--workdir", str(tmp_path), "--out", str(tmp_path / "r.json")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report == json.loads((tmp_path / "r.json").read_text()) and report["device"] == "cpu"
+    runs = report["models"]["qwen3-vl-2b-instruct"]
+    assert set(runs) == {"ours", "trl"}
+    for run in runs.values():
+        assert "error" not in run, run
+        assert run["step_s"] > 0 and run["completions_per_s"] > 0 and run["mean_completion_length"] == 50
+        assert run["prompt_tokens"] > 150  # a 480 x 320 image: about 150 image tokens and the question
+    assert set(runs["ours"]["phases_s"]) == {"sample_and_score", "rollout_logprobs", "update"}
+
+
+@pytest.mark.parametrize("name", ["qwen2-vl-2b-instruct", "qwen2.5-vl-3b-instruct", "qwen3-vl-2b-instruct"])
+def test_gpu_benchmark_configs_are_the_checkpoints(name):
+    """The kept configurations build at full size (on the meta device: no memory) with the
+    checkpoints' parameter counts (Qwen2-VL-2B 2.21 B and Qwen2.5-VL-3B 3.75 B as their model pages
+    give them; Qwen3-VL-2B, "2B" on its page, 2.13 B), and shrunk they run a forward pass on a
+    CLEVR-sized image."""
+    import torch
+
+    sys.path.insert(0, str(GPU_SCRIPT.parent))
+    import gpu_step
+
+    full = {"qwen2-vl-2b-instruct": 2.21e9, "qwen2.5-vl-3b-instruct": 3.75e9, "qwen3-vl-2b-instruct": 2.13e9}
+    model, processor, family = gpu_step.build(name, tiny=False, device="meta")
+    count = sum(p.numel() for p in model.parameters())
+    assert abs(count / full[name] - 1) < 0.02, count
+    model, processor, family = gpu_step.build(name, tiny=True, device="cpu")
+    row = gpu_step.rows(1)[0]
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": row["question"]}]}]
+    text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    batch = processor(text=[text], images=[row["image"]], return_tensors="pt")
+    with torch.no_grad():
+        logits = model(**batch).logits
+    assert logits.shape[:2] == batch["input_ids"].shape and torch.isfinite(logits).all()
