@@ -139,20 +139,26 @@ def write_report(
         lambda p: plot_cross_domain(study_json, p),
     )
     if study_json:
-        md.extend(_study_table(json.loads(Path(study_json).read_text())) + [""])
+        study = json.loads(Path(study_json).read_text())
+        md.extend(_study_table(study) + [""])
+        # Studies written before the step measures existed lack what these two figures read.
+        measured = {"in_domain", "transfer", "max_steps"} <= set(study) and all(
+            "steps_to_answer_present_90" in c for c in study["conditions"]
+        )
+        older = "the study.json has no held-out step measures (written by an older version)"
         figure(
             "Speed against transfer",
             "speed_vs_transfer.png",
-            True,
-            "",
-            lambda p: plot_speed_vs_transfer(study_json, p),
+            measured,
+            older,
+            lambda p: plot_speed_vs_transfer(study, p),
         )
         figure(
             "Learning curves per condition (held-out, mean over seeds)",
             "condition_curves.png",
-            bool(runs),
-            "no run directories given",
-            lambda p: plot_condition_curves(study_json, runs, p),
+            measured and bool(runs),
+            older if not measured else "no run directories given",
+            lambda p: plot_condition_curves(study, runs, p),
         )
     assessment = json.loads(Path(assessment_json).read_text()) if assessment_json else None
     figure(
