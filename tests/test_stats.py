@@ -218,3 +218,12 @@ def test_paired_difference_on_literal_seeds():
     assert paired_difference([0.5], [0.2])["p_t"] is None and paired_difference([1, 2], [1, 2])["p_t"] is None
     with pytest.raises(ValueError, match="differ in number"):
         paired_difference([1.0], [1.0, 2.0])
+
+
+@pytest.mark.parametrize(
+    "rate, words",
+    [(0.02, ("disagrees", "13.7 points")), (0.14, ("12.9 %", "4.7 points")), (0.9, ("agrees", "r1v"))],
+)
+def test_each_zone_cites_the_labs_measurement(rate, words):
+    lab = recommend(rate)["lab"]
+    assert lab.startswith("The counting lab") and all(w in lab for w in words)

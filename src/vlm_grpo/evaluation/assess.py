@@ -136,10 +136,10 @@ def style_assessment(
     out["recommendation"] = (
         f"{advice['band']} answer-present rate, {advice['viability'].lower()}: "
         f"{advice['recommendation']}. Single-domain: {advice['single_domain']} "
-        f"Multi-domain: {advice['multi_domain']}"
+        f"Multi-domain: {advice['multi_domain']} Measured in the lab: {advice['lab']}"
     )
     out["advice"] = {
-        k: advice[k] for k in ("band", "viability", "recommendation", "zone", "single_domain", "multi_domain")
+        k: advice[k] for k in ("band", "viability", "recommendation", "zone", "single_domain", "multi_domain", "lab")
     }
     return out
 
@@ -201,4 +201,6 @@ def advice_lines(assessment: dict) -> list[tuple[int, str]]:
         lines += [(0, f"{style}: {advice['zone']}"), (2, f"single-domain: {advice['single_domain']}")]
         if advice["multi_domain"] != advice["single_domain"]:
             lines.append((2, f"multi-domain: {advice['multi_domain']}"))
+        if advice.get("lab"):  # assessments written before the lab's measurements have none
+            lines.append((2, f"measured in the lab: {advice['lab']}"))
     return lines

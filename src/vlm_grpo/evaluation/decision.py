@@ -1,7 +1,9 @@
 """The study's decision framework: what to do given a base model's answer-present (format) rate.
 
 Two views of the same advice, both from the study: its thresholds table (bands 0-5 %, 5-15 %,
-15-30 %, > 30 %) and its flow chart (< 10 %, 10-50 %, > 50 %), each with actionable settings.
+15-30 %, > 30 %) and its flow chart (< 10 %, 10-50 %, > 50 %), each with actionable settings;
+beside each flow-chart zone, what the counting lab measured there with five seeds (docs/results.md),
+where it differs from the study.
 """
 
 from __future__ import annotations
@@ -68,6 +70,27 @@ def _chart_texts(rate: float, answer_kind: str) -> tuple[str, str, str]:
     return ">50%: pure GRPO", text, text
 
 
+# The counting lab's measurements per flow-chart zone (docs/results.md: `vlm-grpo study --preset
+# schedules`, `--preset seed`; G 8 x 4 prompts, 60 steps, 5 seeds, 95 % intervals of paired differences).
+_LAB = {
+    "<10%": (
+        "The counting lab disagrees on 'required': from a 2.2 % sampled rate, plain GRPO (G 8) reached "
+        "90 % held-out answer-present by step 30 on 5 of 5 seeds, as fast as with injection, and "
+        "injection cost 13.7 points of transfer [5.9, 21.5] (linear decay or adaptive: about 7). "
+        "Try `injection.mode=none` first and watch `groups/frac_zero_std_sampled`."
+    ),
+    "10-50%": (
+        "The counting lab, from a 12.9 % sampled rate: injection reached 70 % held-out accuracy by "
+        "step 30 on 5 of 5 seeds (3 of 5 without), not the study's 2.5x fewer steps (90 % answer-present "
+        "at step 30 against 32), and cost 4.7 points of transfer [1.9, 7.5]: the study's direction."
+    ),
+    ">50%": (
+        "The counting lab agrees: under the r1v prompt injection changed neither in-domain accuracy "
+        "(-0.6 points [-3.2, +2.0]) nor transfer (+1.5 [-0.6, +3.6])."
+    ),
+}
+
+
 def recommend(format_rate: float, group_size: int = 8, answer_kind: str = "number") -> dict:
     """Apply the study's decision framework to a base model's format (answer-present) rate;
     `answer_kind` is what the task's answer is (the prompt-engineering advice names it).
@@ -80,6 +103,7 @@ def recommend(format_rate: float, group_size: int = 8, answer_kind: str = "numbe
     - ``zone``: the flow-chart branch, ``< 0.10`` | ``[0.10, 0.50]`` | ``> 0.50``;
     - ``single_domain`` / ``multi_domain``: actionable advice naming the
       ``injection.mode`` / ``injection.schedule`` / ``prompt.style`` options;
+    - ``lab``: what the counting lab measured in that zone (docs/results.md);
     - ``signal_probability``: :func:`signal_probability` at ``group_size``.
     """
     if isinstance(format_rate, bool) or not 0.0 <= format_rate <= 1.0:
@@ -93,5 +117,6 @@ def recommend(format_rate: float, group_size: int = 8, answer_kind: str = "numbe
         "zone": zone,
         "single_domain": single,
         "multi_domain": multi,
+        "lab": _LAB[zone.split(":")[0]],
         "signal_probability": signal_probability(format_rate, group_size),
     }
