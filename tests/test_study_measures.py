@@ -49,7 +49,7 @@ def _entries(tmp_path, treated, control):
             measures[name] = {
                 "in_domain_accuracy": acc,
                 "transfer_accuracy": transfer,
-                "generalization_ratio": transfer / acc,
+                "generalization_ratio": transfer / acc if acc else None,
                 "steps_to_answer_present_50": steps,
                 "steps_to_answer_present_90": steps,
                 "steps_to_threshold": steps,
@@ -92,3 +92,17 @@ def test_study_md_names_thresholds_and_data_set_and_prints_the_pairs(tmp_path):
     assert "25 ± 64 [-39, 89] (2/3)" in md and "not reached (0/3)" in md
     row = next(line for line in md.splitlines() if line.startswith("| inject - none |"))
     assert "-7.7 pts [-19.9, +4.6], p 0.115" in row and row.endswith("| - | - |")
+
+
+def test_seeds_that_all_score_alike_get_a_pooled_wilson_interval_not_a_zero_width_one(tmp_path):
+    from vlm_grpo.core.statistics import wilson_interval
+
+    entries = _entries(tmp_path, [(0.0, 0.0, None)] * 3, [(0.0, 0.0, None)] * 3)
+    accuracy = entries[0]["in_domain_accuracy"]
+    assert accuracy["ci"] == list(wilson_interval(0, 600)) and accuracy["ci_kind"] == "wilson"
+    assert 0 < accuracy["ci"][1] < 0.01
+    (pair,) = paired(entries, [["inject", "none"]])
+    study = {"preset": "p", "model": "m", "max_steps": 60, "seeds": 3, "eval_n": 200, "in_domain": "a"}
+    study |= {"transfer": ["b"], "threshold": 0.5, "conditions": entries, "pairs": [pair]}
+    md = markdown(study)
+    assert "0.0% ± 0.3% [0.0%, 0.6%]" in md and "+0.0 pts (every pair)" in md and "[+0.0, +0.0]" not in md

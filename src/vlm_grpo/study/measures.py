@@ -5,7 +5,8 @@ held-out evaluations logged during training (metrics.jsonl), the first step at w
 accuracy reaches the preset's threshold and at which the in-domain answer-present rate reaches
 50 % and 90 %. Per condition (`aggregate`): mean and 95 % t-interval over seeds (one seed: the
 run's Wilson interval over its held-out samples for accuracies, no interval otherwise); a step
-count is pooled over the seeds that reached it, and `reached` says how many did. Per pair of
+count is pooled over the seeds that reached it, and `reached` says how many did. Seeds that all
+scored the same accuracy get the Wilson interval over their pooled held-out samples instead. Per pair of
 conditions (`paired`): seed-by-seed differences with a t-interval, the paired t-test and
 Wilcoxon's signed-rank test (`core.statistics.paired_difference`).
 """
@@ -82,9 +83,13 @@ def aggregate(conditions: Sequence[dict], runs: Sequence, measures: dict[str, di
         for key in POOLED:
             entry[key] = _pool([measures[r.name].get(key) for r in mine])
         for key in ACCURACIES:
-            pooled = entry[key]
-            if pooled["ci"] is None and pooled["mean"] is not None and eval_n:
-                pooled["ci"] = list(wilson_interval(round(pooled["mean"] * eval_n), eval_n))
+            pooled, seeds = entry[key], sum(v is not None for v in entry[key]["values"])
+            # One seed, or seeds that all scored alike (every one 0 %), says nothing of the spread: a
+            # zero-width interval would claim certainty. Wilson's over the pooled held-out samples does not.
+            spread = pooled["ci"] is not None and pooled["ci"][1] > pooled["ci"][0]
+            if not spread and pooled["mean"] is not None and eval_n:
+                n = eval_n * seeds
+                pooled["ci"] = list(wilson_interval(round(pooled["mean"] * n), n))
                 pooled["ci_kind"] = "wilson"
         # Seeds that never reach a threshold have no step count: say how many did.
         for name, _, _ in STEP_MEASURES:

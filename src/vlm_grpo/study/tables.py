@@ -34,7 +34,8 @@ def _step_headers(study: dict) -> list[str]:
 
 
 def _difference(stat: dict, points: bool) -> str:
-    """'+1.5 [-0.3, +3.3] p 0.08' (points: percentage points); one pair has no interval."""
+    """'+1.5 pts [-0.3, +3.3], p 0.080' (points: percentage points); one pair, or pairs that all
+    differ alike, have no interval."""
     if stat.get("mean") is None:
         return "-"
     scale, unit = (100, " pts") if points else (1, "")
@@ -42,6 +43,8 @@ def _difference(stat: dict, points: bool) -> str:
     if stat.get("ci") is None:
         return f"{mean:+.1f}{unit} (1 pair)"
     lo, hi = (v * scale for v in stat["ci"])
+    if lo == hi:  # every pair differed by the same amount: no spread to make an interval from
+        return f"{mean:+.1f}{unit} (every pair)"
     p = "" if stat.get("p_t") is None else f", p {stat['p_t']:.3f}"
     count = "" if points else f" (n {stat['n']})"
     return f"{mean:+.1f}{unit} [{lo:+.1f}, {hi:+.1f}]{p}{count}"
@@ -56,8 +59,9 @@ def markdown(study: dict) -> str:
         study.get("description") or "",
         "",
         f"Greedy accuracy on {study['eval_n']} held-out samples of {study['in_domain']} (in-domain) and "
-        f"{transfer} (transfer), mean ± half-width [95 % t-interval over seeds; with one seed, the run's "
-        "Wilson interval over its held-out samples]. Steps to a threshold: first step whose held-out "
+        f"{transfer} (transfer), mean ± half-width [95 % t-interval over seeds; with one seed, or seeds "
+        "that all scored alike, the Wilson interval over the pooled held-out samples]. Steps to a "
+        "threshold: first step whose held-out "
         f"{study['in_domain']} evaluation during training reaches it, averaged over the seeds that "
         "reached it (k/n: how many of the n runs did).",
         "",
