@@ -245,7 +245,7 @@ def plot_speed_vs_transfer(study: Mapping | str | Path, out: str | Path) -> Path
                 [y["mean"]],
                 xerr=None if x.get("mean") is None else _error(x, x["mean"]),
                 yerr=_error(y, y["mean"]),
-                fmt="o" if x.get("mean") is not None else "x",
+                fmt="osD^v"[(i // len(_COLORS)) % 5] if x.get("mean") is not None else "x",  # colours repeat
                 capsize=4,
                 color=_COLORS[i % len(_COLORS)],
                 label=f"{c['name']} ({reached} reached)",
