@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -56,7 +55,7 @@ TINY_VISION = dict(depth=1, hidden_size=32, embed_dim=32, intermediate_size=64, 
 
 
 # ------------------------------------------------------------------------------------------ the model
-def load_config(name: str, tiny: bool, tokenizer):
+def checkpoint_config(name: str, tiny: bool, tokenizer):
     """The checkpoint's configuration, special ids remapped to `tokenizer`; `tiny` shrinks it for CPU runs."""
     from transformers import AutoConfig
 
@@ -76,19 +75,16 @@ def load_config(name: str, tiny: bool, tokenizer):
         text.vocab_size = len(tokenizer)  # the real 151,936-way LM head would dominate a CPU run
         for key, value in TINY_TEXT.items():
             setattr(text, key, value)
-        if getattr(text, "head_dim", None):
-            text.head_dim = TINY_TEXT["hidden_size"] // TINY_TEXT["num_attention_heads"]
-            half = text.head_dim // 2
-            text.rope_parameters["mrope_section"] = [half - 2 * (half * 3 // 8), half * 3 // 8, half * 3 // 8]
-        else:
-            half = TINY_TEXT["hidden_size"] // TINY_TEXT["num_attention_heads"] // 2
-            text.rope_parameters["mrope_section"] = [half - 2 * (half * 3 // 8), half * 3 // 8, half * 3 // 8]
+        head_dim = TINY_TEXT["hidden_size"] // TINY_TEXT["num_attention_heads"]
+        if getattr(text, "head_dim", None):  # Qwen3-VL states it; the Qwen2 families derive it
+            text.head_dim = head_dim
+        half = head_dim // 2  # M-RoPE's temporal / height / width split of the rotary half
+        text.rope_parameters["mrope_section"] = [half - 2 * (half * 3 // 8), half * 3 // 8, half * 3 // 8]
         for key, value in TINY_VISION.items():
             if hasattr(vision, key):
                 setattr(vision, key, value)
-        for key in ("out_hidden_size",):
-            if hasattr(vision, key):
-                setattr(vision, key, TINY_TEXT["hidden_size"])
+        if hasattr(vision, "out_hidden_size"):
+            vision.out_hidden_size = TINY_TEXT["hidden_size"]
         if config.model_type == "qwen2_vl":
             vision.hidden_size = TINY_TEXT["hidden_size"]  # Qwen2-VL's merger output width
         if hasattr(vision, "fullatt_block_indexes"):
@@ -107,7 +103,7 @@ def build(name: str, tiny: bool, device: str, seed: int = 0):
     from vlm_grpo.models.tiny import QWEN_CHAT_TEMPLATE, build_tokenizer
 
     tokenizer = build_tokenizer()
-    config = load_config(name, tiny, tokenizer)
+    config = checkpoint_config(name, tiny, tokenizer)
     family = FAMILY[config.model_type]
     torch.manual_seed(seed)
     with torch.device(device):
@@ -389,7 +385,7 @@ def main(argv: list[str] | None = None) -> dict | None:
             cmd += ["--cpu-tiny"] if a.cpu_tiny else []
             log = work / f"{name}-{framework}.log"
             with log.open("w") as handle:
-                done = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=handle, text=True, env=os.environ | {})
+                done = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=handle, text=True)
             lines = [x for x in done.stdout.splitlines() if x.startswith("RESULT ")]
             if done.returncode or not lines:
                 entry = {"error": f"exit {done.returncode}; see {log}"}
