@@ -22,6 +22,8 @@ def _cell(stat: dict, percent: bool = True, seconds: bool = False) -> str:
 def _steps_cell(stat: dict, runs: int) -> str:
     if not stat.get("reached"):
         return f"not reached (0/{runs})"
+    if stat.get("ci") is None:  # one run reached it: its step, no interval
+        return f"{stat['mean']:.0f} ({stat['reached']}/{runs})"
     return f"{_cell(stat, percent=False)} ({stat['reached']}/{runs})"
 
 
