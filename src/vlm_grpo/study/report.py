@@ -139,27 +139,7 @@ def write_report(
         lambda p: plot_cross_domain(study_json, p),
     )
     if study_json:
-        study = json.loads(Path(study_json).read_text())
-        md.extend(_study_table(study) + [""])
-        # Studies written before the step measures existed lack what these two figures read.
-        measured = {"in_domain", "transfer", "max_steps"} <= set(study) and all(
-            "steps_to_answer_present_90" in c for c in study["conditions"]
-        )
-        older = "the study.json has no held-out step measures (written by an older version)"
-        figure(
-            "Speed against transfer",
-            "speed_vs_transfer.png",
-            measured,
-            older,
-            lambda p: plot_speed_vs_transfer(study, p),
-        )
-        figure(
-            "Learning curves per condition (held-out, mean over seeds)",
-            "condition_curves.png",
-            measured and bool(runs),
-            older if not measured else "no run directories given",
-            lambda p: plot_condition_curves(study, runs, p),
-        )
+        _study_section(json.loads(Path(study_json).read_text()), runs, md, figure)
     assessment = json.loads(Path(assessment_json).read_text()) if assessment_json else None
     figure(
         "Baseline assessment",
@@ -184,6 +164,25 @@ def write_report(
     path = out_dir / "report.md"
     path.write_text("\n".join(md))
     return path
+
+
+def _study_section(study: Mapping, runs: list[Run], md: list[str], figure) -> None:
+    """The study's table, then speed against transfer and the held-out curves per condition."""
+    md.extend(_study_table(study) + [""])
+    # Studies written before the step measures existed lack what these two figures read.
+    measured = {"in_domain", "transfer", "max_steps"} <= set(study) and all(
+        "steps_to_answer_present_90" in c for c in study["conditions"]
+    )
+    older = "the study.json has no held-out step measures (written by an older version)"
+    speed = "Speed against transfer"
+    figure(speed, "speed_vs_transfer.png", measured, older, lambda p: plot_speed_vs_transfer(study, p))
+    figure(
+        "Learning curves per condition (held-out, mean over seeds)",
+        "condition_curves.png",
+        measured and bool(runs),
+        older if not measured else "no run directories given",
+        lambda p: plot_condition_curves(study, runs, p),
+    )
 
 
 def _run_figures(runs: list[Run], figure) -> None:
