@@ -56,8 +56,9 @@ TOKEN_SIDE_PX = {"qwen2-vl": 28, "qwen2.5-vl": 28, "qwen3-vl": 32}  # patch size
 MODEL_TYPES = {"qwen2-vl": "qwen2_vl", "qwen2.5-vl": "qwen2_5_vl", "qwen3-vl": "qwen3_vl"}
 G = 8
 PROMPTS_PER_STEP = 4
-ROWS = G * PROMPTS_PER_STEP
 NEW_TOKENS = 32
+# Our step's phases as the benchmark times them (see child_ours); "other" in the tables is the rest.
+OUR_PHASES = ("encode", "sampling", "scoring", "injection", "rollout_logprobs", "update")
 DATA_ROWS = 16  # distinct rendered scenes per size; both frameworks draw from the same 16
 SEED = 0
 END = "<!-- END GENERATED -->"
@@ -125,6 +126,11 @@ def prepare(workdir: Path, sizes: list[int], model_size: str, family: str = "qwe
             (data_dir / "train.jsonl").write_text("\n".join(lines) + "\n")
 
 
+def rows_per_step(a: argparse.Namespace) -> int:
+    """Completions per step: G x prompts per step."""
+    return a.group_size * PROMPTS_PER_STEP
+
+
 def read_rows(data_file: Path) -> list[dict]:
     return [json.loads(line) for line in data_file.read_text().splitlines() if line.strip()]
 
@@ -185,6 +191,7 @@ def child_ours(a: argparse.Namespace) -> dict:
     import torch
 
     from vlm_grpo.config import load_config
+    from vlm_grpo.training import trainer as trainer_module
     from vlm_grpo.training.trainer import GRPOTrainer
 
     work = Path(a.workdir)
@@ -197,10 +204,10 @@ def child_ours(a: argparse.Namespace) -> dict:
             f"output_dir={out}",
             f"data.train={data_dir / 'train.jsonl'}",
             "data.eval_holdout=0",
-            f"num_generations={G}",
+            f"num_generations={a.group_size}",
             f"prompts_per_step={PROMPTS_PER_STEP}",
             f"num_iterations={a.iterations}",
-            f"max_completion_length={NEW_TOKENS}",
+            f"max_completion_length={a.new_tokens}",
             f"micro_batch_size={a.micro_batch}",
             "temperature=1.0",
             "beta=0.0",
@@ -218,10 +225,13 @@ def child_ours(a: argparse.Namespace) -> dict:
     )
     trainer = GRPOTrainer(cfg)
     setup_rss = rss_mb()
-    phases: dict[str, list[float]] = {"generate_and_score": [], "fixed_logprobs": [], "update": []}
-
-    trainer.sample = timed(phases, "generate_and_score", trainer.sample)
-    trainer.fixed_logprobs = timed(phases, "fixed_logprobs", trainer.fixed_logprobs)
+    phases: dict[str, list[float]] = {name: [] for name in OUR_PHASES}
+    # The trainer's own calls, timed where it makes them: module-level names and its components.
+    trainer_module.encode_prompts = timed(phases, "encode", trainer_module.encode_prompts)
+    trainer_module.generate = timed(phases, "sampling", trainer_module.generate)
+    trainer.scorer.score_all = timed(phases, "scoring", trainer.scorer.score_all)
+    trainer.injector.apply = timed(phases, "injection", trainer.injector.apply)
+    trainer.fixed_logprobs = timed(phases, "rollout_logprobs", trainer.fixed_logprobs)
     trainer.update = timed(phases, "update", trainer.update)
     trainer.save = lambda step: None  # no checkpoint at the end: nothing to measure there
     trainer.train()
@@ -238,7 +248,7 @@ def child_ours(a: argparse.Namespace) -> dict:
         "step_s": [r["time/step_s"] for r in timed_records],
         "warmup_s": [r["time/step_s"] for r in records[: a.warmup]],
         "mean_completion_length": statistics.fmean(r["completion/mean_length"] for r in timed_records),
-        "completions_per_step": ROWS,
+        "completions_per_step": rows_per_step(a),
         "phases_s": {k: v[a.warmup :] for k, v in phases.items()},
         "setup_rss_mb": setup_rss,
         "peak_rss_mb": rss_mb(),
@@ -301,9 +311,9 @@ def child_trl(a: argparse.Namespace) -> dict:
         output_dir=str(work / "runs" / f"trl_{a.size}_{os.getpid()}"),
         seed=SEED,
         per_device_train_batch_size=a.micro_batch,
-        gradient_accumulation_steps=ROWS // a.micro_batch,
-        num_generations=G,
-        max_completion_length=NEW_TOKENS,
+        gradient_accumulation_steps=rows_per_step(a) // a.micro_batch,
+        num_generations=a.group_size,
+        max_completion_length=a.new_tokens,
         temperature=1.0,
         top_p=1.0,
         top_k=0,
@@ -316,7 +326,7 @@ def child_trl(a: argparse.Namespace) -> dict:
         weight_decay=0.01,
         max_grad_norm=1.0,
         lr_scheduler_type="linear",
-        generation_kwargs={"min_new_tokens": NEW_TOKENS},
+        generation_kwargs={"min_new_tokens": a.new_tokens},
         max_steps=a.warmup + a.steps,
         logging_steps=1,
         report_to="none",
@@ -341,9 +351,10 @@ def child_trl(a: argparse.Namespace) -> dict:
         callbacks=[timer],
     )
     setup_rss = rss_mb()
-    phases: dict[str, list[float]] = {"generate": [], "generate_and_score": []}
+    phases: dict[str, list[float]] = {"generate": [], "rewards": [], "generate_and_score": []}
 
     trainer._generate_single_turn = timed(phases, "generate", trainer._generate_single_turn)
+    trainer._calculate_rewards = timed(phases, "rewards", trainer._calculate_rewards)
     trainer._generate_and_score_completions = timed(
         phases, "generate_and_score", trainer._generate_and_score_completions
     )
@@ -357,7 +368,7 @@ def child_trl(a: argparse.Namespace) -> dict:
         "warmup_s": timer.step_s[: a.warmup],
         "interval_s": timer.interval_s[a.warmup :],
         "mean_completion_length": statistics.fmean(lengths) if lengths else float("nan"),
-        "completions_per_step": ROWS,
+        "completions_per_step": rows_per_step(a),
         "phases_s": {k: v[a.warmup :] for k, v in phases.items()},
         "setup_rss_mb": setup_rss,
         "peak_rss_mb": rss_mb(),
@@ -365,7 +376,9 @@ def child_trl(a: argparse.Namespace) -> dict:
     }
 
 
-def logprob_bench(model_dir: Path, data_file: Path, repeats: int, warmup: int = 1) -> dict:
+def logprob_bench(
+    model_dir: Path, data_file: Path, repeats: int, warmup: int = 1, group: int = G, new_tokens: int = NEW_TOKENS
+) -> dict:
     """Forward+backward of one log-prob pass with gradients over 32 rows: prefix against none."""
     import torch
 
@@ -382,7 +395,7 @@ def logprob_bench(model_dir: Path, data_file: Path, repeats: int, warmup: int = 
     ]
     prompts = encode_prompts(processor, DEFAULT, samples, torch.device("cpu"))
     torch.manual_seed(SEED)
-    ids, mask, _, _ = generate(model, processor, prompts, G, NEW_TOKENS, temperature=1.0)
+    ids, mask, _, _ = generate(model, processor, prompts, group, new_tokens, temperature=1.0)
     model.train()
     index = torch.arange(ids.size(0))
     times: dict[str, list[float]] = {"prefix": [], "none": []}
@@ -390,7 +403,7 @@ def logprob_bench(model_dir: Path, data_file: Path, repeats: int, warmup: int = 
         for sharing in ("prefix", "none") if i % 2 == 0 else ("none", "prefix"):
             model.zero_grad(set_to_none=True)
             t0 = time.perf_counter()
-            logp = completion_logprobs(model, prompts, index, ids, mask, G, 1.0, sharing)
+            logp = completion_logprobs(model, prompts, index, ids, mask, group, 1.0, sharing)
             ((logp * mask).sum() / mask.sum()).backward()
             elapsed = time.perf_counter() - t0
             if i >= warmup:
@@ -414,7 +427,7 @@ def child_logprob(a: argparse.Namespace) -> dict:
 
     work = Path(a.workdir)
     model_dir, data_dir = folders(work, a.family, a.size)
-    result = logprob_bench(model_dir, data_dir / "train.jsonl", a.logprob_repeats)
+    result = logprob_bench(model_dir, data_dir / "train.jsonl", a.logprob_repeats, 1, a.group_size, a.new_tokens)
     return {
         "framework": "logprob",
         "size": a.size,
@@ -491,6 +504,10 @@ def run_child(
         str(a.steps),
         "--micro-batch",
         str(a.micro_batch),
+        "--group-size",
+        str(a.group_size),
+        "--new-tokens",
+        str(a.new_tokens),
         "--logprob-repeats",
         str(a.logprob_repeats),
         *(f"--override={o}" for o in overrides),
@@ -538,7 +555,7 @@ def summarize(runs: list[dict]) -> dict:
     med = median(steps)
     out = {
         "median_step_s": med,
-        "completions_per_s": ROWS / med,
+        "completions_per_s": runs[0]["completions_per_step"] / med,
         "steps": len(steps),
         "repeats": len(runs),
         "min_step_s": min(steps),
@@ -592,6 +609,7 @@ def machine() -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict | None:
+    """Runs the benchmark (or, with --child, one measurement); returns the report (None for a child)."""
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -606,10 +624,17 @@ def main(argv: list[str] | None = None) -> dict | None:
     p.add_argument(
         "--threads", type=int, default=min(2, os.cpu_count() or 1), help="torch threads, the same for every child"
     )
-    p.add_argument("--micro-batch", type=int, default=ROWS, help="rows per forward/backward, both frameworks (32: all)")
+    p.add_argument(
+        "--micro-batch", type=int, default=None, help="rows per forward/backward, both frameworks (default: all)"
+    )
+    p.add_argument("--group-size", type=int, default=G, help="completions per prompt, G (8)")
+    p.add_argument(
+        "--new-tokens", type=int, default=NEW_TOKENS, help="new tokens per completion, all of them sampled (32)"
+    )
     p.add_argument("--model-size", default="small", choices=("nano", "small"), help="vlm_grpo.tiny size")
     p.add_argument("--family", default="qwen2-vl", choices=tuple(TOKEN_SIDE_PX), help="tiny model family")
     p.add_argument("--no-ours4", action="store_true", help="skip the informational run of ours at num_iterations=4")
+    p.add_argument("--no-logprob", action="store_true", help="skip the log-prob pass measurement")
     p.add_argument(
         "--ablations",
         action="store_true",
@@ -645,6 +670,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     a = p.parse_args(argv)
 
     if a.child:
+        a.micro_batch = a.micro_batch or rows_per_step(a)
         result = CHILDREN[a.child](a)
         print(json.dumps(result), flush=True)
         return None
@@ -655,8 +681,9 @@ def main(argv: list[str] | None = None) -> dict | None:
         a.retries = 0 if a.quick else 3
     if a.max_wait is None:
         a.max_wait = 0.0 if a.quick else 900.0
-    if ROWS % a.micro_batch:
-        p.error(f"--micro-batch must divide {ROWS}")
+    a.micro_batch = a.micro_batch or rows_per_step(a)
+    if rows_per_step(a) % a.micro_batch:
+        p.error(f"--micro-batch must divide {rows_per_step(a)}")
     sizes = [int(s) for s in a.sizes.split(",")]
     for s in sizes:
         if s not in IMAGE_TOKENS:
@@ -709,26 +736,28 @@ def main(argv: list[str] | None = None) -> dict | None:
                     f"size {size} repeat {r + 1}/{a.repeats} {label}: median step {median(result['step_s']):.3f} s, "
                     f"peak RSS {result['peak_rss_mb']:.0f} MB, mean length {result['mean_completion_length']:.1f}"
                 )
-        lp = measure("logprob", size, 1, ())
-        log(
-            f"size {size} log-prob pass: prefix {lp['prefix_s']:.3f} s, none {lp['none_s']:.3f} s, "
-            f"speedup {lp['speedup']:.2f}x"
-        )
         entry = {label: summarize(results) for label, results in runs.items()}
-        entry["logprob"] = lp
+        if not a.no_logprob:
+            lp = entry["logprob"] = measure("logprob", size, 1, ())
+            log(
+                f"size {size} log-prob pass: prefix {lp['prefix_s']:.3f} s, none {lp['none_s']:.3f} s, "
+                f"speedup {lp['speedup']:.2f}x"
+            )
         entry["ratio_vs_trl"] = entry["ours"]["completions_per_s"] / entry["trl"]["completions_per_s"]
         per_size[size] = entry
 
     final = {
         "ratio_vs_trl": {str(s): round(per_size[s]["ratio_vs_trl"], 3) for s in sizes},
-        "logprob_speedup": {str(s): round(per_size[s]["logprob"]["speedup"], 3) for s in sizes},
+        "logprob_speedup": {
+            str(s): round(per_size[s]["logprob"]["speedup"], 3) for s in sizes if "logprob" in per_size[s]
+        },
         "peak_rss_mb": {
             "ours": round(max(e[k]["peak_rss_mb"] for e in per_size.values() for k in ("ours", "ours4") if k in e), 1),
             "trl": round(max(e["trl"]["peak_rss_mb"] for e in per_size.values()), 1),
         },
     }
     kept = [r for e in per_size.values() for k in VARIANTS if k in e for r in e[k]["runs"]] + [
-        e["logprob"] for e in per_size.values()
+        e["logprob"] for e in per_size.values() if "logprob" in e
     ]
     loads = [r["load_1m_after"] for r in kept]
     interference = {
@@ -755,6 +784,8 @@ def main(argv: list[str] | None = None) -> dict | None:
             "steps": a.steps,
             "logprob_repeats": a.logprob_repeats,
             "micro_batch": a.micro_batch,
+            "group_size": a.group_size,
+            "new_tokens": a.new_tokens,
             "model_size": a.model_size,
             "family": a.family,
             "ablations": a.ablations,
@@ -777,12 +808,13 @@ def main(argv: list[str] | None = None) -> dict | None:
         write_results(Path(results_path), report)
         log(f"wrote {results_path} (raw numbers: {work / 'report.json'})")
     print(json.dumps(final), flush=True)
-    return final
+    return report
 
 
 # ------------------------------------------------------------------------------------------ report
 def render_tables(report: dict) -> str:
     m, s = report["machine"], report["settings"]
+    g, length = s.get("group_size", G), s.get("new_tokens", NEW_TOKENS)
     lines = [
         f"Command: `{report['command']}`",
         "",
@@ -804,7 +836,7 @@ def render_tables(report: dict) -> str:
     lines += [
         f"Settings: torch.set_num_threads({s['threads']}) in every child; tiny {s.get('family', 'qwen2-vl')} "
         f"`{s['model_size']}`; "
-        f"G={G}, {PROMPTS_PER_STEP} prompts/step ({ROWS} completions), {NEW_TOKENS} new tokens, "
+        f"G={g}, {PROMPTS_PER_STEP} prompts/step ({g * PROMPTS_PER_STEP} completions), {length} new tokens, "
         "temperature 1.0, beta 0, "
         f"fp32, {s['micro_batch']} rows per forward/backward; {s['repeats']} repeat(s) x ({s['warmup']} warm-up + "
         f"{s['steps']} timed steps) per framework and size; log-prob pass: median of {s['logprob_repeats']} repeats.",
@@ -814,7 +846,7 @@ def render_tables(report: dict) -> str:
     lines += [
         f"Ours: the project's defaults otherwise (generation_sharing={ours.get('generation_sharing')}, "
         f"logprob_sharing={ours.get('logprob_sharing')}); end tokens masked in our sampler: "
-        f"{'yes' if ours.get('forced_length') else 'NO'}; TRL: min_new_tokens={NEW_TOKENS}. "
+        f"{'yes' if ours.get('forced_length') else 'NO'}; TRL: min_new_tokens={length}. "
         f"Setup RSS (after imports, model and trainer construction): ours {ours['setup_rss_mb']:.0f} MB, "
         f"TRL {trl['setup_rss_mb']:.0f} MB. TRL s/step is on_step_begin to on_step_end (its data loading excluded).",
         "",
@@ -841,21 +873,56 @@ def render_tables(report: dict) -> str:
                 f"{r['mean_completion_length']:.1f} | {ratio} |"
             )
         phases = []
-        for key, name in (("ours", "ours"), ("trl", "TRL"), ("ours4", "ours k=4"), ("ours_both_none", "ours both off")):
+        for key, name in (("ours4", "ours k=4"), ("ours_both_none", "ours both off")):
             if key in e:
                 parts = ", ".join(f"{k} {v:.3f}" for k, v in e[key]["phases_median_s"].items())
                 phases.append(f"{name}: {parts}")
-        lp = e["logprob"]
-        lines += [
-            "",
-            "Phase medians (s/step): " + "; ".join(phases) + ".",
-            f"Log-prob pass with gradients over {lp['rows']} rows (prompt {lp['prompt_tokens']} tokens padded, "
-            f"{lp['completion_tokens']} completion tokens): prefix {lp['prefix_s']:.3f} s, none (per row) "
-            f"{lp['none_s']:.3f} s, **speedup {lp['speedup']:.2f}x**.",
-            "",
-        ]
+        lines += ["", *phase_table(e["ours"], e["trl"]), ""]
+        if phases:
+            lines += ["Other phase medians (s/step): " + "; ".join(phases) + "."]
+        if "logprob" in e:
+            lp = e["logprob"]
+            lines += [
+                f"Log-prob pass with gradients over {lp['rows']} rows (prompt {lp['prompt_tokens']} tokens padded, "
+                f"{lp['completion_tokens']} completion tokens): prefix {lp['prefix_s']:.3f} s, none (per row) "
+                f"{lp['none_s']:.3f} s, **speedup {lp['speedup']:.2f}x**."
+            ]
+        lines += [""]
     lines += ["Final JSON line:", "", "```json", json.dumps(report["summary"]), "```"]
     return "\n".join(lines)
+
+
+def phase_seconds(ours: dict, trl: dict) -> dict[str, tuple[float, float]]:
+    """Median seconds per step of each phase, (ours, TRL); NaN where a framework has no such phase.
+    "other" is the median step less the phases: data loading and metrics (TRL: also prompt processing
+    and its bookkeeping, which it does inside its rollout)."""
+    o, t, nan = ours["phases_median_s"], trl["phases_median_s"], float("nan")
+    rows = {
+        "prompt encoding": (o["encode"], nan),
+        "sampling": (o["sampling"], t["generate"]),
+        "scoring": (o["scoring"], t["rewards"]),
+        "injection": (o["injection"], nan),
+        "rollout-time log-probs": (o["rollout_logprobs"], nan),
+        "update (forward, backward, optimizer)": (o["update"], trl["median_step_s"] - t["generate_and_score"]),
+    }
+    rows["other"] = (
+        ours["median_step_s"] - sum(v[0] for v in rows.values()),
+        t["generate_and_score"] - t["generate"] - t["rewards"],
+    )
+    return rows
+
+
+def phase_table(ours: dict, trl: dict) -> list[str]:
+    """Each phase's seconds and share of the step, ours and TRL (markdown lines)."""
+
+    def cell(seconds: float, step: float) -> str:
+        return "-" if seconds != seconds else f"{seconds:.3f} ({100 * seconds / step:.0f} %)"
+
+    lines = ["| phase (median s/step, share) | ours | TRL |", "|---|---:|---:|"]
+    for name, (mine, theirs) in phase_seconds(ours, trl).items():
+        lines.append(f"| {name} | {cell(mine, ours['median_step_s'])} | {cell(theirs, trl['median_step_s'])} |")
+    lines.append(f"| whole step | {ours['median_step_s']:.3f} | {trl['median_step_s']:.3f} |")
+    return lines
 
 
 def write_results(path: Path, report: dict) -> None:

@@ -13,6 +13,7 @@ from ..data import Sample
 from ..models.families import FamilyAdapter, adapter_for
 from ..tasks.styles import PromptStyle
 from .batch import PromptBatch
+from .kv_cache import preallocate
 
 
 def encode_prompts(processor, style: PromptStyle, samples: list[Sample], device: torch.device) -> PromptBatch:
@@ -111,8 +112,20 @@ def generate(
     return ids, mask, truncated, texts
 
 
-def pick_tokens(logits: torch.Tensor, temperature: float | None, top_p: float, top_k: int) -> torch.Tensor:
-    """Greedy (temperature None) or sampled next tokens, warped as transformers does: T, top-k, top-p."""
+def pick_tokens(
+    logits: torch.Tensor,  # (n, V)
+    temperature: float | None,
+    top_p: float,
+    top_k: int,
+    rows: torch.Tensor | None = None,  # (n,) each row's index in a batch of `batch_rows`
+    batch_rows: int | None = None,
+) -> torch.Tensor:  # (n,)
+    """Greedy (temperature None) or sampled next tokens, warped as transformers does: T, top-k, top-p.
+
+    Sampling is torch.multinomial's one-sample draw written out (argmax of p / q, q ~ Exp(1): the same
+    draws for the same generator state). With `rows`, the noise is drawn for all `batch_rows` rows and
+    row i takes line rows[i]: what a row samples does not depend on which other rows are still running.
+    """
     if temperature is None:
         return logits.argmax(dim=-1)
     logits = logits.float() / temperature
@@ -125,7 +138,10 @@ def pick_tokens(logits: torch.Tensor, temperature: float | None, top_p: float, t
         drop_sorted = cumulative <= 1 - top_p
         drop_sorted[:, -1] = False  # always keep the most likely token
         logits = logits.masked_fill(drop_sorted.scatter(1, order, drop_sorted), float("-inf"))
-    return torch.multinomial(logits.softmax(dim=-1), num_samples=1).squeeze(1)
+    probs = logits.softmax(dim=-1)
+    noise = torch.empty((batch_rows or probs.size(0), probs.size(1)), dtype=probs.dtype, device=probs.device)
+    noise = noise.exponential_()
+    return (probs / (noise if rows is None else noise[rows])).argmax(dim=-1)
 
 
 @torch.no_grad()
@@ -142,36 +158,47 @@ def sample_from_prefix(
     pad_id: int,
     forbidden: list[int],
 ) -> torch.Tensor:  # (B*G, T)
-    """G completions per prompt from one prefill per prompt; rows that ended are padded."""
+    """G completions per prompt from one prefill per prompt; rows that ended are padded.
+
+    Per token: the KV cache grows in place (`kv_cache`), the attention mask is a view of one tensor
+    made up front, rows that ended leave the batch, and one host sync decides both. Each row's draws
+    are those of the full batch (`pick_tokens(rows=...)`), so what is sampled is what sampling every
+    row to the end would give.
+    """
     last, cache, start = adapter.prefill(model, inputs)
-    cache.batch_repeat_interleave(group_size)
-    logits = last.repeat_interleave(group_size, dim=0)
-    start = start.repeat_interleave(group_size)
-    attention = inputs["attention_mask"].repeat_interleave(group_size, dim=0)
-    ends = torch.tensor(end_ids, device=logits.device)
-    finished = torch.zeros(logits.size(0), dtype=torch.bool, device=logits.device)
-    tokens = []
+    preallocate(cache, group_size, max_new_tokens)
+    logits = last.repeat_interleave(group_size, dim=0)  # (R, V), R = B*G
+    rows, prompt_len, device = logits.size(0), inputs["attention_mask"].size(1), logits.device
+    start = start.repeat_interleave(group_size)  # (R,) each row's first completion position
+    attention = inputs["attention_mask"].new_ones((rows, prompt_len + max_new_tokens))
+    attention[:, :prompt_len] = inputs["attention_mask"].repeat_interleave(group_size, dim=0)
+    ids = torch.full((rows, max_new_tokens), pad_id, dtype=torch.long, device=device)
+    live = torch.arange(rows, device=device)  # (n,) batch index of each row still running
+    ends, forbidden_ids = torch.tensor(end_ids, device=device), torch.tensor(forbidden, device=device, dtype=torch.long)
     for step in range(max_new_tokens):
-        logits[:, forbidden] = float("-inf")
-        token = torch.where(
-            finished,
-            torch.full_like(finished, pad_id, dtype=torch.long),
-            pick_tokens(logits, temperature, top_p, top_k),
-        )
-        tokens.append(token)
-        finished |= torch.isin(token, ends)
-        if bool(finished.all()) or step == max_new_tokens - 1:
+        logits.index_fill_(1, forbidden_ids, float("-inf"))
+        if live.numel() == rows:  # every row still running: no indexing
+            token = ids[:, step] = pick_tokens(logits, temperature, top_p, top_k)
+        else:
+            token = pick_tokens(logits, temperature, top_p, top_k, live, rows)
+            ids[live, step] = token
+        running = ~torch.isin(token, ends)
+        still = int(running.sum())  # the step's one host sync
+        if still == 0 or step == max_new_tokens - 1:
             break
-        attention = torch.cat([attention, torch.ones_like(attention[:, :1])], dim=1)
+        if still < live.numel():
+            keep = running.nonzero().squeeze(1)
+            live, token, start, attention = live[keep], token[keep], start[keep], attention[keep]
+            cache.batch_select_indices(keep)
         out = model(
             input_ids=token.unsqueeze(1),
-            attention_mask=attention,
+            attention_mask=attention[:, : prompt_len + step + 1],
             cache=cache,
             use_cache=True,
             position_ids=adapter.positions(start + step, 1),
         )
         cache, logits = out.cache, out.logits[:, -1]
-    return torch.stack(tokens, dim=1)
+    return ids[:, : step + 1]
 
 
 def with_prefixes(inputs: dict[str, torch.Tensor], prefixes: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
