@@ -29,3 +29,5 @@ lint: setup
 bench: setup
 	$(BIN)/python benchmarks/step_throughput.py
 	$(BIN)/python benchmarks/step_throughput.py --family qwen3-vl --sizes 64
+	$(BIN)/python benchmarks/step_sweep.py
+	$(BIN)/python benchmarks/decode_floor.py

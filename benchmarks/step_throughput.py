@@ -112,7 +112,8 @@ def prepare(workdir: Path, sizes: list[int], model_size: str, family: str = "qwe
         model_dir, data_dir = folders(workdir, family, tokens)
         if not (model_dir / "config.json").is_file():
             save_tiny(model_dir, family=family, size=model_size, seed=SEED, image_pixels=px * px)
-            # End-of-turn tokens impossible before 32 new tokens: every completion is exactly 32 long.
+            # End-of-turn tokens impossible before 32 new tokens (longer runs set their own length:
+            # TRL through generation_kwargs, ours through the masked end tokens).
             generation = GenerationConfig.from_pretrained(model_dir)
             generation.min_new_tokens = NEW_TOKENS
             generation.save_pretrained(model_dir)
@@ -681,6 +682,8 @@ def main(argv: list[str] | None = None) -> dict | None:
         a.retries = 0 if a.quick else 3
     if a.max_wait is None:
         a.max_wait = 0.0 if a.quick else 900.0
+    if a.group_size < 2 or a.new_tokens < 1:
+        p.error("--group-size must be at least 2 (TRL needs two completions per prompt), --new-tokens at least 1")
     a.micro_batch = a.micro_batch or rows_per_step(a)
     if rows_per_step(a) % a.micro_batch:
         p.error(f"--micro-batch must divide {rows_per_step(a)}")
@@ -927,8 +930,12 @@ def phase_table(ours: dict, trl: dict) -> list[str]:
 
 def write_results(path: Path, report: dict) -> None:
     """Replace the generated block of the results file, keeping any hand-written text around it."""
-    begin = begin_marker(report["settings"].get("family", "qwen2-vl"))
-    block = f"{begin}\n{render_tables(report)}\n{END}"
+    write_block(path, begin_marker(report["settings"].get("family", "qwen2-vl")), render_tables(report))
+
+
+def write_block(path: Path, begin: str, body: str) -> None:
+    """`body` between `begin` and the END marker in `path`: the old block replaced, or appended."""
+    block = f"{begin}\n{body}\n{END}"
     text = path.read_text() if path.is_file() else "# Step throughput: ours vs TRL\n\n"
     if begin in text and END in text.split(begin, 1)[-1]:
         head, rest = text.split(begin, 1)

@@ -18,8 +18,8 @@ SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "step_throughput.p
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("family", ["qwen2-vl", "qwen3-vl"])
-def test_benchmark_prints_its_json_keys(tmp_path, family):
+def test_benchmark_prints_its_json_keys(tmp_path):
+    family = "qwen3-vl"  # Qwen2-VL runs in the sweep's test below
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     proc = subprocess.run(
         [
@@ -64,6 +64,34 @@ def test_benchmark_prints_its_json_keys(tmp_path, family):
     for value in (final["ratio_vs_trl"]["16"], final["logprob_speedup"]["16"], *final["peak_rss_mb"].values()):
         assert isinstance(value, (int, float)) and value > 0
     assert "16 image tokens" in (tmp_path / "RESULTS.md").read_text()
+
+
+SWEEP = SCRIPT.parent / "step_sweep.py"
+
+
+@pytest.mark.slow
+def test_sweep_runs_one_point_of_both_frameworks(tmp_path):
+    """The G / length sweep at one small point (G 4 x 8 new tokens, Qwen2-VL nano): both frameworks
+    run every completion to its length, the phase table is printed, the results block is written."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    args = ["--quick", "--points", "4:8", "--size", "16", "--model-size", "nano", "--threads", "1"]
+    results = tmp_path / "RESULTS.md"
+    proc = subprocess.run(
+        [sys.executable, str(SWEEP), *args, "--workdir", str(tmp_path), "--results", str(results)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=180,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    final = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert set(final) == {"G=4,L=8"} and final["G=4,L=8"] > 0
+    assert "| sampling | " in proc.stdout and "| update (forward, backward, optimizer) | " in proc.stdout
+    row = next(line for line in results.read_text().splitlines() if line.startswith("| 4 | 8 | 16 |"))
+    assert "x**" in row
+    report = json.loads((tmp_path / "report.json").read_text())
+    for framework in ("ours", "trl"):
+        assert report["sizes"]["16"][framework]["mean_completion_length"] == 8.0
 
 
 GPU_SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_step.py"
@@ -115,3 +143,21 @@ def test_gpu_benchmark_configs_are_the_checkpoints(name):
     with torch.no_grad():
         logits = model(**batch).logits
     assert logits.shape[:2] == batch["input_ids"].shape and torch.isfinite(logits).all()
+
+
+def test_decode_floor_measures_every_size_and_row_count(tmp_path):
+    results = tmp_path / "RESULTS.md"
+    args = ["--sizes", "16", "--rows", "1,8", "--repeats", "1", "--threads", "1", "--results", str(results)]
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT.parent / "decode_floor.py"), *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        timeout=180,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    final = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert set(final) == {"16"} and set(final["16"]) == {"1", "8"}
+    assert all(isinstance(value, float) for value in final["16"].values())
+    text = results.read_text()
+    assert "<!-- BEGIN GENERATED: benchmarks/decode_floor.py -->" in text and "| 16 | " in text

@@ -21,7 +21,7 @@ def states(batch, length, fill):  # (batch, heads 2, length, dim 3)
 def test_preallocated_layer_holds_what_concatenation_holds():
     dynamic = DynamicLayer()
     dynamic.update(states(2, 4, 0), states(2, 4, 100))
-    layer = PreallocatedLayer(states(2, 4, 0), states(2, 4, 100), capacity=7)
+    layer = PreallocatedLayer(states(2, 4, 0), states(2, 4, 100), repeats=1, capacity=7)
     for step in range(3):
         new_keys, new_values = states(2, 1, 1000 + step), states(2, 1, 2000 + step)
         keys, values = layer.update(new_keys, new_values)
@@ -34,15 +34,23 @@ def test_preallocated_layer_holds_what_concatenation_holds():
         layer.update(states(2, 1, 0), states(2, 1, 0))
 
 
-def test_preallocated_layer_selects_repeats_and_crops_rows():
-    layer = PreallocatedLayer(states(3, 2, 0), states(3, 2, 50), capacity=4)
-    layer.batch_select_indices(torch.tensor([2, 0]))
-    assert torch.equal(layer.keys, states(3, 2, 0)[[2, 0]])
-    layer.batch_repeat_interleave(2)
-    assert torch.equal(layer.values, states(3, 2, 50)[[2, 2, 0, 0]])
-    layer.update(states(4, 1, 7), states(4, 1, 8))
+def test_preallocated_layer_repeats_selects_and_crops_rows():
+    layer = PreallocatedLayer(states(3, 2, 0), states(3, 2, 50), repeats=2, capacity=4)
+    assert torch.equal(layer.keys, states(3, 2, 0).repeat_interleave(2, dim=0)) and layer.get_max_length() == 4
+    buffer = layer.key_buffer.data_ptr()
+    layer.batch_select_indices(torch.tensor([5, 0, 3]))  # rows leave: compacted in the same buffer
+    assert torch.equal(layer.values, states(3, 2, 50)[[2, 0, 1]]) and layer.key_buffer.data_ptr() == buffer
+    layer.update(states(3, 1, 7), states(3, 1, 8))
+    layer.reorder_cache(torch.tensor([2, 1, 0]))
+    assert torch.equal(layer.keys[:, :, :2], states(3, 2, 0)[[1, 0, 2]])
+    assert torch.equal(layer.keys[:, :, 2:], states(3, 1, 7)[[2, 1, 0]])
     layer.crop(-1)
-    assert layer.get_seq_length() == 2 and torch.equal(layer.keys, states(3, 2, 0)[[2, 2, 0, 0]])
+    assert layer.get_seq_length() == 2 and torch.equal(layer.keys, states(3, 2, 0)[[1, 0, 2]])
+    layer.crop(-5)
+    assert layer.get_seq_length() == 0
+    layer.update(states(3, 2, 9), states(3, 2, 9))
+    layer.reset()
+    assert layer.get_seq_length() == 0 and layer.keys.size(-2) == 0
 
 
 def test_preallocate_repeats_a_prefilled_cache():
@@ -66,6 +74,8 @@ def test_draws_equal_torch_multinomial_and_do_not_depend_on_other_rows():
         torch.manual_seed(seed)  # rows 0 and 3 of the same batch, the others gone
         assert torch.equal(pick_tokens(logits[[0, 3]], 1.0, 1.0, 0, torch.tensor([0, 3]), 4), expected[[0, 3]])
     assert torch.equal(pick_tokens(logits, None, 1.0, 0), torch.tensor([2, 0, 1, 2]))
+    with pytest.raises(RuntimeError, match="not finite"):  # as torch.multinomial refuses them
+        pick_tokens(torch.tensor([[0.0, float("nan")]]), 1.0, 1.0, 0)
 
 
 @torch.no_grad()
@@ -90,19 +100,25 @@ def every_row_to_the_end(adapter, model, inputs, group, new_tokens, end_ids, pad
 
 
 @pytest.mark.parametrize("family", ["qwen2-vl", "qwen3-vl"])
-def test_sampler_equals_the_plain_loop_while_rows_end(family):
+def test_sampler_equals_the_plain_loop_while_rows_end(family, monkeypatch):
     model, processor = build_tiny(family)
     adapter = adapter_for(model)
     end_ids = adapter.end_token_ids(processor, model)
     bias = torch.zeros(model.lm_head.out_features)
-    bias[end_ids[0]] = 4.0  # the end token likely: rows end at different steps
+    bias[end_ids[0]] = 5.0  # the end token likely: rows end at different steps
     model.lm_head.register_forward_hook(lambda module, args, logits: logits + bias)
     model.eval()
     prompts = encode_prompts(processor, DEFAULT, lab_samples(2), torch.device("cpu"))
     pad_id, forbidden = processor.tokenizer.pad_token_id, adapter.vision_token_ids(model)
     args = (adapter, model, prompts.inputs, 4)
+    compactions = []
+    select = PreallocatedLayer.batch_select_indices
+    monkeypatch.setattr(
+        PreallocatedLayer, "batch_select_indices", lambda layer, keep: (compactions.append(keep), select(layer, keep))
+    )
     torch.manual_seed(3)
     ours = sample_from_prefix(*args, 10, 1.0, 1.0, 0, end_ids, pad_id, forbidden)
+    assert compactions  # rows left the batch
     torch.manual_seed(3)
     plain = every_row_to_the_end(*args, 10, end_ids, pad_id, forbidden)
     is_end = torch.isin(plain, torch.tensor(end_ids))

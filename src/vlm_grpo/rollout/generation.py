@@ -124,7 +124,8 @@ def pick_tokens(
 
     Sampling is torch.multinomial's one-sample draw written out (argmax of p / q, q ~ Exp(1): the same
     draws for the same generator state). With `rows`, the noise is drawn for all `batch_rows` rows and
-    row i takes line rows[i]: what a row samples does not depend on which other rows are still running.
+    row i takes line rows[i]: a row's draws do not depend on which other rows are still running.
+    Like multinomial, it refuses probabilities that are not finite (NaN logits, say).
     """
     if temperature is None:
         return logits.argmax(dim=-1)
@@ -139,6 +140,8 @@ def pick_tokens(
         drop_sorted[:, -1] = False  # always keep the most likely token
         logits = logits.masked_fill(drop_sorted.scatter(1, order, drop_sorted), float("-inf"))
     probs = logits.softmax(dim=-1)
+    if not bool(torch.isfinite(probs).all()):
+        raise RuntimeError("sampling: the next-token probabilities are not finite (NaN or inf logits)")
     noise = torch.empty((batch_rows or probs.size(0), probs.size(1)), dtype=probs.dtype, device=probs.device)
     noise = noise.exponential_()
     return (probs / (noise if rows is None else noise[rows])).argmax(dim=-1)
@@ -160,11 +163,17 @@ def sample_from_prefix(
 ) -> torch.Tensor:  # (B*G, T)
     """G completions per prompt from one prefill per prompt; rows that ended are padded.
 
-    Per token: the KV cache grows in place (`kv_cache`), the attention mask is a view of one tensor
-    made up front, rows that ended leave the batch, and one host sync decides both. Each row's draws
-    are those of the full batch (`pick_tokens(rows=...)`), so what is sampled is what sampling every
-    row to the end would give.
+    Per token: the KV cache grows in place inside buffers sized for the whole run (`kv_cache`), the
+    attention mask is a view of one tensor made up front, and rows that ended leave the batch once
+    half of it has ended (so the cache is compacted at most log2(rows) times; rows that ended and
+    still run feed padding, as before). One host sync per step reads how many rows are left; a
+    compaction syncs once more. Each row's draws are those of the full batch (`pick_tokens(rows=
+    ...)`), so what is sampled is what decoding every row to the end would sample, token for token
+    where a row's logits do not depend on the batch it is computed in (tested on CPU in float32;
+    GPU matrix kernels may change with the batch size, and then the last bits of the logits).
     """
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
     last, cache, start = adapter.prefill(model, inputs)
     preallocate(cache, group_size, max_new_tokens)
     logits = last.repeat_interleave(group_size, dim=0)  # (R, V), R = B*G
@@ -173,22 +182,25 @@ def sample_from_prefix(
     attention = inputs["attention_mask"].new_ones((rows, prompt_len + max_new_tokens))
     attention[:, :prompt_len] = inputs["attention_mask"].repeat_interleave(group_size, dim=0)
     ids = torch.full((rows, max_new_tokens), pad_id, dtype=torch.long, device=device)
-    live = torch.arange(rows, device=device)  # (n,) batch index of each row still running
+    live = torch.arange(rows, device=device)  # (n,) batch index of each row in the running batch
+    ended = torch.zeros(rows, dtype=torch.bool, device=device)  # (n,) rows of the running batch that ended
     ends, forbidden_ids = torch.tensor(end_ids, device=device), torch.tensor(forbidden, device=device, dtype=torch.long)
     for step in range(max_new_tokens):
         logits.index_fill_(1, forbidden_ids, float("-inf"))
-        if live.numel() == rows:  # every row still running: no indexing
-            token = ids[:, step] = pick_tokens(logits, temperature, top_p, top_k)
-        else:
-            token = pick_tokens(logits, temperature, top_p, top_k, live, rows)
+        subset = live.numel() < rows
+        token = pick_tokens(logits, temperature, top_p, top_k, live if subset else None, rows)
+        token = token.masked_fill(ended, pad_id)
+        if subset:
             ids[live, step] = token
-        running = ~torch.isin(token, ends)
-        still = int(running.sum())  # the step's one host sync
-        if still == 0 or step == max_new_tokens - 1:
+        else:
+            ids[:, step] = token
+        ended |= torch.isin(token, ends)
+        running = live.numel() - int(ended.sum())  # the step's one host sync
+        if running == 0 or step == max_new_tokens - 1:
             break
-        if still < live.numel():
-            keep = running.nonzero().squeeze(1)
-            live, token, start, attention = live[keep], token[keep], start[keep], attention[keep]
+        if running <= live.numel() // 2:  # half the batch ended: compact (at most log2(rows) times)
+            keep = (~ended).nonzero().squeeze(1)
+            live, token, start, attention, ended = live[keep], token[keep], start[keep], attention[keep], ended[keep]
             cache.batch_select_indices(keep)
         out = model(
             input_ids=token.unsqueeze(1),
@@ -198,7 +210,7 @@ def sample_from_prefix(
             position_ids=adapter.positions(start + step, 1),
         )
         cache, logits = out.cache, out.logits[:, -1]
-    return ids[:, : step + 1]
+    return ids[:, : step + 1].contiguous()
 
 
 def with_prefixes(inputs: dict[str, torch.Tensor], prefixes: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
