@@ -166,11 +166,12 @@ def sample_from_prefix(
     Per token: the KV cache grows in place inside buffers sized for the whole run (`kv_cache`), the
     attention mask is a view of one tensor made up front, and rows that ended leave the batch once
     half of it has ended (so the cache is compacted at most log2(rows) times; rows that ended and
-    still run feed padding, as before). One host sync per step reads how many rows are left; a
-    compaction syncs once more. Each row's draws are those of the full batch (`pick_tokens(rows=
-    ...)`), so what is sampled is what decoding every row to the end would sample, token for token
-    where a row's logits do not depend on the batch it is computed in (tested on CPU in float32;
-    GPU matrix kernels may change with the batch size, and then the last bits of the logits).
+    still run feed padding, as before). A host sync per step reads how many rows are left (sampling
+    adds one for the finite-probability check; a compaction one more). Each row's draws are those of
+    the full batch (`pick_tokens(rows=...)`), so what is sampled is what decoding every row to the
+    end would sample, token for token where a row's logits do not depend on the batch it is computed
+    in (tested on CPU in float32; GPU matrix kernels may change with the batch size, and then the
+    last bits of the logits).
     """
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
@@ -195,7 +196,7 @@ def sample_from_prefix(
         else:
             ids[:, step] = token
         ended |= torch.isin(token, ends)
-        running = live.numel() - int(ended.sum())  # the step's one host sync
+        running = live.numel() - int(ended.sum())  # host sync: how many rows are left
         if running == 0 or step == max_new_tokens - 1:
             break
         if running <= live.numel() // 2:  # half the batch ended: compact (at most log2(rows) times)

@@ -1,11 +1,11 @@
 """A KV cache for the sampler: one buffer per layer sized for the whole run, written in place.
 
 transformers' `DynamicLayer` concatenates each new token's keys and values onto the whole cache, so
-a decode step copies every cached state (O(length) per token, O(length^2) per completion; at 256
-image tokens this was a quarter of the sampler's time on CPU). `PreallocatedLayer` writes the new
-token into a buffer sized for prompt + max_new_tokens, allocated once after the prefill, and hands
-attention a view of the filled part: the same keys and values, one token's copy per step. Rows
-that ended leave the batch through `batch_select_indices`, compacted inside the same buffer.
+a decode step copies every cached state (O(length) per token, O(length^2) per completion).
+`PreallocatedLayer` writes the new token into a buffer sized for prompt + max_new_tokens, allocated
+once after the prefill, and hands attention a view of the filled part: the same keys and values, one
+token's copy per step. Rows that ended leave the batch through `batch_select_indices`, compacted
+inside the same buffer.
 """
 
 from __future__ import annotations
