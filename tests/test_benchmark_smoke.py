@@ -17,47 +17,25 @@ pytest.importorskip("trl")
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "step_throughput.py"
 
 
+def run_script(script: Path, args: list[str], timeout: int = 180, **env: str):
+    """`script` with `args` in a child Python, offline; asserts it succeeded and returns the process
+    and the JSON object on its last line."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", **env}
+    proc = subprocess.run(
+        [sys.executable, str(script), *args], capture_output=True, text=True, env=env, timeout=timeout
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc, json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 @pytest.mark.slow
 def test_benchmark_prints_its_json_keys(tmp_path):
     family = "qwen3-vl"  # Qwen2-VL runs in the sweep's test below
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(SCRIPT),
-            "--sizes",
-            "16",
-            "--repeats",
-            "1",
-            "--warmup",
-            "0",
-            "--steps",
-            "1",
-            "--logprob-repeats",
-            "1",
-            "--threads",
-            "1",
-            "--model-size",
-            "nano",
-            "--no-ours4",
-            "--retries",
-            "0",
-            "--max-wait",
-            "0",
-            "--workdir",
-            str(tmp_path),
-            "--family",
-            family,
-            "--results",
-            str(tmp_path / "RESULTS.md"),
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=180,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    final = json.loads(proc.stdout.strip().splitlines()[-1])
+    args = ["--sizes", "16", "--repeats", "1", "--warmup", "0", "--steps", "1", "--logprob-repeats", "1"]
+    args += ["--threads", "1", "--model-size", "nano"]
+    args += ["--no-ours4", "--retries", "0", "--max-wait", "0", "--workdir", str(tmp_path), "--family", family]
+    args += ["--results", str(tmp_path / "RESULTS.md")]
+    _, final = run_script(SCRIPT, args)
     assert set(final) == {"ratio_vs_trl", "logprob_speedup", "peak_rss_mb"}
     assert set(final["ratio_vs_trl"]) == {"16"} and set(final["logprob_speedup"]) == {"16"}
     assert set(final["peak_rss_mb"]) == {"ours", "trl"}
@@ -73,18 +51,9 @@ SWEEP = SCRIPT.parent / "step_sweep.py"
 def test_sweep_runs_one_point_of_both_frameworks(tmp_path):
     """The G / length sweep at one small point (G 4 x 8 new tokens, Qwen2-VL nano): both frameworks
     run every completion to its length, the phase table is printed, the results block is written."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     args = ["--quick", "--points", "4:8", "--size", "16", "--model-size", "nano", "--threads", "1"]
     results = tmp_path / "RESULTS.md"
-    proc = subprocess.run(
-        [sys.executable, str(SWEEP), *args, "--workdir", str(tmp_path), "--results", str(results)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=180,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    final = json.loads(proc.stdout.strip().splitlines()[-1])
+    proc, final = run_script(SWEEP, [*args, "--workdir", str(tmp_path), "--results", str(results)])
     assert set(final) == {"G=4,L=8"} and final["G=4,L=8"] > 0
     assert "| sampling | " in proc.stdout and "| update (forward, backward, optimizer) | " in proc.stdout
     row = next(line for line in results.read_text().splitlines() if line.startswith("| 4 | 8 | 16 |"))
@@ -99,17 +68,9 @@ GPU_SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_step.py"
 
 @pytest.mark.slow
 def test_gpu_benchmark_cpu_mode_runs_both_frameworks(tmp_path):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
     args = ["--cpu-tiny", "--models", "qwen3-vl-2b-instruct", "--warmup", "0", "--steps", "1", "--epochs", "2"]
-    proc = subprocess.run(
-        [sys.executable, str(GPU_SCRIPT), *args, "--workdir", str(tmp_path), "--out", str(tmp_path / "r.json")],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    args += ["--workdir", str(tmp_path), "--out", str(tmp_path / "r.json")]
+    _, report = run_script(GPU_SCRIPT, args, timeout=300, OMP_NUM_THREADS="1")
     assert report == json.loads((tmp_path / "r.json").read_text()) and report["device"] == "cpu"
     runs = report["models"]["qwen3-vl-2b-instruct"]
     assert set(runs) == {"ours", "trl"}
@@ -148,15 +109,7 @@ def test_gpu_benchmark_configs_are_the_checkpoints(name):
 def test_decode_floor_measures_every_size_and_row_count(tmp_path):
     results = tmp_path / "RESULTS.md"
     args = ["--sizes", "16", "--rows", "1,8", "--repeats", "1", "--threads", "1", "--results", str(results)]
-    proc = subprocess.run(
-        [sys.executable, str(SCRIPT.parent / "decode_floor.py"), *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-        timeout=180,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    final = json.loads(proc.stdout.strip().splitlines()[-1])
+    _, final = run_script(SCRIPT.parent / "decode_floor.py", args)
     assert set(final) == {"16"} and set(final["16"]) == {"1", "8"}
     assert all(isinstance(value, float) for value in final["16"].values())
     text = results.read_text()
