@@ -1,0 +1,233 @@
+"""The injection map's tables, per-seed values, heat map and the cells `vlm-grpo assess` cites.
+
+`python -m vlm_grpo.study.map_report runs/study-map --out docs/results` reads a map study's run
+folders (`vlm-grpo study --preset map`), writes `map.md` (two tables), `map.json` (every run's
+readings, per-scene correctness included, so every number can be recomputed), `map-heatmap.png`,
+and, with `--advice PATH`, the per-cell summary that `evaluation.decision.map_advice` reads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from .map_measures import STEP_READINGS, arm_summary, compare, holm_adjust, read_run
+from .runner import find_preset, load_preset
+
+# Sampled answer-present rate of each lab base under the plain prompt (T 1, 8 per scene, 200 scenes;
+# src/vlm_grpo/lab/weights/MEASUREMENTS.md).
+BASE_RATES = {"lab-base-cold": 0.022, "lab-base": 0.129}
+FACTORS = (  # (factor, the run key that sets it, its label)
+    ("base", "base_rate", "base answer-present rate"),
+    ("prompts", "prompts_per_step", "prompts per step"),
+    ("group", "num_generations", "group size G"),
+    ("lr", "learning_rate", "learning rate"),
+)
+HEADS = {
+    "sampled_present_90": "90 % answer-present, sampled rows",
+    "heldout_present_90": "90 % answer-present, held-out",
+    "sampled_accuracy_70": "70 % accuracy, sampled rows",
+    "heldout_accuracy_70": "70 % accuracy, held-out",
+}
+
+
+def collect(study_dir: Path, preset: str | Path = "map") -> list[dict]:
+    """Every finished run of the map (summary.json written) read by `read_run`, in preset order."""
+    spec = load_preset(find_preset(preset))
+    runs = []
+    for condition in spec["conditions"]:
+        for folder in sorted((study_dir / "runs").glob(f"{condition['name']}-seed*")):
+            if (folder / "summary.json").is_file():
+                seed = int(folder.name.rsplit("-seed", 1)[1])
+                run = read_run(folder, condition, seed)
+                run["base_rate"] = BASE_RATES.get(run["model"])
+                runs.append(run)
+    return runs
+
+
+def setting(run: Mapping) -> dict:
+    return {key: run[key] for _, key, _ in FACTORS} | {"model": run["model"]}
+
+
+def factor_rows(runs: Sequence[dict], centre: str = "central") -> list[tuple[str, str, str]]:
+    """(factor label, level text, cell) per row of the heat map: for each factor the cells that differ
+    from the centre in it alone, and the centre, ordered by the factor's value."""
+    cells = {r["cell"]: setting(r) for r in runs}
+    mid = cells[centre]
+    rows = []
+    for _, key, label in FACTORS:
+        mine = [c for c, s in cells.items() if all(s[k] == mid[k] for _, k, _ in FACTORS if k != key)]
+        for cell in sorted(mine, key=lambda c: cells[c][key] or 0):
+            value = cells[cell][key]
+            text = f"{value:.1%}" if key == "base_rate" else f"{value:g}"
+            rows.append((label, text, cell))
+    return rows
+
+
+def build(runs: Sequence[dict]) -> dict:
+    """Arm summaries and comparisons per cell; Holm over each accuracy table's p-values."""
+    cells = list(dict.fromkeys(r["cell"] for r in runs))
+    arms = {}
+    for cell in cells:
+        for arm in dict.fromkeys(r["arm"] for r in runs if r["cell"] == cell):
+            arms[f"{cell}/{arm}"] = arm_summary([r for r in runs if r["cell"] == cell and r["arm"] == arm])
+    comparisons = [
+        compare(runs, cell, arm)
+        for cell in cells
+        for arm in dict.fromkeys(r["arm"] for r in runs if r["cell"] == cell)
+        if arm != "none" and any(r["cell"] == cell and r["arm"] == "none" for r in runs)
+    ]
+    for key in ("in_domain_difference", "transfer_difference"):
+        holm_adjust(comparisons, key)
+    settings = {r["cell"]: setting(r) for r in runs}
+    return {"cells": settings, "arms": arms, "comparisons": comparisons}
+
+
+# ---------------------------------------------------------------- text
+def steps_text(stat: Mapping, seeds: int) -> str:
+    """'23 [21-26] (3/3)': Kaplan-Meier median [lowest-highest seed], reached/seeds; '>50' censored."""
+    values = stat["values"]
+    reached = sum(v is not None for v in values)
+    low, high = stat["range"]
+    median = high if stat["median"] is None else f"{stat['median']:g}"  # None: over half censored
+    if seeds == 1:
+        return f"{median} (1 seed)"
+    return f"{median} [{low}-{high}] ({reached}/{seeds})"
+
+
+def ratio_text(stat: Mapping) -> str:
+    """'1.31x [0.92, 1.86] (n 3)'; a bound (a censored seed) reads '>= ...'; one seed has no interval."""
+    if stat.get("ratio") is None:
+        return "- (" + ", ".join(sorted(set(stat["kinds"]))) + ")"
+    sign = {"=": "", ">=": ">= ", "<=": "<= ", "mixed": "~"}[stat["kind"]]
+    if stat.get("ci") is None:
+        return f"{sign}{stat['ratio']:.2f}x (1 seed)"
+    lo, hi = stat["ci"]
+    return f"{sign}{stat['ratio']:.2f}x [{lo:.2f}, {hi:.2f}] (n {stat['n']})"
+
+
+def difference_text(stat: Mapping | None, scenes: Mapping | None) -> str:
+    """'-4.2 [-9.0, +0.6] / [-10.1, +1.7], p 0.09, Holm 0.52' (points; seeds / seeds and scenes)."""
+    if not stat or stat.get("mean") is None:
+        return "-"
+    mean = stat["mean"] * 100
+    if stat.get("ci") is None:
+        return f"{mean:+.1f} (1 seed)"
+    lo, hi = (v * 100 for v in stat["ci"])
+    text = f"{mean:+.1f} [{lo:+.1f}, {hi:+.1f}]"
+    if scenes:
+        text += f" / [{scenes['ci'][0] * 100:+.1f}, {scenes['ci'][1] * 100:+.1f}]"
+    if stat.get("p_t") is not None:
+        text += f", p {stat['p_t']:.2f}, Holm {stat['p_holm']:.2f}"
+    return text
+
+
+def tables(built: Mapping, rows: Sequence[tuple[str, str, str]]) -> list[str]:
+    """The map's two markdown tables: each arm's steps, accuracies and cost; each injection arm against none."""
+    order = list(dict.fromkeys(cell for _, _, cell in rows))
+    any_arm = next(iter(built["arms"].values()))
+    lines = [
+        f"Steps: Kaplan-Meier median over seeds [lowest-highest seed] (reached/seeds); a seed that never "
+        f"reached the level within the {any_arm['budget']}-step budget is censored ('>{any_arm['budget']}'). "
+        "Sampled rows: one-step resolution, the rate pooled over the fewest trailing steps holding >= 32 "
+        f"sampled rows (window in the table); held-out: a {any_arm['grid']}-step grid (100 scenes).",
+        "",
+        "| cell | arm | "
+        + " | ".join(f"steps to {HEADS[n]}" for n, *_ in STEP_READINGS)
+        + " | in-domain | transfer | wall (s, training) | samples |",
+        "|---|---|" + "---|" * (len(STEP_READINGS) + 4),
+    ]
+    for cell in order:
+        for key, arm in built["arms"].items():
+            if not key.startswith(f"{cell}/"):
+                continue
+            steps = [steps_text(arm[n], arm["seeds"]) for n, *_ in STEP_READINGS]
+            steps[0] += f", window {arm['window']}"
+            accs = [f"{arm[k]:.1%}" if arm[k] is not None else "-" for k in ("in_domain_accuracy", "transfer_accuracy")]
+            lines.append(
+                f"| {cell} | {key.split('/')[1]} | " + " | ".join(steps + accs) + f" | {arm['wall_s']:.0f} | "
+                f"{arm['samples']:,} |"
+            )
+    lines += [
+        "",
+        "Speed-up: none / injection in steps, the geometric mean over seeds [95 % t-interval on the log "
+        "ratios]; a censored seed enters at the budget, so its ratio, and the mean, is a bound ('>=': "
+        "plain GRPO never got there). Differences: injection - none in points, mean [95 % t-interval over "
+        "seeds] / [interval counting the held-out scene draw too], paired t-test p and Holm's adjustment "
+        "over the table's rows.",
+        "",
+        "| cell | arm | speed-up, 90 % answer-present (sampled) | speed-up, 70 % accuracy (held-out grid) | "
+        "in-domain difference | transfer difference | wall time, injection / none |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for cell in order:
+        for c in (c for c in built["comparisons"] if c["cell"] == cell):
+            lines.append(
+                f"| {cell} | {c['arm']} | {ratio_text(c['speedup_sampled_present_90'])} | "
+                f"{ratio_text(c['speedup_heldout_accuracy_70'])} | "
+                f"{difference_text(c.get('in_domain_difference'), c.get('in_domain_with_scenes'))} | "
+                f"{difference_text(c.get('transfer_difference'), c.get('transfer_with_scenes'))} | "
+                f"{c['wall_ratio']:.2f} |"
+            )
+    return lines
+
+
+# ---------------------------------------------------------------- files
+def advice_cells(built: Mapping) -> list[dict]:
+    """Per cell and injection arm, what `assess` cites: the setting and the headline numbers."""
+    out = []
+    for c in built["comparisons"]:
+        cell = built["cells"][c["cell"]]
+        transfer = c.get("transfer_difference") or {}
+        speed = c["speedup_sampled_present_90"]
+        out.append(
+            {
+                "cell": c["cell"],
+                "arm": c["arm"],
+                **cell,
+                "seeds": len(c["seeds"]),
+                "speedup_sampled_present_90": {k: speed.get(k) for k in ("ratio", "ci", "kind")},
+                "speedup_heldout_accuracy_70": {
+                    k: c["speedup_heldout_accuracy_70"].get(k) for k in ("ratio", "ci", "kind")
+                },
+                "transfer_difference": {k: transfer.get(k) for k in ("mean", "ci", "p_holm")},
+                "transfer_with_scenes": (c.get("transfer_with_scenes") or {}).get("ci"),
+            }
+        )
+    return out
+
+
+def write(study_dir: Path, out: Path, preset: str | Path = "map", advice: Path | None = None) -> dict:
+    runs = collect(study_dir, preset)
+    if not runs:
+        raise ValueError(f"{study_dir}: no finished map runs under runs/")
+    built = build(runs)
+    rows = factor_rows(runs)
+    out.mkdir(parents=True, exist_ok=True)
+    command = f"python -m vlm_grpo.study.map_report {study_dir} --out {out}"
+    md = [f"<!-- {command} -->", "", *tables(built, rows), ""]
+    (out / "map.md").write_text("\n".join(md))
+    (out / "map.json").write_text(json.dumps({"command": command, "runs": runs, **built}, indent=1))
+    from .map_figure import plot_map
+
+    plot_map(built, rows, out / "map-heatmap.png")
+    if advice is not None:
+        advice.write_text(json.dumps({"source": command, "cells": advice_cells(built)}, indent=1) + "\n")
+    return built
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m vlm_grpo.study.map_report", description=__doc__.splitlines()[0])
+    parser.add_argument("study_dir", type=Path)
+    parser.add_argument("--out", type=Path, default=None, help="folder for map.md, map.json, map-heatmap.png")
+    parser.add_argument("--preset", default="map")
+    parser.add_argument("--advice", type=Path, default=None, help="write the cells `assess` cites here")
+    args = parser.parse_args(argv)
+    write(args.study_dir, args.out or args.study_dir / "map", args.preset, args.advice)
+    print((args.out or args.study_dir / "map") / "map.md")
+
+
+if __name__ == "__main__":
+    main()
