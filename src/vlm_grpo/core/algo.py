@@ -15,7 +15,11 @@ How this departs from the DeepSeekMath formulation (arXiv:2402.03300):
 - TRL's variants under TRL's names: `dr_grpo` aggregation (sum / (rows x max_completion_length),
   Dr. GRPO, arXiv:2503.20783), GSPO's sequence-level ratio (the exp of the row's mean log-ratio,
   applied to every token, arXiv:2507.18071), and `delta`, an upper bound on the unclipped ratio
-  so a negative advantage cannot grow the loss without limit (two-sided clipping, as TRL).
+  so a negative advantage cannot grow the loss without limit (two-sided clipping, as TRL);
+- completions sampled by an engine other than the trained model (vLLM: other kernels, precision,
+  or weights one step old) can weigh each token by the truncated importance ratio
+  min(p_trainer / p_engine, C) (TIS, Yao et al. 2025; TRL's `token_truncate`); the weight
+  multiplies the whole per-token loss, KL included, as TRL does.
 """
 
 from __future__ import annotations
@@ -200,6 +204,36 @@ class LossStats:
         return self.totals.get(name, 0.0)
 
 
+def truncated_is_weights(
+    trainer_logp: torch.Tensor,  # (N, C) the trainer's log-probs of the sampled tokens (no gradient)
+    engine_logp: torch.Tensor,  # (N, C) the sampling engine's log-probs of the same tokens
+    mask: torch.Tensor,  # (N, C) 1 on tokens the engine sampled
+    cap: float,
+) -> torch.Tensor:  # (N, C)
+    """min(exp(trainer - engine), cap) on masked tokens, 1 elsewhere (demonstrations, padding)."""
+    ratio = torch.exp(trainer_logp - engine_logp).clamp(max=cap)
+    return torch.where(mask.bool(), ratio, torch.ones_like(ratio))
+
+
+def logprob_mismatch(
+    trainer_logp: torch.Tensor,  # (N, C)
+    engine_logp: torch.Tensor,  # (N, C)
+    mask: torch.Tensor,  # (N, C)
+) -> dict[str, float]:
+    """How far the engine's sampling policy is from the trainer's, on the sampled tokens: mean and max
+    |log p_trainer - log p_engine|, and KL(engine || trainer) by the k3 estimator on the engine's
+    samples (unbiased, never negative: r - 1 - log r with r = p_trainer / p_engine)."""
+    tokens = mask.bool()
+    if not bool(tokens.any()):
+        return {"logp_gap_mean": 0.0, "logp_gap_max": 0.0, "kl": 0.0}
+    diff = (trainer_logp - engine_logp)[tokens]
+    return {
+        "logp_gap_mean": float(diff.abs().mean()),
+        "logp_gap_max": float(diff.abs().max()),
+        "kl": float((torch.exp(diff) - 1 - diff).mean()),
+    }
+
+
 def grpo_loss(
     logp: torch.Tensor,  # (n, C) current policy, with gradient
     old_logp: torch.Tensor | None,  # (n, C) rollout-time; None: logp's own detached values (ratio 1)
@@ -212,6 +246,7 @@ def grpo_loss(
     minibatch_rows: int,
     stats: LossStats,
     demo_tokens: torch.Tensor | None = None,  # (n, C) bool: demonstration tokens; None: all of injected rows'
+    is_weights: torch.Tensor | None = None,  # (n, C) truncated importance weights (engine != trainer); None: 1
 ) -> torch.Tensor:
     """A micro-batch's share of the minibatch loss; its statistics are added to `stats`.
 
@@ -243,6 +278,10 @@ def grpo_loss(
         stats.add("kl", kl.detach(), loss_mask)
         if settings.beta > 0:
             per_token = per_token + settings.beta * kl
+    if is_weights is not None:
+        per_token = per_token * is_weights
+        policy_part = policy_part * is_weights
+        stats.add("is_weight", is_weights, loss_mask)
     shares = (settings.loss_type, minibatch_tokens, minibatch_rows, settings.max_completion_length)
     loss = aggregate(per_token, loss_mask, *shares)
     policy_loss = loss if policy_part is per_token else aggregate(policy_part.detach(), loss_mask, *shares)

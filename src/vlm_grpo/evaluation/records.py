@@ -1,9 +1,10 @@
 """One evaluation path for baseline assessment, evaluation during training and final evaluation.
 
-Generation (greedy, or G samples at a temperature) goes through the same `rollout.generate` the
-trainer samples with, every completion is scored by the same `Scorer` with the same task, and
-every table is built from one summary type, `EvalSummary`, so every number in every table comes
-from one scorer and carries one name:
+Generation (greedy, or G samples at a temperature) goes through a rollout engine, as the trainer
+samples (the policy itself by default, `sample_records(engine, ...)` for another engine), every
+completion is scored by the same `Scorer` with the same task, and every table is built from one
+summary type, `EvalSummary`, so every number in every table comes from one scorer and carries one
+name:
 - `answer_present_rate`: the task's parser reads an answer (the study's digit-extraction or
   "format" rate; `rollout/answer_present_rate` in training metrics, and for counting also
   `rollout/number_present_rate`);
@@ -22,15 +23,21 @@ from tqdm.auto import tqdm
 
 from ..core.statistics import wilson_interval
 from ..data import BadSample, Sample, eval_samples, open_source, split_indices
-from ..rollout import encode_prompts, generate
+from ..rollout import Engine, HFEngine, SamplingParams, encode_prompts
 from ..tasks import Task, get_task
 from ..tasks.rewards import Scorer
 from ..tasks.styles import PromptStyle
 
 
 def generate_records(
-    model,
-    processor,
+    model, processor, style: PromptStyle, samples: Sequence[Sample], dataset: str, **options
+) -> list[dict]:
+    """`sample_records` with the model itself sampling, in this process (the `hf` engine)."""
+    return sample_records(HFEngine(model, processor), style, samples, dataset, **options)
+
+
+def sample_records(
+    engine: Engine,
     style: PromptStyle,
     samples: Sequence[Sample],
     dataset: str,
@@ -44,7 +51,7 @@ def generate_records(
     """One record per completion: what was asked, what came back, and how it scored."""
     task = task or get_task()
     scorer = Scorer(["answer"], None, style, task)
-    device = next(model.parameters()).device
+    params = SamplingParams(group_size, max_new_tokens, temperature)
     records: list[dict] = []
     prompts_per_batch = max(1, batch_size // group_size)
     batches = range(0, len(samples), prompts_per_batch)
@@ -52,8 +59,9 @@ def generate_records(
         chunk = [s for s in map(_decoded, samples[start : start + prompts_per_batch]) if s is not None]
         if not chunk:
             continue
-        prompts = encode_prompts(processor, style, chunk, device)
-        _, _, truncated, texts = generate(model, processor, prompts, group_size, max_new_tokens, temperature)
+        prompts = encode_prompts(engine.processor, style, chunk, engine.device)
+        done = engine.sample(prompts, params)
+        truncated, texts = done.truncated, done.texts
         for row, text in enumerate(texts):
             sample = chunk[row // group_size]
             score = scorer(text, sample.answer)

@@ -177,6 +177,7 @@ class Injector:
         demo_tokens = _pad_to(rollout.demo_tokens, width, False)
         truncated, injected = rollout.truncated.clone(), rollout.injected.clone()
         texts, scores = list(rollout.texts), list(rollout.scores)
+        engine_logp = _pad_to(rollout.engine_logp, width, 0.0) if rollout.engine_logp is not None else None
         for row, new in rows.items():
             ids[row] = self.pad_id
             ids[row, : len(new.tokens)] = torch.tensor(new.tokens, device=ids.device)
@@ -184,9 +185,13 @@ class Injector:
             mask[row, : len(new.tokens)] = 1
             demo_tokens[row] = False
             demo_tokens[row, : new.given] = True
+            if engine_logp is not None:
+                engine_logp[row] = 0.0  # the engine did not sample a demonstration
             truncated[row], injected[row] = new.truncated, True
             texts[row], scores[row] = new.text, scorer(new.text, rollout.answer_of_row(row))
-        return Rollout(rollout.prompts, rollout.group_size, ids, mask, truncated, texts, scores, injected, demo_tokens)
+        return Rollout(
+            rollout.prompts, rollout.group_size, ids, mask, truncated, texts, scores, injected, demo_tokens, engine_logp
+        )
 
     def state_dict(self) -> dict:
         return {"rng": self.rng.getstate()}

@@ -2,10 +2,19 @@
 typed containers of one step (PromptBatch, Rollout, StepBatch, MicroBatch)."""
 
 from .batch import MicroBatch, PromptBatch, Rollout, StepBatch, take_groups
+from .engines import ENGINES, Completions, Engine, EngineError, HFEngine, SamplingParams, make_engine, register_engine
 from .generation import continue_prefixes, encode_prompts, end_token_ids, generate, mask_after_end, pick_tokens
 from .logprobs import completion_logprobs
 
 __all__ = [
+    "ENGINES",
+    "Completions",
+    "Engine",
+    "EngineError",
+    "HFEngine",
+    "SamplingParams",
+    "make_engine",
+    "register_engine",
     "MicroBatch",
     "PromptBatch",
     "Rollout",

@@ -34,10 +34,23 @@ class PromptBatch:
     (Qwen: pixel_values (patches, D) and image_grid_thw (images, 3))."""
     image_counts: list[int] | None = None
     """Images of each prompt, in order (None: one each)."""
+    texts: list[str] | None = None
+    """Each prompt as the chat template wrote it (one placeholder per image, not expanded): what an
+    engine in another process tokenizes again. None where the batch was built by hand."""
 
     def __post_init__(self) -> None:
         if self.image_counts is None:
             self.image_counts = [1] * len(self.samples)
+
+    def subset(self, index: list[int]) -> PromptBatch:
+        """The prompts at `index` (repeats allowed), as a batch of their own."""
+        texts = [self.texts[i] for i in index] if self.texts is not None else None
+        return PromptBatch(
+            [self.samples[i] for i in index],
+            self.select(torch.tensor(index, dtype=torch.long)),
+            [self.image_counts[i] for i in index],
+            texts,
+        )
 
     def image_rows(self, prompts: list[int]) -> list[int]:
         """Indices of the images of `prompts`, prompt by prompt, in order."""
@@ -84,6 +97,9 @@ class Rollout:
     demo_tokens: torch.Tensor = field(default=None)  # type: ignore[assignment]
     """(N, C) bool: tokens copied from a demonstration, not sampled (off-policy); default: every
     completion token of an injected row."""
+    engine_logp: torch.Tensor | None = None
+    """(N, C) the sampling engine's own log-prob of each sampled token (engines that report them; 0 on
+    injected rows' tokens, which the engine did not sample); None: the trainer's model sampled."""
 
     def __post_init__(self) -> None:
         if self.injected is None:
@@ -122,6 +138,8 @@ class MicroBatch:
     """(n, w) rollout-time log-probs; None when the pass's own detached log-probs are exact."""
     ref_logp: torch.Tensor | None
     """(n, w) reference log-probs; None without a reference."""
+    is_weights: torch.Tensor | None = None
+    """(n, w) truncated importance weights for the engine's sampling policy; None: 1."""
 
 
 @dataclass
@@ -137,6 +155,9 @@ class StepBatch:
     """(N, C) rollout-time log-probs, or None (one update per step: the update's own are exact)."""
     ref_logp: torch.Tensor | None = None
     """(N, C) reference log-probs, or None."""
+    is_weights: torch.Tensor | None = None
+    """(N, C) truncated importance weights p_trainer / p_engine, capped (engines with log-probs of
+    their own); None: every token weighs 1."""
     first_epoch_order: torch.Tensor | None = None
     """(N,) the first epoch's row order, drawn before the rollout-time log-probs so that they run over
     the first epoch's own micro-batches; None: drawn when the first epoch starts."""
@@ -173,6 +194,7 @@ class StepBatch:
             demo_tokens=rollout.demo_tokens[rows, :width].to(device),
             old_logp=self.old_logp[rows, :width] if self.old_logp is not None else None,
             ref_logp=self.ref_logp[rows, :width] if self.ref_logp is not None else None,
+            is_weights=self.is_weights[rows, :width] if self.is_weights is not None else None,
         )
 
 
@@ -197,4 +219,5 @@ def take_groups(picks: list[tuple[Rollout, int]], prompts: PromptBatch, pad_id: 
         [rollout.scores[row] for rollout, row in rows],
         torch.stack([rollout.injected[row] for rollout, row in rows]),
         stacked("demo_tokens", False),
+        stacked("engine_logp", 0.0) if all(r.engine_logp is not None for r, _ in picks) else None,
     )

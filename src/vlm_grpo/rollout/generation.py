@@ -7,6 +7,8 @@ the model's family adapter.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
 from ..data import Sample
@@ -25,7 +27,7 @@ def encode_prompts(processor, style: PromptStyle, samples: list[Sample], device:
     # One list of images per prompt: the layout every family's processor reads the same way.
     inputs = processor(text=texts, images=images, return_tensors="pt", padding=True, padding_side="left")
     tensors = {k: v.to(device) for k, v in inputs.items() if isinstance(v, torch.Tensor)}
-    return PromptBatch(samples, tensors, [len(i) for i in images])
+    return PromptBatch(samples, tensors, [len(i) for i in images], texts)
 
 
 def end_token_ids(processor, model) -> list[int]:
@@ -241,35 +243,26 @@ def with_prefixes(inputs: dict[str, torch.Tensor], prefixes: list[list[int]], pa
     return out
 
 
-@torch.no_grad()
 def continue_prefixes(
-    model,
-    processor,
+    engine,
     prompts: PromptBatch,
     rows: list[int],  # completion rows; row n continues prompt n // group_size
     prefixes: list[list[int]],
     group_size: int,
-    max_completion_length: int,
-    temperature: float | None,
-    top_p: float = 1.0,
-    top_k: int = 0,
-    sharing: str = "auto",
+    params,  # SamplingParams; its max_tokens is the whole completion's budget, prefix included
 ) -> list[tuple[list[int], bool]]:
-    """Per row, the policy's continuation of its prompt plus `prefix` (ending with an end token, or cut
-    at max_completion_length - len(prefix) and truncated; a prefix that fills max_completion_length
-    leaves no room: empty and truncated). No rows: nothing runs."""
-    room = [max_completion_length - len(p) for p in prefixes]
+    """Per row, `engine`'s continuation of its prompt plus `prefix` (ending with an end token, or cut
+    at max_tokens - len(prefix) and truncated; a prefix that fills max_tokens leaves no room: empty
+    and truncated). No rows: nothing runs."""
+    room = [params.max_tokens - len(p) for p in prefixes]
     out: list[tuple[list[int], bool]] = [([], True) for _ in rows]
     live = [i for i, r in enumerate(room) if r > 0]
     if not live:
         return out
-    owners = [rows[i] // group_size for i in live]
-    given = [prefixes[i] for i in live]
-    inputs = with_prefixes(prompts.select(torch.tensor(owners)), given, processor.tokenizer.pad_token_id)
-    selected = PromptBatch([prompts.samples[i] for i in owners], inputs, [prompts.image_counts[i] for i in owners])
+    selected = prompts.subset([rows[i] // group_size for i in live])
     budget = max(room[i] for i in live)
-    ids, mask, truncated, _ = generate(model, processor, selected, 1, budget, temperature, top_p, top_k, sharing)
-    for i, row_ids, row_mask, cut in zip(live, ids, mask, truncated):
+    done = engine.sample(selected, replace(params, group_size=1, max_tokens=budget), [prefixes[i] for i in live])
+    for i, row_ids, row_mask, cut in zip(live, done.ids, done.mask, done.truncated):
         tokens = row_ids[row_mask.bool()].tolist()
         out[i] = (tokens[: room[i]], bool(cut) or len(tokens) > room[i])
     return out

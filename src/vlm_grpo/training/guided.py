@@ -22,20 +22,8 @@ def prefix_guidance(trainer, prompts: PromptBatch, step: int) -> tuple[float, Co
         return None
 
     def complete(rows: list[int], prefixes: list[list[int]]) -> list[tuple[list[int], bool]]:
-        with trainer.parallel.gathered(trainer.model), trainer._autocast():
-            return continue_prefixes(
-                trainer.model,
-                trainer.processor,
-                prompts,
-                rows,
-                prefixes,
-                cfg.num_generations,
-                cfg.max_completion_length,
-                cfg.temperature,
-                cfg.top_p,
-                cfg.top_k,
-                cfg.generation_sharing,
-            )
+        rollouts = trainer.rollouts
+        return continue_prefixes(rollouts.engine, prompts, rows, prefixes, cfg.num_generations, rollouts.params)
 
     return prefix_ratio(cfg.injection, step, cfg.max_steps), complete
 

@@ -7,7 +7,7 @@ import contextlib
 import signal
 
 from ..config import DataConfig
-from ..evaluation.records import EvalSummary, generate_records, heldout_samples
+from ..evaluation.records import EvalSummary, heldout_samples, sample_records
 from ..tasks import Task
 
 
@@ -40,12 +40,13 @@ class HeldOutSets:
     def __len__(self) -> int:
         return len(self.sets)
 
-    def evaluate(self, model, processor, style, max_new_tokens: int) -> dict:
-        """eval/<set>/accuracy and the answer-present rate (also under the task's own name) per set."""
+    def evaluate(self, engine, style, max_new_tokens: int) -> dict:
+        """eval/<set>/accuracy and the answer-present rate (also under the task's own name) per set,
+        greedy, sampled by `engine`."""
         metrics = {}
         for name, samples in self.sets.items():
-            records = generate_records(
-                model, processor, style, samples, name, batch_size=32, max_new_tokens=max_new_tokens, task=self.task
+            records = sample_records(
+                engine, style, samples, name, batch_size=32, max_new_tokens=max_new_tokens, task=self.task
             )
             summary = EvalSummary.of(records)
             metrics[f"eval/{name}/accuracy"] = summary.accuracy.value

@@ -8,6 +8,7 @@ compare with the study's tables. Accuracy and format metrics come from sampled r
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import time
@@ -23,17 +24,18 @@ from ..data import BadSample, PromptStream, eval_samples, open_source, split_ind
 from ..guidance import Injector, check_demonstrations, dynamic_sampling, schedule_value
 from ..guidance.sft import SupervisedPlan, Supervisor
 from ..models import adapter_for, pick_device
-from ..rollout import MicroBatch, Rollout, StepBatch, completion_logprobs, encode_prompts, generate
+from ..rollout import EngineError, MicroBatch, Rollout, StepBatch, completion_logprobs, encode_prompts
 from ..tasks import get_task
 from ..tasks.rewards import Scorer
 from ..tasks.styles import get_style
 from . import checkpoint, guided, precision
 from .distributed import strategies
 from .distributed import world as distributed
+from .engine import EngineRollouts, build_engine
 from .heldout import HeldOutSets, stop_on_signal
 from .inputs import RunInputs
 from .metrics import completion_rows, frac_zero_std, injection_metrics, rollout_metrics, run_summary
-from .setup import load_policy, loss_settings, make_optimizer
+from .setup import check_engine, load_policy, loss_settings, make_optimizer
 from .tracking import Tracker
 
 MAX_NONFINITE_IN_A_ROW = 5
@@ -68,6 +70,9 @@ class GRPOTrainer:
         self.model, self.processor = policy.model, policy.processor
         self.reference, self.adapter_reference = policy.reference, policy.adapter_reference
         self.adapter = adapter_for(self.model)
+        check_engine(cfg, self.world.size)
+        engine = build_engine(cfg, self.model, self.processor, self._sampling_context, self.precision, self.out)
+        self.rollouts, self.eval_engine = EngineRollouts(cfg, engine), engine.evaluator()
         cfg.logprob_sharing = self.adapter.logprob_sharing(cfg.logprob_sharing, cfg.gradient_checkpointing)
         self.style = get_style(cfg.prompt, self.task)
         self.scorer = Scorer(given.rewards or cfg.reward_funcs, cfg.reward_weights, self.style, self.task)
@@ -104,7 +109,10 @@ class GRPOTrainer:
         """Train to max_steps (or until a signal asks to stop: then save and return). The signal
         handlers installed for the run are the caller's again when it returns, however it ends."""
         with stop_on_signal(self):
-            return self._train()
+            try:
+                return self._train()
+            finally:
+                self.rollouts.close()
 
     def _train(self) -> dict:
         cfg, main = self.cfg, self.world.is_main
@@ -123,7 +131,12 @@ class GRPOTrainer:
             disable=not (cfg.progress and main),
         )
         for step in bar:
-            metrics, rollout = self.step(step, began)
+            try:
+                metrics, rollout = self.step(step, began)
+            except EngineError as exc:
+                self.rollouts.pending = None  # keep what the finished steps trained, without the engine
+                self.save(step)
+                raise EngineError(f"{exc}; checkpoint-{step} saved in {self.out}, resume with resume=true") from None
             done = step + 1
             # 6. Evaluate, log, save.
             if cfg.data.eval_steps and cfg.data.eval and (done % cfg.data.eval_steps == 0 or done == cfg.max_steps):
@@ -156,15 +169,17 @@ class GRPOTrainer:
         (None for a supervised warm-up step, which trains on demonstrations only)."""
         cfg, t0 = self.cfg, time.time()
         if step < cfg.sft.warmup_steps:
-            return guided.warmup_step(self, began), None
+            metrics = guided.warmup_step(self, began)
+            self.rollouts.sync(self.model)
+            return metrics, None
         # 1-2. Rollout (B prompts x G sampled completions, scored) and guidance injection (some sampled
         # rows become ground-truth demonstrations); the metrics describe the first draw's own samples.
         rollout, sampled_metrics, strength, rate = self.draw(step)
-        sampling = {}
+        drawn, sampling = self.last_drawn, {}
         if cfg.dynamic_sampling:  # draw again until every group holds signal
             rollout, sampling = dynamic_sampling.collect(
                 rollout,
-                lambda: self.draw(step)[0],
+                lambda: self.draw(step, first=False)[0],
                 cfg.dynamic_sampling_max_batches,
                 lambda short: self.world.sum(float(short)) > 0,
                 lambda samples: encode_prompts(self.processor, self.style, samples, self.device),
@@ -176,14 +191,18 @@ class GRPOTrainer:
         batch.first_epoch_order = batch.draw_order()
         # 4. Rollout-time and reference log-probs, once per step; old ones over the first epoch's micro-batches.
         batch.old_logp, batch.ref_logp = self.fixed_logprobs(batch)
-        # 5. num_iterations epochs of clipped updates over minibatches.
+        batch.is_weights = self.rollouts.is_weights(rollout, batch.old_logp)
+        engine_metrics = self.rollouts.metrics(rollout, batch.old_logp, drawn)
+        # 5. num_iterations epochs of clipped updates over minibatches; the engine gets the new weights.
         update_metrics = self.update(batch, plan)
+        self.rollouts.sync(self.model)
         step_s = time.time() - t0
         metrics = {
             **sampled_metrics,
             **sampling,
             **injection_metrics(rollout, batch.advantages, strength, guided.scheduled_prefix(cfg, step)),
             **update_metrics,
+            **engine_metrics,
             "groups/frac_zero_std": frac_zero_std(rollout),
             "data/skipped": self.stream.skipped,
             "optim/lr": self.scheduler.get_last_lr()[0],
@@ -207,12 +226,13 @@ class GRPOTrainer:
             tracker.log_completions(done, completion_rows(rollout, self.task))
 
     # ---------------------------------------------------------------- phases
-    def draw(self, step: int) -> tuple[Rollout, dict, float, float]:
+    def draw(self, step: int, first: bool = True) -> tuple[Rollout, dict, float, float]:
         """Phases 1-2 for the next B prompts: (injected rollout, its sampled rows' metrics, injection
-        strength, the global sampled answer-present rate)."""
+        strength, the global sampled answer-present rate). The step's first draw may start sampling
+        the next step's prompts (overlap_rollout); the draws dynamic sampling adds never do."""
         cfg = self.cfg
-        samples = self.world.local_slice(self.stream.next_batch(cfg.prompts_per_step))
-        rollout = self.sample(encode_prompts(self.processor, self.style, samples, self.device))
+        self.last_drawn = self.rollouts.draw(self._next_prompts, ahead=first and step + 1 < cfg.max_steps)
+        rollout = self.scored(self.last_drawn)
         sampled_metrics = rollout_metrics(rollout, self.task)
         # The schedule reads the global rate; the plan is drawn for the global batch (see Injector.apply).
         rate = self.world.sum(sampled_metrics["rollout/answer_present_rate"]) / self.world.size
@@ -221,23 +241,19 @@ class GRPOTrainer:
         injected = self.injector.apply(rollout, self.scorer, strength, self.world.gather, self.world.rank, prefix)
         return injected, sampled_metrics, strength, rate
 
-    def sample(self, prompts) -> Rollout:
-        cfg = self.cfg
-        with self.parallel.gathered(self.model), self._autocast():  # ranks decode for different numbers of steps
-            ids, mask, truncated, texts = generate(
-                self.model,
-                self.processor,
-                prompts,
-                cfg.num_generations,
-                cfg.max_completion_length,
-                cfg.temperature,
-                cfg.top_p,
-                cfg.top_k,
-                cfg.generation_sharing,
-            )
-        G = cfg.num_generations
-        scores = self.scorer.score_all(texts, [prompts.samples[row // G] for row in range(len(texts))])
-        return Rollout(prompts, G, ids, mask, truncated, texts, scores)
+    def _next_prompts(self):
+        samples = self.world.local_slice(self.stream.next_batch(self.cfg.prompts_per_step))
+        return encode_prompts(self.processor, self.style, samples, self.device)
+
+    def scored(self, drawn) -> Rollout:
+        G, done, prompts = self.cfg.num_generations, drawn.completions, drawn.prompts
+        scores = self.scorer.score_all(done.texts, [prompts.samples[row // G] for row in range(len(done.texts))])
+        return Rollout(prompts, G, done.ids, done.mask, done.truncated, done.texts, scores, engine_logp=done.logprobs)
+
+    @contextlib.contextmanager
+    def _sampling_context(self):  # ranks decode for different numbers of steps: weights gathered
+        with self.parallel.gathered(self.model), self._autocast():
+            yield
 
     def advantages(self, rollout: Rollout) -> torch.Tensor:  # (N,)
         G = rollout.group_size
@@ -254,7 +270,9 @@ class GRPOTrainer:
         precision, instead of 1 up to the rounding of another batch composition."""
         cfg, rollout = self.cfg, batch.rollout
         single_update = cfg.num_iterations == 1 and cfg.effective_minibatch_size == cfg.rows_per_step
-        old = None if single_update else self._first_epoch_logprobs(batch)
+        # An engine's own log-probs are compared with the trainer's: then they are needed anyway.
+        needed = not single_update or rollout.engine_logp is not None
+        old = self._first_epoch_logprobs(batch) if needed else None
         ref = None
         with self._autocast():
             if self.reference is not None:
@@ -306,6 +324,7 @@ class GRPOTrainer:
                         len(minibatch),
                         stats,
                         micro.demo_tokens if prefix else None,
+                        micro.is_weights,
                     )
                     self.parallel.backward(loss * (1 - plan.coef) if plan is not None and plan.coef else loss)
                 if plan is not None:
@@ -324,6 +343,7 @@ class GRPOTrainer:
             "injection/logp_mean": stats.mean("logp_injected"),
             "optim/grad_norm": sum(grad_norms) / len(grad_norms),
             "optim/skipped_steps": self.skipped_updates,
+            **({"engine/is_weight_mean": stats.mean("is_weight")} if batch.is_weights is not None else {}),
             **(guided.prefix_metrics(stats) if prefix else {}),
             **(guided.supervised_metrics(stats, plan, self.world) if cfg.sft.active else {}),
         }
@@ -400,8 +420,8 @@ class GRPOTrainer:
         """Greedy accuracy and answer-present rate on each held-out set, through the shared path.
 
         Rank 0 evaluates; every rank calls this, as gathering sharded weights is a collective."""
-        with self.parallel.gathered(self.model), self._autocast():
-            metrics = self.eval_sets.evaluate(self.model, self.processor, self.style, self.cfg.max_completion_length)
+        with self.parallel.gathered(self.model), self._autocast():  # every rank: gathering is a collective
+            metrics = self.eval_sets.evaluate(self.eval_engine, self.style, self.cfg.max_completion_length)
         self.world.barrier()
         self.last_eval = metrics
         return metrics

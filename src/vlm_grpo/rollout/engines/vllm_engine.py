@@ -1,0 +1,314 @@
+"""The `vllm` engine: the trainer's client of a vLLM server (`vllm_server.py`) on 127.0.0.1.
+
+vLLM pins a torch and transformers of its own, so it runs from its own environment (`make
+vllm-env`, `scripts/vllm_env.py`) as a server process that the trainer starts (`vllm.mode=spawn`)
+or that the user started themselves (`vllm.mode=server`, for example on other GPUs). The trainer
+talks to it over HTTP, one request at a time.
+
+- Prompts go as token ids of the chat template's text, one placeholder per image (vLLM expands
+  them with its own processor), with the images as PNG; prefixes (prefix guidance) are appended.
+- The model reaches it as a standard HF folder written at start (the standard processor class,
+  with a video processor config, which vLLM's Qwen-VL processing needs); after every optimizer
+  step the policy's weights (LoRA adapters merged, without touching the trainer's copy) go
+  through one safetensors file in shared memory (`/dev/shm`) or, to a server on another host,
+  in the request body, and the server swaps them in with `reload_weights`.
+- A server that exits, stops answering or never becomes healthy raises `EngineError` naming it;
+  the engine's process group is stopped on `close()` and when the interpreter exits.
+"""
+
+from __future__ import annotations
+
+import atexit
+import base64
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+from safetensors.torch import save, save_file
+
+from ...models.families import adapter_for, base_model
+from ..batch import PromptBatch
+from ..generation import mask_after_end
+from .base import Completions, EngineError, SamplingParams
+
+SERVER_SCRIPT = Path(__file__).with_name("vllm_server.py")
+STAMP = "vlm-grpo-engine.json"  # written by scripts/vllm_env.py once vLLM imports in the environment
+CPU_HEAD_SIZES = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)  # vLLM's CPU attention backend
+VIDEO_PROCESSORS = {"qwen2_vl": "Qwen2VLVideoProcessor", "qwen2_5_vl": "Qwen2VLVideoProcessor"}
+VIDEO_PROCESSORS |= {"qwen3_vl": "Qwen3VLVideoProcessor", "qwen3_vl_moe": "Qwen3VLVideoProcessor"}
+
+
+class VLLMEngine:
+    name = "vllm"
+    own_logprobs = True
+    asynchronous = True
+
+    def __init__(self, model, processor, options):
+        cfg = options.vllm
+        adapter = adapter_for(model)
+        self.processor, self.tokenizer, self.device = processor, processor.tokenizer, torch.device("cpu")
+        self.end_ids = adapter.end_token_ids(processor, model)
+        self.bad_ids = adapter.vision_token_ids(model)
+        self.timeout, self.process = cfg.request_timeout, None
+        self.workdir = Path(options.workdir or tempfile.mkdtemp(prefix="vlm-grpo-vllm-"))
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.local = cfg.mode == "spawn" or cfg.host in ("127.0.0.1", "localhost")
+        shm = Path("/dev/shm")
+        self.weights_file = (shm if shm.is_dir() else self.workdir) / f"vlm-grpo-{os.getpid()}-{id(self)}.safetensors"
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="vllm-engine")
+        if cfg.mode == "spawn":
+            check_environment(Path(cfg.python), model)
+            folder = export_folder(model, processor, self.workdir / "engine-model")
+            self.log = self.workdir / "engine.log"
+            self.url, self.process = start_server(
+                cfg, folder, engine_dtype(options.dtype, cfg.dtype), options.seed, self.log
+            )
+        else:
+            self.url, self.log = f"http://{cfg.host}:{cfg.port}", None
+            wait_healthy(self.url, None, cfg.startup_timeout, None)
+            self.update_weights(model)  # a server the user started may hold other weights
+        atexit.register(self.close)
+
+    # ------------------------------------------------------------------ sampling
+    def sample(
+        self, prompts: PromptBatch, params: SamplingParams, prefixes: list[list[int]] | None = None
+    ) -> Completions:
+        return self._collect(self._request_body(prompts, params, prefixes))
+
+    def submit(self, prompts: PromptBatch, params: SamplingParams) -> Future:
+        body = self._request_body(prompts, params, None)  # the seed is drawn here, in the caller's order
+        return self.pool.submit(self._collect, body)
+
+    def _request_body(self, prompts: PromptBatch, params: SamplingParams, prefixes) -> dict:
+        if prompts.texts is None:
+            raise ValueError("the vllm engine needs the prompts' texts: encode them with rollout.encode_prompts")
+        requests = []
+        for i, (sample, text) in enumerate(zip(prompts.samples, prompts.texts)):
+            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+            requests.append({"prompt_token_ids": ids + (prefixes[i] if prefixes else []), "images": png_images(sample)})
+        return {
+            "requests": requests,
+            "n": params.group_size,
+            "max_tokens": params.max_tokens,
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+            "top_k": params.top_k,
+            # vLLM's own generator, seeded from the trainer's: a run is reproducible from its seed.
+            "seed": int(torch.randint(2**31 - 1, (1,))),
+            "stop_token_ids": self.end_ids,
+            "bad_token_ids": self.bad_ids,
+        }
+
+    def _collect(self, body: dict) -> Completions:
+        outputs = self._post("/generate", body)["outputs"]
+        return completions_of(outputs, self.end_ids, self.tokenizer)
+
+    def evaluator(self) -> VLLMEngine:
+        return self
+
+    # ------------------------------------------------------------------ weights and memory
+    def update_weights(self, model) -> float:
+        began = time.perf_counter()
+        tensors = policy_state_dict(model)
+        if self.local:
+            save_file(tensors, str(self.weights_file))
+            self._post("/update_weights", {"path": str(self.weights_file)})
+        else:
+            self._post("/update_weights", save(tensors), content_type="application/octet-stream")
+        return time.perf_counter() - began
+
+    def sleep(self) -> None:
+        self._post("/sleep", {})
+
+    def wake(self) -> None:
+        self._post("/wake_up", {})
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        stop_server(self.url, self.process)
+        self.process = None
+        self.weights_file.unlink(missing_ok=True)
+
+    # ------------------------------------------------------------------ transport
+    def _post(self, path: str, body, content_type: str = "application/json") -> dict:
+        data = json.dumps(body).encode() if content_type == "application/json" else body
+        request = urllib.request.Request(self.url + path, data=data, headers={"Content-Type": content_type})
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                return json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            detail = json.loads(exc.read() or b"{}").get("error", exc.reason)
+            raise EngineError(f"the vLLM engine at {self.url} failed on {path}: {detail}") from None
+        except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+            raise EngineError(self._why_down(path, exc)) from None
+
+    def _why_down(self, path: str, exc: Exception) -> str:
+        if self.process is not None and self.process.poll() is not None:
+            return (
+                f"the vLLM engine (pid {self.process.pid}) exited with code {self.process.returncode} "
+                f"during {path}: {last_line(self.log)}"
+            )
+        if isinstance(exc, TimeoutError) or "timed out" in str(exc):
+            return f"the vLLM engine at {self.url} did not answer {path} within {self.timeout:g} s"
+        return f"the vLLM engine at {self.url} is unreachable during {path}: {getattr(exc, 'reason', exc)}"
+
+
+def completions_of(outputs: list[list[dict]], end_ids: list[int], tokenizer) -> Completions:
+    """The server's rows (prompt-major, G per prompt) as right-padded tensors, masked as the hf engine's."""
+    rows = [row for per_prompt in outputs for row in per_prompt]
+    width = max(1, max(len(row["token_ids"]) for row in rows))
+    pad = tokenizer.pad_token_id
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    logprobs = torch.zeros(len(rows), width)
+    for n, row in enumerate(rows):
+        length = len(row["token_ids"])
+        ids[n, :length] = torch.tensor(row["token_ids"], dtype=torch.long)
+        logprobs[n, :length] = torch.tensor(row["logprobs"], dtype=torch.float32)
+    mask, truncated = mask_after_end(ids, end_ids)
+    ids = torch.where(mask.bool(), ids, torch.full_like(ids, pad))
+    texts = tokenizer.batch_decode(ids, skip_special_tokens=True)
+    return Completions(ids, mask, truncated, texts, logprobs * mask)
+
+
+def png_images(sample) -> list[str]:
+    out = []
+    for image in sample.load_images():
+        buffer = io.BytesIO()
+        image.convert("RGB").save(buffer, format="PNG")
+        out.append(base64.b64encode(buffer.getvalue()).decode())
+    return out
+
+
+def policy_state_dict(model) -> dict[str, torch.Tensor]:
+    """The policy's weights under the plain model's HF names; LoRA deltas added to copies of the base
+    weights (the trainer's own weights are not touched, so no merge/unmerge rounding creeps in)."""
+    if not hasattr(model, "get_base_model"):
+        return {name: t.detach().contiguous() for name, t in model.state_dict().items()}
+    base = base_model(model)
+    if getattr(base, "is_quantized", False):
+        raise EngineError("the vllm engine cannot take 4-bit (QLoRA) weights: train in 16 or 32 bit with LoRA")
+    out = {}
+    for name, module in base.named_modules():
+        if hasattr(module, "get_delta_weight") and hasattr(module, "base_layer"):
+            weight = module.base_layer.weight.detach()
+            out[f"{name}.weight"] = weight + module.get_delta_weight(module.active_adapters[0]).to(weight.dtype)
+    for name, tensor in base.state_dict().items():
+        if "lora_" in name:
+            continue
+        plain = name.replace(".base_layer.", ".")
+        out.setdefault(plain, tensor.detach())
+    return {name: t.contiguous() for name, t in out.items()}
+
+
+def export_folder(model, processor, folder: Path) -> Path:
+    """A standard HF folder vLLM can load: merged weights, the standard processor class, a video
+    processor config beside the image processor's (vLLM's Qwen-VL processing builds both)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    plain = base_model(model) if hasattr(model, "get_base_model") else model
+    plain.save_pretrained(folder, state_dict=policy_state_dict(model), safe_serialization=True)
+    processor.save_pretrained(folder)
+    path = folder / "processor_config.json"
+    if path.is_file():
+        config = json.loads(path.read_text())
+        standard = getattr(adapter_for(model), "standard_processor", None)
+        if standard is not None:
+            config["processor_class"] = standard.__name__
+        video = VIDEO_PROCESSORS.get(plain.config.model_type)
+        if video and "video_processor" not in config and "image_processor" in config:
+            settings = {k: v for k, v in config["image_processor"].items() if k != "image_processor_type"}
+            config["video_processor"] = {**settings, "video_processor_type": video}
+        path.write_text(json.dumps(config, indent=2))
+    return folder
+
+
+def engine_dtype(trainer_dtype: str, asked: str) -> str:
+    """`auto`: the trainer's compute dtype, so the engine's log-probs are comparable (vLLM's own
+    `auto` would run a float32 checkpoint in bfloat16 on CPU)."""
+    return trainer_dtype if asked == "auto" else asked
+
+
+def check_environment(python: Path, model) -> None:
+    stamp = python.parent.parent / STAMP
+    if not python.exists() or not stamp.is_file():
+        raise EngineError(f"no vLLM environment at {python.parent.parent}: build it with `make vllm-env`")
+    text = base_model(model).config.get_text_config()
+    head = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+    if not json.loads(stamp.read_text()).get("cuda") and head not in CPU_HEAD_SIZES:
+        raise EngineError(
+            f"vLLM's CPU attention supports head sizes {', '.join(map(str, CPU_HEAD_SIZES))}; this model's is {head}"
+        )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(cfg, folder: Path, dtype: str, seed: int, log: Path) -> tuple[str, subprocess.Popen]:
+    port = cfg.port or free_port()
+    env = dict(os.environ, VLLM_ENABLE_V1_MULTIPROCESSING="0")  # one process: nothing to leave behind
+    env.setdefault("VLLM_CPU_KVCACHE_SPACE", f"{cfg.kv_cache_gib:g}")  # GiB; the CPU check sees one NUMA node
+    command = [cfg.python, str(SERVER_SCRIPT), "--model", str(folder), "--port", str(port), "--dtype", dtype]
+    command += ["--seed", str(seed), "--max-model-len", str(cfg.max_model_len)]
+    command += ["--gpu-memory-utilization", str(cfg.gpu_memory_utilization)] + ["--enforce-eager"] * cfg.enforce_eager
+    with open(log, "ab") as sink:
+        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(url, process, cfg.startup_timeout, log)
+    except EngineError:
+        stop_server(url, process)
+        raise
+    return url, process
+
+
+def wait_healthy(url: str, process: subprocess.Popen | None, timeout: float, log: Path | None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise EngineError(f"the vLLM engine exited with code {process.returncode} at start-up: {last_line(log)}")
+        try:
+            with urllib.request.urlopen(url + "/health", timeout=5) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, TimeoutError, ConnectionError):
+            time.sleep(1.0)
+    raise EngineError(f"the vLLM engine at {url} was not healthy within {timeout:g} s (log: {log or 'not ours'})")
+
+
+def stop_server(url: str, process: subprocess.Popen | None) -> None:
+    """Ask the server to stop, then end its process group (only a server this engine started)."""
+    if process is None or process.poll() is not None:
+        return
+    try:
+        urllib.request.urlopen(urllib.request.Request(url + "/shutdown", data=b"{}"), timeout=5).read()
+        process.wait(timeout=10)
+    except Exception:  # not answering, or slow to go: the group is stopped below
+        pass
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        if process.poll() is not None:
+            return
+        try:
+            os.killpg(process.pid, sig)
+            process.wait(timeout=10)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            pass
+
+
+def last_line(log: Path | None) -> str:
+    if log is None or not log.is_file():
+        return "(no log)"
+    lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    errors = [line for line in lines if "Error" in line or "error" in line]
+    return (errors or lines or ["(empty log)"])[-1].strip()[-300:]

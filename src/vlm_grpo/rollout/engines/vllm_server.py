@@ -1,0 +1,180 @@
+"""The vLLM side of the `vllm` rollout engine: a small HTTP server on 127.0.0.1 around `vllm.LLM`.
+
+This file runs as a script in vLLM's own environment (`make vllm-env`), whose torch and
+transformers differ from the trainer's: it imports only the standard library, vLLM, PIL and
+safetensors, never `vlm_grpo`. One request at a time (vLLM's `LLM` is not thread-safe); the
+trainer's client (`vllm_engine.py`) orders its calls.
+
+    POST /generate        prompts as token ids (one image placeholder per image, unexpanded) with
+                          PNG images; returns token ids, per-token log-probs and finish reasons
+    POST /update_weights  {"path": a safetensors file of HF-named tensors}, or the file's bytes as
+                          application/octet-stream (a trainer on another host): reload_weights in place,
+                          then the prefix, encoder and multimodal caches are reset
+    GET  /health          200 once the engine is up; the versions it runs
+    POST /sleep, /wake_up release and regain the engine's memory (GPU only; CPU: no-op)
+    POST /shutdown        stop serving
+
+Weights: on CPU, vLLM repacks Linear weights into oneDNN handles at start-up, so
+`model.load_weights()` fails afterwards; the worker's `reload_weights(weights_iterator=...,
+is_checkpoint_format=True)` maps HF names through the model's own loader and works. Without the
+cache resets the next image request fails with "Encoder cache miss" (or reuses stale KV blocks).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import io
+import json
+import time
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+
+def build_llm(args):
+    from vllm import LLM
+
+    return LLM(
+        model=args.model,
+        dtype=args.dtype,
+        seed=args.seed,
+        max_model_len=args.max_model_len,
+        gpu_memory_utilization=args.gpu_memory_utilization,
+        enforce_eager=args.enforce_eager,
+        logprobs_mode="processed_logprobs",  # after temperature: what the trainer's ratio compares with
+        limit_mm_per_prompt={"image": args.max_images, "video": 0},
+        enable_prefix_caching=True,
+    )
+
+
+def decode_image(data: str):
+    from PIL import Image
+
+    return Image.open(io.BytesIO(base64.b64decode(data))).convert("RGB")
+
+
+def generate(llm, body: dict) -> dict:
+    from vllm import SamplingParams
+
+    greedy = body.get("temperature") is None
+    params = SamplingParams(
+        n=body["n"],
+        max_tokens=body["max_tokens"],
+        temperature=0.0 if greedy else body["temperature"],
+        top_p=1.0 if greedy else body.get("top_p", 1.0),
+        top_k=0 if greedy else body.get("top_k", 0),
+        seed=body.get("seed"),
+        stop_token_ids=body["stop_token_ids"],
+        logit_bias={int(t): -100.0 for t in body.get("bad_token_ids", [])} or None,
+        logprobs=0,
+        skip_special_tokens=True,
+        detokenize=False,
+    )
+    prompts = []
+    for request in body["requests"]:
+        prompt = {"prompt_token_ids": request["prompt_token_ids"]}
+        if request.get("images"):
+            prompt["multi_modal_data"] = {"image": [decode_image(i) for i in request["images"]]}
+        prompts.append(prompt)
+    outputs = llm.generate(prompts, params, use_tqdm=False)
+    results = []
+    for output in outputs:
+        rows = []
+        for completion in output.outputs:
+            ids = list(completion.token_ids)
+            logprobs = [step[token].logprob for step, token in zip(completion.logprobs or [], ids)]
+            rows.append({"token_ids": ids, "logprobs": logprobs, "finish_reason": completion.finish_reason})
+        results.append(rows)
+    return {"outputs": results}
+
+
+def update_weights(llm, body) -> dict:
+    from safetensors.torch import load, load_file
+
+    began = time.perf_counter()
+    tensors = load(body) if isinstance(body, bytes) else load_file(body["path"])
+    llm.collective_rpc(
+        "reload_weights", kwargs={"weights_iterator": iter(tensors.items()), "is_checkpoint_format": True}
+    )
+    llm.reset_prefix_cache()
+    llm.reset_mm_cache()
+    llm.llm_engine.reset_encoder_cache()
+    return {"seconds": time.perf_counter() - began, "tensors": len(tensors)}
+
+
+def sleep(llm, body: dict) -> dict:
+    llm.sleep(level=1)  # a no-op with a warning on CPU
+    return {"ok": True}
+
+
+def wake_up(llm, body: dict) -> dict:
+    llm.wake_up()
+    return {"ok": True}
+
+
+def make_handler(llm, versions: dict):
+    routes = {"/generate": generate, "/update_weights": update_weights, "/sleep": sleep, "/wake_up": wake_up}
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):  # the trainer's own progress is the log
+            pass
+
+        def reply(self, code: int, payload: dict) -> None:
+            data = json.dumps(payload).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self):
+            if self.path == "/health":
+                self.reply(200, {"ok": True, **versions})
+            else:
+                self.reply(404, {"error": f"no route {self.path}"})
+
+        def do_POST(self):
+            raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            binary = self.headers.get("Content-Type") == "application/octet-stream"
+            body = raw if binary else json.loads(raw or b"{}")
+            if self.path == "/shutdown":
+                self.reply(200, {"ok": True})
+                self.server.stopping = True
+                return
+            route = routes.get(self.path)
+            if route is None:
+                self.reply(404, {"error": f"no route {self.path}"})
+                return
+            try:
+                self.reply(200, route(llm, body))
+            except Exception as exc:  # the client names the failure; the server stays up
+                self.reply(500, {"error": f"{type(exc).__name__}: {exc}"})
+
+    return Handler
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="vLLM rollout server for vlm-grpo")
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-model-len", type=int, default=4096)
+    parser.add_argument("--max-images", type=int, default=4)
+    parser.add_argument("--gpu-memory-utilization", type=float, default=0.5)
+    parser.add_argument("--enforce-eager", action="store_true")
+    args = parser.parse_args(argv)
+    import torch
+    import vllm
+
+    llm = build_llm(args)
+    versions = {"vllm": vllm.__version__, "torch": torch.__version__, "model": args.model}
+    server = HTTPServer((args.host, args.port), make_handler(llm, versions))
+    server.stopping = False
+    print(f"vllm engine serving on {args.host}:{args.port}", flush=True)
+    while not server.stopping:
+        server.handle_request()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,110 @@
+"""The trainer's side of its rollout engine: building it, sampling (one step ahead with
+`overlap_rollout`), giving it new weights after each optimizer step, and measuring how far its
+sampling policy is from the trainer's (the truncated importance weights that correct for it).
+
+The trainer asks this module for completions and never which engine produced them; only an engine
+whose log-probs are its own (`own_logprobs`: vLLM's kernels, precision, or weights a step old)
+adds the `engine/*` metrics and the weights.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass
+
+import torch
+
+from ..config import TrainConfig
+from ..core import algo
+from ..rollout import Completions, Engine, PromptBatch, Rollout, SamplingParams, make_engine
+from ..rollout.engines.base import EngineOptions
+
+
+def build_engine(cfg: TrainConfig, model, processor, context, numerics, workdir) -> Engine:
+    """The configured engine around the loaded policy (`context`: the trainer's gather and autocast;
+    `numerics`: its precision policy, whose compute dtype an engine with weights of its own takes)."""
+    compute = numerics.compute or numerics.weights
+    dtype = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}[compute]
+    options = EngineOptions(cfg.generation_sharing, context, cfg.vllm, dtype, workdir, cfg.seed)
+    return make_engine(cfg.rollout_engine, model, processor, options)
+
+
+@dataclass
+class Drawn:
+    """One batch of prompts and what the engine sampled for them."""
+
+    prompts: PromptBatch
+    completions: Completions
+    staleness: int
+    """Optimizer steps between the weights that sampled and the weights that train (0 or 1)."""
+    wait_s: float
+    """Seconds the trainer waited for these completions."""
+
+
+class EngineRollouts:
+    """Sampling through the engine for the trainer, with the optional one-step-ahead prefetch."""
+
+    def __init__(self, cfg: TrainConfig, engine: Engine):
+        self.engine, self.overlap = engine, cfg.overlap_rollout
+        self.params = SamplingParams(
+            cfg.num_generations, cfg.max_completion_length, cfg.temperature, cfg.top_p, cfg.top_k
+        )
+        asked = cfg.vllm_importance_sampling_correction
+        self.correct = engine.own_logprobs if asked is None else asked and engine.own_logprobs
+        self.cap = cfg.vllm_importance_sampling_cap
+        self.pending: tuple[PromptBatch, Future] | None = None
+        self.last_sync_s = 0.0
+
+    def draw(self, next_prompts, ahead: bool) -> Drawn:
+        """The next batch: the prefetched one if any, else sampled now; with `ahead` (and overlap on),
+        the batch after it starts sampling before this one trains."""
+        t0 = time.perf_counter()
+        if self.pending is not None:
+            prompts, future = self.pending
+            self.pending, staleness = None, 1
+            completions = future.result()
+        else:
+            prompts, staleness = next_prompts(), 0
+            completions = self.engine.sample(prompts, self.params)
+        wait = time.perf_counter() - t0
+        if self.overlap and ahead:
+            upcoming = next_prompts()
+            self.pending = (upcoming, self.engine.submit(upcoming, self.params))
+        return Drawn(prompts, completions, staleness, wait)
+
+    def sync(self, model) -> None:
+        """After an optimizer step: the engine samples from the new weights (after any prefetch)."""
+        self.last_sync_s = self.engine.update_weights(model)
+
+    def is_weights(self, rollout: Rollout, trainer_logp: torch.Tensor | None) -> torch.Tensor | None:  # (N, C)
+        if not self.correct or rollout.engine_logp is None or trainer_logp is None:
+            return None
+        mask = sampled_tokens(rollout).to(trainer_logp.device)
+        return algo.truncated_is_weights(trainer_logp, rollout.engine_logp.to(trainer_logp.device), mask, self.cap)
+
+    def metrics(self, rollout: Rollout, trainer_logp: torch.Tensor | None, drawn: Drawn) -> dict:
+        if not self.engine.own_logprobs or rollout.engine_logp is None or trainer_logp is None:
+            return {}
+        mask = sampled_tokens(rollout).to(trainer_logp.device)
+        gap = algo.logprob_mismatch(trainer_logp, rollout.engine_logp.to(trainer_logp.device), mask)
+        return {
+            "engine/logp_gap_mean": gap["logp_gap_mean"],
+            "engine/logp_gap_max": gap["logp_gap_max"],
+            "engine/kl": gap["kl"],
+            "engine/staleness": float(drawn.staleness),
+            "engine/wait_s": drawn.wait_s,
+            "engine/weight_sync_s": self.last_sync_s,
+        }
+
+    def close(self) -> None:
+        if self.pending is not None:
+            self.pending[1].cancel()
+            self.pending = None
+        self.engine.close()
+
+
+def sampled_tokens(rollout: Rollout) -> torch.Tensor:  # (N, C)
+    """Tokens the engine sampled: the completion mask of rows that were not injected (a prefix row's
+    continuation came from another call and carries no engine log-probs)."""
+    return rollout.completion_mask * (~rollout.injected).to(rollout.completion_mask.device).unsqueeze(1)
