@@ -20,19 +20,25 @@ DRIVER = textwrap.dedent("""
     import hashlib, json, os, sys, torch
     from vlm_grpo.training import trainer as T
     from vlm_grpo.config import load_config
-    from vlm_grpo.rollout import Rollout, mask_after_end
+    from vlm_grpo.rollout import Completions, HFEngine, mask_after_end
+    from vlm_grpo.rollout.engines import register_engine
 
-    def fixed_sample(self, prompts):
-        G, tok = self.cfg.num_generations, self.processor.tokenizer
-        end = tok.convert_tokens_to_ids("<|im_end|>")
-        texts = [f"{s.answer + (g % 3) - 1}" if g % 2 else "there are many objects here"
-                 for s in prompts.samples for g in range(G)]
-        rows = [tok(t, add_special_tokens=False)["input_ids"] + [end] for t in texts]
-        width = max(map(len, rows))
-        ids = torch.tensor([r + [tok.pad_token_id] * (width - len(r)) for r in rows])
-        mask, truncated = mask_after_end(ids, [end])
-        scores = [self.scorer(t, prompts.samples[i // G].answer) for i, t in enumerate(texts)]
-        return Rollout(prompts, G, ids, mask, truncated, texts, scores)
+    class FixedEngine(HFEngine):  # the hf engine, sampling replaced by completions fixed by each answer
+        def sample(self, prompts, params, prefixes=None):
+            G, tok = params.group_size, self.processor.tokenizer
+            end = tok.convert_tokens_to_ids("<|im_end|>")
+            texts = [f"{s.answer + (g % 3) - 1}" if g % 2 else "there are many objects here"
+                     for s in prompts.samples for g in range(G)]
+            rows = [tok(t, add_special_tokens=False)["input_ids"] + [end] for t in texts]
+            width = max(map(len, rows))
+            ids = torch.tensor([r + [tok.pad_token_id] * (width - len(r)) for r in rows])
+            mask, truncated = mask_after_end(ids, [end])
+            return Completions(ids, mask, truncated, texts)
+
+        def evaluator(self):
+            return self
+
+    register_engine("fixed", lambda model, processor, options: FixedEngine(model, processor))
 
     real_step = T.GRPOTrainer._optimizer_step
     def step_and_digest(self):
@@ -44,7 +50,6 @@ DRIVER = textwrap.dedent("""
             f.write(json.dumps(digest) + "\\n")
         return norm
 
-    T.GRPOTrainer.sample = fixed_sample
     T.GRPOTrainer._optimizer_step = step_and_digest
     T.GRPOTrainer(load_config(None, sys.argv[1:])).train()
 """)
@@ -88,7 +93,10 @@ def launch(tmp_path, nproc, out, *extra):
         command = [sys.executable, str(driver)]
     else:
         command = torchrun(nproc) + [str(driver)]
-    result = subprocess.run(command + ARGS + [f"output_dir={out}", *extra], capture_output=True, text=True, timeout=600)
+    fixed = ["rollout_engine=fixed"]  # the driver's engine
+    result = subprocess.run(
+        command + ARGS + fixed + [f"output_dir={out}", *extra], capture_output=True, text=True, timeout=600
+    )
     assert result.returncode == 0, result.stderr[-3000:]
 
 

@@ -8,8 +8,8 @@ import torch
 from typer.testing import CliRunner
 
 from vlm_grpo.cli import app
-from vlm_grpo.evaluation import records as evaluate
 from vlm_grpo.evaluation.checkpoints import evaluate_models
+from vlm_grpo.rollout.engines import hf
 from vlm_grpo.tasks.counting import parse_answer, parse_strict
 
 DATA = ["lab-clevr", "lab-superclevr"]
@@ -108,7 +108,7 @@ def test_scores_and_ratio_when_the_model_answers(monkeypatch, tmp_path):
             )
         return None, None, torch.zeros(len(texts), dtype=torch.bool), texts
 
-    monkeypatch.setattr(evaluate, "generate", fake_generate)
+    monkeypatch.setattr(hf, "generate", fake_generate)  # the hf engine's sampler
     out = tmp_path / "eval"
     summary = evaluate_models(["tiny-qwen2-vl"], DATA, "r1v", n=4, out=out, batch_size=4, device="cpu", progress=False)
     per_set = summary["results"]["tiny-qwen2-vl"]

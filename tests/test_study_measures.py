@@ -45,7 +45,7 @@ def _entries(tmp_path, treated, control):
     for condition, values in zip(conditions, (treated, control)):
         for seed, (acc, transfer, steps) in enumerate(values):
             name = f"{condition['name']}-seed{seed}"
-            runs.append(PlannedRun(name, condition, seed, tmp_path / name, TrainConfig()))
+            runs.append(PlannedRun(name, condition, seed, tmp_path / name, TrainConfig(max_steps=60)))
             measures[name] = {
                 "in_domain_accuracy": acc,
                 "transfer_accuracy": transfer,
@@ -89,8 +89,11 @@ def test_study_md_names_thresholds_and_data_set_and_prints_the_pairs(tmp_path):
     md = markdown(study)
     header = next(line for line in md.splitlines() if line.startswith("| condition |"))
     assert "steps to 50% answer-present on lab-clevr" in header and "steps to 70% accuracy on lab-clevr" in header
-    assert "25 ± 64 [-39, 89] (2/3)" in md and "not reached (0/3)" in md
-    assert "| 20 (1/3) |" in md  # 90 % answer-present: one seed of three reached it at step 20
+    # Kaplan-Meier: the seed that never got there is censored at the 60-step budget, not dropped, and
+    # no interval runs past the budget or below 0 (the mean of the two that did, 25 ± 64, would).
+    assert "30 [20, >60] (2/3)" in md and "not reached (0/3)" in md and "[-39, 89]" not in md
+    # 90 % answer-present: one seed of three reached it at step 20, so the median lies past the budget
+    assert "| >60 [20, >60] (1/3) |" in md
     row = next(line for line in md.splitlines() if line.startswith("| inject - none |"))
     assert "-7.7 pts [-19.9, +4.6], p 0.115" in row and row.endswith("| - | - |")
 

@@ -5,7 +5,10 @@ held-out evaluations logged during training (metrics.jsonl), the first step at w
 accuracy reaches the preset's threshold and at which the in-domain answer-present rate reaches
 50 % and 90 %. Per condition (`aggregate`): mean and 95 % t-interval over seeds (one seed: the
 run's Wilson interval over its held-out samples for accuracies, no interval otherwise); a step
-count is pooled over the seeds that reached it, and `reached` says how many did. Seeds that all
+count is summarised by its Kaplan-Meier median over seeds, a seed that never reached it censored at
+the budget rather than dropped (`median`, None past the budget), with the lowest and highest seed
+(`low`, `high`: '>budget' when one never got there) and `reached`, how many did; the mean over
+the seeds that reached it stays in the record, never in a table (it drops the censored seeds). Seeds that all
 scored the same accuracy get the Wilson interval over their pooled held-out samples instead. Per pair of
 conditions (`paired`): seed-by-seed differences with a t-interval, the paired t-test and
 Wilcoxon's signed-rank test (`core.statistics.paired_difference`).
@@ -17,6 +20,7 @@ from collections.abc import Sequence
 
 from ..core.statistics import mean_ci, paired_difference, steps_to_threshold, wilson_interval
 from ..training.tracking import read_metrics
+from .steps import km_median, seed_range
 
 ACCURACIES = ("in_domain_accuracy", "transfer_accuracy")
 # Step measures: (name, the in-domain eval metric, its threshold; None: the preset's accuracy threshold).
@@ -92,8 +96,14 @@ def aggregate(conditions: Sequence[dict], runs: Sequence, measures: dict[str, di
                 pooled["ci"] = list(wilson_interval(round(pooled["mean"] * n), n))
                 pooled["ci_kind"] = "wilson"
         # Seeds that never reach a threshold have no step count: say how many did.
+        budget = max((r.cfg.max_steps for r in mine), default=0)
         for name, _, _ in STEP_MEASURES:
-            entry[name]["reached"] = sum(v is not None for v in entry[name]["values"])
+            times = entry[name]["values"]
+            entry[name]["reached"] = sum(v is not None for v in times)
+            if times:
+                entry[name]["median"] = km_median(times, budget)
+                entry[name]["low"], entry[name]["high"] = seed_range(times, budget)
+                entry[name]["budget"] = budget
         if condition.get("reference"):
             entry["reference"] = condition["reference"]
         out.append(entry)

@@ -263,6 +263,7 @@ def run_study(
         "description": spec.get("description"),
         "model": ", ".join(sorted({r.cfg.model for r in runs})),
         "max_steps": first.max_steps,
+        "eval_steps": first.data.eval_steps,
         "seeds": seeds,
         "threshold": threshold,
         "eval_n": eval_n,

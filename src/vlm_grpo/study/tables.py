@@ -20,11 +20,16 @@ def _cell(stat: dict, percent: bool = True, seconds: bool = False) -> str:
 
 
 def _steps_cell(stat: dict, runs: int) -> str:
+    """'30 [20, >60] (2/3)': the Kaplan-Meier median over seeds (a seed that never got there censored
+    at the budget), the lowest and highest seed, and how many of the runs reached it."""
     if not stat.get("reached"):
         return f"not reached (0/{runs})"
-    if stat.get("ci") is None:  # one run reached it: its step, no interval
-        return f"{stat['mean']:.0f} ({stat['reached']}/{runs})"
-    return f"{_cell(stat, percent=False)} ({stat['reached']}/{runs})"
+    if "median" not in stat:  # an older study.json: no censoring recorded
+        return f"{stat['mean']:.0f} mean of those that reached it ({stat['reached']}/{runs})"
+    median = f">{stat['budget']}" if stat["median"] is None else f"{stat['median']:.0f}"
+    if runs == 1:
+        return f"{median} (1/1)"
+    return f"{median} [{stat['low']}, {stat['high']}] ({stat['reached']}/{runs})"
 
 
 def _step_headers(study: dict) -> list[str]:
@@ -64,8 +69,10 @@ def markdown(study: dict) -> str:
         f"{transfer} (transfer), mean ± half-width [95 % t-interval over seeds; with one seed, or seeds "
         "that all scored alike, the Wilson interval over the pooled held-out samples]. Steps to a "
         "threshold: first step whose held-out "
-        f"{study['in_domain']} evaluation during training reaches it, averaged over the seeds that "
-        "reached it (k/n: how many of the n runs did).",
+        f"{study['in_domain']} evaluation during training (every {study.get('eval_steps') or '?'} steps) "
+        "reaches it, as the Kaplan-Meier median over seeds with a seed that never reached it censored at "
+        f"the {study['max_steps']}-step budget [lowest, highest seed; >{study['max_steps']}: not reached] "
+        "(k/n: how many of the n runs reached it).",
         "",
         "| condition | prompt | injection | in-domain accuracy | transfer accuracy | transfer / in-domain | "
         + " | ".join(steps)

@@ -21,12 +21,12 @@ from ..rollout import Completions, Engine, PromptBatch, Rollout, SamplingParams,
 from ..rollout.engines.base import EngineOptions
 
 
-def build_engine(cfg: TrainConfig, model, processor, context, numerics, workdir) -> Engine:
+def build_engine(cfg: TrainConfig, model, processor, context, numerics, workdir, world_size: int = 1) -> Engine:
     """The configured engine around the loaded policy (`context`: the trainer's gather and autocast;
     `numerics`: its precision policy, whose compute dtype an engine with weights of its own takes)."""
     compute = numerics.compute or numerics.weights
     dtype = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}[compute]
-    options = EngineOptions(cfg.generation_sharing, context, cfg.vllm, dtype, workdir, cfg.seed)
+    options = EngineOptions(cfg.generation_sharing, context, cfg.vllm, dtype, workdir, cfg.seed, world_size)
     return make_engine(cfg.rollout_engine, model, processor, options)
 
 

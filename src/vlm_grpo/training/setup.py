@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..config import ConfigError, TrainConfig
+from ..config import TrainConfig
 from ..core import algo
 from ..models import apply_lora, freeze_vision, frozen_copy, load_model_and_processor
 from . import precision
@@ -142,12 +142,3 @@ def release_memory() -> None:
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-
-
-def check_engine(cfg: TrainConfig, world_size: int) -> None:
-    """An engine in another process serves one trainer process for now."""
-    if cfg.rollout_engine != "hf" and world_size > 1:
-        raise ConfigError(
-            f"rollout_engine={cfg.rollout_engine} runs in one process for now ({world_size} were "
-            "started): train on one process, or use rollout_engine=hf"
-        )

@@ -35,7 +35,7 @@ from .engine import EngineRollouts, build_engine
 from .heldout import HeldOutSets, stop_on_signal
 from .inputs import RunInputs
 from .metrics import completion_rows, frac_zero_std, injection_metrics, rollout_metrics, run_summary
-from .setup import check_engine, load_policy, loss_settings, make_optimizer
+from .setup import load_policy, loss_settings, make_optimizer
 from .tracking import Tracker
 
 MAX_NONFINITE_IN_A_ROW = 5
@@ -70,8 +70,9 @@ class GRPOTrainer:
         self.model, self.processor = policy.model, policy.processor
         self.reference, self.adapter_reference = policy.reference, policy.adapter_reference
         self.adapter = adapter_for(self.model)
-        check_engine(cfg, self.world.size)
-        engine = build_engine(cfg, self.model, self.processor, self._sampling_context, self.precision, self.out)
+        engine = build_engine(
+            cfg, self.model, self.processor, self._sampling_context, self.precision, self.out, self.world.size
+        )
         self.rollouts, self.eval_engine = EngineRollouts(cfg, engine), engine.evaluator()
         cfg.logprob_sharing = self.adapter.logprob_sharing(cfg.logprob_sharing, cfg.gradient_checkpointing)
         self.style = get_style(cfg.prompt, self.task)

@@ -69,6 +69,8 @@ class EngineOptions:
     workdir: Path | str | None = None
     """Where an engine writes its model folder and log (None: a temporary folder)."""
     seed: int = 0
+    world_size: int = 1
+    """Trainer processes sampling through this engine (each builds its own)."""
 
 
 class EngineError(RuntimeError):

@@ -36,6 +36,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save, save_file
 
+from ...errors import ConfigError
 from ...models.families import adapter_for, base_model
 from ..batch import PromptBatch
 from ..generation import mask_after_end
@@ -55,6 +56,11 @@ class VLLMEngine:
 
     def __init__(self, model, processor, options):
         cfg = options.vllm
+        if options.world_size > 1:
+            raise ConfigError(
+                f"rollout_engine=vllm serves one trainer process for now ({options.world_size} were started): "
+                "train on one process, or use rollout_engine=hf"
+            )
         adapter = adapter_for(model)
         self.processor, self.tokenizer, self.device = processor, processor.tokenizer, torch.device("cpu")
         self.end_ids = adapter.end_token_ids(processor, model)
