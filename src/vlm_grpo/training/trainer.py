@@ -31,7 +31,7 @@ from ..tasks.styles import get_style
 from . import checkpoint, guided, precision
 from .distributed import strategies
 from .distributed import world as distributed
-from .engine import EngineRollouts, build_engine
+from .engine import EngineRollouts, build_engine, check_engine_name
 from .heldout import HeldOutSets, stop_on_signal
 from .inputs import RunInputs
 from .metrics import completion_rows, frac_zero_std, injection_metrics, rollout_metrics, run_summary
@@ -57,6 +57,7 @@ class GRPOTrainer:
                 f"fsdp={self.world.fsdp}, zero_stage={self.world.zero_stage}"
             )
         self.task = get_task(cfg.task, cfg.task_options)
+        check_engine_name(cfg.rollout_engine)  # before the model loads
         # Same data order on every rank (each takes its slice); different sampling noise per rank.
         random.seed(cfg.seed)
         torch.manual_seed(cfg.seed + 7919 * self.world.rank)

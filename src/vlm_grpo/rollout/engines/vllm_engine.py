@@ -180,7 +180,10 @@ def completions_of(outputs: list[list[dict]], end_ids: list[int], tokenizer) -> 
         length = len(row["token_ids"])
         ids[n, :length] = torch.tensor(row["token_ids"], dtype=torch.long)
         logprobs[n, :length] = torch.tensor(row["logprobs"], dtype=torch.float32)
+    lengths = torch.tensor([len(row["token_ids"]) for row in rows])
+    returned = (torch.arange(width).unsqueeze(0) < lengths.unsqueeze(1)).long()  # (N, C)
     mask, truncated = mask_after_end(ids, end_ids)
+    mask = mask * returned  # a row cut short without an end token (max_model_len) is not padded into
     ids = torch.where(mask.bool(), ids, torch.full_like(ids, pad))
     texts = tokenizer.batch_decode(ids, skip_special_tokens=True)
     return Completions(ids, mask, truncated, texts, logprobs * mask)
