@@ -76,6 +76,7 @@ def models() -> None:
 
 # Failures a user can fix (bad names, missing files, unloadable models): one line, exit code 2.
 _USER_ERRORS = (ValueError, OSError, RuntimeError, ImportError)
+_ENGINE_HELP = "Rollout engine: hf (the model itself) or vllm (a vLLM server from .venv-vllm: make vllm-env)."
 _TASK_HELP = "counting, multiple_choice, short_answer, numeric, math, or package.module:ClassName."
 
 
@@ -125,6 +126,7 @@ def assess(
     task: str = typer.Option("counting", "--task", help=_TASK_HELP),
     task_option: List[str] = typer.Option([], "--task-option", help="KEY=VALUE of the task's options; repeat."),
     column: List[str] = typer.Option([], "--column", help="FIELD=COLUMN, e.g. question=problem; repeat."),
+    engine: str = typer.Option("hf", "--engine", help=_ENGINE_HELP),
 ) -> None:
     """Measure a base model's format rate and learning-signal odds before training, per prompt style."""
     from rich.console import Console
@@ -153,6 +155,7 @@ def assess(
             seed=seed,
             task=_task(task, task_option),
             columns=_pairs(column, "--column"),
+            engine=engine,
         )
     except _USER_ERRORS as exc:
         _fail(exc)
@@ -186,6 +189,7 @@ def eval_command(
     task: str = typer.Option("counting", "--task", help=_TASK_HELP),
     task_option: List[str] = typer.Option([], "--task-option", help="KEY=VALUE of the task's options; repeat."),
     column: List[str] = typer.Option([], "--column", help="FIELD=COLUMN, e.g. question=problem; repeat."),
+    engine: str = typer.Option("hf", "--engine", help=_ENGINE_HELP),
 ) -> None:
     """Score checkpoints in-domain and on transfer sets (both scorings, generalization ratio)."""
     from rich.console import Console
@@ -209,6 +213,7 @@ def eval_command(
             device=device,
             task=_task(task, task_option),
             columns=_pairs(column, "--column"),
+            engine=engine,
         )
     except _USER_ERRORS as exc:
         _fail(exc)

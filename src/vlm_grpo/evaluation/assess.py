@@ -1,9 +1,9 @@
 """Baseline assessment before training: the study's "measure your base model's format rate first".
 
 Per prompt style, a base model is sampled at the training temperature (what GRPO will see) and
-greedily (what a user sees) through `records.generate_records`, the path the trainer evaluates
-with; the rates come from `EvalSummary`, next to the signal probability 1 - (1 - p)^G, the
-measured fraction of groups with signal, and the study's decision framework.
+greedily (what a user sees) through `records.sample_records` on a rollout engine (`--engine`),
+the path the trainer evaluates with; the rates come from `EvalSummary`, next to the signal
+probability 1 - (1 - p)^G, the measured fraction of groups with signal, and the study's decision framework.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from ..tasks import Task, get_task
 from ..tasks.styles import STYLES as STYLE_REGISTRY
 from ..tasks.styles import get_style
 from .decision import recommend
-from .records import EvalSummary, generate_records, heldout_samples
+from .records import EvalSummary, heldout_samples, opened_engine, sample_records
 
 RATES = ("answer_present_rate", "tag_answer_rate", "accuracy", "accuracy_given_answer")
 
@@ -63,8 +63,10 @@ def assess(
     progress: bool = True,
     task: Task | str = "counting",
     columns: dict[str, str] | None = None,
+    engine: str = "hf",
 ) -> dict:
-    """Per prompt style: sampled and greedy format/accuracy rates, signal odds and the study's advice.
+    """Per prompt style: sampled and greedy format/accuracy rates, signal odds and the study's advice,
+    sampled through the named rollout engine (`hf`: the model itself; `vllm`: a server of its own).
 
     Writes `out/assessment.json` (one object per style) and `out/records.jsonl` (every completion,
     `decoding` = sampled | greedy) when `out` is given; returns the assessment.
@@ -80,14 +82,17 @@ def assess(
     samples = heldout_samples(data, n, holdout, images, task=task, columns=columns)
     policy, processor = load_for_inference(model, device, dtype)
     assessment, all_records = {}, []
-    for name in names:
-        style = get_style(name, task)
-        torch.manual_seed(seed)  # the same draws for every style, and on every re-run
-        common = dict(batch_size=batch_size, max_new_tokens=max_new_tokens, progress=progress, task=task)
-        sampled = generate_records(
-            policy, processor, style, samples, data, group_size=group_size, temperature=temperature, **common
-        )
-        greedy = generate_records(policy, processor, style, samples, data, group_size=1, temperature=None, **common)
+    common = dict(batch_size=batch_size, max_new_tokens=max_new_tokens, progress=progress, task=task)
+    with opened_engine(engine, policy, processor) as sampler:
+        drawn = {}
+        for name in names:
+            style = get_style(name, task)
+            torch.manual_seed(seed)  # the same draws for every style, and on every re-run
+            sampled = sample_records(
+                sampler, style, samples, data, group_size=group_size, temperature=temperature, **common
+            )
+            drawn[name] = (sampled, sample_records(sampler, style, samples, data, temperature=None, **common))
+    for name, (sampled, greedy) in drawn.items():
         for decoding, records in (("sampled", sampled), ("greedy", greedy)):
             for record in records:
                 record["decoding"] = decoding
@@ -102,6 +107,7 @@ def assess(
             "group_size": group_size,
             "temperature": temperature,
             "max_new_tokens": max_new_tokens,
+            "engine": engine,
         }
     if out is not None:
         out = Path(out)

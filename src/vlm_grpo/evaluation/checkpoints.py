@@ -1,9 +1,9 @@
 """Greedy evaluation of checkpoints after training (`vlm-grpo eval`, the study's final table).
 
 Every checkpoint is scored on every data set (the first in-domain, the rest transfer) through
-`records.generate_records`, both scorings, with the generalization ratio of each transfer set to
-the in-domain set: near 1 is robust learning, far below 1 is domain overfitting (the study's
-step 5).
+`records.sample_records` on a rollout engine (`--engine`), both scorings, with the generalization
+ratio of each transfer set to the in-domain set: near 1 is robust learning, far below 1 is domain
+overfitting (the study's step 5).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from ..models import check_model_name, load_for_inference
 from ..tasks import Task, get_task
 from ..tasks.styles import PromptStyle, get_style
 from .assess import parse_styles, percent, write_jsonl
-from .records import EvalSummary, generate_records, heldout_samples
+from .records import EvalSummary, heldout_samples, opened_engine, sample_records
 
 ENTRY_RATES = ("accuracy", "strict_accuracy", "answer_present_rate", "style_format_rate")
 
@@ -39,8 +39,10 @@ def evaluate_models(
     progress: bool = True,
     task: Task | str = "counting",
     columns: dict[str, str] | None = None,
+    engine: str = "hf",
 ) -> dict:
-    """Every checkpoint on every data set (the first in-domain, the rest transfer), greedy by default.
+    """Every checkpoint on every data set (the first in-domain, the rest transfer), greedy by default,
+    sampled through the named rollout engine (one engine per checkpoint).
 
     Writes `out/records.jsonl` (one line per completion) and `out/summary.json` when `out` is given.
     """
@@ -60,21 +62,13 @@ def evaluate_models(
     results, all_records = {}, []
     for name in tqdm(models, desc="checkpoints", disable=not progress or len(models) < 2):
         policy, processor = load_for_inference(name, device, dtype)
-        results[name] = {}
-        for spec, samples in sets.items():
-            torch.manual_seed(seed)
-            records = generate_records(
-                policy,
-                processor,
-                style,
-                samples,
-                spec,
-                batch_size=batch_size,
-                temperature=temperature,
-                max_new_tokens=max_new_tokens,
-                progress=progress,
-                task=task,
-            )
+        results[name], drawn = {}, {}
+        with opened_engine(engine, policy, processor) as sampler:
+            for spec, samples in sets.items():
+                torch.manual_seed(seed)
+                options = dict(temperature=temperature, max_new_tokens=max_new_tokens, progress=progress, task=task)
+                drawn[spec] = sample_records(sampler, style, samples, spec, batch_size=batch_size, **options)
+        for spec, records in drawn.items():
             for record in records:
                 record["checkpoint"] = name
             all_records.extend(records)
@@ -85,6 +79,7 @@ def evaluate_models(
         "task": task.name,
         "present_label": task.present_label,
         "style": style.name,
+        "engine": engine,
         "decoding": "greedy" if temperature is None else "sampled",
         "temperature": temperature,
         "n": n,

@@ -16,14 +16,17 @@ name:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from tqdm.auto import tqdm
 
+from ..config import VLLMConfig
 from ..core.statistics import wilson_interval
 from ..data import BadSample, Sample, eval_samples, open_source, split_indices
-from ..rollout import Engine, HFEngine, SamplingParams, encode_prompts
+from ..rollout import Engine, HFEngine, SamplingParams, encode_prompts, make_engine
+from ..rollout.engines import EngineOptions
 from ..tasks import Task, get_task
 from ..tasks.rewards import Scorer
 from ..tasks.styles import PromptStyle
@@ -34,6 +37,18 @@ def generate_records(
 ) -> list[dict]:
     """`sample_records` with the model itself sampling, in this process (the `hf` engine)."""
     return sample_records(HFEngine(model, processor), style, samples, dataset, **options)
+
+
+@contextlib.contextmanager
+def opened_engine(name: str, policy, processor, vllm: VLLMConfig | None = None) -> Iterator[Engine]:
+    """The named rollout engine around a loaded policy for one evaluation, closed after it (a vllm
+    server the engine started is stopped); the engine's weights take the policy's dtype."""
+    dtype = str(next(policy.parameters()).dtype).removeprefix("torch.")
+    engine = make_engine(name, policy, processor, EngineOptions(vllm=vllm or VLLMConfig(), dtype=dtype))
+    try:
+        yield engine
+    finally:
+        engine.close()
 
 
 def sample_records(
