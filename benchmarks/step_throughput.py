@@ -33,6 +33,7 @@ with ratio = our completions per second / TRL's (> 1: ours is faster).
     python benchmarks/step_throughput.py
     python benchmarks/step_throughput.py --quick    # one repeat per size, a few minutes, writes nothing
     python benchmarks/step_throughput.py --family qwen3-vl --sizes 64   # the Qwen3-VL row
+    python benchmarks/step_throughput.py --engine vllm   # adds ours sampling through vLLM (make vllm-env)
 """
 
 from __future__ import annotations
@@ -87,6 +88,20 @@ VARIANTS = {
     ),
 }
 ABLATIONS = ("ours_gen_none", "ours_lp_none", "ours_both_none")
+VLLM_PYTHON = Path(__file__).resolve().parents[1] / ".venv-vllm" / "bin" / "python"
+# `--engine vllm`: ours sampling through a vLLM server (its own process, weights pushed after every
+# optimizer step), without and with the one-step-ahead overlap. The end tokens are made impossible
+# there too: the engine takes the same adapter's forbidden ids (as a -100 logit bias).
+VLLM_VARIANTS = {
+    "ours_vllm": ("ours", 1, ("rollout_engine=vllm", f"vllm.python={VLLM_PYTHON}"), "ours, rollout_engine=vllm"),
+    "ours_vllm_overlap": (
+        "ours",
+        1,
+        ("rollout_engine=vllm", f"vllm.python={VLLM_PYTHON}", "overlap_rollout=true"),
+        "ours, rollout_engine=vllm, overlap_rollout=true",
+    ),
+}
+VARIANTS.update(VLLM_VARIANTS)
 
 
 # ------------------------------------------------------------------------------------------ setup
@@ -532,7 +547,7 @@ def run_child(
     interference = max(0.0, (cpu_busy_s() - busy0 - (children_cpu_s() - cpu0)) / wall)
     if log_dir is not None:
         log_dir.mkdir(parents=True, exist_ok=True)
-        tag = "_".join(o.replace("=", "-") for o in overrides)
+        tag = "_".join(o.split("=")[0] if "/" in o else o.replace("=", "-") for o in overrides)  # no paths in names
         (log_dir / f"{kind}_{size}_k{iterations}{'_' + tag if tag else ''}_{int(time.time() * 1000)}.log").write_text(
             proc.stdout + proc.stderr
         )
@@ -638,6 +653,12 @@ def main(argv: list[str] | None = None) -> dict | None:
     p.add_argument("--no-ours4", action="store_true", help="skip the informational run of ours at num_iterations=4")
     p.add_argument("--no-logprob", action="store_true", help="skip the log-prob pass measurement")
     p.add_argument(
+        "--engine",
+        choices=("hf", "vllm"),
+        default="hf",
+        help="vllm: also run ours with rollout_engine=vllm, without and with overlap_rollout (needs make vllm-env)",
+    )
+    p.add_argument(
         "--ablations",
         action="store_true",
         help="also run ours with generation_sharing=none, logprob_sharing=none, and both (attribution)",
@@ -730,6 +751,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     for size in sizes:
         # A B (A B ...): ours and TRL alternate, then ours at the seed's num_iterations=4 (and ablations).
         order = ["ours", "trl"] + ([] if a.no_ours4 else ["ours4"]) + (list(ABLATIONS) if a.ablations else [])
+        order += list(VLLM_VARIANTS) if a.engine == "vllm" else []
         runs: dict[str, list[dict]] = {label: [] for label in order}
         for r in range(a.repeats):
             for label in order:
@@ -793,6 +815,7 @@ def main(argv: list[str] | None = None) -> dict | None:
             "model_size": a.model_size,
             "family": a.family,
             "ablations": a.ablations,
+            "engine": a.engine,
             "retries": a.retries,
             "max_wait": a.max_wait,
             "max_interference": a.max_interference,

@@ -138,6 +138,7 @@ class GRPOTrainer:
             done = step + 1
             with self._engine_stop(done):  # the update is done: the engine failed to take its weights or to evaluate
                 self.rollouts.sync(self.model)
+                metrics["time/step_s"] += self.rollouts.last_sync_s  # the weight push is part of the step
                 # 6. Evaluate, log, save.
                 if cfg.data.eval_steps and cfg.data.eval and (done % cfg.data.eval_steps == 0 or done == cfg.max_steps):
                     metrics.update(self.evaluate())
