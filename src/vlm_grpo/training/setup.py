@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..config import TrainConfig
+from ..config import ConfigError, TrainConfig
 from ..core import algo
 from ..models import apply_lora, freeze_vision, frozen_copy, load_model_and_processor
 from . import precision
@@ -142,3 +142,16 @@ def release_memory() -> None:
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+
+
+def check_world(cfg: TrainConfig, world, log) -> None:
+    """Every process takes an equal share of every batch; a run of several says how it is spread."""
+    size = world.size
+    if size > 1 and world.is_main:
+        log(f"{size} processes on {world.device.type}, fsdp={world.fsdp}, zero_stage={world.zero_stage}")
+    for name, value in (("prompts_per_step", cfg.prompts_per_step), ("minibatch_size", cfg.effective_minibatch_size)):
+        if value % size:
+            raise ConfigError(
+                f"{name}={value} must divide by the number of processes ({size}): "
+                "each process takes an equal share of every batch"
+            )

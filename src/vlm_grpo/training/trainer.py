@@ -18,7 +18,7 @@ import torch
 import yaml
 from tqdm.auto import tqdm
 
-from ..config import ConfigError, TrainConfig, to_dict
+from ..config import TrainConfig, to_dict
 from ..core import algo
 from ..data import BadSample, PromptStream, eval_samples, open_source, split_indices
 from ..guidance import Injector, check_demonstrations, dynamic_sampling, schedule_value
@@ -35,7 +35,7 @@ from .engine import EngineRollouts, build_engine, check_engine_name
 from .heldout import HeldOutSets, stop_on_signal
 from .inputs import RunInputs
 from .metrics import completion_rows, frac_zero_std, injection_metrics, rollout_metrics, run_summary
-from .setup import load_policy, loss_settings, make_optimizer
+from .setup import check_world, load_policy, loss_settings, make_optimizer
 from .tracking import Tracker
 
 MAX_NONFINITE_IN_A_ROW = 5
@@ -50,12 +50,7 @@ class GRPOTrainer:
         self.world = distributed.setup(cfg.device, cfg.fsdp, cfg.zero_stage)
         # An accelerate FSDP / DeepSpeed config may have turned sharding on: config.yaml says so.
         cfg.fsdp, cfg.zero_stage = self.world.fsdp, self.world.zero_stage
-        self._check_world(cfg)
-        if self.world.size > 1 and self.world.is_main:
-            tqdm.write(
-                f"{self.world.size} processes on {self.world.device.type}, "
-                f"fsdp={self.world.fsdp}, zero_stage={self.world.zero_stage}"
-            )
+        check_world(cfg, self.world, tqdm.write)
         self.task = get_task(cfg.task, cfg.task_options)
         check_engine_name(cfg.rollout_engine)  # before the model loads
         # Same data order on every rank (each takes its slice); different sampling noise per rank.
@@ -438,18 +433,6 @@ class GRPOTrainer:
 
     def save(self, step: int) -> Path | None:
         return checkpoint.save_run(self, step)
-
-    def _check_world(self, cfg: TrainConfig) -> None:
-        size = self.world.size
-        for name, value in (
-            ("prompts_per_step", cfg.prompts_per_step),
-            ("minibatch_size", cfg.effective_minibatch_size),
-        ):
-            if value % size:
-                raise ConfigError(
-                    f"{name}={value} must divide by the number of processes ({size}): "
-                    "each process takes an equal share of every batch"
-                )
 
 
 def train(cfg: TrainConfig) -> dict:
