@@ -65,9 +65,10 @@ SEED = 0
 END = "<!-- END GENERATED -->"
 
 
-def begin_marker(family: str) -> str:
-    """Where a family's generated block starts in RESULTS.md (Qwen2-VL's keeps its original name)."""
-    tail = "" if family == "qwen2-vl" else f" --family {family}"
+def begin_marker(family: str, engine: str = "hf") -> str:
+    """Where a family's (and engine's) generated block starts in RESULTS.md (Qwen2-VL's with the hf
+    engine keeps its original name)."""
+    tail = ("" if family == "qwen2-vl" else f" --family {family}") + ("" if engine == "hf" else f" --engine {engine}")
     return f"<!-- BEGIN GENERATED: benchmarks/step_throughput.py{tail} -->"
 
 
@@ -954,7 +955,9 @@ def phase_table(ours: dict, trl: dict) -> list[str]:
 
 def write_results(path: Path, report: dict) -> None:
     """Replace the generated block of the results file, keeping any hand-written text around it."""
-    write_block(path, begin_marker(report["settings"].get("family", "qwen2-vl")), render_tables(report))
+    settings = report["settings"]
+    begin = begin_marker(settings.get("family", "qwen2-vl"), settings.get("engine", "hf"))
+    write_block(path, begin, render_tables(report))
 
 
 def write_block(path: Path, begin: str, body: str) -> None:
