@@ -252,6 +252,10 @@ def child_ours(a: argparse.Namespace) -> dict:
     trainer.fixed_logprobs = timed(phases, "rollout_logprobs", trainer.fixed_logprobs)
     trainer.update = timed(phases, "update", trainer.update)
     trainer.save = lambda step: None  # no checkpoint at the end: nothing to measure there
+    server_mb = {"peak": 0.0}
+    if getattr(engine, "process", None) is not None:  # a vLLM server: its peak memory before it stops
+        close = engine.close
+        engine.close = lambda: (server_mb.update(peak=process_peak_mb(engine.process.pid)), close())
     trainer.train()
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     timed_records = records[a.warmup :]
@@ -269,9 +273,21 @@ def child_ours(a: argparse.Namespace) -> dict:
         "completions_per_step": rows_per_step(a),
         "phases_s": {k: v[a.warmup :] for k, v in phases.items()},
         "setup_rss_mb": setup_rss,
-        "peak_rss_mb": rss_mb(),
+        "peak_rss_mb": rss_mb() + server_mb["peak"],  # with vllm: trainer and server together
+        "engine_peak_rss_mb": server_mb["peak"],
         "threads": torch.get_num_threads(),
     }
+
+
+def process_peak_mb(pid: int) -> float:
+    """Peak resident memory of another process (VmHWM), in MB; 0 where it cannot be read."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
 
 
 def child_trl(a: argparse.Namespace) -> dict:
@@ -876,7 +892,9 @@ def render_tables(report: dict) -> str:
         f"logprob_sharing={ours.get('logprob_sharing')}); end tokens masked in our sampler: "
         f"{'yes' if ours.get('forced_length') else 'NO'}; TRL: min_new_tokens={length}. "
         f"Setup RSS (after imports, model and trainer construction): ours {ours['setup_rss_mb']:.0f} MB, "
-        f"TRL {trl['setup_rss_mb']:.0f} MB. TRL s/step is on_step_begin to on_step_end (its data loading excluded).",
+        f"TRL {trl['setup_rss_mb']:.0f} MB. TRL s/step is on_step_begin to on_step_end (its data loading excluded). "
+        "Rows with rollout_engine=vllm: peak RSS is the trainer's and the vLLM server's together, and s/step "
+        "includes the weight push after the optimizer step.",
         "",
     ]
     for size, e in report["sizes"].items():
