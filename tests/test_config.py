@@ -48,7 +48,6 @@ def test_yaml_and_overrides(tmp_path):
         ("num_generations=1", "num_generations=1"),
         ("minibatch_size=5", "minibatch_size=5 must divide prompts_per_step x num_generations = 32"),
         ("micro_batch_size=3", "micro_batch_size=3 must divide minibatch_size=32"),
-        ("injection.mode=sometimes", "injection.mode='sometimes' is not one of none, random, rate, rescue"),
         ("injection.rows=8", "injection.rows=8 must be in 1..num_generations-1"),
         ("loss_type=sum", "loss_type='sum'"),
         ("max_steps=ten", "max_steps='ten' must be of type int"),

@@ -40,6 +40,7 @@ from .tasks import Task, get_task
 from .tasks.rewards import BatchReward
 from .training.heldout import HeldOutSets
 from .training.inputs import RunInputs
+from .training.setup import check_names
 from .training.trainer import GRPOTrainer as _Trainer
 
 TRAIN_NAME = "train_dataset"
@@ -56,7 +57,7 @@ class GRPOConfig(TrainConfig):
         built = from_dict(TrainConfig, to_dict(self))  # dict sections become dataclasses; types checked
         for f in dataclasses.fields(TrainConfig):
             setattr(self, f.name, getattr(built, f.name))
-        validate(self)
+        check_names(validate(self))
 
 
 class GRPOTrainer:

@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from ..config import TrainConfig, load_config, to_dict, validate
 from ..tasks import get_task
 from ..training import checkpoint
+from ..training.setup import check_names
 from .measures import aggregate, measure, paired
 from .tables import markdown
 
@@ -123,7 +124,7 @@ def plan(
             # Steps-to-threshold needs held-out evaluation during training.
             cfg.data.eval = cfg.data.eval or [cfg.data.train]
             cfg.data.eval_steps = cfg.data.eval_steps or max(1, cfg.max_steps // 10)
-            runs.append(PlannedRun(name, condition, seed, run_dir, validate(cfg)))
+            runs.append(PlannedRun(name, condition, seed, run_dir, check_names(validate(cfg))))
     return runs
 
 

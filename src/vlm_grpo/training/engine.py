@@ -15,16 +15,10 @@ from dataclasses import dataclass
 
 import torch
 
-from ..config import ConfigError, TrainConfig
+from ..config import TrainConfig
 from ..core import algo
-from ..rollout import ENGINES, Completions, Engine, PromptBatch, Rollout, SamplingParams, make_engine
+from ..rollout import Completions, Engine, PromptBatch, Rollout, SamplingParams, make_engine
 from ..rollout.engines.base import EngineOptions
-
-
-def check_engine_name(name: str) -> None:
-    """The registry is the list: a plug-in's engine is as valid as the shipped ones."""
-    if name not in ENGINES:
-        raise ConfigError(f"rollout_engine={name!r}: unknown rollout engine; choose {', '.join(ENGINES.names())}")
 
 
 def build_engine(cfg: TrainConfig, model, processor, context, numerics, workdir, world_size: int = 1) -> Engine:

@@ -31,11 +31,11 @@ from ..tasks.styles import get_style
 from . import checkpoint, guided, precision
 from .distributed import strategies
 from .distributed import world as distributed
-from .engine import EngineRollouts, build_engine, check_engine_name
+from .engine import EngineRollouts, build_engine
 from .heldout import HeldOutSets, stop_on_signal
 from .inputs import RunInputs
 from .metrics import completion_rows, frac_zero_std, injection_metrics, rollout_metrics, run_summary
-from .setup import check_world, load_policy, loss_settings, make_optimizer
+from .setup import check_names, check_world, load_policy, loss_settings, make_optimizer
 from .tracking import Tracker
 
 MAX_NONFINITE_IN_A_ROW = 5
@@ -43,7 +43,7 @@ MAX_NONFINITE_IN_A_ROW = 5
 
 class GRPOTrainer:
     def __init__(self, cfg: TrainConfig, inputs: RunInputs | None = None):
-        self.cfg, self.inputs = cfg, inputs or RunInputs()
+        self.cfg, self.inputs = check_names(cfg), inputs or RunInputs()
         given = self.inputs
         self.out = Path(cfg.output_dir)
         self.out.mkdir(parents=True, exist_ok=True)
@@ -52,7 +52,6 @@ class GRPOTrainer:
         cfg.fsdp, cfg.zero_stage = self.world.fsdp, self.world.zero_stage
         check_world(cfg, self.world, tqdm.write)
         self.task = get_task(cfg.task, cfg.task_options)
-        check_engine_name(cfg.rollout_engine)  # before the model loads
         # Same data order on every rank (each takes its slice); different sampling noise per rank.
         random.seed(cfg.seed)
         torch.manual_seed(cfg.seed + 7919 * self.world.rank)
