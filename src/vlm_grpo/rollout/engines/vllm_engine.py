@@ -172,15 +172,14 @@ class VLLMEngine:
 def completions_of(outputs: list[list[dict]], end_ids: list[int], tokenizer) -> Completions:
     """The server's rows (prompt-major, G per prompt) as right-padded tensors, masked as the hf engine's."""
     rows = [row for per_prompt in outputs for row in per_prompt]
-    width = max(1, max(len(row["token_ids"]) for row in rows))
+    lengths = torch.tensor([len(row["token_ids"]) for row in rows])
+    width = max(1, int(lengths.max()))
     pad = tokenizer.pad_token_id
     ids = torch.full((len(rows), width), pad, dtype=torch.long)
     logprobs = torch.zeros(len(rows), width)
-    for n, row in enumerate(rows):
-        length = len(row["token_ids"])
+    for n, (row, length) in enumerate(zip(rows, lengths.tolist())):
         ids[n, :length] = torch.tensor(row["token_ids"], dtype=torch.long)
         logprobs[n, :length] = torch.tensor(row["logprobs"], dtype=torch.float32)
-    lengths = torch.tensor([len(row["token_ids"]) for row in rows])
     returned = (torch.arange(width).unsqueeze(0) < lengths.unsqueeze(1)).long()  # (N, C)
     mask, truncated = mask_after_end(ids, end_ids)
     mask = mask * returned  # a row cut short without an end token (max_model_len) is not padded into
