@@ -228,7 +228,7 @@ def child_ours(a: argparse.Namespace) -> dict:
             f"micro_batch_size={a.micro_batch}",
             "temperature=1.0",
             "beta=0.0",
-            "dtype=float32",
+            "precision=fp32",
             "device=cpu",
             "report_to=[]",
             "progress=false",
@@ -248,7 +248,8 @@ def child_ours(a: argparse.Namespace) -> dict:
     engine = trainer.rollouts.engine
     engine.sample = timed(phases, "sampling", engine.sample)
     trainer.scorer.score_all = timed(phases, "scoring", trainer.scorer.score_all)
-    trainer.injector.apply = timed(phases, "injection", trainer.injector.apply)
+    injector = trainer.remedy("injection").injector
+    injector.apply = timed(phases, "injection", injector.apply)
     trainer.fixed_logprobs = timed(phases, "rollout_logprobs", trainer.fixed_logprobs)
     trainer.update = timed(phases, "update", trainer.update)
     trainer.save = lambda step: None  # no checkpoint at the end: nothing to measure there

@@ -18,6 +18,7 @@ import torch
 
 from vlm_grpo.config import load_config
 from vlm_grpo.rollout import StepBatch
+from vlm_grpo.training.ops import logprobs_all
 from vlm_grpo.training.trainer import GRPOTrainer
 
 
@@ -26,13 +27,13 @@ def main(overrides: list[str]) -> None:
     fixed = ["injection.mode=random", "data.eval=[]", "progress=false", "report_to=[]", "max_steps=1"]
     fixed += ["lr_scheduler_type=constant"]
     trainer = GRPOTrainer(load_config(None, [*fixed, "output_dir=runs/probe", *overrides]))
-    rollout, metrics, _, _ = trainer.draw(0)
+    rollout, metrics, _ = trainer.draw(0)
     G, tok, injected = rollout.group_size, trainer.processor.tokenizer, rollout.injected
     row = int(injected.nonzero()[0])
     length = int(rollout.completion_mask[row].sum())
     advantages, mask = trainer.advantages(rollout), trainer.loss_mask(rollout)
     with torch.no_grad():
-        logp = trainer._logprobs_all(trainer.model, rollout)
+        logp = logprobs_all(trainer.model, rollout, trainer.cfg)
     sample = rollout.prompts.samples[row // G]
     print(
         f"sampled answer-present rate {metrics['rollout/answer_present_rate']:.3f}; "
@@ -56,9 +57,9 @@ def main(overrides: list[str]) -> None:
 
     start = summed(logp)
     for k in range(3):
-        stats = trainer.update(batch)
+        stats, _ = trainer.update(batch)
         with torch.no_grad():
-            gain = summed(trainer._logprobs_all(trainer.model, rollout)) - start
+            gain = summed(logprobs_all(trainer.model, rollout, trainer.cfg)) - start
         print(
             f"after pass {k + 1} of the step's update: demonstrations' log p up by {gain.min():.3f} to "
             f"{gain.max():.3f} nats (mean {gain.mean():.3f}); clip fraction {stats['policy/clip_fraction']:.3f}"

@@ -119,7 +119,7 @@ def test_tiny_names_are_registered():
 def test_tiny_name_trains_with_demonstrations_ending_the_turn(tmp_path, family):
     trainer = train_two_steps(tmp_path, f"tiny-{family}", ["injection.mode=random"])
     turn_end = FAMILIES[family][1]
-    text, tokens = trainer.injector.demonstration(3)
+    text, tokens = trainer.remedy("injection").injector.demonstration(3)
     assert tokens[-1] == trainer.processor.tokenizer.convert_tokens_to_ids(turn_end) and turn_end not in text
     last = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
     assert last["injection/rate"] > 0

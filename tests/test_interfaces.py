@@ -10,7 +10,7 @@ import torch
 from vlm_grpo.core import algo
 from vlm_grpo.data import DATASETS, BadSample
 from vlm_grpo.evaluation.records import EvalSummary
-from vlm_grpo.models import MODELS, adapter_for_type
+from vlm_grpo.models import adapter_for_type, registered_models
 from vlm_grpo.models.families import GENERIC, family_named
 from vlm_grpo.registry import Registry
 from vlm_grpo.rollout import PromptBatch, Rollout, StepBatch
@@ -131,7 +131,7 @@ def test_registry_names_the_choices_and_refuses_a_second_entry():
 
 def test_the_lab_registers_through_the_plugin_entry_point():
     assert {"lab-clevr", "lab-superclevr"} <= set(DATASETS.names())
-    assert {"lab-base", "lab-base-cold", "tiny-qwen2-vl", "tiny-qwen2.5-vl"} <= set(MODELS.names())
+    assert {"lab-base", "lab-base-cold", "tiny-qwen2-vl", "tiny-qwen2.5-vl"} <= set(registered_models())
 
 
 # ------------------------------------------------------------------ tasks and styles

@@ -65,7 +65,7 @@ def test_demonstrations_end_with_the_turn_end_the_model_was_trained_on(tmp_path)
     im_end = trainer.processor.tokenizer.convert_tokens_to_ids("<|im_end|>")
     # The generation config also lists <|endoftext|>, with a lower id: not what ends a turn.
     assert min(end_token_ids(trainer.processor, trainer.model)) != im_end
-    assert trainer.injector.demonstration(7)[1][-1] == im_end
+    assert trainer.remedy("injection").injector.demonstration(7)[1][-1] == im_end
 
 
 def test_injection_raises_the_sampled_number_present_rate_sooner(tmp_path):

@@ -35,21 +35,16 @@ LAB = [
 ]
 
 
-def test_config_names_precisions_and_folds_the_old_dtype_key():
+def test_config_names_precisions_and_the_old_dtype_key_stops_with_its_new_name():
     assert load_config(None, []).precision == "auto"
-    assert precision.resolve("auto", "auto", torch.device("cuda")).name == "bf16-mixed"
-    assert precision.resolve("auto", "auto", torch.device("cpu")).name == "fp32"
-    said = []
-    assert precision.resolve("auto", "bfloat16", torch.device("cpu"), said.append).name == "bf16-true"
-    assert len(said) == 1 and "precision=bf16-true" in said[0]
-    assert precision.resolve("auto", "float16", torch.device("cpu")).name == "fp16-mixed"
-    load_config(None, ["dtype=bfloat16", "precision=bf16-true"])  # agreeing is fine
+    assert precision.resolve("auto", torch.device("cuda")).name == "bf16-mixed"
+    assert precision.resolve("auto", torch.device("cpu")).name == "fp32"
+    assert precision.resolve("fp16-mixed", torch.device("cpu")).name == "fp16-mixed"
+    with pytest.raises(ConfigError, match=r"'dtype' is now 'precision \(float32 -> fp32, bfloat16 -> bf16-true"):
+        load_config(None, ["dtype=bfloat16"])
     with pytest.raises(ConfigError) as err:
-        load_config(None, ["precision=fp8", "dtype=bfloat16", "num_generations=1"])
+        load_config(None, ["precision=fp8", "num_generations=1"])
     assert "precision='fp8'" in str(err.value) and "num_generations=1" in str(err.value)  # all at once
-    with pytest.raises(ConfigError) as err:
-        load_config(None, ["dtype=bfloat16", "precision=fp32", "fsdp=full_shard"])
-    assert "disagree" in str(err.value)
     with pytest.raises(ConfigError, match="bf16-true with fsdp"):
         load_config(None, ["precision=bf16-true", "fsdp=full_shard"])
     with pytest.raises(ConfigError, match="fp16-mixed is supported without sharding"):

@@ -141,7 +141,7 @@ def test_saved_folder_trains(tmp_path, family):
 def test_tiny_name_trains_with_demonstrations_ending_the_turn(tmp_path, family):
     trainer = train_two_steps(tmp_path, f"tiny-{family}", ["injection.mode=random", "logprob_sharing=vision"])
     im_end = trainer.processor.tokenizer.convert_tokens_to_ids("<|im_end|>")
-    text, tokens = trainer.injector.demonstration(3)
+    text, tokens = trainer.remedy("injection").injector.demonstration(3)
     assert tokens[-1] == im_end and "<|im_end|>" not in text
     last = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
     assert last["injection/rate"] > 0

@@ -119,11 +119,12 @@ def test_gate_removes_only_gated_groups_from_the_grpo_loss(tmp_path):
     )
     trainer = GRPOTrainer(cfg)
     rollout, *_ = trainer.draw(0)
-    plan = trainer.supervisor.plan(rollout, 0, 1, 0.0)
+    sft = trainer.remedy("sft")
+    plan = sft.current = sft.supervisor.plan(rollout, 0, 1, 0.0)
     G = rollout.group_size
     correct = torch.tensor([s.correct for s in rollout.scores]).view(-1, G)
     assert plan.gated.tolist() == (~correct.any(1)).tolist()
-    mask = trainer.loss_mask(rollout, plan)
+    mask = trainer.loss_mask(rollout)
     for group, gated in enumerate(plan.gated.tolist()):
         rows = slice(group * G, (group + 1) * G)
         assert torch.equal(mask[rows], torch.zeros_like(mask[rows]) if gated else rollout.completion_mask[rows])

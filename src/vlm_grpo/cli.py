@@ -77,6 +77,8 @@ def models() -> None:
 # Failures a user can fix (bad names, missing files, unloadable models): one line, exit code 2.
 _USER_ERRORS = (ValueError, OSError, RuntimeError, ImportError)
 _ENGINE_HELP = "Rollout engine: hf (the model itself) or vllm (a vLLM server from .venv-vllm: make vllm-env)."
+# The shipped study presets, read from the package's presets folder (the list is the folder).
+_PRESETS = ", ".join(sorted(p.stem for p in (Path(__file__).parent / "study" / "presets").glob("*.yaml")))
 _TASK_HELP = "counting, multiple_choice, short_answer, numeric, math, or package.module:ClassName."
 
 
@@ -127,6 +129,9 @@ def assess(
     task_option: List[str] = typer.Option([], "--task-option", help="KEY=VALUE of the task's options; repeat."),
     column: List[str] = typer.Option([], "--column", help="FIELD=COLUMN, e.g. question=problem; repeat."),
     engine: str = typer.Option("hf", "--engine", help=_ENGINE_HELP),
+    prompts_per_step: int = typer.Option(
+        4, "--prompts-per-step", help="B of the planned training: picks the measured map's cell."
+    ),
 ) -> None:
     """Measure a base model's format rate and learning-signal odds before training, per prompt style."""
     from rich.console import Console
@@ -156,6 +161,7 @@ def assess(
             task=_task(task, task_option),
             columns=_pairs(column, "--column"),
             engine=engine,
+            prompts_per_step=prompts_per_step,
         )
     except _USER_ERRORS as exc:
         _fail(exc)
@@ -227,9 +233,7 @@ def eval_command(
 )
 def study(
     overrides: Optional[List[str]] = typer.Argument(None, help="key=value overrides for every run (dots for nesting)."),
-    preset: str = typer.Option(
-        "seed", "--preset", help="Shipped preset (seed, schedules, remedies, mc, lab-demo, tiny) or a .yaml path."
-    ),
+    preset: str = typer.Option("seed", "--preset", help=f"Shipped preset ({_PRESETS}) or a .yaml path."),
     seeds: Optional[int] = typer.Option(None, "--seeds", help="Seeds per condition (default: the preset's)."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Training steps of every run (default: the preset's)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Study folder (default: runs/study-<preset>)."),

@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from .config_checks import validate
+from .config_checks import MOVED, validate
 from .errors import ConfigError
 
 
@@ -77,13 +77,6 @@ class InjectionConfig:
     """`adaptive`: full rate while the sampled number-present rate is below this."""
     adaptive_high: float = 0.9
     """`adaptive`: zero rate once the sampled number-present rate reaches this; linear between."""
-    off_policy: str = "ratio"
-    """Loss on injected tokens: `ratio` (clipped ratio to rollout-time log-probs) or `luffy`
-    (p/(p+gamma), unclipped)."""
-    luffy_gamma: float = 0.1
-    """`luffy`: gamma of the p/(p+gamma) shaping."""
-    group_stats: str = "all"
-    """Rows that enter the group mean/std: `all` or `sampled` (injected rows excluded)."""
     payload: str = "full"
     """What an injected row holds: `full` (the whole demonstration) or `prefix` (its first part, which
     the policy continues by sampling: Prefix-RFT / UFT / BREAD-style guidance)."""
@@ -193,9 +186,6 @@ class TrainConfig:
     """fp32 | bf16-mixed (fp32 weights and Adam state, bf16 autocast) | bf16-true (bf16 weights, fp32
     master weights in the optimizer) | fp16-mixed (fp32 weights, fp16 autocast, loss scaling) |
     auto (bf16-mixed on GPU, fp32 on CPU). Never bf16 weights updated in place: see training/precision.py."""
-    dtype: str = "auto"
-    """Older key, folded into `precision`: float32 -> fp32, bfloat16 -> bf16-true, float16 -> fp16-mixed
-    (auto: precision decides)."""
     device: str = "auto"
     """auto (cuda when available) | cpu | cuda."""
     trust_remote_code: bool = False
@@ -257,6 +247,13 @@ class TrainConfig:
     (per sequence, then mean; TRL: grpo) | dr_grpo (sum over tokens / (rows x max_completion_length))."""
     scale_rewards: str = "group"
     """Advantage scaling: group ((r - mean) / (std + 1e-4)) | none (r - mean, Dr. GRPO)."""
+    group_stats: str = "all"
+    """Rows that enter the group mean/std of the advantages: `all` or `sampled` (demonstrations excluded)."""
+    off_policy: str = "ratio"
+    """Loss on demonstration tokens: `ratio` (clipped ratio to rollout-time log-probs) or `luffy`
+    (p/(p+gamma), unclipped, as LUFFY)."""
+    luffy_gamma: float = 0.1
+    """`off_policy=luffy`: gamma of the p/(p+gamma) shaping."""
     max_completion_length: int = 50
     """New tokens per sampled completion."""
     max_prompt_length: int | None = None
@@ -340,6 +337,11 @@ class TrainConfig:
     """Guidance injection of ground-truth demonstrations into groups."""
     sft: SftConfig = field(default_factory=SftConfig)
     """Supervised signal from demonstrations: warm-up steps, a CHORD-style term, HPT's gate."""
+    remedies: list[str] = field(default_factory=list)
+    """Further cold-start remedies beside injection, dynamic sampling and sft: names a plug-in registered
+    (`vlm_grpo.guidance.register_remedy`) or `package.module:ClassName` (a `Remedy` subclass)."""
+    remedy_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Keyword options of those remedies, by remedy name."""
     lora: LoraSettings = field(default_factory=LoraSettings)
     """Parameter-efficient training with LoRA adapters."""
     vllm: VLLMConfig = field(default_factory=VLLMConfig)
@@ -380,6 +382,9 @@ def from_dict(cls: type, raw: dict[str, Any], prefix: str = "") -> Any:
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(raw) - known)
+    moved = [f"'{prefix}{key}' is now '{MOVED[prefix + key]}'" for key in unknown if prefix + key in MOVED]
+    if moved:
+        raise ConfigError("; ".join(moved))
     if unknown:
         raise ConfigError(_unknown_key(prefix, unknown[0], known))
     kwargs = {name: _coerce(hints[name], value, f"{prefix}{name}") for name, value in raw.items()}

@@ -9,13 +9,19 @@ from .errors import ConfigError
 if typing.TYPE_CHECKING:
     from .config import TrainConfig
 
-# Numerical precision (training/precision.py applies it): the names, and how the older `dtype` key folds in.
+# Numerical precision (training/precision.py applies it).
 PRECISIONS = ("auto", "fp32", "bf16-mixed", "bf16-true", "fp16-mixed")
-LEGACY_DTYPE = {"float32": "fp32", "bfloat16": "bf16-true", "float16": "fp16-mixed"}
+
+MOVED = {
+    "dtype": "precision (float32 -> fp32, bfloat16 -> bf16-true, float16 -> fp16-mixed)",
+    "injection.off_policy": "off_policy",
+    "injection.luffy_gamma": "luffy_gamma",
+    "injection.group_stats": "group_stats",
+}
+"""Keys that moved, and where: an old key stops with this message instead of meaning something silently."""
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "precision": PRECISIONS,
-    "dtype": ("auto", "float32", "bfloat16", "float16"),
     "device": ("auto", "cpu", "cuda"),
     "fsdp": ("none", "full_shard", "shard_grad_op"),
     "loss_type": ("token_mean", "seq_mean", "dr_grpo"),
@@ -24,8 +30,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "generation_sharing": ("auto", "prefix", "none"),
     "scale_rewards": ("group", "none"),
     "lr_scheduler_type": ("linear", "cosine", "constant"),
-    "injection.off_policy": ("ratio", "luffy"),
-    "injection.group_stats": ("all", "sampled"),
+    "off_policy": ("ratio", "luffy"),
+    "group_stats": ("all", "sampled"),
     "injection.payload": ("full", "prefix"),
     "sft.gate": ("none", "no_success"),
     "data.on_bad_sample": ("skip", "error"),
@@ -117,7 +123,7 @@ def _check_injection(cfg: TrainConfig, need: Need) -> None:
         f"injection.rows={inj.rows} must be in 1..num_generations-1 = 1..{cfg.num_generations - 1}: "
         "at least one row stays sampled",
     )
-    need(inj.luffy_gamma > 0, f"injection.luffy_gamma={inj.luffy_gamma} must be > 0")
+    need(cfg.luffy_gamma > 0, f"luffy_gamma={cfg.luffy_gamma} must be > 0")
     ratios = {"prefix_ratio": inj.prefix_ratio}
     ratios.update(
         {n: getattr(inj, n) for n in ("prefix_ratio_initial", "prefix_ratio_final") if getattr(inj, n) is not None}
@@ -188,23 +194,10 @@ def _check_resources(cfg: TrainConfig, need: Need) -> None:
     need(cfg.lora.r >= 1 and cfg.lora.alpha >= 1, f"lora.r={cfg.lora.r} and lora.alpha={cfg.lora.alpha} must be >= 1")
 
 
-def effective_precision(precision: str, dtype: str) -> str:
-    """The precision asked for once the legacy `dtype` key is folded in (auto left unresolved)."""
-    if precision == "auto" and dtype != "auto":
-        return LEGACY_DTYPE[dtype]
-    return precision
-
-
 def _check_precision(cfg: TrainConfig, need: Need) -> None:
-    if (cfg.dtype not in LEGACY_DTYPE and cfg.dtype != "auto") or cfg.precision not in PRECISIONS:
+    if cfg.precision not in PRECISIONS:
         return  # CHOICES reports the unknown name
-    legacy = LEGACY_DTYPE.get(cfg.dtype)
-    need(
-        cfg.dtype == "auto" or cfg.precision in ("auto", legacy),
-        f"dtype={cfg.dtype} and precision={cfg.precision} disagree: set only precision "
-        f"(dtype is the older key; dtype={cfg.dtype} means precision={legacy})",
-    )
-    name = effective_precision(cfg.precision, cfg.dtype)
+    name = cfg.precision
     need(
         not (name == "bf16-true" and cfg.fsdp != "none"),
         f"precision=bf16-true with fsdp={cfg.fsdp} is not supported: use precision=bf16-mixed, "

@@ -19,6 +19,7 @@ from ..tasks import Task, get_task
 from ..tasks.styles import STYLES as STYLE_REGISTRY
 from ..tasks.styles import get_style
 from .decision import recommend
+from .map_advice import map_advice
 from .records import EvalSummary, heldout_samples, opened_engine, sample_records
 
 RATES = ("answer_present_rate", "tag_answer_rate", "accuracy", "accuracy_given_answer")
@@ -64,9 +65,11 @@ def assess(
     task: Task | str = "counting",
     columns: dict[str, str] | None = None,
     engine: str = "hf",
+    prompts_per_step: int = 4,
 ) -> dict:
-    """Per prompt style: sampled and greedy format/accuracy rates, signal odds and the study's advice,
-    sampled through the named rollout engine (`hf`: the model itself; `vllm`: a server of its own).
+    """Per prompt style: sampled and greedy format/accuracy rates, signal odds, the study's advice and
+    the measured map's (its cell nearest to the rate, `prompts_per_step` and G), sampled through the
+    named rollout engine (`hf`: the model itself; `vllm`: a server of its own).
 
     Writes `out/assessment.json` (one object per style) and `out/records.jsonl` (every completion,
     `decoding` = sampled | greedy) when `out` is given; returns the assessment.
@@ -98,7 +101,7 @@ def assess(
                 record["decoding"] = decoding
             all_records.extend(records)
         assessment[name] = {
-            **style_assessment(sampled, greedy, group_size, task.answer_kind),
+            **style_assessment(sampled, greedy, group_size, task.answer_kind, prompts_per_step),
             "model": model,
             "data": data,
             "task": task.name,
@@ -126,7 +129,11 @@ def groups_with_signal(records: Sequence[dict]) -> tuple[int, int]:
 
 
 def style_assessment(
-    sampled: Sequence[dict], greedy: Sequence[dict], group_size: int, answer_kind: str = "number"
+    sampled: Sequence[dict],
+    greedy: Sequence[dict],
+    group_size: int,
+    answer_kind: str = "number",
+    prompts_per_step: int = 4,
 ) -> dict:
     if not sampled or not greedy:
         raise ValueError("no completions were generated: every sample was unusable")
@@ -147,6 +154,13 @@ def style_assessment(
     out["advice"] = {
         k: advice[k] for k in ("band", "viability", "recommendation", "zone", "single_domain", "multi_domain", "lab")
     }
+    measured = map_advice(p, prompts_per_step, group_size)
+    if measured is not None:
+        # The study advises injection below a 50 % rate; the map may have measured otherwise.
+        study_injects = not advice["zone"].startswith(">50%")
+        out["advice"]["map"] = measured["text"]
+        out["advice"]["map_cell"] = measured["cell"]
+        out["advice"]["map_differs"] = study_injects != measured["injection_paid"]
     return out
 
 
@@ -207,6 +221,9 @@ def advice_lines(assessment: dict) -> list[tuple[int, str]]:
         lines += [(0, f"{style}: {advice['zone']}"), (2, f"single-domain: {advice['single_domain']}")]
         if advice["multi_domain"] != advice["single_domain"]:
             lines.append((2, f"multi-domain: {advice['multi_domain']}"))
-        if advice.get("lab"):  # assessments written before the lab's measurements have none
+        if advice.get("lab"):
             lines.append((2, f"measured in the lab: {advice['lab']}"))
+        if advice.get("map"):
+            differs = " This differs from the study's advice above." if advice["map_differs"] else ""
+            lines.append((2, f"measured map: {advice['map']}{differs}"))
     return lines

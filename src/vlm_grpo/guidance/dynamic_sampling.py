@@ -16,7 +16,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from ..config import TrainConfig
 from ..rollout import PromptBatch, Rollout, take_groups
+from .remedy import PolicyOps, Remedy, register_remedy
 
 
 def has_signal(rollout: Rollout) -> list[bool]:
@@ -56,3 +58,24 @@ def collect(
         return first, metrics  # the first draw as it was: nothing to re-encode
     samples = [r.prompts.samples[g] for r, g in picks]
     return take_groups(picks, encode(samples), pad_id), metrics
+
+
+@register_remedy
+class DynamicSampling(Remedy):
+    """`dynamic_sampling=true`: the step draws again until its groups hold signal."""
+
+    name, order = "dynamic_sampling", 20
+
+    @classmethod
+    def wanted(cls, cfg: TrainConfig) -> bool:
+        return cfg.dynamic_sampling
+
+    def regroup(self, rollout: Rollout, redraw: Callable[[], Rollout], ops: PolicyOps) -> tuple[Rollout, dict]:
+        return collect(
+            rollout,
+            redraw,
+            self.cfg.dynamic_sampling_max_batches,
+            lambda short: ops.world.sum(float(short)) > 0,
+            ops.encode,
+            self.kit.pad_id,
+        )

@@ -12,7 +12,8 @@ policy keeps exploring). Here the schedule gives a strength s(step) in [0, 1]:
   `prefix_ratio` of the demonstration's tokens and the policy samples the rest: Prefix-RFT, UFT,
   BREAD); the row is scored as a whole; only the prefix's tokens are off-policy;
 - the strength follows a schedule of `schedules.py` (the study's constant and linear decay, adaptive).
-A new mode is one entry registered in MODES.
+A new mode is one entry registered in MODES. `GuidanceInjection` is the remedy (`remedy.py`) that
+applies it to every draw of a step.
 """
 
 from __future__ import annotations
@@ -24,12 +25,15 @@ from typing import Any
 
 import torch
 
-from ..config import InjectionConfig
+from ..config import InjectionConfig, TrainConfig
+from ..core.algo import LossStats
 from ..registry import Registry
 from ..rollout import Rollout
 from ..seeding import restore_python_rng
 from ..tasks.rewards import REWARDS, Scorer
 from ..tasks.styles import PromptStyle
+from .remedy import PolicyOps, Remedy, RemedyKit, StepContext, register_remedy
+from .schedules import prefix_ratio, schedule_value
 
 Continue = Callable[[list[int], list[list[int]]], list[tuple[list[int], bool]]]
 """(rows, their prefixes) -> per row, the policy's continuation tokens and whether it hit the length limit."""
@@ -157,7 +161,7 @@ class Injector:
             rows = self._continued(demos, *prefix)
         if not rows:
             return rollout
-        return self._replaced(rollout, scorer, rows)
+        return replace_rows(rollout, rows, scorer, self.pad_id)
 
     def _continued(self, demos: dict[int, tuple[str, list[int]]], ratio: float, complete: Continue) -> dict[int, Row]:
         """Each chosen row as its demonstration's first `ratio` of tokens (the end token left out, at
@@ -170,34 +174,122 @@ class Injector:
             for row, given, (more, truncated) in zip(chosen, prefixes, continued)
         }
 
-    def _replaced(self, rollout: Rollout, scorer: Scorer, rows: dict[int, Row]) -> Rollout:
-        width = max(rollout.completion_ids.size(1), max(len(r.tokens) for r in rows.values()))
-        ids = _pad_to(rollout.completion_ids, width, self.pad_id)
-        mask = _pad_to(rollout.completion_mask, width, 0)
-        demo_tokens = _pad_to(rollout.demo_tokens, width, False)
-        truncated, injected = rollout.truncated.clone(), rollout.injected.clone()
-        texts, scores = list(rollout.texts), list(rollout.scores)
-        engine_logp = _pad_to(rollout.engine_logp, width, 0.0) if rollout.engine_logp is not None else None
-        for row, new in rows.items():
-            ids[row] = self.pad_id
-            ids[row, : len(new.tokens)] = torch.tensor(new.tokens, device=ids.device)
-            mask[row] = 0
-            mask[row, : len(new.tokens)] = 1
-            demo_tokens[row] = False
-            demo_tokens[row, : new.given] = True
-            if engine_logp is not None:
-                engine_logp[row] = 0.0  # the engine did not sample a demonstration
-            truncated[row], injected[row] = new.truncated, True
-            texts[row], scores[row] = new.text, scorer(new.text, rollout.answer_of_row(row))
-        return Rollout(
-            rollout.prompts, rollout.group_size, ids, mask, truncated, texts, scores, injected, demo_tokens, engine_logp
-        )
-
     def state_dict(self) -> dict:
         return {"rng": self.rng.getstate()}
 
     def load_state_dict(self, state: dict) -> None:
         restore_python_rng(self.rng, state["rng"])
+
+
+@register_remedy
+class GuidanceInjection(Remedy):
+    """Injection as a remedy: each draw's chosen rows become demonstrations (or their prefixes,
+    continued by the policy). Always built: its metrics describe every run, injected or not."""
+
+    name, order = "injection", 10
+
+    def __init__(self, cfg: TrainConfig, kit: RemedyKit, **options: Any):
+        super().__init__(cfg, kit, **options)
+        self.settings = cfg.injection
+        self.injector = Injector(cfg.injection, kit.style, kit.tokenizer, kit.end_id, kit.pad_id, kit.seed)
+        self.writes_demonstrations = cfg.injection.mode != "none"
+        self.strength, self.prefix_ratio = 0.0, None
+
+    @classmethod
+    def wanted(cls, cfg: TrainConfig) -> bool:
+        return True
+
+    def after_draw(self, rollout: Rollout, context: StepContext, ops: PolicyOps) -> Rollout:
+        # The schedule reads the global rate; the plan is drawn for the global batch (see Injector.apply).
+        inj = self.settings
+        strength = schedule_value(inj, context.step, context.max_steps, context.answer_present_rate)
+        ratio = prefix_ratio(inj, context.step, context.max_steps) if inj.payload == "prefix" else None
+        if context.first:  # the step reports its first draw's strength
+            self.strength, self.prefix_ratio = strength, ratio
+
+        def complete(rows: list[int], prefixes: list[list[int]]) -> list[tuple[list[int], bool]]:
+            return ops.continue_prefixes(rollout.prompts, rows, prefixes)
+
+        prefix = (ratio, complete) if ratio is not None else None
+        return self.injector.apply(rollout, self.kit.scorer, strength, ops.world.gather, ops.world.rank, prefix)
+
+    def metrics(self, rollout: Rollout, advantages: torch.Tensor, stats: LossStats, ops: PolicyOps) -> dict:
+        metrics = injection_metrics(rollout, advantages, self.strength, self.prefix_ratio)
+        if self.prefix_ratio is not None:  # the update's view of tokens sampled after a prefix
+            metrics.update(
+                {
+                    "policy/ratio_mean_continuation": stats.mean("ratio_continuation"),
+                    "policy/clip_fraction_continuation": stats.mean("clip_continuation"),
+                    "injection/continuation_logp_mean": stats.mean("logp_continuation"),
+                }
+            )
+        return metrics
+
+    def state_dict(self) -> dict:
+        return self.injector.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.injector.load_state_dict(state)
+
+
+def injection_metrics(
+    rollout: Rollout, advantages: torch.Tensor, strength: float, prefix_ratio: float | None = None
+) -> dict:
+    """What injection did this step; with a prefix payload (its scheduled share given), the
+    injected rows' prefix and continuation apart."""
+    injected = rollout.injected
+    rewards = rollout.rewards
+    metrics = {
+        "injection/strength": strength,
+        "injection/rate": float(injected.float().mean()),
+        "injection/groups_injected": int(injected.view(-1, rollout.group_size).any(1).sum()),
+        "injection/advantage_mean": float(advantages.cpu()[injected].mean()) if injected.any() else float("nan"),
+        "reward/mean_all": float(rewards.mean()),
+    }
+    if prefix_ratio is not None:
+        metrics.update(prefix_metrics(rollout, prefix_ratio))
+    return metrics
+
+
+def prefix_metrics(rollout: Rollout, prefix_ratio: float) -> dict:
+    rows = rollout.injected.to(rollout.completion_mask.device)
+    given = rollout.demo_tokens[rows].float().sum(1)  # (k,) prefix tokens per injected row
+    total = rollout.completion_mask[rows].sum(1)  # (k,)
+    nan = float("nan")
+    correct = [s.correct for s, injected in zip(rollout.scores, rollout.injected.tolist()) if injected]
+    return {
+        "injection/prefix_ratio": prefix_ratio,
+        "injection/prefix_share": float(given.sum() / total.sum()) if len(total) else nan,
+        "injection/prefix_tokens": float(given.mean()) if len(given) else nan,
+        "injection/continuation_tokens": float((total - given).mean()) if len(total) else nan,
+        "injection/continuation_accuracy": sum(correct) / len(correct) if correct else nan,
+    }
+
+
+def replace_rows(rollout: Rollout, rows: dict[int, Row], scorer: Scorer, pad_id: int) -> Rollout:
+    """`rollout` with the given rows replaced (row index -> its new tokens), each marked injected (not
+    sampled by the policy now: off-policy in the loss, left out of the sampled metrics) and re-scored."""
+    width = max(rollout.completion_ids.size(1), max(len(r.tokens) for r in rows.values()))
+    ids = _pad_to(rollout.completion_ids, width, pad_id)
+    mask = _pad_to(rollout.completion_mask, width, 0)
+    demo_tokens = _pad_to(rollout.demo_tokens, width, False)
+    truncated, injected = rollout.truncated.clone(), rollout.injected.clone()
+    texts, scores = list(rollout.texts), list(rollout.scores)
+    engine_logp = _pad_to(rollout.engine_logp, width, 0.0) if rollout.engine_logp is not None else None
+    for row, new in rows.items():
+        ids[row] = pad_id
+        ids[row, : len(new.tokens)] = torch.tensor(new.tokens, device=ids.device)
+        mask[row] = 0
+        mask[row, : len(new.tokens)] = 1
+        demo_tokens[row] = False
+        demo_tokens[row, : new.given] = True
+        if engine_logp is not None:
+            engine_logp[row] = 0.0  # the engine did not sample a demonstration
+        truncated[row], injected[row] = new.truncated, True
+        texts[row], scores[row] = new.text, scorer(new.text, rollout.answer_of_row(row))
+    return Rollout(
+        rollout.prompts, rollout.group_size, ids, mask, truncated, texts, scores, injected, demo_tokens, engine_logp
+    )
 
 
 def _pad_to(tensor: torch.Tensor, width: int, value: float) -> torch.Tensor:

@@ -12,6 +12,9 @@ temperature 1: sum over groups of weight x (sum of the demonstration's token NLL
 the demonstration tokens of the minibatch; one demonstration per group, written in the prompt's
 style and ending with the end-of-turn token, as injected rows are.
 
+`SupervisedTerms` is the remedy (`remedy.py`) that runs the warm-up steps, plans each step's term,
+gates groups out of the GRPO loss and back-propagates the term minibatch by minibatch.
+
 Departures: CHORD-mu only (a global weight; CHORD-phi's per-token weighting is not used); HPT's
 switch threshold is fixed at zero correct rows; demonstrations use their own seeded generator,
 so adding a supervised term leaves injection's draws as they were.
@@ -26,11 +29,12 @@ from typing import Any
 
 import torch
 
-from ..config import SftConfig
+from ..config import SftConfig, TrainConfig
 from ..core.algo import LossStats
-from ..rollout import Rollout
+from ..rollout import PromptBatch, Rollout, StepBatch
 from ..seeding import restore_python_rng
 from ..tasks.styles import PromptStyle
+from .remedy import PolicyOps, Remedy, RemedyKit, StepContext, register_remedy
 from .schedules import sft_coef
 
 DemoLogprobs = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -120,3 +124,100 @@ class Supervisor:
 
     def load_state_dict(self, state: dict) -> None:
         restore_python_rng(self.rng, state["rng"])
+
+
+@register_remedy
+class SupervisedTerms(Remedy):
+    """The `sft` section as a remedy: warm-up steps, CHORD's weighted term, HPT's gate."""
+
+    name, order = "sft", 30
+    writes_demonstrations = True
+
+    def __init__(self, cfg: TrainConfig, kit: RemedyKit, **options: Any):
+        super().__init__(cfg, kit, **options)
+        self.settings = cfg.sft
+        self.supervisor = Supervisor(cfg.sft, kit.style, kit.tokenizer, kit.end_id, kit.pad_id, kit.seed)
+        self.current: SupervisedPlan | None = None
+
+    @classmethod
+    def wanted(cls, cfg: TrainConfig) -> bool:
+        return cfg.sft.active or cfg.sft.warmup_steps > 0
+
+    def owns_step(self, step: int) -> bool:
+        return step < self.settings.warmup_steps
+
+    def own_step(self, step: int, ops: PolicyOps) -> dict:
+        """One warm-up step: every prompt of the batch trains on its demonstration, one update."""
+        samples = ops.next_samples()
+        prompts = ops.encode(samples)
+        ids, mask = self.supervisor.demonstrations([s.answer for s in samples])
+        n = len(samples)
+        plan = SupervisedPlan(1.0, torch.ones(n), torch.zeros(n, dtype=torch.bool), ids, mask)
+        stats = LossStats()
+        ops.zero_grad()
+        tokens = ops.world.sum(float(mask.sum())) / ops.world.size
+        Supervisor.backward(
+            plan, torch.arange(n), ops.micro_batch_size, tokens, _demo_logprobs(ops, prompts, 1), ops.backward, stats
+        )
+        norm = ops.optimizer_step()
+        return {
+            "sft/loss": stats.mean("sft_nll"),
+            "sft/groups": ops.world.sum(float(n)),
+            "sft/coef": 1.0,
+            "optim/grad_norm": norm,
+        }
+
+    def plan(self, rollout: Rollout, context: StepContext) -> None:
+        active = self.settings.active
+        self.current = (
+            self.supervisor.plan(rollout, context.step, context.max_steps, context.answer_present_rate)
+            if active
+            else None
+        )
+
+    def loss_mask(self, mask: torch.Tensor, rollout: Rollout) -> torch.Tensor:  # (N, C)
+        if self.current is not None:  # gated groups train on their demonstration instead
+            mask[self.current.gated.repeat_interleave(rollout.group_size).to(mask.device)] = 0
+        return mask
+
+    def grpo_scale(self) -> float:
+        return 1 - self.current.coef if self.current is not None and self.current.coef else 1.0
+
+    def minibatch_backward(self, batch: StepBatch, minibatch: torch.Tensor, ops: PolicyOps, stats: LossStats) -> None:
+        """The supervised term of one minibatch: the demonstrations of its groups, weighted as planned."""
+        plan = self.current
+        if plan is None:
+            return
+        G = batch.rollout.group_size
+        groups = plan.groups_in(minibatch, G)
+        tokens = ops.world.sum(float(plan.mask[groups].sum())) / ops.world.size
+        logprobs = _demo_logprobs(ops, batch.rollout.prompts, G)
+        Supervisor.backward(plan, groups, ops.micro_batch_size, tokens, logprobs, ops.backward, stats)
+
+    def metrics(self, rollout: Rollout, advantages: torch.Tensor, stats: LossStats, ops: PolicyOps) -> dict:
+        if not self.settings.active:
+            return {}
+        plan = self.current
+        weights = plan.weights if plan is not None else torch.zeros(0)
+        gated = plan.gated if plan is not None else torch.zeros(0, dtype=torch.bool)
+        return {
+            "sft/loss": stats.mean("sft_nll"),
+            "sft/groups": ops.world.sum(float((weights > 0).sum())),
+            "sft/gated_groups": ops.world.sum(float(gated.sum())),
+            "sft/coef": plan.coef if plan is not None else 0.0,
+        }
+
+    def state_dict(self) -> dict:
+        return self.supervisor.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.supervisor.load_state_dict(state)
+
+
+def _demo_logprobs(ops: PolicyOps, prompts: PromptBatch, group_size: int) -> DemoLogprobs:
+    """Log-probs of demonstrations for groups of `prompts`, at temperature 1 (a likelihood, not a ratio)."""
+
+    def logprobs(groups: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return ops.logprobs(prompts, groups * group_size, ids, mask, group_size, 1.0)
+
+    return logprobs

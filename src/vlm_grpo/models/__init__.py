@@ -1,6 +1,7 @@
 """Models: loading the policy and its processor, named models, family adapters, tiny builders.
 
-`tiny-<family>` names build a tiny random-weight model of each family that has a tiny builder.
+`tiny-<family>` names build a tiny random-weight model of each family with a tiny builder
+(`loading.model_factory` reads them from FAMILIES: a plug-in family gets its name too).
 """
 
 from __future__ import annotations
@@ -22,19 +23,6 @@ from .loading import (
     registered_models,
     save_model,
 )
-
-
-def _tiny(family: str):
-    def build():
-        from .tiny import build_tiny
-
-        return build_tiny(family)
-
-    return build
-
-
-for _family in ("qwen2-vl", "qwen2.5-vl", "qwen3-vl", "qwen3-vl-moe", "gemma3", "smolvlm", "llava-onevision"):
-    register_model(f"tiny-{_family}", _tiny(_family))
 
 __all__ = [
     "FAMILIES",

@@ -17,7 +17,7 @@ import torch
 from transformers import AutoModelForImageTextToText
 
 from ..registry import Registry
-from .families import adapter_for_type, base_model
+from .families import FAMILIES, adapter_for_type, base_model
 
 # name -> callable returning a local folder to load, or a (model, processor) pair built in memory.
 MODELS: Registry[Callable[[], object]] = Registry("model")
@@ -29,7 +29,21 @@ def register_model(name: str, factory: Callable[[], object]) -> None:
 
 
 def registered_models() -> list[str]:
-    return MODELS.names()
+    """Registered names, and `tiny-<family>` for every family (a plug-in's too) with a tiny builder."""
+    tiny = [f"tiny-{family}" for family, adapter in FAMILIES.items() if adapter.has_tiny_builder]
+    return sorted({*MODELS.names(), *tiny})
+
+
+def model_factory(name: str) -> Callable[[], object] | None:
+    """What builds the named model: a registered factory or a family's tiny builder; None otherwise."""
+    if name in MODELS:
+        return MODELS.get(name)
+    family = name.removeprefix("tiny-")
+    if name.startswith("tiny-") and family in FAMILIES and FAMILIES.get(family).has_tiny_builder:
+        from .tiny import build_tiny
+
+        return lambda: build_tiny(family)
+    return None
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -50,8 +64,9 @@ def load_model_and_processor(
     name: str, device: torch.device, dtype: torch.dtype, trust_remote_code: bool = False, load_in_4bit: bool = False
 ):
     """The policy on `device`, and its processor; `load_in_4bit` quantizes the language model (QLoRA)."""
-    if name in MODELS:
-        made = MODELS.get(name)()
+    factory = model_factory(name)
+    if factory is not None:
+        made = factory()
         if isinstance(made, tuple):
             model, processor = made
             if not load_in_4bit:
@@ -206,7 +221,7 @@ def frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
 def check_model_name(name: str) -> None:
     """Fail fast on a name that is neither registered, a saved folder, nor a hub id."""
     path = Path(name)
-    if name in MODELS or (path / "config.json").is_file():
+    if model_factory(name) is not None or (path / "config.json").is_file():
         return
     if path.exists():
         raise ValueError(f"model folder {path} has no config.json: it is not a saved model")

@@ -129,8 +129,7 @@ def save_run(trainer, step: int) -> Path | None:
         "rng": rngs[0],
         "rng_per_rank": rngs,
         "stream": trainer.stream.state_dict(),
-        "injector": trainer.injector.state_dict(),
-        "supervisor": trainer.supervisor.state_dict(),
+        "remedies": {remedy.name: remedy.state_dict() for remedy in trainer.remedies},
         "skipped_updates": trainer.skipped_updates,
     }
     cfg = trainer.cfg
@@ -166,9 +165,10 @@ def resume_run(trainer) -> int:
     trainer.parallel.restore(trainer.model, trainer.optimizer, path, state)
     trainer.scheduler.load_state_dict(state["scheduler"])
     trainer.stream.load_state_dict(state["stream"])
-    trainer.injector.load_state_dict(state["injector"])
-    if "supervisor" in state:  # checkpoints written before supervised terms existed have none
-        trainer.supervisor.load_state_dict(state["supervisor"])
+    for remedy in trainer.remedies:
+        if remedy.name not in state["remedies"]:
+            raise ValueError(f"{path} was saved by a run without remedy {remedy.name!r}: resume with its config")
+        remedy.load_state_dict(state["remedies"][remedy.name])
     trainer.skipped_updates = state["skipped_updates"]
     world, per_rank = trainer.world, state.get("rng_per_rank", [])
     if len(per_rank) == world.size:

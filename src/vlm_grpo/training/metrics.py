@@ -46,40 +46,6 @@ def frac_zero_std(rollout: Rollout) -> float:
     return float((grouped.max(1).values == grouped.min(1).values).float().mean())
 
 
-def injection_metrics(
-    rollout: Rollout, advantages: torch.Tensor, strength: float, prefix_ratio: float | None = None
-) -> dict:
-    """What injection did this step; with a prefix payload (its scheduled share given), the
-    injected rows' prefix and continuation apart."""
-    injected = rollout.injected
-    rewards = rollout.rewards
-    metrics = {
-        "injection/strength": strength,
-        "injection/rate": float(injected.float().mean()),
-        "injection/groups_injected": int(injected.view(-1, rollout.group_size).any(1).sum()),
-        "injection/advantage_mean": float(advantages.cpu()[injected].mean()) if injected.any() else float("nan"),
-        "reward/mean_all": float(rewards.mean()),
-    }
-    if prefix_ratio is not None:
-        metrics.update(prefix_metrics(rollout, prefix_ratio))
-    return metrics
-
-
-def prefix_metrics(rollout: Rollout, prefix_ratio: float) -> dict:
-    rows = rollout.injected.to(rollout.completion_mask.device)
-    given = rollout.demo_tokens[rows].float().sum(1)  # (k,) prefix tokens per injected row
-    total = rollout.completion_mask[rows].sum(1)  # (k,)
-    nan = float("nan")
-    correct = [s.correct for s, injected in zip(rollout.scores, rollout.injected.tolist()) if injected]
-    return {
-        "injection/prefix_ratio": prefix_ratio,
-        "injection/prefix_share": float(given.sum() / total.sum()) if len(total) else nan,
-        "injection/prefix_tokens": float(given.mean()) if len(given) else nan,
-        "injection/continuation_tokens": float((total - given).mean()) if len(total) else nan,
-        "injection/continuation_accuracy": sum(correct) / len(correct) if correct else nan,
-    }
-
-
 def completion_rows(rollout: Rollout, task: Task) -> list[dict]:
     G = rollout.group_size
     return [

@@ -24,13 +24,10 @@ weights in memory, now with master weights), float16 -> fp16-mixed.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
-
-from ..config_checks import LEGACY_DTYPE, effective_precision
 
 LOW = (torch.bfloat16, torch.float16)
 
@@ -58,36 +55,19 @@ _POLICIES = {
 }
 
 
-def folding_message(precision: str, dtype: str) -> str | None:
-    """One line saying what a legacy `dtype=` setting became, or None when it was not used."""
-    if dtype == "auto" or precision != "auto":
-        return None
-    name = LEGACY_DTYPE[dtype]
-    meaning = {
-        "fp32": "float32 weights and compute",
-        "bf16-true": "bfloat16 weights, float32 master weights in the optimizer",
-        "fp16-mixed": "float32 weights, float16 autocast, loss scaling",
-    }[name]
-    return f"dtype={dtype} is folded into precision={name} ({meaning}); set precision= instead of dtype="
-
-
-def resolve(precision: str, dtype: str, device: torch.device, log: Callable[[str], None] | None = None) -> Policy:
+def resolve(precision: str, device: torch.device) -> Policy:
     """The run's Policy; `auto` is bf16-mixed on CUDA (tensor cores, half the activation memory)
     and fp32 elsewhere (CPU bfloat16 matmuls are slower than float32 ones on most CPUs)."""
-    message = folding_message(precision, dtype)
-    if message and log is not None:
-        log(message)
-    name = effective_precision(precision, dtype)
+    name = precision
     if name == "auto":
         name = "bf16-mixed" if device.type == "cuda" else "fp32"
     return _POLICIES[name]
 
 
-def inference_dtype(precision: str, dtype: str) -> str:
+def inference_dtype(precision: str) -> str:
     """The `dtype` name (models.pick_dtype) for evaluating a run's checkpoints: the precision's compute
     dtype, so a study evaluates in the numerics it trained in (auto stays auto: bf16 on GPU, fp32 on CPU)."""
-    name = effective_precision(precision, dtype)
-    return {"auto": "auto", "fp32": "float32", "fp16-mixed": "float16"}.get(name, "bfloat16")
+    return {"auto": "auto", "fp32": "float32", "fp16-mixed": "float16"}.get(precision, "bfloat16")
 
 
 def autocast(policy: Policy, device: torch.device):

@@ -9,7 +9,7 @@ import torch
 
 from ..config import ConfigError, TrainConfig
 from ..core import algo
-from ..guidance import MODES, SCHEDULES
+from ..guidance import MODES, REMEDIES, SCHEDULES
 from ..models import apply_lora, freeze_vision, frozen_copy, load_model_and_processor
 from ..rollout import ENGINES
 from ..tasks.styles import STYLES
@@ -129,8 +129,8 @@ def loss_settings(cfg: TrainConfig) -> algo.LossSettings:
         cfg.epsilon_high,
         cfg.beta,
         cfg.loss_type,
-        cfg.injection.off_policy,
-        cfg.injection.luffy_gamma,
+        cfg.off_policy,
+        cfg.luffy_gamma,
         cfg.importance_sampling_level,
         cfg.delta,
         cfg.max_completion_length,
@@ -172,6 +172,11 @@ def check_names(cfg: TrainConfig) -> TrainConfig:
         ("rollout_engine", cfg.rollout_engine, ENGINES.names()),
     )
     errors = [f"{key}={value!r} is not one of {', '.join(known)}" for key, value, known in named if value not in known]
+    errors += [
+        f"remedies entry {spec!r} is not one of {', '.join(REMEDIES.names())} nor a 'package.module:ClassName'"
+        for spec in cfg.remedies
+        if spec not in REMEDIES and ":" not in spec
+    ]
     if errors:
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(errors))
     return cfg

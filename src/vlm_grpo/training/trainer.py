@@ -1,9 +1,11 @@
 """The GRPO training loop, as the study runs it: one step = one rollout batch and its epochs.
 
-Per step: draw B prompts; sample G completions each; score them; inject demonstrations if asked;
-group-normalise the rewards into advantages; take rollout-time (and reference) log-probs once;
-then `num_iterations` epochs of clipped-surrogate updates over minibatches. Step counts therefore
-compare with the study's tables. Accuracy and format metrics come from sampled rows only.
+Per step: draw B prompts; sample G completions each; score them; let the run's cold-start remedies
+act (`guidance/`: inject demonstrations, draw again, plan supervised terms); group-normalise the
+rewards into advantages; take rollout-time (and reference) log-probs once; then `num_iterations`
+epochs of clipped-surrogate updates over minibatches. Step counts therefore compare with the
+study's tables. Accuracy and format metrics come from sampled rows only. The loop names no remedy:
+it calls each phase's hook of every remedy the config builds (`guidance/remedy.py`).
 """
 
 from __future__ import annotations
@@ -21,20 +23,27 @@ from tqdm.auto import tqdm
 from ..config import TrainConfig, to_dict
 from ..core import algo
 from ..data import BadSample, PromptStream, eval_samples, open_source, split_indices
-from ..guidance import Injector, check_demonstrations, dynamic_sampling, schedule_value
-from ..guidance.sft import SupervisedPlan, Supervisor
+from ..guidance import Remedy, RemedyKit, StepContext, build_remedies, check_demonstrations
 from ..models import adapter_for, pick_device
-from ..rollout import EngineError, MicroBatch, Rollout, StepBatch, completion_logprobs, encode_prompts
+from ..rollout import (
+    EngineError,
+    MicroBatch,
+    Rollout,
+    StepBatch,
+    completion_logprobs,
+    encode_prompts,
+)
 from ..tasks import get_task
 from ..tasks.rewards import Scorer
 from ..tasks.styles import get_style
-from . import checkpoint, guided, precision
+from . import checkpoint, precision
 from .distributed import strategies
 from .distributed import world as distributed
 from .engine import EngineRollouts, build_engine
 from .heldout import HeldOutSets, stop_on_signal
 from .inputs import RunInputs
-from .metrics import completion_rows, frac_zero_std, injection_metrics, rollout_metrics, run_summary
+from .metrics import completion_rows, frac_zero_std, rollout_metrics, run_summary
+from .ops import logprobs_all, policy_ops
 from .setup import check_names, check_world, load_policy, loss_settings, make_optimizer
 from .tracking import Tracker
 
@@ -56,9 +65,7 @@ class GRPOTrainer:
         random.seed(cfg.seed)
         torch.manual_seed(cfg.seed + 7919 * self.world.rank)
         self.device = self.world.device if self.world.size > 1 else pick_device(cfg.device)
-        self.precision = precision.resolve(
-            cfg.precision, cfg.dtype, self.device, tqdm.write if self.world.is_main else None
-        )
+        self.precision = precision.resolve(cfg.precision, self.device)
         self.parallel = strategies.make(self.world, self.precision, self.device)
         self.local_minibatch = cfg.effective_minibatch_size // self.world.size
         policy = load_policy(cfg, self.device, self.parallel, self.precision, given.model, given.processor)
@@ -84,15 +91,16 @@ class GRPOTrainer:
             prepare=lambda image: self.adapter.fit_image(image, self.processor),
         )
         tok, turn_end = self.processor.tokenizer, self.adapter.turn_end_id(self.processor)
-        self.injector = Injector(cfg.injection, self.style, tok, turn_end, tok.pad_token_id, cfg.seed)
-        self.supervisor = Supervisor(cfg.sft, self.style, tok, turn_end, tok.pad_token_id, cfg.seed)
-        if cfg.injection.mode != "none" or cfg.sft.active or cfg.sft.warmup_steps:
+        kit = RemedyKit(self.style, self.scorer, tok, turn_end, tok.pad_token_id, cfg.seed)
+        self.remedies = build_remedies(cfg, kit)
+        if any(remedy.writes_demonstrations for remedy in self.remedies):
             # A demonstration that loses reward would train a wrong answer silently.
             check_demonstrations(self.style, self.scorer, [s.answer for s in eval_samples(source, train_rows, 3)])
         self.loss_settings = loss_settings(cfg)
         self.optimizer, self.scheduler = make_optimizer(
             cfg, self.model, self.parallel, self.local_minibatch, self.precision
         )
+        self.ops = policy_ops(self)
         self.eval_sets = (
             HeldOutSets.none() if not self.world.is_main else given.eval_sets or HeldOutSets(cfg.data, self.task)
         )
@@ -161,26 +169,22 @@ class GRPOTrainer:
 
     def step(self, step: int, began: float) -> tuple[dict, Rollout | None]:
         """One GRPO step (phases 1-5); returns its metrics, averaged over processes, and the rollout
-        (None for a supervised warm-up step, which trains on demonstrations only)."""
-        cfg, t0 = self.cfg, time.time()
-        if step < cfg.sft.warmup_steps:
-            return guided.warmup_step(self, began), None
-        # 1-2. Rollout (B prompts x G sampled completions, scored) and guidance injection (some sampled
-        # rows become ground-truth demonstrations); the metrics describe the first draw's own samples.
-        rollout, sampled_metrics, strength, rate = self.draw(step)
-        drawn, sampling = self.last_drawn, {}
-        if cfg.dynamic_sampling:  # draw again until every group holds signal
-            rollout, sampling = dynamic_sampling.collect(
-                rollout,
-                lambda: self.draw(step, first=False)[0],
-                cfg.dynamic_sampling_max_batches,
-                lambda short: self.world.sum(float(short)) > 0,
-                lambda samples: encode_prompts(self.processor, self.style, samples, self.device),
-                self.processor.tokenizer.pad_token_id,
-            )
-        # 3. Group-relative advantages, the supervised term's plan and the loss mask: the step batch.
-        plan = self.supervisor.plan(rollout, step, cfg.max_steps, rate) if cfg.sft.active else None
-        batch = StepBatch(rollout, self.advantages(rollout), self.loss_mask(rollout, plan))
+        (None for a step a remedy trains itself, such as a supervised warm-up step)."""
+        t0 = time.time()
+        owner = next((remedy for remedy in self.remedies if remedy.owns_step(step)), None)
+        if owner is not None:
+            return self._owned_step(owner, step, t0, began), None
+        # 1-2. Rollout (B prompts x G sampled completions, scored), changed by the remedies (guidance
+        # injection makes some sampled rows demonstrations); the metrics describe the first draw's own samples.
+        rollout, sampled_metrics, context = self.draw(step)
+        drawn, regrouped = self.last_drawn, {}
+        for remedy in self.remedies:  # remedies that draw again (dynamic sampling)
+            rollout, more = remedy.regroup(rollout, lambda: self.draw(step, first=False)[0], self.ops)
+            regrouped.update(more)
+        # 3. The remedies' plans (supervised terms), group-relative advantages and the loss mask: the step batch.
+        for remedy in self.remedies:
+            remedy.plan(rollout, context)
+        batch = StepBatch(rollout, self.advantages(rollout), self.loss_mask(rollout))
         batch.first_epoch_order = batch.draw_order()
         # 4. Rollout-time and reference log-probs, once per step; old ones over the first epoch's micro-batches.
         batch.old_logp, batch.ref_logp = self.fixed_logprobs(batch)
@@ -188,13 +192,13 @@ class GRPOTrainer:
         engine_metrics = self.rollouts.metrics(rollout, batch.old_logp, drawn)
         # 5. num_iterations epochs of clipped updates over minibatches (the engine gets the new weights
         # after the step, in the loop).
-        update_metrics = self.update(batch, plan)
+        update_metrics, stats = self.update(batch)
         step_s = time.time() - t0
         metrics = {
             **sampled_metrics,
-            **sampling,
-            **injection_metrics(rollout, batch.advantages, strength, guided.scheduled_prefix(cfg, step)),
+            **regrouped,
             **update_metrics,
+            **{k: v for r in self.remedies for k, v in r.metrics(rollout, batch.advantages, stats, self.ops).items()},
             **engine_metrics,
             "groups/frac_zero_std": frac_zero_std(rollout),
             "data/skipped": self.stream.skipped,
@@ -204,6 +208,26 @@ class GRPOTrainer:
             "throughput/tokens_per_s": float(rollout.completion_mask[~rollout.injected].sum()) / step_s,
         }
         return {**self.world.mean_metrics(metrics), "world_size": self.world.size}, rollout
+
+    def _owned_step(self, owner: Remedy, step: int, t0: float, began: float) -> dict:
+        metrics = owner.own_step(step, self.ops)
+        metrics.update(
+            {
+                "optim/lr": self.scheduler.get_last_lr()[0],
+                "optim/skipped_steps": self.skipped_updates,
+                "data/skipped": self.stream.skipped,
+                "time/step_s": time.time() - t0,
+                "time/elapsed_s": time.time() - began,
+            }
+        )
+        return {**self.world.mean_metrics(metrics), "world_size": self.world.size}
+
+    def remedy(self, name: str) -> Remedy:
+        """The run's remedy of that name (`injection` is in every run)."""
+        found = [remedy for remedy in self.remedies if remedy.name == name]
+        if not found:
+            raise KeyError(f"this run has no remedy {name!r}: it has {', '.join(r.name for r in self.remedies)}")
+        return found[0]
 
     @contextlib.contextmanager
     def _engine_stop(self, done: int):
@@ -230,20 +254,20 @@ class GRPOTrainer:
             tracker.log_completions(done, completion_rows(rollout, self.task))
 
     # ---------------------------------------------------------------- phases
-    def draw(self, step: int, first: bool = True) -> tuple[Rollout, dict, float, float]:
-        """Phases 1-2 for the next B prompts: (injected rollout, its sampled rows' metrics, injection
-        strength, the global sampled answer-present rate). The step's first draw may start sampling
-        the next step's prompts (overlap_rollout); the draws dynamic sampling adds never do."""
+    def draw(self, step: int, first: bool = True) -> tuple[Rollout, dict, StepContext]:
+        """Phases 1-2 for the next B prompts: (the rollout as the remedies left it, its sampled rows'
+        metrics, where the draw sits: step and the global sampled answer-present rate). The step's first
+        draw may start sampling the next step's prompts (overlap_rollout); the draws dynamic sampling
+        adds never do."""
         cfg = self.cfg
         self.last_drawn = self.rollouts.draw(self._next_prompts, ahead=first and step + 1 < cfg.max_steps)
         rollout = self.scored(self.last_drawn)
         sampled_metrics = rollout_metrics(rollout, self.task)
-        # The schedule reads the global rate; the plan is drawn for the global batch (see Injector.apply).
         rate = self.world.sum(sampled_metrics["rollout/answer_present_rate"]) / self.world.size
-        strength = schedule_value(cfg.injection, step, cfg.max_steps, rate)
-        prefix = guided.prefix_guidance(self, rollout.prompts, step)
-        injected = self.injector.apply(rollout, self.scorer, strength, self.world.gather, self.world.rank, prefix)
-        return injected, sampled_metrics, strength, rate
+        context = StepContext(step, cfg.max_steps, rate, first)
+        for remedy in self.remedies:
+            rollout = remedy.after_draw(rollout, context, self.ops)
+        return rollout, sampled_metrics, context
 
     def _next_prompts(self):
         samples = self.world.local_slice(self.stream.next_batch(self.cfg.prompts_per_step))
@@ -261,7 +285,7 @@ class GRPOTrainer:
 
     def advantages(self, rollout: Rollout) -> torch.Tensor:  # (N,)
         G = rollout.group_size
-        stats_mask = (~rollout.injected).view(-1, G) if self.cfg.injection.group_stats == "sampled" else None
+        stats_mask = (~rollout.injected).view(-1, G) if self.cfg.group_stats == "sampled" else None
         adv = algo.group_advantages(rollout.rewards.view(-1, G), self.cfg.scale_rewards, stats_mask)
         return adv.view(-1).to(self.device)
 
@@ -280,10 +304,10 @@ class GRPOTrainer:
         ref = None
         with self._autocast():
             if self.reference is not None:
-                ref = self._logprobs_all(self.reference, rollout)
+                ref = logprobs_all(self.reference, rollout, cfg)
             elif self.adapter_reference:
                 with self.model.disable_adapter():
-                    ref = self._logprobs_all(self.model, rollout)
+                    ref = logprobs_all(self.model, rollout, cfg)
         return old, ref
 
     def _first_epoch_logprobs(self, batch: StepBatch) -> torch.Tensor:  # (N, C)
@@ -296,19 +320,20 @@ class GRPOTrainer:
                 out[rows.to(self.device), : micro.completion_ids.size(1)] = self.policy_logprobs(batch.rollout, micro)
         return out
 
-    def loss_mask(self, rollout: Rollout, plan: SupervisedPlan | None = None) -> torch.Tensor:  # (N, C)
+    def loss_mask(self, rollout: Rollout) -> torch.Tensor:  # (N, C)
         mask = rollout.completion_mask.clone()
         if self.cfg.mask_truncated_completions:
             mask[rollout.truncated] = 0
-        if plan is not None:  # gated groups train on their demonstration instead
-            mask[plan.gated.repeat_interleave(rollout.group_size).to(mask.device)] = 0
+        for remedy in self.remedies:  # e.g. gated groups train on their demonstration instead
+            mask = remedy.loss_mask(mask, rollout)
         return mask
 
-    def update(self, batch: StepBatch, plan: SupervisedPlan | None = None) -> dict:
-        """num_iterations epochs over the step batch; one optimizer step per minibatch; with a
-        supervised plan, GRPO's loss weighs 1 - mu and the minibatch's demonstrations train too."""
+    def update(self, batch: StepBatch) -> tuple[dict, algo.LossStats]:
+        """num_iterations epochs over the step batch; one optimizer step per minibatch. The remedies
+        weigh GRPO's loss (CHORD's 1 - mu) and add their own terms per minibatch (its demonstrations).
+        Returns the update's metrics and statistics."""
         cfg, stats, grad_norms = self.cfg, algo.LossStats(), []
-        prefix = cfg.injection.payload == "prefix"
+        scale = math.prod(remedy.grpo_scale() for remedy in self.remedies)
         for epoch in range(cfg.num_iterations):
             for minibatch in batch.epoch_minibatches(self.local_minibatch, epoch):
                 # Tokens of the global minibatch per rank: averaging the ranks' gradients then gives the global mean.
@@ -327,15 +352,15 @@ class GRPOTrainer:
                         minibatch_tokens,
                         len(minibatch),
                         stats,
-                        micro.demo_tokens if prefix else None,
+                        micro.demo_tokens,
                         micro.is_weights,
                     )
-                    self.parallel.backward(loss * (1 - plan.coef) if plan is not None and plan.coef else loss)
-                if plan is not None:
-                    guided.supervised_backward(self, batch, plan, minibatch, stats)
-                grad_norms.append(self._optimizer_step())
+                    self.parallel.backward(loss * scale if scale != 1 else loss)
+                for remedy in self.remedies:
+                    remedy.minibatch_backward(batch, minibatch, self.ops, stats)
+                grad_norms.append(self.optimizer_step())
         updates = cfg.num_iterations * (batch.size // self.local_minibatch)
-        return {
+        metrics = {
             "loss/policy": stats.total("loss_policy") / updates,
             "loss/kl": stats.mean("kl"),
             "policy/ratio_mean": stats.mean("ratio"),
@@ -348,9 +373,8 @@ class GRPOTrainer:
             "optim/grad_norm": sum(grad_norms) / len(grad_norms),
             "optim/skipped_steps": self.skipped_updates,
             **({"engine/is_weight_mean": stats.mean("is_weight")} if batch.is_weights is not None else {}),
-            **(guided.prefix_metrics(stats) if prefix else {}),
-            **(guided.supervised_metrics(stats, plan, self.world) if cfg.sft.active else {}),
         }
+        return metrics, stats
 
     def _micro_batches(self, batch: StepBatch, minibatch: torch.Tensor) -> list[torch.Tensor]:
         micros = list(minibatch.split(self.cfg.micro_batch_size))
@@ -373,7 +397,7 @@ class GRPOTrainer:
                 self.cfg.logprob_sharing,
             )
 
-    def _optimizer_step(self) -> float:
+    def optimizer_step(self) -> float:
         norm = self.parallel.step(self.model, self.optimizer, self.cfg.max_grad_norm)
         if not math.isfinite(norm):
             self.skipped_updates += 1
@@ -390,23 +414,6 @@ class GRPOTrainer:
 
     def _autocast(self):
         return precision.autocast(self.precision, self.device)
-
-    def _logprobs_all(self, model, rollout: Rollout) -> torch.Tensor:  # (N, C)
-        rows = torch.arange(len(rollout.texts))
-        parts = [
-            completion_logprobs(
-                model,
-                rollout.prompts,
-                chunk,
-                rollout.completion_ids[chunk],
-                rollout.completion_mask[chunk],
-                rollout.group_size,
-                self.cfg.temperature,
-                self.cfg.logprob_sharing,
-            )
-            for chunk in rows.split(self.cfg.micro_batch_size)
-        ]
-        return torch.cat(parts)
 
     def _check_prompt_length(self, sample) -> None:
         length = int(

@@ -142,6 +142,11 @@ class FamilyAdapter:
         return BaseModelOutputWithPooling(pooler_output=per_row)
 
     # ------------------------------------------------------------ tiny models
+    @property
+    def has_tiny_builder(self) -> bool:
+        """The family builds a tiny model: `tiny-<family>` is then a model name."""
+        return type(self).build_tiny is not FamilyAdapter.build_tiny
+
     def build_tiny(self, dims: dict, tokenizer, seed: int, image_pixels: int):
         """A randomly initialised tiny model of this family and its processor."""
         raise NotImplementedError(f"no tiny builder for the {self.family} family")

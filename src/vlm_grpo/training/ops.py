@@ -1,0 +1,64 @@
+"""The trainer's side of the remedy seam: the policy operations a remedy may ask for (`PolicyOps`,
+built over the trainer's model, optimizer and engine), and whole-rollout log-probs."""
+
+from __future__ import annotations
+
+import torch
+
+from ..config import TrainConfig
+from ..guidance import PolicyOps
+from ..rollout import Rollout, completion_logprobs, continue_prefixes, encode_prompts
+from . import precision
+
+
+def policy_ops(trainer) -> PolicyOps:
+    """What the remedies may ask of the policy: log-probs, backward, optimizer steps, sampling."""
+    cfg = trainer.cfg
+
+    def logprobs(prompts, rows, ids, mask, group_size, temperature):
+        with precision.autocast(trainer.precision, trainer.device):
+            return completion_logprobs(
+                trainer.model,
+                prompts,
+                rows,
+                ids.to(trainer.device),
+                mask.to(trainer.device),
+                group_size,
+                temperature,
+                cfg.logprob_sharing,
+            )
+
+    def continue_after(prompts, rows, prefixes):
+        engine, params = trainer.rollouts.engine, trainer.rollouts.params
+        return continue_prefixes(engine, prompts, rows, prefixes, cfg.num_generations, params)
+
+    return PolicyOps(
+        world=trainer.world,
+        micro_batch_size=cfg.micro_batch_size,
+        logprobs=logprobs,
+        backward=trainer.parallel.backward,
+        zero_grad=lambda: trainer.optimizer.zero_grad(set_to_none=True),
+        optimizer_step=trainer.optimizer_step,
+        continue_prefixes=continue_after,
+        next_samples=lambda: trainer.world.local_slice(trainer.stream.next_batch(cfg.prompts_per_step)),
+        encode=lambda samples: encode_prompts(trainer.processor, trainer.style, samples, trainer.device),
+    )
+
+
+def logprobs_all(model, rollout: Rollout, cfg: TrainConfig) -> torch.Tensor:  # (N, C), no gradient by the caller
+    """Completion log-probs of every row of `rollout` under `model`, micro-batch by micro-batch."""
+    rows = torch.arange(len(rollout.texts))
+    parts = [
+        completion_logprobs(
+            model,
+            rollout.prompts,
+            chunk,
+            rollout.completion_ids[chunk],
+            rollout.completion_mask[chunk],
+            rollout.group_size,
+            cfg.temperature,
+            cfg.logprob_sharing,
+        )
+        for chunk in rows.split(cfg.micro_batch_size)
+    ]
+    return torch.cat(parts)
