@@ -1,5 +1,5 @@
 """What a plug-in adds is as valid as what ships: an injection mode, a schedule, a prompt style, a
-task and a remedy registered from outside the package are accepted by validation and train for two
+task, a remedy and a model family registered from outside the package are accepted by validation and train for two
 steps; the remedy of `examples/replay_remedy.py` does what it says on literal rollouts."""
 
 import dataclasses
@@ -16,6 +16,7 @@ from vlm_grpo.config import ConfigError, load_config
 from vlm_grpo.data import Sample
 from vlm_grpo.guidance import MODES, SCHEDULES, RemedyKit, StepContext, build_remedies, register_remedy
 from vlm_grpo.guidance.injection import Mode
+from vlm_grpo.models import adapter_for, register_family, registered_models
 from vlm_grpo.rollout import PromptBatch, Rollout
 from vlm_grpo.tasks import register_task
 from vlm_grpo.tasks.counting import CountingTask
@@ -80,6 +81,7 @@ def test_names_are_read_from_the_registries_and_wrong_ones_reported_together():
 
 # ---------------------------------------------------------------- a remedy from outside the package
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+PLUGINS = Path(__file__).resolve().parent / "plugins"
 
 
 def _replay_module():
@@ -134,3 +136,20 @@ def test_a_remedy_named_by_import_path_or_registered_trains_and_is_checkpointed(
         assert set(state["remedies"]) == {"injection", name}
     with pytest.raises(ConfigError, match="remedies entry 'nope' is not one of"):
         check_names(load_config(None, ["remedies=[nope]"]))
+
+
+# ---------------------------------------------------------------- a model family from outside the package
+def test_a_family_registered_from_outside_gets_its_tiny_name_and_trains(tmp_path):
+    if str(PLUGINS) not in sys.path:
+        sys.path.insert(0, str(PLUGINS))
+    llava = importlib.import_module("llava_family")
+    register_family(llava.LlavaAdapter())
+    assert "tiny-llava" in registered_models()
+    trainer = train_two_steps(tmp_path, "tiny-llava")
+    assert adapter_for(trainer.model).family == "llava"
+    assert trainer.adapter.turn_end_id(trainer.processor) == trainer.processor.tokenizer.convert_tokens_to_ids(
+        "<|im_end|>"
+    )
+    # The demonstration ends with the family's own turn end, as the shipped families' do.
+    text, tokens = trainer.remedy("injection").injector.demonstration(3)
+    assert tokens[-1] == trainer.adapter.turn_end_id(trainer.processor) and "3" in text
