@@ -106,12 +106,12 @@ warnings.simplefilter("ignore")
 import torch
 torch.set_num_threads(1)
 from vlm_grpo.config import load_config
-from vlm_grpo.training.trainer import GRPOTrainer
+from vlm_grpo.training.trainer import Trainer
 def rss_mb():
     for line in open("/proc/self/status"):
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
-trainer = GRPOTrainer(load_config(None, sys.argv[1:]))
+trainer = Trainer(load_config(None, sys.argv[1:]))
 setup = rss_mb()
 trainer.train()
 print(json.dumps({"setup_mb": setup, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))

@@ -209,7 +209,7 @@ def child_ours(a: argparse.Namespace) -> dict:
 
     from vlm_grpo.config import load_config
     from vlm_grpo.training import trainer as trainer_module
-    from vlm_grpo.training.trainer import GRPOTrainer
+    from vlm_grpo.training.trainer import Trainer
 
     work = Path(a.workdir)
     out = work / "runs" / f"ours_{a.size}_k{a.iterations}_{os.getpid()}"
@@ -240,7 +240,7 @@ def child_ours(a: argparse.Namespace) -> dict:
             *a.override,
         ],
     )
-    trainer = GRPOTrainer(cfg)
+    trainer = Trainer(cfg)
     setup_rss = rss_mb()
     phases: dict[str, list[float]] = {name: [] for name in OUR_PHASES}
     # The trainer's own calls, timed where it makes them: module-level names and its components.

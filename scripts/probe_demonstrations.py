@@ -19,14 +19,14 @@ import torch
 from vlm_grpo.config import load_config
 from vlm_grpo.rollout import StepBatch
 from vlm_grpo.training.ops import logprobs_all
-from vlm_grpo.training.trainer import GRPOTrainer
+from vlm_grpo.training.trainer import Trainer
 
 
 def main(overrides: list[str]) -> None:
     # constant: a one-step run's linear schedule would leave a learning rate of 0 after the first pass
     fixed = ["injection.mode=random", "data.eval=[]", "progress=false", "report_to=[]", "max_steps=1"]
     fixed += ["lr_scheduler_type=constant"]
-    trainer = GRPOTrainer(load_config(None, [*fixed, "output_dir=runs/probe", *overrides]))
+    trainer = Trainer(load_config(None, [*fixed, "output_dir=runs/probe", *overrides]))
     rollout, metrics, _ = trainer.draw(0)
     G, tok, injected = rollout.group_size, trainer.processor.tokenizer, rollout.injected
     row = int(injected.nonzero()[0])

@@ -34,10 +34,10 @@ def train_two_steps(tmp_path, model_name: str, extra=()):
     """Two steps of the smoke config on `model_name`: both logged, every trainable parameter set
     touched, the final checkpoint written. Returns the trainer."""
     from vlm_grpo.config import load_config
-    from vlm_grpo.training.trainer import GRPOTrainer
+    from vlm_grpo.training.trainer import Trainer
 
     overrides = [f"model={model_name}", f"output_dir={tmp_path / 'run'}", "max_steps=2", "save_steps=2"]
-    trainer = GRPOTrainer(load_config(SMOKE, overrides + ["progress=false", "report_to=[]", *extra]))
+    trainer = Trainer(load_config(SMOKE, overrides + ["progress=false", "report_to=[]", *extra]))
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
     trainer.train()
     changed = [n for n, p in trainer.model.named_parameters() if p.requires_grad and not torch.equal(p, before[n])]

@@ -40,7 +40,7 @@ DRIVER = textwrap.dedent("""
 
     register_engine("fixed", lambda model, processor, options: FixedEngine(model, processor))
 
-    real_step = T.GRPOTrainer.optimizer_step
+    real_step = T.Trainer.optimizer_step
     def step_and_digest(self):
         norm = real_step(self)
         with self.parallel.gathered(self.model):  # sharded weights: every rank gathers them whole
@@ -50,8 +50,8 @@ DRIVER = textwrap.dedent("""
             f.write(json.dumps(digest) + "\\n")
         return norm
 
-    T.GRPOTrainer.optimizer_step = step_and_digest
-    T.GRPOTrainer(load_config(None, sys.argv[1:])).train()
+    T.Trainer.optimizer_step = step_and_digest
+    T.Trainer(load_config(None, sys.argv[1:])).train()
 """)
 
 ARGS = [

@@ -10,7 +10,7 @@ from vlm_grpo.guidance.dynamic_sampling import collect, has_signal
 from vlm_grpo.rollout import PromptBatch, Rollout
 from vlm_grpo.tasks.rewards import Scorer
 from vlm_grpo.tasks.styles import DEFAULT
-from vlm_grpo.training.trainer import GRPOTrainer
+from vlm_grpo.training.trainer import Trainer
 
 SCORER = Scorer(["answer"], None, DEFAULT)
 G = 2
@@ -77,7 +77,7 @@ def test_dynamic_sampling_trains_without_zero_signal_groups(tmp_path):
         [f"output_dir={tmp_path}", "max_steps=3", "save_steps=3", "data.eval=[]", "progress=false"]
         + ["num_iterations=1", "dynamic_sampling=true", "dynamic_sampling_max_batches=6", "max_completion_length=24"],
     )
-    GRPOTrainer(cfg).train()
+    Trainer(cfg).train()
     lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     for line in lines:
         assert line["sampling/batches_drawn"] >= 1

@@ -24,7 +24,7 @@ from vlm_grpo.rollout.engines.vllm_engine import (
     start_server,
 )
 from vlm_grpo.tasks.styles import DEFAULT
-from vlm_grpo.training.trainer import GRPOTrainer
+from vlm_grpo.training.trainer import Trainer
 
 
 class Tokens:
@@ -120,7 +120,7 @@ def test_a_server_that_exits_at_start_up_is_named_with_its_last_error(tmp_path):
 def test_engines_are_registered_by_name_and_unknown_ones_refused_at_validation():
     assert {"hf", "vllm"} <= set(ENGINES.names())
     with pytest.raises(ConfigError, match="rollout_engine='sglang' is not one of hf, vllm"):
-        GRPOTrainer(load_config(None, ["rollout_engine=sglang"]))
+        Trainer(load_config(None, ["rollout_engine=sglang"]))
     with pytest.raises(ConfigError, match="overlap_rollout=true needs an engine in another process"):
         load_config(None, ["overlap_rollout=true"])
 

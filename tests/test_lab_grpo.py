@@ -14,7 +14,7 @@ import pytest
 
 from vlm_grpo.config import load_config
 from vlm_grpo.rollout import end_token_ids
-from vlm_grpo.training.trainer import GRPOTrainer
+from vlm_grpo.training.trainer import Trainer
 
 pytestmark = pytest.mark.slow
 
@@ -31,7 +31,7 @@ LAB = [
 
 def run(tmp_path, name, *extra):
     out = tmp_path / name
-    GRPOTrainer(load_config(None, LAB + [f"output_dir={out}", *extra])).train()
+    Trainer(load_config(None, LAB + [f"output_dir={out}", *extra])).train()
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
@@ -57,7 +57,7 @@ def test_cold_start_without_injection_and_its_removal_with_it(tmp_path):
 
 
 def test_demonstrations_end_with_the_turn_end_the_model_was_trained_on(tmp_path):
-    trainer = GRPOTrainer(
+    trainer = Trainer(
         load_config(
             None, LAB + [f"output_dir={tmp_path}", "model=lab-base-cold", "max_steps=1", "injection.mode=random"]
         )

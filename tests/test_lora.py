@@ -7,7 +7,7 @@ import torch
 from transformers import AutoModelForImageTextToText
 
 from vlm_grpo.config import ConfigError, load_config
-from vlm_grpo.training.trainer import GRPOTrainer
+from vlm_grpo.training.trainer import Trainer
 
 pytestmark = pytest.mark.slow
 
@@ -27,7 +27,7 @@ TINY = [
 
 
 def test_lora_changes_only_adapters_and_reference_is_the_base(tmp_path):
-    trainer = GRPOTrainer(
+    trainer = Trainer(
         load_config(None, TINY + [f"output_dir={tmp_path}", "lora.enabled=true", "lora.r=4", "beta=0.04"])
     )
     assert trainer.reference is None  # no second model in memory
@@ -70,14 +70,14 @@ def test_lora_changes_only_adapters_and_reference_is_the_base(tmp_path):
 
 def test_lora_resume(tmp_path):
     common = TINY + [f"output_dir={tmp_path}", "lora.enabled=true", "save_steps=1"]
-    GRPOTrainer(load_config(None, common)).train()
-    resumed = GRPOTrainer(load_config(None, common[:-1] + ["save_steps=1", "max_steps=3", "resume=true"]))
+    Trainer(load_config(None, common)).train()
+    resumed = Trainer(load_config(None, common[:-1] + ["save_steps=1", "max_steps=3", "resume=true"]))
     resumed.train()
     assert (tmp_path / "checkpoint-3" / "adapter" / "adapter_model.safetensors").is_file()
 
 
 def test_frozen_vision_tower_and_checkpointing(tmp_path):
-    trainer = GRPOTrainer(
+    trainer = Trainer(
         load_config(
             None,
             TINY
@@ -113,7 +113,7 @@ def test_qlora_trains_adapters_over_4bit_weights_and_saves_full_precision(tmp_pa
     from vlm_grpo.lab.scenes import render_scene
     from vlm_grpo.rollout import completion_logprobs, encode_prompts
 
-    trainer = GRPOTrainer(
+    trainer = Trainer(
         load_config(
             None,
             TINY + [f"output_dir={tmp_path}", "lora.enabled=true", "lora.r=4", "lora.load_in_4bit=true", "beta=0.04"],

@@ -9,7 +9,7 @@ from PIL import Image
 from vlm_grpo import GRPOConfig, GRPOTrainer
 from vlm_grpo.config import load_config
 from vlm_grpo.training.model_card import model_card
-from vlm_grpo.training.trainer import GRPOTrainer as CliTrainer
+from vlm_grpo.training.trainer import Trainer as CliTrainer
 
 TINY = [
     "model=tiny-qwen2-vl",

@@ -13,7 +13,7 @@ from vlm_grpo.lab.scenes import render_scene
 from vlm_grpo.models.tiny import build_tiny
 from vlm_grpo.rollout import completion_logprobs, encode_prompts, generate
 from vlm_grpo.tasks.styles import DEFAULT
-from vlm_grpo.training.trainer import GRPOTrainer
+from vlm_grpo.training.trainer import Trainer
 
 G = 2
 COUNTS = [1, 3, 2]
@@ -113,7 +113,7 @@ def test_rows_with_lists_of_images_train(tmp_path):
             "report_to=[]",
         ],
     )
-    trainer = GRPOTrainer(cfg)
+    trainer = Trainer(cfg)
     trainer.train()
     lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [line["step"] for line in lines] == [1, 2] and lines[-1]["data/skipped"] == 0

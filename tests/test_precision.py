@@ -18,7 +18,7 @@ import support
 from vlm_grpo.config import ConfigError, load_config
 from vlm_grpo.core import algo
 from vlm_grpo.training import precision
-from vlm_grpo.training.trainer import GRPOTrainer
+from vlm_grpo.training.trainer import Trainer
 
 pytestmark = pytest.mark.slow
 
@@ -90,7 +90,7 @@ def test_first_update_ratio_is_exactly_one(tmp_path, monkeypatch, name):
             "injection.rate=0.5",
         ],
     )
-    trainer = GRPOTrainer(cfg)
+    trainer = Trainer(cfg)
     ratios, real = [], algo.clipped_surrogate
 
     def recording(logp, old, *args):  # the real function; its ratio is kept
@@ -121,7 +121,7 @@ def _first_step_moves(tmp_path, name, plain_in_place=False):
             "injection.mode=random",
         ],
     )
-    trainer = GRPOTrainer(cfg)
+    trainer = Trainer(cfg)
     if plain_in_place:  # what dtype=bfloat16 did before: AdamW over the bf16 weights themselves
         params = [p for p in trainer.model.parameters() if p.requires_grad]
         trainer.optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=0.0)
@@ -149,15 +149,15 @@ def test_weights_move_in_bf16_as_in_fp32(tmp_path):
 def test_checkpoints_keep_their_dtype_and_resume_exactly(tmp_path, name, dtype):
     common = TINY + [f"precision={name}", "save_steps=2", "num_iterations=2", "injection.mode=random", "max_steps=4"]
     straight, split = tmp_path / "straight", tmp_path / "split"
-    GRPOTrainer(load_config(None, common + [f"output_dir={straight}"])).train()
-    GRPOTrainer(load_config(None, common + [f"output_dir={split}"])).train()
+    Trainer(load_config(None, common + [f"output_dir={straight}"])).train()
+    Trainer(load_config(None, common + [f"output_dir={split}"])).train()
     # Drop the last checkpoint and its metrics, then resume from checkpoint-2.
     import shutil
 
     shutil.rmtree(split / "checkpoint-4")
     lines = (split / "metrics.jsonl").read_text().splitlines()
     (split / "metrics.jsonl").write_text("\n".join(lines[:2]) + "\n")
-    GRPOTrainer(load_config(None, common + [f"output_dir={split}", "resume=true"])).train()
+    Trainer(load_config(None, common + [f"output_dir={split}", "resume=true"])).train()
     ours, theirs = (load_file(d / "checkpoint-4" / "model.safetensors") for d in (split, straight))
     assert {t.dtype for t in theirs.values() if t.is_floating_point()} == {dtype}
     assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
@@ -172,7 +172,7 @@ def test_checkpoints_keep_their_dtype_and_resume_exactly(tmp_path, name, dtype):
 
 def _lab_number_present(tmp_path, name, steps, window):
     out = tmp_path / name
-    GRPOTrainer(load_config(None, LAB + [f"output_dir={out}", f"precision={name}", f"max_steps={steps}"])).train()
+    Trainer(load_config(None, LAB + [f"output_dir={out}", f"precision={name}", f"max_steps={steps}"])).train()
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     values = [line["rollout/number_present_rate"] for line in lines if line["step"] > steps - window]
     return sum(values) / len(values)
@@ -193,7 +193,5 @@ def test_bf16_mixed_leaves_the_cold_start_like_fp32(tmp_path):
 def test_no_warning_when_precision_is_honoured(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
-        trainer = GRPOTrainer(
-            load_config(None, TINY + [f"output_dir={tmp_path}", "precision=bf16-true", "max_steps=1"])
-        )
+        trainer = Trainer(load_config(None, TINY + [f"output_dir={tmp_path}", "precision=bf16-true", "max_steps=1"]))
     assert precision.updates_lost(trainer.model, trainer.optimizer) is None

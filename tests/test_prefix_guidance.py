@@ -15,7 +15,7 @@ from vlm_grpo.models.tiny import build_tiny, build_tokenizer
 from vlm_grpo.rollout import HFEngine, PromptBatch, Rollout, SamplingParams, continue_prefixes, encode_prompts, generate
 from vlm_grpo.tasks.rewards import Scorer
 from vlm_grpo.tasks.styles import DEFAULT, R1V
-from vlm_grpo.training.trainer import GRPOTrainer
+from vlm_grpo.training.trainer import Trainer
 
 
 def test_prefix_ratio_is_constant_or_linear_over_the_run():
@@ -147,7 +147,7 @@ def test_prefix_share_follows_its_schedule_in_training(tmp_path):
             "report_to=[]",
         ],
     )
-    GRPOTrainer(cfg).train()
+    Trainer(cfg).train()
     lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [round(line["injection/prefix_ratio"], 6) for line in lines] == [0.9, 0.55, 0.2]
     for line in lines:

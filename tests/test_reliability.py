@@ -12,7 +12,7 @@ from vlm_grpo.config import load_config
 from vlm_grpo.core import algo
 from vlm_grpo.data import BadSample, Sample
 from vlm_grpo.training import checkpoint
-from vlm_grpo.training.trainer import GRPOTrainer
+from vlm_grpo.training.trainer import Trainer
 
 TINY = [
     "model=tiny-qwen2-vl",
@@ -109,7 +109,7 @@ def test_data_set_with_no_usable_rows(tmp_path):
         None, TINY + [f"output_dir={tmp_path / 'run'}", "max_steps=1", f"data.train={data}", "data.eval_holdout=0"]
     )
     with pytest.raises(ValueError, match="no usable rows"):
-        GRPOTrainer(cfg).train()
+        Trainer(cfg).train()
 
 
 def test_prompt_over_length_limit_is_never_truncated(tmp_path):
@@ -127,13 +127,13 @@ def test_prompt_over_length_limit_is_never_truncated(tmp_path):
         ],
     )
     with pytest.raises(BadSample, match=r"train.jsonl#\d: the prompt is \d+ tokens .* never truncated"):
-        GRPOTrainer(cfg).train()
+        Trainer(cfg).train()
 
 
 def test_nonfinite_loss_skips_the_update_and_is_counted(tmp_path, monkeypatch):
     real = algo.aggregate
     monkeypatch.setattr(algo, "aggregate", lambda *a, **k: real(*a, **k) * float("nan"))
-    trainer = GRPOTrainer(load_config(None, TINY + [f"output_dir={tmp_path}", "max_steps=2", "save_steps=1"]))
+    trainer = Trainer(load_config(None, TINY + [f"output_dir={tmp_path}", "max_steps=2", "save_steps=1"]))
     before = [p.detach().clone() for p in trainer.model.parameters()]
     trainer.train()
     assert all(torch.equal(a, b) for a, b in zip(before, trainer.model.parameters()))
@@ -144,14 +144,14 @@ def test_nonfinite_loss_skips_the_update_and_is_counted(tmp_path, monkeypatch):
 def test_nonfinite_in_a_row_stops_with_the_last_good_checkpoint(tmp_path, monkeypatch):
     real = algo.aggregate
     monkeypatch.setattr(algo, "aggregate", lambda *a, **k: real(*a, **k) * float("inf"))
-    trainer = GRPOTrainer(load_config(None, TINY + [f"output_dir={tmp_path}", "max_steps=8", "save_steps=1"]))
+    trainer = Trainer(load_config(None, TINY + [f"output_dir={tmp_path}", "max_steps=8", "save_steps=1"]))
     with pytest.raises(FloatingPointError, match="5 updates in a row .* last good checkpoint"):
         trainer.train()
     assert checkpoint.latest(tmp_path).name == "checkpoint-4"
 
 
 def test_failed_checkpoint_write_keeps_the_previous_one(tmp_path, monkeypatch):
-    trainer = GRPOTrainer(load_config(None, TINY + [f"output_dir={tmp_path}", "max_steps=2", "save_steps=1"]))
+    trainer = Trainer(load_config(None, TINY + [f"output_dir={tmp_path}", "max_steps=2", "save_steps=1"]))
     real_save = checkpoint.torch.save
 
     def disk_full(obj, *args, **kwargs):
@@ -167,6 +167,6 @@ def test_failed_checkpoint_write_keeps_the_previous_one(tmp_path, monkeypatch):
 
 
 def test_trainer_state_loads_with_weights_only(tmp_path):
-    GRPOTrainer(load_config(None, TINY + [f"output_dir={tmp_path}", "max_steps=1"])).train()
+    Trainer(load_config(None, TINY + [f"output_dir={tmp_path}", "max_steps=1"])).train()
     state = torch.load(tmp_path / "checkpoint-1" / "trainer_state.pt", weights_only=True)
     assert state["step"] == 1

@@ -43,14 +43,14 @@ DRIVER = textwrap.dedent("""
             return real_save(obj, *args, **kwargs)
         checkpoint.torch.save = save
     elif where == "update":
-        real_update, calls = trainer.GRPOTrainer.update, []
+        real_update, calls = trainer.Trainer.update, []
         def update(self, *args):
             calls.append(1)
             if len(calls) == at:
                 os.kill(os.getpid(), signal.SIGKILL)
             return real_update(self, *args)
-        trainer.GRPOTrainer.update = update
-    trainer.GRPOTrainer(load_config(None, sys.argv[3:])).train()
+        trainer.Trainer.update = update
+    trainer.Trainer(load_config(None, sys.argv[3:])).train()
 """)
 
 

@@ -15,7 +15,7 @@ from vlm_grpo.models.tiny import build_tokenizer
 from vlm_grpo.rollout import PromptBatch, Rollout
 from vlm_grpo.tasks.rewards import Scorer
 from vlm_grpo.tasks.styles import DEFAULT
-from vlm_grpo.training.trainer import GRPOTrainer
+from vlm_grpo.training.trainer import Trainer
 
 
 def test_coef_follows_the_injection_schedules():
@@ -102,7 +102,7 @@ TINY = [*support.TINY, "report_to=[]"]
 def test_warmup_steps_train_demonstrations_then_grpo_takes_over(tmp_path):
     extra = ["max_steps=4", "save_steps=4", "sft.warmup_steps=2", "warmup_ratio=0", "lr_scheduler_type=constant"]
     cfg = load_config(None, TINY + [f"output_dir={tmp_path}", *extra])
-    trainer = GRPOTrainer(cfg)
+    trainer = Trainer(cfg)
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
     trainer.train()
     lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
@@ -117,7 +117,7 @@ def test_gate_removes_only_gated_groups_from_the_grpo_loss(tmp_path):
     cfg = load_config(
         None, TINY + [f"output_dir={tmp_path}", "max_steps=1", "save_steps=1", "sft.gate=no_success", "sft.coef=0.2"]
     )
-    trainer = GRPOTrainer(cfg)
+    trainer = Trainer(cfg)
     rollout, *_ = trainer.draw(0)
     sft = trainer.remedy("sft")
     plan = sft.current = sft.supervisor.plan(rollout, 0, 1, 0.0)
@@ -136,7 +136,7 @@ def test_gate_removes_only_gated_groups_from_the_grpo_loss(tmp_path):
 @pytest.mark.slow
 def test_a_coef_decayed_to_zero_trains_plain_grpo(tmp_path):
     extra = ["max_steps=3", "save_steps=3", "sft.schedule=linear_decay", "sft.decay_fraction=0.3"]
-    GRPOTrainer(load_config(None, TINY + [f"output_dir={tmp_path}", *extra])).train()
+    Trainer(load_config(None, TINY + [f"output_dir={tmp_path}", *extra])).train()
     lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [line["sft/coef"] for line in lines] == [0.5, 0.0, 0.0]
     assert [line["sft/groups"] for line in lines] == [2, 0, 0]

@@ -8,7 +8,7 @@ import pytest
 
 from vlm_grpo.config import load_config
 from vlm_grpo.core import algo
-from vlm_grpo.training.trainer import GRPOTrainer
+from vlm_grpo.training.trainer import Trainer
 
 TINY = ["model=tiny-qwen2-vl", "num_generations=2", "prompts_per_step=2", "max_completion_length=6",
         "num_iterations=1", "data.eval=[]", "report_to=[]", "progress=false", "log_completions_steps=0"]  # fmt: skip
@@ -36,7 +36,7 @@ def callers_handlers():
 
 def test_handlers_come_back_after_train_and_the_trainer_is_collectable(tmp_path, callers_handlers):
     ours = _handlers()
-    trainer = GRPOTrainer(load_config(None, TINY + [f"output_dir={tmp_path}", "max_steps=1"]))
+    trainer = Trainer(load_config(None, TINY + [f"output_dir={tmp_path}", "max_steps=1"]))
     trainer.train()
     assert _handlers() == ours
     refs = [weakref.ref(trainer), weakref.ref(trainer.model), weakref.ref(trainer.optimizer)]
@@ -48,14 +48,14 @@ def test_handlers_come_back_after_train_and_the_trainer_is_collectable(tmp_path,
 def test_handlers_come_back_when_training_fails(tmp_path, monkeypatch, callers_handlers):
     ours = _handlers()
     monkeypatch.setattr(algo, "aggregate", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("broken loss")))
-    trainer = GRPOTrainer(load_config(None, TINY + [f"output_dir={tmp_path}", "max_steps=1"]))
+    trainer = Trainer(load_config(None, TINY + [f"output_dir={tmp_path}", "max_steps=1"]))
     with pytest.raises(RuntimeError, match="broken loss"):
         trainer.train()
     assert _handlers() == ours
 
 
 def test_one_signal_saves_and_stops_a_second_reaches_the_caller(tmp_path, monkeypatch, callers_handlers):
-    trainer = GRPOTrainer(load_config(None, TINY + [f"output_dir={tmp_path}", "max_steps=5", "save_steps=100"]))
+    trainer = Trainer(load_config(None, TINY + [f"output_dir={tmp_path}", "max_steps=5", "save_steps=100"]))
     real_save = trainer.save
 
     def save_during_a_second_ctrl_c(step):
@@ -88,7 +88,7 @@ def test_five_runs_in_one_process_keep_memory_flat(tmp_path):
     for i in range(5):
         extra = [f"output_dir={tmp_path / str(i)}", "max_steps=2", "save_steps=2", "report_to=[tensorboard]"]
         extra += ["data.eval=[lab-clevr]", "data.eval_size=4", "data.eval_steps=2", "log_completions_steps=1"]
-        GRPOTrainer(load_config(None, TINY + extra)).train()  # later keys override earlier ones
+        Trainer(load_config(None, TINY + extra)).train()  # later keys override earlier ones
         gc.collect()
         sizes.append(_resident_mb())
     assert max(sizes[1:]) - sizes[0] < 60, sizes

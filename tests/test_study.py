@@ -107,6 +107,22 @@ def test_a_run_written_before_a_setting_existed_is_still_reused(study, tmp_path)
     assert again["ran"] == [] and len(again["skipped"]) == 4
 
 
+def test_a_run_written_before_keys_moved_is_reused_and_a_real_change_still_refused(study, tmp_path):
+    out = tmp_path / "moved"
+    shutil.copytree(study[0], out)
+    for config in (out / "runs").glob("*/config.yaml"):
+        raw = yaml.safe_load(config.read_text())
+        raw["dtype"] = "auto"  # as the project wrote it before `dtype` and the loss-side keys moved
+        raw["injection"].update(off_policy=raw.pop("off_policy"), group_stats=raw.pop("group_stats"))
+        raw["injection"]["luffy_gamma"] = raw.pop("luffy_gamma")
+        del raw["remedies"], raw["remedy_options"]
+        config.write_text(yaml.safe_dump(raw, sort_keys=False))
+    again = run_study("tiny", seeds=2, steps=2, out=out, n=2, overrides=FAST, progress=False)
+    assert again["ran"] == [] and len(again["skipped"]) == 4
+    with pytest.raises(ValueError, match=r"different configuration \(group_stats differ\)"):
+        run_study("tiny", seeds=2, steps=2, out=out, n=2, overrides=[*FAST, "group_stats=sampled"], progress=False)
+
+
 def test_a_changed_budget_is_refused_for_an_existing_run(study):
     out, _ = study
     with pytest.raises(ValueError, match="different configuration"):

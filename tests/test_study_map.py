@@ -131,5 +131,8 @@ def test_the_map_preset_plans_every_cell(tmp_path):
     assert cfgs["b1"].prompts_per_step == 1 and cfgs["b16"].prompts_per_step == 16
     assert cfgs["g4"].num_generations == 4 and cfgs["g16"].num_generations == 16
     assert cfgs["lr3e-6"].learning_rate == 3e-6 and cfgs["mild"].model == "lab-base"
-    assert {r.condition["arm"] for r in runs} == {"none", "random", "rate"}
+    assert {r.condition["arm"] for r in runs} == {"none", "random", "rate", "sampled"}
+    sampled = {r.condition["cell"]: r.cfg for r in runs if r.condition["arm"] == "sampled"}
+    assert set(sampled) == {"central", "b16", "g4"} and all(c.group_stats == "sampled" for c in sampled.values())
+    assert sampled["b16"].prompts_per_step == 16 and sampled["g4"].num_generations == 4
     assert all(r.cfg.max_steps == spec["base"]["max_steps"] for r in runs)

@@ -10,7 +10,7 @@ from transformers import AutoModelForImageTextToText
 
 from support import TINY
 from vlm_grpo.config import load_config
-from vlm_grpo.training.trainer import GRPOTrainer
+from vlm_grpo.training.trainer import Trainer
 
 pytestmark = pytest.mark.slow
 
@@ -50,7 +50,7 @@ def test_train_changes_every_parameter_and_checkpoint_reloads(tmp_path):
             "log_completions_steps=1",
         ],
     )
-    trainer = GRPOTrainer(cfg)
+    trainer = Trainer(cfg)
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
     trainer.train()
     unchanged = [n for n, p in trainer.model.named_parameters() if p.requires_grad and torch.equal(p, before[n])]
@@ -72,8 +72,8 @@ def test_train_changes_every_parameter_and_checkpoint_reloads(tmp_path):
 
 def test_resume_continues_from_latest_checkpoint(tmp_path):
     common = TINY + [f"output_dir={tmp_path}", "save_steps=1", "num_iterations=1", "injection.mode=random"]
-    GRPOTrainer(load_config(None, common + ["max_steps=2"])).train()
-    resumed = GRPOTrainer(load_config(None, common + ["max_steps=3", "resume=true"]))
+    Trainer(load_config(None, common + ["max_steps=2"])).train()
+    resumed = Trainer(load_config(None, common + ["max_steps=3", "resume=true"]))
     resumed.train()
     steps = [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3]
@@ -139,7 +139,7 @@ def test_every_injection_mode_and_schedule_runs(tmp_path, extra):
     cfg = load_config(
         None, TINY + [f"output_dir={tmp_path}", "max_steps=2", "save_steps=2", "num_iterations=2"] + extra
     )
-    GRPOTrainer(cfg).train()
+    Trainer(cfg).train()
     last = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
     for key in (
         "injection/rate",
@@ -171,7 +171,7 @@ def test_skipping_zero_advantage_groups_changes_nothing(tmp_path):
                 "report_to=[]",
             ],
         )
-        trainer = GRPOTrainer(cfg)
+        trainer = Trainer(cfg)
         trainer.train()
         weights.append({n: p.detach().clone() for n, p in trainer.model.named_parameters()})
     lines = [json.loads(line) for line in (tmp_path / "true" / "metrics.jsonl").read_text().splitlines()]

@@ -33,7 +33,7 @@ from vlm_grpo.rollout.engines.vllm_engine import VLLMEngine
 from vlm_grpo.tasks.styles import DEFAULT
 from vlm_grpo.training import checkpoint
 from vlm_grpo.training.inputs import RunInputs
-from vlm_grpo.training.trainer import GRPOTrainer
+from vlm_grpo.training.trainer import Trainer
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("vllm")]  # one worker: the servers are shared
 
@@ -184,7 +184,7 @@ def run_config(folder, out, *extra):
 
 def test_training_with_overlap_reports_the_engines_mismatch(small_folder, tmp_path):
     out = tmp_path / "run"
-    assert GRPOTrainer(run_config(small_folder, out, "overlap_rollout=true")).train()["steps"] == 3
+    assert Trainer(run_config(small_folder, out, "overlap_rollout=true")).train()["steps"] == 3
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     lines = [line for line in lines if "engine/staleness" in line]
     assert [line["engine/staleness"] for line in lines] == [0.0, 1.0, 1.0]  # later steps sampled a step ahead
@@ -195,7 +195,7 @@ def test_training_with_overlap_reports_the_engines_mismatch(small_folder, tmp_pa
 
 def test_a_killed_server_stops_the_run_with_one_line_and_a_resumable_checkpoint(small_folder, tmp_path):
     out = tmp_path / "run"
-    trainer = GRPOTrainer(run_config(small_folder, out), RunInputs(callbacks=[]))
+    trainer = Trainer(run_config(small_folder, out), RunInputs(callbacks=[]))
 
     def kill_after_first(done, metrics):
         if done == 1:
@@ -208,7 +208,7 @@ def test_a_killed_server_stops_the_run_with_one_line_and_a_resumable_checkpoint(
     assert "\n" not in message and "vLLM engine" in message and "checkpoint-1 saved" in message
     assert checkpoint.latest(out).name == "checkpoint-1"
     assert trainer.rollouts.engine.process is None and not processes_naming(out)  # nothing left behind
-    resumed = GRPOTrainer(run_config(small_folder, out, "resume=true", "rollout_engine=hf")).train()
+    resumed = Trainer(run_config(small_folder, out, "resume=true", "rollout_engine=hf")).train()
     assert resumed["steps"] == 3
 
 

@@ -41,7 +41,7 @@ from .tasks.rewards import BatchReward
 from .training.heldout import HeldOutSets
 from .training.inputs import RunInputs
 from .training.setup import check_names
-from .training.trainer import GRPOTrainer as _Trainer
+from .training.trainer import Trainer as _Trainer
 
 TRAIN_NAME = "train_dataset"
 """`data.train` of a run whose rows were passed in (no file or registered set holds them)."""

@@ -17,7 +17,11 @@ from pathlib import Path
 
 ADVICE_FILE = Path(__file__).with_name("map_advice.json")
 STUDY_LEARNING_RATE = 1e-5
-ARM_NAMES = {"random": "the study's injection (random, every group)", "rate": "`rate` 0.25"}
+ARM_NAMES = {
+    "random": "the study's injection (random, every group)",
+    "rate": "`rate` 0.25",
+    "sampled": "the study's injection with demonstrations out of the group statistics (`group_stats=sampled`)",
+}
 
 
 def _steps(cell: dict, rate: float, prompts_per_step: int, group_size: int, rate_step: float) -> float:

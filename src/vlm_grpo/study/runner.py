@@ -25,7 +25,7 @@ from pathlib import Path
 import yaml
 from tqdm.auto import tqdm
 
-from ..config import TrainConfig, load_config, to_dict, validate
+from ..config import TrainConfig, from_dict, load_config, to_dict, validate
 from ..tasks import get_task
 from ..training import checkpoint
 from ..training.setup import check_names
@@ -134,10 +134,11 @@ def _check_same_config(run: PlannedRun) -> None:
     path = run.dir / "config.yaml"
     if not path.is_file():
         return
-    try:
-        before = to_dict(load_config(path))  # settings added since that run was written take their defaults
+    raw = yaml.safe_load(path.read_text()) or {}
+    try:  # settings added since that run was written take their defaults; moved keys count at their new place
+        before = to_dict(from_dict(TrainConfig, _moved_to_their_place(raw)))
     except ValueError:
-        before = yaml.safe_load(path.read_text()) or {}
+        before = raw
     now = to_dict(run.cfg)
     changed = sorted(k for k in set(before) | set(now) if k not in _VOLATILE and before.get(k) != now.get(k))
     if changed:
@@ -145,6 +146,20 @@ def _check_same_config(run: PlannedRun) -> None:
             f"{run.dir} was trained with a different configuration ({', '.join(changed)} differ); "
             "use another --out or delete that run folder"
         )
+
+
+def _moved_to_their_place(raw: dict) -> dict:
+    """A config.yaml this project wrote before keys moved (`config_checks.MOVED`), as the same
+    settings under today's keys: so a study folder trained then is reused when nothing else changed."""
+    raw = {**raw, "injection": dict(raw.get("injection") or {})}
+    for key in ("off_policy", "luffy_gamma", "group_stats"):
+        if key in raw["injection"]:
+            raw.setdefault(key, raw["injection"].pop(key))
+    dtype = raw.pop("dtype", "auto")
+    folded = {"float32": "fp32", "bfloat16": "bf16-true", "float16": "fp16-mixed"}.get(dtype)
+    if folded and raw.get("precision", "auto") == "auto":
+        raw["precision"] = folded
+    return raw
 
 
 def _steps_saved(run_dir: Path) -> int:
@@ -155,7 +170,7 @@ def _steps_saved(run_dir: Path) -> int:
 def train_run(run: PlannedRun) -> str:
     """'skipped' (finished before), 'resumed' or 'ran'; a run stopped by a signal raises StudyInterrupted."""
     from ..training.setup import release_memory
-    from ..training.trainer import GRPOTrainer
+    from ..training.trainer import Trainer
 
     _check_same_config(run)
     # The trainer writes summary.json even when a signal stops it early: finished also needs the last checkpoint.
@@ -164,7 +179,7 @@ def train_run(run: PlannedRun) -> str:
     resume = _steps_saved(run.dir) > 0
     run.cfg.resume = resume
     # The trainer turns Ctrl-C into "save and stop" and gives the study its handlers back when it returns.
-    GRPOTrainer(run.cfg).train()
+    Trainer(run.cfg).train()
     release_memory()  # nothing of this run outlives it: the next one starts from the same memory
     if _steps_saved(run.dir) < run.cfg.max_steps:
         raise StudyInterrupted(

@@ -50,7 +50,7 @@ from .tracking import Tracker
 MAX_NONFINITE_IN_A_ROW = 5
 
 
-class GRPOTrainer:
+class Trainer:
     def __init__(self, cfg: TrainConfig, inputs: RunInputs | None = None):
         self.cfg, self.inputs = check_names(cfg), inputs or RunInputs()
         given = self.inputs
@@ -442,4 +442,4 @@ class GRPOTrainer:
 
 
 def train(cfg: TrainConfig) -> dict:
-    return GRPOTrainer(cfg).train()
+    return Trainer(cfg).train()
