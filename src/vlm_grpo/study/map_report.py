@@ -214,7 +214,8 @@ def write(study_dir: Path, out: Path, preset: str | Path = "map", advice: Path |
 
     plot_map(built, rows, out / "map-heatmap.png")
     if advice is not None:
-        advice.write_text(json.dumps({"source": command, "cells": advice_cells(built)}, indent=1) + "\n")
+        source = f"vlm-grpo study --preset {Path(str(preset)).stem}"  # what `assess` names as its source
+        advice.write_text(json.dumps({"source": source, "cells": advice_cells(built)}, indent=1) + "\n")
     return built
 
 
