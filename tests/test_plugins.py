@@ -16,7 +16,7 @@ from vlm_grpo.config import ConfigError, load_config
 from vlm_grpo.data import Sample
 from vlm_grpo.guidance import MODES, SCHEDULES, RemedyKit, StepContext, build_remedies, register_remedy
 from vlm_grpo.guidance.injection import Mode
-from vlm_grpo.models import adapter_for, register_family, registered_models
+from vlm_grpo.models import adapter_for, registered_models
 from vlm_grpo.rollout import PromptBatch, Rollout
 from vlm_grpo.tasks import register_task
 from vlm_grpo.tasks.counting import CountingTask
@@ -142,8 +142,7 @@ def test_a_remedy_named_by_import_path_or_registered_trains_and_is_checkpointed(
 def test_a_family_registered_from_outside_gets_its_tiny_name_and_trains(tmp_path):
     if str(PLUGINS) not in sys.path:
         sys.path.insert(0, str(PLUGINS))
-    llava = importlib.import_module("llava_family")
-    register_family(llava.LlavaAdapter())
+    importlib.import_module("llava_family").register()
     assert "tiny-llava" in registered_models()
     trainer = train_two_steps(tmp_path, "tiny-llava")
     assert adapter_for(trainer.model).family == "llava"

@@ -29,8 +29,11 @@ def register_model(name: str, factory: Callable[[], object]) -> None:
 
 
 def registered_models() -> list[str]:
-    """Registered names, and `tiny-<family>` for every family (a plug-in's too) with a tiny builder."""
-    tiny = [f"tiny-{family}" for family, adapter in FAMILIES.items() if adapter.has_tiny_builder]
+    """Registered names, and `tiny-<family>` for every family (a plug-in's too) with a tiny builder
+    (`models/tiny/`)."""
+    from .tiny import TINY_BUILDERS  # on first use: tiny models import the tasks, whose plug-ins import models
+
+    tiny = [f"tiny-{family}" for family in FAMILIES.names() if family in TINY_BUILDERS]
     return sorted({*MODELS.names(), *tiny})
 
 
@@ -39,9 +42,11 @@ def model_factory(name: str) -> Callable[[], object] | None:
     if name in MODELS:
         return MODELS.get(name)
     family = name.removeprefix("tiny-")
-    if name.startswith("tiny-") and family in FAMILIES and FAMILIES.get(family).has_tiny_builder:
-        from .tiny import build_tiny
+    if not name.startswith("tiny-") or family not in FAMILIES:
+        return None
+    from .tiny import TINY_BUILDERS, build_tiny
 
+    if family in TINY_BUILDERS:
         return lambda: build_tiny(family)
     return None
 

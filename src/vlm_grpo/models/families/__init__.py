@@ -2,7 +2,8 @@
 
 Qwen2-VL, Qwen2.5-VL, Qwen3-VL and Qwen3-VL-MoE have adapters with shared-prefix passes; Gemma 3,
 SmolVLM and LLaVA-OneVision have ones with per-row passes (their own processor loading, turn end,
-placeholders and tiny builder); any other model type gets the generic adapter (per-row passes).
+placeholders; tiny builders in `models/tiny/`); any other model type gets the generic adapter
+(per-row passes).
 A new family is one module with a `FamilyAdapter` subclass, registered here or by a plug-in with
 `register_family`.
 """

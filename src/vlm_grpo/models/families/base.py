@@ -4,7 +4,7 @@ An adapter holds everything that depends on a model family's internals: building
 its processor with and without torchvision, its vision placeholder ids, its turn-end token,
 prefilling a prompt once and continuing from the cache with the right positions (shared-prefix
 sampling and log-prob passes), sharing image features between the rows of a group, fitting
-images to the processor's pixel budget, and a tiny real-architecture builder. Rollout and
+images to the processor's pixel budget. Rollout and
 log-prob code call the adapter and never test a model type themselves.
 
 `FamilyAdapter` itself is the generic adapter: any `AutoModelForImageTextToText` with per-row
@@ -140,16 +140,6 @@ class FamilyAdapter:
         from transformers.modeling_outputs import BaseModelOutputWithPooling
 
         return BaseModelOutputWithPooling(pooler_output=per_row)
-
-    # ------------------------------------------------------------ tiny models
-    @property
-    def has_tiny_builder(self) -> bool:
-        """The family builds a tiny model: `tiny-<family>` is then a model name."""
-        return type(self).build_tiny is not FamilyAdapter.build_tiny
-
-    def build_tiny(self, dims: dict, tokenizer, seed: int, image_pixels: int):
-        """A randomly initialised tiny model of this family and its processor."""
-        raise NotImplementedError(f"no tiny builder for the {self.family} family")
 
 
 def base_model(model):

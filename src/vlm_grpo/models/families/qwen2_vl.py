@@ -1,5 +1,5 @@
 """Qwen2-VL and Qwen2.5-VL: image-only processors, M-RoPE prefix prefill, image-feature sharing,
-pixel-budget resizing and tiny builders.
+pixel-budget resizing (their tiny builders: `models/tiny/qwen.py`).
 
 Processors. In transformers 5.x the Qwen2-VL processors also build a video processor, which
 needs torchvision; without it `AutoProcessor` silently returns only the tokenizer. The image-only
@@ -16,12 +16,6 @@ these two families.
 from __future__ import annotations
 
 import torch
-from transformers import (
-    Qwen2_5_VLConfig,
-    Qwen2_5_VLForConditionalGeneration,
-    Qwen2VLConfig,
-    Qwen2VLForConditionalGeneration,
-)
 from transformers.models.qwen2_5_vl.processing_qwen2_5_vl import Qwen2_5_VLProcessor
 from transformers.models.qwen2_vl.processing_qwen2_vl import Qwen2VLProcessor
 
@@ -54,7 +48,6 @@ class Qwen2VLAdapter(FamilyAdapter):
     supports_feature_sharing = True
     standard_processor = Qwen2VLProcessor
     image_only_processor = ImageOnlyQwen2VLProcessor
-    config_class, model_class = Qwen2VLConfig, Qwen2VLForConditionalGeneration
 
     # ------------------------------------------------------------ processors and tokens
     def make_processor(self, image_processor, tokenizer, chat_template: str | None):
@@ -139,64 +132,9 @@ class Qwen2VLAdapter(FamilyAdapter):
         features = base_model(model).model.get_image_features(pixel_values, image_grid_thw, return_dict=True)
         return tuple(features.pooler_output)
 
-    # ------------------------------------------------------------ tiny models
-    def tiny_vision_config(self, dims: dict) -> dict:
-        return dict(
-            depth=dims["vision_depth"],
-            embed_dim=dims["vision_dim"],
-            hidden_size=dims["hidden"],
-            num_heads=2,
-            mlp_ratio=2,
-            patch_size=14,
-            spatial_merge_size=2,
-            temporal_patch_size=2,
-        )
-
-    def tiny_text_config(self, dims: dict, tokenizer) -> dict:
-        from ..tiny import tiny_text_config
-
-        return tiny_text_config(dims, tokenizer)
-
-    def tiny_image_processor(self, image_pixels: int):
-        from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
-
-        return Qwen2VLImageProcessorPil(min_pixels=28 * 28, max_pixels=image_pixels)
-
-    def build_tiny(self, dims: dict, tokenizer, seed: int, image_pixels: int):
-        from ..tiny import QWEN_CHAT_TEMPLATE, seeded_model, special_ids
-
-        ids = special_ids(tokenizer)
-        special = dict(
-            image_token_id=ids["<|image_pad|>"],
-            video_token_id=ids["<|video_pad|>"],
-            vision_start_token_id=ids["<|vision_start|>"],
-            vision_end_token_id=ids["<|vision_end|>"],
-        )
-        config = self.config_class(
-            text_config=self.tiny_text_config(dims, tokenizer), vision_config=self.tiny_vision_config(dims), **special
-        )
-        eos, pad = [ids["<|im_end|>"], ids["<|endoftext|>"]], ids["<|endoftext|>"]
-        model = seeded_model(self.model_class, config, seed, eos, pad)
-        return model, self.make_processor(self.tiny_image_processor(image_pixels), tokenizer, QWEN_CHAT_TEMPLATE)
-
 
 class Qwen2_5_VLAdapter(Qwen2VLAdapter):
     family = "qwen2.5-vl"
     model_types = ("qwen2_5_vl",)
     standard_processor = Qwen2_5_VLProcessor
     image_only_processor = ImageOnlyQwen2_5_VLProcessor
-    config_class, model_class = Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
-
-    def tiny_vision_config(self, dims: dict) -> dict:
-        return dict(
-            depth=dims["vision_depth"],
-            hidden_size=dims["vision_dim"],
-            intermediate_size=dims["vision_dim"] * 2,
-            out_hidden_size=dims["hidden"],
-            num_heads=2,
-            patch_size=14,
-            spatial_merge_size=2,
-            temporal_patch_size=2,
-            window_size=112,
-            fullatt_block_indexes=[dims["vision_depth"] - 1],
-        )

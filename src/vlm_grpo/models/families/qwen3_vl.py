@@ -1,6 +1,6 @@
 """Qwen3-VL and Qwen3-VL-MoE: an image-only processor, M-RoPE prefix prefill, image-feature
-sharing with deepstack features, and tiny builders. Everything the Qwen2-VL adapter does the same
-way is inherited from it.
+sharing with deepstack features (tiny builders: `models/tiny/qwen.py`). Everything the Qwen2-VL
+adapter does the same way is inherited from it.
 
 Processor. `Qwen3VLProcessor(...)` cannot be built without torchvision (its video processor
 mapping fails), and `AutoProcessor` on a Qwen3-VL folder then fails too; the image-only subclass
@@ -30,12 +30,6 @@ model this did not happen, in bfloat16 it can, as it can between any two batch c
 
 from __future__ import annotations
 
-from transformers import (
-    Qwen3VLConfig,
-    Qwen3VLForConditionalGeneration,
-    Qwen3VLMoeConfig,
-    Qwen3VLMoeForConditionalGeneration,
-)
 from transformers.models.qwen3_vl.processing_qwen3_vl import Qwen3VLProcessor
 
 from .base import base_model
@@ -53,7 +47,6 @@ class Qwen3VLAdapter(Qwen2VLAdapter):
     model_types = ("qwen3_vl",)
     standard_processor = Qwen3VLProcessor
     image_only_processor = ImageOnlyQwen3VLProcessor
-    config_class, model_class = Qwen3VLConfig, Qwen3VLForConditionalGeneration
 
     # ------------------------------------------------------------ image-feature sharing
     def image_features(self, model, pixel_values, image_grid_thw) -> tuple:
@@ -72,43 +65,7 @@ class Qwen3VLAdapter(Qwen2VLAdapter):
             deepstack_features=[tuple(deep[layer] for _, deep in per_row) for layer in range(layers)],
         )
 
-    # ------------------------------------------------------------ tiny models
-    def tiny_vision_config(self, dims: dict) -> dict:
-        return dict(
-            # Deepstack taps an early layer; a second layer keeps its features apart from the last one's.
-            depth=max(dims["vision_depth"], 2),
-            hidden_size=dims["vision_dim"],
-            intermediate_size=dims["vision_dim"] * 2,
-            out_hidden_size=dims["hidden"],
-            num_heads=2,
-            patch_size=16,
-            spatial_merge_size=2,
-            temporal_patch_size=2,
-            num_position_embeddings=64,  # an 8 x 8 learned grid, interpolated to each image's grid
-            deepstack_visual_indexes=[0],
-        )
-
-    def tiny_text_config(self, dims: dict, tokenizer) -> dict:
-        text = super().tiny_text_config(dims, tokenizer)
-        text["head_dim"] = dims["hidden"] // dims["heads"]  # Qwen3-VL's default is 128
-        text["rope_parameters"]["mrope_interleaved"] = True  # as Qwen3-VL checkpoints declare it
-        return text
-
-    def tiny_image_processor(self, image_pixels: int):
-        from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
-
-        return Qwen2VLImageProcessorPil(
-            min_pixels=32 * 32, max_pixels=image_pixels, patch_size=16, image_mean=[0.5] * 3, image_std=[0.5] * 3
-        )
-
 
 class Qwen3VLMoeAdapter(Qwen3VLAdapter):
     family = "qwen3-vl-moe"
     model_types = ("qwen3_vl_moe",)
-    config_class, model_class = Qwen3VLMoeConfig, Qwen3VLMoeForConditionalGeneration
-
-    def tiny_text_config(self, dims: dict, tokenizer) -> dict:
-        text = super().tiny_text_config(dims, tokenizer)
-        # Every layer sparse, as in Qwen3-VL-30B-A3B (128 experts, 8 per token), at tiny scale.
-        text.update(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=dims["ffn"] // 4, decoder_sparse_step=1)
-        return text

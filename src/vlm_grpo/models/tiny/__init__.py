@@ -3,19 +3,26 @@
 They are the real architectures (M-RoPE, the patch-merging vision tower, the chat template)
 at a few hundred thousand parameters, with a byte-level BPE tokenizer trained on the spot.
 Tests, the smoke preset and the counting lab use them; nothing here touches the network.
+
+The shared parts live here (the tokenizer, the sizes, seeded construction); each family's builder
+is one module beside this one (`qwen.py`, `gemma3.py`, `smolvlm.py`, `llava_onevision.py`),
+registered in TINY_BUILDERS under the family's name. A family with a builder is `tiny-<family>`
+to every command (`models.loading.model_factory`); a plug-in family registers its own with
+`register_tiny_builder`. The production adapters in `models/families/` hold no tiny code.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import torch
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
-from ..tasks.counting import NUMBER_WORDS
-from ..tasks.styles import R1V_SUFFIX, R1V_SYSTEM
+from ...registry import Registry
+from ...tasks.counting import NUMBER_WORDS
+from ...tasks.styles import R1V_SUFFIX, R1V_SYSTEM
 
 SPECIAL_TOKENS = [
     "<|endoftext|>",
@@ -171,6 +178,16 @@ def tiny_text_config(dims: dict, tokenizer) -> dict:
     )
 
 
+TinyBuilder = Callable[[dict, PreTrainedTokenizerFast, int, int], tuple]
+"""(sizes, tokenizer, seed, image pixel budget) -> (a randomly initialised model, its processor)."""
+
+TINY_BUILDERS: Registry[TinyBuilder] = Registry("tiny builder")
+
+
+def register_tiny_builder(family: str, builder: TinyBuilder) -> None:
+    TINY_BUILDERS.register(family, builder)
+
+
 def build_tiny(
     family: str = "qwen2-vl",
     size: str = "nano",
@@ -179,13 +196,11 @@ def build_tiny(
     image_pixels: int = 112 * 112,
 ):
     """A randomly initialised tiny model of `family` and its processor; `image_pixels` caps the image budget."""
-    from .families import FAMILIES
-
     if size not in TINY_SIZES:
         raise ValueError(f"unknown tiny size {size!r}; choose {', '.join(TINY_SIZES)}")
-    if family not in FAMILIES:
-        raise ValueError(f"unknown tiny family {family!r}; choose {', '.join(FAMILIES.names())}")
-    return FAMILIES.get(family).build_tiny(TINY_SIZES[size], tokenizer or build_tokenizer(), seed, image_pixels)
+    if family not in TINY_BUILDERS:
+        raise ValueError(f"unknown tiny family {family!r}; choose {', '.join(TINY_BUILDERS.names())}")
+    return TINY_BUILDERS.get(family)(TINY_SIZES[size], tokenizer or build_tokenizer(), seed, image_pixels)
 
 
 def save_tiny(path: str | Path, **kwargs) -> Path:
@@ -195,3 +210,7 @@ def save_tiny(path: str | Path, **kwargs) -> Path:
     model.save_pretrained(path)
     processor.save_pretrained(path)
     return path
+
+
+# The shipped families' builders register themselves (after the shared parts above exist).
+from . import gemma3, llava_onevision, qwen, smolvlm  # noqa: E402, F401
