@@ -101,6 +101,7 @@ def build(name: str, tiny: bool, device: str, seed: int = 0):
 
     from vlm_grpo.models.families import family_named
     from vlm_grpo.models.tiny import QWEN_CHAT_TEMPLATE, build_tokenizer
+    from vlm_grpo.models.tiny.qwen import qwen2_vl_images, qwen3_vl_images
 
     tokenizer = build_tokenizer()
     config = checkpoint_config(name, tiny, tokenizer)
@@ -112,7 +113,8 @@ def build(name: str, tiny: bool, device: str, seed: int = 0):
     model.generation_config.pad_token_id = config.text_config.pad_token_id
     adapter = family_named(family)
     # The checkpoints' own pixel budget admits a 480 x 320 image at (nearly) native size.
-    processor = adapter.make_processor(adapter.tiny_image_processor(1024 * 1024), tokenizer, QWEN_CHAT_TEMPLATE)
+    images = qwen3_vl_images if family.startswith("qwen3") else qwen2_vl_images
+    processor = adapter.make_processor(images(1024 * 1024), tokenizer, QWEN_CHAT_TEMPLATE)
     return model, processor, family
 
 

@@ -64,10 +64,10 @@ def test_one_signal_saves_and_stops_a_second_reaches_the_caller(tmp_path, monkey
 
     real_update = trainer.update
 
-    def update_then_ctrl_c(batch, plan=None):
-        metrics = real_update(batch, plan)
+    def update_then_ctrl_c(batch):
+        result = real_update(batch)
         signal.raise_signal(signal.SIGINT)
-        return metrics
+        return result
 
     monkeypatch.setattr(trainer, "update", update_then_ctrl_c)
     monkeypatch.setattr(trainer, "save", save_during_a_second_ctrl_c)
