@@ -168,12 +168,10 @@ class SupervisedTerms(Remedy):
         }
 
     def plan(self, rollout: Rollout, context: StepContext) -> None:
-        active = self.settings.active
-        self.current = (
-            self.supervisor.plan(rollout, context.step, context.max_steps, context.answer_present_rate)
-            if active
-            else None
-        )
+        if not self.settings.active:  # warm-up only: no term after it
+            self.current = None
+            return
+        self.current = self.supervisor.plan(rollout, context.step, context.max_steps, context.answer_present_rate)
 
     def loss_mask(self, mask: torch.Tensor, rollout: Rollout) -> torch.Tensor:  # (N, C)
         if self.current is not None:  # gated groups train on their demonstration instead

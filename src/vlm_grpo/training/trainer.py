@@ -30,7 +30,6 @@ from ..rollout import (
     MicroBatch,
     Rollout,
     StepBatch,
-    completion_logprobs,
     encode_prompts,
 )
 from ..tasks import get_task
@@ -385,17 +384,8 @@ class Trainer:
         return micros
 
     def policy_logprobs(self, rollout: Rollout, micro: MicroBatch) -> torch.Tensor:  # (n, w), with gradient
-        with self._autocast():
-            return completion_logprobs(
-                self.model,
-                rollout.prompts,
-                micro.rows,
-                micro.completion_ids,
-                micro.completion_mask,
-                rollout.group_size,
-                self.cfg.temperature,
-                self.cfg.logprob_sharing,
-            )
+        ids, mask = micro.completion_ids, micro.completion_mask
+        return self.ops.logprobs(rollout.prompts, micro.rows, ids, mask, rollout.group_size, self.cfg.temperature)
 
     def optimizer_step(self) -> float:
         norm = self.parallel.step(self.model, self.optimizer, self.cfg.max_grad_norm)
