@@ -59,7 +59,8 @@ G = 8
 PROMPTS_PER_STEP = 4
 NEW_TOKENS = 32
 # Our step's phases as the benchmark times them (see child_ours); "other" in the tables is the rest.
-OUR_PHASES = ("encode", "sampling", "scoring", "injection", "rollout_logprobs", "update")
+# The phases our trainer times itself (`time/<phase>_s` in its metrics, `training.metrics.PhaseClock`).
+OUR_PHASES = ("data", "encode", "sampling", "scoring", "remedies", "rollout_logprobs", "update", "weight_sync")
 DATA_ROWS = 16  # distinct rendered scenes per size; both frameworks draw from the same 16
 SEED = 0
 END = "<!-- END GENERATED -->"
@@ -208,7 +209,7 @@ def child_ours(a: argparse.Namespace) -> dict:
     import torch
 
     from vlm_grpo.config import load_config
-    from vlm_grpo.training import trainer as trainer_module
+    from vlm_grpo.training.inputs import RunInputs
     from vlm_grpo.training.trainer import Trainer
 
     work = Path(a.workdir)
@@ -240,26 +241,19 @@ def child_ours(a: argparse.Namespace) -> dict:
             *a.override,
         ],
     )
-    trainer = Trainer(cfg)
-    setup_rss = rss_mb()
-    phases: dict[str, list[float]] = {name: [] for name in OUR_PHASES}
-    # The trainer's own calls, timed where it makes them: module-level names and its components.
-    trainer_module.encode_prompts = timed(phases, "encode", trainer_module.encode_prompts)
-    engine = trainer.rollouts.engine
-    engine.sample = timed(phases, "sampling", engine.sample)
-    trainer.scorer.score_all = timed(phases, "scoring", trainer.scorer.score_all)
-    injector = trainer.remedy("injection").injector
-    injector.apply = timed(phases, "injection", injector.apply)
-    trainer.fixed_logprobs = timed(phases, "rollout_logprobs", trainer.fixed_logprobs)
-    trainer.update = timed(phases, "update", trainer.update)
-    trainer.save = lambda step: None  # no checkpoint at the end: nothing to measure there
     server_mb = {"peak": 0.0}
-    if getattr(engine, "process", None) is not None:  # a vLLM server: its peak memory before it stops
-        close = engine.close
-        engine.close = lambda: (server_mb.update(peak=process_peak_mb(engine.process.pid)), close())
-    trainer.train()
+
+    def read_server_peak(step: int, metrics: dict) -> None:  # a vLLM server's peak memory, read while it runs
+        process = getattr(trainer.rollouts.engine, "process", None)
+        if process is not None:
+            server_mb["peak"] = max(server_mb["peak"], process_peak_mb(process.pid))
+
+    trainer = Trainer(cfg, RunInputs(callbacks=[read_server_peak]))
+    setup_rss = rss_mb()
+    trainer.train()  # its own metrics time each phase of each step (time/<phase>_s)
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     timed_records = records[a.warmup :]
+    phases = {name: [r.get(f"time/{name}_s", 0.0) for r in records] for name in OUR_PHASES}
     return {
         "framework": "ours",
         "size": a.size,
@@ -941,16 +935,18 @@ def render_tables(report: dict) -> str:
 
 def phase_seconds(ours: dict, trl: dict) -> dict[str, tuple[float, float]]:
     """Median seconds per step of each phase, (ours, TRL); NaN where a framework has no such phase.
-    "other" is the median step less the phases: data loading and metrics (TRL: also prompt processing
-    and its bookkeeping, which it does inside its rollout)."""
+    "other" is the median step less the phases: metrics and bookkeeping (TRL: also data loading and
+    prompt processing, which it does inside its rollout)."""
     o, t, nan = ours["phases_median_s"], trl["phases_median_s"], float("nan")
     rows = {
+        "data loading": (o["data"], nan),
         "prompt encoding": (o["encode"], nan),
         "sampling": (o["sampling"], t["generate"]),
         "scoring": (o["scoring"], t["rewards"]),
-        "injection": (o["injection"], nan),
+        "remedies (injection)": (o["remedies"], nan),
         "rollout-time log-probs": (o["rollout_logprobs"], nan),
         "update (forward, backward, optimizer)": (o["update"], trl["median_step_s"] - t["generate_and_score"]),
+        "weight push to the engine": (o["weight_sync"], nan),
     }
     rows["other"] = (
         ours["median_step_s"] - sum(v[0] for v in rows.values()),

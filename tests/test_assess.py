@@ -11,10 +11,16 @@ from typer.testing import CliRunner
 from vlm_grpo.cli import app
 from vlm_grpo.core.statistics import signal_probability
 from vlm_grpo.evaluation.assess import RATES, assess, style_assessment
+from vlm_grpo.evaluation.records import EvalOptions
 from vlm_grpo.tasks.counting import parse_answer, parse_strict
 
 G = 3
-FAST = dict(n=3, group_size=G, temperature=1.0, max_new_tokens=8, batch_size=16, device="cpu", progress=False)
+FAST = dict(
+    n=3,
+    group_size=G,
+    temperature=1.0,
+    options=EvalOptions(max_new_tokens=8, batch_size=16, device="cpu", progress=False),
+)
 ALL_RATES = [*RATES, *(f"greedy_{k}" for k in RATES)]
 
 

@@ -180,7 +180,8 @@ def _study_folder(root: Path) -> Path:
             }
         )
     (root / "runs" / "default-rescue-seed0").mkdir()
-    (root / "study.json").write_text(json.dumps({"preset": "synthetic", "conditions": conditions}))
+    study = {"preset": "synthetic", "in_domain": "lab-clevr", "transfer": ["lab-superclevr"], "max_steps": 30}
+    (root / "study.json").write_text(json.dumps({**study, "conditions": conditions}))
     return root
 
 

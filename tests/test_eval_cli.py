@@ -8,7 +8,8 @@ import torch
 from typer.testing import CliRunner
 
 from vlm_grpo.cli import app
-from vlm_grpo.evaluation.checkpoints import evaluate_models
+from vlm_grpo.evaluation.final_eval import evaluate_models
+from vlm_grpo.evaluation.records import EvalOptions
 from vlm_grpo.rollout.engines import hf
 from vlm_grpo.tasks.counting import parse_answer, parse_strict
 
@@ -110,7 +111,8 @@ def test_scores_and_ratio_when_the_model_answers(monkeypatch, tmp_path):
 
     monkeypatch.setattr(hf, "generate", fake_generate)  # the hf engine's sampler
     out = tmp_path / "eval"
-    summary = evaluate_models(["tiny-qwen2-vl"], DATA, "r1v", n=4, out=out, batch_size=4, device="cpu", progress=False)
+    options = EvalOptions(batch_size=4, device="cpu", progress=False)
+    summary = evaluate_models(["tiny-qwen2-vl"], DATA, "r1v", n=4, out=out, options=options)
     per_set = summary["results"]["tiny-qwen2-vl"]
     assert per_set[DATA[0]]["accuracy"] == 1.0 and per_set[DATA[0]]["strict_accuracy"] == pytest.approx(0.5)
     assert per_set[DATA[1]]["accuracy"] == pytest.approx(0.5)

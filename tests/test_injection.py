@@ -59,6 +59,12 @@ def test_linear_decay_is_the_studys_schedule():
     assert schedule_value(cfg, 999, 1000, 0.0) == 0.0
 
 
+def test_linear_runs_to_the_last_step_and_serves_injection_too():
+    cfg = InjectionConfig(mode="random", schedule="linear", initial_rate=1.0, final_rate=0.2)
+    assert [round(schedule_value(cfg, s, 5, 0.0), 6) for s in range(5)] == [1.0, 0.8, 0.6, 0.4, 0.2]
+    assert schedule_value(cfg, 0, 1, 0.0) == 0.2  # a one-step run is at its end
+
+
 def test_adaptive_follows_the_live_format_rate():
     cfg = InjectionConfig(mode="random", schedule="adaptive", adaptive_low=0.3, adaptive_high=0.9)
     assert schedule_value(cfg, 5, 100, 0.1) == 1.0

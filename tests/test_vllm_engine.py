@@ -24,7 +24,8 @@ import torch
 
 from support import lab_samples
 from vlm_grpo.config import LoraSettings, VLLMConfig, load_config
-from vlm_grpo.evaluation.checkpoints import evaluate_models
+from vlm_grpo.evaluation.final_eval import evaluate_models
+from vlm_grpo.evaluation.records import EvalOptions
 from vlm_grpo.models import apply_lora
 from vlm_grpo.models.tiny import build_tiny, save_tiny
 from vlm_grpo.rollout import HFEngine, SamplingParams, completion_logprobs, encode_prompts
@@ -215,9 +216,17 @@ def test_a_killed_server_stops_the_run_with_one_line_and_a_resumable_checkpoint(
 def test_eval_through_vllm_scores_as_through_hf(small_folder, tmp_path, monkeypatch):
     """`vlm-grpo eval --engine vllm`: greedy completions and every rate as the hf engine's."""
     monkeypatch.chdir(ROOT)  # the engine's default interpreter is .venv-vllm/bin/python
-    common = dict(n=6, max_new_tokens=12, device="cpu", progress=False)
-    hf = evaluate_models([str(small_folder)], ["lab-clevr"], out=tmp_path / "hf", engine="hf", **common)
-    vllm = evaluate_models([str(small_folder)], ["lab-clevr"], out=tmp_path / "vllm", engine="vllm", **common)
+    summaries = {
+        engine: evaluate_models(
+            [str(small_folder)],
+            ["lab-clevr"],
+            n=6,
+            out=tmp_path / engine,
+            options=EvalOptions(max_new_tokens=12, device="cpu", progress=False, engine=engine),
+        )
+        for engine in ("hf", "vllm")
+    }
+    hf, vllm = summaries["hf"], summaries["vllm"]
     assert vllm["engine"] == "vllm" and vllm["results"] == hf["results"]
     completions = [
         [json.loads(line)["completion"] for line in (tmp_path / run / "records.jsonl").read_text().splitlines()]

@@ -104,6 +104,23 @@ def _task(name: str, options: List[str]):
         _fail(exc)
 
 
+def _eval_options(images, holdout, batch_size, max_new_tokens, device, task, task_option, column, engine, seed=0):
+    """The options `assess` and `eval` share, as the library takes them."""
+    from .evaluation.records import EvalOptions
+
+    return EvalOptions(
+        holdout=holdout,
+        images=images,
+        task=_task(task, task_option),
+        columns=_pairs(column, "--column"),
+        batch_size=batch_size,
+        max_new_tokens=max_new_tokens,
+        device=device,
+        engine=engine,
+        seed=seed,
+    )
+
+
 @app.command(epilog="Example: vlm-grpo assess --model lab-base --data lab-clevr --n 50 --num-generations 4")
 def assess(
     model: str = typer.Option(..., "--model", help="Registered name, saved model folder, or hub id."),
@@ -152,15 +169,7 @@ def assess(
             num_generations,
             temperature,
             out,
-            images=images,
-            holdout=holdout,
-            batch_size=batch_size,
-            max_new_tokens=max_new_tokens,
-            device=device,
-            seed=seed,
-            task=_task(task, task_option),
-            columns=_pairs(column, "--column"),
-            engine=engine,
+            _eval_options(images, holdout, batch_size, max_new_tokens, device, task, task_option, column, engine, seed),
             prompts_per_step=prompts_per_step,
         )
     except _USER_ERRORS as exc:
@@ -200,7 +209,7 @@ def eval_command(
     """Score checkpoints in-domain and on transfer sets (both scorings, generalization ratio)."""
     from rich.console import Console
 
-    from .evaluation.checkpoints import eval_table, evaluate_models
+    from .evaluation.final_eval import eval_table, evaluate_models
     from .training.setup import show_only_slow_bars
 
     show_only_slow_bars()
@@ -212,14 +221,9 @@ def eval_command(
             n,
             out,
             temperature=temperature,
-            batch_size=batch_size,
-            max_new_tokens=max_new_tokens,
-            holdout=holdout,
-            images=images,
-            device=device,
-            task=_task(task, task_option),
-            columns=_pairs(column, "--column"),
-            engine=engine,
+            options=_eval_options(
+                images, holdout, batch_size, max_new_tokens, device, task, task_option, column, engine
+            ),
         )
     except _USER_ERRORS as exc:
         _fail(exc)

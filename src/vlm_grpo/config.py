@@ -61,7 +61,7 @@ class InjectionConfig:
     mode: str = "none"
     """Which rows of a group become ground-truth demonstrations: none | random | rate | rescue."""
     schedule: str = "constant"
-    """How the injection rate moves over training: constant | linear_decay | adaptive."""
+    """How the injection rate moves over training: constant | linear_decay | linear (to the last step) | adaptive."""
     rate: float = 1.0
     """Strength s of the `constant` schedule (and the full strength of `adaptive`): the probability that a
     group is injected; in `rate` mode also the fraction of its rows. `random` at 1.0 is the study's rule."""
@@ -100,7 +100,7 @@ class SftConfig:
     loss = (1 - mu) x GRPO + mu x SFT. The value of the `constant` schedule and the full weight of
     `adaptive`; 0 (and schedule constant): off."""
     schedule: str = "constant"
-    """How mu moves over training, as injection's schedules: constant | linear_decay | adaptive."""
+    """How mu moves over training, as injection's schedules: constant | linear_decay | linear | adaptive."""
     initial_coef: float = 0.5
     """`linear_decay`: mu at step 0."""
     final_coef: float = 0.0

@@ -1,2 +1,2 @@
-"""Evaluation: one scoring path (`records`), baseline assessment (`assess`), checkpoint evaluation
-(`checkpoints`) and the study's decision framework (`decision`)."""
+"""Evaluation: one scoring path (`records`), baseline assessment (`assess`), the final evaluation of
+checkpoints (`final_eval`) and the study's decision framework (`decision`)."""

@@ -15,12 +15,11 @@ from pathlib import Path
 
 from ..core.statistics import signal_probability, wilson_interval
 from ..models import load_for_inference
-from ..tasks import Task, get_task
 from ..tasks.styles import STYLES as STYLE_REGISTRY
 from ..tasks.styles import get_style
 from .decision import recommend
 from .map_advice import map_advice
-from .records import EvalSummary, heldout_samples, opened_engine, sample_records
+from .records import EvalOptions, EvalSummary, heldout_samples, opened_engine, sample_records
 
 RATES = ("answer_present_rate", "tag_answer_rate", "accuracy", "accuracy_given_answer")
 
@@ -54,22 +53,12 @@ def assess(
     group_size: int = 8,
     temperature: float = 1.0,
     out: str | Path | None = None,
-    images: str | None = None,
-    holdout: int = 1000,
-    batch_size: int = 64,
-    max_new_tokens: int = 50,
-    device: str = "auto",
-    dtype: str = "auto",
-    seed: int = 0,
-    progress: bool = True,
-    task: Task | str = "counting",
-    columns: dict[str, str] | None = None,
-    engine: str = "hf",
+    options: EvalOptions | None = None,
     prompts_per_step: int = 4,
 ) -> dict:
     """Per prompt style: sampled and greedy format/accuracy rates, signal odds, the study's advice and
     the measured map's (its cell nearest to the rate, `prompts_per_step` and G), sampled through the
-    named rollout engine (`hf`: the model itself; `vllm`: a server of its own).
+    options' rollout engine (default options: 64 prompts per batch).
 
     Writes `out/assessment.json` (one object per style) and `out/records.jsonl` (every completion,
     `decoding` = sampled | greedy) when `out` is given; returns the assessment.
@@ -81,16 +70,17 @@ def assess(
         raise ValueError(
             f"need n >= 1, num_generations >= 2 and temperature > 0 (got {n}, {group_size}, {temperature})"
         )
-    task = get_task(task) if isinstance(task, str) else task
-    samples = heldout_samples(data, n, holdout, images, task=task, columns=columns)
-    policy, processor = load_for_inference(model, device, dtype)
+    o = options or EvalOptions(batch_size=64)
+    task = o.resolved_task()
+    samples = heldout_samples(data, n, o.holdout, o.images, task=task, columns=o.columns)
+    policy, processor = load_for_inference(model, o.device, o.dtype)
     assessment, all_records = {}, []
-    common = dict(batch_size=batch_size, max_new_tokens=max_new_tokens, progress=progress, task=task)
-    with opened_engine(engine, policy, processor) as sampler:
+    common = dict(batch_size=o.batch_size, max_new_tokens=o.max_new_tokens, progress=o.progress, task=task)
+    with opened_engine(o.engine, policy, processor) as sampler:
         drawn = {}
         for name in names:
             style = get_style(name, task)
-            torch.manual_seed(seed)  # the same draws for every style, and on every re-run
+            torch.manual_seed(o.seed)  # the same draws for every style, and on every re-run
             sampled = sample_records(
                 sampler, style, samples, data, group_size=group_size, temperature=temperature, **common
             )
@@ -109,8 +99,8 @@ def assess(
             "n_prompts": len(samples),
             "group_size": group_size,
             "temperature": temperature,
-            "max_new_tokens": max_new_tokens,
-            "engine": engine,
+            "max_new_tokens": o.max_new_tokens,
+            "engine": o.engine,
         }
     if out is not None:
         out = Path(out)
@@ -182,7 +172,7 @@ def assessment_table(assessment: dict):
     table.add_column("measure")
     for style in assessment:
         table.add_column(style)
-    present = any_style.get("present_label", "answer present")
+    present = any_style["present_label"]
     labels = {
         "answer_present_rate": present,
         "tag_answer_rate": "<answer> tag parses",

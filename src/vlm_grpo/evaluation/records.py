@@ -32,6 +32,33 @@ from ..tasks.rewards import Scorer
 from ..tasks.styles import PromptStyle
 
 
+@dataclass(frozen=True)
+class EvalOptions:
+    """Where held-out samples come from and how they are decoded: what `assess` and `eval` share."""
+
+    holdout: int = 1000
+    """Rows of a lab set held out from training (the held-out samples come from them)."""
+    images: str | None = None
+    """Root folder for relative image paths."""
+    task: Task | str = "counting"
+    """The task (a name, or a Task with its options) that scores and parses."""
+    columns: dict[str, str] | None = None
+    """FIELD=COLUMN mapping of the data set's columns, e.g. {"question": "problem"}."""
+    batch_size: int = 32
+    """Prompts per generation batch."""
+    max_new_tokens: int = 50
+    device: str = "auto"
+    dtype: str = "auto"
+    """Weights' dtype for inference (auto: the checkpoint's)."""
+    engine: str = "hf"
+    """The rollout engine that samples (`hf`: the model itself; `vllm`: a server of its own)."""
+    seed: int = 0
+    progress: bool = True
+
+    def resolved_task(self) -> Task:
+        return get_task(self.task) if isinstance(self.task, str) else self.task
+
+
 def generate_records(
     model, processor, style: PromptStyle, samples: Sequence[Sample], dataset: str, **options
 ) -> list[dict]:

@@ -23,6 +23,7 @@ def run_demo(
 ) -> Path:
     """Runs (or resumes) the whole lab pipeline and returns the path of its report.md."""
     from ..evaluation.assess import assess
+    from ..evaluation.records import EvalOptions
     from ..study.report import write_report
     from ..study.runner import run_study
 
@@ -31,7 +32,14 @@ def run_demo(
     for base in BASES:
         folder = out / f"assess-{base}"
         tqdm.write(f"assessing {base} (default and r1v prompts, {n} held-out scenes)")
-        assess(base, "lab-clevr", ("default", "r1v"), n=n, out=folder, progress=progress)
+        assess(
+            base,
+            "lab-clevr",
+            ("default", "r1v"),
+            n=n,
+            out=folder,
+            options=EvalOptions(batch_size=64, progress=progress),
+        )
         assessments[base] = folder / "assessment.json"
     tqdm.write("training with and without injection (study preset lab-demo)")
     result = run_study("lab-demo", seeds=seeds, steps=steps, out=out / "study", n=n, progress=progress)

@@ -237,9 +237,9 @@ def plot_speed_vs_transfer(study: Mapping | str | Path, out: str | Path) -> Path
             if y.get("mean") is None:
                 continue
             reached = f"{x.get('reached', 0)}/{len(c['seeds'])}"
-            # Held-out evaluations run every few steps, so conditions often tie: spread ties apart a little.
-            spread = (i - (count - 1) / 2) * 0.3
-            mx = edge if x.get("mean") is None else x["mean"] + spread
+            # Held-out evaluations run every few steps, so conditions often tie: a tie is drawn as one
+            # (markers differ and show through), never moved apart.
+            mx = edge if x.get("mean") is None else x["mean"]
             ax.errorbar(
                 [mx],
                 [y["mean"]],
@@ -248,13 +248,15 @@ def plot_speed_vs_transfer(study: Mapping | str | Path, out: str | Path) -> Path
                 fmt="osD^v"[(i // len(_COLORS)) % 5] if x.get("mean") is not None else "x",  # colours repeat
                 capsize=4,
                 color=_COLORS[i % len(_COLORS)],
+                alpha=0.75,
+                markersize=9 - 4 * i / max(count - 1, 1),  # later conditions smaller: tied markers nest
                 label=f"{c['name']} ({reached} reached)",
             )
         if any((c.get(key) or {}).get("mean") is None for c in study["conditions"]):
             ax.axvline(study["max_steps"], color="gray", lw=0.8, ls=":")  # right of it: never reached
         ax.set(
             xlabel=f"steps to 90% answer-present on {study['in_domain']} (mean over the seeds that reached it; "
-            "ties spread apart)",
+            "tied conditions overlap)",
             ylabel=f"{transfer} accuracy at the end",
             title=f"speed against transfer ({study['preset']}, 95% intervals)",
         )

@@ -169,18 +169,13 @@ def write_report(
 def _study_section(study: Mapping, runs: list[Run], md: list[str], figure) -> None:
     """The study's table, then speed against transfer and the held-out curves per condition."""
     md.extend(_study_table(study) + [""])
-    # Studies written before the step measures existed lack what these two figures read.
-    measured = {"in_domain", "transfer", "max_steps"} <= set(study) and all(
-        "steps_to_answer_present_90" in c for c in study["conditions"]
-    )
-    older = "the study.json has no held-out step measures (written by an older version)"
     speed = "Speed against transfer"
-    figure(speed, "speed_vs_transfer.png", measured, older, lambda p: plot_speed_vs_transfer(study, p))
+    figure(speed, "speed_vs_transfer.png", True, "", lambda p: plot_speed_vs_transfer(study, p))
     figure(
         "Learning curves per condition (held-out, mean over seeds)",
         "condition_curves.png",
-        measured and bool(runs),
-        older if not measured else "no run directories given",
+        bool(runs),
+        "no run directories given",
         lambda p: plot_condition_curves(study, runs, p),
     )
 

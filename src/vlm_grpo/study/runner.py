@@ -6,7 +6,7 @@ numbers from the study) and optional `pairs` ([treated, control] condition names
 seed). Each run trains in `out/runs/<condition>-seed<k>/`; re-running the same command skips
 finished runs and resumes interrupted ones from their newest checkpoint, so a long study survives
 a lost machine. Every final checkpoint is then scored greedily, in-domain and on transfer, by
-`evaluation.checkpoints.evaluate_models` (the path `vlm-grpo eval` takes); `measures.py` pools the
+`evaluation.final_eval.evaluate_models` (the path `vlm-grpo eval` takes); `measures.py` pools the
 seeds and pairs the conditions, `tables.py` writes study.md.
 """
 
@@ -196,7 +196,8 @@ class StudyInterrupted(RuntimeError):
 # ---------------------------------------------------------------- measuring
 def final_eval(run: PlannedRun, n: int, progress: bool = True) -> dict:
     """Greedy in-domain and transfer scores of the final checkpoint, cached in the run folder."""
-    from ..evaluation.checkpoints import evaluate_models
+    from ..evaluation.final_eval import evaluate_models
+    from ..evaluation.records import EvalOptions
     from ..tasks.styles import get_style
     from ..training.precision import inference_dtype
     from ..training.setup import release_memory
@@ -212,24 +213,20 @@ def final_eval(run: PlannedRun, n: int, progress: bool = True) -> dict:
         ((key, scores),) = cached["results"].items()
         if Path(key).name == final.name and cached["n"] == n:  # by name: the study folder may have moved
             return scores
-    cfg = run.cfg
-    summary = evaluate_models(
-        [str(final)],
-        cfg.data.eval,
-        get_style(cfg.prompt, get_task(cfg.task, cfg.task_options)),
-        n=n,
-        out=out,
-        max_new_tokens=cfg.max_completion_length,
+    cfg, task = run.cfg, get_task(run.cfg.task, run.cfg.task_options)
+    options = EvalOptions(
         holdout=cfg.data.eval_holdout,
         images=cfg.data.images,
-        train=cfg.data.train,
+        task=task,
+        columns=cfg.data.columns,
+        max_new_tokens=cfg.max_completion_length,
         device=cfg.device,
         dtype=inference_dtype(cfg.precision),  # evaluate in the numerics the run trained in
         seed=cfg.seed,
         progress=progress,
-        task=get_task(cfg.task, cfg.task_options),
-        columns=cfg.data.columns,
     )
+    style = get_style(cfg.prompt, task)
+    summary = evaluate_models([str(final)], cfg.data.eval, style, n=n, out=out, train=cfg.data.train, options=options)
     release_memory()
     return summary["results"][str(final)]
 

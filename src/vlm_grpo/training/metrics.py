@@ -1,15 +1,17 @@
-"""Per-step metrics of a rollout, split by row origin (sampled or injected).
-
-The update's metrics come from `core.algo.LossStats`.
+"""Per-step metrics: the rollout's, split by row origin (sampled or injected); the update's, from
+`core.algo.LossStats`; and the seconds each phase of the step took (`PhaseClock`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import time
 from pathlib import Path
 
 import torch
 
+from ..core import algo
 from ..core.statistics import steps_to_threshold
 from ..rollout import Rollout
 from ..tasks import Task
@@ -38,6 +40,52 @@ def rollout_metrics(rollout: Rollout, task: Task) -> dict:
         "completion/mean_length": float(lengths.float().mean()),
         "completion/truncated_rate": float(rollout.truncated.float().mean()),
     }
+
+
+def update_metrics(stats: algo.LossStats, grad_norms: list[float], updates: int, skipped: int, weighted: bool) -> dict:
+    """The clipped updates of one step: loss, KL, ratios and clipping by row origin, gradient norm;
+    `weighted`: the engine/trainer importance weights were applied."""
+    return {
+        "loss/policy": stats.total("loss_policy") / updates,
+        "loss/kl": stats.mean("kl"),
+        "policy/ratio_mean": stats.mean("ratio"),
+        "policy/clip_fraction": stats.mean("clip"),
+        "policy/ratio_mean_injected": stats.mean("ratio_injected"),
+        "policy/ratio_mean_sampled": stats.mean("ratio_sampled"),
+        "policy/clip_fraction_injected": stats.mean("clip_injected"),
+        "policy/clip_fraction_sampled": stats.mean("clip_sampled"),
+        "injection/logp_mean": stats.mean("logp_injected"),
+        "optim/grad_norm": sum(grad_norms) / len(grad_norms),
+        "optim/skipped_steps": skipped,
+        **({"engine/is_weight_mean": stats.mean("is_weight")} if weighted else {}),
+    }
+
+
+class PhaseClock:
+    """Seconds spent in each named phase of a step, a phase nested in another counted in its own name
+    only (sampling's time excludes the prompt encoding it asks for). `take()` gives `time/<phase>_s`
+    for the phases since the last take, and starts again."""
+
+    def __init__(self, now=time.perf_counter):
+        self.now = now
+        self.seconds: dict[str, float] = {}
+        self.inner: list[float] = []  # per open phase: seconds of the phases nested in it so far
+
+    @contextlib.contextmanager
+    def phase(self, name: str):
+        t0 = self.now()
+        self.inner.append(0.0)
+        try:
+            yield
+        finally:
+            spent, nested = self.now() - t0, self.inner.pop()
+            self.seconds[name] = self.seconds.get(name, 0.0) + spent - nested
+            if self.inner:
+                self.inner[-1] += spent
+
+    def take(self) -> dict[str, float]:
+        taken, self.seconds = {f"time/{name}_s": s for name, s in self.seconds.items()}, {}
+        return taken
 
 
 def frac_zero_std(rollout: Rollout) -> float:

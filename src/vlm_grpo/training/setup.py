@@ -9,9 +9,10 @@ import torch
 
 from ..config import ConfigError, TrainConfig
 from ..core import algo
+from ..data import BadSample
 from ..guidance import MODES, REMEDIES, SCHEDULES
 from ..models import apply_lora, freeze_vision, frozen_copy, load_model_and_processor
-from ..rollout import ENGINES
+from ..rollout import ENGINES, encode_prompts
 from ..tasks.styles import STYLES
 from . import precision
 
@@ -180,3 +181,21 @@ def check_names(cfg: TrainConfig) -> TrainConfig:
     if errors:
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(errors))
     return cfg
+
+
+def prompt_length_check(processor, style, max_prompt_length: int | None):
+    """The check a training prompt passes (None without max_prompt_length): a prompt over the limit,
+    image tokens included, is a bad sample, never truncated."""
+    if not max_prompt_length:
+        return None
+
+    def check(sample) -> None:
+        length = int(encode_prompts(processor, style, [sample], torch.device("cpu")).inputs["attention_mask"].sum())
+        if length > max_prompt_length:
+            raise BadSample(
+                f"{sample.id}: the prompt is {length} tokens (image tokens included), over "
+                f"max_prompt_length={max_prompt_length}; prompts are never truncated. "
+                "Raise max_prompt_length or lower max_pixels."
+            )
+
+    return check

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from ..config import TrainConfig, to_dict
 from ..core import algo
-from ..data import BadSample, PromptStream, eval_samples, open_source, split_indices
+from ..data import PromptStream, eval_samples, open_source, split_indices
 from ..guidance import Remedy, RemedyKit, StepContext, build_remedies, check_demonstrations
 from ..models import adapter_for, pick_device
 from ..rollout import (
@@ -39,11 +39,12 @@ from . import checkpoint, precision
 from .distributed import strategies
 from .distributed import world as distributed
 from .engine import EngineRollouts, build_engine
-from .heldout import HeldOutSets, stop_on_signal
+from .heldout import HeldOutSets
 from .inputs import RunInputs
-from .metrics import completion_rows, frac_zero_std, rollout_metrics, run_summary
+from .metrics import PhaseClock, completion_rows, frac_zero_std, rollout_metrics, run_summary, update_metrics
 from .ops import logprobs_all, policy_ops
-from .setup import check_names, check_world, load_policy, loss_settings, make_optimizer
+from .setup import check_names, check_world, load_policy, loss_settings, make_optimizer, prompt_length_check
+from .signals import stop_on_signal
 from .tracking import Tracker
 
 MAX_NONFINITE_IN_A_ROW = 5
@@ -86,7 +87,7 @@ class Trainer:
             cfg.seed,
             cfg.data.on_bad_sample,
             log=tqdm.write,
-            check=self._check_prompt_length if cfg.max_prompt_length else None,
+            check=prompt_length_check(self.processor, self.style, cfg.max_prompt_length),
             prepare=lambda image: self.adapter.fit_image(image, self.processor),
         )
         tok, turn_end = self.processor.tokenizer, self.adapter.turn_end_id(self.processor)
@@ -105,6 +106,7 @@ class Trainer:
         )
         self.last_eval: dict = {}  # the newest held-out results, for the model card
         self.stop_requested = False
+        self.clock = PhaseClock()  # seconds per phase of each step, in its metrics (time/<phase>_s)
         self.nonfinite_in_a_row = self.skipped_updates = 0
 
     # ---------------------------------------------------------------- the loop
@@ -140,6 +142,7 @@ class Trainer:
             with self._engine_stop(done):  # the update is done: the engine failed to take its weights or to evaluate
                 self.rollouts.sync(self.model)
                 metrics["time/step_s"] += self.rollouts.last_sync_s  # the weight push is part of the step
+                metrics["time/weight_sync_s"] = self.rollouts.last_sync_s
                 # 6. Evaluate, log, save.
                 if cfg.data.eval_steps and cfg.data.eval and (done % cfg.data.eval_steps == 0 or done == cfg.max_steps):
                     metrics.update(self.evaluate())
@@ -177,26 +180,29 @@ class Trainer:
         # injection makes some sampled rows demonstrations); the metrics describe the first draw's own samples.
         rollout, sampled_metrics, context = self.draw(step)
         drawn, regrouped = self.last_drawn, {}
-        for remedy in self.remedies:  # remedies that draw again (dynamic sampling)
-            rollout, more = remedy.regroup(rollout, lambda: self.draw(step, first=False)[0], self.ops)
-            regrouped.update(more)
-        # 3. The remedies' plans (supervised terms), group-relative advantages and the loss mask: the step batch.
-        for remedy in self.remedies:
-            remedy.plan(rollout, context)
+        with self.clock.phase("remedies"):
+            for remedy in self.remedies:  # remedies that draw again (dynamic sampling)
+                rollout, more = remedy.regroup(rollout, lambda: self.draw(step, first=False)[0], self.ops)
+                regrouped.update(more)
+            # 3. The remedies' plans (supervised terms), group-relative advantages and the loss mask: the step batch.
+            for remedy in self.remedies:
+                remedy.plan(rollout, context)
         batch = StepBatch(rollout, self.advantages(rollout), self.loss_mask(rollout))
         batch.first_epoch_order = batch.draw_order()
         # 4. Rollout-time and reference log-probs, once per step; old ones over the first epoch's micro-batches.
-        batch.old_logp, batch.ref_logp = self.fixed_logprobs(batch)
+        with self.clock.phase("rollout_logprobs"):
+            batch.old_logp, batch.ref_logp = self.fixed_logprobs(batch)
         batch.is_weights = self.rollouts.is_weights(rollout, batch.old_logp)
         engine_metrics = self.rollouts.metrics(rollout, batch.old_logp, drawn)
         # 5. num_iterations epochs of clipped updates over minibatches (the engine gets the new weights
         # after the step, in the loop).
-        update_metrics, stats = self.update(batch)
+        with self.clock.phase("update"):
+            step_update, stats = self.update(batch)
         step_s = time.time() - t0
         metrics = {
             **sampled_metrics,
             **regrouped,
-            **update_metrics,
+            **step_update,
             **{k: v for r in self.remedies for k, v in r.metrics(rollout, batch.advantages, stats, self.ops).items()},
             **engine_metrics,
             "groups/frac_zero_std": frac_zero_std(rollout),
@@ -204,6 +210,7 @@ class Trainer:
             "optim/lr": self.scheduler.get_last_lr()[0],
             "time/step_s": step_s,
             "time/elapsed_s": time.time() - began,
+            **self.clock.take(),
             "throughput/tokens_per_s": float(rollout.completion_mask[~rollout.injected].sum()) / step_s,
         }
         return {**self.world.mean_metrics(metrics), "world_size": self.world.size}, rollout
@@ -217,6 +224,7 @@ class Trainer:
                 "data/skipped": self.stream.skipped,
                 "time/step_s": time.time() - t0,
                 "time/elapsed_s": time.time() - began,
+                **self.clock.take(),
             }
         )
         return {**self.world.mean_metrics(metrics), "world_size": self.world.size}
@@ -259,18 +267,23 @@ class Trainer:
         draw may start sampling the next step's prompts (overlap_rollout); the draws dynamic sampling
         adds never do."""
         cfg = self.cfg
-        self.last_drawn = self.rollouts.draw(self._next_prompts, ahead=first and step + 1 < cfg.max_steps)
-        rollout = self.scored(self.last_drawn)
+        with self.clock.phase("sampling"):
+            self.last_drawn = self.rollouts.draw(self._next_prompts, ahead=first and step + 1 < cfg.max_steps)
+        with self.clock.phase("scoring"):
+            rollout = self.scored(self.last_drawn)
         sampled_metrics = rollout_metrics(rollout, self.task)
         rate = self.world.sum(sampled_metrics["rollout/answer_present_rate"]) / self.world.size
         context = StepContext(step, cfg.max_steps, rate, first)
-        for remedy in self.remedies:
-            rollout = remedy.after_draw(rollout, context, self.ops)
+        with self.clock.phase("remedies"):  # e.g. guidance injection
+            for remedy in self.remedies:
+                rollout = remedy.after_draw(rollout, context, self.ops)
         return rollout, sampled_metrics, context
 
     def _next_prompts(self):
-        samples = self.world.local_slice(self.stream.next_batch(self.cfg.prompts_per_step))
-        return encode_prompts(self.processor, self.style, samples, self.device)
+        with self.clock.phase("data"):
+            samples = self.world.local_slice(self.stream.next_batch(self.cfg.prompts_per_step))
+        with self.clock.phase("encode"):  # images and text through the processor, collated
+            return encode_prompts(self.processor, self.style, samples, self.device)
 
     def scored(self, drawn) -> Rollout:
         G, done, prompts = self.cfg.num_generations, drawn.completions, drawn.prompts
@@ -359,20 +372,7 @@ class Trainer:
                     remedy.minibatch_backward(batch, minibatch, self.ops, stats)
                 grad_norms.append(self.optimizer_step())
         updates = cfg.num_iterations * (batch.size // self.local_minibatch)
-        metrics = {
-            "loss/policy": stats.total("loss_policy") / updates,
-            "loss/kl": stats.mean("kl"),
-            "policy/ratio_mean": stats.mean("ratio"),
-            "policy/clip_fraction": stats.mean("clip"),
-            "policy/ratio_mean_injected": stats.mean("ratio_injected"),
-            "policy/ratio_mean_sampled": stats.mean("ratio_sampled"),
-            "policy/clip_fraction_injected": stats.mean("clip_injected"),
-            "policy/clip_fraction_sampled": stats.mean("clip_sampled"),
-            "injection/logp_mean": stats.mean("logp_injected"),
-            "optim/grad_norm": sum(grad_norms) / len(grad_norms),
-            "optim/skipped_steps": self.skipped_updates,
-            **({"engine/is_weight_mean": stats.mean("is_weight")} if batch.is_weights is not None else {}),
-        }
+        metrics = update_metrics(stats, grad_norms, updates, self.skipped_updates, batch.is_weights is not None)
         return metrics, stats
 
     def _micro_batches(self, batch: StepBatch, minibatch: torch.Tensor) -> list[torch.Tensor]:
@@ -404,17 +404,6 @@ class Trainer:
 
     def _autocast(self):
         return precision.autocast(self.precision, self.device)
-
-    def _check_prompt_length(self, sample) -> None:
-        length = int(
-            encode_prompts(self.processor, self.style, [sample], torch.device("cpu")).inputs["attention_mask"].sum()
-        )
-        if length > self.cfg.max_prompt_length:
-            raise BadSample(
-                f"{sample.id}: the prompt is {length} tokens (image tokens included), over "
-                f"max_prompt_length={self.cfg.max_prompt_length}; prompts are never truncated. "
-                "Raise max_prompt_length or lower max_pixels."
-            )
 
     # ---------------------------------------------------------------- evaluation, saving
     def evaluate(self) -> dict:

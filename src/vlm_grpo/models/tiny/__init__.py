@@ -21,8 +21,6 @@ from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, 
 from transformers import PreTrainedTokenizerFast
 
 from ...registry import Registry
-from ...tasks.counting import NUMBER_WORDS
-from ...tasks.styles import R1V_SUFFIX, R1V_SYSTEM
 
 SPECIAL_TOKENS = [
     "<|endoftext|>",
@@ -55,20 +53,43 @@ TINY_SIZES = {
 }
 
 
+# The tokenizer's training text is frozen here, not read from the tasks: every tiny model (and every
+# lab base pre-trained on top of one) keeps its vocabulary when a task's prompt wording changes.
+CORPUS_PROMPTS = (
+    "A conversation between User and Assistant. The user asks a question, and the Assistant "
+    "solves it. The assistant first thinks about the reasoning process in the mind and then "
+    "provides the user with the answer. The reasoning process and answer are enclosed within "
+    "<think> </think> and <answer> </answer> tags, respectively.",
+    "Output the thinking process in <think> </think> and final answer (number) in <answer> </answer> tags.",
+    "You are a helpful assistant.",
+    "How many items are there in the image?",
+    "How many objects are in this picture?",
+    "Count the objects in the image. How many are there?",
+    "What is the number of things shown?",
+)
+CORPUS_NUMBERS = [
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+]
+
+
 def default_corpus() -> list[str]:
     """Text the tiny tokenizer is trained on: the prompts, questions and answers of counting tasks."""
     shapes = ["cube", "cubes", "sphere", "spheres", "cylinder", "cylinders", "object", "objects", "items", "things"]
     colours = ["gray", "red", "blue", "green", "brown", "purple", "cyan", "yellow"]
-    lines = [
-        R1V_SYSTEM,
-        R1V_SUFFIX,
-        "You are a helpful assistant.",
-        "How many items are there in the image?",
-        "How many objects are in this picture?",
-        "Count the objects in the image. How many are there?",
-        "What is the number of things shown?",
-    ]
-    for i, word in enumerate(NUMBER_WORDS[:13]):  # zero to twelve: the tokenizer the tests were built with
+    lines = list(CORPUS_PROMPTS)
+    for i, word in enumerate(CORPUS_NUMBERS):
         lines.append(
             f"There are {word} {shapes[i % len(shapes)]} in the image, {colours[i % 8]} and {colours[(i + 3) % 8]}."
         )

@@ -34,35 +34,31 @@ def qwen2_vl_vision(dims: dict) -> dict:
     )
 
 
-def qwen2_5_vl_vision(dims: dict) -> dict:
+def later_qwen_vision(dims: dict, patch_size: int, depth: int) -> dict:
+    """What the Qwen2.5-VL and Qwen3-VL towers share: an MLP twice their width, 2 x 2 patches merged
+    into one token of the language model's width."""
     return dict(
-        depth=dims["vision_depth"],
+        depth=depth,
         hidden_size=dims["vision_dim"],
         intermediate_size=dims["vision_dim"] * 2,
         out_hidden_size=dims["hidden"],
         num_heads=2,
-        patch_size=14,
+        patch_size=patch_size,
         spatial_merge_size=2,
         temporal_patch_size=2,
-        window_size=112,
-        fullatt_block_indexes=[dims["vision_depth"] - 1],
     )
+
+
+def qwen2_5_vl_vision(dims: dict) -> dict:
+    vision = later_qwen_vision(dims, 14, dims["vision_depth"])
+    return {**vision, "window_size": 112, "fullatt_block_indexes": [dims["vision_depth"] - 1]}
 
 
 def qwen3_vl_vision(dims: dict) -> dict:
-    return dict(
-        # Deepstack taps an early layer; a second layer keeps its features apart from the last one's.
-        depth=max(dims["vision_depth"], 2),
-        hidden_size=dims["vision_dim"],
-        intermediate_size=dims["vision_dim"] * 2,
-        out_hidden_size=dims["hidden"],
-        num_heads=2,
-        patch_size=16,
-        spatial_merge_size=2,
-        temporal_patch_size=2,
-        num_position_embeddings=64,  # an 8 x 8 learned grid, interpolated to each image's grid
-        deepstack_visual_indexes=[0],
-    )
+    # Deepstack taps an early layer; a second layer keeps its features apart from the last one's.
+    vision = later_qwen_vision(dims, 16, max(dims["vision_depth"], 2))
+    # An 8 x 8 learned position grid, interpolated to each image's grid.
+    return {**vision, "num_position_embeddings": 64, "deepstack_visual_indexes": [0]}
 
 
 def qwen3_vl_text(dims: dict, tokenizer) -> dict:

@@ -13,10 +13,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..models import check_model_name, load_for_inference
-from ..tasks import Task, get_task
 from ..tasks.styles import PromptStyle, get_style
 from .assess import parse_styles, percent, write_jsonl
-from .records import EvalSummary, heldout_samples, opened_engine, sample_records
+from .records import EvalOptions, EvalSummary, heldout_samples, opened_engine, sample_records
 
 ENTRY_RATES = ("accuracy", "strict_accuracy", "answer_present_rate", "style_format_rate")
 
@@ -28,28 +27,20 @@ def evaluate_models(
     n: int = 200,
     out: str | Path | None = None,
     temperature: float | None = None,
-    batch_size: int = 32,
-    max_new_tokens: int = 50,
-    holdout: int = 1000,
-    images: str | None = None,
     train: str | None = None,
-    device: str = "auto",
-    dtype: str = "auto",
-    seed: int = 0,
-    progress: bool = True,
-    task: Task | str = "counting",
-    columns: dict[str, str] | None = None,
-    engine: str = "hf",
+    options: EvalOptions | None = None,
 ) -> dict:
     """Every checkpoint on every data set (the first in-domain, the rest transfer), greedy by default,
-    sampled through the named rollout engine (one engine per checkpoint).
+    sampled through the options' rollout engine (one engine per checkpoint); `train` names the
+    training set, whose held-out rows an in-domain lab set then comes from.
 
     Writes `out/records.jsonl` (one line per completion) and `out/summary.json` when `out` is given.
     """
     import torch
     from tqdm.auto import tqdm
 
-    task = get_task(task) if isinstance(task, str) else task
+    o = options or EvalOptions()
+    task = o.resolved_task()
     if isinstance(style, str):
         style = get_style(parse_styles([style])[0], task)
     if not models or not data:
@@ -58,16 +49,16 @@ def evaluate_models(
         raise ValueError(f"temperature={temperature} must be > 0 (leave it out for greedy decoding)")
     for name in models:
         check_model_name(name)
-    sets = {spec: heldout_samples(spec, n, holdout, images, train, task, columns) for spec in dict.fromkeys(data)}
+    sets = {spec: heldout_samples(spec, n, o.holdout, o.images, train, task, o.columns) for spec in dict.fromkeys(data)}
     results, all_records = {}, []
-    for name in tqdm(models, desc="checkpoints", disable=not progress or len(models) < 2):
-        policy, processor = load_for_inference(name, device, dtype)
+    decoding = dict(temperature=temperature, max_new_tokens=o.max_new_tokens, progress=o.progress, task=task)
+    for name in tqdm(models, desc="checkpoints", disable=not o.progress or len(models) < 2):
+        policy, processor = load_for_inference(name, o.device, o.dtype)
         results[name], drawn = {}, {}
-        with opened_engine(engine, policy, processor) as sampler:
+        with opened_engine(o.engine, policy, processor) as sampler:
             for spec, samples in sets.items():
-                torch.manual_seed(seed)
-                options = dict(temperature=temperature, max_new_tokens=max_new_tokens, progress=progress, task=task)
-                drawn[spec] = sample_records(sampler, style, samples, spec, batch_size=batch_size, **options)
+                torch.manual_seed(o.seed)
+                drawn[spec] = sample_records(sampler, style, samples, spec, batch_size=o.batch_size, **decoding)
         for spec, records in drawn.items():
             for record in records:
                 record["checkpoint"] = name
@@ -79,7 +70,7 @@ def evaluate_models(
         "task": task.name,
         "present_label": task.present_label,
         "style": style.name,
-        "engine": engine,
+        "engine": o.engine,
         "decoding": "greedy" if temperature is None else "sampled",
         "temperature": temperature,
         "n": n,
