@@ -25,6 +25,9 @@ The last line printed is one JSON object ``{"models": {name: {framework: {...}}}
     python benchmarks/gpu_step.py               # the three models, ours and TRL, on one GPU
     python benchmarks/gpu_step.py --models qwen3-vl-2b-instruct --frameworks ours
     python benchmarks/gpu_step.py --cpu-tiny    # the same path on CPU, each configuration shrunk (a test runs it)
+    # ours sampling through vLLM (a server from its own environment, on the same GPU):
+    make vllm-env VLLM_PACKAGE=vllm==0.33.0 VLLM_TORCH=torch==2.14.0
+    python benchmarks/gpu_step.py --engine vllm --vllm-gpu-share 0.35
 """
 
 from __future__ import annotations
@@ -48,8 +51,9 @@ FAMILY = {"qwen2_vl": "qwen2-vl", "qwen2_5_vl": "qwen2.5-vl", "qwen3_vl": "qwen3
 G, PROMPTS, NEW_TOKENS, EPOCHS, IMAGE = 8, 4, 50, 4, (480, 320)
 # Dense bf16 peak of known GPUs, in TFLOP/s (vendor data sheets, without sparsity).
 PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "A10G": 125.0, "L4": 121.0}
+# Head size 32: the smallest vLLM's CPU attention takes, so that --cpu-tiny also runs with --engine vllm.
 TINY_TEXT = dict(
-    hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2
+    hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1
 )
 TINY_VISION = dict(depth=1, hidden_size=32, embed_dim=32, intermediate_size=64, num_heads=2)
 
@@ -75,6 +79,8 @@ def checkpoint_config(name: str, tiny: bool, tokenizer):
         text.vocab_size = len(tokenizer)  # the real 151,936-way LM head would dominate a CPU run
         for key, value in TINY_TEXT.items():
             setattr(text, key, value)
+        if getattr(text, "layer_types", None):  # one attention type per layer, as many as the layers
+            text.layer_types = text.layer_types[: TINY_TEXT["num_hidden_layers"]]
         head_dim = TINY_TEXT["hidden_size"] // TINY_TEXT["num_attention_heads"]
         if getattr(text, "head_dim", None):  # Qwen3-VL states it; the Qwen2 families derive it
             text.head_dim = head_dim
@@ -206,6 +212,9 @@ def run_ours(a, model, processor, data) -> dict:
         log_completions_steps=0,
         report_to=[],
         progress=False,
+        rollout_engine=a.engine,
+        # The engine's server shares the GPU with the trainer: its share, and a KV cache sized for it.
+        vllm={"python": a.vllm_python, "gpu_memory_utilization": a.vllm_gpu_share, "kv_cache_gib": 1.0},
     )
     trainer = GRPOTrainer(
         model=model, reward_funcs=["answer"], args=args, train_dataset=data, processing_class=processor
@@ -224,6 +233,9 @@ def run_ours(a, model, processor, data) -> dict:
             "update": [r["time/update_s"] for r in timed_records],
         },
         "logprob_sharing": trainer.trainer.cfg.logprob_sharing,
+        "engine": a.engine,
+        "weight_sync_s": [r.get("time/weight_sync_s", 0.0) for r in timed_records],
+        "engine_logp_gap_max": [r.get("engine/logp_gap_max") for r in timed_records],  # None with hf
     }
 
 
@@ -334,6 +346,9 @@ def summarize(result: dict, peak: float | None) -> dict:
         "mean_completion_length": result["mean_completion_length"],
         "prompt_tokens": result["prompt_tokens"],
     }
+    if result.get("engine") == "vllm":  # what the engine adds: the weight push, the engine/trainer gap
+        out["weight_sync_s"] = statistics.median(result["weight_sync_s"])
+        out["engine_logp_gap_max"] = max(g for g in result["engine_logp_gap_max"] if g is not None)
     out["mfu"] = result["step_flops"] / step / (peak * 1e12) if peak else None
     return out
 
@@ -347,6 +362,9 @@ def main(argv: list[str] | None = None) -> dict | None:
     p.add_argument("--epochs", type=int, default=EPOCHS, help="GRPO epochs per rollout (the study: 4)")
     p.add_argument("--peak-tflops", type=float, default=None, help="the GPU's dense bf16 peak (default: by name)")
     p.add_argument("--cpu-tiny", action="store_true", help="CPU, fp32, each configuration shrunk: a smoke run")
+    p.add_argument("--engine", choices=("hf", "vllm"), default="hf", help="ours samples through this engine")
+    p.add_argument("--vllm-python", default=".venv-vllm/bin/python", help="the vLLM environment's interpreter")
+    p.add_argument("--vllm-gpu-share", type=float, default=0.35, help="GPU memory share of the vLLM server")
     p.add_argument("--workdir", default=None, help="run folders and child logs (default: a temporary folder)")
     p.add_argument("--out", default=None, help="also write the JSON report to this file")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
@@ -383,6 +401,12 @@ def main(argv: list[str] | None = None) -> dict | None:
                 str(a.epochs),
                 "--workdir",
                 str(work),
+                "--engine",
+                a.engine,
+                "--vllm-python",
+                a.vllm_python,
+                "--vllm-gpu-share",
+                str(a.vllm_gpu_share),
             ]
             cmd += ["--cpu-tiny"] if a.cpu_tiny else []
             log = work / f"{name}-{framework}.log"

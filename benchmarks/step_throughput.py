@@ -66,10 +66,11 @@ SEED = 0
 END = "<!-- END GENERATED -->"
 
 
-def begin_marker(family: str, engine: str = "hf") -> str:
-    """Where a family's (and engine's) generated block starts in RESULTS.md (Qwen2-VL's with the hf
-    engine keeps its original name)."""
+def begin_marker(family: str, engine: str = "hf", new_tokens: int = NEW_TOKENS) -> str:
+    """Where a family's (engine's, completion length's) generated block starts in RESULTS.md (Qwen2-VL's
+    with the hf engine at 32 new tokens keeps its original name)."""
     tail = ("" if family == "qwen2-vl" else f" --family {family}") + ("" if engine == "hf" else f" --engine {engine}")
+    tail += "" if new_tokens == NEW_TOKENS else f" --new-tokens {new_tokens}"
     return f"<!-- BEGIN GENERATED: benchmarks/step_throughput.py{tail} -->"
 
 
@@ -971,7 +972,7 @@ def phase_table(ours: dict, trl: dict) -> list[str]:
 def write_results(path: Path, report: dict) -> None:
     """Replace the generated block of the results file, keeping any hand-written text around it."""
     settings = report["settings"]
-    begin = begin_marker(settings.get("family", "qwen2-vl"), settings.get("engine", "hf"))
+    begin = begin_marker(settings.get("family", "qwen2-vl"), settings.get("engine", "hf"), settings["new_tokens"])
     write_block(path, begin, render_tables(report))
 
 

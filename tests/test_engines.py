@@ -138,3 +138,23 @@ def test_the_hf_engine_samples_as_asked_and_continues_after_prefixes():
     rest = engine.sample(prompts, SamplingParams(1, 6, None), prefixes=prefix)
     kept = greedy.mask[:, 2:6].bool()  # greedy continues where the prefix left off, up to its end
     assert torch.equal(rest.ids[:, :4][kept], greedy.ids[:, 2:6][kept])
+
+
+def test_a_tied_lm_head_is_pushed_once_under_the_embeddings_name():
+    """Qwen2-VL-2B and Qwen2.5-VL-3B tie the LM head to the embedding: safetensors refuses a shared
+    tensor twice, and vLLM ties it again on load."""
+    from safetensors.torch import save
+
+    from vlm_grpo.rollout.engines.vllm_engine import policy_state_dict
+
+    class Tied(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed_tokens = torch.nn.Embedding(5, 3)
+            self.norm = torch.nn.LayerNorm(3)
+            self.lm_head = torch.nn.Linear(3, 5, bias=False)
+            self.lm_head.weight = self.embed_tokens.weight
+
+    tensors = policy_state_dict(Tied())
+    assert list(tensors) == ["embed_tokens.weight", "norm.weight", "norm.bias"]
+    assert save(tensors)  # writable as it is

@@ -198,10 +198,11 @@ def png_images(sample) -> list[str]:
 
 
 def policy_state_dict(model) -> dict[str, torch.Tensor]:
-    """The policy's weights under the plain model's HF names; LoRA deltas added to copies of the base
-    weights (the trainer's own weights are not touched, so no merge/unmerge rounding creeps in)."""
+    """The policy's weights under the plain model's HF names, one name per tensor (`untied`); LoRA
+    deltas added to copies of the base weights (the trainer's own weights are not touched, so no
+    merge/unmerge rounding creeps in)."""
     if not hasattr(model, "get_base_model"):
-        return {name: t.detach().contiguous() for name, t in model.state_dict().items()}
+        return untied({name: t.detach().contiguous() for name, t in model.state_dict().items()})
     base = base_model(model)
     if getattr(base, "is_quantized", False):
         raise EngineError("the vllm engine cannot take 4-bit (QLoRA) weights: train in 16 or 32 bit with LoRA")
@@ -215,7 +216,20 @@ def policy_state_dict(model) -> dict[str, torch.Tensor]:
             continue
         plain = name.replace(".base_layer.", ".")
         out.setdefault(plain, tensor.detach())
-    return {name: t.contiguous() for name, t in out.items()}
+    return untied({name: t.contiguous() for name, t in out.items()})
+
+
+def untied(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The first name of each tensor only: a tied LM head (Qwen2-VL-2B and Qwen2.5-VL-3B tie it to the
+    embedding) is the embedding's storage, which safetensors refuses to write twice and vLLM ties
+    again when it loads the embedding."""
+    seen, out = set(), {}
+    for name, tensor in tensors.items():
+        key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape))
+        if key not in seen:
+            seen.add(key)
+            out[name] = tensor
+    return out
 
 
 def export_folder(model, processor, folder: Path) -> Path:
