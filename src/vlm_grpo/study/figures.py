@@ -223,8 +223,10 @@ def plot_baseline(assessment: Mapping | str | Path, out: str | Path) -> Path:
 
 
 def plot_speed_vs_transfer(study: Mapping | str | Path, out: str | Path) -> Path:
-    """Per condition: steps to 90 % held-out answer-present (x) against final transfer accuracy (y),
-    each with its 95 % interval over seeds; a condition whose runs never got there sits at the right edge."""
+    """Per condition: steps to 90 % held-out answer-present (x: the Kaplan-Meier median over seeds, a
+    seed that never got there censored at the budget, bars from the lowest to the highest seed)
+    against final transfer accuracy (y, its 95 % interval over seeds); a condition whose median is
+    past the budget sits at the right edge."""
     if isinstance(study, (str, Path)):
         study = json.loads(Path(study).read_text())
     key, transfer = "steps_to_answer_present_90", ", ".join(study["transfer"]) or study["in_domain"]
@@ -239,30 +241,38 @@ def plot_speed_vs_transfer(study: Mapping | str | Path, out: str | Path) -> Path
             reached = f"{x.get('reached', 0)}/{len(c['seeds'])}"
             # Held-out evaluations run every few steps, so conditions often tie: a tie is drawn as one
             # (markers differ and show through), never moved apart.
-            mx = edge if x.get("mean") is None else x["mean"]
+            median = x.get("median")
+            mx = edge if median is None else median
             ax.errorbar(
                 [mx],
                 [y["mean"]],
-                xerr=None if x.get("mean") is None else _error(x, x["mean"]),
+                xerr=None if median is None else _seed_range(x, median),
                 yerr=_error(y, y["mean"]),
-                fmt="osD^v"[(i // len(_COLORS)) % 5] if x.get("mean") is not None else "x",  # colours repeat
+                fmt="osD^v"[(i // len(_COLORS)) % 5] if median is not None else "x",  # colours repeat
                 capsize=4,
                 color=_COLORS[i % len(_COLORS)],
                 alpha=0.75,
                 markersize=9 - 4 * i / max(count - 1, 1),  # later conditions smaller: tied markers nest
                 label=f"{c['name']} ({reached} reached)",
             )
-        if any((c.get(key) or {}).get("mean") is None for c in study["conditions"]):
+        if any((c.get(key) or {}).get("median") is None for c in study["conditions"]):
             ax.axvline(study["max_steps"], color="gray", lw=0.8, ls=":")  # right of it: never reached
         ax.set(
-            xlabel=f"steps to 90% answer-present on {study['in_domain']} (mean over the seeds that reached it; "
-            "tied conditions overlap)",
+            xlabel=f"steps to 90% answer-present on {study['in_domain']}\n(Kaplan-Meier median over seeds; "
+            "bars: lowest to highest seed; tied conditions overlap)",
             ylabel=f"{transfer} accuracy at the end",
             title=f"speed against transfer ({study['preset']}, 95% intervals)",
         )
         ax.grid(alpha=0.3)
         ax.legend(loc="best", fontsize=9)
         return _save(fig, out)
+
+
+def _seed_range(stat: Mapping, at: float) -> list[list[float]]:
+    """From the lowest to the highest seed; a censored highest ('>60') reaches the budget."""
+    high = stat["high"]
+    top = float(stat["budget"]) if str(high).startswith(">") else float(high)
+    return [[max(0.0, at - float(stat["low"]))], [max(0.0, top - at)]]
 
 
 def _error(stat: Mapping, at: float) -> list[list[float]] | None:

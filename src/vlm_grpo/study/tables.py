@@ -24,8 +24,6 @@ def _steps_cell(stat: dict, runs: int) -> str:
     at the budget), the lowest and highest seed, and how many of the runs reached it."""
     if not stat.get("reached"):
         return f"not reached (0/{runs})"
-    if "median" not in stat:  # an older study.json: no censoring recorded
-        return f"{stat['mean']:.0f} mean of those that reached it ({stat['reached']}/{runs})"
     median = f">{stat['budget']}" if stat["median"] is None else f"{stat['median']:.0f}"
     if runs == 1:
         return f"{median} (1/1)"
