@@ -915,7 +915,9 @@ def render_tables(report: dict) -> str:
                 f"{r['mean_completion_length']:.1f} | {ratio} |"
             )
         phases = []
-        for key, name in (("ours4", "ours k=4"), ("ours_both_none", "ours both off")):
+        others = (("ours4", "ours k=4"), ("ours_both_none", "ours both off"))
+        others += (("ours_vllm", "ours vllm"), ("ours_vllm_overlap", "ours vllm overlap"))  # where overlap's time goes
+        for key, name in others:
             if key in e:
                 parts = ", ".join(f"{k} {v:.3f}" for k, v in e[key]["phases_median_s"].items())
                 phases.append(f"{name}: {parts}")
