@@ -57,6 +57,10 @@ def test_a_well_formed_call_is_read_with_the_tools_defaults():
         ('<tool_call>{"name": "crop", "arguments": {"box": [0,0,1,1], "coordinates": "mm"}}</tool_call>', "one of"),
         ("<tool_call><tool_call>{}</tool_call></tool_call>", "another tool-call tag"),
         (CALL + CALL, "one tool call per turn"),
+        ("</tool_call>" + CALL, "one pair of tags"),
+        (CALL + "</tool_call>", "one pair of tags"),
+        ("<tool_call>\u3000" + CALL[len("<tool_call>") :], "not valid JSON"),  # not JSON's whitespace
+        ('<tool_call>{"name": "crop", "arguments": {"box": [0, 0, 1' + "9" * 400 + ", 1]}}</tool_call>", "digits"),
         ("<tool_call>" + "[" * 5000 + "</tool_call>", "characters long"),
         ("<tool_call>" + "[" * 1500 + "]" * 1500 + "</tool_call>", "characters long"),
         ("<tool_call>" + '{"a":' * 300 + "1" + "}" * 300 + "</tool_call>", "exactly the keys"),
@@ -72,6 +76,7 @@ def test_boxes_are_clamped_and_bad_ones_refused():
     assert pixel_box((200, 100), [0.25, 0, 0.75, 0.5]) == (50, 0, 150, 50)
     assert pixel_box((200, 100), [-10, -5, 500, 80], "pixel") == (0, 0, 200, 80)  # clamped to the image
     assert pixel_box((200, 100), [-0.5, 0.5, 1.5, 2.0]) == (0, 50, 200, 100)
+    assert pixel_box((200, 100), [-1e308, 0, 1e308, 1]) == (0, 0, 200, 100)  # clamped before scaling
     for box, says in (
         ([0.75, 0, 0.25, 0.5], "empty"),  # inverted
         ([0.5, 0.5, 0.5, 0.9], "empty"),  # zero width
@@ -90,10 +95,11 @@ def test_crop_and_zoom_return_the_region_and_say_where_it_is():
     (region,) = out.images
     assert region.size == (100, 50) and region.getpixel((99, 49)) == (255, 0, 0)
     assert out.text == "crop of image 0 at pixels [100, 50, 200, 100] (100x50)"
-    enlarged = zoom([picture], [0.5, 0.5, 1, 1], factor=3).images[0]
-    assert enlarged.size == (300, 150)
-    capped = zoom([image(2000, 1000)], [0, 0, 1, 1], factor=4).images[0]  # 2e6 px: no enlargement beyond the cap
-    assert capped.size[0] * capped.size[1] <= 1024 * 1024
+    zoomed = zoom([picture], [0.5, 0.5, 1, 1], factor=3)
+    assert zoomed.images[0].size == (300, 150) and zoomed.text.endswith("scaled 3x to 300x150")
+    large = crop([image(2000, 1000)], [0, 0, 1, 1])  # 2e6 px: scaled down to the cap, and it says so
+    assert large.images[0].width * large.images[0].height <= 1024 * 1024 and "scaled 0.72x" in large.text
+    assert run_tool(TOOLS.get("crop"), [image(2000, 1000)], {"box": [0, 0, 1, 1]}).ok
     with pytest.raises(ToolError, match="there is no image 2"):
         crop([picture, picture], [0, 0, 1, 1], image=2)
     with pytest.raises(ToolError, match="outside 1 to 4"):
@@ -128,6 +134,14 @@ def _crashes(images):
     return 1 / 0
 
 
+class _NotAnImage:
+    size = (1, 1)
+
+
+def _fake_image(images):
+    return ToolOutput("", (_NotAnImage(),))
+
+
 def test_a_users_tool_runs_isolated_with_bounded_time_and_memory():
     slow = Tool("slow", "sleeps", {"seconds": Arg("number")}, _slow)
     assert run_tool(slow, [], {"seconds": 0.0}).output.text == "done"
@@ -142,6 +156,14 @@ def test_a_users_tool_runs_isolated_with_bounded_time_and_memory():
     assert said_no.error == "the caption service said no" and not said_no.raised
     crashed = run_tool(Tool("crashes", "", {}, _crashes), [], {})
     assert crashed.raised and "ZeroDivisionError" in crashed.error
+    assert "not a PIL image" in run_tool(Tool("fake", "", {}, _fake_image), [], {}).error
+
+
+def test_a_tools_schema_is_checked_when_it_is_declared():
+    with pytest.raises(ValueError, match="kind is one of"):
+        Arg("tuple")
+    with pytest.raises(ValueError, match="not one of its arguments"):
+        Tool("t", "", {"box": Arg("array")}, _crashes, defaults={"colour": "red"})
 
 
 def users_tool() -> Tool:

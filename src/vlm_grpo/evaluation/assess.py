@@ -58,7 +58,7 @@ def assess(
 ) -> dict:
     """Per prompt style: sampled and greedy format/accuracy rates, signal odds, the study's advice and
     the measured map's (its cell nearest to the rate, `prompts_per_step` and G), sampled through the
-    options' rollout engine (default options: 64 prompts per batch).
+    options' rollout engine (64 completions per batch unless the options say otherwise).
 
     Writes `out/assessment.json` (one object per style) and `out/records.jsonl` (every completion,
     `decoding` = sampled | greedy) when `out` is given; returns the assessment.
@@ -70,12 +70,13 @@ def assess(
         raise ValueError(
             f"need n >= 1, num_generations >= 2 and temperature > 0 (got {n}, {group_size}, {temperature})"
         )
-    o = options or EvalOptions(batch_size=64)
+    o = options or EvalOptions()
+    batch_size = o.batch_size or 64
     task = o.resolved_task()
     samples = heldout_samples(data, n, o.holdout, o.images, task=task, columns=o.columns)
     policy, processor = load_for_inference(model, o.device, o.dtype)
     assessment, all_records = {}, []
-    common = dict(batch_size=o.batch_size, max_new_tokens=o.max_new_tokens, progress=o.progress, task=task)
+    common = dict(batch_size=batch_size, max_new_tokens=o.max_new_tokens, progress=o.progress, task=task)
     with opened_engine(o.engine, policy, processor) as sampler:
         drawn = {}
         for name in names:

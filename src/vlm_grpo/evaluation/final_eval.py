@@ -58,7 +58,7 @@ def evaluate_models(
         with opened_engine(o.engine, policy, processor) as sampler:
             for spec, samples in sets.items():
                 torch.manual_seed(o.seed)
-                drawn[spec] = sample_records(sampler, style, samples, spec, batch_size=o.batch_size, **decoding)
+                drawn[spec] = sample_records(sampler, style, samples, spec, batch_size=o.batch_size or 32, **decoding)
         for spec, records in drawn.items():
             for record in records:
                 record["checkpoint"] = name

@@ -44,8 +44,8 @@ class EvalOptions:
     """The task (a name, or a Task with its options) that scores and parses."""
     columns: dict[str, str] | None = None
     """FIELD=COLUMN mapping of the data set's columns, e.g. {"question": "problem"}."""
-    batch_size: int = 32
-    """Prompts per generation batch."""
+    batch_size: int | None = None
+    """Completions per generation batch (None: the command's own default, 64 for assess, 32 for eval)."""
     max_new_tokens: int = 50
     device: str = "auto"
     dtype: str = "auto"

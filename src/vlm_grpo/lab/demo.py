@@ -38,7 +38,7 @@ def run_demo(
             ("default", "r1v"),
             n=n,
             out=folder,
-            options=EvalOptions(batch_size=64, progress=progress),
+            options=EvalOptions(progress=progress),
         )
         assessments[base] = folder / "assessment.json"
     tqdm.write("training with and without injection (study preset lab-demo)")

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 
 from ..registry import Registry, import_object
 
+SCALARS = ("number", "integer", "string", "boolean")
+
 
 class ToolError(ValueError):
     """A call the tool cannot answer (a bad box, an image that is not there): its message is the
@@ -36,6 +38,10 @@ class Arg:
     """string: the values it may take (empty: any)."""
     doc: str = ""
 
+    def __post_init__(self):
+        if self.kind not in (*SCALARS, "array") or self.items not in SCALARS:
+            raise ValueError(f"an argument's kind is one of {', '.join((*SCALARS, 'array'))} (got {self.kind!r})")
+
 
 @dataclass(frozen=True)
 class ToolOutput:
@@ -55,6 +61,12 @@ class Tool:
     trusted: bool = False
     """The project's own pure tools run in the trainer's process; any other runs isolated."""
     defaults: dict = field(default_factory=dict)
+    """Arguments the call may leave out, filled in before the function runs."""
+
+    def __post_init__(self):
+        unknown = sorted(set(self.defaults) - set(self.args))
+        if unknown:
+            raise ValueError(f"tool {self.name!r}: a default for {unknown[0]!r}, which is not one of its arguments")
 
     def signature(self) -> str:
         """The tool as a prompt describes it: name(arg: type, ...) - description."""

@@ -20,6 +20,8 @@ from . import Arg, Tool
 
 OPEN, CLOSE = "<tool_call>", "</tool_call>"
 MAX_CALL_CHARS = 2000  # a call longer than this is not a call but a runaway completion
+MAX_INT_DIGITS = 18  # longer integers are no pixel coordinate, and overflow a float
+JSON_SPACE = " \t\n\r"
 _TAG = re.compile(r"</?tool_call>")
 
 
@@ -53,8 +55,8 @@ def parse_call(text: str, tools: Mapping[str, Tool]) -> ToolCall:
         raise CallError(f"the tool call is {len(body)} characters long; at most {MAX_CALL_CHARS}")
     if _TAG.search(body):
         raise CallError("a tool call cannot contain another tool-call tag")
-    if OPEN in text[close:]:
-        raise CallError("one tool call per turn")
+    if OPEN in text[close:] or CLOSE in text[:start] or CLOSE in text[close + len(CLOSE) :]:
+        raise CallError("one tool call per turn, in one pair of tags")
     payload = _json_object(body)
     if set(payload) != {"name", "arguments"}:
         raise CallError(f"a tool call has exactly the keys 'name' and 'arguments' (got {sorted(payload)})")
@@ -77,8 +79,16 @@ def _json_object(body: str) -> dict:
     def no_constant(word):
         raise CallError(f"{word} is not a number a tool accepts")
 
+    def bounded_int(digits: str) -> int:
+        if len(digits) > MAX_INT_DIGITS:
+            raise CallError(f"an integer of {len(digits)} digits is not a number a tool accepts")
+        return int(digits)
+
     try:
-        payload = json.loads(body.strip(), object_pairs_hook=no_duplicates, parse_constant=no_constant)
+        # JSON's own whitespace only: str.strip() would also pass Unicode spaces JSON does not allow.
+        payload = json.loads(
+            body.strip(JSON_SPACE), object_pairs_hook=no_duplicates, parse_constant=no_constant, parse_int=bounded_int
+        )
     except json.JSONDecodeError as exc:
         raise CallError(f"the tool call is not valid JSON ({exc.msg} at character {exc.pos})") from None
     except RecursionError:
@@ -123,6 +133,6 @@ def _check_scalar(where: str, kind: str, value) -> None:
         "boolean": isinstance(value, bool),
     }[kind]
     if not ok:
-        raise CallError(f"{where} must be a {kind} (got {json.dumps(value)[:40]})")
+        raise CallError(f"{where} must be {'an' if kind == 'integer' else 'a'} {kind} (got {json.dumps(value)[:40]})")
     if kind == "number" and not math.isfinite(value):  # 1e999 parses as inf
         raise CallError(f"{where} must be a finite number")

@@ -3,9 +3,10 @@
 A box is [x1, y1, x2, y2], relative to the image (0..1, the default) or in pixels. It is clamped to
 the image; a box that is empty after clamping, inverted or under MIN_SIDE pixels is an error turn,
 as is an image index that is not there. `crop` returns the region at its own pixels; `zoom`
-enlarges it (factor 1-4, to at most MAX_OUTPUT_PIXELS), as a model with a fixed pixel budget sees
-a small crop at low resolution. The image a tool returns is fitted to the model's resolution when
-it enters the conversation, like any prompt image.
+enlarges it (factor 1-4), as a model with a fixed pixel budget sees a small crop at low
+resolution. Either output is scaled down to at most MAX_OUTPUT_PIXELS, and its text says so. The
+image a tool returns is fitted to the model's resolution when it enters the conversation, like any
+prompt image.
 """
 
 from __future__ import annotations
@@ -31,8 +32,9 @@ def pixel_box(size: tuple[int, int], box, coordinates: str = "relative") -> tupl
     x1, y1, x2, y2 = (float(v) for v in box)
     if not all(math.isfinite(v) for v in (x1, y1, x2, y2)):
         raise ToolError(f"the box {list(box)} holds a number that is not finite")
-    if coordinates == "relative":
-        x1, x2, y1, y2 = x1 * width, x2 * width, y1 * height, y2 * height
+    if coordinates == "relative":  # clamped before scaling: -1e308 must not become -inf pixels
+        x1, x2 = (min(max(v, 0.0), 1.0) * width for v in (x1, x2))
+        y1, y2 = (min(max(v, 0.0), 1.0) * height for v in (y1, y2))
     left, right = max(0, round(min(x1, width))), max(0, round(min(x2, width)))
     top, bottom = max(0, round(min(y1, height))), max(0, round(min(y2, height)))
     if right <= left or bottom <= top:
@@ -53,20 +55,31 @@ def _region(images, box, coordinates: str, image: int):
     return source.crop(bounds), bounds
 
 
+def _scaled(region, factor: float):
+    """The region resized by `factor`, or less where that would pass MAX_OUTPUT_PIXELS; and the scale."""
+    factor = min(factor, (MAX_OUTPUT_PIXELS / (region.width * region.height)) ** 0.5)
+    if factor == 1.0:
+        return region, factor
+    size = (max(1, int(region.width * factor)), max(1, int(region.height * factor)))
+    return region.resize(size, resample=3), factor  # bicubic
+
+
 def crop(images, box, coordinates: str = "relative", image: int = 0) -> ToolOutput:
     region, bounds = _region(images, box, coordinates, image)
-    return ToolOutput(f"crop of image {image} at pixels {list(bounds)} ({region.width}x{region.height})", (region,))
+    out, scale = _scaled(region, 1.0)
+    shrunk = "" if scale == 1.0 else f", scaled {scale:.2g}x to {out.width}x{out.height}"
+    return ToolOutput(
+        f"crop of image {image} at pixels {list(bounds)} ({region.width}x{region.height}){shrunk}", (out,)
+    )
 
 
 def zoom(images, box, coordinates: str = "relative", image: int = 0, factor: float = 2.0) -> ToolOutput:
     if not 1.0 <= factor <= MAX_ZOOM:
         raise ToolError(f"factor {factor} is outside 1 to {MAX_ZOOM:g}")
     region, bounds = _region(images, box, coordinates, image)
-    factor = min(factor, (MAX_OUTPUT_PIXELS / (region.width * region.height)) ** 0.5)
-    size = (max(1, round(region.width * factor)), max(1, round(region.height * factor)))
-    enlarged = region.resize(size, resample=3)  # bicubic
-    text = f"image {image} at pixels {list(bounds)}, enlarged {factor:.2g}x to {size[0]}x{size[1]}"
-    return ToolOutput(text, (enlarged,))
+    out, scale = _scaled(region, factor)
+    text = f"image {image} at pixels {list(bounds)}, scaled {scale:.2g}x to {out.width}x{out.height}"
+    return ToolOutput(text, (out,))
 
 
 register_tool(Tool("crop", "the region of an image inside box, at its own pixels", BOX_ARGS, crop, trusted=True))

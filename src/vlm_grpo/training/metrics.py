@@ -64,7 +64,8 @@ def update_metrics(stats: algo.LossStats, grad_norms: list[float], updates: int,
 class PhaseClock:
     """Seconds spent in each named phase of a step, a phase nested in another counted in its own name
     only (sampling's time excludes the prompt encoding it asks for). `take()` gives `time/<phase>_s`
-    for the phases since the last take, and starts again."""
+    for the phases since the last take, and starts again. Host time, from one thread (the loop's):
+    on a GPU a phase's kernels may still run when the next phase starts."""
 
     def __init__(self, now=time.perf_counter):
         self.now = now

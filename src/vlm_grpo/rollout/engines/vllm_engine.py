@@ -225,8 +225,9 @@ def untied(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     again when it loads the embedding."""
     seen, out = set(), {}
     for name, tensor in tensors.items():
-        key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape))
-        if key not in seen:
+        where = (tensor.device, tensor.dtype, tensor.untyped_storage().data_ptr(), tensor.storage_offset())
+        key = (*where, tuple(tensor.shape), tensor.stride())
+        if tensor.numel() == 0 or key not in seen:  # empty tensors all sit at address 0: keep each
             seen.add(key)
             out[name] = tensor
     return out
