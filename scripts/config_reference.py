@@ -20,9 +20,10 @@ from vlm_grpo import config
 OUT = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
 HEADER = """# Configuration reference
 
-Generated from the field docstrings of `src/vlm_grpo/config.py` by `python scripts/config_reference.py`
-(a test fails when this file is stale). A preset YAML holds only what differs from these defaults;
-on the command line every key is `key=value`, nested ones with dots (`injection.mode=random`).
+Generated from the field docstrings of `src/vlm_grpo/config.py` and `config_sections.py` by
+`python scripts/config_reference.py` (a test fails when this file is stale). A preset YAML holds only what
+differs from these defaults; on the command line every key is `key=value`, nested ones with dots
+(`injection.mode=random`).
 """
 
 

@@ -25,7 +25,7 @@ LAYERS = [
     "lab",
     "cli",
 ]
-BASE_MODULES = {"config", "config_checks", "errors", "registry", "seeding", "__init__"}
+BASE_MODULES = {"config", "config_checks", "config_sections", "errors", "registry", "seeding", "__init__"}
 MAX_MODULE_LINES = 450
 MAX_FUNCTION_LINES = 60
 

@@ -18,10 +18,10 @@ def test_every_field_is_documented():
     import ast
     import inspect
 
-    from vlm_grpo import config
+    from vlm_grpo import config, config_sections
 
-    tree = ast.parse(inspect.getsource(config))
-    for node in tree.body:
+    nodes = [node for module in (config, config_sections) for node in ast.parse(inspect.getsource(module)).body]
+    for node in nodes:
         if isinstance(node, ast.ClassDef) and node.name.endswith("Config"):
             body = node.body
             for i, item in enumerate(body):

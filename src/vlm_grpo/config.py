@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from .config_checks import MOVED, validate
+from .config_sections import LoraSettings, ToolUseConfig, VLLMConfig
 from .errors import ConfigError
 
 
@@ -119,55 +120,6 @@ class SftConfig:
     def active(self) -> bool:
         """The update holds a supervised term on some step."""
         return self.gate != "none" or self.schedule != "constant" or self.coef > 0
-
-
-@dataclass
-class LoraSettings:
-    enabled: bool = False
-    """Train LoRA adapters (peft) instead of all weights; the reference is the same model with adapters off."""
-    r: int = 16
-    """Adapter rank."""
-    alpha: int = 32
-    """Adapter scaling numerator (scale = alpha / r)."""
-    dropout: float = 0.0
-    """Dropout on the adapter input (0 keeps log-probs deterministic between passes)."""
-    target_modules: list[str] | None = None
-    """Module names to adapt (None: the language model's attention and MLP projections; the vision
-    tower is left out)."""
-    save_merged: bool = True
-    """Checkpoints hold merged full weights (loadable without peft) as well as the adapter."""
-    load_in_4bit: bool = False
-    """QLoRA: hold the base weights in 4-bit NF4 (bitsandbytes; the vision tower and lm_head stay
-    unquantized) and train full-precision adapters. Merged checkpoints are dequantized: full precision."""
-
-
-@dataclass
-class VLLMConfig:
-    """The vLLM engine (`rollout_engine: vllm`): a server from its own environment (`make vllm-env`)."""
-
-    mode: str = "spawn"
-    """spawn: the trainer starts the server and stops it at the end | server: use one the user started
-    (`python src/vlm_grpo/rollout/engines/vllm_server.py --model FOLDER --port N` in the vLLM environment)."""
-    python: str = ".venv-vllm/bin/python"
-    """The vLLM environment's interpreter (spawn)."""
-    host: str = "127.0.0.1"
-    """The server's host (server mode; spawn always uses 127.0.0.1)."""
-    port: int = 0
-    """The server's port (spawn: 0 picks a free one)."""
-    dtype: str = "auto"
-    """The engine's weights: auto (the trainer's compute dtype) | float32 | bfloat16 | float16."""
-    startup_timeout: float = 600.0
-    """Seconds the server may take to become healthy (the first start compiles: about a minute on a CPU)."""
-    request_timeout: float = 600.0
-    """Seconds one request may take before the engine counts as hung."""
-    max_model_len: int = 4096
-    """Longest prompt plus completion, in tokens (image tokens included)."""
-    kv_cache_gib: float = 1.0
-    """KV-cache size on a CPU (VLLM_CPU_KVCACHE_SPACE, unless set in the environment)."""
-    gpu_memory_utilization: float = 0.5
-    """Share of the GPU the engine may take (a GPU shared with the trainer needs room for both)."""
-    enforce_eager: bool = False
-    """No CUDA graphs or compilation (faster start, slower decoding)."""
 
 
 @dataclass
@@ -342,6 +294,14 @@ class TrainConfig:
     (`vlm_grpo.guidance.register_remedy`) or `package.module:ClassName` (a `Remedy` subclass)."""
     remedy_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Keyword options of those remedies, by remedy name."""
+    tools: list[str] = field(default_factory=list)
+    """Tools the policy may call mid-answer (`crop`, `zoom`, a plug-in's, or `package.module:function`);
+    empty: one turn, no tools. Their signatures are appended to every prompt."""
+    max_turns: int = 1
+    """Most assistant turns per rollout (2 or more with tools); max_completion_length bounds all of
+    them together, tool turns included."""
+    tool_use: ToolUseConfig = field(default_factory=ToolUseConfig)
+    """Limits of a tool call and the optional tool reward terms."""
     lora: LoraSettings = field(default_factory=LoraSettings)
     """Parameter-efficient training with LoRA adapters."""
     vllm: VLLMConfig = field(default_factory=VLLMConfig)

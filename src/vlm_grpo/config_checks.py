@@ -51,7 +51,15 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         if not ok:
             errors.append(message)
 
-    checks = (_check_algorithm, _check_injection, _check_sft, _check_resources, _check_precision, _check_engine)
+    checks = (
+        _check_algorithm,
+        _check_injection,
+        _check_sft,
+        _check_resources,
+        _check_precision,
+        _check_engine,
+        _check_tools,
+    )
     for check in checks:
         check(cfg, need)
     for sink in cfg.report_to:
@@ -233,3 +241,17 @@ def _check_engine(cfg: TrainConfig, need: Need) -> None:
         cfg.vllm.mode != "server" or cfg.vllm.port > 0,
         "vllm.mode=server needs vllm.port (and vllm.host) of the server you started",
     )
+
+
+def _check_tools(cfg: TrainConfig, need: Need) -> None:
+    need(cfg.max_turns >= 1, f"max_turns must be at least 1, got {cfg.max_turns}")
+    if not cfg.tools:
+        need(cfg.max_turns == 1, f"max_turns={cfg.max_turns} needs tools to call (tools=[crop], say)")
+        return
+    need(cfg.max_turns >= 2, "tools need max_turns of at least 2: a turn that calls and one that answers")
+    need(cfg.rollout_engine != "vllm", "tools run with rollout_engine=hf; the vllm engine samples one turn")
+    need(not cfg.dynamic_sampling, "tools and dynamic_sampling do not combine yet")
+    need(cfg.injection.payload == "full", "tools and injection.payload=prefix do not combine yet")
+    need(cfg.tool_use.timeout_s > 0, f"tool_use.timeout_s must be positive, got {cfg.tool_use.timeout_s}")
+    need(cfg.tool_use.memory_mb >= 64, f"tool_use.memory_mb must be at least 64, got {cfg.tool_use.memory_mb}")
+    need(cfg.tool_use.turn_penalty >= 0, f"tool_use.turn_penalty must be >= 0, got {cfg.tool_use.turn_penalty}")

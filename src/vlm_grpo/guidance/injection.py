@@ -276,6 +276,7 @@ def replace_rows(rollout: Rollout, rows: dict[int, Row], scorer: Scorer, pad_id:
     truncated, injected = rollout.truncated.clone(), rollout.injected.clone()
     texts, scores = list(rollout.texts), list(rollout.scores)
     engine_logp = _pad_to(rollout.engine_logp, width, 0.0) if rollout.engine_logp is not None else None
+    turns = list(rollout.turns) if rollout.turns is not None else None
     for row, new in rows.items():
         ids[row] = pad_id
         ids[row, : len(new.tokens)] = torch.tensor(new.tokens, device=ids.device)
@@ -286,10 +287,11 @@ def replace_rows(rollout: Rollout, rows: dict[int, Row], scorer: Scorer, pad_id:
         if engine_logp is not None:
             engine_logp[row] = 0.0  # the engine did not sample a demonstration
         truncated[row], injected[row] = new.truncated, True
+        if turns is not None:
+            turns[row] = None  # a demonstration is one turn
         texts[row], scores[row] = new.text, scorer(new.text, rollout.answer_of_row(row))
-    return Rollout(
-        rollout.prompts, rollout.group_size, ids, mask, truncated, texts, scores, injected, demo_tokens, engine_logp
-    )
+    G = rollout.group_size
+    return Rollout(rollout.prompts, G, ids, mask, truncated, texts, scores, injected, demo_tokens, engine_logp, turns)
 
 
 def _pad_to(tensor: torch.Tensor, width: int, value: float) -> torch.Tensor:

@@ -74,9 +74,10 @@ class PolicyOps:
     world: Any
     """The processes (`training/distributed/world.py`): sum, gather, rank, size, local_slice, mean_metrics."""
     micro_batch_size: int
-    logprobs: Callable[[PromptBatch, torch.Tensor, torch.Tensor, torch.Tensor, int, float], torch.Tensor]
-    """(prompts, rows, completion ids (n, C), mask (n, C), group size, temperature) -> (n, C) per-token
-    log-probs with gradient, under the run's autocast; rows index prompts' groups times group size."""
+    logprobs: Callable[..., torch.Tensor]
+    """(prompts, rows, completion ids (n, C), mask (n, C), group size, temperature[, turns]) -> (n, C)
+    per-token log-probs with gradient, under the run's autocast; rows index prompts' groups times group
+    size; `turns` (the rows' tool turns, `Rollout.row_turns`) where the rows called tools."""
     backward: Callable[[torch.Tensor], None]
     """Back-propagate a loss through the distribution strategy (gradients accumulate)."""
     zero_grad: Callable[[], None]

@@ -25,6 +25,46 @@ def image_rows(image_counts: list[int], prompts: list[int]) -> list[int]:
 
 
 @dataclass
+class RowTurns:
+    """One row's turns: which of its completion tokens the tools wrote, and what they showed it."""
+
+    tool_tokens: list[bool] = field(default_factory=list)
+    """Per completion token: written by a tool turn (attended, not trained)."""
+    token_types: list[int] = field(default_factory=list)
+    """Per completion token: its mm_token_type_id (1 on a tool image's placeholders)."""
+    image_inputs: list[dict[str, torch.Tensor]] = field(default_factory=list)
+    """The processor's image inputs of each tool turn that showed images, in order."""
+    calls: int = 0
+    """Tool calls the policy wrote (well-formed or not)."""
+    valid_calls: int = 0
+    """Calls that ran and answered."""
+    failures: int = 0
+    """Calls whose tool itself failed (raised, timed out, ran out of memory)."""
+    turns: int = 1
+    """Assistant turns."""
+    transcript: str = ""
+    """The whole conversation after the prompt, tool turns included, as text."""
+
+    @property
+    def has_images(self) -> bool:
+        return bool(self.image_inputs)
+
+    def images(self) -> dict[str, torch.Tensor]:
+        """The row's tool images as model inputs, concatenated by image."""
+        return {key: torch.cat([part[key] for part in self.image_inputs]) for key in self.image_inputs[0]}
+
+
+def tool_token_mask(turns: list[RowTurns | None], width: int) -> torch.Tensor:  # (n, width) bool
+    """Tokens written by tools, rows padded (or cut) to `width`; rows without turns are all False."""
+    mask = torch.zeros((len(turns), width), dtype=torch.bool)
+    for row, row_turns in enumerate(turns):
+        if row_turns is not None and row_turns.tool_tokens:
+            marks = torch.tensor(row_turns.tool_tokens[:width], dtype=torch.bool)
+            mask[row, : marks.numel()] = marks
+    return mask
+
+
+@dataclass
 class PromptBatch:
     """B prompts, encoded once; left-padded so that generation continues from the right edge."""
 
@@ -100,6 +140,9 @@ class Rollout:
     engine_logp: torch.Tensor | None = None
     """(N, C) the sampling engine's own log-prob of each sampled token (engines that report them; 0 on
     injected rows' tokens, which the engine did not sample); None: the trainer's model sampled."""
+    turns: list[RowTurns | None] | None = None
+    """(N,) each row's tool turns (`rollout/turns.py`; None for a row without them); None: every
+    row is one turn."""
 
     def __post_init__(self) -> None:
         if self.injected is None:
@@ -114,6 +157,18 @@ class Rollout:
 
     def answer_of_row(self, row: int) -> Any:
         return self.prompts.samples[row // self.group_size].answer
+
+    def row_turns(self, rows: torch.Tensor) -> list[RowTurns | None] | None:
+        """The tool turns of `rows`, in order; None when no row has any."""
+        return None if self.turns is None else [self.turns[row] for row in rows.tolist()]
+
+    @property
+    def tool_tokens(self) -> torch.Tensor:  # (N, C) bool
+        """Completion tokens written by tool turns: attended to, never trained."""
+        width = self.completion_ids.size(1)
+        if self.turns is None:
+            return torch.zeros(self.completion_ids.shape, dtype=torch.bool)
+        return tool_token_mask(self.turns, width)
 
 
 @dataclass
@@ -220,4 +275,7 @@ def take_groups(picks: list[tuple[Rollout, int]], prompts: PromptBatch, pad_id: 
         torch.stack([rollout.injected[row] for rollout, row in rows]),
         stacked("demo_tokens", False),
         stacked("engine_logp", 0.0) if all(r.engine_logp is not None for r, _ in picks) else None,
+        [rollout.turns[row] if rollout.turns is not None else None for rollout, row in rows]
+        if any(rollout.turns is not None for rollout, _ in picks)
+        else None,
     )

@@ -14,7 +14,8 @@ import torch
 
 from ..core.algo import token_logprobs
 from ..models.families import FamilyAdapter, adapter_for
-from .batch import PromptBatch, image_rows
+from .batch import PromptBatch, RowTurns, image_rows, tool_token_mask
+from .turns import conversation_inputs
 
 
 def completion_logprobs(
@@ -26,7 +27,11 @@ def completion_logprobs(
     group_size: int,
     temperature: float = 1.0,
     sharing: str = "prefix",
+    turns: list[RowTurns | None] | None = None,  # (n,) the rows' tool turns (rollout.row_turns(rows))
 ) -> torch.Tensor:  # (n, C)
+    if turns is not None and any(t is not None and t.tool_tokens for t in turns):
+        args = (rows, completion_ids, completion_mask, group_size, temperature, sharing)
+        return _with_tool_turns(model, prompts, *args, turns)
     adapter = adapter_for(model)
     owner = rows // group_size
     if sharing == "prefix":
@@ -90,3 +95,32 @@ def _shared_prefix_logits(
     )
     # The prompt's last position predicts the first completion token.
     return torch.cat([last[local].unsqueeze(1), rest.logits[:, :-1]], dim=1)
+
+
+def _with_tool_turns(
+    model, prompts, rows, completion_ids, completion_mask, group_size, temperature, sharing, turns
+) -> torch.Tensor:  # (n, C)
+    """Rows whose tool turns showed images run whole, one by one, with their images in order (prompt
+    images, then the tools'); the other rows as `sharing` says (a text tool turn is text like any
+    other). Tool tokens get log-prob 0: they are the tool's, not the policy's (the loss masks them)."""
+    whole = [i for i, t in enumerate(turns) if t is not None and t.has_images]
+    rest = [i for i in range(len(turns)) if i not in set(whole)]
+    parts: dict[int, torch.Tensor] = {}
+    if rest:
+        index = torch.tensor(rest)
+        shared = completion_logprobs(
+            model, prompts, rows[index], completion_ids[index], completion_mask[index], group_size, temperature, sharing
+        )
+        parts.update(zip(rest, shared))
+    adapter = adapter_for(model)
+    forbidden = torch.tensor(adapter.vision_token_ids(model), device=completion_ids.device)
+    for i in whole:
+        length = int(completion_mask[i].sum())
+        tokens = completion_ids[i, :length]
+        inputs = conversation_inputs(prompts, int(rows[i]) // group_size, tokens.tolist(), turns[i])
+        logits = model(**inputs, use_cache=False, logits_to_keep=length + 1).logits[:, :-1]
+        logits = logits.index_fill(-1, forbidden.to(logits.device), float("-inf"))
+        logp = token_logprobs(logits, tokens.unsqueeze(0).to(logits.device), temperature)[0]
+        parts[i] = torch.nn.functional.pad(logp, (0, completion_ids.size(1) - length))
+    out = torch.stack([parts[i] for i in range(len(turns))])
+    return out.masked_fill(tool_token_mask(turns, completion_ids.size(1)).to(out.device), 0.0)

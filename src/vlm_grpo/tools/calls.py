@@ -136,3 +136,13 @@ def _check_scalar(where: str, kind: str, value) -> None:
         raise CallError(f"{where} must be {'an' if kind == 'integer' else 'a'} {kind} (got {json.dumps(value)[:40]})")
     if kind == "number" and not math.isfinite(value):  # 1e999 parses as inf
         raise CallError(f"{where} must be a finite number")
+
+
+def instructions(tools: Mapping[str, Tool]) -> str:
+    """What a prompt says about the tools: their signatures and how to call one."""
+    listed = "; ".join(tool.signature() for tool in tools.values())
+    return (
+        f"You may call a tool before you answer: {listed}. To call one, write "
+        f'{OPEN}{{"name": ..., "arguments": {{...}}}}{CLOSE} and end your turn; '
+        "its output comes back in <tool_response> </tool_response>."
+    )

@@ -15,7 +15,7 @@ def policy_ops(trainer) -> PolicyOps:
     """What the remedies may ask of the policy: log-probs, backward, optimizer steps, sampling."""
     cfg = trainer.cfg
 
-    def logprobs(prompts, rows, ids, mask, group_size, temperature):
+    def logprobs(prompts, rows, ids, mask, group_size, temperature, turns=None):
         with precision.autocast(trainer.precision, trainer.device):
             return completion_logprobs(
                 trainer.model,
@@ -26,6 +26,7 @@ def policy_ops(trainer) -> PolicyOps:
                 group_size,
                 temperature,
                 cfg.logprob_sharing,
+                turns,
             )
 
     def continue_after(prompts, rows, prefixes):
@@ -58,6 +59,7 @@ def logprobs_all(model, rollout: Rollout, cfg: TrainConfig) -> torch.Tensor:  # 
             rollout.group_size,
             cfg.temperature,
             cfg.logprob_sharing,
+            rollout.row_turns(chunk),
         )
         for chunk in rows.split(cfg.micro_batch_size)
     ]

@@ -45,6 +45,7 @@ from .metrics import PhaseClock, completion_rows, frac_zero_std, rollout_metrics
 from .ops import logprobs_all, policy_ops
 from .setup import check_names, check_world, load_policy, loss_settings, make_optimizer, prompt_length_check
 from .signals import stop_on_signal
+from .tool_use import add_tool_rewards, tool_metrics, with_tools
 from .tracking import Tracker
 
 MAX_NONFINITE_IN_A_ROW = 5
@@ -75,9 +76,11 @@ class Trainer:
         engine = build_engine(
             cfg, self.model, self.processor, self._sampling_context, self.precision, self.out, self.world.size
         )
+        # With tools, every turn after the first samples the conversation so far (rollout/turns.py).
+        turn_end = self.adapter.turn_end_id(self.processor)
+        engine, self.style = with_tools(cfg, engine, get_style(cfg.prompt, self.task), turn_end)
         self.rollouts, self.eval_engine = EngineRollouts(cfg, engine), engine.evaluator()
         cfg.logprob_sharing = self.adapter.logprob_sharing(cfg.logprob_sharing, cfg.gradient_checkpointing)
-        self.style = get_style(cfg.prompt, self.task)
         self.scorer = Scorer(given.rewards or cfg.reward_funcs, cfg.reward_weights, self.style, self.task)
         source = given.train or open_source(cfg.data.train, cfg.data.images, self.task, cfg.data.columns)
         train_rows, _ = split_indices(len(source), cfg.data.eval_holdout)
@@ -90,7 +93,7 @@ class Trainer:
             check=prompt_length_check(self.processor, self.style, cfg.max_prompt_length),
             prepare=lambda image: self.adapter.fit_image(image, self.processor),
         )
-        tok, turn_end = self.processor.tokenizer, self.adapter.turn_end_id(self.processor)
+        tok = self.processor.tokenizer
         kit = RemedyKit(self.style, self.scorer, tok, turn_end, tok.pad_token_id, cfg.seed)
         self.remedies = build_remedies(cfg, kit)
         if any(remedy.writes_demonstrations for remedy in self.remedies):
@@ -271,7 +274,7 @@ class Trainer:
             self.last_drawn = self.rollouts.draw(self._next_prompts, ahead=first and step + 1 < cfg.max_steps)
         with self.clock.phase("scoring"):
             rollout = self.scored(self.last_drawn)
-        sampled_metrics = rollout_metrics(rollout, self.task)
+        sampled_metrics = {**rollout_metrics(rollout, self.task), **tool_metrics(rollout, cfg.tool_use)}
         rate = self.world.sum(sampled_metrics["rollout/answer_present_rate"]) / self.world.size
         context = StepContext(step, cfg.max_steps, rate, first)
         with self.clock.phase("remedies"):  # e.g. guidance injection
@@ -288,7 +291,18 @@ class Trainer:
     def scored(self, drawn) -> Rollout:
         G, done, prompts = self.cfg.num_generations, drawn.completions, drawn.prompts
         scores = self.scorer.score_all(done.texts, [prompts.samples[row // G] for row in range(len(done.texts))])
-        return Rollout(prompts, G, done.ids, done.mask, done.truncated, done.texts, scores, engine_logp=done.logprobs)
+        scores = add_tool_rewards(scores, done.turns, self.cfg.tool_use)
+        return Rollout(
+            prompts,
+            G,
+            done.ids,
+            done.mask,
+            done.truncated,
+            done.texts,
+            scores,
+            engine_logp=done.logprobs,
+            turns=done.turns,
+        )
 
     @contextlib.contextmanager
     def _sampling_context(self):  # ranks decode for different numbers of steps: weights gathered
@@ -334,6 +348,8 @@ class Trainer:
 
     def loss_mask(self, rollout: Rollout) -> torch.Tensor:  # (N, C)
         mask = rollout.completion_mask.clone()
+        if rollout.turns is not None:  # tool turns are read, not written, by the policy
+            mask[rollout.tool_tokens.to(mask.device)] = 0
         if self.cfg.mask_truncated_completions:
             mask[rollout.truncated] = 0
         for remedy in self.remedies:  # e.g. gated groups train on their demonstration instead
@@ -385,7 +401,8 @@ class Trainer:
 
     def policy_logprobs(self, rollout: Rollout, micro: MicroBatch) -> torch.Tensor:  # (n, w), with gradient
         ids, mask = micro.completion_ids, micro.completion_mask
-        return self.ops.logprobs(rollout.prompts, micro.rows, ids, mask, rollout.group_size, self.cfg.temperature)
+        turns, G = rollout.row_turns(micro.rows), rollout.group_size
+        return self.ops.logprobs(rollout.prompts, micro.rows, ids, mask, G, self.cfg.temperature, turns)
 
     def optimizer_step(self) -> float:
         norm = self.parallel.step(self.model, self.optimizer, self.cfg.max_grad_norm)

@@ -52,6 +52,8 @@ class Completions:
     logprobs: torch.Tensor | None = None
     """(N, C) the engine's own log-prob of each sampled token at the sampling temperature (0 past the
     end); None for an engine that samples with the trainer's own model and kernels (`hf`)."""
+    turns: list | None = None
+    """(N,) each row's `RowTurns` (`rollout/turns.py`) when rollouts call tools; None: one turn each."""
 
 
 @dataclass

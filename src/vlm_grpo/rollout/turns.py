@@ -1,0 +1,257 @@
+"""Multi-turn rollouts: the policy writes a tool call, the tool answers in the next user turn, and
+the policy goes on, up to `max_turns` assistant turns and `max_tokens` completion tokens in all.
+
+A row's completion is one token sequence: the policy's turns and, between them, the tool turns
+(`<tool_response>` text and any new images, written in the family's own chat template, so the model
+reads exactly what a conversation with that turn would give it). Tool tokens are attended to but
+never trained: `RowTurns.tool_tokens` marks them, the loss mask drops them, and their log-probs are
+0. A row whose tool turns hold images is passed whole, its images in order (prompt images, then
+the tools'), so M-RoPE positions and image features are the model's own for that conversation.
+
+`ToolEngine` wraps any engine: the first turn is the inner engine's ordinary draw of G completions
+per prompt, so rows without a call are exactly what the inner engine sampled; each later turn
+samples, for the rows that called a tool, one continuation of their conversation so far.
+Scoring reads the final turn (`Completions.texts`); the whole conversation is in `transcript`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+
+from ..tools import Tool
+from ..tools.calls import CallError, has_call, parse_call
+from ..tools.runner import run_tool
+from .batch import PromptBatch, RowTurns
+from .engines.base import Completions, SamplingParams
+
+RESPONSE_OPEN, RESPONSE_CLOSE = "<tool_response>", "</tool_response>"
+IMAGE_KEYS = ("pixel_values", "image_grid_thw")
+"""Model inputs counted by image (Qwen's flattened patches and grids), concatenated across turns."""
+
+
+class ToolTurnWriter:
+    """Tool turns as tokens, in the model's chat template: the text that follows an assistant turn's
+    end token up to the next assistant header, with the tool's output as a user turn."""
+
+    def __init__(self, processor, turn_end_id: int):
+        self.processor = processor
+        tokenizer = processor.tokenizer
+        end_text = tokenizer.decode([turn_end_id])
+        user = [{"role": "user", "content": [{"type": "text", "text": "q"}]}]
+        before = self._render(user + [{"role": "assistant", "content": [{"type": "text", "text": "a"}]}], False)
+        probe = self._render(self._conversation(user, "", 0), True)
+        cut = before.rfind(end_text)
+        if cut < 0 or not probe.startswith(before):
+            raise ValueError(
+                "tools need a chat template that continues a conversation by appending turns; this model's does not"
+            )
+        self.after_end = before[cut + len(end_text) :]
+        """What the template writes after an assistant turn's end token (Qwen: a newline)."""
+        self.prefix_chars = len(before)
+
+    def _render(self, messages: list[dict], generation_prompt: bool) -> str:
+        return self.processor.apply_chat_template(messages, add_generation_prompt=generation_prompt, tokenize=False)
+
+    @staticmethod
+    def _conversation(user: list[dict], text: str, images: int) -> list[dict]:
+        content = (
+            [{"type": "text", "text": RESPONSE_OPEN}]
+            + [{"type": "image"}] * images
+            + [{"type": "text", "text": f"{text}{RESPONSE_CLOSE}"}]
+        )
+        return user + [
+            {"role": "assistant", "content": [{"type": "text", "text": "a"}]},
+            {"role": "user", "content": content},
+        ]
+
+    def text(self, output_text: str, images: int) -> str:
+        """The tool turn after the policy's end token, through the next assistant header."""
+        user = [{"role": "user", "content": [{"type": "text", "text": "q"}]}]
+        whole = self._render(self._conversation(user, output_text, images), True)
+        return self.after_end + whole[self.prefix_chars :]
+
+    def encode(self, output_text: str, images: list) -> tuple[list[int], list[int], dict[str, torch.Tensor] | None]:
+        """(token ids, token types, image inputs or None) of the tool turn."""
+        text = self.text(output_text, len(images))
+        encoded = self.processor(text=[text], images=[images] if images else None, return_tensors="pt")
+        ids = encoded["input_ids"][0].tolist()
+        types = encoded["mm_token_type_ids"][0].tolist() if "mm_token_type_ids" in encoded else [0] * len(ids)
+        image_inputs = {key: encoded[key] for key in IMAGE_KEYS if key in encoded} if images else None
+        return ids, types, image_inputs
+
+
+@dataclass
+class _Row:
+    """A conversation being sampled: its tokens so far and what its last turn said."""
+
+    sample_images: list
+    turns: RowTurns
+    tokens: list[int]
+    last_text: str
+    truncated: bool
+
+    def add_policy_turn(self, tokens: list[int], text: str, truncated: bool) -> None:
+        self.tokens += tokens
+        self.turns.tool_tokens += [False] * len(tokens)
+        self.turns.token_types += [0] * len(tokens)
+        self.turns.transcript += text
+        self.last_text, self.truncated = text, truncated
+
+    def add_tool_turn(self, ids: list[int], types: list[int], images, text: str) -> None:
+        self.tokens += ids
+        self.turns.tool_tokens += [True] * len(ids)
+        self.turns.token_types += types
+        if images is not None:
+            self.turns.image_inputs.append(images)
+        self.turns.transcript += text
+
+
+class ToolEngine:
+    """An engine whose rollouts may call tools: the inner engine samples every turn."""
+
+    def __init__(
+        self,
+        inner,
+        tools: dict[str, Tool],
+        max_turns: int,
+        turn_end_id: int,
+        timeout_s: float = 10.0,
+        memory_mb: int = 2048,
+    ):
+        self.inner, self.tools, self.max_turns = inner, tools, max_turns
+        self.processor, self.device = inner.processor, inner.device
+        self.name, self.own_logprobs, self.asynchronous = inner.name, False, False
+        self.turn_end_id, self.writer = turn_end_id, ToolTurnWriter(inner.processor, turn_end_id)
+        self.timeout_s, self.memory_mb = timeout_s, memory_mb
+
+    def sample(
+        self, prompts: PromptBatch, params: SamplingParams, prefixes: list[list[int]] | None = None
+    ) -> Completions:
+        first = self.inner.sample(prompts, params, prefixes)
+        if prefixes is not None:  # a demonstration's prefix continued: one turn, as the inner engine gives it
+            return first
+        tokenizer = self.processor.tokenizer
+        rows = []
+        for row, (ids, mask, cut, text) in enumerate(zip(first.ids, first.mask, first.truncated, first.texts)):
+            sample = prompts.samples[row // params.group_size]
+            rows.append(_Row(list(sample.load_images()), RowTurns(), [], "", False))
+            rows[-1].add_policy_turn(ids[mask.bool()].tolist(), text, bool(cut))
+        for _ in range(1, self.max_turns):
+            calling = [i for i, r in enumerate(rows) if not r.truncated and has_call(r.last_text)]
+            live = [i for i in calling if self._answer(rows[i], params.max_tokens)]
+            if not live:
+                break
+            self._next_turn(prompts, rows, live, params)
+        width = max(1, max(len(r.tokens) for r in rows))
+        pad = tokenizer.pad_token_id
+        ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(rows), width))
+        for i, r in enumerate(rows):
+            ids[i, : len(r.tokens)] = torch.tensor(r.tokens, dtype=torch.long)
+            mask[i, : len(r.tokens)] = 1
+        truncated = torch.tensor([r.truncated for r in rows])
+        return Completions(ids, mask, truncated, [r.last_text for r in rows], turns=[r.turns for r in rows])
+
+    def _answer(self, row: _Row, budget: int) -> bool:
+        """Run the call in the row's last turn and append the tool turn; False when the conversation
+        has no room left for it and a reply (the row then ends, truncated)."""
+        row.turns.calls += 1
+        try:
+            call = parse_call(row.last_text, self.tools)
+            result = run_tool(self.tools[call.name], row.sample_images, call.arguments, self.timeout_s, self.memory_mb)
+            text, images = (result.output.text, list(result.output.images)) if result.ok else (result.error, [])
+            row.turns.valid_calls += int(result.ok)
+            row.turns.failures += int(result.raised)
+        except CallError as exc:
+            text, images = f"error: {exc}", []
+        ids, types, image_inputs = self.writer.encode(text, images)
+        if len(row.tokens) + len(ids) >= budget:
+            row.truncated = True
+            return False
+        row.add_tool_turn(ids, types, image_inputs, self.writer.text(text, len(images)))
+        return True
+
+    def _next_turn(self, prompts: PromptBatch, rows: list[_Row], live: list[int], params: SamplingParams) -> None:
+        """One more assistant turn for each row in `live`, sampled from its conversation so far."""
+        group = params.group_size
+        pad = self.processor.tokenizer.pad_token_id
+        batch = conversation_batch(prompts, [(i // group, rows[i]) for i in live], pad)
+        room = [params.max_tokens - len(rows[i].tokens) for i in live]
+        done = self.inner.sample(batch, replace(params, group_size=1, max_tokens=max(room)))
+        for i, space, ids, mask, cut, text in zip(live, room, done.ids, done.mask, done.truncated, done.texts):
+            tokens = ids[mask.bool()].tolist()
+            over = len(tokens) > space
+            if over:
+                tokens, text = tokens[:space], self.processor.tokenizer.decode(tokens[:space], skip_special_tokens=True)
+            rows[i].add_policy_turn(tokens, text, bool(cut) or over)
+            rows[i].turns.turns += 1
+
+    def submit(self, prompts: PromptBatch, params: SamplingParams):
+        from concurrent.futures import Future
+
+        future: Future = Future()
+        future.set_result(self.sample(prompts, params))
+        return future
+
+    def evaluator(self) -> ToolEngine:
+        return ToolEngine(
+            self.inner.evaluator(), self.tools, self.max_turns, self.turn_end_id, self.timeout_s, self.memory_mb
+        )
+
+    def update_weights(self, model) -> float:
+        return self.inner.update_weights(model)
+
+    def sleep(self) -> None:
+        self.inner.sleep()
+
+    def wake(self) -> None:
+        self.inner.wake()
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def conversation_batch(prompts: PromptBatch, rows: list[tuple[int, _Row]], pad_id: int) -> PromptBatch:
+    """One prompt per (prompt index, conversation): the prompt, the conversation's tokens so far and
+    every image it has seen, left-padded so that sampling continues from the right edge."""
+    parts = [conversation_inputs(prompts, prompt, row.tokens, row.turns) for prompt, row in rows]
+    longest = max(part["input_ids"].size(1) for part in parts)
+    inputs: dict[str, torch.Tensor] = {}
+    for key in parts[0]:
+        if key in IMAGE_KEYS:
+            inputs[key] = torch.cat([part[key] for part in parts])
+            continue
+        fill = pad_id if key == "input_ids" else 0
+        inputs[key] = torch.cat(
+            [torch.nn.functional.pad(part[key], (longest - part[key].size(1), 0), value=fill) for part in parts]
+        )
+    counts = [prompts.image_counts[p] + _image_count(row.turns) for p, row in rows]
+    return PromptBatch([prompts.samples[p] for p, _ in rows], inputs, counts, None)
+
+
+def conversation_inputs(prompts: PromptBatch, prompt: int, tokens: list[int], turns: RowTurns) -> dict:
+    """Model inputs (batch of one, no padding) of prompt `prompt` followed by `tokens`, the completion
+    so far, with the tool images of `turns` after the prompt's own."""
+    base = prompts.select(torch.tensor([prompt]))
+    keep = base["attention_mask"][0].bool()
+    device = base["input_ids"].device
+    completion = torch.tensor([tokens], dtype=base["input_ids"].dtype, device=device)
+    out = {}
+    for key, value in base.items():
+        if key in IMAGE_KEYS:
+            extra = [value] + ([turns.images()[key].to(value.device, value.dtype)] if turns.has_images else [])
+            out[key] = torch.cat(extra)
+        elif key == "input_ids":
+            out[key] = torch.cat([value[:, keep], completion], dim=1)
+        elif key == "attention_mask":
+            out[key] = torch.cat([value[:, keep], torch.ones_like(completion, dtype=value.dtype)], dim=1)
+        else:  # mm_token_type_ids and the like: the completion's own types
+            types = torch.tensor([turns.token_types[: len(tokens)]], dtype=value.dtype, device=value.device)
+            out[key] = torch.cat([value[:, keep], types], dim=1)
+    return out
+
+
+def _image_count(turns: RowTurns) -> int:
+    return sum(int(part["image_grid_thw"].size(0)) for part in turns.image_inputs) if turns.image_inputs else 0

@@ -1,0 +1,278 @@
+"""Multi-turn rollouts with tools: the tool turn in the chat template, log-probs of literal
+multi-turn token sequences against the whole conversation encoded by the processor, the loss mask,
+the sampling loop (good call, bad call, no call), and the reward terms and metrics."""
+
+import re
+
+import pytest
+import torch
+
+from support import lab_samples
+from vlm_grpo.core import algo
+from vlm_grpo.models import adapter_for
+from vlm_grpo.models.loading import load_model_and_processor
+from vlm_grpo.rollout import Completions, HFEngine, Rollout, SamplingParams, completion_logprobs, encode_prompts
+from vlm_grpo.rollout.batch import RowTurns, tool_token_mask
+from vlm_grpo.rollout.turns import ToolEngine, ToolTurnWriter
+from vlm_grpo.tasks import Score
+from vlm_grpo.tasks.styles import get_style
+from vlm_grpo.tools import get_tools
+from vlm_grpo.tools.crop import crop
+from vlm_grpo.training.tool_use import add_tool_rewards, tool_metrics, tool_prompt, tool_terms
+
+CALL = '<tool_call>{"name": "crop", "arguments": {"box": [0.25, 0, 0.75, 0.5]}}</tool_call>'
+BAD_CALL = '<tool_call>{"name": "crop", "arguments": {"box": [0.25]}}</tool_call>'
+TOOLS = get_tools(["crop"])
+
+
+@pytest.fixture(scope="module")
+def policy():
+    torch.manual_seed(0)
+    model, processor = load_model_and_processor("tiny-qwen2-vl", torch.device("cpu"), torch.float32)
+    samples = lab_samples(2, size=112)
+    prompts = encode_prompts(processor, tool_prompt(get_style("default"), TOOLS), samples, torch.device("cpu"))
+    return model, processor, samples, prompts, adapter_for(model).turn_end_id(processor)
+
+
+def ids_of(processor, text: str, end: int) -> list[int]:
+    return processor.tokenizer(text, add_special_tokens=False)["input_ids"] + [end]
+
+
+def test_a_tool_turn_is_a_user_turn_of_the_chat_template(policy):
+    _, processor, _, _, end = policy
+    writer = ToolTurnWriter(processor, end)
+    assert writer.text("crop of image 0", 1) == (
+        "\n<|im_start|>user\n<tool_response><|vision_start|><|image_pad|><|vision_end|>crop of image 0"
+        "</tool_response><|im_end|>\n<|im_start|>assistant\n"
+    )
+    ids, types, images = writer.encode("error: bad box", [])
+    assert images is None and set(types) == {0}
+    assert processor.tokenizer.decode(ids) == writer.text("error: bad box", 0)
+
+
+def literal_trajectory(policy):
+    """Turn 1 (a crop call), the real tool turn with the crop, turn 2 ("3"): ids and turns."""
+    model, processor, samples, prompts, end = policy
+    writer = ToolTurnWriter(processor, end)
+    picture = samples[0].load_images()
+    shown = list(crop(picture, [0.25, 0, 0.75, 0.5]).images)
+    call, answer = ids_of(processor, CALL, end), ids_of(processor, "3", end)
+    tool, types, images = writer.encode("crop", shown)
+    ids = call + tool + answer
+    turns = RowTurns(
+        tool_tokens=[False] * len(call) + [True] * len(tool) + [False] * len(answer),
+        token_types=[0] * len(call) + types + [0] * len(answer),
+        image_inputs=[images],
+        calls=1,
+        valid_calls=1,
+        turns=2,
+    )
+    return ids, turns, picture + shown
+
+
+def test_multi_turn_logprobs_are_those_of_the_whole_conversation(policy):
+    model, processor, _, prompts, end = policy
+    ids, turns, images = literal_trajectory(policy)
+    # The same conversation, written out as text and encoded by the processor in one go.
+    text = prompts.texts[0] + re.sub(r"(<\|image_pad\|>)+", "<|image_pad|>", processor.tokenizer.decode(ids))
+    whole = processor(text=[text], images=[images], return_tensors="pt")
+    n = len(ids)
+    assert whole["input_ids"][0, -n:].tolist() == ids
+    forbidden = torch.tensor(adapter_for(model).vision_token_ids(model))
+    with torch.no_grad():
+        logits = model(**whole).logits[0, -n - 1 : -1].index_fill(-1, forbidden, float("-inf"))
+        expected = logits.log_softmax(-1).gather(1, torch.tensor(ids).unsqueeze(1)).squeeze(1)
+        # Row 0 of the rollout (prompt 0) beside a plain one-turn row of prompt 1, padded wider.
+        width = n + 3
+        completion = torch.full((2, width), processor.tokenizer.pad_token_id)
+        completion[0, :n] = torch.tensor(ids)
+        completion[1, :2] = torch.tensor(ids_of(processor, "4", end))
+        mask = torch.zeros((2, width))
+        mask[0, :n], mask[1, :2] = 1, 1
+        got = completion_logprobs(
+            model, prompts, torch.tensor([0, 2]), completion, mask, 2, 1.0, "prefix", [turns, None]
+        )
+        plain = completion_logprobs(model, prompts, torch.tensor([2]), completion[1:], mask[1:], 2, 1.0, "prefix")
+    policy_tokens = ~torch.tensor(turns.tool_tokens)
+    assert torch.allclose(got[0, :n][policy_tokens], expected[policy_tokens], atol=1e-5)
+    assert torch.all(got[0, :n][~policy_tokens] == 0) and torch.all(got[0, n:] == 0)
+    assert torch.equal(got[1], plain[0])  # a row without tool turns is computed as before
+
+
+def test_tool_tokens_leave_the_loss_and_its_gradient(policy):
+    ids, turns, _ = literal_trajectory(policy)
+    n = len(ids)
+    mask = tool_token_mask([turns, None], n + 2)
+    assert mask[0, :n].tolist() == turns.tool_tokens and not mask[0, n:].any() and not mask[1].any()
+    completion_mask = torch.zeros((1, n + 2))
+    completion_mask[0, :n] = 1
+    loss_mask = completion_mask.masked_fill(mask[:1], 0)  # as Trainer.loss_mask writes it
+    logp = torch.randn(1, n + 2, requires_grad=True)
+    settings = algo.LossSettings(epsilon=0.2, epsilon_high=None, beta=0.0, loss_type="token_mean")
+    tokens, no_demo = float(loss_mask.sum()), torch.tensor([False])
+    stats = algo.LossStats()
+    loss = algo.grpo_loss(
+        logp, logp.detach(), None, torch.tensor([1.0]), loss_mask, no_demo, settings, tokens, 1, stats
+    )
+    loss.backward()
+    assert torch.all(logp.grad[0, mask[0]] == 0) and torch.all(logp.grad[0, :n][~mask[0, :n]] != 0)
+
+
+class FirstTurnCalls(HFEngine):
+    """The policy samples every turn, except that in each group of the first turn row 0 writes a good
+    crop call and row 1 a malformed one (a random tiny model never calls a tool by itself)."""
+
+    def __init__(self, model, processor, end, calls=(CALL, BAD_CALL)):
+        super().__init__(model, processor)
+        self.literal = {row: ids_of(processor, call, end) for row, call in enumerate(calls)}
+
+    def sample(self, prompts, params, prefixes=None):
+        done = super().sample(prompts, params, prefixes)
+        if params.group_size == 1:
+            return done
+        pad = self.processor.tokenizer.pad_token_id
+        width = max(done.ids.size(1), *(len(t) for t in self.literal.values()))
+        ids = torch.nn.functional.pad(done.ids, (0, width - done.ids.size(1)), value=pad)
+        mask = torch.nn.functional.pad(done.mask, (0, width - done.mask.size(1)))
+        texts, truncated = list(done.texts), done.truncated.clone()
+        for row in range(len(texts)):
+            tokens = self.literal.get(row % params.group_size)
+            if tokens is not None:
+                ids[row], mask[row] = pad, 0
+                ids[row, : len(tokens)], mask[row, : len(tokens)] = torch.tensor(tokens), 1
+                texts[row], truncated[row] = self.processor.tokenizer.decode(tokens, skip_special_tokens=True), False
+        return Completions(ids, mask, truncated, texts)
+
+
+def test_the_tool_engine_answers_good_and_bad_calls_and_leaves_other_rows_alone(policy):
+    model, processor, samples, prompts, end = policy
+    inner = FirstTurnCalls(model, processor, end)
+    params = SamplingParams(group_size=3, max_tokens=300, temperature=None)
+    done = ToolEngine(inner, TOOLS, 3, end).sample(prompts, params)
+    alone = inner.sample(prompts, params)
+    for group in range(2):
+        good, bad, silent = (done.turns[group * 3 + i] for i in range(3))
+        assert (good.calls, good.valid_calls, good.has_images) == (1, 1, True) and good.turns >= 2
+        assert (bad.calls, bad.valid_calls, bad.has_images) == (1, 0, False)
+        assert "<tool_response>error: crop: 'box' must have 4 elements (got 1)</tool_response>" in bad.transcript
+        assert (silent.calls, silent.turns, sum(silent.tool_tokens)) == (0, 1, 0)
+        row = group * 3 + 2  # a row without a call is the inner engine's own sample, token for token
+        n = int(alone.mask[row].sum())
+        assert done.ids[row, :n].tolist() == alone.ids[row, :n].tolist() and int(done.mask[row].sum()) == n
+    # Greedy turn 2 continues the conversation: each of its tokens is the whole conversation's argmax.
+    turns, n = done.turns[0], int(done.mask[0].sum())
+    start = len(turns.tool_tokens) - turns.tool_tokens[::-1].index(True)
+    with torch.no_grad():
+        logp = completion_logprobs(
+            model, prompts, torch.tensor([0]), done.ids[:1], done.mask[:1], 3, 1.0, "prefix", [turns]
+        )
+    assert torch.all(logp[0, start:n] <= 0) and bool(torch.isfinite(logp).all())
+    from vlm_grpo.rollout.turns import conversation_inputs
+
+    inputs = conversation_inputs(prompts, 0, done.ids[0, :n].tolist(), turns)
+    with torch.no_grad():
+        logits = model(**inputs).logits[0, -(n - start) - 1 : -1]
+    forbidden = adapter_for(model).vision_token_ids(model)
+    logits[:, forbidden] = float("-inf")
+    assert logits.argmax(-1).tolist() == done.ids[0, start:n].tolist()
+    assert done.texts[0] == processor.tokenizer.decode(done.ids[0, start:n].tolist(), skip_special_tokens=True)
+
+
+def test_a_conversation_that_runs_out_of_tokens_ends_truncated(policy):
+    model, processor, _, prompts, end = policy
+    inner = FirstTurnCalls(model, processor, end)
+    done = ToolEngine(inner, TOOLS, 3, end).sample(prompts, SamplingParams(group_size=3, max_tokens=40))
+    good = done.turns[0]
+    assert good.calls == 1 and good.turns == 1 and bool(done.truncated[0]) and not any(good.tool_tokens)
+
+
+def score(correct: bool, present: bool = True) -> Score:
+    return Score(float(correct) if present else -1.0, present, correct, correct, present, 3 if present else None)
+
+
+def test_tool_reward_terms_and_metrics_on_literal_rows():
+    from vlm_grpo.config import ToolUseConfig
+
+    cfg = ToolUseConfig(call_reward=0.2, valid_call_reward=0.3, turn_penalty=0.1)
+    called = RowTurns(tool_tokens=[False, True, False], calls=2, valid_calls=1, turns=3)
+    wrong = RowTurns(tool_tokens=[False, True, False], calls=1, valid_calls=0, failures=1, turns=2)
+    assert tool_terms(called, cfg) == pytest.approx({"tool_call": 0.2, "valid_call": 0.3, "turn_penalty": -0.2})
+    assert tool_terms(None, cfg) == {"tool_call": 0.0, "valid_call": 0.0, "turn_penalty": 0.0}
+    scores = add_tool_rewards([score(True), score(False), score(False, False)], [called, wrong, None], cfg)
+    assert [s.reward for s in scores] == pytest.approx([1.3, 0.1, -1.0])
+    samples = lab_samples(1)
+    from vlm_grpo.rollout import PromptBatch
+
+    prompts = PromptBatch(samples, {"input_ids": torch.zeros((1, 1), dtype=torch.long)})
+    rollout = Rollout(
+        prompts,
+        4,
+        torch.zeros((4, 3), dtype=torch.long),
+        torch.ones((4, 3)),
+        torch.zeros(4, dtype=torch.bool),
+        ["a"] * 4,
+        [*scores, score(True)],
+        torch.tensor([False, False, False, True]),
+        turns=[called, wrong, None, None],
+    )
+    metrics = tool_metrics(rollout, cfg)  # the injected row 3 is left out
+    assert metrics["tools/calls_per_rollout"] == 1.0 and metrics["tools/call_rate"] == pytest.approx(2 / 3)
+    assert metrics["tools/valid_call_rate"] == pytest.approx(1 / 3) and metrics["tools/failures"] == 1.0
+    assert metrics["tools/turns"] == 2.0 and metrics["tools/tool_tokens"] == pytest.approx(2 / 3)
+    assert metrics["rollout/accuracy_with_call"] == 0.5 and metrics["rollout/accuracy_without_call"] == 0.0
+    assert metrics["reward/turn_penalty"] == pytest.approx(-0.1)
+
+
+@pytest.mark.parametrize(
+    "overrides, says",
+    [
+        (["max_turns=2"], "needs tools to call"),
+        (["tools=[crop]"], "max_turns of at least 2"),
+        (["tools=[crop]", "max_turns=2", "rollout_engine=vllm"], "vllm engine samples one turn"),
+        (["tools=[crop]", "max_turns=2", "tool_use.timeout_s=0"], "timeout_s must be positive"),
+    ],
+)
+def test_tool_settings_are_checked(overrides, says):
+    from vlm_grpo.config import load_config
+    from vlm_grpo.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=says):
+        load_config(None, overrides)
+
+
+def brightness_tool():
+    """A user's tool, named `tests.test_turns:brightness_tool`: it runs in a child process."""
+    from vlm_grpo.tools import Arg, Tool, ToolOutput
+
+    def brightness(images, image=0):
+        pixels = list(images[image].convert("L").getdata())
+        return ToolOutput(text=f"mean brightness {sum(pixels) / len(pixels):.0f}")
+
+    return Tool("brightness", "the mean brightness of an image", {"image": Arg("integer", required=False)}, brightness)
+
+
+def test_a_run_with_tools_trains_on_the_policy_tokens_of_its_conversations(tmp_path):
+    import json
+
+    from support import train_two_steps
+    from vlm_grpo.rollout.engines import register_engine
+
+    def first_turn_calls(model, processor, options):
+        users_call = '<tool_call>{"name": "brightness", "arguments": {}}</tool_call>'
+        return FirstTurnCalls(model, processor, adapter_for(model).turn_end_id(processor), (CALL, users_call))
+
+    register_engine("first-turn-calls", first_turn_calls, replace=True)
+    extra = [
+        "rollout_engine=first-turn-calls",
+        "tools=[crop, tests.test_turns:brightness_tool]",
+        "max_turns=2",
+        "max_completion_length=200",
+        "tool_use.valid_call_reward=0.5",
+    ]
+    trainer = train_two_steps(tmp_path, "tiny-qwen2-vl", extra)
+    assert "brightness(image: integer?)" in trainer.style.user_template
+    lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert all(line["tools/call_rate"] >= 0.5 for line in lines)
+    # Rows 0 and 1 of every group call crop and the user's tool (well-formed: both run).
+    assert all(line["tools/valid_call_rate"] == 1.0 and line["tools/failures"] == 0 for line in lines)
+    assert all(line["reward/valid_call"] >= 0.25 and line["tools/tool_tokens"] > 0 for line in lines)
