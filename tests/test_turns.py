@@ -18,7 +18,7 @@ from vlm_grpo.tasks import Score
 from vlm_grpo.tasks.styles import get_style
 from vlm_grpo.tools import get_tools
 from vlm_grpo.tools.crop import crop
-from vlm_grpo.training.tool_use import add_tool_rewards, tool_metrics, tool_prompt, tool_terms
+from vlm_grpo.training.tool_use import add_tool_rewards, tool_metrics, tool_terms
 
 CALL = '<tool_call>{"name": "crop", "arguments": {"box": [0.25, 0, 0.75, 0.5]}}</tool_call>'
 BAD_CALL = '<tool_call>{"name": "crop", "arguments": {"box": [0.25]}}</tool_call>'
@@ -30,7 +30,7 @@ def policy():
     torch.manual_seed(0)
     model, processor = load_model_and_processor("tiny-qwen2-vl", torch.device("cpu"), torch.float32)
     samples = lab_samples(2, size=112)
-    prompts = encode_prompts(processor, tool_prompt(get_style("default"), TOOLS), samples, torch.device("cpu"))
+    prompts = encode_prompts(processor, get_style("default").with_tools(TOOLS), samples, torch.device("cpu"))
     return model, processor, samples, prompts, adapter_for(model).turn_end_id(processor)
 
 
@@ -276,3 +276,83 @@ def test_a_run_with_tools_trains_on_the_policy_tokens_of_its_conversations(tmp_p
     # Rows 0 and 1 of every group call crop and the user's tool (well-formed: both run).
     assert all(line["tools/valid_call_rate"] == 1.0 and line["tools/failures"] == 0 for line in lines)
     assert all(line["reward/valid_call"] >= 0.25 and line["tools/tool_tokens"] > 0 for line in lines)
+
+
+def test_a_cluster_scene_is_its_counting_scene_in_the_cell_its_call_crops():
+    import numpy as np
+
+    from vlm_grpo.lab.clusters import ClusterSource
+    from vlm_grpo.lab.scenes import render_scene
+
+    sample = ClusterSource("lab-clevr", grid=2, cell=112)[7]
+    scene_image, scene = render_scene("lab-clevr", 7, size=112)
+    (call,) = sample.calls
+    assert sample.answer == scene.count and sample.image.size == (224, 224) and call["name"] == "crop"
+    shown = crop([sample.image], call["arguments"]["box"]).images[0]
+    assert np.array_equal(np.asarray(shown), np.asarray(scene_image))
+
+
+def test_tool_demonstrations_call_then_answer_in_injection_and_sft(policy):
+    from vlm_grpo.config import InjectionConfig, SftConfig
+    from vlm_grpo.guidance.injection import Injector
+    from vlm_grpo.guidance.sft import Supervisor
+    from vlm_grpo.lab.clusters import ClusterSource
+    from vlm_grpo.tasks.rewards import Scorer
+
+    model, processor, _, _, end = policy
+    style = get_style("r1v").with_tools(TOOLS)
+    samples = [ClusterSource("lab-clevr", grid=2, cell=56)[i] for i in range(2)]
+    prompts = encode_prompts(processor, style, samples, torch.device("cpu"))
+    engine = ToolEngine(HFEngine(model, processor), TOOLS, 2, end)
+    answer = "<think>I count five objects in the image.</think><answer>5</answer>"
+    tokens, turns = engine.demonstration(samples[0], answer)
+    text = processor.tokenizer.decode(tokens)
+    assert text.startswith('<tool_call>{"name": "crop", "arguments": {"box": [') and text.endswith(
+        answer + "<|im_end|>"
+    )
+    assert (turns.calls, turns.valid_calls, turns.turns, turns.has_images) == (1, 1, 2, True)
+    tool_text = processor.tokenizer.decode([t for t, tool in zip(tokens, turns.tool_tokens) if tool])
+    assert tool_text.startswith("\n<|im_start|>user\n<tool_response><|vision_start|>")
+    assert tool_text.endswith("</tool_response><|im_end|>\n<|im_start|>assistant\n")
+    # Injection: every row of group 0 becomes a tool-using demonstration, scored on its final answer.
+    params = SamplingParams(group_size=2, max_tokens=8)
+    done = engine.sample(prompts, params)
+    scorer = Scorer(["answer"], None, style)
+    scores = scorer.score_all(done.texts, [samples[r // 2] for r in range(4)])
+    rollout = Rollout(prompts, 2, done.ids, done.mask, done.truncated, done.texts, scores, turns=done.turns)
+    injector = Injector(InjectionConfig(mode="rate", rate=0.5), style, processor.tokenizer, end, 0, seed=0)
+    injector.tool_demonstration = engine.demonstration
+    injected = injector.apply(rollout, scorer, 1.0)
+    rows = [r for r in range(4) if injected.injected[r]]
+    assert rows and all(injected.turns[r] is not None and injected.turns[r].valid_calls == 1 for r in rows)
+    assert all(injected.scores[r].correct for r in rows)
+    tool = injected.tool_tokens
+    assert all(tool[r].sum() == sum(injected.turns[r].tool_tokens) > 0 for r in rows)
+    with torch.no_grad():
+        logp = completion_logprobs(
+            model,
+            prompts,
+            torch.arange(4),
+            injected.completion_ids,
+            injected.completion_mask,
+            2,
+            1.0,
+            "prefix",
+            injected.turns,
+        )
+    assert bool(torch.isfinite(logp).all()) and torch.all(logp[tool] == 0)
+    # SFT: the same demonstrations, their tool tokens out of the supervised loss.
+    supervisor = Supervisor(SftConfig(coef=0.5), style, processor.tokenizer, end, 0, 0, engine.demonstration)
+    ids, mask, sft_turns = supervisor.demonstrations(samples)
+    assert sft_turns is not None and all(t.valid_calls == 1 for t in sft_turns)
+    assert ids.size(1) >= len(tokens) and mask.sum(1).tolist() == [len(t.tool_tokens) for t in sft_turns]
+
+
+def test_a_samples_calls_survive_decoding_and_preparing_its_image():
+    from vlm_grpo.data import Sample
+
+    call = {"name": "crop", "arguments": {"box": [0, 0, 0.5, 0.5]}}
+    image, _ = lab_samples(1)[0].image, None
+    sample = Sample("s", image, "How many?", 3, "lab", (call,))
+    prepared = sample.with_decoded_images(lambda picture: picture.resize((56, 56)))
+    assert prepared.calls == (call,) and prepared.image.size == (56, 56)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -24,6 +24,9 @@ class Sample:
     answer: Any
     """The ground truth as the task reads it (an int for counting, a `Choice` for multiple choice)."""
     domain: str
+    calls: tuple[dict, ...] = ()
+    """Tool calls a demonstration makes before it answers (`{"name": ..., "arguments": {...}}`, in
+    order), for data sets whose answer needs a tool; empty: a demonstration answers at once."""
 
     @property
     def image_count(self) -> int:
@@ -73,7 +76,7 @@ class Sample:
         return self.with_image(images[0] if len(images) == 1 else images)
 
     def with_image(self, image: Any) -> Sample:
-        return Sample(self.id, image, self.question, self.answer, self.domain)
+        return replace(self, image=image)
 
 
 class Source(Protocol):

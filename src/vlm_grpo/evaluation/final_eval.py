@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ..models import check_model_name, load_for_inference
 from ..tasks.styles import PromptStyle, get_style
+from ..tools import get_tools
 from .assess import parse_styles, percent, write_jsonl
 from .records import EvalOptions, EvalSummary, heldout_samples, opened_engine, sample_records
 
@@ -43,6 +44,8 @@ def evaluate_models(
     task = o.resolved_task()
     if isinstance(style, str):
         style = get_style(parse_styles([style])[0], task)
+    if o.tools:
+        style = style.with_tools(get_tools(o.tools))
     if not models or not data:
         raise ValueError("give at least one --model and one --data")
     if temperature is not None and temperature <= 0:
@@ -55,7 +58,7 @@ def evaluate_models(
     for name in tqdm(models, desc="checkpoints", disable=not o.progress or len(models) < 2):
         policy, processor = load_for_inference(name, o.device, o.dtype)
         results[name], drawn = {}, {}
-        with opened_engine(o.engine, policy, processor) as sampler:
+        with opened_engine(o.engine, policy, processor, tools=o.tools, max_turns=o.max_turns) as sampler:
             for spec, samples in sets.items():
                 torch.manual_seed(o.seed)
                 drawn[spec] = sample_records(sampler, style, samples, spec, batch_size=o.batch_size or 32, **decoding)
@@ -87,7 +90,10 @@ def evaluate_models(
 
 
 def _eval_entry(records: Sequence[dict]) -> dict:
-    return {"n": len(records), **EvalSummary.of(records).to_dict("", ENTRY_RATES)}
+    entry = {"n": len(records), **EvalSummary.of(records).to_dict("", ENTRY_RATES)}
+    if records and "tool_calls" in records[0]:  # evaluated with tools: how often an answer called one
+        entry["tool_call_rate"] = sum(r["tool_calls"] > 0 for r in records) / len(records)
+    return entry
 
 
 def _add_ratios(per_set: dict, specs: list[str]) -> None:

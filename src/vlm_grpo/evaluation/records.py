@@ -25,11 +25,14 @@ from tqdm.auto import tqdm
 from ..config import VLLMConfig
 from ..core.statistics import wilson_interval
 from ..data import BadSample, Sample, eval_samples, open_source, split_indices
+from ..models import adapter_for
 from ..rollout import Engine, HFEngine, SamplingParams, encode_prompts, make_engine
 from ..rollout.engines import EngineOptions
+from ..rollout.turns import ToolEngine
 from ..tasks import Task, get_task
 from ..tasks.rewards import Scorer
 from ..tasks.styles import PromptStyle
+from ..tools import get_tools
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,10 @@ class EvalOptions:
     """The rollout engine that samples (`hf`: the model itself; `vllm`: a server of its own)."""
     seed: int = 0
     progress: bool = True
+    tools: tuple[str, ...] = ()
+    """Tools the policy may call (a run trained with them is evaluated with them); empty: one turn."""
+    max_turns: int = 1
+    """Most assistant turns per answer, with tools."""
 
     def resolved_task(self) -> Task:
         return get_task(self.task) if isinstance(self.task, str) else self.task
@@ -67,11 +74,17 @@ def generate_records(
 
 
 @contextlib.contextmanager
-def opened_engine(name: str, policy, processor, vllm: VLLMConfig | None = None) -> Iterator[Engine]:
+def opened_engine(
+    name: str, policy, processor, vllm: VLLMConfig | None = None, tools: Sequence[str] = (), max_turns: int = 1
+) -> Iterator[Engine]:
     """The named rollout engine around a loaded policy for one evaluation, closed after it (a vllm
-    server the engine started is stopped); the engine's weights take the policy's dtype."""
+    server the engine started is stopped); the engine's weights take the policy's dtype. With
+    `tools`, answers may call them for up to `max_turns` turns."""
     dtype = str(next(policy.parameters()).dtype).removeprefix("torch.")
     engine = make_engine(name, policy, processor, EngineOptions(vllm=vllm or VLLMConfig(), dtype=dtype))
+    if tools:
+        turn_end = adapter_for(policy).turn_end_id(processor)
+        engine = ToolEngine(engine, get_tools(tools), max_turns, turn_end)
     try:
         yield engine
     finally:
@@ -123,6 +136,7 @@ def sample_records(
                     "strict_correct": score.strict_correct,
                     "format_ok": score.format_ok,
                     "truncated": bool(truncated[row]),
+                    **({"tool_calls": done.turns[row].calls} if done.turns is not None else {}),
                 }
             )
     return records

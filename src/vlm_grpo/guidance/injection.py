@@ -29,6 +29,7 @@ from ..config import InjectionConfig, TrainConfig
 from ..core.algo import LossStats
 from ..registry import Registry
 from ..rollout import Rollout
+from ..rollout.batch import RowTurns
 from ..seeding import restore_python_rng
 from ..tasks.rewards import REWARDS, Scorer
 from ..tasks.styles import PromptStyle
@@ -111,6 +112,8 @@ class Row:
     given: int
     truncated: bool
     text: str
+    turns: RowTurns | None = None
+    """A tool-using demonstration's turns (its tool tokens are read, not trained); None: one turn."""
 
 
 class Injector:
@@ -120,6 +123,7 @@ class Injector:
         self.cfg, self.style, self.tokenizer = cfg, style, tokenizer
         self.end_id, self.pad_id = end_id, pad_id
         self.rng = random.Random(f"injection-{seed}")
+        self.tool_demonstration = None  # set by a run with tools (RemedyKit.tool_demonstration)
 
     def demonstration(self, answer: Any) -> tuple[str, list[int]]:
         """Text and token ids of a demonstration; it ends with the end-of-turn token so the model learns to stop."""
@@ -157,11 +161,20 @@ class Injector:
         every = {g * G + i: self.demonstration(groups[g][1]) for g, positions in enumerate(plan) for i in positions}
         demos = {row - offset: demo for row, demo in every.items() if offset <= row < offset + len(rollout.texts)}
         rows = {row: Row(tokens, len(tokens), False, text) for row, (text, tokens) in demos.items()}
+        if self.tool_demonstration is not None:  # demonstrations that call the sample's tools first
+            rows = {row: self._with_calls(rollout, row, demo) for row, demo in rows.items()}
         if prefix is not None:
             rows = self._continued(demos, *prefix)
         if not rows:
             return rollout
         return replace_rows(rollout, rows, scorer, self.pad_id)
+
+    def _with_calls(self, rollout: Rollout, row: int, demo: Row) -> Row:
+        sample = rollout.prompts.samples[row // rollout.group_size]
+        if not sample.calls:
+            return demo
+        tokens, turns = self.tool_demonstration(sample, demo.text)
+        return Row(tokens, len(tokens), False, demo.text, turns)
 
     def _continued(self, demos: dict[int, tuple[str, list[int]]], ratio: float, complete: Continue) -> dict[int, Row]:
         """Each chosen row as its demonstration's first `ratio` of tokens (the end token left out, at
@@ -192,6 +205,7 @@ class GuidanceInjection(Remedy):
         super().__init__(cfg, kit, **options)
         self.settings = cfg.injection
         self.injector = Injector(cfg.injection, kit.style, kit.tokenizer, kit.end_id, kit.pad_id, kit.seed)
+        self.injector.tool_demonstration = kit.tool_demonstration
         self.writes_demonstrations = cfg.injection.mode != "none"
         self.strength, self.prefix_ratio = 0.0, None
 
@@ -287,8 +301,12 @@ def replace_rows(rollout: Rollout, rows: dict[int, Row], scorer: Scorer, pad_id:
         if engine_logp is not None:
             engine_logp[row] = 0.0  # the engine did not sample a demonstration
         truncated[row], injected[row] = new.truncated, True
+        if new.turns is not None:  # a tool's tokens are neither the policy's nor the demonstration's
+            demo_tokens[row, : len(new.tokens)] &= ~torch.tensor(new.turns.tool_tokens, device=demo_tokens.device)
+        if new.turns is not None and turns is None:
+            turns = [None] * len(texts)
         if turns is not None:
-            turns[row] = None  # a demonstration is one turn
+            turns[row] = new.turns
         texts[row], scores[row] = new.text, scorer(new.text, rollout.answer_of_row(row))
     G = rollout.group_size
     return Rollout(rollout.prompts, G, ids, mask, truncated, texts, scores, injected, demo_tokens, engine_logp, turns)

@@ -37,6 +37,7 @@ from ..config import TrainConfig
 from ..core.algo import LossStats
 from ..registry import Registry, import_object
 from ..rollout import PromptBatch, Rollout, StepBatch
+from ..rollout.batch import RowTurns
 from ..tasks.rewards import Scorer
 from ..tasks.styles import PromptStyle
 
@@ -65,6 +66,9 @@ class RemedyKit:
     """The family's end-of-turn token: a demonstration ends with it, so the policy learns to stop."""
     pad_id: int
     seed: int
+    tool_demonstration: Callable[[Any, str], tuple[list[int], RowTurns]] | None = None
+    """With tools: (sample, answer text) -> tokens and tool turns of a demonstration that makes the
+    sample's `calls` and then answers (`ToolEngine.demonstration`); None: demonstrations answer at once."""
 
 
 @dataclass

@@ -31,14 +31,16 @@ import torch
 
 from ..config import SftConfig, TrainConfig
 from ..core.algo import LossStats
+from ..data import Sample
 from ..rollout import PromptBatch, Rollout, StepBatch
+from ..rollout.batch import RowTurns, tool_token_mask
 from ..seeding import restore_python_rng
 from ..tasks.styles import PromptStyle
 from .remedy import PolicyOps, Remedy, RemedyKit, StepContext, register_remedy
 from .schedules import sft_coef
 
-DemoLogprobs = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
-"""(groups (n,), demonstration ids (n, D), mask (n, D)) -> per-token log-probs (n, D), with gradient."""
+DemoLogprobs = Callable[..., torch.Tensor]
+"""(groups (n,), demonstration ids (n, D), mask (n, D)[, turns]) -> per-token log-probs (n, D), with gradient."""
 
 
 @dataclass
@@ -55,6 +57,8 @@ class SupervisedPlan:
     """(B, D) demonstration tokens, right-padded."""
     mask: torch.Tensor
     """(B, D) 1 on demonstration tokens."""
+    turns: list[RowTurns | None] | None = None
+    """(B,) tool-using demonstrations' turns (their tool tokens are attended to, not trained); None: one turn each."""
 
     def groups_in(self, rows: torch.Tensor, group_size: int) -> torch.Tensor:  # (g,)
         """Groups with a demonstration to train whose first row is among `rows` (each group once per epoch)."""
@@ -65,24 +69,36 @@ class SupervisedPlan:
 class Supervisor:
     """Writes demonstrations and decides, per step, which groups train on them and with what weight."""
 
-    def __init__(self, cfg: SftConfig, style: PromptStyle, tokenizer, end_id: int, pad_id: int, seed: int):
+    def __init__(
+        self, cfg: SftConfig, style: PromptStyle, tokenizer, end_id: int, pad_id: int, seed: int, tool_demo=None
+    ):
         self.cfg, self.style, self.tokenizer = cfg, style, tokenizer
         self.end_id, self.pad_id = end_id, pad_id
         self.rng = random.Random(f"sft-{seed}")
+        self.tool_demo = tool_demo  # RemedyKit.tool_demonstration
 
-    def demonstrations(self, answers: list[Any]) -> tuple[torch.Tensor, torch.Tensor]:  # (B, D) ids, mask
-        tokens = [
-            self.tokenizer(self.style.demonstration(answer, self.rng), add_special_tokens=False)["input_ids"]
-            + [self.end_id]
-            for answer in answers
-        ]
+    def demonstrations(self, samples: list[Sample]) -> tuple[torch.Tensor, torch.Tensor, list | None]:
+        """(B, D) ids and mask of each sample's demonstration, and their tool turns (None: no sample
+        calls a tool). A sample with `calls` makes them first where the run has tools."""
+        texts = [self.style.demonstration(sample.answer, self.rng) for sample in samples]
+        tokens, turns = [], []
+        for sample, text in zip(samples, texts):
+            if self.tool_demo is not None and sample.calls:
+                row_tokens, row_turns = self.tool_demo(sample, text)
+            else:
+                row_tokens, row_turns = (
+                    self.tokenizer(text, add_special_tokens=False)["input_ids"] + [self.end_id],
+                    None,
+                )
+            tokens.append(row_tokens)
+            turns.append(row_turns)
         width = max(len(t) for t in tokens)
         ids = torch.full((len(tokens), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros(len(tokens), width)
         for row, t in enumerate(tokens):
             ids[row, : len(t)] = torch.tensor(t)
             mask[row, : len(t)] = 1
-        return ids, mask
+        return ids, mask, turns if any(t is not None for t in turns) else None
 
     def plan(self, rollout: Rollout, step: int, max_steps: int, answer_present_rate: float) -> SupervisedPlan:
         """This step's supervised term (all weights 0 on a step without one: every process still runs
@@ -95,8 +111,8 @@ class Supervisor:
         else:
             gated = torch.zeros(len(rollout.scores) // G, dtype=torch.bool)
         weights = torch.where(gated, torch.ones(len(gated)), torch.full((len(gated),), coef))
-        ids, mask = self.demonstrations([rollout.answer_of_row(g * G) for g in range(len(gated))])
-        return SupervisedPlan(coef, weights, gated, ids, mask)
+        ids, mask, turns = self.demonstrations(rollout.prompts.samples[: len(gated)])
+        return SupervisedPlan(coef, weights, gated, ids, mask, turns)
 
     @staticmethod
     def backward(
@@ -112,7 +128,10 @@ class Supervisor:
         for chunk in groups.split(micro_batch_size) if len(groups) else ():
             width = int(plan.mask[chunk].sum(1).max())
             ids, mask = plan.ids[chunk, :width], plan.mask[chunk, :width]
-            logp = logprobs(chunk, ids, mask)
+            turns = [plan.turns[i] for i in chunk.tolist()] if plan.turns is not None else None
+            logp = logprobs(chunk, ids, mask, turns)
+            if turns is not None:  # a tool's tokens are read, not trained
+                mask = mask.masked_fill(tool_token_mask(turns, width), 0)
             mask = mask.to(logp.device)
             weights = plan.weights[chunk].to(logp.device)
             loss = (weights.unsqueeze(1) * -logp * mask).sum() / max(minibatch_tokens, 1.0)
@@ -136,7 +155,9 @@ class SupervisedTerms(Remedy):
     def __init__(self, cfg: TrainConfig, kit: RemedyKit, **options: Any):
         super().__init__(cfg, kit, **options)
         self.settings = cfg.sft
-        self.supervisor = Supervisor(cfg.sft, kit.style, kit.tokenizer, kit.end_id, kit.pad_id, kit.seed)
+        self.supervisor = Supervisor(
+            cfg.sft, kit.style, kit.tokenizer, kit.end_id, kit.pad_id, kit.seed, kit.tool_demonstration
+        )
         self.current: SupervisedPlan | None = None
 
     @classmethod
@@ -150,9 +171,9 @@ class SupervisedTerms(Remedy):
         """One warm-up step: every prompt of the batch trains on its demonstration, one update."""
         samples = ops.next_samples()
         prompts = ops.encode(samples)
-        ids, mask = self.supervisor.demonstrations([s.answer for s in samples])
+        ids, mask, turns = self.supervisor.demonstrations(samples)
         n = len(samples)
-        plan = SupervisedPlan(1.0, torch.ones(n), torch.zeros(n, dtype=torch.bool), ids, mask)
+        plan = SupervisedPlan(1.0, torch.ones(n), torch.zeros(n, dtype=torch.bool), ids, mask, turns)
         stats = LossStats()
         ops.zero_grad()
         tokens = ops.world.sum(float(mask.sum())) / ops.world.size
@@ -215,7 +236,7 @@ class SupervisedTerms(Remedy):
 def _demo_logprobs(ops: PolicyOps, prompts: PromptBatch, group_size: int) -> DemoLogprobs:
     """Log-probs of demonstrations for groups of `prompts`, at temperature 1 (a likelihood, not a ratio)."""
 
-    def logprobs(groups: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return ops.logprobs(prompts, groups * group_size, ids, mask, group_size, 1.0)
+    def logprobs(groups: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor, turns=None) -> torch.Tensor:
+        return ops.logprobs(prompts, groups * group_size, ids, mask, group_size, 1.0, turns)
 
     return logprobs

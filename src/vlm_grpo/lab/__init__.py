@@ -3,14 +3,15 @@
 The lab is a plug-in (entry point `vlm_grpo.plugins: lab`): `register()` adds its data sets
 (`lab-clevr`, `lab-superclevr`) and shipped base models (`lab-base`, `lab-base-cold`) through the
 same public calls any user package would use, and the same scenes as multiple choice
-(`lab-clevr-mc`, `lab-superclevr-mc`, with `task=multiple_choice`).
+(`lab-clevr-mc`, `lab-superclevr-mc`, with `task=multiple_choice`), and scenes whose objects are
+too small to count without the `crop` tool (`lab-clevr-cluster`, `lab-superclevr-cluster`).
 """
 
 
 def register() -> None:
     from ..data import register_dataset
     from ..models import register_model
-    from . import models, scenes
+    from . import clusters, models, scenes
     from .sources import MC_SUFFIX, LabSource
 
     for domain in scenes.DOMAINS:
@@ -18,5 +19,7 @@ def register() -> None:
         register_dataset(
             domain + MC_SUFFIX, lambda images, task, domain=domain: LabSource(domain, task=task, multiple_choice=True)
         )
+    for domain in scenes.DOMAINS:  # a counting scene in one cell of a large floor: `crop` finds it
+        register_dataset(domain + clusters.SUFFIX, lambda images, task, domain=domain: clusters.ClusterSource(domain))
     for name in models.BASES:
         register_model(name, models.factory(name))

@@ -16,12 +16,13 @@ Scoring reads the final turn (`Completions.texts`); the whole conversation is in
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, replace
 
 import torch
 
 from ..tools import Tool
-from ..tools.calls import CallError, has_call, parse_call
+from ..tools.calls import CLOSE, OPEN, CallError, has_call, parse_call
 from ..tools.runner import run_tool
 from .batch import PromptBatch, RowTurns
 from .engines.base import Completions, SamplingParams
@@ -187,6 +188,26 @@ class ToolEngine:
                 tokens, text = tokens[:space], self.processor.tokenizer.decode(tokens[:space], skip_special_tokens=True)
             rows[i].add_policy_turn(tokens, text, bool(cut) or over)
             rows[i].turns.turns += 1
+
+    def demonstration(self, sample, answer: str) -> tuple[list[int], RowTurns]:
+        """A tool-using demonstration of `sample`: each of its `calls` as the policy would write it, the
+        tool's real answer, then `answer` (every turn ending with the turn-end token). Tokens and turns."""
+        tokenizer = self.processor.tokenizer
+        row = _Row(list(sample.load_images()), RowTurns(turns=0), [], "", False)
+        for call in sample.calls:
+            text = f"{OPEN}{json.dumps(call)}{CLOSE}"
+            row.add_policy_turn(
+                tokenizer(text, add_special_tokens=False)["input_ids"] + [self.turn_end_id], text, False
+            )
+            row.turns.turns += 1
+            if not self._answer(row, budget=10**9):
+                raise ValueError(f"{sample.id}: the demonstration's call {call} cannot be answered")
+            if row.turns.valid_calls < row.turns.calls:
+                raise ValueError(f"{sample.id}: the demonstration's call {call} fails: {row.turns.transcript}")
+        ids = tokenizer(answer, add_special_tokens=False)["input_ids"] + [self.turn_end_id]
+        row.add_policy_turn(ids, answer, False)
+        row.turns.turns += 1
+        return row.tokens, row.turns
 
     def submit(self, prompts: PromptBatch, params: SamplingParams):
         from concurrent.futures import Future

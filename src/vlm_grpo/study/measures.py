@@ -29,7 +29,9 @@ STEP_MEASURES = (
     ("steps_to_answer_present_90", "answer_present_rate", 0.9),
     ("steps_to_threshold", "accuracy", None),
 )
-POOLED = (*ACCURACIES, "generalization_ratio", *(name for name, _, _ in STEP_MEASURES), "wall_s")
+TOOL_RATES = ("in_domain_tool_call_rate", "transfer_tool_call_rate")
+"""Greedy answers that called a tool (studies whose runs have tools)."""
+POOLED = (*ACCURACIES, "generalization_ratio", *(name for name, _, _ in STEP_MEASURES), "wall_s", *TOOL_RATES)
 # What a pair of conditions is compared on (a step count only over the seeds where both reached it).
 PAIRED = (*ACCURACIES, "steps_to_answer_present_90", "steps_to_threshold")
 
@@ -57,6 +59,8 @@ def measure(run_dir, eval_sets: Sequence[str], scores: dict, threshold: float) -
         "transfer_accuracy": first_transfer.get("accuracy"),
         "generalization_ratio": first_transfer.get("generalization_ratio"),
         "wall_s": wall_seconds(records),
+        "in_domain_tool_call_rate": scores[in_domain].get("tool_call_rate"),
+        "transfer_tool_call_rate": first_transfer.get("tool_call_rate"),
     }
     for name, metric, level in STEP_MEASURES:
         key = f"eval/{in_domain}/{metric}"

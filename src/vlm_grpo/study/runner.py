@@ -224,6 +224,8 @@ def final_eval(run: PlannedRun, n: int, progress: bool = True) -> dict:
         dtype=inference_dtype(cfg.precision),  # evaluate in the numerics the run trained in
         seed=cfg.seed,
         progress=progress,
+        tools=tuple(cfg.tools),
+        max_turns=cfg.max_turns,
     )
     style = get_style(cfg.prompt, task)
     summary = evaluate_models([str(final)], cfg.data.eval, style, n=n, out=out, train=cfg.data.train, options=options)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .measures import STEP_MEASURES
+from .measures import STEP_MEASURES, TOOL_RATES
 
 
 def _cell(stat: dict, percent: bool = True, seconds: bool = False) -> str:
@@ -58,6 +58,8 @@ def _difference(stat: dict, points: bool) -> str:
 def markdown(study: dict) -> str:
     transfer = ", ".join(study["transfer"]) or "-"
     steps = _step_headers(study)
+    # Runs with tools: how often the greedy answers called one (mean over seeds).
+    tools = any((c.get(TOOL_RATES[0]) or {}).get("mean") is not None for c in study["conditions"])
     lines = [
         f"# Study `{study['preset']}`: {study['model']}, {study['max_steps']} steps, {study['seeds']} seed(s)",
         "",
@@ -74,8 +76,9 @@ def markdown(study: dict) -> str:
         "",
         "| condition | prompt | injection | in-domain accuracy | transfer accuracy | transfer / in-domain | "
         + " | ".join(steps)
-        + " | wall time |",
-        "|---|---|---|---|---|---|" + "---|" * len(steps) + "---|",
+        + " | wall time |"
+        + (" tool calls, in-domain | tool calls, transfer |" if tools else ""),
+        "|---|---|---|---|---|---|" + "---|" * len(steps) + "---|" + ("---|---|" if tools else ""),
     ]
     for c in study["conditions"]:
         runs = len(c["seeds"])
@@ -86,6 +89,7 @@ def markdown(study: dict) -> str:
             f"{_cell(c['transfer_accuracy'])} | {ratio} | "
             + " | ".join(cells)
             + f" | {_cell(c['wall_s'], percent=False, seconds=True)} |"
+            + ("".join(f" {_cell(c[key])} |" for key in TOOL_RATES) if tools else "")
         )
     lines += _pairs(study) + _reference(study)
     return "\n".join(lines) + "\n"

@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ..config import PromptConfig
 from ..registry import Registry
+from ..tools import Tool
+from ..tools.calls import instructions
 from .base import Task
 from .counting import CountingTask
 
@@ -69,6 +71,11 @@ class PromptStyle:
             raise ValueError(f"prompt style {self.name!r} has no demonstration template")
         answer = self.write_answer(target)
         return self.demonstration_template.format(answer=answer, reasoning=rng.choice(self.reasoning))
+
+    def with_tools(self, tools: Mapping[str, Tool]) -> PromptStyle:
+        """This style with the tools' instructions after the question (braces escaped for `format`)."""
+        text = instructions(tools).replace("{", "{{").replace("}", "}}")
+        return replace(self, user_template=f"{self.user_template}\n{text}")
 
     def format_ok(self, completion: str) -> bool:
         return re.fullmatch(self.format_pattern, completion.strip(), flags=re.DOTALL) is not None

@@ -102,7 +102,7 @@ def completion_rows(rollout: Rollout, task: Task) -> list[dict]:
             "prompt_id": rollout.prompts.samples[row // G].id,
             "answer": task.describe(rollout.answer_of_row(row)),
             "injected": bool(rollout.injected[row]),
-            "text": text,
+            "text": text if rollout.turns is None or rollout.turns[row] is None else rollout.turns[row].transcript,
             "reward": score.reward,
             "answer_present": score.answer_present,
             "correct": score.correct,

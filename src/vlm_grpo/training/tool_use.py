@@ -20,7 +20,6 @@ from ..rollout.turns import ToolEngine
 from ..tasks import Score
 from ..tasks.styles import PromptStyle
 from ..tools import get_tools
-from ..tools.calls import instructions
 
 
 def with_tools(cfg: TrainConfig, engine: Engine, style: PromptStyle, turn_end_id: int) -> tuple[Engine, PromptStyle]:
@@ -29,13 +28,7 @@ def with_tools(cfg: TrainConfig, engine: Engine, style: PromptStyle, turn_end_id
         return engine, style
     tools = get_tools(cfg.tools)
     wrapped = ToolEngine(engine, tools, cfg.max_turns, turn_end_id, cfg.tool_use.timeout_s, cfg.tool_use.memory_mb)
-    return wrapped, tool_prompt(style, tools)
-
-
-def tool_prompt(style: PromptStyle, tools: dict) -> PromptStyle:
-    """`style` with the tools' instructions after the question (braces escaped for `format`)."""
-    text = instructions(tools).replace("{", "{{").replace("}", "}}")
-    return replace(style, user_template=f"{style.user_template}\n{text}")
+    return wrapped, style.with_tools(tools)
 
 
 def tool_terms(turns: RowTurns | None, cfg: ToolUseConfig) -> dict[str, float]:

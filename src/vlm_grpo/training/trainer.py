@@ -91,10 +91,12 @@ class Trainer:
             cfg.data.on_bad_sample,
             log=tqdm.write,
             check=prompt_length_check(self.processor, self.style, cfg.max_prompt_length),
-            prepare=lambda image: self.adapter.fit_image(image, self.processor),
+            # A tool looks at the image as it is: only runs without tools fit it to the model's size up front.
+            prepare=None if cfg.tools else lambda image: self.adapter.fit_image(image, self.processor),
         )
         tok = self.processor.tokenizer
-        kit = RemedyKit(self.style, self.scorer, tok, turn_end, tok.pad_token_id, cfg.seed)
+        demonstrate = engine.demonstration if cfg.tools else None  # demonstrations that call the tools
+        kit = RemedyKit(self.style, self.scorer, tok, turn_end, tok.pad_token_id, cfg.seed, demonstrate)
         self.remedies = build_remedies(cfg, kit)
         if any(remedy.writes_demonstrations for remedy in self.remedies):
             # A demonstration that loses reward would train a wrong answer silently.
