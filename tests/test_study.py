@@ -174,7 +174,7 @@ def test_report_cli_wraps_write_report(study, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["seed", "schedules", "remedies", "mc"])
+@pytest.mark.parametrize("name", ["seed", "schedules", "remedies", "mc", "tools"])
 def test_every_shipped_preset_runs_at_two_steps(tmp_path, name):
     # A tiny model and tiny evaluations: this checks that every condition's configuration trains.
     result = run_study(name, seeds=1, steps=2, out=tmp_path, model="tiny-qwen2-vl", n=2, overrides=FAST, progress=False)

@@ -356,3 +356,32 @@ def test_a_samples_calls_survive_decoding_and_preparing_its_image():
     sample = Sample("s", image, "How many?", 3, "lab", (call,))
     prepared = sample.with_decoded_images(lambda picture: picture.resize((56, 56)))
     assert prepared.calls == (call,) and prepared.image.size == (56, 56)
+
+
+def test_a_study_of_runs_with_tools_reports_their_tool_call_rates(tmp_path):
+    from vlm_grpo.config import TrainConfig
+    from vlm_grpo.study.measures import aggregate
+    from vlm_grpo.study.runner import PlannedRun
+    from vlm_grpo.study.tables import markdown
+
+    condition = {"name": "inject", "injection": {"mode": "random"}}
+    runs = [PlannedRun(f"inject-seed{s}", condition, s, tmp_path, TrainConfig()) for s in (0, 1)]
+    measures = {
+        f"inject-seed{s}": {
+            "in_domain_accuracy": 0.5 + s / 10,
+            "transfer_accuracy": 0.25,
+            "steps_to_threshold": None,
+            "wall_s": 10.0,
+            "in_domain_tool_call_rate": 0.5 + s / 4,
+            "transfer_tool_call_rate": 0.5,
+        }
+        for s in (0, 1)
+    }
+    (entry,) = aggregate([condition], runs, measures, eval_n=200)
+    assert entry["in_domain_tool_call_rate"]["mean"] == pytest.approx(0.625)
+    study = {"preset": "p", "model": "m", "max_steps": 1, "seeds": 2, "eval_n": 200, "in_domain": "a"}
+    table = markdown({**study, "transfer": ["b"], "threshold": 0.9, "conditions": [entry]})
+    header, rule, row = (line for line in table.splitlines() if line.startswith("|"))
+    assert header.endswith("| tool calls, in-domain | tool calls, transfer |") and rule.count("|") == header.count("|")
+    cells = [cell.strip() for cell in row.split("|")]
+    assert row.count("|") == header.count("|") and cells[-3].startswith("62.5%") and cells[-2].startswith("50.0%")

@@ -31,7 +31,17 @@ STEP_MEASURES = (
 )
 TOOL_RATES = ("in_domain_tool_call_rate", "transfer_tool_call_rate")
 """Greedy answers that called a tool (studies whose runs have tools)."""
-POOLED = (*ACCURACIES, "generalization_ratio", *(name for name, _, _ in STEP_MEASURES), "wall_s", *TOOL_RATES)
+COMPUTE = ("completions_sampled", "demonstrations_trained")
+"""What a run spent besides its steps: completions sampled (dynamic sampling draws more than one batch
+a step) and demonstrations trained by a supervised term (SFT warm-up, CHORD, HPT's gate)."""
+POOLED = (
+    *ACCURACIES,
+    "generalization_ratio",
+    *(name for name, _, _ in STEP_MEASURES),
+    "wall_s",
+    *COMPUTE,
+    *TOOL_RATES,
+)
 # What a pair of conditions is compared on (a step count only over the seeds where both reached it).
 PAIRED = (*ACCURACIES, "steps_to_answer_present_90", "steps_to_threshold")
 
@@ -49,8 +59,9 @@ def wall_seconds(records: Sequence[dict]) -> float:
     return total + (last or 0.0)
 
 
-def measure(run_dir, eval_sets: Sequence[str], scores: dict, threshold: float) -> dict:
-    """One seed's numbers; step counts from metrics.jsonl, which keeps every session's evals."""
+def measure(run_dir, eval_sets: Sequence[str], scores: dict, threshold: float, rows_per_step: int = 0) -> dict:
+    """One seed's numbers; step counts from metrics.jsonl, which keeps every session's evals
+    (`rows_per_step`: completions in one sampled batch, for `completions_sampled`)."""
     in_domain, transfer = eval_sets[0], list(eval_sets[1:])
     records = read_metrics(run_dir / "metrics.jsonl")
     first_transfer = scores[transfer[0]] if transfer else {}
@@ -59,6 +70,10 @@ def measure(run_dir, eval_sets: Sequence[str], scores: dict, threshold: float) -
         "transfer_accuracy": first_transfer.get("accuracy"),
         "generalization_ratio": first_transfer.get("generalization_ratio"),
         "wall_s": wall_seconds(records),
+        "completions_sampled": sum(
+            rows_per_step * r.get("sampling/batches_drawn", 1) for r in records if "reward/mean" in r
+        ),
+        "demonstrations_trained": sum(r.get("sft/groups", 0) for r in records if "step" in r),
         "in_domain_tool_call_rate": scores[in_domain].get("tool_call_rate"),
         "transfer_tool_call_rate": first_transfer.get("tool_call_rate"),
     }

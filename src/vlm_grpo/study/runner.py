@@ -268,7 +268,7 @@ def run_study(
         status[outcome].append(run.name)
     evaluate = functools.partial(final_eval, n=eval_n, progress=progress and jobs == 1)
     measures = {
-        run.name: measure(run.dir, run.cfg.data.eval, scores, threshold)
+        run.name: measure(run.dir, run.cfg.data.eval, scores, threshold, run.cfg.rows_per_step)
         for run, scores in each_run(evaluate, runs, jobs, "evaluated")
     }
     first = runs[0].cfg

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .measures import STEP_MEASURES, TOOL_RATES
+from .measures import COMPUTE, STEP_MEASURES, TOOL_RATES
 
 
 def _cell(stat: dict, percent: bool = True, seconds: bool = False) -> str:
@@ -28,6 +28,12 @@ def _steps_cell(stat: dict, runs: int) -> str:
     if runs == 1:
         return f"{median} (1/1)"
     return f"{median} [{stat['low']}, {stat['high']}] ({stat['reached']}/{runs})"
+
+
+def _compute_cell(condition: dict) -> str:
+    """'1920 / 168': completions sampled and demonstrations trained by a supervised term, mean per run."""
+    means = [(condition.get(key) or {}).get("mean") for key in COMPUTE]
+    return "-" if None in means else f"{means[0]:.0f} / {means[1]:.0f}"
 
 
 def _step_headers(study: dict) -> list[str]:
@@ -72,13 +78,14 @@ def markdown(study: dict) -> str:
         f"{study['in_domain']} evaluation during training (every {study.get('eval_steps') or '?'} steps) "
         "reaches it, as the Kaplan-Meier median over seeds with a seed that never reached it censored at "
         f"the {study['max_steps']}-step budget [lowest, highest seed; >{study['max_steps']}: not reached] "
-        "(k/n: how many of the n runs reached it).",
+        "(k/n: how many of the n runs reached it). Sampled / supervised: completions sampled and "
+        "demonstrations trained by a supervised term, per run (mean over seeds).",
         "",
         "| condition | prompt | injection | in-domain accuracy | transfer accuracy | transfer / in-domain | "
         + " | ".join(steps)
-        + " | wall time |"
+        + " | wall time | sampled / supervised per run |"
         + (" tool calls, in-domain | tool calls, transfer |" if tools else ""),
-        "|---|---|---|---|---|---|" + "---|" * len(steps) + "---|" + ("---|---|" if tools else ""),
+        "|---|---|---|---|---|---|" + "---|" * len(steps) + "---|---|" + ("---|---|" if tools else ""),
     ]
     for c in study["conditions"]:
         runs = len(c["seeds"])
@@ -88,7 +95,7 @@ def markdown(study: dict) -> str:
             f"| {c['name']} | {c['prompt_style']} | {c['injection']} | {_cell(c['in_domain_accuracy'])} | "
             f"{_cell(c['transfer_accuracy'])} | {ratio} | "
             + " | ".join(cells)
-            + f" | {_cell(c['wall_s'], percent=False, seconds=True)} |"
+            + f" | {_cell(c['wall_s'], percent=False, seconds=True)} | {_compute_cell(c)} |"
             + ("".join(f" {_cell(c[key])} |" for key in TOOL_RATES) if tools else "")
         )
     lines += _pairs(study) + _reference(study)

@@ -294,17 +294,8 @@ class Trainer:
         G, done, prompts = self.cfg.num_generations, drawn.completions, drawn.prompts
         scores = self.scorer.score_all(done.texts, [prompts.samples[row // G] for row in range(len(done.texts))])
         scores = add_tool_rewards(scores, done.turns, self.cfg.tool_use)
-        return Rollout(
-            prompts,
-            G,
-            done.ids,
-            done.mask,
-            done.truncated,
-            done.texts,
-            scores,
-            engine_logp=done.logprobs,
-            turns=done.turns,
-        )
+        ids, mask, cut = done.ids, done.mask, done.truncated
+        return Rollout(prompts, G, ids, mask, cut, done.texts, scores, engine_logp=done.logprobs, turns=done.turns)
 
     @contextlib.contextmanager
     def _sampling_context(self):  # ranks decode for different numbers of steps: weights gathered
