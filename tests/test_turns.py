@@ -292,10 +292,8 @@ def test_a_cluster_scene_is_its_counting_scene_in_the_cell_its_call_crops():
     assert np.array_equal(np.asarray(shown), np.asarray(scene_image))
 
 
-def test_tool_demonstrations_call_then_answer_in_injection_and_sft(policy):
-    from vlm_grpo.config import InjectionConfig, SftConfig
-    from vlm_grpo.guidance.injection import Injector
-    from vlm_grpo.guidance.sft import Supervisor
+def cluster_rollout(policy):
+    """Two cluster scenes, 2 rows each sampled with the crop tool (8 tokens), scored: what injection sees."""
     from vlm_grpo.lab.clusters import ClusterSource
     from vlm_grpo.tasks.rewards import Scorer
 
@@ -304,6 +302,20 @@ def test_tool_demonstrations_call_then_answer_in_injection_and_sft(policy):
     samples = [ClusterSource("lab-clevr", grid=2, cell=56)[i] for i in range(2)]
     prompts = encode_prompts(processor, style, samples, torch.device("cpu"))
     engine = ToolEngine(HFEngine(model, processor), TOOLS, 2, end)
+    done = engine.sample(prompts, SamplingParams(group_size=2, max_tokens=8))
+    scorer = Scorer(["answer"], None, style)
+    scores = scorer.score_all(done.texts, [samples[r // 2] for r in range(4)])
+    rollout = Rollout(prompts, 2, done.ids, done.mask, done.truncated, done.texts, scores, turns=done.turns)
+    return engine, style, samples, prompts, scorer, rollout
+
+
+def test_tool_demonstrations_call_then_answer_in_injection_and_sft(policy):
+    from vlm_grpo.config import InjectionConfig, SftConfig
+    from vlm_grpo.guidance.injection import Injector
+    from vlm_grpo.guidance.sft import Supervisor
+
+    model, processor, _, _, end = policy
+    engine, style, samples, prompts, scorer, rollout = cluster_rollout(policy)
     answer = "<think>I count five objects in the image.</think><answer>5</answer>"
     tokens, turns = engine.demonstration(samples[0], answer)
     text = processor.tokenizer.decode(tokens)
@@ -314,12 +326,7 @@ def test_tool_demonstrations_call_then_answer_in_injection_and_sft(policy):
     tool_text = processor.tokenizer.decode([t for t, tool in zip(tokens, turns.tool_tokens) if tool])
     assert tool_text.startswith("\n<|im_start|>user\n<tool_response><|vision_start|>")
     assert tool_text.endswith("</tool_response><|im_end|>\n<|im_start|>assistant\n")
-    # Injection: every row of group 0 becomes a tool-using demonstration, scored on its final answer.
-    params = SamplingParams(group_size=2, max_tokens=8)
-    done = engine.sample(prompts, params)
-    scorer = Scorer(["answer"], None, style)
-    scores = scorer.score_all(done.texts, [samples[r // 2] for r in range(4)])
-    rollout = Rollout(prompts, 2, done.ids, done.mask, done.truncated, done.texts, scores, turns=done.turns)
+    # Injection: the chosen rows become tool-using demonstrations, scored on their final answer.
     injector = Injector(InjectionConfig(mode="rate", rate=0.5), style, processor.tokenizer, end, 0, seed=0)
     injector.tool_demonstration = engine.demonstration
     injected = injector.apply(rollout, scorer, 1.0)
@@ -385,3 +392,58 @@ def test_a_study_of_runs_with_tools_reports_their_tool_call_rates(tmp_path):
     assert header.endswith("| tool calls, in-domain | tool calls, transfer |") and rule.count("|") == header.count("|")
     cells = [cell.strip() for cell in row.split("|")]
     assert row.count("|") == header.count("|") and cells[-3].startswith("62.5%") and cells[-2].startswith("50.0%")
+
+
+def test_prefix_guidance_continues_after_a_demonstrated_call(policy):
+    from vlm_grpo.config import InjectionConfig
+    from vlm_grpo.guidance.injection import Injector
+    from vlm_grpo.rollout import continue_prefixes
+
+    model, processor, _, _, end = policy
+    engine, style, samples, prompts, scorer, rollout = cluster_rollout(policy)
+    params = SamplingParams(group_size=2, max_tokens=300)
+    injector = Injector(InjectionConfig(mode="rate", rate=0.5, payload="prefix"), style, processor.tokenizer, end, 0, 0)
+    injector.tool_demonstration = engine.demonstration
+
+    def converse(owners, prefixes):
+        return engine.continue_conversations(prompts, owners, prefixes, params)
+
+    def complete(rows, prefixes):
+        return continue_prefixes(engine, prompts, rows, prefixes, 2, params)
+
+    injected = injector.apply(rollout, scorer, 1.0, prefix=(0.5, complete, converse))
+    rows = [r for r in range(4) if injected.injected[r]]
+    assert rows
+    for row in rows:
+        turns, n = injected.turns[row], int(injected.completion_mask[row].sum())
+        call, _ = engine.demonstration(samples[row // 2], None)
+        assert injected.completion_ids[row, : len(call)].tolist() == call  # the demonstrated call and its answer
+        assert (turns.calls, turns.valid_calls, turns.turns) == (1, 1, 2) and n > len(call)
+        demo, tool = injected.demo_tokens[row, :n], torch.tensor(turns.tool_tokens)
+        # The call's tokens are the demonstration's, the tool's are neither, the rest the policy sampled.
+        assert demo.tolist() == [not t and i < len(call) for i, t in enumerate(turns.tool_tokens)]
+        assert not tool[len(call) :].any() and tool[: len(call)].any()
+    with torch.no_grad():
+        ids, mask = injected.completion_ids, injected.completion_mask
+        logp = completion_logprobs(model, prompts, torch.arange(4), ids, mask, 2, 1.0, "prefix", injected.turns)
+    assert bool(torch.isfinite(logp).all())
+
+
+@pytest.mark.parametrize(
+    "remedy",
+    [["injection.payload=prefix"], ["sft.coef=0.5"], ["sft.warmup_steps=1"]],
+    ids=["prefix-guidance", "chord", "sft-warmup"],
+)
+def test_remedies_train_on_tool_using_demonstrations(tmp_path, remedy):
+    import json
+
+    from support import train_two_steps
+
+    extra = ["data.train=lab-clevr-cluster", "tools=[crop]", "max_turns=2", "prompt.style=r1v"]
+    extra += ["max_completion_length=300", "injection.mode=random", *remedy]
+    train_two_steps(tmp_path, "tiny-qwen2-vl", extra)
+    lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    sampled = [line for line in lines if "injection/rate" in line]
+    assert sampled and all(line["injection/groups_injected"] > 0 for line in sampled)
+    if "sft.coef=0.5" in remedy or "sft.warmup_steps=1" in remedy:
+        assert all(line["sft/loss"] > 0 for line in lines if "sft/loss" in line) and any("sft/loss" in x for x in lines)

@@ -251,7 +251,8 @@ def _check_tools(cfg: TrainConfig, need: Need) -> None:
     need(cfg.max_turns >= 2, "tools need max_turns of at least 2: a turn that calls and one that answers")
     need(cfg.rollout_engine != "vllm", "tools run with rollout_engine=hf; the vllm engine samples one turn")
     need(not cfg.dynamic_sampling, "tools and dynamic_sampling do not combine yet")
-    need(cfg.injection.payload == "full", "tools and injection.payload=prefix do not combine yet")
+    sharded = cfg.fsdp != "none" or cfg.zero_stage > 0  # ranks sample different numbers of turns
+    need(not sharded, "tools and sharded training (fsdp, zero_stage) do not combine yet")
     need(cfg.tool_use.timeout_s > 0, f"tool_use.timeout_s must be positive, got {cfg.tool_use.timeout_s}")
     need(cfg.tool_use.memory_mb >= 64, f"tool_use.memory_mb must be at least 64, got {cfg.tool_use.memory_mb}")
     need(cfg.tool_use.turn_penalty >= 0, f"tool_use.turn_penalty must be >= 0, got {cfg.tool_use.turn_penalty}")

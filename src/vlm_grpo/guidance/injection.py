@@ -38,6 +38,9 @@ from .schedules import prefix_ratio, schedule_value
 
 Continue = Callable[[list[int], list[list[int]]], list[tuple[list[int], bool]]]
 """(rows, their prefixes) -> per row, the policy's continuation tokens and whether it hit the length limit."""
+Converse = Callable[[list[int], list[tuple[list[int], RowTurns]]], list[tuple[list[int], bool, RowTurns, str]]]
+"""(prompts of the rows, prefixes with their tool turns) -> per row: the policy's tokens after the prefix,
+truncated, the conversation's turns, its final turn's text (`ToolEngine.continue_conversations`)."""
 
 
 @dataclass(frozen=True)
@@ -137,16 +140,17 @@ class Injector:
         strength: float,
         gather: Callable[[Any], list] = lambda value: [value],
         rank: int = 0,
-        prefix: tuple[float, Continue] | None = None,
+        prefix: tuple[float, Continue] | tuple[float, Continue, Converse | None] | None = None,
     ) -> Rollout:
         """Inject the chosen rows of this process's rollout. `gather` returns every process's value in
         rank order: the plan and the demonstrations are drawn for the global batch on every process,
         with the same generator, and each keeps its own slice, so N processes inject exactly as one
         process with the same global batch (and their generators stay in step).
 
-        `prefix` (payload `prefix`): the share of each demonstration to give and the function that
-        lets the policy continue the chosen rows; it is called on every process, rows or none, as
-        sampling may be a collective."""
+        `prefix` (payload `prefix`): the share of each demonstration to give, the function that lets
+        the policy continue the chosen rows (called on every process, rows or none, as sampling may be
+        a collective) and, with tools, the one that continues a conversation after a demonstration's
+        calls and the tools' answers: a tool-using demonstration's prefix is its calls, whatever the share."""
         if self.cfg.mode == "none" or strength <= 0:  # the same on every process: none gathers
             return rollout
         G = rollout.group_size
@@ -164,10 +168,31 @@ class Injector:
         if self.tool_demonstration is not None:  # demonstrations that call the sample's tools first
             rows = {row: self._with_calls(rollout, row, demo) for row, demo in rows.items()}
         if prefix is not None:
-            rows = self._continued(demos, *prefix)
+            ratio, complete, *conversing = prefix  # (ratio, complete) or (ratio, complete, converse)
+            converse = conversing[0] if conversing else None
+            calling = {r for r in demos if converse is not None and self._calls(rollout, r)}
+            rows = self._continued({r: d for r, d in demos.items() if r not in calling}, ratio, complete)
+            rows.update(self._conversed(rollout, {r: demos[r] for r in calling}, converse))
         if not rows:
             return rollout
         return replace_rows(rollout, rows, scorer, self.pad_id)
+
+    @staticmethod
+    def _calls(rollout: Rollout, row: int) -> tuple:
+        return rollout.prompts.samples[row // rollout.group_size].calls
+
+    def _conversed(self, rollout: Rollout, demos: dict[int, tuple[str, list[int]]], converse: Converse) -> dict:
+        """Each chosen row as its sample's demonstrated calls and the tools' answers, then the policy's turns."""
+        if not demos:
+            return {}
+        chosen = sorted(demos)
+        G = rollout.group_size
+        prefixes = [self.tool_demonstration(rollout.prompts.samples[row // G], None) for row in chosen]
+        continued = converse([row // G for row in chosen], prefixes)
+        return {
+            row: Row(given + more, len(given), truncated, text, turns)
+            for row, (given, _), (more, truncated, turns, text) in zip(chosen, prefixes, continued)
+        }
 
     def _with_calls(self, rollout: Rollout, row: int, demo: Row) -> Row:
         sample = rollout.prompts.samples[row // rollout.group_size]
@@ -224,7 +249,13 @@ class GuidanceInjection(Remedy):
         def complete(rows: list[int], prefixes: list[list[int]]) -> list[tuple[list[int], bool]]:
             return ops.continue_prefixes(rollout.prompts, rows, prefixes)
 
-        prefix = (ratio, complete) if ratio is not None else None
+        converse = None
+        if ops.continue_conversations is not None:
+
+            def converse(owners, prefixes):
+                return ops.continue_conversations(rollout.prompts, owners, prefixes)
+
+        prefix = (ratio, complete, converse) if ratio is not None else None
         return self.injector.apply(rollout, self.kit.scorer, strength, ops.world.gather, ops.world.rank, prefix)
 
     def metrics(self, rollout: Rollout, advantages: torch.Tensor, stats: LossStats, ops: PolicyOps) -> dict:

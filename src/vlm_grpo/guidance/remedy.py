@@ -94,6 +94,9 @@ class PolicyOps:
     """The prompt stream's next batch, this process's slice."""
     encode: Callable[[list], PromptBatch]
     """Samples -> the encoded prompt batch (the run's style and processor)."""
+    continue_conversations: Callable | None = None
+    """With tools: (prompts, the rows' prompt indices, prefixes as (tokens, RowTurns)) -> per row the
+    policy's turns after the prefix (`ToolEngine.continue_conversations`); None without tools."""
 
 
 class Remedy:

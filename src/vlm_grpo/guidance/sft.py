@@ -129,7 +129,7 @@ class Supervisor:
             width = int(plan.mask[chunk].sum(1).max())
             ids, mask = plan.ids[chunk, :width], plan.mask[chunk, :width]
             turns = [plan.turns[i] for i in chunk.tolist()] if plan.turns is not None else None
-            logp = logprobs(chunk, ids, mask, turns)
+            logp = logprobs(chunk, ids, mask) if turns is None else logprobs(chunk, ids, mask, turns)
             if turns is not None:  # a tool's tokens are read, not trained
                 mask = mask.masked_fill(tool_token_mask(turns, width), 0)
             mask = mask.to(logp.device)

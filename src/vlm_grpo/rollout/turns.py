@@ -133,20 +133,13 @@ class ToolEngine:
         first = self.inner.sample(prompts, params, prefixes)
         if prefixes is not None:  # a demonstration's prefix continued: one turn, as the inner engine gives it
             return first
-        tokenizer = self.processor.tokenizer
-        rows = []
-        for row, (ids, mask, cut, text) in enumerate(zip(first.ids, first.mask, first.truncated, first.texts)):
-            sample = prompts.samples[row // params.group_size]
-            rows.append(_Row(list(sample.load_images()), RowTurns(), [], "", False))
+        rows, owners = [], [row // params.group_size for row in range(len(first.texts))]
+        for owner, ids, mask, cut, text in zip(owners, first.ids, first.mask, first.truncated, first.texts):
+            rows.append(_Row(list(prompts.samples[owner].load_images()), RowTurns(), [], "", False))
             rows[-1].add_policy_turn(ids[mask.bool()].tolist(), text, bool(cut))
-        for _ in range(1, self.max_turns):
-            calling = [i for i, r in enumerate(rows) if not r.truncated and has_call(r.last_text)]
-            live = [i for i in calling if self._answer(rows[i], params.max_tokens)]
-            if not live:
-                break
-            self._next_turn(prompts, rows, live, params)
+        self._more_turns(prompts, rows, owners, params)
         width = max(1, max(len(r.tokens) for r in rows))
-        pad = tokenizer.pad_token_id
+        pad = self.processor.tokenizer.pad_token_id
         ids = torch.full((len(rows), width), pad, dtype=torch.long)
         mask = torch.zeros((len(rows), width))
         for i, r in enumerate(rows):
@@ -174,11 +167,44 @@ class ToolEngine:
         row.add_tool_turn(ids, types, image_inputs, self.writer.text(text, len(images)))
         return True
 
-    def _next_turn(self, prompts: PromptBatch, rows: list[_Row], live: list[int], params: SamplingParams) -> None:
-        """One more assistant turn for each row in `live`, sampled from its conversation so far."""
-        group = params.group_size
+    def continue_conversations(
+        self, prompts: PromptBatch, owners: list[int], prefixes: list[tuple[list[int], RowTurns]], params
+    ) -> list[tuple[list[int], bool, RowTurns, str]]:
+        """Per conversation, the policy's turns after a prefix (tokens and tool turns: a demonstration's
+        calls and the tools' answers) of prompt `owners[i]`: (the tokens after the prefix, truncated,
+        the whole conversation's turns, its final turn's text)."""
+        rows = [
+            _Row(list(prompts.samples[owner].load_images()), _copied(turns), list(tokens), "", False)
+            for owner, (tokens, turns) in zip(owners, prefixes)
+        ]
+        live = [i for i, row in enumerate(rows) if len(row.tokens) < params.max_tokens]
+        for i in set(range(len(rows))) - set(live):
+            rows[i].truncated = True
+        if live:
+            self._next_turn(prompts, rows, owners, live, params)
+        self._more_turns(prompts, rows, owners, params)
+        return [(r.tokens[len(t) :], r.truncated, r.turns, r.last_text) for r, (t, _) in zip(rows, prefixes)]
+
+    def _more_turns(self, prompts: PromptBatch, rows: list[_Row], owners: list[int], params: SamplingParams) -> None:
+        """While a row's last turn calls a tool and turns remain: the tool's turn, then the policy's next."""
+        while True:
+            calling = [
+                i
+                for i, r in enumerate(rows)
+                if r.turns.turns < self.max_turns and not r.truncated and has_call(r.last_text)
+            ]
+            live = [i for i in calling if self._answer(rows[i], params.max_tokens)]
+            if not live:
+                return
+            self._next_turn(prompts, rows, owners, live, params)
+
+    def _next_turn(
+        self, prompts: PromptBatch, rows: list[_Row], owners: list[int], live: list[int], params: SamplingParams
+    ) -> None:
+        """One more assistant turn for each row in `live` (of prompt owners[i]), sampled from its
+        conversation so far."""
         pad = self.processor.tokenizer.pad_token_id
-        batch = conversation_batch(prompts, [(i // group, rows[i]) for i in live], pad)
+        batch = conversation_batch(prompts, [(owners[i], rows[i]) for i in live], pad)
         room = [params.max_tokens - len(rows[i].tokens) for i in live]
         done = self.inner.sample(batch, replace(params, group_size=1, max_tokens=max(room)))
         for i, space, ids, mask, cut, text in zip(live, room, done.ids, done.mask, done.truncated, done.texts):
@@ -189,9 +215,10 @@ class ToolEngine:
             rows[i].add_policy_turn(tokens, text, bool(cut) or over)
             rows[i].turns.turns += 1
 
-    def demonstration(self, sample, answer: str) -> tuple[list[int], RowTurns]:
+    def demonstration(self, sample, answer: str | None) -> tuple[list[int], RowTurns]:
         """A tool-using demonstration of `sample`: each of its `calls` as the policy would write it, the
-        tool's real answer, then `answer` (every turn ending with the turn-end token). Tokens and turns."""
+        tool's real answer, then `answer` (every turn ending with the turn-end token; None: the calls
+        and the tools' turns only, a prefix the policy continues). Tokens and turns."""
         tokenizer = self.processor.tokenizer
         row = _Row(list(sample.load_images()), RowTurns(turns=0), [], "", False)
         for call in sample.calls:
@@ -204,9 +231,10 @@ class ToolEngine:
                 raise ValueError(f"{sample.id}: the demonstration's call {call} cannot be answered")
             if row.turns.valid_calls < row.turns.calls:
                 raise ValueError(f"{sample.id}: the demonstration's call {call} fails: {row.turns.transcript}")
-        ids = tokenizer(answer, add_special_tokens=False)["input_ids"] + [self.turn_end_id]
-        row.add_policy_turn(ids, answer, False)
-        row.turns.turns += 1
+        if answer is not None:
+            ids = tokenizer(answer, add_special_tokens=False)["input_ids"] + [self.turn_end_id]
+            row.add_policy_turn(ids, answer, False)
+            row.turns.turns += 1
         return row.tokens, row.turns
 
     def submit(self, prompts: PromptBatch, params: SamplingParams):
@@ -232,6 +260,16 @@ class ToolEngine:
 
     def close(self) -> None:
         self.inner.close()
+
+
+def _copied(turns: RowTurns) -> RowTurns:
+    """A copy whose lists grow apart from the original's."""
+    return replace(
+        turns,
+        tool_tokens=list(turns.tool_tokens),
+        token_types=list(turns.token_types),
+        image_inputs=list(turns.image_inputs),
+    )
 
 
 def conversation_batch(prompts: PromptBatch, rows: list[tuple[int, _Row]], pad_id: int) -> PromptBatch:

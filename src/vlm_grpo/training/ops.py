@@ -33,6 +33,10 @@ def policy_ops(trainer) -> PolicyOps:
         engine, params = trainer.rollouts.engine, trainer.rollouts.params
         return continue_prefixes(engine, prompts, rows, prefixes, cfg.num_generations, params)
 
+    def continue_conversations(prompts, owners, prefixes):
+        engine, params = trainer.rollouts.engine, trainer.rollouts.params
+        return engine.continue_conversations(prompts, owners, prefixes, params)
+
     return PolicyOps(
         world=trainer.world,
         micro_batch_size=cfg.micro_batch_size,
@@ -43,6 +47,7 @@ def policy_ops(trainer) -> PolicyOps:
         continue_prefixes=continue_after,
         next_samples=lambda: trainer.world.local_slice(trainer.stream.next_batch(cfg.prompts_per_step)),
         encode=lambda samples: encode_prompts(trainer.processor, trainer.style, samples, trainer.device),
+        continue_conversations=continue_conversations if cfg.tools else None,
     )
 
 
