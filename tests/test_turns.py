@@ -447,3 +447,21 @@ def test_remedies_train_on_tool_using_demonstrations(tmp_path, remedy):
     assert sampled and all(line["injection/groups_injected"] > 0 for line in sampled)
     if "sft.coef=0.5" in remedy or "sft.warmup_steps=1" in remedy:
         assert all(line["sft/loss"] > 0 for line in lines if "sft/loss" in line) and any("sft/loss" in x for x in lines)
+
+
+def test_eval_with_a_tool_reports_how_often_answers_called_it(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from vlm_grpo.cli import app
+
+    args = ["eval", "--model", "tiny-qwen2-vl", "--data", "lab-clevr-cluster", "--style", "r1v", "--n", "2"]
+    result = CliRunner().invoke(app, [*args, "--tool", "crop", "--max-new-tokens", "12", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    (scores,) = json.loads((tmp_path / "summary.json").read_text())["results"].values()
+    assert scores["lab-clevr-cluster"]["tool_call_rate"] == 0.0  # a random tiny model never calls
+    records = [json.loads(line) for line in (tmp_path / "records.jsonl").read_text().splitlines()]
+    assert len(records) == 2 and all(record["tool_calls"] == 0 for record in records)
+    unknown = CliRunner().invoke(app, [*args, "--tool", "scissors", "--out", str(tmp_path)])
+    assert unknown.exit_code == 2 and "scissors" in unknown.output and "Traceback" not in unknown.output

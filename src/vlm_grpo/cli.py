@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import List, Optional
 
@@ -205,6 +206,8 @@ def eval_command(
     task_option: List[str] = typer.Option([], "--task-option", help="KEY=VALUE of the task's options; repeat."),
     column: List[str] = typer.Option([], "--column", help="FIELD=COLUMN, e.g. question=problem; repeat."),
     engine: str = typer.Option("hf", "--engine", help=_ENGINE_HELP),
+    tools: List[str] = typer.Option([], "--tool", help="A tool the model may call (crop, zoom, pkg.mod:fn); repeat."),
+    max_turns: int = typer.Option(2, "--max-turns", help="Most assistant turns per answer, with --tool."),
 ) -> None:
     """Score checkpoints in-domain and on transfer sets (both scorings, generalization ratio)."""
     from rich.console import Console
@@ -221,8 +224,10 @@ def eval_command(
             n,
             out,
             temperature=temperature,
-            options=_eval_options(
-                images, holdout, batch_size, max_new_tokens, device, task, task_option, column, engine
+            options=replace(
+                _eval_options(images, holdout, batch_size, max_new_tokens, device, task, task_option, column, engine),
+                tools=tuple(tools),
+                max_turns=max_turns if tools else 1,
             ),
         )
     except _USER_ERRORS as exc:
