@@ -465,3 +465,13 @@ def test_eval_with_a_tool_reports_how_often_answers_called_it(tmp_path):
     assert len(records) == 2 and all(record["tool_calls"] == 0 for record in records)
     unknown = CliRunner().invoke(app, [*args, "--tool", "scissors", "--out", str(tmp_path)])
     assert unknown.exit_code == 2 and "scissors" in unknown.output and "Traceback" not in unknown.output
+
+
+def test_a_box_the_tool_refuses_is_an_error_turn_and_not_a_failure(policy):
+    model, processor, _, prompts, end = policy
+    empty = '<tool_call>{"name": "crop", "arguments": {"box": [0.5, 0.5, 0.5, 0.5]}}</tool_call>'
+    inner = FirstTurnCalls(model, processor, end, (empty,))
+    done = ToolEngine(inner, TOOLS, 2, end).sample(prompts, SamplingParams(group_size=2, max_tokens=200))
+    refused = done.turns[0]
+    assert (refused.calls, refused.valid_calls, refused.failures, refused.turns) == (1, 0, 0, 2)
+    assert "<tool_response>error: the box [0.5, 0.5, 0.5, 0.5] is empty inside the 112x112 image" in refused.transcript

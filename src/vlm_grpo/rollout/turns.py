@@ -155,7 +155,8 @@ class ToolEngine:
         try:
             call = parse_call(row.last_text, self.tools)
             result = run_tool(self.tools[call.name], row.sample_images, call.arguments, self.timeout_s, self.memory_mb)
-            text, images = (result.output.text, list(result.output.images)) if result.ok else (result.error, [])
+            ok = result.ok
+            text, images = (result.output.text, list(result.output.images)) if ok else (f"error: {result.error}", [])
             row.turns.valid_calls += int(result.ok)
             row.turns.failures += int(result.raised)
         except CallError as exc:
