@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 from typing import List, Optional
 
@@ -105,8 +104,10 @@ def _task(name: str, options: List[str]):
         _fail(exc)
 
 
-def _eval_options(images, holdout, batch_size, max_new_tokens, device, task, task_option, column, engine, seed=0):
-    """The options `assess` and `eval` share, as the library takes them."""
+def _eval_options(
+    images, holdout, batch_size, max_new_tokens, device, task, task_option, column, engine, seed=0, tools=(), turns=2
+):
+    """The options `assess` and `eval` share, as the library takes them (`turns`: with `tools` only)."""
     from .evaluation.records import EvalOptions
 
     return EvalOptions(
@@ -119,6 +120,8 @@ def _eval_options(images, holdout, batch_size, max_new_tokens, device, task, tas
         device=device,
         engine=engine,
         seed=seed,
+        tools=tuple(tools),
+        max_turns=turns if tools else 1,
     )
 
 
@@ -224,10 +227,19 @@ def eval_command(
             n,
             out,
             temperature=temperature,
-            options=replace(
-                _eval_options(images, holdout, batch_size, max_new_tokens, device, task, task_option, column, engine),
-                tools=tuple(tools),
-                max_turns=max_turns if tools else 1,
+            options=_eval_options(
+                images,
+                holdout,
+                batch_size,
+                max_new_tokens,
+                device,
+                task,
+                task_option,
+                column,
+                engine,
+                0,
+                tools,
+                max_turns,
             ),
         )
     except _USER_ERRORS as exc:
