@@ -45,7 +45,7 @@ def test_a_tool_turn_is_a_user_turn_of_the_chat_template(policy):
         "\n<|im_start|>user\n<tool_response><|vision_start|><|image_pad|><|vision_end|>crop of image 0"
         "</tool_response><|im_end|>\n<|im_start|>assistant\n"
     )
-    ids, types, images = writer.encode("error: bad box", [])
+    ids, types, images, _ = writer.encode("error: bad box", [])
     assert images is None and set(types) == {0}
     assert processor.tokenizer.decode(ids) == writer.text("error: bad box", 0)
 
@@ -57,7 +57,7 @@ def literal_trajectory(policy):
     picture = samples[0].load_images()
     shown = list(crop(picture, [0.25, 0, 0.75, 0.5]).images)
     call, answer = ids_of(processor, CALL, end), ids_of(processor, "3", end)
-    tool, types, images = writer.encode("crop", shown)
+    tool, types, images, _ = writer.encode("crop", shown)
     ids = call + tool + answer
     turns = RowTurns(
         tool_tokens=[False] * len(call) + [True] * len(tool) + [False] * len(answer),

@@ -104,7 +104,7 @@ def _with_tool_turns(
     images, then the tools'); the other rows as `sharing` says (a text tool turn is text like any
     other). Tool tokens get log-prob 0: they are the tool's, not the policy's (the loss masks them)."""
     whole = [i for i, t in enumerate(turns) if t is not None and t.has_images]
-    rest = [i for i in range(len(turns)) if i not in set(whole)]
+    rest = sorted(set(range(len(turns))) - set(whole))
     parts: dict[int, torch.Tensor] = {}
     if rest:
         index = torch.tensor(rest)

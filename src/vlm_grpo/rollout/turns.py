@@ -73,14 +73,16 @@ class ToolTurnWriter:
         whole = self._render(self._conversation(user, output_text, images), True)
         return self.after_end + whole[self.prefix_chars :]
 
-    def encode(self, output_text: str, images: list) -> tuple[list[int], list[int], dict[str, torch.Tensor] | None]:
-        """(token ids, token types, image inputs or None) of the tool turn."""
+    def encode(
+        self, output_text: str, images: list
+    ) -> tuple[list[int], list[int], dict[str, torch.Tensor] | None, str]:
+        """(token ids, token types, image inputs or None, text) of the tool turn."""
         text = self.text(output_text, len(images))
         encoded = self.processor(text=[text], images=[images] if images else None, return_tensors="pt")
         ids = encoded["input_ids"][0].tolist()
         types = encoded["mm_token_type_ids"][0].tolist() if "mm_token_type_ids" in encoded else [0] * len(ids)
         image_inputs = {key: encoded[key] for key in IMAGE_KEYS if key in encoded} if images else None
-        return ids, types, image_inputs
+        return ids, types, image_inputs, text
 
 
 @dataclass
@@ -157,15 +159,15 @@ class ToolEngine:
             result = run_tool(self.tools[call.name], row.sample_images, call.arguments, self.timeout_s, self.memory_mb)
             ok = result.ok
             text, images = (result.output.text, list(result.output.images)) if ok else (f"error: {result.error}", [])
-            row.turns.valid_calls += int(result.ok)
+            row.turns.valid_calls += int(ok)
             row.turns.failures += int(result.raised)
         except CallError as exc:
             text, images = f"error: {exc}", []
-        ids, types, image_inputs = self.writer.encode(text, images)
+        ids, types, image_inputs, turn_text = self.writer.encode(text, images)
         if len(row.tokens) + len(ids) >= budget:
             row.truncated = True
             return False
-        row.add_tool_turn(ids, types, image_inputs, self.writer.text(text, len(images)))
+        row.add_tool_turn(ids, types, image_inputs, turn_text)
         return True
 
     def continue_conversations(
