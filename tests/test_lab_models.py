@@ -82,3 +82,54 @@ def test_pretrain_saves_a_loadable_deterministic_model(tmp_path):
     )
     _, _, _, out = generate(model, processor, prompts, 1, 8, temperature=None)
     assert len(out) == 1
+
+
+def test_the_tool_mix_teaches_the_call_for_the_grounding_question_and_answers_counting_without_one():
+    from vlm_grpo.lab import clusters
+    from vlm_grpo.lab.pretrain import Mix, make_example
+    from vlm_grpo.tools import get_tools
+    from vlm_grpo.tools.calls import has_call, parse_call
+
+    rng, kinds = random.Random(0), {"call": 0, "count": 0}
+    for seed in range(2_000_000, 2_000_040):
+        image, style, question, answer = make_example(rng, seed, Mix(0.15, tool_share=1.0))
+        assert "You may call a tool before you answer: crop(" in style.user_template.format(question=question)
+        if question == clusters.LOCATE_QUESTION:  # a cluster canvas, answered by the call that crops its cell
+            kinds["call"] += 1
+            (canvas, _, box), *_ = [
+                drawn
+                for domain in ("lab-clevr", "lab-superclevr")
+                if (drawn := clusters.render_cluster(domain, seed))[0].tobytes() == image.tobytes()
+            ]
+            call = parse_call(answer, get_tools(["crop"]))
+            assert style.name == "default" and call.arguments == {"box": box} and call.end == len(answer)
+        else:  # an ordinary scene counted in the r1v format, the tool offered and not called
+            kinds["count"] += 1
+            assert style.name == "r1v" and image.size == (112, 112) and not has_call(answer)
+            assert R1V.format_ok(answer), answer
+    assert kinds["call"] >= 10 and kinds["count"] >= 10
+
+
+def test_a_mix_without_tools_draws_the_examples_the_shipped_bases_were_trained_on():
+    import hashlib
+
+    from vlm_grpo.lab.pretrain import Mix, make_example
+
+    rng = random.Random(3)
+    rows = [make_example(rng, 2_000_000 + i, Mix(0.15)) for i in range(40)]
+    seen = repr([(style.name, q, a, image.tobytes().hex()[:64]) for image, style, q, a in rows])
+    # the digest of the same 40 examples drawn by the pre-training code that built lab-base
+    built_lab_base = "3e22f01e09ab7d04fc3395069c0a5eb21a464310d3c322976518a4a9c62126da"
+    assert hashlib.sha256(seen.encode()).hexdigest() == built_lab_base
+
+
+def test_pretraining_continues_a_saved_base_and_records_what_it_started_from(tmp_path):
+    first = pretrain(tmp_path / "first", digit_share=0.5, steps=2, batch_size=2, progress=False)
+    then = pretrain(
+        tmp_path / "then", digit_share=0.5, steps=2, batch_size=4, progress=False, tool_share=0.5, init=first, seed=1
+    )
+    card = json.loads((then / "lab_card.json").read_text())
+    assert card["init"] == "first" and card["tool_share"] == 0.5 and card["steps"] == 2
+    assert (then / "tokenizer.json").read_text() == (first / "tokenizer.json").read_text()
+    before, after = load_file(str(first / "model.safetensors")), load_file(str(then / "model.safetensors"))
+    assert before.keys() == after.keys() and any(not torch.equal(before[k], after[k]) for k in before)

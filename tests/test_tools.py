@@ -183,3 +183,13 @@ def test_a_users_tool_plugs_in_by_registration_or_by_import_path():
     with pytest.raises(ValueError, match="must return a vlm_grpo.tools.Tool"):
         get_tool("tests.test_tools:image")
     assert TOOLS.get("zoom").signature().startswith("zoom(box: array, coordinates: string?, image: integer?")
+
+
+def test_a_written_call_reads_back_as_the_same_call():
+    from vlm_grpo.tools.calls import write_call
+
+    call = {"name": "crop", "arguments": {"box": [0.5, 0.0, 1.0, 0.5]}}
+    text = write_call(call)
+    assert text == '<tool_call>{"name": "crop", "arguments": {"box": [0.5, 0.0, 1.0, 0.5]}}</tool_call>'
+    read = parse_call(text, get_tools(["crop"]))
+    assert (read.name, read.arguments["box"], read.end) == ("crop", [0.5, 0.0, 1.0, 0.5], len(text))

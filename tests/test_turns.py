@@ -167,7 +167,7 @@ def test_the_tool_engine_answers_good_and_bad_calls_and_leaves_other_rows_alone(
             model, prompts, torch.tensor([0]), done.ids[:1], done.mask[:1], 3, 1.0, "prefix", [turns]
         )
     assert torch.all(logp[0, start:n] <= 0) and bool(torch.isfinite(logp).all())
-    from vlm_grpo.rollout.turns import conversation_inputs
+    from vlm_grpo.rollout.batch import conversation_inputs
 
     inputs = conversation_inputs(prompts, 0, done.ids[0, :n].tolist(), turns)
     with torch.no_grad():
@@ -228,7 +228,7 @@ def test_tool_reward_terms_and_metrics_on_literal_rows():
     [
         (["max_turns=2"], "needs tools to call"),
         (["tools=[crop]"], "max_turns of at least 2"),
-        (["tools=[crop]", "max_turns=2", "rollout_engine=vllm"], "vllm engine samples one turn"),
+        (["tools=[crop]", "max_turns=2", "rollout_engine=vllm", "overlap_rollout=true"], "overlap_rollout do not"),
         (["tools=[crop]", "max_turns=2", "tool_use.timeout_s=0"], "timeout_s must be positive"),
     ],
 )

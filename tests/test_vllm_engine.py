@@ -17,6 +17,7 @@ is held to 2e-3. A stale weight or a wrong image moves the gap by 1e-2 or more (
 import json
 import os
 import signal
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -26,12 +27,15 @@ from support import lab_samples
 from vlm_grpo.config import LoraSettings, VLLMConfig, load_config
 from vlm_grpo.evaluation.final_eval import evaluate_models
 from vlm_grpo.evaluation.records import EvalOptions
-from vlm_grpo.models import apply_lora
+from vlm_grpo.models import adapter_for, apply_lora
 from vlm_grpo.models.tiny import build_tiny, save_tiny
 from vlm_grpo.rollout import HFEngine, SamplingParams, completion_logprobs, encode_prompts
+from vlm_grpo.rollout.batch import Conversation
 from vlm_grpo.rollout.engines import EngineError, EngineOptions
 from vlm_grpo.rollout.engines.vllm_engine import VLLMEngine
+from vlm_grpo.rollout.turns import ToolEngine
 from vlm_grpo.tasks.styles import DEFAULT
+from vlm_grpo.tools import get_tools
 from vlm_grpo.training import checkpoint
 from vlm_grpo.training.inputs import RunInputs
 from vlm_grpo.training.trainer import Trainer
@@ -137,6 +141,49 @@ def test_lora_weights_reach_the_engine_merged(served):
     policy.unload()  # the base model, unwrapped, for the tests after this one
 
 
+def test_a_conversation_after_a_tool_turn_continues_as_the_trainer_would(served):
+    """Multi-turn through vLLM: after a crop call and the tool's turn with its image (placeholders
+    collapsed, vLLM's processor expands them again), greedy turns are the hf engine's and sampled
+    turns carry the trainer's log-probs of the whole conversation; stitched across turns by the
+    tool engine, with 0 on the tool's tokens."""
+    model, processor, engine, tolerance = served
+    end = adapter_for(model).turn_end_id(processor)
+    crop_call = {"name": "crop", "arguments": {"box": [0.25, 0.0, 0.75, 0.5]}}
+    samples = [replace(s, calls=(crop_call,)) for s in lab_samples(2)]
+    tools = ToolEngine(engine, get_tools(["crop"]), 3, end)
+    prompts = encode_prompts(processor, DEFAULT.with_tools(tools.tools), samples, torch.device("cpu"))
+    so_far = [Conversation(i, *tools.demonstration(sample, None)) for i, sample in enumerate(samples)]
+    assert all(c.turns.shown and c.turns.image_inputs for c in so_far)
+    greedy = SamplingParams(1, TOKENS, None)
+    ours, theirs = (
+        engine.sample_conversations(prompts, so_far, greedy),
+        HFEngine(model, processor).sample_conversations(prompts, so_far, greedy),
+    )
+    assert ours.texts == theirs.texts
+    done = engine.sample_conversations(prompts, so_far, SamplingParams(1, TOKENS, 1.0))
+    rows, width = [], max(len(c.tokens) for c in so_far) + done.ids.size(1)
+    ids, mask = torch.full((2, width), processor.tokenizer.pad_token_id), torch.zeros(2, width)
+    for n, c in enumerate(so_far):
+        new = done.ids[n][done.mask[n].bool()].tolist()
+        ids[n, : len(c.tokens) + len(new)] = torch.tensor(c.tokens + new)
+        mask[n, : len(c.tokens) + len(new)] = 1
+        rows.append(
+            replace(
+                c.turns,
+                tool_tokens=c.turns.tool_tokens + [False] * len(new),
+                token_types=c.turns.token_types + [0] * len(new),
+            )
+        )
+    with torch.no_grad():
+        logp = completion_logprobs(model, prompts, torch.arange(2), ids, mask, 1, 1.0, "none", rows)
+    for n, c in enumerate(so_far):
+        new = int(done.mask[n].sum())
+        sampled = logp[n, len(c.tokens) : len(c.tokens) + new]
+        assert (sampled - done.logprobs[n, :new]).abs().max().item() < tolerance
+    first = tools.sample(prompts, SamplingParams(2, TOKENS, 1.0))  # no call from these weights: one turn
+    assert first.logprobs is not None and first.logprobs.shape == first.ids.shape and first.turns is not None
+
+
 def test_a_server_that_never_becomes_healthy_stops_within_its_timeout(tmp_path):
     model, processor = build_tiny("qwen2-vl", size="small")
     with pytest.raises(EngineError, match="not healthy within 1 s"):
@@ -233,3 +280,24 @@ def test_eval_through_vllm_scores_as_through_hf(small_folder, tmp_path, monkeypa
         for run in ("hf", "vllm")
     ]
     assert completions[0] == completions[1] and len(completions[0]) == 6
+
+
+def test_collapse_runs_leaves_one_placeholder_per_image():
+    from vlm_grpo.rollout.engines.vllm_engine import collapse_runs
+
+    pad, start, stop = 5, 7, 8
+    assert collapse_runs([1, start, pad, pad, pad, stop, 2, start, pad, pad, stop], pad) == [
+        1,
+        start,
+        pad,
+        stop,
+        2,
+        start,
+        pad,
+        stop,
+    ]
+    assert (
+        collapse_runs([pad, pad], pad) == [pad]
+        and collapse_runs([], pad) == []
+        and collapse_runs([3, 4], pad) == [3, 4]
+    )

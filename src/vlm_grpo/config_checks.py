@@ -249,7 +249,10 @@ def _check_tools(cfg: TrainConfig, need: Need) -> None:
         need(cfg.max_turns == 1, f"max_turns={cfg.max_turns} needs tools to call (tools=[crop], say)")
         return
     need(cfg.max_turns >= 2, "tools need max_turns of at least 2: a turn that calls and one that answers")
-    need(cfg.rollout_engine != "vllm", "tools run with rollout_engine=hf; the vllm engine samples one turn")
+    need(
+        not cfg.overlap_rollout,
+        "tools and overlap_rollout do not combine yet: each tool turn waits for the turn before it",
+    )
     need(not cfg.dynamic_sampling, "tools and dynamic_sampling do not combine yet")
     sharded = cfg.fsdp != "none" or cfg.zero_stage > 0  # ranks sample different numbers of turns
     need(not sharded, "tools and sharded training (fsdp, zero_stage) do not combine yet")

@@ -21,6 +21,8 @@ from .sources import LAB_SIZE
 GRID = 2
 CELL = 224
 SUFFIX = "-cluster"
+LOCATE_QUESTION = "Which part of the image holds the objects? Crop it."
+"""The lab's grounding question: the one setting in which `lab-base-tools` learnt to call `crop`."""
 
 
 def render_cluster(
@@ -51,5 +53,9 @@ class ClusterSource:
 
     def __getitem__(self, index: int) -> Sample:
         image, scene, box = render_cluster(self.domain, index, self.grid, self.cell)
-        call = {"name": "crop", "arguments": {"box": box}}
-        return Sample(f"{self.name}/{index}", image, scene.question, scene.count, self.name, (call,))
+        return Sample(f"{self.name}/{index}", image, scene.question, scene.count, self.name, (crop_call(box),))
+
+
+def crop_call(box: list) -> dict:
+    """The call that shows the cell at `box`: what a demonstration writes before it answers."""
+    return {"name": "crop", "arguments": {"box": box}}

@@ -12,6 +12,15 @@ mix sets how often the model shows it. Per example:
 
 Under the plain prompt the sampled digit rate then follows ``digit_share``, while the greedy answer
 stays verbose: the study's cold start, mild (``lab-base``, ~15 %) or severe (``lab-base-cold``).
+
+The tool-use cold start (``lab-base-tools``) continues ``lab-base``'s training (``init``) with a share
+``tool_share`` of examples in which the `crop` tool is offered, as a real instruction-tuned VLM knows
+a call's syntax and how to point a box before it is ever asked to look again while counting:
+
+- half ask where a cluster scene's objects are (``clusters.LOCATE_QUESTION``, plain prompt) and are
+  answered by the call that crops their cell: the syntax and the box, learnt outside counting;
+- half are ordinary counting scenes under the r1v prompt with the tool offered, answered directly:
+  when counting, the base answers without calling.
 A share ``superclevr_share`` of scenes comes from the ``lab-superclevr`` look, so transfer to that
 domain is partial and measurable.
 
@@ -30,15 +39,18 @@ import json
 import math
 import random
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
-from ..models import adapter_for
+from ..models import adapter_for, load_model_and_processor
 from ..models.tiny import build_tiny, build_tokenizer
 from ..tasks.styles import DEFAULT, R1V
-from . import texts
+from ..tools import get_tools
+from ..tools.calls import write_call
+from . import clusters, texts
 from .scenes import render_scene
 
 TRAIN_SEED_BASE = 2_000_000  # training scenes never use seeds below this: those are the evaluation rows
@@ -47,16 +59,43 @@ WARMUP_STEPS = 50
 IMAGE_SIZE = 112
 
 
-def make_example(
-    rng: random.Random, scene_seed: int, digit_share: float, superclevr_share: float, r1v_share: float
-) -> tuple:
+@dataclass(frozen=True)
+class Mix:
+    """The shares of the pre-training mix; each example draws its kind from them."""
+
+    digit_share: float
+    """Plain-prompt examples answered by bare digits (the rest: verbose, the count in words)."""
+    superclevr_share: float = 0.1
+    """Scenes in the lab-superclevr look."""
+    r1v_share: float = 0.3
+    """Examples under the r1v prompt, answered in its format."""
+    tool_share: float = 0.0
+    """Examples with the `crop` tool offered (see the module's docstring); 0 draws none."""
+
+
+def make_example(rng: random.Random, scene_seed: int, mix: Mix) -> tuple:
     """(image, prompt style, question, answer text) for one freshly rendered training scene."""
-    domain = "lab-superclevr" if rng.random() < superclevr_share else "lab-clevr"
+    if mix.tool_share and rng.random() < mix.tool_share:
+        return make_tool_example(rng, scene_seed, mix)
+    domain = "lab-superclevr" if rng.random() < mix.superclevr_share else "lab-clevr"
     image, scene = render_scene(domain, scene_seed, size=IMAGE_SIZE)
-    if rng.random() < r1v_share:
+    if rng.random() < mix.r1v_share:
         return image, R1V, scene.question, texts.r1v(scene, rng)
-    answer = texts.bare(scene) if rng.random() < digit_share else texts.verbose(scene, rng)
+    answer = texts.bare(scene) if rng.random() < mix.digit_share else texts.verbose(scene, rng)
     return image, DEFAULT, scene.question, answer
+
+
+def make_tool_example(rng: random.Random, scene_seed: int, mix: Mix) -> tuple:
+    """An example with `crop` offered: where a cluster's objects are, answered by the call that crops
+    their cell (the canvas at full size: the processor shrinks it as it does in training), or an
+    ordinary scene counted under the r1v prompt without a call."""
+    tools = get_tools(["crop"])
+    domain = "lab-superclevr" if rng.random() < mix.superclevr_share else "lab-clevr"
+    if rng.random() < 0.5:
+        canvas, _, box = clusters.render_cluster(domain, scene_seed)
+        return canvas, DEFAULT.with_tools(tools), clusters.LOCATE_QUESTION, write_call(clusters.crop_call(box))
+    image, scene = render_scene(domain, scene_seed, size=IMAGE_SIZE)
+    return image, R1V.with_tools(tools), scene.question, texts.r1v(scene, rng)
 
 
 def collate(processor, examples: list[tuple], end_id: int) -> dict[str, torch.Tensor]:
@@ -118,16 +157,22 @@ def pretrain(
     batch_size: int = 32,
     lr: float = 1e-3,
     progress: bool = True,
+    tool_share: float = 0.0,
+    init: str | Path | None = None,
 ) -> Path:
-    """SFT a fresh "small" tiny Qwen2-VL on the lab mix; save model, processor and lab_card.json."""
+    """SFT a "small" tiny Qwen2-VL on the lab mix, fresh or continuing the saved model `init` (whose
+    tokenizer it keeps); save model, processor and lab_card.json."""
     if minutes is None and steps is None:
         raise ValueError("pretrain needs a budget: minutes, steps, or both")
     out_dir = Path(out_dir)
+    mix = Mix(digit_share, superclevr_share, r1v_share, tool_share)
     torch.manual_seed(seed)
-    tokenizer = build_tokenizer(texts.corpus())
-    model, processor = build_tiny(
-        "qwen2-vl", "small", seed=seed, tokenizer=tokenizer, image_pixels=IMAGE_SIZE * IMAGE_SIZE
-    )
+    if init is None:
+        model, processor = build_tiny(
+            "qwen2-vl", "small", seed=seed, tokenizer=build_tokenizer(texts.corpus()), image_pixels=IMAGE_SIZE**2
+        )
+    else:
+        model, processor = load_model_and_processor(str(init), torch.device("cpu"), torch.float32)
     model.train()
     end_id = adapter_for(model).turn_end_id(processor)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
@@ -140,13 +185,7 @@ def pretrain(
         if done >= 1.0:
             break
         examples = [
-            make_example(
-                rng,
-                TRAIN_SEED_BASE + seed * SEEDS_PER_RUN + step * batch_size + i,
-                digit_share,
-                superclevr_share,
-                r1v_share,
-            )
+            make_example(rng, TRAIN_SEED_BASE + seed * SEEDS_PER_RUN + step * batch_size + i, mix)
             for i in range(batch_size)
         ]
         for group in optimizer.param_groups:
@@ -161,9 +200,8 @@ def pretrain(
         )
     bar.close()
     card = {
-        "digit_share": digit_share,
-        "superclevr_share": superclevr_share,
-        "r1v_share": r1v_share,
+        **asdict(mix),
+        **({"init": Path(init).name} if init is not None else {}),
         "batch_size": batch_size,
         "lr": lr,
         "seed": seed,
@@ -264,6 +302,8 @@ def main(argv: list[str] | None = None) -> None:
     train.add_argument("--batch-size", type=int, default=32)
     train.add_argument("--lr", type=float, default=1e-3)
     train.add_argument("--threads", type=int, default=1)
+    train.add_argument("--tool-share", type=float, default=0.0)
+    train.add_argument("--init", help="a saved lab base to continue from (its tokenizer is kept)")
     meas = sub.add_parser("measure", help="measure the lab targets of a saved model")
     meas.add_argument("model_path")
     meas.add_argument("-n", type=int, default=200)
@@ -281,6 +321,8 @@ def main(argv: list[str] | None = None) -> None:
             args.r1v_share,
             args.batch_size,
             args.lr,
+            tool_share=args.tool_share,
+            init=args.init,
         )
     else:
         print(json.dumps(measure(args.model_path, args.n), indent=2))

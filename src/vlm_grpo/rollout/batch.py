@@ -15,6 +15,9 @@ import torch
 from ..data import Sample
 from ..tasks import Score
 
+IMAGE_KEYS = ("pixel_values", "image_grid_thw")
+"""Model inputs counted by image (Qwen's flattened patches and grids), concatenated across turns."""
+
 
 def image_rows(image_counts: list[int], prompts: list[int]) -> list[int]:
     """Indices of the images of `prompts` (repeats allowed) when prompt i shows image_counts[i] images."""
@@ -34,6 +37,8 @@ class RowTurns:
     """Per completion token: its mm_token_type_id (1 on a tool image's placeholders)."""
     image_inputs: list[dict[str, torch.Tensor]] = field(default_factory=list)
     """The processor's image inputs of each tool turn that showed images, in order."""
+    shown: list = field(default_factory=list)
+    """The tools' images themselves (PIL), in order: what an engine in another process encodes again."""
     calls: int = 0
     """Tool calls the policy wrote (well-formed or not)."""
     valid_calls: int = 0
@@ -116,6 +121,60 @@ class PromptBatch:
             else:
                 raise ValueError(f"model input {key!r} of shape {tuple(value.shape)}: neither per prompt nor per image")
         return out
+
+
+@dataclass
+class Conversation:
+    """A conversation to continue: prompt `prompt` of a batch, then `tokens`, the policy's and the
+    tools' turns so far, which `turns` describes (tool tokens, their types and images)."""
+
+    prompt: int
+    tokens: list[int]
+    turns: RowTurns
+
+
+def conversation_batch(prompts: PromptBatch, conversations: list[Conversation], pad_id: int) -> PromptBatch:
+    """One prompt per conversation: its prompt, its tokens so far and every image it has seen,
+    left-padded so that sampling continues from the right edge."""
+    parts = [conversation_inputs(prompts, c.prompt, c.tokens, c.turns) for c in conversations]
+    longest = max(part["input_ids"].size(1) for part in parts)
+    inputs: dict[str, torch.Tensor] = {}
+    for key in parts[0]:
+        if key in IMAGE_KEYS:
+            inputs[key] = torch.cat([part[key] for part in parts])
+            continue
+        fill = pad_id if key == "input_ids" else 0
+        inputs[key] = torch.cat(
+            [torch.nn.functional.pad(part[key], (longest - part[key].size(1), 0), value=fill) for part in parts]
+        )
+    counts = [prompts.image_counts[c.prompt] + _image_count(c.turns) for c in conversations]
+    return PromptBatch([prompts.samples[c.prompt] for c in conversations], inputs, counts, None)
+
+
+def conversation_inputs(prompts: PromptBatch, prompt: int, tokens: list[int], turns: RowTurns) -> dict:
+    """Model inputs (batch of one, no padding) of prompt `prompt` followed by `tokens`, the completion
+    so far, with the tool images of `turns` after the prompt's own."""
+    base = prompts.select(torch.tensor([prompt]))
+    keep = base["attention_mask"][0].bool()
+    device = base["input_ids"].device
+    completion = torch.tensor([tokens], dtype=base["input_ids"].dtype, device=device)
+    out = {}
+    for key, value in base.items():
+        if key in IMAGE_KEYS:
+            extra = [value] + ([turns.images()[key].to(value.device, value.dtype)] if turns.has_images else [])
+            out[key] = torch.cat(extra)
+        elif key == "input_ids":
+            out[key] = torch.cat([value[:, keep], completion], dim=1)
+        elif key == "attention_mask":
+            out[key] = torch.cat([value[:, keep], torch.ones_like(completion, dtype=value.dtype)], dim=1)
+        else:  # mm_token_type_ids and the like: the completion's own types
+            types = torch.tensor([turns.token_types[: len(tokens)]], dtype=value.dtype, device=value.device)
+            out[key] = torch.cat([value[:, keep], types], dim=1)
+    return out
+
+
+def _image_count(turns: RowTurns) -> int:
+    return sum(int(part["image_grid_thw"].size(0)) for part in turns.image_inputs) if turns.image_inputs else 0
 
 
 @dataclass

@@ -14,8 +14,7 @@ import torch
 
 from ..core.algo import token_logprobs
 from ..models.families import FamilyAdapter, adapter_for
-from .batch import PromptBatch, RowTurns, image_rows, tool_token_mask
-from .turns import conversation_inputs
+from .batch import PromptBatch, RowTurns, conversation_inputs, image_rows, tool_token_mask
 
 
 def completion_logprobs(

@@ -16,20 +16,17 @@ Scoring reads the final turn (`Completions.texts`); the whole conversation is in
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import torch
 
 from ..tools import Tool
-from ..tools.calls import CLOSE, OPEN, CallError, has_call, parse_call
+from ..tools.calls import CallError, has_call, parse_call, write_call
 from ..tools.runner import run_tool
-from .batch import PromptBatch, RowTurns
+from .batch import IMAGE_KEYS, Conversation, PromptBatch, RowTurns
 from .engines.base import Completions, SamplingParams
 
 RESPONSE_OPEN, RESPONSE_CLOSE = "<tool_response>", "</tool_response>"
-IMAGE_KEYS = ("pixel_values", "image_grid_thw")
-"""Model inputs counted by image (Qwen's flattened patches and grids), concatenated across turns."""
 
 
 class ToolTurnWriter:
@@ -94,21 +91,32 @@ class _Row:
     tokens: list[int]
     last_text: str
     truncated: bool
+    logprobs: list[float] = field(default_factory=list)
+    """Per token, the engine's own log-prob of a sampled token (0 on tool tokens); kept only by an
+    engine that reports them."""
 
-    def add_policy_turn(self, tokens: list[int], text: str, truncated: bool) -> None:
+    def add_policy_turn(
+        self, tokens: list[int], text: str, truncated: bool, logprobs: list[float] | None = None
+    ) -> None:
         self.tokens += tokens
         self.turns.tool_tokens += [False] * len(tokens)
         self.turns.token_types += [0] * len(tokens)
         self.turns.transcript += text
+        self.logprobs += logprobs if logprobs is not None else [0.0] * len(tokens)
         self.last_text, self.truncated = text, truncated
 
-    def add_tool_turn(self, ids: list[int], types: list[int], images, text: str) -> None:
+    def add_tool_turn(self, ids: list[int], types: list[int], inputs, images: list, text: str) -> None:
         self.tokens += ids
         self.turns.tool_tokens += [True] * len(ids)
         self.turns.token_types += types
-        if images is not None:
-            self.turns.image_inputs.append(images)
+        self.logprobs += [0.0] * len(ids)
+        if inputs is not None:
+            self.turns.image_inputs.append(inputs)
+            self.turns.shown += images
         self.turns.transcript += text
+
+    def conversation(self, prompt: int) -> Conversation:
+        return Conversation(prompt, self.tokens, self.turns)
 
 
 class ToolEngine:
@@ -125,7 +133,9 @@ class ToolEngine:
     ):
         self.inner, self.tools, self.max_turns = inner, tools, max_turns
         self.processor, self.device = inner.processor, inner.device
-        self.name, self.own_logprobs, self.asynchronous = inner.name, False, False
+        # The inner engine's log-probs are stitched across turns (0 on tool tokens), so a vLLM engine's
+        # mismatch with the trainer is measured and corrected on every policy token.
+        self.name, self.own_logprobs, self.asynchronous = inner.name, inner.own_logprobs, False
         self.turn_end_id, self.writer = turn_end_id, ToolTurnWriter(inner.processor, turn_end_id)
         self.timeout_s, self.memory_mb = timeout_s, memory_mb
 
@@ -136,19 +146,31 @@ class ToolEngine:
         if prefixes is not None:  # a demonstration's prefix continued: one turn, as the inner engine gives it
             return first
         rows, owners = [], [row // params.group_size for row in range(len(first.texts))]
-        for owner, ids, mask, cut, text in zip(owners, first.ids, first.mask, first.truncated, first.texts):
+        for row, (owner, ids, mask, cut, text) in enumerate(
+            zip(owners, first.ids, first.mask, first.truncated, first.texts)
+        ):
             rows.append(_Row(list(prompts.samples[owner].load_images()), RowTurns(), [], "", False))
-            rows[-1].add_policy_turn(ids[mask.bool()].tolist(), text, bool(cut))
+            kept = mask.bool()
+            logprobs = first.logprobs[row][kept].tolist() if first.logprobs is not None else None
+            rows[-1].add_policy_turn(ids[kept].tolist(), text, bool(cut), logprobs)
         self._more_turns(prompts, rows, owners, params)
         width = max(1, max(len(r.tokens) for r in rows))
         pad = self.processor.tokenizer.pad_token_id
         ids = torch.full((len(rows), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(rows), width))
+        mask, logprobs = torch.zeros((len(rows), width)), torch.zeros((len(rows), width))
         for i, r in enumerate(rows):
             ids[i, : len(r.tokens)] = torch.tensor(r.tokens, dtype=torch.long)
             mask[i, : len(r.tokens)] = 1
+            logprobs[i, : len(r.tokens)] = torch.tensor(r.logprobs)
         truncated = torch.tensor([r.truncated for r in rows])
-        return Completions(ids, mask, truncated, [r.last_text for r in rows], turns=[r.turns for r in rows])
+        return Completions(
+            ids,
+            mask,
+            truncated,
+            [r.last_text for r in rows],
+            logprobs if self.own_logprobs else None,
+            [r.turns for r in rows],
+        )
 
     def _answer(self, row: _Row, budget: int) -> bool:
         """Run the call in the row's last turn and append the tool turn; False when the conversation
@@ -167,7 +189,7 @@ class ToolEngine:
         if len(row.tokens) + len(ids) >= budget:
             row.truncated = True
             return False
-        row.add_tool_turn(ids, types, image_inputs, turn_text)
+        row.add_tool_turn(ids, types, image_inputs, images, turn_text)
         return True
 
     def continue_conversations(
@@ -206,16 +228,19 @@ class ToolEngine:
     ) -> None:
         """One more assistant turn for each row in `live` (of prompt owners[i]), sampled from its
         conversation so far."""
-        pad = self.processor.tokenizer.pad_token_id
-        batch = conversation_batch(prompts, [(owners[i], rows[i]) for i in live], pad)
+        conversations = [rows[i].conversation(owners[i]) for i in live]
         room = [params.max_tokens - len(rows[i].tokens) for i in live]
-        done = self.inner.sample(batch, replace(params, group_size=1, max_tokens=max(room)))
-        for i, space, ids, mask, cut, text in zip(live, room, done.ids, done.mask, done.truncated, done.texts):
-            tokens = ids[mask.bool()].tolist()
+        done = self.inner.sample_conversations(
+            prompts, conversations, replace(params, group_size=1, max_tokens=max(room))
+        )
+        for n, (i, space) in enumerate(zip(live, room)):
+            kept = done.mask[n].bool()
+            tokens, text = done.ids[n][kept].tolist(), done.texts[n]
+            logprobs = done.logprobs[n][kept].tolist()[:space] if done.logprobs is not None else None
             over = len(tokens) > space
             if over:
                 tokens, text = tokens[:space], self.processor.tokenizer.decode(tokens[:space], skip_special_tokens=True)
-            rows[i].add_policy_turn(tokens, text, bool(cut) or over)
+            rows[i].add_policy_turn(tokens, text, bool(done.truncated[n]) or over, logprobs)
             rows[i].turns.turns += 1
 
     def demonstration(self, sample, answer: str | None) -> tuple[list[int], RowTurns]:
@@ -225,7 +250,7 @@ class ToolEngine:
         tokenizer = self.processor.tokenizer
         row = _Row(list(sample.load_images()), RowTurns(turns=0), [], "", False)
         for call in sample.calls:
-            text = f"{OPEN}{json.dumps(call)}{CLOSE}"
+            text = write_call(call)
             row.add_policy_turn(
                 tokenizer(text, add_special_tokens=False)["input_ids"] + [self.turn_end_id], text, False
             )
@@ -239,6 +264,9 @@ class ToolEngine:
             row.add_policy_turn(ids, answer, False)
             row.turns.turns += 1
         return row.tokens, row.turns
+
+    def sample_conversations(self, prompts: PromptBatch, conversations: list[Conversation], params: SamplingParams):
+        return self.inner.sample_conversations(prompts, conversations, params)
 
     def submit(self, prompts: PromptBatch, params: SamplingParams):
         from concurrent.futures import Future
@@ -272,48 +300,5 @@ def _copied(turns: RowTurns) -> RowTurns:
         tool_tokens=list(turns.tool_tokens),
         token_types=list(turns.token_types),
         image_inputs=list(turns.image_inputs),
+        shown=list(turns.shown),
     )
-
-
-def conversation_batch(prompts: PromptBatch, rows: list[tuple[int, _Row]], pad_id: int) -> PromptBatch:
-    """One prompt per (prompt index, conversation): the prompt, the conversation's tokens so far and
-    every image it has seen, left-padded so that sampling continues from the right edge."""
-    parts = [conversation_inputs(prompts, prompt, row.tokens, row.turns) for prompt, row in rows]
-    longest = max(part["input_ids"].size(1) for part in parts)
-    inputs: dict[str, torch.Tensor] = {}
-    for key in parts[0]:
-        if key in IMAGE_KEYS:
-            inputs[key] = torch.cat([part[key] for part in parts])
-            continue
-        fill = pad_id if key == "input_ids" else 0
-        inputs[key] = torch.cat(
-            [torch.nn.functional.pad(part[key], (longest - part[key].size(1), 0), value=fill) for part in parts]
-        )
-    counts = [prompts.image_counts[p] + _image_count(row.turns) for p, row in rows]
-    return PromptBatch([prompts.samples[p] for p, _ in rows], inputs, counts, None)
-
-
-def conversation_inputs(prompts: PromptBatch, prompt: int, tokens: list[int], turns: RowTurns) -> dict:
-    """Model inputs (batch of one, no padding) of prompt `prompt` followed by `tokens`, the completion
-    so far, with the tool images of `turns` after the prompt's own."""
-    base = prompts.select(torch.tensor([prompt]))
-    keep = base["attention_mask"][0].bool()
-    device = base["input_ids"].device
-    completion = torch.tensor([tokens], dtype=base["input_ids"].dtype, device=device)
-    out = {}
-    for key, value in base.items():
-        if key in IMAGE_KEYS:
-            extra = [value] + ([turns.images()[key].to(value.device, value.dtype)] if turns.has_images else [])
-            out[key] = torch.cat(extra)
-        elif key == "input_ids":
-            out[key] = torch.cat([value[:, keep], completion], dim=1)
-        elif key == "attention_mask":
-            out[key] = torch.cat([value[:, keep], torch.ones_like(completion, dtype=value.dtype)], dim=1)
-        else:  # mm_token_type_ids and the like: the completion's own types
-            types = torch.tensor([turns.token_types[: len(tokens)]], dtype=value.dtype, device=value.device)
-            out[key] = torch.cat([value[:, keep], types], dim=1)
-    return out
-
-
-def _image_count(turns: RowTurns) -> int:
-    return sum(int(part["image_grid_thw"].size(0)) for part in turns.image_inputs) if turns.image_inputs else 0

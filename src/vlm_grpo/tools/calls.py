@@ -37,6 +37,11 @@ class ToolCall:
     """Characters of the completion up to and including the closing tag: the turn ends there."""
 
 
+def write_call(call: Mapping) -> str:
+    """A call as a policy writes it: `{"name": ..., "arguments": {...}}` as JSON between the tags."""
+    return f"{OPEN}{json.dumps(dict(call))}{CLOSE}"
+
+
 def has_call(text: str) -> bool:
     """The completion opens a tool-call block (well-formed or not)."""
     return OPEN in text

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import torch
 
-from ..batch import PromptBatch
+from ..batch import Conversation, PromptBatch
 
 
 @dataclass(frozen=True)
@@ -96,6 +96,12 @@ class Engine(Protocol):
     ) -> Completions:
         """G completions per prompt; with `prefixes` (one per prompt, G = 1), each continues its
         prompt after the given tokens (the returned ids exclude them)."""
+
+    def sample_conversations(
+        self, prompts: PromptBatch, conversations: list[Conversation], params: SamplingParams
+    ) -> Completions:
+        """One completion per conversation (G = 1): the next assistant turn after its prompt and the
+        turns so far, the tools' images included (the returned ids exclude what was there)."""
 
     def submit(self, prompts: PromptBatch, params: SamplingParams):
         """Start `sample(prompts, params)`; returns a future whose `result()` is its Completions."""

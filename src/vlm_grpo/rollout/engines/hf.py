@@ -9,7 +9,7 @@ import contextlib
 from collections.abc import Callable
 from concurrent.futures import Future
 
-from ..batch import PromptBatch
+from ..batch import Conversation, PromptBatch, conversation_batch
 from ..generation import generate, with_prefixes
 from .base import Completions, SamplingParams
 
@@ -44,6 +44,12 @@ class HFEngine:
                 self.sharing,
             )
         return Completions(ids, mask, truncated, texts)
+
+    def sample_conversations(
+        self, prompts: PromptBatch, conversations: list[Conversation], params: SamplingParams
+    ) -> Completions:
+        batch = conversation_batch(prompts, conversations, self.processor.tokenizer.pad_token_id)
+        return self.sample(batch, params)
 
     def submit(self, prompts: PromptBatch, params: SamplingParams) -> Future:
         """Samples now (the policy cannot decode while it trains in the same process)."""

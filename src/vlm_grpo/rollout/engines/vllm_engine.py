@@ -38,7 +38,7 @@ from safetensors.torch import save, save_file
 
 from ...errors import ConfigError
 from ...models.families import adapter_for, base_model
-from ..batch import PromptBatch
+from ..batch import Conversation, PromptBatch
 from ..generation import mask_after_end
 from .base import Completions, EngineError, SamplingParams
 
@@ -65,6 +65,9 @@ class VLLMEngine:
         self.processor, self.tokenizer, self.device = processor, processor.tokenizer, torch.device("cpu")
         self.end_ids = adapter.end_token_ids(processor, model)
         self.bad_ids = adapter.vision_token_ids(model)
+        # The image placeholder the processor expands: collapsed again in a conversation's tool turns.
+        token = getattr(processor, "image_token", None)
+        self.image_id = self.tokenizer.convert_tokens_to_ids(token) if token else None
         self.timeout, self.process = cfg.request_timeout, None
         self.workdir = Path(options.workdir or tempfile.mkdtemp(prefix="vlm-grpo-vllm-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -95,13 +98,43 @@ class VLLMEngine:
         body = self._request_body(prompts, params, None)  # the seed is drawn here, in the caller's order
         return self.pool.submit(self._collect, body)
 
-    def _request_body(self, prompts: PromptBatch, params: SamplingParams, prefixes) -> dict:
+    def sample_conversations(
+        self, prompts: PromptBatch, conversations: list[Conversation], params: SamplingParams
+    ) -> Completions:
+        """Each conversation as one request: its prompt's tokens, then its turns so far with every
+        image's expanded placeholders collapsed to one (vLLM expands them again with its own
+        processor), and the images in order: the prompt's, then the tools'."""
+        texts = self._texts(prompts)
+        requests = []
+        for c in conversations:
+            if c.turns.shown and self.image_id is None:
+                raise EngineError(
+                    "the vllm engine cannot show tool images to a model whose processor names no image token"
+                )
+            ids = self.tokenizer(texts[c.prompt], add_special_tokens=False)["input_ids"]
+            ids += collapse_runs(c.tokens, self.image_id) if c.turns.shown else c.tokens
+            images = [*prompts.samples[c.prompt].load_images(), *c.turns.shown]
+            requests.append({"prompt_token_ids": ids, "images": png_images(images)})
+        return self._collect(self._body(requests, params))
+
+    def _texts(self, prompts: PromptBatch) -> list[str]:
         if prompts.texts is None:
             raise ValueError("the vllm engine needs the prompts' texts: encode them with rollout.encode_prompts")
+        return prompts.texts
+
+    def _request_body(self, prompts: PromptBatch, params: SamplingParams, prefixes) -> dict:
         requests = []
-        for i, (sample, text) in enumerate(zip(prompts.samples, prompts.texts)):
+        for i, (sample, text) in enumerate(zip(prompts.samples, self._texts(prompts))):
             ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-            requests.append({"prompt_token_ids": ids + (prefixes[i] if prefixes else []), "images": png_images(sample)})
+            requests.append(
+                {
+                    "prompt_token_ids": ids + (prefixes[i] if prefixes else []),
+                    "images": png_images(sample.load_images()),
+                }
+            )
+        return self._body(requests, params)
+
+    def _body(self, requests: list[dict], params: SamplingParams) -> dict:
         return {
             "requests": requests,
             "n": params.group_size,
@@ -188,9 +221,15 @@ def completions_of(outputs: list[list[dict]], end_ids: list[int], tokenizer) -> 
     return Completions(ids, mask, truncated, texts, logprobs * mask)
 
 
-def png_images(sample) -> list[str]:
+def collapse_runs(tokens: list[int], image_id: int) -> list[int]:
+    """`tokens` with every run of the image placeholder `image_id` cut to one placeholder: an image as
+    a prompt's text holds it, before the processor expands it to the image's patch count."""
+    return [t for i, t in enumerate(tokens) if t != image_id or i == 0 or tokens[i - 1] != image_id]
+
+
+def png_images(images) -> list[str]:
     out = []
-    for image in sample.load_images():
+    for image in images:
         buffer = io.BytesIO()
         image.convert("RGB").save(buffer, format="PNG")
         out.append(base64.b64encode(buffer.getvalue()).decode())
