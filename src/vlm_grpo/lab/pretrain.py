@@ -17,10 +17,13 @@ The tool-use cold start (``lab-base-tools``) continues ``lab-base``'s training (
 ``tool_share`` of examples in which the `crop` tool is offered, as a real instruction-tuned VLM knows
 a call's syntax and how to point a box before it is ever asked to look again while counting:
 
-- half ask where a cluster scene's objects are (``clusters.LOCATE_QUESTION``, plain prompt) and are
-  answered by the call that crops their cell: the syntax and the box, learnt outside counting;
+- half ask where a cluster scene's objects are (``clusters.LOCATE_QUESTION``, under the plain or the
+  r1v prompt) and are answered by the call that crops their cell: the syntax and the box, learnt
+  outside counting;
 - half are ordinary counting scenes under the r1v prompt with the tool offered, answered directly:
   when counting, the base answers without calling.
+
+The call's tags become one token each first (`add_call_tokens`), as they are in Qwen's tokenizers.
 A share ``superclevr_share`` of scenes comes from the ``lab-superclevr`` look, so transfer to that
 domain is partial and measurable.
 
@@ -43,13 +46,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from tokenizers import AddedToken
 from tqdm.auto import tqdm
 
 from ..models import adapter_for, load_model_and_processor
 from ..models.tiny import build_tiny, build_tokenizer
 from ..tasks.styles import DEFAULT, R1V
 from ..tools import get_tools
-from ..tools.calls import write_call
+from ..tools.calls import CLOSE, OPEN, write_call
 from . import clusters, texts
 from .scenes import render_scene
 
@@ -91,11 +95,21 @@ def make_tool_example(rng: random.Random, scene_seed: int, mix: Mix) -> tuple:
     ordinary scene counted under the r1v prompt without a call."""
     tools = get_tools(["crop"])
     domain = "lab-superclevr" if rng.random() < mix.superclevr_share else "lab-clevr"
-    if rng.random() < 0.5:
+    if rng.random() < 0.5:  # asked under either prompt, so the call does not hang on the plain one
         canvas, _, box = clusters.render_cluster(domain, scene_seed)
-        return canvas, DEFAULT.with_tools(tools), clusters.LOCATE_QUESTION, write_call(clusters.crop_call(box))
+        style = rng.choice((DEFAULT, R1V)).with_tools(tools)
+        return canvas, style, clusters.LOCATE_QUESTION, write_call(clusters.crop_call(box))
     image, scene = render_scene(domain, scene_seed, size=IMAGE_SIZE)
     return image, R1V.with_tools(tools), scene.question, texts.r1v(scene, rng)
+
+
+def add_call_tokens(model, tokenizer) -> None:
+    """The call's tags as one token each, as in Qwen2-VL's and Qwen2.5-VL's tokenizers (`<tool_call>`
+    151657, `</tool_call>` 151658, ordinary tokens that decoding keeps); the lab's BPE, trained before
+    tools, spells each in ten byte-sized pieces whose first two a policy shares with `<think>`."""
+    tags = [AddedToken(tag, special=False, normalized=False) for tag in (OPEN, CLOSE)]
+    if tokenizer.add_tokens(tags):
+        model.resize_token_embeddings(len(tokenizer))
 
 
 def collate(processor, examples: list[tuple], end_id: int) -> dict[str, torch.Tensor]:
@@ -173,6 +187,8 @@ def pretrain(
         )
     else:
         model, processor = load_model_and_processor(str(init), torch.device("cpu"), torch.float32)
+    if tool_share:
+        add_call_tokens(model, processor.tokenizer)
     model.train()
     end_id = adapter_for(model).turn_end_id(processor)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
