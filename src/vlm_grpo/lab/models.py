@@ -1,9 +1,11 @@
 """The counting lab's shipped base models, registered by name (see `register` in this package).
 
 - ``lab-base``: the study's mild cold start (about 15 % of sampled plain-prompt answers hold a digit);
-- ``lab-base-cold``: a severe one (about 2-3 %).
+- ``lab-base-cold``: a severe one (about 2-3 %);
+- ``lab-base-tools``: the tool-use cold start: ``lab-base`` trained on, where it learnt to write a
+  `crop` call when asked where a scene's objects are, but answers counting questions without one.
 
-Both are tiny Qwen2-VL models pre-trained by `vlm_grpo.lab.pretrain` and saved as standard HF
+All are tiny Qwen2-VL models pre-trained by `vlm_grpo.lab.pretrain` and saved as standard HF
 folders under ``weights/`` (see ``weights/MEASUREMENTS.md`` for how they were made and measured).
 """
 
@@ -13,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
-BASES = ("lab-base", "lab-base-cold")
+BASES = ("lab-base", "lab-base-cold", "lab-base-tools")
 
 
 def path_of(name: str) -> Path:
