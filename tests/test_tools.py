@@ -193,3 +193,22 @@ def test_a_written_call_reads_back_as_the_same_call():
     assert text == '<tool_call>{"name": "crop", "arguments": {"box": [0.5, 0.0, 1.0, 0.5]}}</tool_call>'
     read = parse_call(text, get_tools(["crop"]))
     assert (read.name, read.arguments["box"], read.end) == ("crop", [0.5, 0.0, 1.0, 0.5], len(text))
+
+
+@pytest.mark.parametrize(
+    "text, answer",
+    [
+        ('<tool_call>{"name": "crop", "arguments": {"box": [0, 0.5, 0.5, 1]}}</tool_call>', ""),
+        ('I look. <tool_call>{"box": [1, 2]}</tool_call> <answer>3</answer>', "I look.  <answer>3</answer>"),
+        ('<answer>4</answer><tool_call>{"name": "crop", "arguments": {"box": [0, 0', "<answer>4</answer>"),
+        ("<tool_call>a</tool_call>5<tool_call>b</tool_call>6", "56"),
+        ("no call at all: 7", "no call at all: 7"),
+        ("</tool_call>8", "</tool_call>8"),  # a stray closing tag opens nothing
+        ("<tool_call><tool_call>9</tool_call>10", "10"),  # the first closing tag ends the block
+        ("", ""),
+    ],
+)
+def test_an_answer_is_never_read_from_inside_a_call(text, answer):
+    from vlm_grpo.tools.calls import outside_calls
+
+    assert outside_calls(text) == answer

@@ -15,6 +15,7 @@ from vlm_grpo.rollout import Completions, HFEngine, Rollout, SamplingParams, com
 from vlm_grpo.rollout.batch import RowTurns, tool_token_mask
 from vlm_grpo.rollout.turns import ToolEngine, ToolTurnWriter
 from vlm_grpo.tasks import Score
+from vlm_grpo.tasks.rewards import Scorer
 from vlm_grpo.tasks.styles import get_style
 from vlm_grpo.tools import get_tools
 from vlm_grpo.tools.crop import crop
@@ -184,6 +185,10 @@ def test_a_conversation_that_runs_out_of_tokens_ends_truncated(policy):
     done = ToolEngine(inner, TOOLS, 3, end).sample(prompts, SamplingParams(group_size=3, max_tokens=40))
     good = done.turns[0]
     assert good.calls == 1 and good.turns == 1 and bool(done.truncated[0]) and not any(good.tool_tokens)
+    # Cut before the tool's turn, the conversation answered nothing: the call's box is not read as an answer.
+    assert done.texts[0] == "" and good.transcript.startswith("<tool_call>")
+    scorer = Scorer(["answer"], None, get_style("default"))
+    assert (scorer(done.texts[0], 3).reward, scorer(good.transcript, 3).answer_present) == (-1.0, True)
 
 
 def score(correct: bool, present: bool = True) -> Score:
@@ -447,6 +452,23 @@ def test_remedies_train_on_tool_using_demonstrations(tmp_path, remedy):
     assert sampled and all(line["injection/groups_injected"] > 0 for line in sampled)
     if "sft.coef=0.5" in remedy or "sft.warmup_steps=1" in remedy:
         assert all(line["sft/loss"] > 0 for line in lines if "sft/loss" in line) and any("sft/loss" in x for x in lines)
+
+
+def test_a_demonstration_longer_than_a_rollout_may_be_is_refused(tmp_path):
+    from support import SMOKE
+    from vlm_grpo.config import load_config
+    from vlm_grpo.training.trainer import Trainer
+
+    extra = ["data.train=lab-clevr-cluster", "tools=[crop]", "max_turns=2", "prompt.style=r1v", "injection.mode=random"]
+    overrides = ["model=tiny-qwen2-vl", f"output_dir={tmp_path}", "progress=false", "report_to=[]", *extra]
+    with pytest.raises(
+        ValueError, match=r"lab-clevr-cluster/\d+: its demonstration is \d+ tokens \(\d+ of them the tools'"
+    ):
+        Trainer(load_config(SMOKE, [*overrides, "max_completion_length=40"]))
+    with pytest.raises(ValueError, match="over max_completion_length=4;"):  # one turn: the same rule
+        Trainer(
+            load_config(SMOKE, [*overrides[:4], "prompt.style=r1v", "injection.mode=random", "max_completion_length=4"])
+        )
 
 
 def test_eval_with_a_tool_reports_how_often_answers_called_it(tmp_path):

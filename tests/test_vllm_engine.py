@@ -139,6 +139,7 @@ def test_lora_weights_reach_the_engine_merged(served):
     greedy = SamplingParams(1, TOKENS, None)
     assert engine.sample(prompts, greedy).texts == HFEngine(policy, processor).sample(prompts, greedy).texts
     policy.unload()  # the base model, unwrapped, for the tests after this one
+    engine.update_weights(model)  # and the engine holds it again (it held the adapter merged)
 
 
 def test_a_conversation_after_a_tool_turn_continues_as_the_trainer_would(served):

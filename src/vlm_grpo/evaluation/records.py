@@ -136,7 +136,11 @@ def sample_records(
                     "strict_correct": score.strict_correct,
                     "format_ok": score.format_ok,
                     "truncated": bool(truncated[row]),
-                    **({"tool_calls": done.turns[row].calls} if done.turns is not None else {}),
+                    **(
+                        {"tool_calls": done.turns[row].calls, "transcript": done.turns[row].transcript}
+                        if done.turns is not None
+                        else {}
+                    ),
                 }
             )
     return records

@@ -4,7 +4,16 @@ demonstrations (`sft.py`), and the schedules they share (`schedules.py`)."""
 
 from . import dynamic_sampling
 from .dynamic_sampling import DynamicSampling
-from .injection import MODES, GuidanceInjection, Injector, Row, check_demonstrations, replace_rows, rows_to_inject
+from .injection import (
+    MODES,
+    GuidanceInjection,
+    Injector,
+    Row,
+    check_demonstration_lengths,
+    check_demonstrations,
+    replace_rows,
+    rows_to_inject,
+)
 from .remedy import REMEDIES, PolicyOps, Remedy, RemedyKit, StepContext, build_remedies, register_remedy
 from .schedules import SCHEDULES, Ramp, prefix_ratio, ramp_value, schedule_value, sft_coef
 from .sft import SupervisedTerms
@@ -24,6 +33,7 @@ __all__ = [
     "StepContext",
     "SupervisedTerms",
     "build_remedies",
+    "check_demonstration_lengths",
     "check_demonstrations",
     "dynamic_sampling",
     "prefix_ratio",

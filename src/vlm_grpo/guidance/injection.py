@@ -107,6 +107,27 @@ def check_demonstrations(style: PromptStyle, scorer: Scorer, targets: list[Any])
             )
 
 
+def check_demonstration_lengths(kit: RemedyKit, samples: list, max_completion_length: int) -> None:
+    """Refuse to start when a demonstration is longer than a sampled completion may be: rollouts are
+    cut at `max_completion_length` (tool turns included), so the policy could never write whole what
+    it is shown, and a cut conversation ends before its answer."""
+    rng = random.Random(0)  # its own generator, as in check_demonstrations
+    for sample in samples:
+        text = kit.style.demonstration(sample.answer, rng)
+        if kit.tool_demonstration is not None and sample.calls:
+            tokens, turns = kit.tool_demonstration(sample, text)
+            tool = sum(turns.tool_tokens)
+        else:
+            tokens, tool = kit.tokenizer(text, add_special_tokens=False)["input_ids"] + [kit.end_id], 0
+        if len(tokens) > max_completion_length:
+            held = f" ({tool} of them the tools' turns)" if tool else ""
+            raise ValueError(
+                f"{sample.id}: its demonstration is {len(tokens)} tokens{held}, over max_completion_length="
+                f"{max_completion_length}; sampled rollouts are cut there, so the policy could never write one "
+                f"whole: raise max_completion_length to at least {len(tokens)}"
+            )
+
+
 @dataclass(frozen=True)
 class Row:
     """An injected row: its tokens, how many lead ones are the demonstration's, and its text."""

@@ -11,7 +11,9 @@ the tools'), so M-RoPE positions and image features are the model's own for that
 `ToolEngine` wraps any engine: the first turn is the inner engine's ordinary draw of G completions
 per prompt, so rows without a call are exactly what the inner engine sampled; each later turn
 samples, for the rows that called a tool, one continuation of their conversation so far.
-Scoring reads the final turn (`Completions.texts`); the whole conversation is in `transcript`.
+Scoring reads the final turn outside its tool calls (`Completions.texts`): a conversation that ends
+on a call, cut before the tool's turn or out of turns, has answered nothing. The whole conversation
+is in `transcript`.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from ..tools import Tool
-from ..tools.calls import CallError, has_call, parse_call, write_call
+from ..tools.calls import CallError, has_call, outside_calls, parse_call, write_call
 from ..tools.runner import run_tool
 from .batch import IMAGE_KEYS, Conversation, PromptBatch, RowTurns
 from .engines.base import Completions, SamplingParams
@@ -167,7 +169,7 @@ class ToolEngine:
             ids,
             mask,
             truncated,
-            [r.last_text for r in rows],
+            [outside_calls(r.last_text) for r in rows],
             logprobs if self.own_logprobs else None,
             [r.turns for r in rows],
         )
@@ -208,7 +210,9 @@ class ToolEngine:
         if live:
             self._next_turn(prompts, rows, owners, live, params)
         self._more_turns(prompts, rows, owners, params)
-        return [(r.tokens[len(t) :], r.truncated, r.turns, r.last_text) for r, (t, _) in zip(rows, prefixes)]
+        return [
+            (r.tokens[len(t) :], r.truncated, r.turns, outside_calls(r.last_text)) for r, (t, _) in zip(rows, prefixes)
+        ]
 
     def _more_turns(self, prompts: PromptBatch, rows: list[_Row], owners: list[int], params: SamplingParams) -> None:
         """While a row's last turn calls a tool and turns remain: the tool's turn, then the policy's next."""

@@ -47,6 +47,19 @@ def has_call(text: str) -> bool:
     return OPEN in text
 
 
+def outside_calls(text: str) -> str:
+    """The turn without its tool-call blocks (an unclosed one runs to the end): what the turn answers.
+    A call's box is no answer: a conversation whose last turn only calls has answered nothing."""
+    kept, start = [], 0
+    while (found := text.find(OPEN, start)) >= 0:
+        kept.append(text[start:found])
+        close = text.find(CLOSE, found + len(OPEN))
+        if close < 0:
+            return "".join(kept)
+        start = close + len(CLOSE)
+    return "".join(kept) + text[start:]
+
+
 def parse_call(text: str, tools: Mapping[str, Tool]) -> ToolCall:
     """The one tool call in `text`, checked against `tools`; CallError if there is none or it is bad."""
     start = text.find(OPEN)

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from ..config import TrainConfig, to_dict
 from ..core import algo
 from ..data import PromptStream, eval_samples, open_source, split_indices
-from ..guidance import Remedy, RemedyKit, StepContext, build_remedies, check_demonstrations
+from ..guidance import Remedy, RemedyKit, StepContext, build_remedies, check_demonstration_lengths, check_demonstrations
 from ..models import adapter_for, pick_device
 from ..rollout import (
     EngineError,
@@ -100,7 +100,9 @@ class Trainer:
         self.remedies = build_remedies(cfg, kit)
         if any(remedy.writes_demonstrations for remedy in self.remedies):
             # A demonstration that loses reward would train a wrong answer silently.
-            check_demonstrations(self.style, self.scorer, [s.answer for s in eval_samples(source, train_rows, 3)])
+            firsts = eval_samples(source, train_rows, 3)
+            check_demonstrations(self.style, self.scorer, [s.answer for s in firsts])
+            check_demonstration_lengths(kit, firsts, cfg.max_completion_length)
         self.loss_settings = loss_settings(cfg)
         self.optimizer, self.scheduler = make_optimizer(
             cfg, self.model, self.parallel, self.local_minibatch, self.precision
