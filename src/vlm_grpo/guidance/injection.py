@@ -107,10 +107,10 @@ def check_demonstrations(style: PromptStyle, scorer: Scorer, targets: list[Any])
             )
 
 
-def check_demonstration_lengths(kit: RemedyKit, samples: list, max_completion_length: int) -> None:
-    """Refuse to start when a demonstration is longer than a sampled completion may be: rollouts are
-    cut at `max_completion_length` (tool turns included), so the policy could never write whole what
-    it is shown, and a cut conversation ends before its answer."""
+def demonstration_overflow(kit: RemedyKit, samples: list, max_completion_length: int) -> str | None:
+    """Why a demonstration is longer than a sampled completion may be, or None: rollouts are cut at
+    `max_completion_length` (tool turns included), so the policy could never write whole what it is
+    shown, and a conversation cut after its call has answered nothing."""
     rng = random.Random(0)  # its own generator, as in check_demonstrations
     for sample in samples:
         text = kit.style.demonstration(sample.answer, rng)
@@ -121,11 +121,25 @@ def check_demonstration_lengths(kit: RemedyKit, samples: list, max_completion_le
             tokens, tool = kit.tokenizer(text, add_special_tokens=False)["input_ids"] + [kit.end_id], 0
         if len(tokens) > max_completion_length:
             held = f" ({tool} of them the tools' turns)" if tool else ""
-            raise ValueError(
+            return (
                 f"{sample.id}: its demonstration is {len(tokens)} tokens{held}, over max_completion_length="
                 f"{max_completion_length}; sampled rollouts are cut there, so the policy could never write one "
                 f"whole: raise max_completion_length to at least {len(tokens)}"
             )
+    return None
+
+
+def check_written_demonstrations(
+    kit: RemedyKit, samples: list, max_completion_length: int, tools: bool, log: Callable[[str], None]
+) -> None:
+    """Before training: every demonstration earns the top reward, and fits a sampled completion (with
+    tools a refusal, as a conversation cut after its call answers nothing; one turn, a warning)."""
+    check_demonstrations(kit.style, kit.scorer, [sample.answer for sample in samples])
+    overflow = demonstration_overflow(kit, samples, max_completion_length)
+    if overflow and tools:
+        raise ValueError(overflow)
+    if overflow:
+        log(f"warning: {overflow}")
 
 
 @dataclass(frozen=True)

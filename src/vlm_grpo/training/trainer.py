@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from ..config import TrainConfig, to_dict
 from ..core import algo
 from ..data import PromptStream, eval_samples, open_source, split_indices
-from ..guidance import Remedy, RemedyKit, StepContext, build_remedies, check_demonstration_lengths, check_demonstrations
+from ..guidance import Remedy, RemedyKit, StepContext, build_remedies, check_written_demonstrations
 from ..models import adapter_for, pick_device
 from ..rollout import (
     EngineError,
@@ -94,15 +94,7 @@ class Trainer:
             # A tool looks at the image as it is: only runs without tools fit it to the model's size up front.
             prepare=None if cfg.tools else lambda image: self.adapter.fit_image(image, self.processor),
         )
-        tok = self.processor.tokenizer
-        demonstrate = engine.demonstration if cfg.tools else None  # demonstrations that call the tools
-        kit = RemedyKit(self.style, self.scorer, tok, turn_end, tok.pad_token_id, cfg.seed, demonstrate)
-        self.remedies = build_remedies(cfg, kit)
-        if any(remedy.writes_demonstrations for remedy in self.remedies):
-            # A demonstration that loses reward would train a wrong answer silently.
-            firsts = eval_samples(source, train_rows, 3)
-            check_demonstrations(self.style, self.scorer, [s.answer for s in firsts])
-            check_demonstration_lengths(kit, firsts, cfg.max_completion_length)
+        self.remedies = self._remedies(engine if cfg.tools else None, turn_end, source, train_rows)
         self.loss_settings = loss_settings(cfg)
         self.optimizer, self.scheduler = make_optimizer(
             cfg, self.model, self.parallel, self.local_minibatch, self.precision
@@ -115,6 +107,19 @@ class Trainer:
         self.stop_requested = False
         self.clock = PhaseClock()  # seconds per phase of each step, in its metrics (time/<phase>_s)
         self.nonfinite_in_a_row = self.skipped_updates = 0
+
+    def _remedies(self, tool_engine, turn_end: int, source, train_rows) -> list[Remedy]:
+        """The run's cold-start remedies; the demonstrations they would write are checked first."""
+        cfg, tok = self.cfg, self.processor.tokenizer
+        demonstrate = tool_engine.demonstration if tool_engine else None  # demonstrations that call the tools
+        kit = RemedyKit(self.style, self.scorer, tok, turn_end, tok.pad_token_id, cfg.seed, demonstrate)
+        remedies = build_remedies(cfg, kit)
+        if any(remedy.writes_demonstrations for remedy in remedies):
+            # A demonstration that loses reward, or is cut where the policy samples, trains nothing useful.
+            log = tqdm.write if self.world.is_main else lambda line: None
+            firsts = eval_samples(source, train_rows, 3)
+            check_written_demonstrations(kit, firsts, cfg.max_completion_length, bool(cfg.tools), log)
+        return remedies
 
     # ---------------------------------------------------------------- the loop
     def train(self) -> dict:
