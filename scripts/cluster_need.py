@@ -74,7 +74,7 @@ def main() -> None:
     parser.add_argument("--style", default="r1v")
     parser.add_argument("-n", type=int, default=100)
     parser.add_argument("--tools", action="store_true", help="also measure how the model calls crop")
-    parser.add_argument("--max-new-tokens", type=int, default=160, help="the whole conversation, with --tools")
+    parser.add_argument("--max-new-tokens", type=int, default=256, help="the whole conversation, with --tools")
     args = parser.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(0)

@@ -212,3 +212,33 @@ def test_an_answer_is_never_read_from_inside_a_call(text, answer):
     from vlm_grpo.tools.calls import outside_calls
 
     assert outside_calls(text) == answer
+
+
+def test_where_a_policy_looked_is_read_from_its_transcripts():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "tool_cells.py"
+    spec = importlib.util.spec_from_file_location("tool_cells", path)
+    cells = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cells)
+    crop_only = get_tools(["crop"])
+    turn = "\n<|im_start|>user\n<tool_response>crop of image 0</tool_response><|im_end|>\n<answer>4</answer>"
+    assert cells.first_box(CALL + turn, crop_only) == [0.25, 0, 0.75, 0.5]
+    assert cells.first_box("<answer>4</answer>", crop_only) is None  # no call
+    assert cells.first_box('<tool_call>{"name": "crop", "arguments": {"box": [0, 0', crop_only) is None  # cut
+    assert cells.first_box('<tool_call>{"name": "rm", "arguments": {}}</tool_call>', crop_only) is None
+    assert cells.first_box(CALL + CALL, crop_only) == [0.25, 0, 0.75, 0.5]  # the first of two turns' calls
+    assert cells.inside([0.5, 0.5, 1.0, 1.0], [0.5, 0.5, 1.0, 1.0])
+    assert cells.inside([0.55, 0.6, 0.9, 0.95], [0.5, 0.5, 1.0, 1.0]) and not cells.inside(
+        [0, 0, 0.5, 0.5], [0.5, 0.5, 1, 1]
+    )
+    records = [
+        {"sample_id": "a", "tool_calls": 1, "transcript": CALL + turn, "correct": True},  # centre (0.5, 0.25)
+        {"sample_id": "b", "tool_calls": 1, "transcript": CALL + turn, "correct": False},
+        {"sample_id": "b", "tool_calls": 0, "transcript": "<answer>4</answer>", "correct": True},
+    ]
+    tally = cells.count(records, {"a": [0.0, 0.0, 0.5, 0.5], "b": [0.5, 0.5, 1.0, 1.0]}, crop_only)
+    assert tally["right_cell"] == {"answers": 1, "correct": 1} and tally["wrong_cell"] == {"answers": 1, "correct": 0}
+    assert tally["no_valid_call"] == {"answers": 1, "correct": 1}
+    assert tally["top_boxes"] == [("[0.25, 0, 0.75, 0.5]", 2)]
