@@ -1,7 +1,7 @@
 """Where a trained policy looks: for each run's final greedy evaluation on a lab cluster data set,
-how many answers cropped the cell that holds the scene (the box's centre inside it), how many
-cropped another cell, how many did not call, and how many of each were correct; with the boxes
-called most often.
+how many conversations cropped the cell that holds the scene (at least half of the crop inside
+it), how many cropped elsewhere, how many made no valid call, and of each how many answered and how
+many were correct; with the boxes called most often.
 
     python scripts/tool_cells.py runs/study-tools/runs/inject-seed0 runs/study-tools/runs/none-seed0
 
@@ -32,28 +32,28 @@ def first_box(transcript: str, tools) -> list | None:
 
 
 def inside(box: list, cell: list) -> bool:
-    x, y = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
-    return cell[0] <= x <= cell[2] and cell[1] <= y <= cell[3]
+    """At least half of the box lies in the cell (a box across two cells is in neither)."""
+    width, height = min(box[2], cell[2]) - max(box[0], cell[0]), min(box[3], cell[3]) - max(box[1], cell[1])
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    return area > 0 and width > 0 and height > 0 and 2 * width * height >= area
 
 
 def count(records: list[dict], cells: dict[str, list], tools) -> dict:
-    tally = {kind: [0, 0] for kind in ("right_cell", "wrong_cell", "no_valid_call")}
+    tally = {kind: {"answers": 0, "answered": 0, "correct": 0} for kind in ("right_cell", "elsewhere", "no_valid_call")}
     boxes: Counter = Counter()
     for record in records:
-        box = first_box(record.get("transcript", ""), tools) if record["tool_calls"] else None
+        if record.get("tool_calls", 0) and "transcript" not in record:
+            raise ValueError(f"{record['sample_id']}: the record has no transcript: evaluate the run again")
+        box = first_box(record["transcript"], tools) if record.get("tool_calls", 0) else None
         if box is None:
             kind = "no_valid_call"
         else:
-            kind = "right_cell" if inside(box, cells[record["sample_id"]]) else "wrong_cell"
-        tally[kind][0] += 1
-        tally[kind][1] += bool(record["correct"])
-        if box is not None:
+            kind = "right_cell" if inside(box, cells[record["sample_id"]]) else "elsewhere"
             boxes[json.dumps(box)] += 1
-    return {
-        "n": len(records),
-        **{kind: {"answers": n, "correct": right} for kind, (n, right) in tally.items()},
-        "top_boxes": boxes.most_common(3),
-    }
+        tally[kind]["answers"] += 1
+        tally[kind]["answered"] += bool(record["answer_present"])
+        tally[kind]["correct"] += bool(record["correct"])
+    return {"n": len(records), **tally, "top_boxes": boxes.most_common(3)}
 
 
 def main() -> None:
@@ -77,7 +77,11 @@ def main() -> None:
             missing = [record["sample_id"] for record in chosen if record["sample_id"] not in cells]
             if missing:
                 parser.error(f"{data}: no demonstrated cell for {missing[0]}: not a lab cluster data set")
-            print(json.dumps({"run": str(run), "data": data, **count(chosen, cells, tools)}))
+            try:
+                counted = count(chosen, cells, tools)
+            except ValueError as error:
+                parser.error(f"{run}: {error}")
+            print(json.dumps({"run": str(run), "data": data, **counted}))
 
 
 if __name__ == "__main__":

@@ -144,3 +144,16 @@ def test_a_demonstration_that_loses_reward_is_refused():
     custom = get_style(PromptConfig(style="custom", template="{question}", demonstration="{answer} of 10 objects"))
     with pytest.raises(ValueError, match="scores 0 under reward 'answer'"):
         check_demonstrations(custom, Scorer(["answer"], None, custom), [3])
+
+
+def test_every_demonstration_a_style_may_write_is_one_per_reasoning_sentence():
+    import random
+
+    from vlm_grpo.guidance import every_demonstration
+
+    texts = every_demonstration(R1V, 7)
+    assert len(texts) == len(R1V.reasoning) > 1
+    assert texts == [f"<think>{sentence}</think><answer>7</answer>" for sentence in R1V.reasoning]
+    drawn = {R1V.demonstration(7, random.Random(seed)) for seed in range(200)}
+    assert drawn == set(texts)  # what a run draws is exactly this set
+    assert every_demonstration(DEFAULT, 7) == ["7"]  # no reasoning in the template: one text

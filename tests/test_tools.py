@@ -229,16 +229,27 @@ def test_where_a_policy_looked_is_read_from_its_transcripts():
     assert cells.first_box('<tool_call>{"name": "crop", "arguments": {"box": [0, 0', crop_only) is None  # cut
     assert cells.first_box('<tool_call>{"name": "rm", "arguments": {}}</tool_call>', crop_only) is None
     assert cells.first_box(CALL + CALL, crop_only) == [0.25, 0, 0.75, 0.5]  # the first of two turns' calls
-    assert cells.inside([0.5, 0.5, 1.0, 1.0], [0.5, 0.5, 1.0, 1.0])
-    assert cells.inside([0.55, 0.6, 0.9, 0.95], [0.5, 0.5, 1.0, 1.0]) and not cells.inside(
-        [0, 0, 0.5, 0.5], [0.5, 0.5, 1, 1]
-    )
+    quarter = [0.5, 0.5, 1.0, 1.0]
+    assert cells.inside(quarter, quarter) and cells.inside([0.55, 0.6, 0.9, 0.95], quarter)
+    assert cells.inside([0.4, 0.5, 1.0, 1.0], quarter)  # most of it in the cell
+    assert not cells.inside([0.25, 0.25, 0.75, 0.75], quarter)  # across four cells: in none
+    assert not cells.inside([0, 0, 0.5, 0.5], quarter) and not cells.inside([0.6, 0.6, 0.6, 0.9], quarter)
     records = [
-        {"sample_id": "a", "tool_calls": 1, "transcript": CALL + turn, "correct": True},  # centre (0.5, 0.25)
-        {"sample_id": "b", "tool_calls": 1, "transcript": CALL + turn, "correct": False},
-        {"sample_id": "b", "tool_calls": 0, "transcript": "<answer>4</answer>", "correct": True},
+        {"sample_id": "a", "tool_calls": 1, "transcript": CALL + turn, "answer_present": True, "correct": True},
+        {"sample_id": "b", "tool_calls": 1, "transcript": CALL + turn, "answer_present": False, "correct": False},
+        {
+            "sample_id": "b",
+            "tool_calls": 0,
+            "transcript": "<answer>4</answer>",
+            "answer_present": True,
+            "correct": True,
+        },
     ]
+    # CALL crops [0.25, 0, 0.75, 0.5]: half of it lies in cell a, none in cell b.
     tally = cells.count(records, {"a": [0.0, 0.0, 0.5, 0.5], "b": [0.5, 0.5, 1.0, 1.0]}, crop_only)
-    assert tally["right_cell"] == {"answers": 1, "correct": 1} and tally["wrong_cell"] == {"answers": 1, "correct": 0}
-    assert tally["no_valid_call"] == {"answers": 1, "correct": 1}
+    assert tally["right_cell"] == {"answers": 1, "answered": 1, "correct": 1}
+    assert tally["elsewhere"] == {"answers": 1, "answered": 0, "correct": 0}
+    assert tally["no_valid_call"] == {"answers": 1, "answered": 1, "correct": 1}
     assert tally["top_boxes"] == [("[0.25, 0, 0.75, 0.5]", 2)]
+    with pytest.raises(ValueError, match="no transcript"):  # records evaluated before transcripts were kept
+        cells.count([{"sample_id": "a", "tool_calls": 1, "answer_present": True, "correct": True}], {}, crop_only)

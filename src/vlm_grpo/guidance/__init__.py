@@ -1,17 +1,16 @@
 """Guidance: remedies for groups without a learning signal, behind one seam (`remedy.py`): guidance
 injection (`injection.py`), dynamic sampling (`dynamic_sampling.py`), supervised terms on
-demonstrations (`sft.py`), and the schedules they share (`schedules.py`)."""
+demonstrations (`sft.py`), the schedules they share (`schedules.py`), and the checks of the
+demonstrations they write (`checks.py`)."""
 
 from . import dynamic_sampling
+from .checks import check_demonstrations, check_written_demonstrations, every_demonstration
 from .dynamic_sampling import DynamicSampling
 from .injection import (
     MODES,
     GuidanceInjection,
     Injector,
     Row,
-    check_demonstrations,
-    check_written_demonstrations,
-    demonstration_overflow,
     replace_rows,
     rows_to_inject,
 )
@@ -34,10 +33,10 @@ __all__ = [
     "StepContext",
     "SupervisedTerms",
     "build_remedies",
-    "demonstration_overflow",
     "check_demonstrations",
     "check_written_demonstrations",
     "dynamic_sampling",
+    "every_demonstration",
     "prefix_ratio",
     "ramp_value",
     "register_remedy",

@@ -30,10 +30,12 @@ from ..core.algo import LossStats
 from ..registry import Registry
 from ..rollout import Rollout
 from ..rollout.batch import RowTurns
+from ..rollout.turns import turn_tokens
 from ..seeding import restore_python_rng
-from ..tasks.rewards import REWARDS, Scorer
+from ..tasks.rewards import Scorer
 from ..tasks.styles import PromptStyle
-from .remedy import PolicyOps, Remedy, RemedyKit, StepContext, register_remedy
+from ..tools.calls import outside_calls
+from .remedy import PolicyOps, Remedy, RemedyKit, StepContext, demonstration_tokens, register_remedy
 from .schedules import prefix_ratio, schedule_value
 
 Continue = Callable[[list[int], list[list[int]]], list[tuple[list[int], bool]]]
@@ -85,63 +87,6 @@ def rows_to_inject(
     return chosen
 
 
-def check_demonstrations(style: PromptStyle, scorer: Scorer, targets: list[Any]) -> None:
-    """Refuse to start when a demonstration would not earn the top reward: every built-in reward
-    must give it 1 and the task must read it as correct (a `default`-style bare answer scores -1
-    under `answer_strict`; a custom demonstration whose last number is not the answer scores 0)."""
-    rng = random.Random(0)  # its own generator: checking draws nothing from the injector's
-    for target in targets:
-        demo = style.demonstration(target, rng)
-        for name, fn in zip(scorer.names, scorer.fns):
-            value = float(fn(demo, target, style))
-            if name in REWARDS and value < 1.0:
-                raise ValueError(
-                    f"prompt style {style.name!r} writes the demonstration {demo!r}, which scores {value:g} "
-                    f"under reward {name!r} (top 1): injected rows would train a wrong answer; change "
-                    "reward_funcs, prompt.style or prompt.demonstration"
-                )
-        if not scorer(demo, target).correct:
-            raise ValueError(
-                f"prompt style {style.name!r} writes the demonstration {demo!r}, which the task does not "
-                "read as the correct answer: change prompt.demonstration"
-            )
-
-
-def demonstration_overflow(kit: RemedyKit, samples: list, max_completion_length: int) -> str | None:
-    """Why a demonstration is longer than a sampled completion may be, or None: rollouts are cut at
-    `max_completion_length` (tool turns included), so the policy could never write whole what it is
-    shown, and a conversation cut after its call has answered nothing."""
-    rng = random.Random(0)  # its own generator, as in check_demonstrations
-    for sample in samples:
-        text = kit.style.demonstration(sample.answer, rng)
-        if kit.tool_demonstration is not None and sample.calls:
-            tokens, turns = kit.tool_demonstration(sample, text)
-            tool = sum(turns.tool_tokens)
-        else:
-            tokens, tool = kit.tokenizer(text, add_special_tokens=False)["input_ids"] + [kit.end_id], 0
-        if len(tokens) > max_completion_length:
-            held = f" ({tool} of them the tools' turns)" if tool else ""
-            return (
-                f"{sample.id}: its demonstration is {len(tokens)} tokens{held}, over max_completion_length="
-                f"{max_completion_length}; sampled rollouts are cut there, so the policy could never write one "
-                f"whole: raise max_completion_length to at least {len(tokens)}"
-            )
-    return None
-
-
-def check_written_demonstrations(
-    kit: RemedyKit, samples: list, max_completion_length: int, tools: bool, log: Callable[[str], None]
-) -> None:
-    """Before training: every demonstration earns the top reward, and fits a sampled completion (with
-    tools a refusal, as a conversation cut after its call answers nothing; one turn, a warning)."""
-    check_demonstrations(kit.style, kit.scorer, [sample.answer for sample in samples])
-    overflow = demonstration_overflow(kit, samples, max_completion_length)
-    if overflow and tools:
-        raise ValueError(overflow)
-    if overflow:
-        log(f"warning: {overflow}")
-
-
 @dataclass(frozen=True)
 class Row:
     """An injected row: its tokens, how many lead ones are the demonstration's, and its text."""
@@ -166,7 +111,7 @@ class Injector:
     def demonstration(self, answer: Any) -> tuple[str, list[int]]:
         """Text and token ids of a demonstration; it ends with the end-of-turn token so the model learns to stop."""
         text = self.style.demonstration(answer, self.rng)
-        return text, self.tokenizer(text, add_special_tokens=False)["input_ids"] + [self.end_id]
+        return text, turn_tokens(self.tokenizer, text, self.end_id)
 
     def apply(
         self,
@@ -233,7 +178,7 @@ class Injector:
         sample = rollout.prompts.samples[row // rollout.group_size]
         if not sample.calls:
             return demo
-        tokens, turns = self.tool_demonstration(sample, demo.text)
+        tokens, turns = demonstration_tokens(self.tokenizer, self.end_id, self.tool_demonstration, sample, demo.text)
         return Row(tokens, len(tokens), False, demo.text, turns)
 
     def _continued(self, demos: dict[int, tuple[str, list[int]]], ratio: float, complete: Continue) -> dict[int, Row]:
@@ -242,8 +187,15 @@ class Injector:
         chosen = sorted(demos)
         prefixes = [demos[row][1][: max(1, round(ratio * (len(demos[row][1]) - 1)))] for row in chosen]
         continued = complete(chosen, prefixes)
+        # With tools, a call the continuation writes is not run here, and a call is never an answer.
+        answered = outside_calls if self.tool_demonstration is not None else str
         return {
-            row: Row(given + more, len(given), truncated, self.tokenizer.decode(given + more, skip_special_tokens=True))
+            row: Row(
+                given + more,
+                len(given),
+                truncated,
+                answered(self.tokenizer.decode(given + more, skip_special_tokens=True)),
+            )
             for row, given, (more, truncated) in zip(chosen, prefixes, continued)
         }
 

@@ -38,6 +38,7 @@ from ..core.algo import LossStats
 from ..registry import Registry, import_object
 from ..rollout import PromptBatch, Rollout, StepBatch
 from ..rollout.batch import RowTurns
+from ..rollout.turns import turn_tokens
 from ..tasks.rewards import Scorer
 from ..tasks.styles import PromptStyle
 
@@ -69,6 +70,17 @@ class RemedyKit:
     tool_demonstration: Callable[[Any, str], tuple[list[int], RowTurns]] | None = None
     """With tools: (sample, answer text) -> tokens and tool turns of a demonstration that makes the
     sample's `calls` and then answers (`ToolEngine.demonstration`); None: demonstrations answer at once."""
+
+
+def demonstration_tokens(
+    tokenizer, end_id: int, tool_demonstration, sample, text: str
+) -> tuple[list[int], RowTurns | None]:
+    """A demonstration of `sample` answering `text`: its calls, the tools' turns, then the answer where
+    the run has tools (`RemedyKit.tool_demonstration`) and the sample has `calls`; else the answer as
+    one turn. Tokens, and the tool turns (None: one turn)."""
+    if tool_demonstration is not None and sample.calls:
+        return tool_demonstration(sample, text)
+    return turn_tokens(tokenizer, text, end_id), None
 
 
 @dataclass

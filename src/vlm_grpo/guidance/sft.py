@@ -36,7 +36,7 @@ from ..rollout import PromptBatch, Rollout, StepBatch
 from ..rollout.batch import RowTurns, tool_token_mask
 from ..seeding import restore_python_rng
 from ..tasks.styles import PromptStyle
-from .remedy import PolicyOps, Remedy, RemedyKit, StepContext, register_remedy
+from .remedy import PolicyOps, Remedy, RemedyKit, StepContext, demonstration_tokens, register_remedy
 from .schedules import sft_coef
 
 DemoLogprobs = Callable[..., torch.Tensor]
@@ -83,13 +83,7 @@ class Supervisor:
         texts = [self.style.demonstration(sample.answer, self.rng) for sample in samples]
         tokens, turns = [], []
         for sample, text in zip(samples, texts):
-            if self.tool_demo is not None and sample.calls:
-                row_tokens, row_turns = self.tool_demo(sample, text)
-            else:
-                row_tokens, row_turns = (
-                    self.tokenizer(text, add_special_tokens=False)["input_ids"] + [self.end_id],
-                    None,
-                )
+            row_tokens, row_turns = demonstration_tokens(self.tokenizer, self.end_id, self.tool_demo, sample, text)
             tokens.append(row_tokens)
             turns.append(row_turns)
         width = max(len(t) for t in tokens)

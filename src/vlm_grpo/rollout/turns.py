@@ -31,6 +31,11 @@ from .engines.base import Completions, SamplingParams
 RESPONSE_OPEN, RESPONSE_CLOSE = "<tool_response>", "</tool_response>"
 
 
+def turn_tokens(tokenizer, text: str, end_id: int) -> list[int]:
+    """A turn as the policy writes it: the text's tokens, then the end-of-turn token that stops it."""
+    return tokenizer(text, add_special_tokens=False)["input_ids"] + [end_id]
+
+
 class ToolTurnWriter:
     """Tool turns as tokens, in the model's chat template: the text that follows an assistant turn's
     end token up to the next assistant header, with the tool's output as a user turn."""
@@ -255,17 +260,14 @@ class ToolEngine:
         row = _Row(list(sample.load_images()), RowTurns(turns=0), [], "", False)
         for call in sample.calls:
             text = write_call(call)
-            row.add_policy_turn(
-                tokenizer(text, add_special_tokens=False)["input_ids"] + [self.turn_end_id], text, False
-            )
+            row.add_policy_turn(turn_tokens(tokenizer, text, self.turn_end_id), text, False)
             row.turns.turns += 1
             if not self._answer(row, budget=10**9):
                 raise ValueError(f"{sample.id}: the demonstration's call {call} cannot be answered")
             if row.turns.valid_calls < row.turns.calls:
                 raise ValueError(f"{sample.id}: the demonstration's call {call} fails: {row.turns.transcript}")
         if answer is not None:
-            ids = tokenizer(answer, add_special_tokens=False)["input_ids"] + [self.turn_end_id]
-            row.add_policy_turn(ids, answer, False)
+            row.add_policy_turn(turn_tokens(tokenizer, answer, self.turn_end_id), answer, False)
             row.turns.turns += 1
         return row.tokens, row.turns
 

@@ -32,6 +32,7 @@ from ..rollout import (
     StepBatch,
     encode_prompts,
 )
+from ..rollout.turns import ToolEngine
 from ..tasks import get_task
 from ..tasks.rewards import Scorer
 from ..tasks.styles import get_style
@@ -108,7 +109,7 @@ class Trainer:
         self.clock = PhaseClock()  # seconds per phase of each step, in its metrics (time/<phase>_s)
         self.nonfinite_in_a_row = self.skipped_updates = 0
 
-    def _remedies(self, tool_engine, turn_end: int, source, train_rows) -> list[Remedy]:
+    def _remedies(self, tool_engine: ToolEngine | None, turn_end: int, source, train_rows) -> list[Remedy]:
         """The run's cold-start remedies; the demonstrations they would write are checked first."""
         cfg, tok = self.cfg, self.processor.tokenizer
         demonstrate = tool_engine.demonstration if tool_engine else None  # demonstrations that call the tools
@@ -118,7 +119,7 @@ class Trainer:
             # A demonstration that loses reward, or is cut where the policy samples, trains nothing useful.
             log = tqdm.write if self.world.is_main else lambda line: None
             firsts = eval_samples(source, train_rows, 3)
-            check_written_demonstrations(kit, firsts, cfg.max_completion_length, bool(cfg.tools), log)
+            check_written_demonstrations(kit, firsts, cfg.max_completion_length, log)
         return remedies
 
     # ---------------------------------------------------------------- the loop
