@@ -35,7 +35,7 @@ from ..seeding import restore_python_rng
 from ..tasks.rewards import Scorer
 from ..tasks.styles import PromptStyle
 from ..tools.calls import outside_calls
-from .remedy import PolicyOps, Remedy, RemedyKit, StepContext, demonstration_tokens, register_remedy
+from .remedy import PolicyOps, Remedy, RemedyKit, StepContext, register_remedy
 from .schedules import prefix_ratio, schedule_value
 
 Continue = Callable[[list[int], list[list[int]]], list[tuple[list[int], bool]]]
@@ -178,7 +178,7 @@ class Injector:
         sample = rollout.prompts.samples[row // rollout.group_size]
         if not sample.calls:
             return demo
-        tokens, turns = demonstration_tokens(self.tokenizer, self.end_id, self.tool_demonstration, sample, demo.text)
+        tokens, turns = self.tool_demonstration(sample, demo.text)
         return Row(tokens, len(tokens), False, demo.text, turns)
 
     def _continued(self, demos: dict[int, tuple[str, list[int]]], ratio: float, complete: Continue) -> dict[int, Row]:
