@@ -56,6 +56,8 @@ def test_yaml_and_overrides(tmp_path):
         ("justtext", "must look like key=value"),
         ("fsdp=zero3", "fsdp='zero3' is not one of none, full_shard, shard_grad_op"),
         ("zero_stage=1", "zero_stage=1 is not one of 0, 2, 3"),
+        ("micro_batch_tokens=-1", "micro_batch_tokens=-1 must be >= 0"),
+        ("logprob_chunk_tokens=-8", "logprob_chunk_tokens=-8 must be >= 0"),
     ],
 )
 def test_validation_messages_name_field_value_and_rule(override, needle):
@@ -72,6 +74,7 @@ def test_validation_messages_name_field_value_and_rule(override, needle):
             "fsdp=full_shard needs skip_zero_advantage_groups=false",
         ),
         (["fsdp=shard_grad_op", "lora.enabled=true"], "fsdp=shard_grad_op with lora.enabled=true is not supported"),
+        (["fsdp=full_shard", "micro_batch_tokens=512"], "micro_batch_tokens=512 with fsdp or zero_stage"),
         (["zero_stage=3", "lora.enabled=true"], "zero_stage=3 with lora.enabled=true is not supported"),
         (["fsdp=full_shard", "zero_stage=2"], "fsdp=full_shard and zero_stage=2: pick one"),
     ],

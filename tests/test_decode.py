@@ -83,7 +83,7 @@ def every_row_to_the_end(adapter, model, inputs, group, new_tokens, end_ids, pad
     """The plain loop: one growing cache, every row decoded to the last step, torch.multinomial."""
     last, cache, start = adapter.prefill(model, inputs)
     cache.batch_repeat_interleave(group)
-    logits, start = last.repeat_interleave(group, dim=0), start.repeat_interleave(group)
+    logits, start = last[:, -1].repeat_interleave(group, dim=0), start.repeat_interleave(group)
     attention = inputs["attention_mask"].repeat_interleave(group, dim=0)
     finished = torch.zeros(logits.size(0), dtype=torch.bool)
     tokens = []

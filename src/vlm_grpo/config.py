@@ -181,6 +181,16 @@ class TrainConfig:
     """Completion rows per optimizer step within an epoch (None: the whole batch, one update per epoch)."""
     micro_batch_size: int = 8
     """Completion rows per forward/backward; gradients accumulate up to minibatch_size."""
+    micro_batch_tokens: int = 0
+    """Tokens per forward/backward instead of a number of rows (0: off, micro_batch_size rows): a
+    minibatch's rows, sorted by length, are grouped while rows x (longest completion, plus the prompt
+    where the pass runs it again) stays within the budget, so long and short answers pad little. The
+    loss is the same token or sequence mean whatever the grouping. One process, or several without
+    fsdp / zero_stage."""
+    logprob_chunk_tokens: int = 0
+    """Completion tokens projected through the output head at once in the log-prob passes (0: as many
+    as make 2^25 logits, about 220 at a 152k vocabulary); memory above the hidden states is one chunk's
+    logits, recomputed in the backward pass."""
     epsilon: float = 0.2
     """Lower clip range of the ratio (TRL: epsilon)."""
     epsilon_high: float | None = None

@@ -99,6 +99,13 @@ def _check_algorithm(cfg: TrainConfig, need: Need) -> None:
         mb % cfg.micro_batch_size == 0 or cfg.micro_batch_size > mb,
         f"micro_batch_size={cfg.micro_batch_size} must divide minibatch_size={mb}",
     )
+    for name in ("micro_batch_tokens", "logprob_chunk_tokens"):
+        need(getattr(cfg, name) >= 0, f"{name}={getattr(cfg, name)} must be >= 0 (0: off / automatic)")
+    need(
+        not cfg.micro_batch_tokens or (cfg.fsdp == "none" and not cfg.zero_stage),
+        f"micro_batch_tokens={cfg.micro_batch_tokens} with fsdp or zero_stage: their ranks must run the same "
+        "number of backward passes; use micro_batch_size",
+    )
     need(cfg.epsilon > 0, f"epsilon={cfg.epsilon} must be > 0")
     need(cfg.epsilon_high is None or cfg.epsilon_high > 0, f"epsilon_high={cfg.epsilon_high} must be > 0")
     need(cfg.beta >= 0, f"beta={cfg.beta} must be >= 0")

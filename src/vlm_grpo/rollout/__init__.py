@@ -1,7 +1,7 @@
 """Rollout: encoding prompts, sampling G completions per prompt, log-probs of completions, and the
 typed containers of one step (PromptBatch, Rollout, StepBatch, MicroBatch)."""
 
-from .batch import MicroBatch, PromptBatch, Rollout, StepBatch, take_groups
+from .batch import MicroBatch, PromptBatch, Rollout, StepBatch, padding_share, take_groups
 from .engines import ENGINES, Completions, Engine, EngineError, HFEngine, SamplingParams, make_engine, register_engine
 from .generation import continue_prefixes, encode_prompts, end_token_ids, generate, mask_after_end, pick_tokens
 from .logprobs import completion_logprobs
@@ -25,6 +25,7 @@ __all__ = [
     "end_token_ids",
     "generate",
     "mask_after_end",
+    "padding_share",
     "pick_tokens",
     "take_groups",
 ]

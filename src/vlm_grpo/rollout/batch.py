@@ -217,6 +217,15 @@ class Rollout:
     def answer_of_row(self, row: int) -> Any:
         return self.prompts.samples[row // self.group_size].answer
 
+    def micro_batches(self, rows: torch.Tensor, size: int, tokens: int = 0, per_row: int = 0) -> list[torch.Tensor]:
+        """`rows` cut into forward/backward passes: `size` rows each, in order; or, with a token budget
+        (`tokens` > 0), grouped by length (`micro_batches_by_tokens`). `per_row`: tokens each row's pass
+        runs besides its completion (the prompt, where the pass does not share it)."""
+        if tokens <= 0:
+            return list(rows.split(size))
+        lengths = self.completion_mask[rows].sum(1)
+        return [rows[group] for group in micro_batches_by_tokens(lengths, tokens, per_row)]
+
     def row_turns(self, rows: torch.Tensor) -> list[RowTurns | None] | None:
         """The tool turns of `rows`, in order; None when no row has any."""
         return None if self.turns is None else [self.turns[row] for row in rows.tolist()]
@@ -310,6 +319,28 @@ class StepBatch:
             ref_logp=self.ref_logp[rows, :width] if self.ref_logp is not None else None,
             is_weights=self.is_weights[rows, :width] if self.is_weights is not None else None,
         )
+
+
+def micro_batches_by_tokens(lengths: torch.Tensor, budget: int, per_row: int = 0) -> list[torch.Tensor]:
+    """Positions into `lengths` (n,) grouped for forward/backward passes: longest first, a group grows
+    while its rows x (per_row + its longest length) stays within `budget`; a row over the budget runs
+    alone. Sorting keeps the padding small: a group's rows are as long as each other as the rows
+    allow."""
+    order = torch.argsort(lengths, descending=True, stable=True).tolist()
+    groups: list[list[int]] = []
+    for i in order:
+        if groups and (len(groups[-1]) + 1) * (per_row + int(lengths[groups[-1][0]])) <= budget:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    return [torch.tensor(group, dtype=torch.long) for group in groups]
+
+
+def padding_share(micros: list[torch.Tensor], lengths: torch.Tensor) -> float:
+    """Share of the completion positions the passes over `micros` compute that are padding: each pass
+    runs its rows to its longest one. `lengths` (N,) are every row's completion lengths."""
+    computed = sum(len(m) * int(lengths[m].max()) for m in micros if len(m))
+    return 1.0 - float(sum(lengths[m].sum() for m in micros)) / computed if computed else 0.0
 
 
 def take_groups(picks: list[tuple[Rollout, int]], prompts: PromptBatch, pad_id: int) -> Rollout:

@@ -179,7 +179,7 @@ def sample_from_prefix(
         raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
     last, cache, start = adapter.prefill(model, inputs)
     preallocate(cache, group_size, max_new_tokens)
-    logits = last.repeat_interleave(group_size, dim=0)  # (R, V), R = B*G
+    logits = last[:, -1].repeat_interleave(group_size, dim=0)  # (R, V), R = B*G
     rows, prompt_len, device = logits.size(0), inputs["attention_mask"].size(1), logits.device
     start = start.repeat_interleave(group_size)  # (R,) each row's first completion position
     attention = inputs["attention_mask"].new_ones((rows, prompt_len + max_new_tokens))

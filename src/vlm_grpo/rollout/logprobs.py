@@ -1,4 +1,10 @@
-"""Per-token log-probs of completion rows under a model, completion logits only.
+"""Per-token log-probs of completion rows under a model, from its final hidden states.
+
+Every pass takes the hidden states the output head would have projected (`FamilyAdapter.head_inputs`)
+and applies the head itself, a chunk of completion tokens at a time (`core.algo.token_logprobs`):
+the (rows, C, V) logits never exist, which at a 152k vocabulary and thousand-token completions is
+the difference between fitting and not. Only completion tokens are projected (padding is skipped);
+positions past a row's end get log-prob 0.
 
 `prefix`: each distinct prompt (image included) is encoded once, its KV cache is repeated for
 its rows, and only completion tokens run again; exact (the same log-probs as the per-row pass
@@ -27,30 +33,48 @@ def completion_logprobs(
     temperature: float = 1.0,
     sharing: str = "prefix",
     turns: list[RowTurns | None] | None = None,  # (n,) the rows' tool turns (rollout.row_turns(rows))
-) -> torch.Tensor:  # (n, C)
+    chunk_tokens: int = 0,  # completion tokens per chunk of the output head; 0: core.algo's default
+) -> torch.Tensor:  # (n, C) float32
     if turns is not None and any(t is not None and t.tool_tokens for t in turns):
         args = (rows, completion_ids, completion_mask, group_size, temperature, sharing)
-        return _with_tool_turns(model, prompts, *args, turns)
+        return _with_tool_turns(model, prompts, *args, turns, chunk_tokens)
     adapter = adapter_for(model)
     owner = rows // group_size
     if sharing == "prefix":
-        logits = _shared_prefix_logits(adapter, model, prompts, owner, completion_ids, completion_mask)
+        hidden = _shared_prefix_hidden(adapter, model, prompts, owner, completion_ids, completion_mask)
     elif sharing == "vision":
-        logits = _per_row_logits(adapter, model, prompts, owner, completion_ids, completion_mask, share_vision=True)
+        hidden = _per_row_hidden(adapter, model, prompts, owner, completion_ids, completion_mask, share_vision=True)
     elif sharing == "none":
-        logits = _per_row_logits(adapter, model, prompts, owner, completion_ids, completion_mask)
+        hidden = _per_row_hidden(adapter, model, prompts, owner, completion_ids, completion_mask)
     else:
         raise ValueError(f"unknown logprob_sharing {sharing!r}: use prefix, vision or none")
-    # The same suppression as in generation, so these are the log-probs of the sampling distribution.
-    forbidden = torch.tensor(adapter.vision_token_ids(model), device=logits.device)
-    logits = logits.index_fill(-1, forbidden, float("-inf"))
-    return token_logprobs(logits, completion_ids, temperature)
+    return projected(adapter, model, hidden, completion_ids, completion_mask, temperature, chunk_tokens)
 
 
-def _per_row_logits(
+def projected(
+    adapter: FamilyAdapter,
+    model,
+    hidden: torch.Tensor,  # (n, C, H) the hidden state that predicts each completion token
+    completion_ids: torch.Tensor,  # (n, C)
+    completion_mask: torch.Tensor,  # (n, C)
+    temperature: float,
+    chunk_tokens: int,
+) -> torch.Tensor:  # (n, C) float32, 0 past each row's end
+    """Log-probs of the completion tokens through the model's output head, chunk by chunk. The vision
+    placeholders are suppressed as in generation, so these are the sampling distribution's log-probs."""
+    where = completion_mask.to(hidden.device).bool()
+    forbidden = torch.tensor(adapter.vision_token_ids(model), dtype=torch.long, device=hidden.device)
+    head = adapter.output_head(model)
+    tokens = completion_ids.to(hidden.device)[where]
+    picked = token_logprobs(hidden[where], head, tokens, temperature, forbidden, chunk_tokens)
+    out = torch.zeros(completion_ids.shape, dtype=picked.dtype, device=hidden.device)
+    return out.masked_scatter(where, picked)
+
+
+def _per_row_hidden(
     adapter: FamilyAdapter, model, prompts, owner, completion_ids, completion_mask, share_vision=False
 ) -> torch.Tensor:
-    """(n, C, V) logits from whole rows; with share_vision, each distinct image is encoded once."""
+    """(n, C, H) hidden states from whole rows; with share_vision, each distinct image is encoded once."""
     inputs = prompts.select(owner)
     if share_vision and "pixel_values" in inputs:
         inputs = _with_shared_image_features(adapter, model, prompts, owner, inputs)
@@ -61,7 +85,9 @@ def _per_row_logits(
     if "mm_token_type_ids" in inputs:
         text_type = torch.zeros_like(completion_ids, dtype=inputs["mm_token_type_ids"].dtype)
         inputs["mm_token_type_ids"] = torch.cat([inputs["mm_token_type_ids"], text_type], dim=1)
-    return model(**inputs, use_cache=False, logits_to_keep=width + 1).logits[:, :-1]
+    with adapter.head_inputs(model) as seen:
+        model(**inputs, use_cache=False, logits_to_keep=width + 1)
+    return seen[-1][:, :-1]
 
 
 def _with_shared_image_features(adapter: FamilyAdapter, model, prompts, owner, inputs) -> dict:
@@ -76,28 +102,26 @@ def _with_shared_image_features(adapter: FamilyAdapter, model, prompts, owner, i
     return inputs
 
 
-def _shared_prefix_logits(
+def _shared_prefix_hidden(
     adapter: FamilyAdapter, model, prompts, owner, completion_ids, completion_mask
-) -> torch.Tensor:  # (n, C, V)
-    """Logits predicting each completion token: distinct prompts prefilled once, cache rows selected."""
+) -> torch.Tensor:  # (n, C, H)
+    """Hidden states predicting each completion token: distinct prompts prefilled once, cache rows selected."""
     distinct, local = torch.unique(owner, return_inverse=True)
     inputs = prompts.select(distinct)
-    last, cache, start = adapter.prefill(model, inputs)
-    cache.batch_select_indices(local.to(start.device))
-    attention = torch.cat([inputs["attention_mask"][local], completion_mask.to(inputs["attention_mask"].dtype)], dim=1)
-    rest = model(
-        input_ids=completion_ids,
-        attention_mask=attention,
-        cache=cache,
-        use_cache=True,
-        position_ids=adapter.positions(start[local], completion_ids.size(1)),
-    )
+    with adapter.head_inputs(model) as seen:
+        _, cache, start = adapter.prefill(model, inputs)
+        cache.batch_select_indices(local.to(start.device))
+        prompt_attention = inputs["attention_mask"][local]
+        attention = torch.cat([prompt_attention, completion_mask.to(prompt_attention.dtype)], dim=1)
+        positions = adapter.positions(start[local], completion_ids.size(1))
+        model(input_ids=completion_ids, attention_mask=attention, cache=cache, use_cache=True, position_ids=positions)
+    last, rest = seen
     # The prompt's last position predicts the first completion token.
-    return torch.cat([last[local].unsqueeze(1), rest.logits[:, :-1]], dim=1)
+    return torch.cat([last[local.to(last.device), -1:], rest[:, :-1]], dim=1)
 
 
 def _with_tool_turns(
-    model, prompts, rows, completion_ids, completion_mask, group_size, temperature, sharing, turns
+    model, prompts, rows, completion_ids, completion_mask, group_size, temperature, sharing, turns, chunk_tokens
 ) -> torch.Tensor:  # (n, C)
     """Rows whose tool turns showed images run whole, one by one, with their images in order (prompt
     images, then the tools'); the other rows as `sharing` says (a text tool turn is text like any
@@ -107,19 +131,17 @@ def _with_tool_turns(
     parts: dict[int, torch.Tensor] = {}
     if rest:
         index = torch.tensor(rest)
-        shared = completion_logprobs(
-            model, prompts, rows[index], completion_ids[index], completion_mask[index], group_size, temperature, sharing
-        )
-        parts.update(zip(rest, shared))
+        args = (rows[index], completion_ids[index], completion_mask[index], group_size, temperature, sharing)
+        parts.update(zip(rest, completion_logprobs(model, prompts, *args, chunk_tokens=chunk_tokens)))
     adapter = adapter_for(model)
-    forbidden = torch.tensor(adapter.vision_token_ids(model), device=completion_ids.device)
     for i in whole:
         length = int(completion_mask[i].sum())
-        tokens = completion_ids[i, :length]
-        inputs = conversation_inputs(prompts, int(rows[i]) // group_size, tokens.tolist(), turns[i])
-        logits = model(**inputs, use_cache=False, logits_to_keep=length + 1).logits[:, :-1]
-        logits = logits.index_fill(-1, forbidden.to(logits.device), float("-inf"))
-        logp = token_logprobs(logits, tokens.unsqueeze(0).to(logits.device), temperature)[0]
+        tokens = completion_ids[i : i + 1, :length]
+        inputs = conversation_inputs(prompts, int(rows[i]) // group_size, tokens[0].tolist(), turns[i])
+        with adapter.head_inputs(model) as seen:
+            model(**inputs, use_cache=False, logits_to_keep=length + 1)
+        mask = torch.ones_like(tokens)
+        logp = projected(adapter, model, seen[-1][:, :-1], tokens, mask, temperature, chunk_tokens)[0]
         parts[i] = torch.nn.functional.pad(logp, (0, completion_ids.size(1) - length))
     out = torch.stack([parts[i] for i in range(len(turns))])
     return out.masked_fill(tool_token_mask(turns, completion_ids.size(1)).to(out.device), 0.0)

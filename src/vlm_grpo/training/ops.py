@@ -27,6 +27,7 @@ def policy_ops(trainer) -> PolicyOps:
                 temperature,
                 cfg.logprob_sharing,
                 turns,
+                cfg.logprob_chunk_tokens,
             )
 
     def continue_after(prompts, rows, prefixes):
@@ -53,19 +54,27 @@ def policy_ops(trainer) -> PolicyOps:
 
 def logprobs_all(model, rollout: Rollout, cfg: TrainConfig) -> torch.Tensor:  # (N, C), no gradient by the caller
     """Completion log-probs of every row of `rollout` under `model`, micro-batch by micro-batch."""
-    rows = torch.arange(len(rollout.texts))
-    parts = [
-        completion_logprobs(
+    out = None
+    for rows in micro_batches(rollout, torch.arange(len(rollout.texts)), cfg):
+        part = completion_logprobs(
             model,
             rollout.prompts,
-            chunk,
-            rollout.completion_ids[chunk],
-            rollout.completion_mask[chunk],
+            rows,
+            rollout.completion_ids[rows],
+            rollout.completion_mask[rows],
             rollout.group_size,
             cfg.temperature,
             cfg.logprob_sharing,
-            rollout.row_turns(chunk),
+            rollout.row_turns(rows),
+            cfg.logprob_chunk_tokens,
         )
-        for chunk in rows.split(cfg.micro_batch_size)
-    ]
-    return torch.cat(parts)
+        out = part.new_zeros(rollout.completion_ids.shape) if out is None else out
+        out[rows.to(out.device)] = part
+    return out
+
+
+def micro_batches(rollout: Rollout, rows: torch.Tensor, cfg: TrainConfig) -> list[torch.Tensor]:
+    """`rows` cut into forward/backward passes by `micro_batch_size` or `micro_batch_tokens`; a token
+    budget counts the prompt too where the log-prob pass runs it again for every row."""
+    per_row = 0 if cfg.logprob_sharing == "prefix" else rollout.prompts.inputs["input_ids"].size(1)
+    return rollout.micro_batches(rows, cfg.micro_batch_size, cfg.micro_batch_tokens, per_row)

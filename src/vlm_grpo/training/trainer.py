@@ -31,6 +31,7 @@ from ..rollout import (
     Rollout,
     StepBatch,
     encode_prompts,
+    padding_share,
 )
 from ..rollout.turns import ToolEngine
 from ..tasks import get_task
@@ -43,7 +44,7 @@ from .engine import EngineRollouts, build_engine
 from .heldout import HeldOutSets
 from .inputs import RunInputs
 from .metrics import PhaseClock, completion_rows, frac_zero_std, rollout_metrics, run_summary, update_metrics
-from .ops import logprobs_all, policy_ops
+from .ops import logprobs_all, micro_batches, policy_ops
 from .setup import check_names, check_world, load_policy, loss_settings, make_optimizer, prompt_length_check
 from .signals import stop_on_signal
 from .tool_use import add_tool_rewards, tool_metrics, with_tools
@@ -361,14 +362,16 @@ class Trainer:
         """num_iterations epochs over the step batch; one optimizer step per minibatch. The remedies
         weigh GRPO's loss (CHORD's 1 - mu) and add their own terms per minibatch (its demonstrations).
         Returns the update's metrics and statistics."""
-        cfg, stats, grad_norms = self.cfg, algo.LossStats(), []
+        cfg, stats, grad_norms, passes = self.cfg, algo.LossStats(), [], []
         scale = math.prod(remedy.grpo_scale() for remedy in self.remedies)
         for epoch in range(cfg.num_iterations):
             for minibatch in batch.epoch_minibatches(self.local_minibatch, epoch):
                 # Tokens of the global minibatch per rank: averaging the ranks' gradients then gives the global mean.
                 minibatch_tokens = self.world.sum(batch.tokens(minibatch)) / self.world.size
                 self.optimizer.zero_grad(set_to_none=True)
-                for rows in self._micro_batches(batch, minibatch):
+                micros = self._micro_batches(batch, minibatch)
+                passes += micros
+                for rows in micros:
                     micro = batch.select(rows)
                     loss = algo.grpo_loss(
                         self.policy_logprobs(batch.rollout, micro),
@@ -390,10 +393,11 @@ class Trainer:
                 grad_norms.append(self.optimizer_step())
         updates = cfg.num_iterations * (batch.size // self.local_minibatch)
         metrics = update_metrics(stats, grad_norms, updates, self.skipped_updates, batch.is_weights is not None)
+        metrics["update/padding_share"] = padding_share(passes, batch.rollout.completion_mask.sum(1))
         return metrics, stats
 
     def _micro_batches(self, batch: StepBatch, minibatch: torch.Tensor) -> list[torch.Tensor]:
-        micros = list(minibatch.split(self.cfg.micro_batch_size))
+        micros = micro_batches(batch.rollout, minibatch, self.cfg)
         if self.cfg.skip_zero_advantage_groups:
             # Rows with zero advantage add exactly zero policy gradient (beta = 0): skip their passes.
             micros = [m[batch.advantages[m].cpu() != 0] for m in micros]

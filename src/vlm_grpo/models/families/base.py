@@ -14,6 +14,9 @@ registered in `families/__init__.py`.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 
 
@@ -113,6 +116,34 @@ class FamilyAdapter:
             return "prefix"
         return "vision" if self.supports_feature_sharing else "none"
 
+    # ------------------------------------------------------------ the output head
+    def output_head(self, model) -> torch.nn.Module:
+        """The module that projects final hidden states to logits (a tied head stays tied: it is the
+        model's own module). Called as a module, so that wrappers on it (LoRA, ZeRO-3's parameter
+        fetches) act as in the forward."""
+        head = base_model(model).get_output_embeddings()
+        if head is None:
+            raise NotImplementedError(f"{type(base_model(model)).__name__} has no output embeddings to project with")
+        return head
+
+    @contextmanager
+    def head_inputs(self, model) -> Iterator[list[torch.Tensor]]:
+        """Inside the block, each forward of `model` hands its output head zero positions and appends the
+        hidden states the head would have projected, (b, t, H) in call order, to the yielded list: the
+        log-prob passes then apply the head themselves, a chunk at a time (`core.algo.token_logprobs`),
+        instead of the forward building (b, t, V) logits. The forward's own logits come back empty."""
+        seen: list[torch.Tensor] = []
+
+        def take(module, args):
+            seen.append(args[0])
+            return (args[0][..., :0, :], *args[1:])
+
+        handle = self.output_head(model).register_forward_pre_hook(take)
+        try:
+            yield seen
+        finally:
+            handle.remove()
+
     # ------------------------------------------------------------ shared-prefix passes
     def _no_prefix(self, model_type: str) -> NotImplementedError:
         return NotImplementedError(
@@ -121,7 +152,8 @@ class FamilyAdapter:
         )
 
     def prefill(self, model, inputs: dict[str, torch.Tensor]):
-        """Encode prompts once: (logits of the last prompt position (b, V), KV cache, next position (b,))."""
+        """Encode prompts once: (logits of the last prompt position (b, 1, V), KV cache, next position (b,)).
+        Under `head_inputs` the logits are empty (b, 0, V) and the hidden state is captured instead."""
         raise self._no_prefix(base_model(model).config.model_type)
 
     def positions(self, start: torch.Tensor, length: int) -> torch.Tensor:

@@ -122,7 +122,7 @@ class Qwen2VLAdapter(FamilyAdapter):
             mm_token_type_ids=inputs["mm_token_type_ids"],
         )
         out = model(**inputs, position_ids=positions, use_cache=True, logits_to_keep=1)
-        return out.logits[:, -1], out.cache, positions.amax(dim=(0, 2)) + 1
+        return out.logits, out.cache, positions.amax(dim=(0, 2)) + 1
 
     def positions(self, start: torch.Tensor, length: int) -> torch.Tensor:  # (3, b, length)
         steps = torch.arange(length, device=start.device)
