@@ -82,9 +82,9 @@ def token_logprobs(
     """log pi(token) at the sampling temperature, with the output head applied a chunk of positions at
     a time so that the (K, V) logits never exist at once: each chunk's logits are projected in the
     head's dtype, the suppressed ids filled with -inf, then taken to float32, divided by the
-    temperature and normalised by log-sum-exp. With gradients, a chunk keeps only its inputs and
-    computes its logits again in the backward pass (activation checkpointing), so the memory above
-    the hidden states is one chunk's logits and the head's weight gradient, whatever K is."""
+    temperature and normalised by log-sum-exp. With gradients and several chunks, a chunk keeps only
+    its inputs and computes its logits again in the backward pass (activation checkpointing), so the
+    memory above the hidden states is one chunk's logits and the head's weight gradient, whatever K is."""
     if chunk_tokens <= 0:
         with torch.no_grad():
             vocab = head(hidden[:1]).size(-1) if hidden.size(0) else 1
@@ -97,7 +97,10 @@ def token_logprobs(
         logits = logits.float() / temperature
         return logits.gather(-1, t.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
 
-    recompute = torch.is_grad_enabled() and (hidden.requires_grad or _head_trains(head))
+    # One chunk keeps its logits for the backward pass (at most LOGITS_PER_CHUNK of them, and no
+    # second head product); several recompute theirs, so that only one chunk's exist at a time.
+    several = hidden.size(0) > chunk_tokens
+    recompute = several and torch.is_grad_enabled() and (hidden.requires_grad or _head_trains(head))
     parts = [
         checkpoint(chunk, h, t, use_reentrant=False) if recompute else chunk(h, t)
         for h, t in zip(hidden.split(chunk_tokens), tokens.split(chunk_tokens))
