@@ -41,7 +41,7 @@ def test_the_nearest_cell_counts_grid_steps_along_each_factor_at_the_study_learn
 def test_the_advice_names_the_cell_and_its_numbers_and_says_whether_injection_paid(tmp_path):
     path = tmp_path / "advice.json"
     path.write_text(json.dumps({"source": "vlm-grpo study --preset map", "cells": CELLS}))
-    central = map_advice(0.01, 4, 8, path)
+    central = map_advice(0.03, 4, 8, path)
     assert central["cell"] == "central" and not central["injection_paid"]  # slower, and a transfer cost
     assert "nearest cell 'central' (base answer-present 2.2%, 4 prompts x G 8" in central["text"]
     assert "0.85x [0.70, 0.95] to 90 % sampled answer-present" in central["text"]
@@ -49,6 +49,16 @@ def test_the_advice_names_the_cell_and_its_numbers_and_says_whether_injection_pa
     mild = map_advice(0.12, 4, 8, path)
     assert mild["injection_paid"] and "at least 1.40x [1.10, 1.80] to 70 % held-out accuracy" in mild["text"]
     assert map_advice(0.1, 4, 8, tmp_path / "none.json") is None
+
+
+def test_a_setting_outside_the_measured_range_gets_no_cell(tmp_path):
+    path = tmp_path / "advice.json"
+    path.write_text(json.dumps({"source": "vlm-grpo study --preset map", "cells": CELLS}))
+    far = map_advice(0.999, 4, 8, path)  # an r1v-like base: the map measured 2.2 % to 12.9 %
+    assert far["cell"] is None and far["injection_paid"] is None
+    assert "does not cover this setting, base answer-present 99.9% (measured 2.2% to 12.9%)" in far["text"]
+    assert "G 64 (measured 8 to 16)" in map_advice(0.05, 4, 64, path)["text"]
+    assert map_advice(0.05, 4, 8, path)["cell"] == "central"  # inside the range: the nearest cell
 
 
 def test_assess_cites_the_shipped_map_beside_the_study_and_says_where_they_differ():

@@ -4,16 +4,8 @@ import math
 
 import pytest
 
-from vlm_grpo.study.steps import (
-    grid_crossing,
-    holm,
-    km_median,
-    sampled_crossing,
-    seed_range,
-    seed_ratio,
-    speedup,
-    window_for,
-)
+from vlm_grpo.core.statistics import holm, holm_family, km_median, rate_interval, seed_range, seed_ratio, speedup
+from vlm_grpo.study.steps import grid_crossing, sampled_crossing, window_for
 
 
 def test_window_holds_at_least_32_sampled_rows():
@@ -71,17 +63,36 @@ def test_speedup_is_a_geometric_mean_with_a_t_interval_on_logs():
     sd = math.sqrt(sum((x - mean) ** 2 for x in logs) / 2)
     half = 4.302653 * sd / math.sqrt(3)
     assert out["ci"] == pytest.approx([math.exp(mean - half), math.exp(mean + half)], rel=1e-5)
+    # A censored seed makes the mean a bound, never an interval: a t-interval would mix bounds with ratios.
     bound = speedup([None, 40], [25, 20], 50)
-    assert bound["kind"] == ">=" and bound["ratios"] == [2.0, 2.0] and bound["ci"] == pytest.approx([2.0, 2.0])
+    assert bound["kind"] == ">=" and bound["ratios"] == [2.0, 2.0] and bound["ratio"] == pytest.approx(2.0)
+    assert bound["ci"] is None and bound["censored"] == 1
     assert speedup([None], [None], 50) == {
         "ratios": [None],
         "kinds": ["both censored"],
         "n": 0,
         "kind": "=",
+        "censored": 0,
         "ratio": None,
         "ci": None,
     }
-    assert speedup([None, 30], [20, None], 50)["kind"] == "mixed"
+    mixed = speedup([None, 30], [20, None], 50)
+    assert mixed["kind"] == "mixed" and mixed["ratio"] is None
+
+
+def test_a_speedup_interval_stays_inside_what_the_grid_resolves():
+    # A 10-step grid in 50 steps can tell ratios from 10/50 to 50/10 apart, no further.
+    wide = speedup([10, 50, 10], [50, 10, 10], 50, grid=10)
+    assert wide["kind"] == "=" and wide["ci"][0] >= 0.2 and wide["ci"][1] <= 5.0
+    assert wide["ci"] == pytest.approx([0.2, 5.0])
+
+
+def test_a_rate_interval_stays_in_range_and_alike_seeds_get_wilson():
+    low = rate_interval([0.0, 0.02, 0.04], 200)  # the t-interval would reach below 0
+    assert low["ci"][0] == 0.0 and low["ci"][1] > 0.04
+    alike = rate_interval([0.035, 0.035, 0.035], 200)  # no spread: Wilson over the 600 pooled answers
+    assert alike["ci_kind"] == "wilson" and alike["ci"][0] < 0.035 < alike["ci"][1]
+    assert rate_interval([0.5], 0)["ci"] is None  # one seed, no samples known: no interval at all
 
 
 def test_holm_step_down():
@@ -89,3 +100,10 @@ def test_holm_step_down():
     assert holm([0.5, None, 0.001]) == pytest.approx([0.5, None, 0.002])
     assert holm([0.6, 0.7]) == pytest.approx([1.0, 1.0])
     assert holm([]) == []
+
+
+def test_a_holm_family_adjusts_every_test_given_together():
+    tests = [{"p_t": 0.01}, None, {"p_t": 0.04}, {"p_t": None}]
+    holm_family(tests)
+    assert tests[0]["p_holm"] == pytest.approx(0.02) and tests[2]["p_holm"] == pytest.approx(0.04)
+    assert tests[3]["p_holm"] is None

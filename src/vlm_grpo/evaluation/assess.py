@@ -151,7 +151,11 @@ def style_assessment(
         study_injects = not advice["zone"].startswith(">50%")
         out["advice"]["map"] = measured["text"]
         out["advice"]["map_cell"] = measured["cell"]
-        out["advice"]["map_differs"] = study_injects != measured["injection_paid"]
+        paid = measured["injection_paid"]
+        out["advice"]["map_differs"] = paid is not None and study_injects != paid
+        # The lab line is measured at G 8 x 4 prompts; where the map's nearer cell found injection paid
+        # (G 4), the two would read as opposite advice without this.
+        out["advice"]["map_overrides_lab"] = bool(paid) and advice["zone"].startswith("<10%")
     return out
 
 
@@ -216,5 +220,7 @@ def advice_lines(assessment: dict) -> list[tuple[int, str]]:
             lines.append((2, f"measured in the lab: {advice['lab']}"))
         if advice.get("map"):
             differs = " This differs from the study's advice above." if advice["map_differs"] else ""
+            if advice.get("map_overrides_lab"):
+                differs += " At this setting follow the map, not the lab line above (measured at G 8 x 4 prompts)."
             lines.append((2, f"measured map: {advice['map']}{differs}"))
     return lines

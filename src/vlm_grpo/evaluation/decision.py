@@ -3,10 +3,13 @@
 Two views of the same advice, both from the study: its thresholds table (bands 0-5 %, 5-15 %,
 15-30 %, > 30 %) and its flow chart (< 10 %, 10-50 %, > 50 %), each with actionable settings;
 beside each flow-chart zone, what the counting lab measured there with five seeds (docs/results.md),
-where it differs from the study.
+where it differs from the study, read from `lab_findings.json` (computed from the per-seed study files).
 """
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 from ..core.statistics import signal_probability
 
@@ -70,25 +73,44 @@ def _chart_texts(rate: float, answer_kind: str) -> tuple[str, str, str]:
     return ">50%: pure GRPO", text, text
 
 
-# The counting lab's measurements per flow-chart zone (docs/results.md: `vlm-grpo study --preset
-# schedules`, `--preset seed`; G 8 x 4 prompts, 60 steps, 5 seeds, 95 % intervals of paired differences).
-_LAB = {
-    "<10%": (
-        "The counting lab disagrees on 'required': from a 2.2 % sampled rate, plain GRPO (G 8) reached "
-        "90 % held-out answer-present by step 30 on 5 of 5 seeds, as fast as with injection, and "
-        "injection cost 13.7 points of transfer [5.9, 21.5] (linear decay or adaptive: about 7). "
-        "Try `injection.mode=none` first and watch `groups/frac_zero_std_sampled`."
-    ),
-    "10-50%": (
-        "The counting lab, from a 12.9 % sampled rate: injection reached 70 % held-out accuracy by "
-        "step 30 on 5 of 5 seeds (3 of 5 without), not the study's 2.5x fewer steps (90 % answer-present "
-        "at step 30 against 32), and cost 4.7 points of transfer [1.9, 7.5]: the study's direction."
-    ),
-    ">50%": (
-        "The counting lab agrees: under the r1v prompt injection changed neither in-domain accuracy "
-        "(-0.6 points [-3.2, +2.0]) nor transfer (+1.5 [-0.6, +3.6])."
-    ),
-}
+# The counting lab's measurements per flow-chart zone, computed from the committed per-seed study files
+# (`python -m vlm_grpo.study.lab_findings` writes the file; a test checks it against docs/results/).
+FINDINGS_FILE = Path(__file__).with_name("lab_findings.json")
+
+
+def _points(stat: dict) -> str:
+    lo, hi = stat["ci"]
+    return f"{stat['mean'] * 100:+.1f} points [{lo * 100:+.1f}, {hi * 100:+.1f}]"
+
+
+def lab_texts(path: Path = FINDINGS_FILE) -> dict[str, str]:
+    """What the lab measured in each flow-chart zone, in words, from the findings file."""
+    f = json.loads(path.read_text())
+    severe, weak, strong = f["severe"], f["weak"], f["strong"]
+    gentler = sorted(-severe[k]["mean"] * 100 for k in ("transfer_linear_decay", "transfer_adaptive"))
+    return {
+        "<10%": (
+            f"The counting lab disagrees on 'required' at G 8 x 4 prompts: from a {severe['base_rate']:.1%} sampled "
+            f"rate, plain GRPO reached 90 % held-out answer-present on {severe['none_ap90_reached']} of "
+            f"{severe['seeds']} seeds within {severe['budget']} steps (median step {severe['none_ap90_median']:g}, as "
+            f"with injection), and injection changed transfer by {_points(severe['transfer'])} (linear decay or "
+            f"adaptive: {gentler[0]:.1f}-{gentler[1]:.1f} points lost). Try `injection.mode=none` first and watch "
+            "`groups/frac_zero_std_sampled`; with fewer samples per group the map below is the closer guide."
+        ),
+        "10-50%": (
+            f"The counting lab, from a {weak['base_rate']:.1%} sampled rate at G 8 x 4 prompts: injection reached "
+            f"70 % held-out accuracy by step 30 on {weak['acc70_by_30']['inject']} of {weak['seeds']} seeds, "
+            f"plain GRPO on {weak['acc70_by_30']['none']} ({weak['acc70_by_budget']['none']} by step "
+            f"{f['severe']['budget']}); "
+            f"90 % answer-present came at a median step {weak['ap90_median']['inject']:g} against "
+            f"{weak['ap90_median']['none']:g}, not the study's 2.5x fewer steps; transfer changed by "
+            f"{_points(weak['transfer'])}: the study's direction."
+        ),
+        ">50%": (
+            "The counting lab agrees: under the r1v prompt injection changed in-domain accuracy by "
+            f"{_points(strong['in_domain'])} and transfer by {_points(strong['transfer'])}."
+        ),
+    }
 
 
 def recommend(format_rate: float, group_size: int = 8, answer_kind: str = "number") -> dict:
@@ -117,6 +139,6 @@ def recommend(format_rate: float, group_size: int = 8, answer_kind: str = "numbe
         "zone": zone,
         "single_domain": single,
         "multi_domain": multi,
-        "lab": _LAB[zone.split(":")[0]],
+        "lab": lab_texts()[zone.split(":")[0]],
         "signal_probability": signal_probability(format_rate, group_size),
     }

@@ -2,7 +2,8 @@
 injection did there (`vlm-grpo study --preset map`; docs/results.md, section 5).
 
 The map varies one factor at a time around a centre (base answer-present rate, prompts per step,
-group size, learning rate), so "nearest" is counted in grid steps along each factor: the base rate
+group size, learning rate). A setting beyond the levels it measured is not covered and gets no cell;
+inside them, "nearest" is counted in grid steps along each factor: the base rate
 on a log scale (the map's two rates, 2.2 % and 12.9 %, are one step apart), prompts per step and G
 in doublings. Only cells at the study's learning rate are candidates: `assess` runs before a
 learning rate is chosen. `map_advice.json` beside this module is written by
@@ -41,6 +42,22 @@ def nearest_cell(cells: list[dict], rate: float, prompts_per_step: int, group_si
     return min(candidates, key=lambda name: _steps(candidates[name], rate, prompts_per_step, group_size, rate_step))
 
 
+def uncovered(cells: list[dict], rate: float, prompts_per_step: int, group_size: int) -> list[str]:
+    """Where the setting lies outside the range the map measured at the study's learning rate (empty:
+    covered); the map says nothing about a base rate, B or G beyond the levels it ran."""
+    candidates = [c for c in cells if math.isclose(c["learning_rate"], STUDY_LEARNING_RATE)]
+    out = []
+    for value, key, text, fmt in (
+        (rate, "base_rate", "base answer-present", "{:.1%}"),
+        (prompts_per_step, "prompts_per_step", "prompts per step", "{:g}"),
+        (group_size, "num_generations", "G", "{:g}"),
+    ):
+        low, high = min(c[key] for c in candidates), max(c[key] for c in candidates)
+        if not low <= value <= high:
+            out.append(f"{text} {fmt.format(value)} (measured {fmt.format(low)} to {fmt.format(high)})")
+    return out
+
+
 def _interval(ci: list | None, scale: float = 1.0, digits: int = 1) -> str:
     return f" [{ci[0] * scale:.{digits}f}, {ci[1] * scale:.{digits}f}]" if ci else ""
 
@@ -69,6 +86,7 @@ def _arm_text(arm: dict) -> tuple[str, bool, bool]:
 
 def map_advice(rate: float, prompts_per_step: int, group_size: int, path: Path = ADVICE_FILE) -> dict | None:
     """The nearest measured cell and what injection did there, in words (None without a map file).
+    A setting outside the range the map measured gets no cell (``cell`` None) and says so.
 
     Returns ``cell`` (its name), ``setting`` (the cell's base rate, B, G, learning rate, seeds),
     ``text`` (the advice, naming the cell and its numbers), and ``injection_paid`` (some arm was
@@ -77,6 +95,13 @@ def map_advice(rate: float, prompts_per_step: int, group_size: int, path: Path =
         return None
     data = json.loads(path.read_text())
     cells = data["cells"]
+    outside = uncovered(cells, rate, prompts_per_step, group_size)
+    if outside:
+        text = (
+            f"From the measured map (the counting lab, `{data['source']}`): it does not cover this setting, "
+            f"{'; '.join(outside)}, so it has no cell to cite."
+        )
+        return {"cell": None, "setting": None, "text": text, "injection_paid": None}
     name = nearest_cell(cells, rate, prompts_per_step, group_size)
     arms = [c for c in cells if c["cell"] == name]
     first = arms[0]

@@ -7,7 +7,7 @@ size, learning rate) and an `arm` (none, random, rate); see `presets/map.yaml`. 
 resolution), censored at the budget (None); final greedy accuracies and each held-out scene's
 correctness, so the scene draw can enter the intervals (`scene_inclusive`); training wall time
 and samples drawn. Per cell and treated arm (`compare`): the speed-up none / arm (`steps.speedup`),
-the paired accuracy differences, and wall time. `holm_adjust` adjusts one table's p-values.
+the paired accuracy differences, and wall time. `holm_adjust` adjusts one table's p-values, both columns as one family.
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ from pathlib import Path
 
 import yaml
 
-from ..core.statistics import paired_difference, t_quantile
+from ..core.statistics import holm_family, km_median, paired_difference, seed_range, speedup, t_quantile
 from ..training.tracking import read_metrics
 from .measures import wall_seconds
 from .runs import config_value
-from .steps import grid_crossing, holm, km_median, sampled_crossing, seed_range, speedup, window_for
+from .steps import grid_crossing, sampled_crossing, window_for
 
 PRESENT, ACCURACY = 0.9, 0.7  # the study's format threshold and the lab presets' accuracy threshold
 # (name, where, metric, level): the four step readings of a run.
@@ -138,8 +138,10 @@ def compare(runs: Sequence[dict], cell: str, arm: str) -> dict:
         raise ValueError(f"cell {cell!r}: no seed ran both {arm!r} and 'none'")
     budget = treated[seeds[0]]["budget"]
     out = {"cell": cell, "arm": arm, "seeds": seeds}
-    for name, *_ in STEP_READINGS:
-        out[f"speedup_{name}"] = speedup([control[s][name] for s in seeds], [treated[s][name] for s in seeds], budget)
+    for name, where, *_ in STEP_READINGS:
+        grid = treated[seeds[0]]["grid"] if where == "heldout" else 1  # what the reading can resolve
+        times = [control[s][name] for s in seeds], [treated[s][name] for s in seeds]
+        out[f"speedup_{name}"] = speedup(*times, budget, grid)
     for key in ("in_domain", "transfer"):
         if all(f"{key}_scenes" in r for s in seeds for r in (treated[s], control[s])):
             a, b = [treated[s][f"{key}_accuracy"] for s in seeds], [control[s][f"{key}_accuracy"] for s in seeds]
@@ -151,10 +153,7 @@ def compare(runs: Sequence[dict], cell: str, arm: str) -> dict:
     return out
 
 
-def holm_adjust(comparisons: Sequence[dict], key: str) -> None:
-    """Add `p_holm` to `comparison[key]` across one table's comparisons (one family of tests)."""
-    stats = [c.get(key) for c in comparisons]
-    adjusted = holm([s.get("p_t") if s else None for s in stats])
-    for stat, p in zip(stats, adjusted):
-        if stat:
-            stat["p_holm"] = p
+def holm_adjust(comparisons: Sequence[dict]) -> None:
+    """Add `p_holm` to every accuracy difference of one table's comparisons: in-domain and transfer
+    are one family (`core.statistics.holm_family`)."""
+    holm_family([c.get(key) for c in comparisons for key in ("in_domain_difference", "transfer_difference")])

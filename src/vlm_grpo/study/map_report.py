@@ -3,7 +3,10 @@
 `python -m vlm_grpo.study.map_report runs/study-map --out docs/results` reads a map study's run
 folders (`vlm-grpo study --preset map`), writes `map.md` (two tables), `map.json` (every run's
 readings, per-scene correctness included, so every number can be recomputed), `map-heatmap.png`,
-and, with `--advice PATH`, the per-cell summary that `evaluation.decision.map_advice` reads.
+and, with `--advice PATH`, the per-cell summary that `evaluation.map_advice` reads. With
+`--from-json map.json` it rebuilds all of them from the per-run readings of an earlier map.json
+(no run folders needed); `tests/test_map_numbers.py` checks that the committed files are what
+that gives.
 """
 
 from __future__ import annotations
@@ -16,9 +19,17 @@ from pathlib import Path
 from .map_measures import STEP_READINGS, arm_summary, compare, holm_adjust, read_run
 from .runner import find_preset, load_preset
 
-# Sampled answer-present rate of each lab base under the plain prompt (T 1, 8 per scene, 200 scenes;
-# src/vlm_grpo/lab/weights/MEASUREMENTS.md).
-BASE_RATES = {"lab-base-cold": 0.022, "lab-base": 0.129}
+# Each lab base's sampled answer-present rate under the plain prompt (T 1, 8 per scene, 200 scenes),
+# as `python -m vlm_grpo.lab.pretrain measure` wrote it (src/vlm_grpo/lab/weights/MEASUREMENTS.md).
+MEASUREMENTS = Path(__file__).resolve().parents[1] / "lab" / "weights" / "measurements_n200.json"
+
+
+def base_rates(path: Path = MEASUREMENTS) -> dict[str, float]:
+    """Sampled answer-present rate per lab base, from the measurements file."""
+    data = json.loads(path.read_text())
+    return {name: round(m["default_sampled_clevr"]["number_present_rate"], 3) for name, m in data.items()}
+
+
 FACTORS = (  # (factor, the run key that sets it, its label)
     ("base", "base_rate", "base answer-present rate"),
     ("prompts", "prompts_per_step", "prompts per step"),
@@ -36,13 +47,13 @@ HEADS = {
 def collect(study_dir: Path, preset: str | Path = "map") -> list[dict]:
     """Every finished run of the map (summary.json written) read by `read_run`, in preset order."""
     spec = load_preset(find_preset(preset))
-    runs = []
+    rates, runs = base_rates(), []
     for condition in spec["conditions"]:
         for folder in sorted((study_dir / "runs").glob(f"{condition['name']}-seed*")):
             if (folder / "summary.json").is_file():
                 seed = int(folder.name.rsplit("-seed", 1)[1])
                 run = read_run(folder, condition, seed)
-                run["base_rate"] = BASE_RATES.get(run["model"])
+                run["base_rate"] = rates.get(run["model"])
                 runs.append(run)
     return runs
 
@@ -79,8 +90,7 @@ def build(runs: Sequence[dict]) -> dict:
         for arm in dict.fromkeys(r["arm"] for r in runs if r["cell"] == cell)
         if arm != "none" and any(r["cell"] == cell and r["arm"] == "none" for r in runs)
     ]
-    for key in ("in_domain_difference", "transfer_difference"):
-        holm_adjust(comparisons, key)
+    holm_adjust(comparisons)
     settings = {r["cell"]: setting(r) for r in runs}
     return {"cells": settings, "arms": arms, "comparisons": comparisons}
 
@@ -98,10 +108,14 @@ def steps_text(stat: Mapping, seeds: int) -> str:
 
 
 def ratio_text(stat: Mapping) -> str:
-    """'1.31x [0.92, 1.86] (n 3)'; a bound (a censored seed) reads '>= ...'; one seed has no interval."""
+    """'1.31x [0.92, 1.86] (n 3)'; a bound (a censored seed) reads '>= 1.67x (2 of 5 censored)' with no
+    interval; one seed has none either."""
     if stat.get("ratio") is None:
-        return "- (" + ", ".join(sorted(set(stat["kinds"]))) + ")"
-    sign = {"=": "", ">=": ">= ", "<=": "<= ", "mixed": "~"}[stat["kind"]]
+        kinds = set(stat["kinds"]) | ({"bounds both ways"} if stat.get("kind") == "mixed" else set())
+        return "- (" + ", ".join(sorted(k for k in kinds if k not in ("=", ">=", "<="))) + ")"
+    sign = {"=": "", ">=": ">= ", "<=": "<= "}[stat["kind"]]
+    if stat["kind"] != "=":
+        return f"{sign}{stat['ratio']:.2f}x ({stat.get('censored', '?')} of {stat['n']} censored)"
     if stat.get("ci") is None:
         return f"{sign}{stat['ratio']:.2f}x (1 seed)"
     lo, hi = stat["ci"]
@@ -153,10 +167,12 @@ def tables(built: Mapping, rows: Sequence[tuple[str, str, str]]) -> list[str]:
     lines += [
         "",
         "Speed-up: none / injection in steps, the geometric mean over seeds [95 % t-interval on the log "
-        "ratios]; a censored seed enters at the budget, so its ratio, and the mean, is a bound ('>=': "
-        "plain GRPO never got there). Differences: injection - none in points, mean [95 % t-interval over "
-        "seeds] / [interval counting the held-out scene draw too], paired t-test p and Holm's adjustment "
-        "over the table's rows.",
+        "ratios, kept inside what the reading resolves: 1 to the budget in steps on sampled rows, grid / "
+        "budget to budget / grid held-out]; a censored seed enters at the budget, so its ratio, and the "
+        "mean, is a bound ('>=': plain GRPO never got there) with no interval. Differences: injection - "
+        "none in points, mean [95 % t-interval over seeds] / [interval counting the held-out scene draw "
+        "too], paired t-test p and Holm's adjustment over the table's accuracy tests, in-domain and "
+        "transfer together (one family).",
         "",
         "| cell | arm | speed-up, 90 % answer-present (sampled) | speed-up, 70 % accuracy (held-out grid) | "
         "in-domain difference | transfer difference | wall time, injection / none |",
@@ -203,31 +219,58 @@ def write(study_dir: Path, out: Path, preset: str | Path = "map", advice: Path |
     runs = collect(study_dir, preset)
     if not runs:
         raise ValueError(f"{study_dir}: no finished map runs under runs/")
-    built = build(runs)
-    rows = factor_rows(runs)
-    out.mkdir(parents=True, exist_ok=True)
     command = f"python -m vlm_grpo.study.map_report {study_dir} --out {out}"
-    md = [f"<!-- {command} -->", "", *tables(built, rows), ""]
-    (out / "map.md").write_text("\n".join(md))
-    (out / "map.json").write_text(json.dumps({"command": command, "runs": runs, **built}, indent=1))
+    return write_files(runs, out, command, advice, f"vlm-grpo study --preset {Path(str(preset)).stem}")
+
+
+def from_json(path: Path) -> tuple[list[dict], str]:
+    """The per-run readings of an earlier map.json, base rates re-read, and the command that made it."""
+    data = json.loads(path.read_text())
+    rates = base_rates()
+    return [{**run, "base_rate": rates.get(run["model"])} for run in data["runs"]], data["command"]
+
+
+def rendered(runs: Sequence[dict], command: str) -> tuple[dict, str, str]:
+    """(built, map.md text, map.json text) from the per-run readings."""
+    built = build(runs)
+    md = [f"<!-- {command} -->", "", *tables(built, factor_rows(runs)), ""]
+    return built, "\n".join(md), json.dumps({"command": command, "runs": list(runs), **built}, indent=1)
+
+
+def advice_text(built: Mapping, source: str) -> str:
+    """The advice file's text: the cells `assess` cites and the command that measured them."""
+    return json.dumps({"source": source, "cells": advice_cells(built)}, indent=1) + "\n"
+
+
+def write_files(runs: Sequence[dict], out: Path, command: str, advice: Path | None, source: str) -> dict:
+    built, md, data = rendered(runs, command)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "map.md").write_text(md)
+    (out / "map.json").write_text(data)
     from .map_figure import plot_map
 
-    plot_map(built, rows, out / "map-heatmap.png")
+    plot_map(built, factor_rows(runs), out / "map-heatmap.png")
     if advice is not None:
-        source = f"vlm-grpo study --preset {Path(str(preset)).stem}"  # what `assess` names as its source
-        advice.write_text(json.dumps({"source": source, "cells": advice_cells(built)}, indent=1) + "\n")
+        advice.write_text(advice_text(built, source))
     return built
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m vlm_grpo.study.map_report", description=__doc__.splitlines()[0])
-    parser.add_argument("study_dir", type=Path)
+    parser.add_argument("study_dir", type=Path, nargs="?", help="a map study's --out (or give --from-json)")
+    parser.add_argument("--from-json", type=Path, default=None, help="rebuild from an earlier map.json's runs")
     parser.add_argument("--out", type=Path, default=None, help="folder for map.md, map.json, map-heatmap.png")
     parser.add_argument("--preset", default="map")
     parser.add_argument("--advice", type=Path, default=None, help="write the cells `assess` cites here")
     args = parser.parse_args(argv)
-    write(args.study_dir, args.out or args.study_dir / "map", args.preset, args.advice)
-    print((args.out or args.study_dir / "map") / "map.md")
+    if args.from_json is not None:
+        runs, command = from_json(args.from_json)
+        out = args.out or args.from_json.parent
+        write_files(runs, out, command, args.advice, f"vlm-grpo study --preset {Path(str(args.preset)).stem}")
+    else:
+        out = args.out or args.study_dir / "map"
+        write(args.study_dir, out, args.preset, args.advice)
+    print(out / "map.md")
 
 
 if __name__ == "__main__":

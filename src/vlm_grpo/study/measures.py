@@ -3,24 +3,32 @@
 Per run (`measure`): greedy in-domain and transfer accuracy of the final checkpoint, and, from the
 held-out evaluations logged during training (metrics.jsonl), the first step at which in-domain
 accuracy reaches the preset's threshold and at which the in-domain answer-present rate reaches
-50 % and 90 %. Per condition (`aggregate`): mean and 95 % t-interval over seeds (one seed: the
-run's Wilson interval over its held-out samples for accuracies, no interval otherwise); a step
+50 % and 90 %. Per condition (`aggregate`): mean and 95 % t-interval over seeds; accuracies and tool-call rates
+are proportions and take `core.statistics.rate_interval` (in range; Wilson's where seeds do not
+spread); a step
 count is summarised by its Kaplan-Meier median over seeds, a seed that never reached it censored at
 the budget rather than dropped (`median`, None past the budget), with the lowest and highest seed
 (`low`, `high`: '>budget' when one never got there) and `reached`, how many did; the mean over
-the seeds that reached it stays in the record, never in a table (it drops the censored seeds). Seeds that all
-scored the same accuracy get the Wilson interval over their pooled held-out samples instead. Per pair of
+the seeds that reached it stays in the record, never in a table (it drops the censored seeds). Per pair of
 conditions (`paired`): seed-by-seed differences with a t-interval, the paired t-test and
-Wilcoxon's signed-rank test (`core.statistics.paired_difference`).
+Wilcoxon's signed-rank test (`core.statistics.paired_difference`), and Holm's adjustment over the
+study's paired accuracy tests (`core.statistics.holm_family`: the pairs table is one family).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..core.statistics import mean_ci, paired_difference, steps_to_threshold, wilson_interval
+from ..core.statistics import (
+    holm_family,
+    km_median,
+    mean_ci,
+    paired_difference,
+    rate_interval,
+    seed_range,
+    steps_to_threshold,
+)
 from ..training.tracking import read_metrics
-from .steps import km_median, seed_range
 
 ACCURACIES = ("in_domain_accuracy", "transfer_accuracy")
 # Step measures: (name, the in-domain eval metric, its threshold; None: the preset's accuracy threshold).
@@ -91,8 +99,8 @@ def _pool(values: list) -> dict:
 
 
 def aggregate(conditions: Sequence[dict], runs: Sequence, measures: dict[str, dict], eval_n: int = 0) -> list[dict]:
-    """Per condition, each measure pooled over seeds (mean and t-interval). An accuracy measured on one
-    seed gets that run's Wilson interval over its `eval_n` held-out samples instead (`ci_kind`)."""
+    """Per condition, each measure pooled over seeds (mean and t-interval); proportions over the
+    `eval_n` held-out samples of each seed take `rate_interval`."""
     out = []
     for condition in conditions:
         mine = [r for r in runs if r.condition is condition]
@@ -105,15 +113,10 @@ def aggregate(conditions: Sequence[dict], runs: Sequence, measures: dict[str, di
         }
         for key in POOLED:
             entry[key] = _pool([measures[r.name].get(key) for r in mine])
-        for key in ACCURACIES:
-            pooled, seeds = entry[key], sum(v is not None for v in entry[key]["values"])
-            # One seed, or seeds that all scored alike (every one 0 %), says nothing of the spread: a
-            # zero-width interval would claim certainty. Wilson's over the pooled held-out samples does not.
-            spread = pooled["ci"] is not None and pooled["ci"][1] > pooled["ci"][0]
-            if not spread and pooled["mean"] is not None and eval_n:
-                n = eval_n * seeds
-                pooled["ci"] = list(wilson_interval(round(pooled["mean"] * n), n))
-                pooled["ci_kind"] = "wilson"
+        for key in (*ACCURACIES, *TOOL_RATES):
+            # Proportions: t-interval over seeds kept in [0, 1], Wilson's where seeds do not spread.
+            values = entry[key]["values"]
+            entry[key] = {**rate_interval([v for v in values if v is not None], eval_n), "values": values}
         # Seeds that never reach a threshold have no step count: say how many did.
         budget = max((r.cfg.max_steps for r in mine), default=0)
         for name, _, _ in STEP_MEASURES:
@@ -152,4 +155,5 @@ def paired(entries: Sequence[dict], pairs: Sequence[Sequence[str]]) -> list[dict
             both = [s for s in seeds if x[s] is not None and y[s] is not None]
             entry[key] = {**paired_difference([x[s] for s in both], [y[s] for s in both]), "n": len(both)}
         out.append(entry)
+    holm_family([p[key] for p in out for key in ACCURACIES])
     return out

@@ -22,7 +22,9 @@ from .figures import (
     plot_speed_vs_transfer,
     plot_two_phase,
 )
+from .measures import STEP_MEASURES
 from .runs import ACC, NP, Run, load_run, present_word
+from .tables import _cell, _step_headers, _steps_cell
 
 # ----------------------------------------------------------------------------- report
 
@@ -36,7 +38,7 @@ def _run_table(runs: Sequence[Run]) -> list[str]:
     head = (
         ["run", "final step", present_word(runs), "accuracy"]
         + [f"eval {d} acc" for d in datasets]
-        + ["steps to NP 0.5", "steps to NP 0.9"]
+        + [f"steps to {t:.0%} sampled {present_word(runs)}" for t in (0.5, 0.9)]
     )
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in runs:
@@ -55,17 +57,29 @@ def _run_table(runs: Sequence[Run]) -> list[str]:
 
 
 def _study_table(study: Mapping) -> list[str]:
-    keys = ("in_domain_accuracy", "transfer_accuracy", "steps_to_threshold", "wall_s")
+    """What was run, then per condition the accuracies and the named step thresholds (tables.py's
+    cells: one seed is marked as such, never given an empty interval)."""
+    runs = {c["name"]: len(c.get("seeds") or []) for c in study["conditions"]}
+    heads = _step_headers(study) if {"threshold", "in_domain"} <= set(study) else [n for n, _, _ in STEP_MEASURES]
     lines = [
-        "| condition | seeds | " + " | ".join(f"{k} (95% CI)" for k in keys) + " |",
-        "|---|---|" + "---|" * len(keys),
+        f"Study `{study.get('preset', '-')}`: {study.get('model', '-')}, {study.get('max_steps', '?')} steps, "
+        f"{study.get('seeds', '?')} seed(s) per condition; greedy accuracy on "
+        f"{study.get('eval_n', '?')} held-out samples; steps "
+        f"read on the held-out grid every {study.get('eval_steps') or '?'} steps (a step count is only resolved "
+        "to that grid).",
+        "",
+        "| condition | seeds | in-domain accuracy | transfer accuracy | " + " | ".join(heads) + " |",
+        "|---|---|---|---|" + "---|" * len(heads),
     ]
     for c in study["conditions"]:
-        cells = [
-            f"{_fmt(d.get('mean'))} [{', '.join(_fmt(x) for x in d.get('ci') or [])}]"
-            for d in (c.get(k) or {} for k in keys)
-        ]
-        lines.append(f"| {c['name']} | {len(c.get('seeds') or [])} | " + " | ".join(cells) + " |")
+        stats = [c.get(name) or {} for name, _, _ in STEP_MEASURES]
+        # A study.json written before Kaplan-Meier medians were recorded has means only.
+        steps = [_steps_cell(t, runs[c["name"]]) if "median" in t else _cell(t, percent=False) for t in stats]
+        lines.append(
+            f"| {c['name']} | {runs[c['name']]} | {_cell(c['in_domain_accuracy'])} | {_cell(c['transfer_accuracy'])} | "
+            + " | ".join(steps)
+            + " |"
+        )
     return lines
 
 
@@ -155,8 +169,8 @@ def write_report(
             [
                 "## Run summary",
                 "",
-                "Final logged values; steps to threshold = first step "
-                "whose raw sampled number-present (NP) rate is >= the threshold.",
+                "Final logged values; steps to a level = first step whose sampled answer-present rate "
+                "(the policy's own rows, one step at a time) reaches it.",
                 "",
             ]
         )

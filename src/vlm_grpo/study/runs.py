@@ -15,9 +15,9 @@ _STUDY_NP = "rollout/number_present_rate"  # the counting name, the only one run
 
 
 def present_word(runs: Sequence[Run]) -> str:
-    """How tables and figures name NP: the study's "number-present" when every run counts."""
-    counting = all(config_value(r.config, "task", "counting") == "counting" for r in runs)
-    return "number-present" if counting else "answer-present"
+    """How tables and figures name NP: "answer-present", the one name the project's tables use for it
+    (for counting, an answer is a number)."""
+    return "answer-present"
 
 
 def config_value(cfg: Mapping, dotted: str, default: Any = None) -> Any:

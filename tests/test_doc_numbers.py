@@ -1,0 +1,135 @@
+"""Every study-derived number in the docs and in the advice comes from the committed per-seed files
+under docs/results/: generated tables are current, the advice's data files rebuild exactly, and the
+numbers quoted in prose are recomputed here from the same files."""
+
+import json
+import math
+import shutil
+
+import pytest
+
+from vlm_grpo.core.statistics import holm, km_median, mean_ci, paired_difference
+from vlm_grpo.study import doc_numbers, lab_findings, map_report
+from vlm_grpo.study.doc_numbers import ROOT, difference, p_text, values
+
+RESULTS = ROOT / "docs" / "results"
+
+
+def test_every_generated_table_matches_the_committed_per_seed_files():
+    assert doc_numbers.stale() == []
+
+
+def test_a_changed_seed_value_makes_its_page_stale(tmp_path):
+    shutil.copytree(RESULTS, tmp_path / "docs" / "results")
+    shutil.copy(ROOT / "README.md", tmp_path / "README.md")
+    study = json.loads((RESULTS / "seed" / "study.json").read_text())
+    study["conditions"][0]["in_domain_accuracy"]["values"][0] -= 0.05
+    (tmp_path / "docs" / "results" / "seed" / "study.json").write_text(json.dumps(study))
+    assert doc_numbers.stale(tmp_path) == ["README.md"]
+
+
+def test_the_advice_files_rebuild_exactly_from_the_committed_data():
+    runs, command = map_report.from_json(RESULTS / "map" / "map.json")
+    built, md, data = map_report.rendered(runs, command)
+    assert md == (RESULTS / "map" / "map.md").read_text()
+    assert json.loads(data) == json.loads((RESULTS / "map" / "map.json").read_text())
+    advice = ROOT / "src" / "vlm_grpo" / "evaluation" / "map_advice.json"
+    assert map_report.advice_text(built, "vlm-grpo study --preset map") == advice.read_text()
+    findings = ROOT / "src" / "vlm_grpo" / "evaluation" / "lab_findings.json"
+    assert lab_findings.text() == findings.read_text()
+
+
+def _points(stat):
+    lo, hi = (v * 100 for v in stat["ci"])
+    return f"{stat['mean'] * 100:+.1f} [{lo:+.1f}, {hi:+.1f}]"
+
+
+def _holm(name, pairs, key):
+    """Holm over the given pairs' in-domain and transfer tests; the adjusted p of `key` (a pair, a column)."""
+    tests = [(p, c) for p in pairs for c in ("in_domain_accuracy", "transfer_accuracy")]
+    adjusted = holm([difference(name, *p, c)["p_t"] for p, c in tests])
+    return adjusted[tests.index(key)]
+
+
+def _map_runs(cell, arm, key):
+    data = json.loads((RESULTS / "map" / "map.json").read_text())
+    return [r[key] for r in sorted(data["runs"], key=lambda r: r["seed"]) if r["cell"] == cell and r["arm"] == arm]
+
+
+TOOL_PAIRS = [("sft-warmup", "none"), ("inject", "none"), ("rate-0.25", "none"), ("inject", "sft-warmup"),
+              ("rate-0.25", "inject")]  # fmt: skip
+
+
+def _p(name, pairs, pair, column):
+    return p_text(_holm(name, pairs, (pair, column)))
+
+
+def claims():
+    """(page, text that must appear in it), each text built from the committed files."""
+    weak = difference("seed", "default-inject", "default-none", "transfer_accuracy")
+    severe = difference("schedules", "random", "none", "transfer_accuracy")
+    strong = difference("seed", "r1v-inject", "r1v-none", "transfer_accuracy")
+    yield "README.md", f"weak start ({_points(weak).replace(' [', ' points [')})"
+    yield "README.md", f"severe one ({_points(severe)})"
+    yield "README.md", f"(transfer {_points(strong)})"
+    yield "README.md", f"`rate` 0.25: {_points(difference('schedules', 'rate-0.25', 'none', 'transfer_accuracy'))}"
+    seed_pairs = [("seed", ("default-inject", "default-none")), ("seed", ("r1v-inject", "r1v-none")),
+                  ("schedules", ("random", "none"))]  # fmt: skip
+    section1 = holm(
+        [difference(n, *p, c)["p_t"] for n, p in seed_pairs for c in ("in_domain_accuracy", "transfer_accuracy")]
+    )
+    yield "docs/results.md", f"at {p_text(section1[1])}.)"
+    assert section1[1] == section1[5] < 0.05
+    schedules = [(p["treated"], p["control"]) for p in doc_numbers.study("schedules")["pairs"]]
+    columns = ("in_domain_accuracy", "transfer_accuracy")
+    smallest = min(p for p in holm([difference("schedules", *p, c)["p_t"] for p in schedules for c in columns]) if p)
+    yield "docs/results.md", f"the smallest adjusted p being {p_text(smallest)})"
+    yield "docs/tools.md", f"(p 0.008\n-> {_p('tools', TOOL_PAIRS, ('inject', 'none'), 'transfer_accuracy')})"
+    gain = _p("tools", TOOL_PAIRS, ("inject", "sft-warmup"), "in_domain_accuracy")
+    yield "docs/results.md", f"the gain over the warm-up to {gain}."
+    for page in ("docs/results.md", "docs/tools.md"):
+        yield page, f"Holm {_p('tools-150', TOOL_PAIRS, ('inject', 'none'), 'in_domain_accuracy')} over"
+        yield page, f"Holm {_p('tools-150', TOOL_PAIRS, ('rate-0.25', 'none'), 'in_domain_accuracy')}"
+    for name, page in (("tools", "docs/results.md"), ("tools-150", "docs/tools.md")):
+        wall = {c: mean_ci(values(name, c, "wall_s").values())["mean"] for c in ("inject", "none")}
+        yield page, f"{wall['inject']:,.0f} s against {wall['none']:,.0f} s"
+    b1 = [f"{v * 100:.1f}" for v in _map_runs("b1", "none", "in_domain_accuracy")]
+    yield "docs/results.md", f"({b1[0]},\n    {b1[1]} and {b1[2]} % in-domain on seeds 0-2)"
+    b1 = [f"{v * 100:.1f}" for v in _map_runs("b1", "random", "in_domain_accuracy")]
+    yield "docs/results.md", f"injection more ({b1[0]}, {b1[1]} and {b1[2]} %)"
+    rule, variant = (_map_runs("central", arm, "sampled_present_90") for arm in ("random", "sampled"))
+    yield "docs/results.md", f"{rule[0]}, {rule[1]}, {rule[2]},\n    {rule[3]} and {rule[4]} steps"
+    yield "docs/results.md", f"variant {', '.join(map(str, variant[:4]))} and {variant[4]}"
+    direct = paired_difference([math.log(x) for x in rule], [math.log(x) for x in variant])
+    yield "docs/results.md", f"paired t-test gives p {direct['p_t']:.3f} before any correction"
+    lr = _map_runs("lr3e-5", "none", "sampled_present_90")
+    yield "docs/results.md", f"by steps {min(lr)}-{max(lr)} on every seed"
+    weak_seed = {arm: values("seed", f"default-{arm}", "steps_to_threshold") for arm in ("inject", "none")}
+    by30 = sum(t is not None and t <= 30 for t in weak_seed["none"].values())
+    ever = sum(t is not None for t in weak_seed["none"].values())
+    yield "docs/results.md", f"without it {by30} of 5 by step 30 and {ever} of 5 by step 60"
+    assert km_median(list(weak_seed["none"].values()), 60) == 40
+
+
+@pytest.mark.parametrize("page, text", list(claims()), ids=lambda v: str(v)[:40])
+def test_numbers_quoted_in_prose_are_what_the_files_give(page, text):
+    assert text in (ROOT / page).read_text()
+
+
+def test_the_demo_studys_transfer_numbers_follow_from_its_per_seed_values():
+    """studies.md keeps the five-seed lab-demo study's per-seed transfer values (its files are not in
+    the repository); the means and the paired interval quoted beside them are recomputed here."""
+    page = (ROOT / "docs" / "studies.md").read_text()
+    rows = {}
+    for line in page.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) == 4 and cells[0] in ("cold-inject", "cold-none", "mild-inject", "mild-none"):
+            rows.setdefault(cells[0], [float(v) for v in cells[3].split(",")])  # the transfer table comes first
+    assert len(rows) == 4
+    cost = paired_difference(rows["cold-none"], rows["cold-inject"])
+    lo, hi = cost["ci"]
+    assert f"{cost['mean']:.1f} points on\naverage" in page
+    assert f"95 % interval {lo:.1f} to {hi:.1f} points" in page
+    assert ", ".join(f"{d:.1f}" for d in cost["values"]) in page
+    mild = [mean_ci(rows[c])["mean"] for c in ("mild-inject", "mild-none")]
+    assert f"({mild[0]:.1f} and {mild[1]:.1f} % on average)" in page
