@@ -180,3 +180,40 @@ def test_smooth():
 def test_cross_domain_from_runs(tmp_path, run_dirs):
     runs = [load_run(d) for d in run_dirs]
     _assert_png(plot_cross_domain(runs, tmp_path / "xd.png"))
+
+
+def _study(seeds, in_domain, transfer, ci=None):
+    condition = {"name": "a", "in_domain_accuracy": {"mean": 0.5}, "transfer_accuracy": {"mean": 0.5}}
+    diff = {"mean": in_domain, "ci": ci}
+    return {
+        "eval_n": 200,
+        "eval_steps": 20,
+        "conditions": [condition, {**condition, "name": "b"}],
+        "pairs": [
+            {
+                "treated": "a",
+                "control": "b",
+                "seeds": list(range(seeds)),
+                "in_domain_accuracy": diff,
+                "transfer_accuracy": {"mean": transfer, "ci": ci},
+            }
+        ],
+    }
+
+
+def test_what_it_shows_sets_one_seed_against_the_held_out_noise():
+    from vlm_grpo.study.report import what_it_shows
+
+    # Two accuracies of 50 % on 200 samples each: 1.96 x sqrt(2 x 0.25 / 200) = 9.8 points.
+    text = "\n".join(what_it_shows(_study(1, 0.05, -0.12)))
+    assert "in-domain +5.0 points, within the held-out noise of ±9.8" in text
+    assert "transfer -12.0 points, more than the held-out noise of ±9.8" in text
+    assert "One seed per condition" in text and "every 20 steps" in text
+
+
+def test_what_it_shows_reads_intervals_over_seeds():
+    from vlm_grpo.study.report import what_it_shows
+
+    text = "\n".join(what_it_shows(_study(5, 0.05, -0.12, ci=[-0.01, 0.11])))
+    assert "in-domain +5.0 points [-1.0, +11.0], not resolved" in text
+    assert "over 5 paired seeds" in text

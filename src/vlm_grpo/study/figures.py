@@ -246,7 +246,7 @@ def plot_speed_vs_transfer(study: Mapping | str | Path, out: str | Path) -> Path
             ax.errorbar(
                 [mx],
                 [y["mean"]],
-                xerr=None if median is None else _seed_range(x, median),
+                xerr=None if median is None else _crossing_range(x, median, study.get("eval_steps")),
                 yerr=_error(y, y["mean"]),
                 fmt="osD^v"[(i // len(_COLORS)) % 5] if median is not None else "x",  # colours repeat
                 capsize=4,
@@ -257,15 +257,24 @@ def plot_speed_vs_transfer(study: Mapping | str | Path, out: str | Path) -> Path
             )
         if any((c.get(key) or {}).get("median") is None for c in study["conditions"]):
             ax.axvline(study["max_steps"], color="gray", lw=0.8, ls=":")  # right of it: never reached
+        grid = study.get("eval_steps")
         ax.set(
             xlabel=f"steps to 90% answer-present on {study['in_domain']}\n(Kaplan-Meier median over seeds; "
-            "bars: lowest to highest seed; tied conditions overlap)",
+            + (f"bars: the {grid}-step evaluation interval the crossing lies in" if grid else "bars")
+            + ", widened to the lowest and highest seed; overlapping bars are not resolved)",
             ylabel=f"{transfer} accuracy at the end",
             title=f"speed against transfer ({study['preset']}, 95% intervals)",
         )
         ax.grid(alpha=0.3)
         ax.legend(loc="best", fontsize=9)
         return _save(fig, out)
+
+
+def _crossing_range(stat: Mapping, at: float, grid: int | None) -> list[list[float]]:
+    """Where the crossing may lie: after the evaluation before the lowest seed's (held-out rates are
+    read every `grid` steps) and up to the highest seed's; one seed's step is a grid interval, not a point."""
+    (below,), (above,) = _seed_range(stat, at)
+    return [[below + (grid or 0) if float(stat["low"]) > 0 else below], [above]]
 
 
 def _seed_range(stat: Mapping, at: float) -> list[list[float]]:

@@ -7,6 +7,7 @@ training/eval records) and optionally ``config.yaml``; figures come from `figure
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -183,6 +184,7 @@ def write_report(
 def _study_section(study: Mapping, runs: list[Run], md: list[str], figure) -> None:
     """The study's table, then speed against transfer and the held-out curves per condition."""
     md.extend(_study_table(study) + [""])
+    md.extend(what_it_shows(study))
     speed = "Speed against transfer"
     figure(speed, "speed_vs_transfer.png", True, "", lambda p: plot_speed_vs_transfer(study, p))
     figure(
@@ -191,6 +193,57 @@ def _study_section(study: Mapping, runs: list[Run], md: list[str], figure) -> No
         bool(runs),
         "no run directories given",
         lambda p: plot_condition_curves(study, runs, p),
+    )
+
+
+def what_it_shows(study: Mapping) -> list[str]:
+    """A few sentences read off the study's numbers: each pair's differences, set against what the
+    number of seeds can resolve (with one seed, the held-out sample's own noise; with several, the
+    paired interval over seeds)."""
+    pairs, n = study.get("pairs") or [], int(study.get("eval_n") or 0)
+    if not pairs:
+        return []
+    lines, seeds = ["## What this run shows", ""], min(len(p.get("seeds") or []) for p in pairs)
+    by_name = {c["name"]: c for c in study["conditions"]}
+    for pair in pairs:
+        parts = []
+        for key, label in (("in_domain_accuracy", "in-domain"), ("transfer_accuracy", "transfer")):
+            diff = pair.get(key) or {}
+            if diff.get("mean") is not None:
+                noise = _held_out_noise(by_name, pair, key, n)
+                parts.append(f"{label} {_difference_text(diff, seeds, noise)}")
+        if parts:
+            lines.append(f"- `{pair['treated']}` against `{pair['control']}`: " + "; ".join(parts) + ".")
+    lines += ["", _trust_sentence(seeds, n, study.get("eval_steps")), ""]
+    return lines
+
+
+def _difference_text(diff: Mapping, seeds: int, noise: float) -> str:
+    """'+1.2 points [-0.5, +2.9], not resolved' over seeds; with one seed, against the held-out noise."""
+    text = f"{100 * diff['mean']:+.1f} points"
+    if seeds >= 2 and diff.get("ci"):
+        low, high = diff["ci"]
+        verdict = "resolved" if low > 0 or high < 0 else "not resolved"
+        return f"{text} [{100 * low:+.1f}, {100 * high:+.1f}], {verdict}"
+    verdict = "more than" if abs(diff["mean"]) > noise else "within"
+    return f"{text}, {verdict} the held-out noise of ±{100 * noise:.1f}"
+
+
+def _held_out_noise(by_name: Mapping, pair: Mapping, key: str, n: int) -> float:
+    """Half-width of the 95 % interval of a difference between two accuracies, each measured once on n
+    held-out samples: what one seed cannot tell apart even before seed-to-seed spread."""
+    p = [(by_name[pair[side]].get(key) or {}).get("mean") or 0.0 for side in ("treated", "control")]
+    return 1.959964 * math.sqrt(sum(q * (1 - q) for q in p) / max(n, 1))
+
+
+def _trust_sentence(seeds: int, n: int, grid: int | None) -> str:
+    resolution = f" Steps are read every {grid} steps: a step count is an interval of that width." if grid else ""
+    if seeds >= 2:
+        return f"Intervals are 95 % over {seeds} paired seeds.{resolution}"
+    return (
+        f"One seed per condition: each accuracy is one draw of {n} held-out samples, and training from another "
+        "seed moves it further, so a difference within the noise above is not a finding, and one outside it "
+        "is one seed's; `--seeds 5` gives intervals over seeds." + resolution
     )
 
 
