@@ -30,7 +30,7 @@ def test_generic_jsonl_relative_images(tmp_path):
     assert len(source) == 6
     sample = source[2]
     assert sample.answer == 5 and sample.question == "How many? #2"
-    assert sample.load_image().size == (40, 30)
+    assert sample.load_images()[0].size == (40, 30)
 
 
 def test_clevr_cogen_parquet(tmp_path):
@@ -45,7 +45,7 @@ def test_clevr_cogen_parquet(tmp_path):
     pq.write_table(pa.table(rows), tmp_path / "clevr.parquet")
     source = open_source(str(tmp_path / "clevr.parquet"))
     assert [source[i].answer for i in range(4)] == [3, 10, 4, 7]
-    assert source[1].load_image().mode == "RGB"
+    assert source[1].load_images()[0].mode == "RGB"
     folder = open_source(str(tmp_path))  # a folder of parquet files
     assert len(folder) == 4
 
@@ -66,7 +66,7 @@ def test_superclevr_question_file_with_images_root(tmp_path):
         + "\n"
     )
     sample = open_source(str(qfile), images=str(tmp_path / "root"))[0]
-    assert sample.answer == 4 and sample.load_image().size == (40, 30)
+    assert sample.answer == 4 and sample.load_images()[0].size == (40, 30)
 
 
 def test_bad_rows_are_named(tmp_path):
@@ -76,7 +76,7 @@ def test_bad_rows_are_named(tmp_path):
         open_source(str(path))[0]
     path.write_text(json.dumps({"image": "missing.png", "question": "q", "answer": 3}) + "\n")
     with pytest.raises(BadSample, match="missing.png does not exist"):
-        open_source(str(path))[0].load_image()
+        open_source(str(path))[0].load_images()[0]
 
 
 def test_split_is_fixed_and_disjoint():
@@ -116,4 +116,4 @@ def test_lab_sources():
     clevr = open_source("lab-clevr")
     sample = clevr[5]
     assert 3 <= sample.answer <= 10 and sample.question == "How many items are there in the image?"
-    assert clevr[5].load_image().tobytes() == sample.load_image().tobytes()
+    assert clevr[5].load_images()[0].tobytes() == sample.load_images()[0].tobytes()

@@ -13,7 +13,7 @@ import json
 import pytest
 
 from vlm_grpo.config import load_config
-from vlm_grpo.rollout import end_token_ids
+from vlm_grpo.models import adapter_for
 from vlm_grpo.training.trainer import Trainer
 
 pytestmark = pytest.mark.slow
@@ -64,7 +64,7 @@ def test_demonstrations_end_with_the_turn_end_the_model_was_trained_on(tmp_path)
     )
     im_end = trainer.processor.tokenizer.convert_tokens_to_ids("<|im_end|>")
     # The generation config also lists <|endoftext|>, with a lower id: not what ends a turn.
-    assert min(end_token_ids(trainer.processor, trainer.model)) != im_end
+    assert min(adapter_for(trainer.model).end_token_ids(trainer.processor, trainer.model)) != im_end
     assert trainer.remedy("injection").injector.demonstration(7)[1][-1] == im_end
 
 

@@ -15,7 +15,6 @@ from vlm_grpo.lab.scenes import (
     SHAPES,
     SUPERCLEVR_QUESTIONS,
     Scene,
-    contact_sheet,
     question_for,
     render_scene,
 )
@@ -138,9 +137,3 @@ def test_other_sizes_and_full_range(size: int) -> None:
         assert img.size == (size, size)
         assert 1 <= scene.count <= 16
         assert all(0 <= o.x < size and 0 <= o.y < size for o in scene.objects)
-
-
-def test_contact_sheet() -> None:
-    sheet = contact_sheet("lab-clevr", range(10), size=64, cols=4)
-    assert sheet.mode == "RGB"
-    assert sheet.width > 4 * 64 and sheet.height > 3 * 64

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from vlm_grpo.config import load_config
-from vlm_grpo.core import algo
+from vlm_grpo.core import losses
 from vlm_grpo.data import BadSample, Sample
 from vlm_grpo.training import checkpoint
 from vlm_grpo.training.trainer import Trainer
@@ -99,7 +99,7 @@ def test_bad_row_stops_the_run_when_asked(tmp_path, case):
 
 def test_zero_size_image():
     with pytest.raises(BadSample, match="s9: image has zero size"):
-        Sample("s9", Image.new("RGB", (0, 0)), "q", 3, "d").load_image()
+        Sample("s9", Image.new("RGB", (0, 0)), "q", 3, "d").load_images()
 
 
 def test_data_set_with_no_usable_rows(tmp_path):
@@ -131,8 +131,8 @@ def test_prompt_over_length_limit_is_never_truncated(tmp_path):
 
 
 def test_nonfinite_loss_skips_the_update_and_is_counted(tmp_path, monkeypatch):
-    real = algo.aggregate
-    monkeypatch.setattr(algo, "aggregate", lambda *a, **k: real(*a, **k) * float("nan"))
+    real = losses.grpo_loss
+    monkeypatch.setattr(losses, "grpo_loss", lambda *a, **k: real(*a, **k) * float("nan"))
     trainer = Trainer(load_config(None, TINY + [f"output_dir={tmp_path}", "max_steps=2", "save_steps=1"]))
     before = [p.detach().clone() for p in trainer.model.parameters()]
     trainer.train()
@@ -142,8 +142,8 @@ def test_nonfinite_loss_skips_the_update_and_is_counted(tmp_path, monkeypatch):
 
 
 def test_nonfinite_in_a_row_stops_with_the_last_good_checkpoint(tmp_path, monkeypatch):
-    real = algo.aggregate
-    monkeypatch.setattr(algo, "aggregate", lambda *a, **k: real(*a, **k) * float("inf"))
+    real = losses.grpo_loss
+    monkeypatch.setattr(losses, "grpo_loss", lambda *a, **k: real(*a, **k) * float("inf"))
     trainer = Trainer(load_config(None, TINY + [f"output_dir={tmp_path}", "max_steps=8", "save_steps=1"]))
     with pytest.raises(FloatingPointError, match="5 updates in a row .* last good checkpoint"):
         trainer.train()

@@ -91,7 +91,7 @@ def test_column_mapping_on_a_parquet_written_with_datasets(tmp_path):
     mapping = {"image": "img", "question": "problem", "answer": "label", "choices": "options"}
     source = open_source(str(tmp_path / "set.parquet"), task=get_task("multiple_choice"), columns=mapping)
     assert source[0].answer.letter == "A" and source[1].answer.letter == "B"
-    assert source[1].question.endswith("(A) ball\n(B) cube") and source[0].load_image().size == (32, 32)
+    assert source[1].question.endswith("(A) ball\n(B) cube") and source[0].load_images()[0].size == (32, 32)
     with pytest.raises(ValueError, match="data.columns names columns it does not have .*answer=gold"):
         open_source(str(tmp_path / "set.parquet"), columns={**mapping, "answer": "gold"})
 
@@ -105,9 +105,8 @@ def test_a_list_of_images(tmp_path):
     ]
     (tmp_path / "t.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
     source = open_source(str(tmp_path / "t.jsonl"))
-    assert source[0].load_image().size == (20, 20)
-    with pytest.raises(BadSample, match="2 images"):
-        source[1].load_image()
+    assert [image.size for image in source[0].load_images()] == [(20, 20)]
+    assert [image.size for image in source[1].load_images()] == [(20, 20)] * 2
 
 
 def test_lab_multiple_choice_sets():

@@ -1,7 +1,8 @@
 """A model family from outside the package: LLaVA-1.5's layout (`llava`, LlavaForConditionalGeneration:
 a CLIP vision tower, an MLP projector, a language model): its adapter, registered with
 `register_family`, and its tiny builder, registered with `register_tiny_builder` (then `tiny-llava`
-is a model name). Its turn end and placeholders are its own; passes are per row."""
+is a model name). It declares its turn end and placeholders; its processor loads through
+`AutoProcessor` (no processor class declared) and passes are per row."""
 
 from transformers import CLIPImageProcessorPil, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
 
@@ -22,12 +23,8 @@ TILE, PATCH = 28, 14
 class LlavaAdapter(FamilyAdapter):
     family = "llava"
     model_types = ("llava",)
-
-    def vision_token_ids(self, model) -> list[int]:
-        return [model.config.image_token_index]
-
-    def fallback_turn_end_id(self, tokenizer) -> int:
-        return tokenizer.convert_tokens_to_ids("<|im_end|>")
+    placeholder_keys = ("image_token_index",)
+    turn_end_token = "<|im_end|>"
 
 
 def build_tiny_llava(dims: dict, tokenizer, seed: int, image_pixels: int):

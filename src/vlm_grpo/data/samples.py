@@ -28,23 +28,12 @@ class Sample:
     """Tool calls a demonstration makes before it answers (`{"name": ..., "arguments": {...}}`, in
     order), for data sets whose answer needs a tool; empty: a demonstration answers at once."""
 
-    @property
-    def image_count(self) -> int:
-        return len(self.image) if isinstance(self.image, (list, tuple)) else 1
-
     def load_images(self) -> list[Image.Image]:
         """Every image of the row, decoded, in order (a prompt shows them all, in this order)."""
         sources = self.image if isinstance(self.image, (list, tuple)) else [self.image]
         if not sources:
             raise BadSample(f"{self.id}: no image")
         return [self._decode(source) for source in sources]
-
-    def load_image(self) -> Image.Image:
-        """The row's only image (for callers that take one image per prompt)."""
-        images = self.load_images()
-        if len(images) != 1:
-            raise BadSample(f"{self.id}: {len(images)} images where one is expected")
-        return images[0]
 
     def _decode(self, source: Any) -> Image.Image:
         try:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import math
 import random
-from collections.abc import Iterable
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Literal, overload
@@ -301,21 +300,3 @@ def render_scene(
     for i, o in enumerate(objects):
         _draw_silhouette(mdraw, o, i + 1, style.light)
     return img, scene, np.asarray(mask, dtype=np.uint8)
-
-
-def contact_sheet(domain: str, seeds: Iterable[int], size: int = 112, cols: int = 8) -> Image.Image:
-    """Tile scenes for ``seeds`` with each scene's true count written under it (README figures)."""
-    seeds = list(seeds)
-    if not seeds or cols < 1:
-        raise ValueError("contact_sheet needs at least one seed and cols >= 1")
-    pad, label_h = 4, 14
-    rows = math.ceil(len(seeds) / cols)
-    cell_w, cell_h = size + pad, size + label_h + pad
-    sheet = Image.new("RGB", (min(cols, len(seeds)) * cell_w + pad, rows * cell_h + pad), "white")
-    draw = ImageDraw.Draw(sheet)
-    for k, seed in enumerate(seeds):
-        img, scene = render_scene(domain, seed, size)
-        x0, y0 = pad + (k % cols) * cell_w, pad + (k // cols) * cell_h
-        sheet.paste(img, (x0, y0))
-        draw.text((x0 + 2, y0 + size + 1), f"seed {seed}: count={scene.count}", fill=(0, 0, 0))
-    return sheet

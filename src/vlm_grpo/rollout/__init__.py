@@ -3,7 +3,7 @@ typed containers of one step (PromptBatch, Rollout, StepBatch, MicroBatch)."""
 
 from .batch import MicroBatch, PromptBatch, Rollout, StepBatch, padding_share, take_groups
 from .engines import ENGINES, Completions, Engine, EngineError, HFEngine, SamplingParams, make_engine, register_engine
-from .generation import continue_prefixes, encode_prompts, end_token_ids, generate, mask_after_end, pick_tokens
+from .generation import continue_prefixes, encode_prompts, generate, mask_after_end, pick_tokens
 from .logprobs import completion_logprobs
 
 __all__ = [
@@ -22,7 +22,6 @@ __all__ = [
     "completion_logprobs",
     "continue_prefixes",
     "encode_prompts",
-    "end_token_ids",
     "generate",
     "mask_after_end",
     "padding_share",

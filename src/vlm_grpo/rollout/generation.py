@@ -30,11 +30,6 @@ def encode_prompts(processor, style: PromptStyle, samples: list[Sample], device:
     return PromptBatch(samples, tensors, [len(i) for i in images], texts)
 
 
-def end_token_ids(processor, model) -> list[int]:
-    """Tokens that end an assistant turn (the chat template's turn end and the model's EOS ids)."""
-    return adapter_for(model).end_token_ids(processor, model)
-
-
 def mask_after_end(ids: torch.Tensor, end_ids: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
     """(mask, truncated): mask is 1 up to and including the first end token of each row."""
     is_end = torch.isin(ids, torch.tensor(end_ids, device=ids.device))

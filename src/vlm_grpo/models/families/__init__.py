@@ -1,11 +1,11 @@
 """Model-family adapters, looked up by family name or by a model's `config.model_type`.
 
 Qwen2-VL, Qwen2.5-VL, Qwen3-VL and Qwen3-VL-MoE have adapters with shared-prefix passes; Gemma 3,
-SmolVLM and LLaVA-OneVision have ones with per-row passes (their own processor loading, turn end,
-placeholders; tiny builders in `models/tiny/`); any other model type gets the generic adapter
-(per-row passes).
-A new family is one module with a `FamilyAdapter` subclass, registered here or by a plug-in with
-`register_family`.
+SmolVLM and LLaVA-OneVision have ones with per-row passes (their processor class, turn end and
+placeholders declared; tiny builders in `models/tiny/`); any other model type gets the generic
+adapter (per-row passes).
+A new family is one module with a `FamilyAdapter` subclass, mostly class attributes, registered
+here or by a plug-in with `register_family`.
 """
 
 from __future__ import annotations

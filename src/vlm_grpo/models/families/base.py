@@ -9,7 +9,10 @@ log-prob code call the adapter and never test a model type themselves.
 
 `FamilyAdapter` itself is the generic adapter: any `AutoModelForImageTextToText` with per-row
 passes (no prefix sharing, no feature sharing). A new family is one module with a subclass,
-registered in `families/__init__.py`.
+registered in `families/__init__.py` (or by a plug-in with `register_family`): most of it is
+declared in class attributes (its processor class and image-only fallback, video processor,
+placeholder config keys, turn-end token), and only what a family computes differently, such as
+prefix passes or image features, is a method.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
+
+from .processors import load_processor_of, torchvision_available
 
 
 class FamilyAdapter:
@@ -29,32 +34,64 @@ class FamilyAdapter:
     """Prefill once per prompt and continue from the repeated cache (exact, checked per family)."""
     supports_feature_sharing = False
     """Encode each image once and hand its features to the rows of its group."""
+    processor_class: type | None = None
+    """The class that builds and loads the family's processor; None: `AutoProcessor` loads it."""
+    image_only_processor: type | None = None
+    """For a `processor_class` that needs torchvision (for its video processor): its image-only
+    subclass, used where torchvision does not import or the standard class cannot be built."""
+    video_processor_type: str | None = None
+    """The video processor a standard folder of this family holds, by its `video_processor_type`
+    (None: the family has none). The vLLM engine writes it into the folder it serves, as vLLM's
+    processing for the family builds one even for images."""
+    placeholder_keys: tuple[str, ...] = (
+        "image_token_id",
+        "video_token_id",
+        "vision_start_token_id",
+        "vision_end_token_id",
+    )
+    """The model config's attributes that hold the ids of its vision placeholder tokens."""
+    turn_end_token: str | None = None
+    """The token that ends an assistant turn, where the chat template does not show it (None: EOS)."""
 
     # ------------------------------------------------------------ processors and tokens
-    def load_processor(self, path: str, model_type: str, trust_remote_code: bool = False):
-        """AutoProcessor, which must yield a processor with an image processor."""
-        from transformers import AutoProcessor
+    def processor_classes(self) -> list[type]:
+        """The classes that may build this family's processor, in the order they are tried."""
+        if self.image_only_processor is None:
+            return [self.processor_class]
+        standard = [self.processor_class] if torchvision_available() else []
+        return standard + [self.image_only_processor]
 
-        try:
-            processor = AutoProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
-        except Exception as exc:  # torchvision missing surfaces as several exception types
-            processor, error = None, exc
-        else:
-            error = None
-        if processor is not None and hasattr(processor, "image_processor"):
-            return processor
-        raise RuntimeError(
-            f"{path}: AutoProcessor did not give an image processor for model type {model_type!r}"
-            + (f" ({error})" if error else "")
-            + ". Install torchvision, or save a complete processor (processor_config.json) with the model."
-        )
+    def make_processor(self, image_processor, tokenizer, chat_template: str | None, **settings):
+        """The family's processor built from its parts (the tiny builders')."""
+        if self.processor_class is None:
+            raise NotImplementedError(f"the {self.family} family names no processor class to build")
+        *standard, last = self.processor_classes()
+        parts = dict(image_processor=image_processor, tokenizer=tokenizer, chat_template=chat_template, **settings)
+        for processor_class in standard:
+            try:
+                return processor_class(**parts)
+            except (TypeError, ValueError, AttributeError):
+                pass  # the standard class did not build here: the image-only one does
+        return last(**parts)
+
+    def load_processor(self, path: str, model_type: str, trust_remote_code: bool = False):
+        """The processor of a model folder (or hub name), with the family's processor class."""
+        if self.processor_class is None:
+            return auto_processor(path, model_type, trust_remote_code)
+        *standard, last = self.processor_classes()
+        for processor_class in standard:
+            try:
+                return processor_class.from_pretrained(path)
+            except Exception:  # torchvision half-working surfaces as several exception types
+                pass
+        return load_processor_of(last, path, self.family)
 
     def vision_token_ids(self, model) -> list[int]:
         """Placeholder tokens of images and videos: a completion must never contain them, or the
         next forward pass would count one more image slot than there are image features."""
         config = model.config
-        names = ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")
-        return sorted({getattr(config, n) for n in names if isinstance(getattr(config, n, None), int)})
+        keys = self.placeholder_keys
+        return sorted({getattr(config, k) for k in keys if isinstance(getattr(config, k, None), int)})
 
     def turn_end_id(self, processor) -> int:
         """The token the chat template writes right after an assistant message (<|im_end|> for Qwen).
@@ -81,7 +118,12 @@ class FamilyAdapter:
         return self.fallback_turn_end_id(tokenizer)
 
     def fallback_turn_end_id(self, tokenizer) -> int:
-        """The turn end when the chat template does not show it: the tokenizer's EOS."""
+        """The turn end when the chat template does not show it: the family's `turn_end_token` where
+        the tokenizer knows it, else the tokenizer's EOS."""
+        if self.turn_end_token is not None:
+            turn_end = tokenizer.convert_tokens_to_ids(self.turn_end_token)
+            if isinstance(turn_end, int) and turn_end != tokenizer.unk_token_id:
+                return turn_end
         if tokenizer.eos_token_id is None:
             raise ValueError("the tokenizer defines no end-of-turn token; set its eos_token")
         return tokenizer.eos_token_id
@@ -177,3 +219,22 @@ class FamilyAdapter:
 def base_model(model):
     """The transformers model under a peft wrapper (or the model itself)."""
     return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def auto_processor(path: str, model_type: str, trust_remote_code: bool):
+    """AutoProcessor, which must yield a processor with an image processor."""
+    from transformers import AutoProcessor
+
+    try:
+        processor = AutoProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except Exception as exc:  # torchvision missing surfaces as several exception types
+        processor, error = None, exc
+    else:
+        error = None
+    if processor is not None and hasattr(processor, "image_processor"):
+        return processor
+    raise RuntimeError(
+        f"{path}: AutoProcessor did not give an image processor for model type {model_type!r}"
+        + (f" ({error})" if error else "")
+        + ". Install torchvision, or save a complete processor (processor_config.json) with the model."
+    )

@@ -22,7 +22,6 @@ from __future__ import annotations
 from transformers import Gemma3Processor
 
 from .base import FamilyAdapter
-from .processors import load_processor_of
 
 # The Gemma 3 instruction checkpoints' template (google/gemma-3-4b-it), images and text only.
 GEMMA3_CHAT_TEMPLATE = (
@@ -68,16 +67,5 @@ class Gemma3Adapter(FamilyAdapter):
     family = "gemma3"
     model_types = ("gemma3",)
     processor_class = Gemma3Processor
-
-    def load_processor(self, path: str, model_type: str, trust_remote_code: bool = False):
-        return load_processor_of(self.processor_class, path, self.family)
-
-    def vision_token_ids(self, model) -> list[int]:
-        config = model.config
-        return sorted({config.image_token_index, config.boi_token_index, config.eoi_token_index})
-
-    def fallback_turn_end_id(self, tokenizer) -> int:
-        turn_end = tokenizer.convert_tokens_to_ids("<end_of_turn>")
-        if isinstance(turn_end, int) and turn_end != tokenizer.unk_token_id:
-            return turn_end
-        return super().fallback_turn_end_id(tokenizer)
+    placeholder_keys = ("image_token_index", "boi_token_index", "eoi_token_index")
+    turn_end_token = "<end_of_turn>"

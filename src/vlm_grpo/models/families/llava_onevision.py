@@ -20,7 +20,7 @@ from __future__ import annotations
 from transformers import LlavaOnevisionProcessor
 
 from .base import FamilyAdapter
-from .processors import SavedAsStandard, load_processor_of
+from .processors import SavedAsStandard
 
 LLAVA_ONEVISION_CHAT_TEMPLATE = (
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + ' ' }}"
@@ -69,15 +69,5 @@ class LlavaOnevisionAdapter(FamilyAdapter):
     family = "llava-onevision"
     model_types = ("llava_onevision",)
     processor_class = ImageOnlyLlavaOnevisionProcessor
-
-    def load_processor(self, path: str, model_type: str, trust_remote_code: bool = False):
-        return load_processor_of(self.processor_class, path, self.family)
-
-    def vision_token_ids(self, model) -> list[int]:
-        return sorted({model.config.image_token_index, model.config.video_token_index})
-
-    def fallback_turn_end_id(self, tokenizer) -> int:
-        turn_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
-        if isinstance(turn_end, int) and turn_end != tokenizer.unk_token_id:
-            return turn_end
-        return super().fallback_turn_end_id(tokenizer)
+    placeholder_keys = ("image_token_index", "video_token_index")
+    turn_end_token = "<|im_end|>"

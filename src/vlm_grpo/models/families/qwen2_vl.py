@@ -3,7 +3,8 @@ pixel-budget resizing (their tiny builders: `models/tiny/qwen.py`).
 
 Processors. In transformers 5.x the Qwen2-VL processors also build a video processor, which
 needs torchvision; without it `AutoProcessor` silently returns only the tokenizer. The image-only
-subclasses below leave the video processor out and load folders saved by the standard ones.
+subclasses below leave the video processor out, load folders saved by the standard ones and save
+folders that name the standard class; the adapter uses them where torchvision does not import.
 
 Shared prefix. All G completions of a group share one image and one prompt. Prefilling each
 distinct prompt once and repeating its KV cache for its rows is exact (attention over the cached
@@ -20,25 +21,15 @@ from transformers.models.qwen2_5_vl.processing_qwen2_5_vl import Qwen2_5_VLProce
 from transformers.models.qwen2_vl.processing_qwen2_vl import Qwen2VLProcessor
 
 from .base import FamilyAdapter, base_model
+from .processors import ImageOnly
 
 
-class ImageOnlyQwen2VLProcessor(Qwen2VLProcessor):
-    # No `video_processor` argument: ProcessorMixin derives its sub-processors from this signature.
-    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
-        super().__init__(image_processor, tokenizer, None, chat_template=chat_template, **kwargs)
+class ImageOnlyQwen2VLProcessor(ImageOnly, Qwen2VLProcessor):
+    standard_name = "Qwen2VLProcessor"
 
 
-class ImageOnlyQwen2_5_VLProcessor(Qwen2_5_VLProcessor):
-    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
-        super().__init__(image_processor, tokenizer, None, chat_template=chat_template, **kwargs)
-
-
-def torchvision_available() -> bool:
-    try:
-        import torchvision  # noqa: F401  (importable is all we ask)
-    except Exception:  # a CUDA-only build fails with RuntimeError, not ImportError
-        return False
-    return True
+class ImageOnlyQwen2_5_VLProcessor(ImageOnly, Qwen2_5_VLProcessor):
+    standard_name = "Qwen2_5_VLProcessor"
 
 
 class Qwen2VLAdapter(FamilyAdapter):
@@ -46,43 +37,12 @@ class Qwen2VLAdapter(FamilyAdapter):
     model_types = ("qwen2_vl",)
     supports_prefix = True
     supports_feature_sharing = True
-    standard_processor = Qwen2VLProcessor
+    processor_class = Qwen2VLProcessor
     image_only_processor = ImageOnlyQwen2VLProcessor
+    video_processor_type = "Qwen2VLVideoProcessor"
+    turn_end_token = "<|im_end|>"
 
     # ------------------------------------------------------------ processors and tokens
-    def make_processor(self, image_processor, tokenizer, chat_template: str | None):
-        if torchvision_available():
-            try:
-                return self.standard_processor(
-                    image_processor=image_processor, tokenizer=tokenizer, chat_template=chat_template
-                )
-            except (TypeError, ValueError, AttributeError):
-                pass
-        return self.image_only_processor(
-            image_processor=image_processor, tokenizer=tokenizer, chat_template=chat_template
-        )
-
-    def load_processor(self, path: str, model_type: str, trust_remote_code: bool = False):
-        """AutoProcessor when it yields a real multimodal processor; the image-only class otherwise."""
-        try:
-            return super().load_processor(path, model_type, trust_remote_code)
-        except RuntimeError:
-            pass
-        try:
-            return self.image_only_processor.from_pretrained(path)
-        except (OSError, ValueError) as exc:
-            raise RuntimeError(
-                f"{path}: no processor could be loaded ({str(exc).splitlines()[0]}). A model folder needs its "
-                "processor files (preprocessor/processor_config.json, tokenizer.json, chat template): save them "
-                "with processor.save_pretrained(folder) or copy them from the base model."
-            ) from exc
-
-    def fallback_turn_end_id(self, tokenizer) -> int:
-        im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
-        if isinstance(im_end, int) and im_end != tokenizer.unk_token_id:
-            return im_end
-        return super().fallback_turn_end_id(tokenizer)
-
     def end_token_ids(self, processor, model) -> list[int]:
         """<|im_end|> and the model's own EOS ids (no template rendering: this runs every step)."""
         try:
@@ -136,5 +96,5 @@ class Qwen2VLAdapter(FamilyAdapter):
 class Qwen2_5_VLAdapter(Qwen2VLAdapter):
     family = "qwen2.5-vl"
     model_types = ("qwen2_5_vl",)
-    standard_processor = Qwen2_5_VLProcessor
+    processor_class = Qwen2_5_VLProcessor
     image_only_processor = ImageOnlyQwen2_5_VLProcessor

@@ -4,8 +4,8 @@ adapter does the same way is inherited from it.
 
 Processor. `Qwen3VLProcessor(...)` cannot be built without torchvision (its video processor
 mapping fails), and `AutoProcessor` on a Qwen3-VL folder then fails too; the image-only subclass
-below leaves the video processor out and loads folders saved by the standard processor (it ignores
-their video processor settings: videos cannot be given to it). Images go through the same
+below leaves the video processor out, loads folders saved by the standard processor (it ignores
+their video processor settings: videos cannot be given to it) and saves folders that name it. Images go through the same
 Qwen2-VL image processor class as Qwen2-VL's, configured with patch size 16, so the inherited
 `fit_image` resizes to multiples of 16 x merge size (32) as the processor does.
 
@@ -33,20 +33,20 @@ from __future__ import annotations
 from transformers.models.qwen3_vl.processing_qwen3_vl import Qwen3VLProcessor
 
 from .base import base_model
+from .processors import ImageOnly
 from .qwen2_vl import Qwen2VLAdapter
 
 
-class ImageOnlyQwen3VLProcessor(Qwen3VLProcessor):
-    # No `video_processor` argument: ProcessorMixin derives its sub-processors from this signature.
-    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
-        super().__init__(image_processor, tokenizer, None, chat_template=chat_template, **kwargs)
+class ImageOnlyQwen3VLProcessor(ImageOnly, Qwen3VLProcessor):
+    standard_name = "Qwen3VLProcessor"
 
 
 class Qwen3VLAdapter(Qwen2VLAdapter):
     family = "qwen3-vl"
     model_types = ("qwen3_vl",)
-    standard_processor = Qwen3VLProcessor
+    processor_class = Qwen3VLProcessor
     image_only_processor = ImageOnlyQwen3VLProcessor
+    video_processor_type = "Qwen3VLVideoProcessor"
 
     # ------------------------------------------------------------ image-feature sharing
     def image_features(self, model, pixel_values, image_grid_thw) -> tuple:

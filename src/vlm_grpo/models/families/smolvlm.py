@@ -29,7 +29,7 @@ from transformers.models.smolvlm.processing_smolvlm import SmolVLMProcessor
 from transformers.processing_utils import ProcessorMixin
 
 from .base import FamilyAdapter
-from .processors import SavedAsStandard, load_processor_of
+from .processors import SavedAsStandard
 
 SMOLVLM_CHAT_TEMPLATE = (
     "<|im_start|>{% for message in messages %}{{ message['role'] | capitalize }}"
@@ -82,16 +82,8 @@ class SmolVLMAdapter(FamilyAdapter):
     family = "smolvlm"
     model_types = ("smolvlm",)
     processor_class = ImageOnlySmolVLMProcessor
-
-    def load_processor(self, path: str, model_type: str, trust_remote_code: bool = False):
-        return load_processor_of(self.processor_class, path, self.family)
+    turn_end_token = "<end_of_utterance>"
 
     def vision_token_ids(self, model) -> list[int]:
         image = model.config.image_token_id
         return list(range(image - len(PLACEHOLDERS) + 1, image + 1))
-
-    def fallback_turn_end_id(self, tokenizer) -> int:
-        turn_end = tokenizer.convert_tokens_to_ids("<end_of_utterance>")
-        if isinstance(turn_end, int) and turn_end != tokenizer.unk_token_id:
-            return turn_end
-        return super().fallback_turn_end_id(tokenizer)

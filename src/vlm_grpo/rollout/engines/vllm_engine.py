@@ -45,8 +45,6 @@ from .base import Completions, EngineError, SamplingParams
 SERVER_SCRIPT = Path(__file__).with_name("vllm_server.py")
 STAMP = "vlm-grpo-engine.json"  # written by scripts/vllm_env.py once vLLM imports in the environment
 CPU_HEAD_SIZES = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)  # vLLM's CPU attention backend
-VIDEO_PROCESSORS = {"qwen2_vl": "Qwen2VLVideoProcessor", "qwen2_5_vl": "Qwen2VLVideoProcessor"}
-VIDEO_PROCESSORS |= {"qwen3_vl": "Qwen3VLVideoProcessor", "qwen3_vl_moe": "Qwen3VLVideoProcessor"}
 
 
 class VLLMEngine:
@@ -273,23 +271,21 @@ def untied(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def export_folder(model, processor, folder: Path) -> Path:
-    """A standard HF folder vLLM can load: merged weights, the standard processor class, a video
-    processor config beside the image processor's (vLLM's Qwen-VL processing builds both)."""
+    """A standard HF folder vLLM can load: merged weights, the standard processor class (image-only
+    processors save under its name), and the family's video processor config beside the image
+    processor's (vLLM's processing builds both for the families that have one)."""
     folder.mkdir(parents=True, exist_ok=True)
     plain = base_model(model) if hasattr(model, "get_base_model") else model
     plain.save_pretrained(folder, state_dict=policy_state_dict(model), safe_serialization=True)
     processor.save_pretrained(folder)
     path = folder / "processor_config.json"
-    if path.is_file():
+    video = adapter_for(model).video_processor_type
+    if video and path.is_file():
         config = json.loads(path.read_text())
-        standard = getattr(adapter_for(model), "standard_processor", None)
-        if standard is not None:
-            config["processor_class"] = standard.__name__
-        video = VIDEO_PROCESSORS.get(plain.config.model_type)
-        if video and "video_processor" not in config and "image_processor" in config:
+        if "video_processor" not in config and "image_processor" in config:
             settings = {k: v for k, v in config["image_processor"].items() if k != "image_processor_type"}
             config["video_processor"] = {**settings, "video_processor_type": video}
-        path.write_text(json.dumps(config, indent=2))
+            path.write_text(json.dumps(config, indent=2))
     return folder
 
 
