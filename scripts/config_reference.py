@@ -49,10 +49,16 @@ def default_of(field: dataclasses.Field) -> object:
 
 
 def section(cls: type, prefix: str, title: str) -> list[str]:
+    """The table of `cls`'s own fields, then one of each dataclass it inherits fields from (the same keys,
+    flat), then one per nested section."""
     hints = typing.get_type_hints(cls)
     docs = field_docs(cls)
+    own = cls.__dict__.get("__annotations__", {})
+    bases = [base for base in cls.__bases__ if dataclasses.is_dataclass(base)]
     lines, nested = [f"## {title}", "", "| key | type | default | meaning |", "|---|---|---|---|"], []
     for field in dataclasses.fields(cls):
+        if field.name not in own:
+            continue
         kind = hints[field.name]
         if dataclasses.is_dataclass(kind):
             nested.append((kind, f"{prefix}{field.name}.", f"`{prefix}{field.name}.*`: {docs.get(field.name, '')}"))
@@ -63,6 +69,8 @@ def section(cls: type, prefix: str, title: str) -> list[str]:
         meaning = docs.get(field.name, "").replace("|", "\\|")
         lines.append(f"| `{prefix}{field.name}` | {shown} | {cell} | {meaning} |")
     out = lines + [""]
+    for base in bases:
+        out += section(base, prefix, f"{title}, inherited from `{base.__name__}` (flat keys)")
     for kind, sub_prefix, sub_title in nested:
         out += section(kind, sub_prefix, sub_title)
     return out

@@ -19,6 +19,19 @@ def test_advantage_one_demo_among_seven_failures():
     assert plain[0, 0].item() == pytest.approx(1.75) and plain[0, 1].item() == pytest.approx(-0.25)
 
 
+@algo.register_advantage("test_half")
+def half(centred, std, eps):  # (B, G), (B, 1) -> (B, G): a scaling added from this module
+    return centred / 2
+
+
+def test_a_scaling_registered_by_name_serves_group_advantages():
+    assert algo.ADVANTAGES.names()[:2] == ["group", "none"]
+    rewards = torch.tensor([[1.0, -1, -1, -1]])  # mean -0.5
+    assert algo.group_advantages(rewards, "test_half")[0].tolist() == pytest.approx([0.75, -0.25, -0.25, -0.25])
+    with pytest.raises(ValueError, match="unknown scale_rewards 'batch'; choose group, none"):
+        algo.group_advantages(rewards, "batch")
+
+
 def test_zero_variance_group_gives_zero_advantage():
     rewards = torch.tensor([[-1.0, -1, -1, -1], [1.0, 0, 0, -1]])
     adv = algo.group_advantages(rewards)
@@ -121,26 +134,6 @@ def test_clipped_tokens_get_no_gradient():
     assert logp.grad.item() == 0.0
 
 
-def test_token_mean_vs_seq_mean():
-    per_token = torch.tensor([[1.0, 1.0, 1.0, 1.0], [4.0, 0.0, 0.0, 0.0]])
-    mask = torch.tensor([[1.0, 1, 1, 1], [1, 0, 0, 0]])
-    # token_mean: (4 + 4) / 5 tokens = 1.6; seq_mean: (1 + 4) / 2 = 2.5
-    assert algo.aggregate(per_token, mask, "token_mean", 5, 2).item() == pytest.approx(1.6)
-    assert algo.aggregate(per_token, mask, "seq_mean", 5, 2).item() == pytest.approx(2.5)
-
-
-def test_micro_batches_accumulate_to_the_full_minibatch():
-    per_token = torch.rand(6, 5)
-    mask = (torch.rand(6, 5) > 0.3).float()
-    mask[:, 0] = 1
-    for loss_type in ("token_mean", "seq_mean"):
-        full = algo.aggregate(per_token, mask, loss_type, float(mask.sum()), 6)
-        parts = sum(
-            algo.aggregate(per_token[i : i + 2], mask[i : i + 2], loss_type, float(mask.sum()), 6) for i in (0, 2, 4)
-        )
-        assert parts.item() == pytest.approx(full.item(), rel=1e-6)
-
-
 def test_k3_kl():
     logp = torch.log(torch.tensor([0.5, 0.2]))
     ref = torch.log(torch.tensor([0.5, 0.4]))
@@ -164,17 +157,7 @@ def test_luffy_gradient_is_analytic():
     assert theta.grad.item() == pytest.approx(-adv * gamma * p / (p + gamma) ** 2 * x, rel=1e-5)
 
 
-# ------------------------------------------------------------------ TRL's loss variants, by hand
-def test_dr_grpo_divides_by_rows_times_max_length():
-    per_token = torch.tensor([[1.0, 2.0, 3.0], [4.0, 0.0, 0.0]])
-    mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 0.0, 0.0]])
-    # (1 + 2 + 3 + 4) / (2 rows x 5 tokens), whatever the rows' lengths
-    assert algo.aggregate(per_token, mask, "dr_grpo", 4, 2, 5).item() == pytest.approx(1.0)
-    assert algo.aggregate(per_token[:1], mask[:1], "dr_grpo", 4, 2, 5).item() == pytest.approx(0.6)
-    with pytest.raises(ValueError, match="max_completion_length"):
-        algo.aggregate(per_token, mask, "dr_grpo", 4, 2)
-
-
+# ------------------------------------------------------------------ TRL's ratio variants, by hand
 def test_sequence_level_ratio_is_the_exp_of_the_mean_log_ratio():
     logp = torch.log(torch.tensor([[0.5, 0.2, 0.9]]))
     old = torch.log(torch.tensor([[0.25, 0.4, 0.1]]))

@@ -49,7 +49,7 @@ def test_yaml_and_overrides(tmp_path):
         ("minibatch_size=5", "minibatch_size=5 must divide prompts_per_step x num_generations = 32"),
         ("micro_batch_size=3", "micro_batch_size=3 must divide minibatch_size=32"),
         ("injection.rows=8", "injection.rows=8 must be in 1..num_generations-1"),
-        ("loss_type=sum", "loss_type='sum'"),
+        ("loss_type=seq_mean", "loss_type=seq_mean is now loss_type=grpo"),
         ("max_steps=ten", "max_steps='ten' must be of type int"),
         ("no_such_key=1", "unknown key 'no_such_key'"),
         ("injection.nope=1", "unknown key 'injection.nope'"),

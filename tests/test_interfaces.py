@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 import torch
 
+from vlm_grpo.config import LossSettings
 from vlm_grpo.core import algo
+from vlm_grpo.core.losses import LossInputs, grpo_loss
 from vlm_grpo.data import DATASETS, BadSample
 from vlm_grpo.evaluation.records import EvalSummary
 from vlm_grpo.models import adapter_for_type, registered_models
@@ -28,23 +30,21 @@ MASK = [[1.0, 1.0], [1.0, 0.0]]
 def _loss(settings, ref=None, injected=(False, True)):
     logp = torch.tensor(LOGP, requires_grad=True)
     stats = algo.LossStats()
-    loss = algo.grpo_loss(
-        logp,
-        torch.tensor(OLD),
-        None if ref is None else torch.tensor(ref),
+    inputs = LossInputs(
         torch.tensor([1.0, -1.0]),
         torch.tensor(MASK),
-        torch.tensor(injected),
-        settings,
         minibatch_tokens=3.0,
         minibatch_rows=2,
-        stats=stats,
+        old_logp=torch.tensor(OLD),
+        ref_logp=None if ref is None else torch.tensor(ref),
+        injected=torch.tensor(injected),
     )
+    loss = grpo_loss(logp, inputs, settings, stats)
     return loss, stats, logp
 
 
 def test_grpo_loss_is_the_clipped_surrogate_averaged_over_tokens():
-    loss, stats, _ = _loss(algo.LossSettings(epsilon=0.2, epsilon_high=None, beta=0.0, loss_type="token_mean"))
+    loss, stats, _ = _loss(LossSettings(epsilon=0.2, beta=0.0, loss_type="bnpo"))
     # row 0 (A=+1): -exp(0.1) unclipped, -1.2 clipped (ratio exp(0.3) > 1.2); row 1 (A=-1): ratio exp(-0.5)
     # below 0.8, so -min(-0.607, -0.8) = 0.8, clipped.
     expected = (-math.exp(0.1) - 1.2 + 0.8) / 3
@@ -60,7 +60,7 @@ def test_grpo_loss_is_the_clipped_surrogate_averaged_over_tokens():
 
 def test_loss_policy_excludes_the_kl_term_which_the_loss_includes():
     ref = [[-0.5, -0.5], [-0.2, -0.3]]  # differs from the policy on row 0, token 1 only
-    settings = algo.LossSettings(epsilon=0.2, epsilon_high=None, beta=0.5, loss_type="token_mean")
+    settings = LossSettings(epsilon=0.2, beta=0.5, loss_type="bnpo")
     loss, stats, _ = _loss(settings, ref=ref)
     kl = math.exp(-0.5 - -1.0) - (-0.5 - -1.0) - 1  # k3 on the one differing token
     assert stats.mean("kl") == pytest.approx(kl / 3, abs=1e-6)
@@ -68,7 +68,7 @@ def test_loss_policy_excludes_the_kl_term_which_the_loss_includes():
 
 
 def test_luffy_shapes_injected_rows_without_clipping():
-    settings = algo.LossSettings(0.2, None, 0.0, "token_mean", off_policy="luffy", luffy_gamma=0.1)
+    settings = LossSettings(off_policy="luffy", luffy_gamma=0.1)
     loss, stats, logp = _loss(settings)
     p = math.exp(-0.2)
     expected = (-math.exp(0.1) - 1.2 + p / (p + 0.1)) / 3  # row 1: -(p/(p+gamma)) * A with A = -1
@@ -81,11 +81,8 @@ def test_luffy_shapes_injected_rows_without_clipping():
 def test_old_logp_none_means_ratio_one():
     logp = torch.tensor(LOGP, requires_grad=True)
     stats = algo.LossStats()
-    settings = algo.LossSettings(0.2, None, 0.0, "seq_mean")
-    algo.grpo_loss(
-        logp, None, None, torch.tensor([1.0, -1.0]), torch.tensor(MASK), torch.tensor([False, False]), settings,
-        3.0, 2, stats,
-    )  # fmt: skip
+    inputs = LossInputs(torch.tensor([1.0, -1.0]), torch.tensor(MASK), 3.0, 2, injected=torch.tensor([False, False]))
+    grpo_loss(logp, inputs, LossSettings(loss_type="grpo"), stats)
     assert stats.mean("ratio") == 1.0 and stats.mean("clip") == 0.0
 
 

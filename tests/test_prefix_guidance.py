@@ -5,8 +5,9 @@ import json
 import pytest
 import torch
 
-from vlm_grpo.config import InjectionConfig, load_config
-from vlm_grpo.core.algo import LossSettings, LossStats, grpo_loss
+from vlm_grpo.config import InjectionConfig, LossSettings, load_config
+from vlm_grpo.core.algo import LossStats
+from vlm_grpo.core.losses import LossInputs, grpo_loss
 from vlm_grpo.data import Sample
 from vlm_grpo.guidance.injection import Injector
 from vlm_grpo.guidance.schedules import prefix_ratio
@@ -106,22 +107,21 @@ def test_continuing_a_greedy_completion_from_its_own_prefix_reproduces_it():
 
 
 def test_loss_treats_only_demonstration_tokens_as_off_policy():
-    settings = LossSettings(0.2, None, 0.0, "token_mean", off_policy="luffy")
+    settings = LossSettings(off_policy="luffy")
     logp = torch.log(torch.tensor([[0.5, 0.5, 0.5], [0.5, 0.5, 0.5]]))
     injected = torch.tensor([True, False])
     demo = torch.tensor([[True, False, False], [False, False, False]])
     adv = torch.tensor([1.0, -1.0])
     mask = torch.ones(2, 3)
     stats = LossStats()
-    loss = grpo_loss(logp, None, None, adv, mask, injected, settings, 6.0, 2, stats, demo)
+    loss = grpo_loss(logp, LossInputs(adv, mask, 6.0, 2, injected=injected, demo_tokens=demo), settings, stats)
     # luffy on the one demonstration token: -0.5/0.6; the rest ratio 1: -1 x2 (continuation), +1 x3
     assert loss.item() == pytest.approx((-0.5 / 0.6 - 2 + 3) / 6)
     assert stats.mean("ratio_continuation") == 1.0 and stats.sums["ratio_continuation"][1] == 2
     assert stats.sums["logp_injected"][1] == 1
-    whole = grpo_loss(logp, None, None, adv, mask, injected, settings, 6.0, 2, LossStats())
-    same = grpo_loss(
-        logp, None, None, adv, mask, injected, settings, 6.0, 2, LossStats(), injected[:, None] & mask.bool()
-    )
+    whole = grpo_loss(logp, LossInputs(adv, mask, 6.0, 2, injected=injected), settings)
+    every = injected[:, None] & mask.bool()
+    same = grpo_loss(logp, LossInputs(adv, mask, 6.0, 2, injected=injected, demo_tokens=every), settings)
     assert whole.item() == same.item()  # no mask given: every token of an injected row
 
 

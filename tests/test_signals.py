@@ -7,7 +7,7 @@ import weakref
 import pytest
 
 from vlm_grpo.config import load_config
-from vlm_grpo.core import algo
+from vlm_grpo.core import losses
 from vlm_grpo.training.trainer import Trainer
 
 TINY = ["model=tiny-qwen2-vl", "num_generations=2", "prompts_per_step=2", "max_completion_length=6",
@@ -47,7 +47,7 @@ def test_handlers_come_back_after_train_and_the_trainer_is_collectable(tmp_path,
 
 def test_handlers_come_back_when_training_fails(tmp_path, monkeypatch, callers_handlers):
     ours = _handlers()
-    monkeypatch.setattr(algo, "aggregate", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("broken loss")))
+    monkeypatch.setattr(losses, "grpo_loss", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("broken loss")))
     trainer = Trainer(load_config(None, TINY + [f"output_dir={tmp_path}", "max_steps=1"]))
     with pytest.raises(RuntimeError, match="broken loss"):
         trainer.train()

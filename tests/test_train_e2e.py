@@ -130,7 +130,7 @@ def test_cli_reports_config_errors_without_a_traceback(tmp_path):
     [
         ["injection.mode=rate", "injection.rate=0.5", "off_policy=luffy"],
         ["injection.mode=rescue", "group_stats=sampled", "beta=0.04"],
-        ["injection.mode=random", "injection.schedule=linear_decay", "loss_type=seq_mean", "scale_rewards=none"],
+        ["injection.mode=random", "injection.schedule=linear_decay", "loss_type=grpo", "scale_rewards=none"],
         ["injection.mode=random", "injection.schedule=adaptive", "prompt.style=r1v", "mask_truncated_completions=true"],
         ["injection.mode=random", "loss_type=dr_grpo", "importance_sampling_level=sequence", "delta=1.5"],
     ],

@@ -12,10 +12,12 @@ import torch
 
 trl_grpo = pytest.importorskip("trl.trainer.grpo_trainer")
 
+from vlm_grpo.config import LossSettings  # noqa: E402
 from vlm_grpo.core import algo  # noqa: E402
+from vlm_grpo.core.losses import LossInputs, grpo_loss  # noqa: E402
 
 
-def trl_loss(logp, old, ref, adv, mask, loss_type, beta, eps, level="token", delta=None):
+def trl_loss(logp, old, ref, adv, mask, settings):
     accelerator = SimpleNamespace(
         gather=lambda x: x,
         gather_for_metrics=lambda x: x,
@@ -23,15 +25,22 @@ def trl_loss(logp, old, ref, adv, mask, loss_type, beta, eps, level="token", del
         sync_gradients=True,
         num_processes=1,
     )
+    args = SimpleNamespace(
+        use_bias_correction_kl=False,
+        delta=settings.delta,
+        sapo_temperature_pos=settings.sapo_temperature_pos,
+        sapo_temperature_neg=settings.sapo_temperature_neg,
+        steps_per_generation=1,
+    )
     fake = SimpleNamespace(
         top_entropy_quantile=1.0,
         off_policy_mask_threshold=None,
-        importance_sampling_level=level,
-        beta=beta,
-        args=SimpleNamespace(use_bias_correction_kl=False, delta=delta),
-        loss_type=loss_type,
-        epsilon_low=eps,
-        epsilon_high=eps,
+        importance_sampling_level=settings.importance_sampling_level,
+        beta=settings.beta,
+        args=args,
+        loss_type=settings.loss_type,
+        epsilon_low=settings.epsilon,
+        epsilon_high=settings.epsilon_high if settings.epsilon_high is not None else settings.epsilon,
         model=SimpleNamespace(training=True),
         current_gradient_accumulation_steps=1,
         use_vllm=False,
@@ -50,31 +59,41 @@ def trl_loss(logp, old, ref, adv, mask, loss_type, beta, eps, level="token", del
         "advantages": adv,
         "old_per_token_logps": old,
         "ref_per_token_logps": ref,
+        "num_items_in_batch": mask.sum(),
     }
     return trl_grpo.GRPOTrainer._compute_loss(fake, None, inputs)
 
 
-def ours(logp, old, ref, adv, mask, loss_type, beta, eps, level="token", delta=None):
-    per_token, _, _ = algo.clipped_surrogate(logp, old, adv, eps, None, delta, level, mask)
-    if beta:
-        per_token = per_token + beta * algo.k3_kl(logp, ref)
-    return algo.aggregate(per_token, mask, loss_type, float(mask.sum()), mask.size(0), mask.size(1))
+def ours(logp, old, ref, adv, mask, settings):
+    """One micro-batch that is the whole minibatch and the whole step, as TRL's side sees it."""
+    tokens, rows, width = float(mask.sum()), mask.size(0), mask.size(1)
+    inputs = LossInputs(adv, mask, tokens, rows, old_logp=old, ref_logp=ref, step_tokens=tokens)
+    inputs.max_completion_length = width
+    return grpo_loss(logp, inputs, settings)
 
 
-VARIANTS = [
-    ("token_mean", "bnpo", "token", None),
-    ("seq_mean", "grpo", "token", None),
-    ("dr_grpo", "dr_grpo", "token", None),
-    ("seq_mean", "grpo", "sequence", None),  # GSPO as its paper sets it up
-    ("token_mean", "bnpo", "sequence", None),
-    ("token_mean", "bnpo", "token", 1.3),  # two-sided clipping
-    ("dr_grpo", "dr_grpo", "sequence", 1.25),
+VARIANTS = [  # loss_type, importance_sampling_level, delta, epsilon_high
+    ("bnpo", "token", None, None),
+    ("grpo", "token", None, None),
+    ("dr_grpo", "token", None, None),
+    ("dapo", "token", None, None),
+    ("grpo", "sequence", None, None),  # GSPO as its paper sets it up
+    ("bnpo", "sequence", None, None),
+    ("bnpo", "token", 1.3, None),  # two-sided clipping
+    ("dr_grpo", "sequence", 1.25, None),
+    ("cispo", "token", None, 1.3),  # the cap bites on some tokens
+    ("cispo", "sequence", None, 1.2),
+    ("sapo", "token", None, None),
+    ("sapo", "sequence", None, None),
 ]
 
 
-@pytest.mark.parametrize("ours_type,trl_type,level,delta", VARIANTS)
+@pytest.mark.parametrize("loss_type,level,delta,epsilon_high", VARIANTS)
 @pytest.mark.parametrize("beta", [0.0, 0.04])
-def test_loss_and_gradient_equal_trl(ours_type, trl_type, level, delta, beta):
+def test_loss_and_gradient_equal_trl(loss_type, level, delta, epsilon_high, beta):
+    settings = LossSettings(
+        loss_type=loss_type, importance_sampling_level=level, delta=delta, epsilon_high=epsilon_high, beta=beta
+    )
     g = torch.Generator().manual_seed(0)
     n, c = 12, 7
     base = -torch.rand(n, c, generator=g) * 2
@@ -88,13 +107,13 @@ def test_loss_and_gradient_equal_trl(ours_type, trl_type, level, delta, beta):
     mask[3, 2:] = 0
     a = base.clone().requires_grad_()
     b = base.clone().requires_grad_()
-    loss_ours = ours(a, old, ref, adv, mask, ours_type, beta, 0.2, level, delta)
-    loss_trl = trl_loss(b, old, ref, adv, mask, trl_type, beta, 0.2, level, delta)
+    loss_ours = ours(a, old, ref, adv, mask, settings)
+    loss_trl = trl_loss(b, old, ref, adv, mask, settings)
     loss_ours.backward()
     loss_trl.backward()
     assert loss_ours.item() == pytest.approx(loss_trl.item(), rel=1e-6, abs=1e-7)
     assert torch.allclose(a.grad, b.grad, atol=1e-7)
     ratio = algo.importance_ratio(a, old, mask, level)
-    assert ((ratio > 1.2) & (adv.unsqueeze(1) > 0)).any()  # the case exercises clipping
+    assert ((ratio > (epsilon_high or 1.2)) & (adv.unsqueeze(1) > 0)).any()  # the case exercises clipping
     if delta is not None:
         assert ((ratio > delta) & (adv.unsqueeze(1) < 0)).any()  # and the delta bound

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from support import lab_samples
-from vlm_grpo.core import algo
+from vlm_grpo.config import LossSettings
+from vlm_grpo.core.losses import LossInputs, grpo_loss
 from vlm_grpo.models import adapter_for
 from vlm_grpo.models.loading import load_model_and_processor
 from vlm_grpo.rollout import Completions, HFEngine, Rollout, SamplingParams, completion_logprobs, encode_prompts
@@ -109,12 +110,8 @@ def test_tool_tokens_leave_the_loss_and_its_gradient(policy):
     completion_mask[0, :n] = 1
     loss_mask = completion_mask.masked_fill(mask[:1], 0)  # as Trainer.loss_mask writes it
     logp = torch.randn(1, n + 2, requires_grad=True)
-    settings = algo.LossSettings(epsilon=0.2, epsilon_high=None, beta=0.0, loss_type="token_mean")
-    tokens, no_demo = float(loss_mask.sum()), torch.tensor([False])
-    stats = algo.LossStats()
-    loss = algo.grpo_loss(
-        logp, logp.detach(), None, torch.tensor([1.0]), loss_mask, no_demo, settings, tokens, 1, stats
-    )
+    inputs = LossInputs(torch.tensor([1.0]), loss_mask, float(loss_mask.sum()), 1, old_logp=logp.detach())
+    loss = grpo_loss(logp, inputs, LossSettings())
     loss.backward()
     assert torch.all(logp.grad[0, mask[0]] == 0) and torch.all(logp.grad[0, :n][~mask[0, :n]] != 0)
 

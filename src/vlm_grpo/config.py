@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from .config_checks import MOVED, validate
-from .config_sections import LoraSettings, ToolUseConfig, VLLMConfig
+from .config_sections import LoraSettings, LossSettings, ToolUseConfig, VLLMConfig
 from .errors import ConfigError
 
 
@@ -123,7 +123,10 @@ class SftConfig:
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(LossSettings):
+    """A run: its own fields below, the loss's (`LossSettings`: loss_type, epsilon, epsilon_high, delta,
+    importance_sampling_level, beta, sapo_temperature_*, off_policy, luffy_gamma) inherited, flat."""
+
     output_dir: str = "runs/grpo"
     """Folder for metrics, TensorBoard events, completions and checkpoints."""
     model: str = "tiny-qwen2-vl"
@@ -191,31 +194,13 @@ class TrainConfig:
     """Completion tokens projected through the output head at once in the log-prob passes (0: as many
     as make 2^25 logits, about 220 at a 152k vocabulary); memory above the hidden states is one chunk's
     logits, recomputed in the backward pass."""
-    epsilon: float = 0.2
-    """Lower clip range of the ratio (TRL: epsilon)."""
-    epsilon_high: float | None = None
-    """Upper clip range (None: same as epsilon; DAPO uses 0.28)."""
-    delta: float | None = None
-    """Two-sided clipping (TRL: delta): the unclipped ratio is capped at delta (> 1 + epsilon_high), so a
-    negative advantage cannot push the loss up without bound; None: off."""
-    importance_sampling_level: str = "token"
-    """token (PPO's per-token ratio) | sequence (GSPO: the exp of the row's mean log-ratio, for every token)."""
-    beta: float = 0.0
-    """KL coefficient to the reference model (k3 estimator); 0 loads no reference."""
     use_reference_model: bool = False
     """Load the frozen reference even when beta = 0, to log the KL."""
-    loss_type: str = "token_mean"
-    """Loss aggregation: token_mean (every token of the minibatch weighs the same; TRL: bnpo) | seq_mean
-    (per sequence, then mean; TRL: grpo) | dr_grpo (sum over tokens / (rows x max_completion_length))."""
     scale_rewards: str = "group"
-    """Advantage scaling: group ((r - mean) / (std + 1e-4)) | none (r - mean, Dr. GRPO)."""
+    """Advantage scaling: group ((r - mean) / (std + 1e-4)) | none (r - mean, Dr. GRPO) | a registered
+    scaling (`core.algo.register_advantage`)."""
     group_stats: str = "all"
     """Rows that enter the group mean/std of the advantages: `all` or `sampled` (demonstrations excluded)."""
-    off_policy: str = "ratio"
-    """Loss on demonstration tokens: `ratio` (clipped ratio to rollout-time log-probs) or `luffy`
-    (p/(p+gamma), unclipped, as LUFFY)."""
-    luffy_gamma: float = 0.1
-    """`off_policy=luffy`: gamma of the p/(p+gamma) shaping."""
     max_completion_length: int = 50
     """New tokens per sampled completion."""
     max_prompt_length: int | None = None

@@ -20,15 +20,18 @@ MOVED = {
 }
 """Keys that moved, and where: an old key stops with this message instead of meaning something silently."""
 
+RENAMED_VALUES = {("loss_type", "token_mean"): "bnpo", ("loss_type", "seq_mean"): "grpo"}
+"""Values that now go by TRL's name: the old one stops with a message naming the new one (no alias)."""
+
+# loss_type and scale_rewards name registered variants (`core.losses.LOSSES`, `core.algo.ADVANTAGES`):
+# `training.setup.check_names` checks them against the registries.
 CHOICES: dict[str, tuple[str, ...]] = {
     "precision": PRECISIONS,
     "device": ("auto", "cpu", "cuda"),
     "fsdp": ("none", "full_shard", "shard_grad_op"),
-    "loss_type": ("token_mean", "seq_mean", "dr_grpo"),
     "importance_sampling_level": ("token", "sequence"),
     "logprob_sharing": ("auto", "prefix", "vision", "none"),
     "generation_sharing": ("auto", "prefix", "none"),
-    "scale_rewards": ("group", "none"),
     "lr_scheduler_type": ("linear", "cosine", "constant"),
     "off_policy": ("ratio", "luffy"),
     "group_stats": ("all", "sampled"),
@@ -73,12 +76,11 @@ def _check_algorithm(cfg: TrainConfig, need: Need) -> None:
     for key, allowed in CHOICES.items():
         value = _get(cfg, key)
         need(value in allowed, f"{key}={value!r} is not one of {', '.join(allowed)}")
+    _check_loss(cfg, need)
     need(
         cfg.num_generations >= 2,
         f"num_generations={cfg.num_generations}: GRPO needs at least 2 completions per prompt to compare",
     )
-    upper = 1 + (cfg.epsilon_high if cfg.epsilon_high is not None else cfg.epsilon)
-    need(cfg.delta is None or cfg.delta > upper, f"delta={cfg.delta} must be above 1 + epsilon_high = {upper:g}")
     for name in (
         "prompts_per_step",
         "num_iterations",
@@ -106,9 +108,6 @@ def _check_algorithm(cfg: TrainConfig, need: Need) -> None:
         f"micro_batch_tokens={cfg.micro_batch_tokens} with fsdp or zero_stage: their ranks must run the same "
         "number of backward passes; use micro_batch_size",
     )
-    need(cfg.epsilon > 0, f"epsilon={cfg.epsilon} must be > 0")
-    need(cfg.epsilon_high is None or cfg.epsilon_high > 0, f"epsilon_high={cfg.epsilon_high} must be > 0")
-    need(cfg.beta >= 0, f"beta={cfg.beta} must be >= 0")
     need(cfg.temperature > 0, f"temperature={cfg.temperature} must be > 0 (GRPO samples; use eval for greedy)")
     need(0 < cfg.top_p <= 1, f"top_p={cfg.top_p} must be in (0, 1]")
     need(cfg.learning_rate > 0, f"learning_rate={cfg.learning_rate} must be > 0")
@@ -118,6 +117,24 @@ def _check_algorithm(cfg: TrainConfig, need: Need) -> None:
         f"reward_weights has {len(cfg.reward_weights or [])} entries for {len(cfg.reward_funcs)} reward_funcs",
     )
     need(bool(cfg.reward_funcs), "reward_funcs is empty: name at least one reward")
+
+
+def _check_loss(cfg: TrainConfig, need: Need) -> None:
+    """The loss's own settings, beside the choices; whether loss_type is registered is `check_names`'s."""
+    for (key, value), new in RENAMED_VALUES.items():
+        need(_get(cfg, key) != value, f"{key}={value} is now {key}={new} (TRL's name for the same loss)")
+    need(
+        cfg.loss_type != "cispo" or cfg.epsilon_high is not None,
+        "loss_type=cispo caps the ratio itself at epsilon_high: set it (ScaleRL recommends epsilon_high=5.0)",
+    )
+    need(cfg.epsilon > 0, f"epsilon={cfg.epsilon} must be > 0")
+    need(cfg.epsilon_high is None or cfg.epsilon_high > 0, f"epsilon_high={cfg.epsilon_high} must be > 0")
+    upper = 1 + (cfg.epsilon_high if cfg.epsilon_high is not None else cfg.epsilon)
+    need(cfg.delta is None or cfg.delta > upper, f"delta={cfg.delta} must be above 1 + epsilon_high = {upper:g}")
+    need(cfg.beta >= 0, f"beta={cfg.beta} must be >= 0")
+    need(cfg.luffy_gamma > 0, f"luffy_gamma={cfg.luffy_gamma} must be > 0")
+    for name in ("sapo_temperature_pos", "sapo_temperature_neg"):
+        need(getattr(cfg, name) > 0, f"{name}={getattr(cfg, name)} must be > 0")
 
 
 def _check_ramp(section: str, values, names: tuple[str, ...], need: Need) -> None:
@@ -138,7 +155,6 @@ def _check_injection(cfg: TrainConfig, need: Need) -> None:
         f"injection.rows={inj.rows} must be in 1..num_generations-1 = 1..{cfg.num_generations - 1}: "
         "at least one row stays sampled",
     )
-    need(cfg.luffy_gamma > 0, f"luffy_gamma={cfg.luffy_gamma} must be > 0")
     ratios = {"prefix_ratio": inj.prefix_ratio}
     ratios.update(
         {n: getattr(inj, n) for n in ("prefix_ratio_initial", "prefix_ratio_final") if getattr(inj, n) is not None}

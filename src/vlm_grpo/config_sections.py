@@ -1,10 +1,46 @@
-"""Sections of the run configuration about how it runs rather than what it trains: LoRA and
-QLoRA (`lora`), the vLLM engine (`vllm`) and tool use (`tool_use`). `config.TrainConfig` holds them;
-every field is documented, as there."""
+"""Parts of the run configuration beside `config.TrainConfig`'s own fields: the policy loss's settings
+(`LossSettings`, flat keys under TRL's names, which `TrainConfig` inherits), LoRA and QLoRA (`lora`), the
+vLLM engine (`vllm`) and tool use (`tool_use`). Every field is documented, as there."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+
+@dataclass
+class LossSettings:
+    """The policy loss's settings under the names of TRL's GRPOConfig. `TrainConfig` inherits them (they
+    are flat keys of every run) and `core.losses.grpo_loss` reads them from the config itself;
+    `loss_type` names a variant registered in `core.losses.LOSSES`."""
+
+    loss_type: str = "bnpo"
+    """How per-token losses become the minibatch's loss (TRL's names and meanings): bnpo (sum over the
+    minibatch's tokens / its token count) | grpo (each row's token mean, then the mean over rows) | dr_grpo
+    (sum / (rows x max_completion_length)) | dapo (sum / the step's tokens per minibatch: TRL's default,
+    the same as bnpo when a step is one minibatch) | cispo (dapo's sum of -min(ratio, epsilon_high) x A x
+    log p, the ratio without gradient; MiniMax-M1) | sapo (grpo's mean of a sigmoid gate instead of the
+    clip; SAPO) | a registered variant (`core.losses.register_loss`)."""
+    epsilon: float = 0.2
+    """Lower clip range of the ratio (TRL: epsilon)."""
+    epsilon_high: float | None = None
+    """Upper clip range (None: same as epsilon; DAPO uses 0.28); with loss_type=cispo the cap of the ratio
+    itself (ScaleRL recommends 5.0; cispo needs it set)."""
+    delta: float | None = None
+    """Two-sided clipping (TRL: delta): the unclipped ratio is capped at delta (> 1 + epsilon_high), so a
+    negative advantage cannot push the loss up without bound; None: off."""
+    importance_sampling_level: str = "token"
+    """token (PPO's per-token ratio) | sequence (GSPO: the exp of the row's mean log-ratio, for every token)."""
+    beta: float = 0.0
+    """KL coefficient to the reference model (k3 estimator); 0 loads no reference."""
+    sapo_temperature_pos: float = 1.0
+    """loss_type=sapo: temperature of the gate on tokens with a positive advantage (TRL's default)."""
+    sapo_temperature_neg: float = 1.05
+    """loss_type=sapo: temperature of the gate on the other tokens (TRL's default)."""
+    off_policy: str = "ratio"
+    """Loss on demonstration tokens: `ratio` (the variant's own surrogate against rollout-time log-probs) or
+    `luffy` (p/(p+gamma), unclipped, as LUFFY)."""
+    luffy_gamma: float = 0.1
+    """`off_policy=luffy`: gamma of the p/(p+gamma) shaping."""
 
 
 @dataclass
@@ -73,4 +109,4 @@ class VLLMConfig:
     """No CUDA graphs or compilation (faster start, slower decoding)."""
 
 
-__all__ = ["LoraSettings", "ToolUseConfig", "VLLMConfig"]
+__all__ = ["LoraSettings", "LossSettings", "ToolUseConfig", "VLLMConfig"]

@@ -1,25 +1,24 @@
-"""GRPO math as small pure tensor functions (no model, no state), each tested on literal tensors.
+"""GRPO math as small pure tensor functions (no model, no state), each tested on literal tensors:
+advantages, log-probs, ratios, surrogates, KL, importance weights and the loss's statistics. The loss
+variants and `grpo_loss` are `losses.py`.
 
 Shapes: B prompts, G completions per prompt, N = B*G completion rows, C completion tokens.
 
 How this departs from the DeepSeekMath formulation (arXiv:2402.03300):
-- the loss is aggregated per token over the whole minibatch by default (`token_mean`, as DAPO
-  and TRL's `bnpo`), or per sequence then averaged (`seq_mean`, the paper's 1/|o_i| form);
 - the std in the advantage is the unbiased group std plus 1e-4, as TRL; `scale="none"` drops it
-  (Dr. GRPO); groups whose rewards are all equal get exactly zero advantage;
+  (Dr. GRPO); groups whose rewards are all equal get exactly zero advantage; each scaling is a
+  function registered in `ADVANTAGES` by `@register_advantage(name)`;
 - the KL term is the k3 estimator added to the per-token loss, as the paper, and is off by
   default (beta = 0), as in the study;
 - rows injected as demonstrations can be left out of the group statistics (their std floored
   at the whole group's), and can use LUFFY's p/(p+gamma) shaping (arXiv:2504.14945) instead of
   the clipped ratio;
-- TRL's variants under TRL's names: `dr_grpo` aggregation (sum / (rows x max_completion_length),
-  Dr. GRPO, arXiv:2503.20783), GSPO's sequence-level ratio (the exp of the row's mean log-ratio,
-  applied to every token, arXiv:2507.18071), and `delta`, an upper bound on the unclipped ratio
-  so a negative advantage cannot grow the loss without limit (two-sided clipping, as TRL);
+- GSPO's sequence-level ratio (the exp of the row's mean log-ratio, applied to every token,
+  arXiv:2507.18071), and `delta`, an upper bound on the unclipped ratio so a negative advantage
+  cannot grow the loss without limit (two-sided clipping, as TRL);
 - completions sampled by an engine other than the trained model (vLLM: other kernels, precision,
   or weights one step old) can weigh each token by the truncated importance ratio
-  min(p_trainer / p_engine, C) (TIS, Yao et al. 2025; TRL's `token_truncate`); the weight
-  multiplies the whole per-token loss, KL included, as TRL does.
+  min(p_trainer / p_engine, C) (TIS, Yao et al. 2025; TRL's `token_truncate`).
 """
 
 from __future__ import annotations
@@ -30,7 +29,37 @@ from dataclasses import dataclass, field
 import torch
 from torch.utils.checkpoint import checkpoint
 
+from ..registry import Registry
+
 STD_EPS = 1e-4
+
+Scaling = Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]
+"""(centred rewards (B, G), group std (B, 1), eps) -> advantages (B, G)."""
+
+ADVANTAGES: Registry[Scaling] = Registry("scale_rewards")
+"""Advantage scalings by the name `scale_rewards` gives them."""
+
+
+def register_advantage(name: str) -> Callable[[Scaling], Scaling]:
+    """Decorator: the function becomes `scale_rewards=name`, for the config and `group_advantages`."""
+
+    def add(fn: Scaling) -> Scaling:
+        ADVANTAGES.register(name, fn)
+        return fn
+
+    return add
+
+
+@register_advantage("group")
+def scale_by_group_std(centred: torch.Tensor, std: torch.Tensor, eps: float) -> torch.Tensor:
+    """(r - mean_g) / (std_g + eps): the paper's normalisation, TRL's `scale_rewards="group"`."""
+    return centred / (std + eps)
+
+
+@register_advantage("none")
+def unscaled(centred: torch.Tensor, std: torch.Tensor, eps: float) -> torch.Tensor:
+    """r - mean_g: Dr. GRPO's advantage (arXiv:2503.20783), without the std's difficulty bias."""
+    return centred
 
 
 def group_advantages(
@@ -39,7 +68,8 @@ def group_advantages(
     stats_mask: torch.Tensor | None = None,  # (B, G) bool: rows that enter mean/std; None = all
     eps: float = STD_EPS,
 ) -> torch.Tensor:  # (B, G)
-    """(r - mean_g) / (std_g + eps) per group, or r - mean_g with scale="none".
+    """Rewards centred on their group's mean and scaled as `scale` names (`ADVANTAGES`): by default
+    (r - mean_g) / (std_g + eps), or r - mean_g with scale="none".
 
     With a stats mask (injected rows left out), the counted rows' std is floored at the whole
     group's: a group whose counted rows score alike or nearly so (sampled rows at 0.5, 0.5, 0.51
@@ -58,12 +88,7 @@ def group_advantages(
         var = ((rewards - mean) ** 2 * weight).sum(1, keepdim=True) / (count - 1).clamp(min=1)
         counted_std = torch.where(count >= 2, var.sqrt(), torch.zeros_like(var))
         std = torch.maximum(counted_std, whole_std)
-    centred = rewards - mean
-    if scale == "none":
-        return centred
-    if scale != "group":
-        raise ValueError(f"unknown reward scaling {scale!r}: use group or none")
-    return centred / (std + eps)
+    return ADVANTAGES.get(scale)(rewards - mean, std, eps)
 
 
 LOGITS_PER_CHUNK = 2**25
@@ -174,52 +199,6 @@ def k3_kl(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
     return torch.exp(delta) - delta - 1
 
 
-def aggregate(
-    per_token: torch.Tensor,  # (n, C) loss of a micro-batch
-    mask: torch.Tensor,  # (n, C) 1 on completion tokens that count
-    loss_type: str,
-    minibatch_tokens: float,
-    minibatch_rows: int,
-    max_completion_length: int | None = None,
-) -> torch.Tensor:
-    """The micro-batch's share of the minibatch loss, so accumulated gradients equal one big batch.
-
-    token_mean: sum over tokens / tokens in the minibatch.
-    seq_mean:   sum over rows of (row token mean) / rows in the minibatch.
-    dr_grpo:    sum over tokens / (rows in the minibatch x max_completion_length), a constant.
-    """
-    mask = mask.to(per_token.dtype)
-    if loss_type == "token_mean":
-        return (per_token * mask).sum() / max(minibatch_tokens, 1.0)
-    if loss_type == "seq_mean":
-        row_mean = (per_token * mask).sum(1) / mask.sum(1).clamp(min=1.0)
-        return row_mean.sum() / max(minibatch_rows, 1)
-    if loss_type == "dr_grpo":
-        if not max_completion_length:
-            raise ValueError("loss_type=dr_grpo needs max_completion_length")
-        return (per_token * mask).sum() / (max(minibatch_rows, 1) * max_completion_length)
-    raise ValueError(f"unknown loss_type {loss_type!r}: use token_mean, seq_mean or dr_grpo")
-
-
-@dataclass
-class LossSettings:
-    """The loss's hyper-parameters, as the config names them."""
-
-    epsilon: float
-    epsilon_high: float | None
-    beta: float
-    loss_type: str
-    off_policy: str = "ratio"
-    """Injected rows: `ratio` (clipped ratio to rollout-time log-probs) or `luffy` (p/(p+gamma))."""
-    luffy_gamma: float = 0.1
-    importance_sampling_level: str = "token"
-    """`token` (PPO's per-token ratio) or `sequence` (GSPO's)."""
-    delta: float | None = None
-    """Upper bound on the unclipped ratio (two-sided clipping); None: none."""
-    max_completion_length: int | None = None
-    """The constant divisor of `dr_grpo` (per row)."""
-
-
 @dataclass
 class LossStats:
     """Masked sums and counts over an update phase, split by row origin; means at the end."""
@@ -271,66 +250,3 @@ def logprob_mismatch(
         "logp_gap_max": float(diff.abs().max()),
         "kl": float((torch.exp(diff) - 1 - diff).mean()),
     }
-
-
-def grpo_loss(
-    logp: torch.Tensor,  # (n, C) current policy, with gradient
-    old_logp: torch.Tensor | None,  # (n, C) rollout-time; None: logp's own detached values (ratio 1)
-    ref_logp: torch.Tensor | None,  # (n, C) reference; None: no KL
-    advantages: torch.Tensor,  # (n,)
-    loss_mask: torch.Tensor,  # (n, C) 1 on tokens that enter the loss
-    injected: torch.Tensor,  # (n,) bool: rows that are demonstrations
-    settings: LossSettings,
-    minibatch_tokens: float,
-    minibatch_rows: int,
-    stats: LossStats,
-    demo_tokens: torch.Tensor | None = None,  # (n, C) bool: demonstration tokens; None: all of injected rows'
-    is_weights: torch.Tensor | None = None,  # (n, C) truncated importance weights (engine != trainer); None: 1
-) -> torch.Tensor:
-    """A micro-batch's share of the minibatch loss; its statistics are added to `stats`.
-
-    Per token: the clipped surrogate (LUFFY's shaping on demonstration tokens when asked), plus
-    beta x k3 KL to the reference; aggregated as `aggregate` says. `stats` receives the policy
-    loss and the KL apart (`loss_policy` without beta x KL), and ratio, clipping and log-probs
-    split by token origin: `_injected` (copied from a demonstration), `_sampled` (sampled by the
-    policy), and `_continuation` (sampled after a demonstration's prefix, when `demo_tokens` is given).
-    """
-    old = old_logp if old_logp is not None else logp.detach()
-    per_token, ratio, clipped = clipped_surrogate(
-        logp,
-        old,
-        advantages,
-        settings.epsilon,
-        settings.epsilon_high,
-        settings.delta,
-        settings.importance_sampling_level,
-        loss_mask,
-    )
-    inj_rows = injected.unsqueeze(1).expand_as(per_token)
-    demo = inj_rows if demo_tokens is None else demo_tokens
-    if settings.off_policy == "luffy":
-        per_token = torch.where(demo, luffy_surrogate(logp, advantages, settings.luffy_gamma), per_token)
-        clipped = clipped & ~demo
-    policy_part = per_token
-    if ref_logp is not None:
-        kl = k3_kl(logp, ref_logp)
-        stats.add("kl", kl.detach(), loss_mask)
-        if settings.beta > 0:
-            per_token = per_token + settings.beta * kl
-    if is_weights is not None:
-        per_token = per_token * is_weights
-        policy_part = policy_part * is_weights
-        stats.add("is_weight", is_weights, loss_mask)
-    shares = (settings.loss_type, minibatch_tokens, minibatch_rows, settings.max_completion_length)
-    loss = aggregate(per_token, loss_mask, *shares)
-    policy_loss = loss if policy_part is per_token else aggregate(policy_part.detach(), loss_mask, *shares)
-    stats.add_total("loss_policy", policy_loss.detach())
-    origins = [("", loss_mask), ("_injected", loss_mask * demo), ("_sampled", loss_mask * ~demo)]
-    if demo_tokens is not None:
-        origins.append(("_continuation", loss_mask * (inj_rows & ~demo)))
-    for origin, tokens in origins:
-        stats.add("ratio" + origin, ratio.detach(), tokens)
-        stats.add("clip" + origin, clipped.float(), tokens)
-        if origin not in ("", "_sampled"):
-            stats.add("logp" + origin, logp.detach(), tokens)
-    return loss

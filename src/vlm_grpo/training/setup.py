@@ -9,6 +9,7 @@ import torch
 
 from ..config import ConfigError, TrainConfig
 from ..core import algo
+from ..core.losses import LOSSES
 from ..data import BadSample
 from ..guidance import MODES, REMEDIES, SCHEDULES
 from ..models import apply_lora, freeze_vision, frozen_copy, load_model_and_processor
@@ -123,21 +124,6 @@ def _delayed_bar(factory, args: tuple, kwargs: dict):
     return factory(*args, **{"delay": BAR_DELAY_S, **kwargs})
 
 
-def loss_settings(cfg: TrainConfig) -> algo.LossSettings:
-    """The loss's hyper-parameters as the config names them."""
-    return algo.LossSettings(
-        cfg.epsilon,
-        cfg.epsilon_high,
-        cfg.beta,
-        cfg.loss_type,
-        cfg.off_policy,
-        cfg.luffy_gamma,
-        cfg.importance_sampling_level,
-        cfg.delta,
-        cfg.max_completion_length,
-    )
-
-
 def release_memory() -> None:
     """After a run or an evaluation: collect what it left (model, optimizer, activations held in
     cycles) and hand cached GPU blocks back, so the next run of a study starts from the same memory."""
@@ -171,6 +157,8 @@ def check_names(cfg: TrainConfig) -> TrainConfig:
         ("injection.schedule", cfg.injection.schedule, SCHEDULES.names()),
         ("sft.schedule", cfg.sft.schedule, SCHEDULES.names()),
         ("rollout_engine", cfg.rollout_engine, ENGINES.names()),
+        ("loss_type", cfg.loss_type, LOSSES.names()),
+        ("scale_rewards", cfg.scale_rewards, algo.ADVANTAGES.names()),
     )
     errors = [f"{key}={value!r} is not one of {', '.join(known)}" for key, value, known in named if value not in known]
     errors += [

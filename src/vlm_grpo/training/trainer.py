@@ -21,7 +21,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from ..config import TrainConfig, to_dict
-from ..core import algo
+from ..core import algo, losses
 from ..data import PromptStream, eval_samples, open_source, split_indices
 from ..guidance import Remedy, RemedyKit, StepContext, build_remedies, check_written_demonstrations
 from ..models import adapter_for, pick_device
@@ -45,7 +45,7 @@ from .heldout import HeldOutSets
 from .inputs import RunInputs
 from .metrics import PhaseClock, completion_rows, frac_zero_std, rollout_metrics, run_summary, update_metrics
 from .ops import logprobs_all, micro_batches, policy_ops
-from .setup import check_names, check_world, load_policy, loss_settings, make_optimizer, prompt_length_check
+from .setup import check_names, check_world, load_policy, make_optimizer, prompt_length_check
 from .signals import stop_on_signal
 from .tool_use import add_tool_rewards, tool_metrics, with_tools
 from .tracking import Tracker
@@ -97,7 +97,6 @@ class Trainer:
             prepare=None if cfg.tools else lambda image: self.adapter.fit_image(image, self.processor),
         )
         self.remedies = self._remedies(engine if cfg.tools else None, turn_end, source, train_rows)
-        self.loss_settings = loss_settings(cfg)
         self.optimizer, self.scheduler = make_optimizer(
             cfg, self.model, self.parallel, self.local_minibatch, self.precision
         )
@@ -364,6 +363,9 @@ class Trainer:
         Returns the update's metrics and statistics."""
         cfg, stats, grad_norms, passes = self.cfg, algo.LossStats(), [], []
         scale = math.prod(remedy.grpo_scale() for remedy in self.remedies)
+        # Tokens per rank of the global step batch, per minibatch of an epoch: dapo's and cispo's divisor.
+        step_tokens = self.world.sum(float(batch.loss_mask.sum())) / self.world.size
+        step_tokens /= batch.size // self.local_minibatch
         for epoch in range(cfg.num_iterations):
             for minibatch in batch.epoch_minibatches(self.local_minibatch, epoch):
                 # Tokens of the global minibatch per rank: averaging the ranks' gradients then gives the global mean.
@@ -373,20 +375,20 @@ class Trainer:
                 passes += micros
                 for rows in micros:
                     micro = batch.select(rows)
-                    loss = algo.grpo_loss(
-                        self.policy_logprobs(batch.rollout, micro),
-                        micro.old_logp,
-                        micro.ref_logp,
+                    inputs = losses.LossInputs(
                         micro.advantages,
                         micro.loss_mask,
-                        micro.injected,
-                        self.loss_settings,
                         minibatch_tokens,
                         len(minibatch),
-                        stats,
-                        micro.demo_tokens,
-                        micro.is_weights,
+                        old_logp=micro.old_logp,
+                        ref_logp=micro.ref_logp,
+                        injected=micro.injected,
+                        demo_tokens=micro.demo_tokens,
+                        is_weights=micro.is_weights,
+                        step_tokens=step_tokens,
+                        max_completion_length=cfg.max_completion_length,
                     )
+                    loss = losses.grpo_loss(self.policy_logprobs(batch.rollout, micro), inputs, cfg, stats)
                     self.parallel.backward(loss * scale if scale != 1 else loss)
                 for remedy in self.remedies:
                     remedy.minibatch_backward(batch, minibatch, self.ops, stats)
