@@ -68,47 +68,6 @@ def test_sampled_stats_fall_back_when_sampled_rows_agree():
     assert adv[0, 1:].abs().max().item() == 0.0
 
 
-def test_token_logprobs_matches_log_softmax():
-    # Two positions, hidden size 2, a vocabulary of 3: the head is a literal (3, 2) matrix.
-    hidden = torch.tensor([[1.0, 0.0], [0.5, -1.0]])
-    weight = torch.tensor([[1.0, 2.0], [2.0, 0.0], [0.5, 1.0]])
-    tokens = torch.tensor([1, 2])
-    logits = hidden @ weight.T  # [[1, 2, 0.5], [-1.5, 1, -0.75]]
-    expected = torch.log_softmax(logits / 0.5, -1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
-    for chunk in (0, 1, 2, 5):
-        got = algo.token_logprobs(hidden, lambda h: h @ weight.T, tokens, 0.5, chunk_tokens=chunk)
-        assert torch.allclose(got, expected)
-
-
-def test_token_logprobs_suppressed_ids_leave_the_distribution():
-    hidden = torch.tensor([[1.0, 0.0]])
-    weight = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 0.0]])  # logits [1, 1, 0]
-    got = algo.token_logprobs(hidden, lambda h: h @ weight.T, torch.tensor([0]), 1.0, torch.tensor([2]))
-    assert got.item() == pytest.approx(math.log(0.5))  # id 2 suppressed: two equal logits left
-
-
-def test_token_logprobs_gradients_equal_the_full_logits_whatever_the_chunk():
-    torch.manual_seed(0)
-    hidden0, weight0 = torch.randn(7, 4), torch.randn(11, 4)
-    tokens, coeff = torch.randint(0, 11, (7,)), torch.randn(7)
-    forbidden = torch.tensor([3, 9])
-
-    def grads(chunk):
-        hidden, weight = hidden0.clone().requires_grad_(), weight0.clone().requires_grad_()
-        if chunk is None:  # the reference: the whole (7, 11) logits at once, plain autograd
-            logits = (hidden @ weight.T).index_fill(-1, forbidden, float("-inf")) / 0.7
-            logp = torch.log_softmax(logits, -1).gather(-1, tokens[:, None]).squeeze(-1)
-        else:
-            logp = algo.token_logprobs(hidden, lambda h: h @ weight.T, tokens, 0.7, forbidden, chunk)
-        (logp * coeff).sum().backward()
-        return logp.detach(), hidden.grad, weight.grad
-
-    reference = grads(None)
-    for chunk in (1, 3, 7):
-        for got, want in zip(grads(chunk), reference):
-            assert torch.allclose(got, want, atol=1e-6)
-
-
 def test_clipping_inactive_and_active():
     logp = torch.log(torch.tensor([[0.5, 0.9]]))
     old = torch.log(torch.tensor([[0.5, 0.6]]))  # ratios 1.0 and 1.5

@@ -72,8 +72,9 @@ def test_vision_placeholders_are_never_sampled(family):
     assert set(placeholders) <= set(adapter_for(model).vision_token_ids(model))
     # Make every placeholder by far the likeliest token: sampling must still never pick one.
     forbidden = torch.tensor(adapter_for(model).vision_token_ids(model))
-    model.lm_head.register_forward_hook(
-        lambda module, args, out: out.index_add(-1, forbidden, torch.full_like(out[..., : len(forbidden)], 50.0))
+    plain = model.lm_head.forward  # the head's own function, as generation and the log-prob passes call it
+    model.lm_head.forward = lambda hidden: plain(hidden).index_add(
+        -1, forbidden, torch.full((*hidden.shape[:-1], len(forbidden)), 50.0)
     )
     prompts = encode_prompts(processor, DEFAULT, lab_samples(), CPU)
     completions, mask, _, _ = generate(model, processor, prompts, 3, 8, temperature=1.0)

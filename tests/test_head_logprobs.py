@@ -47,8 +47,15 @@ def test_hidden_state_logprobs_equal_the_full_logits(family):
     rows, on = torch.arange(ids.size(0)), mask.bool()
     weights = torch.randn(ids.shape, generator=torch.Generator().manual_seed(1))
     adapter = adapter_for(model)
-    projected_positions = []
-    hook = adapter.output_head(model).register_forward_hook(lambda m, a, out: projected_positions.append(out.size(-2)))
+    head, projected_positions = adapter.output_head(model), []
+    plain_forward = head.forward
+
+    def recording_forward(hidden):  # every projection, the model's own calls and the chunks alike
+        logits = plain_forward(hidden)
+        projected_positions.append(logits.size(-2))
+        return logits
+
+    head.forward = recording_forward
 
     def loss_and_grads(logp):
         model.zero_grad()
@@ -71,18 +78,24 @@ def test_hidden_state_logprobs_equal_the_full_logits(family):
             for name, grad in grads.items():  # a gradient that is exactly 0 in theory (k biases) is noise
                 bound = 1e-4 * reference[name].abs().max() + 1e-6 * largest
                 assert (grad - reference[name]).abs().max() <= bound, (sharing, chunk, name)
-    hook.remove()
+    del head.forward
 
 
-def test_the_head_inputs_are_the_hidden_states_the_head_would_project():
+def test_inside_head_replaced_the_forward_returns_what_project_gives():
     model, prompts, ids, mask = rows_of("qwen2-vl")
     adapter = adapter_for(model)
     inputs = prompts.select(torch.tensor([0]))
+    seen = []
+
+    def project(hidden, head):
+        seen.append(hidden)
+        return head(hidden).sum(-1)  # (b, t): any function of the hidden states and the head
+
     with torch.no_grad():
         logits = model(**inputs).logits
-        with adapter.head_inputs(model) as seen:
-            empty = model(**inputs).logits
-    assert empty.shape == (1, 0, logits.size(-1)) and len(seen) == 1
-    assert torch.allclose(adapter.output_head(model)(seen[0]), logits, atol=1e-6)
-    # The hook is gone after the block: the forward projects again.
+        with adapter.head_replaced(model, project):
+            replaced = model(**inputs).logits
+    assert len(seen) == 1 and replaced.shape == logits.shape[:2]
+    assert torch.allclose(replaced, logits.sum(-1), atol=1e-4)
+    # The hooks are gone after the block: the forward projects again.
     assert model(**inputs).logits.shape == logits.shape

@@ -16,7 +16,7 @@ from transformers import get_scheduler
 
 import support
 from vlm_grpo.config import ConfigError, load_config
-from vlm_grpo.core import algo
+from vlm_grpo.core import losses
 from vlm_grpo.training import precision
 from vlm_grpo.training.trainer import Trainer
 
@@ -91,14 +91,14 @@ def test_first_update_ratio_is_exactly_one(tmp_path, monkeypatch, name):
         ],
     )
     trainer = Trainer(cfg)
-    ratios, real = [], algo.clipped_surrogate
+    ratios, real = [], losses.clipped_surrogate
 
     def recording(logp, old, *args):  # the real function; its ratio is kept
         out = real(logp, old, *args)
         ratios.append(out[1].detach())
         return out
 
-    monkeypatch.setattr(algo, "clipped_surrogate", recording)
+    monkeypatch.setattr(losses, "clipped_surrogate", recording)
     trainer.train()
     assert len(ratios) == 2 * 2 * 2  # epochs x minibatches x micro-batches
     first_minibatch = ratios[:2]

@@ -45,8 +45,9 @@ def test_vision_placeholders_are_never_sampled():
     assert adapter_for(model).vision_token_ids(model) == placeholders
     # Make the placeholders by far the likeliest tokens: sampling must still never pick them.
     forbidden = torch.tensor(placeholders)
-    model.lm_head.register_forward_hook(
-        lambda module, args, out: out.index_add(-1, forbidden, torch.full_like(out[..., :4], 50.0))
+    plain = model.lm_head.forward  # the head's own function, as generation and the log-prob passes call it
+    model.lm_head.forward = lambda hidden: plain(hidden).index_add(
+        -1, forbidden, torch.full((*hidden.shape[:-1], 4), 50.0)
     )
     prompts = encode_prompts(processor, DEFAULT, lab_samples(), CPU)
     for sharing in ("prefix", "none"):

@@ -27,7 +27,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
-from torch.utils.checkpoint import checkpoint
 
 from ..registry import Registry
 
@@ -89,54 +88,6 @@ def group_advantages(
         counted_std = torch.where(count >= 2, var.sqrt(), torch.zeros_like(var))
         std = torch.maximum(counted_std, whole_std)
     return ADVANTAGES.get(scale)(rewards - mean, std, eps)
-
-
-LOGITS_PER_CHUNK = 2**25
-"""Logits computed at once by `token_logprobs` when no chunk size is given: 128 MB in float32, about
-220 positions at a 152k vocabulary (a whole lab micro-batch at 560)."""
-
-
-def token_logprobs(
-    hidden: torch.Tensor,  # (K, H) final hidden state at each position that predicts a token
-    head: Callable[[torch.Tensor], torch.Tensor],  # (k, H) -> (k, V): the model's output head
-    tokens: torch.Tensor,  # (K,) the token each position predicts
-    temperature: float = 1.0,
-    suppressed: torch.Tensor | None = None,  # (S,) vocabulary ids that are never sampled
-    chunk_tokens: int = 0,  # positions per chunk; 0: LOGITS_PER_CHUNK logits a chunk
-) -> torch.Tensor:  # (K,) float32
-    """log pi(token) at the sampling temperature, with the output head applied a chunk of positions at
-    a time so that the (K, V) logits never exist at once: each chunk's logits are projected in the
-    head's dtype, the suppressed ids filled with -inf, then taken to float32, divided by the
-    temperature and normalised by log-sum-exp. With gradients and several chunks, a chunk keeps only
-    its inputs and computes its logits again in the backward pass (activation checkpointing), so the
-    memory above the hidden states is one chunk's logits and the head's weight gradient, whatever K is."""
-    if chunk_tokens <= 0:
-        with torch.no_grad():
-            vocab = head(hidden[:1]).size(-1) if hidden.size(0) else 1
-        chunk_tokens = max(1, LOGITS_PER_CHUNK // vocab)
-
-    def chunk(h: torch.Tensor, t: torch.Tensor) -> torch.Tensor:  # (k, H), (k,) -> (k,)
-        logits = head(h)
-        if suppressed is not None and suppressed.numel():
-            logits = logits.index_fill(-1, suppressed.to(logits.device), float("-inf"))
-        logits = logits.float() / temperature
-        return logits.gather(-1, t.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
-
-    # One chunk keeps its logits for the backward pass (at most LOGITS_PER_CHUNK of them, and no
-    # second head product); several recompute theirs, so that only one chunk's exist at a time.
-    several = hidden.size(0) > chunk_tokens
-    recompute = several and torch.is_grad_enabled() and (hidden.requires_grad or _head_trains(head))
-    parts = [
-        checkpoint(chunk, h, t, use_reentrant=False) if recompute else chunk(h, t)
-        for h, t in zip(hidden.split(chunk_tokens), tokens.split(chunk_tokens))
-    ]
-    return torch.cat(parts) if parts else hidden.new_zeros(0, dtype=torch.float32)
-
-
-def _head_trains(head) -> bool:
-    """Whether the head's own parameters take gradients here (a head tuned while the trunk is frozen)."""
-    parameters = getattr(head, "parameters", None)
-    return torch.is_grad_enabled() and parameters is not None and any(p.requires_grad for p in parameters())
 
 
 def importance_ratio(

@@ -1,10 +1,11 @@
 """Per-token log-probs of completion rows under a model, from its final hidden states.
 
-Every pass takes the hidden states the output head would have projected (`FamilyAdapter.head_inputs`)
-and applies the head itself, a chunk of completion tokens at a time (`core.algo.token_logprobs`):
-the (rows, C, V) logits never exist, which at a 152k vocabulary and thousand-token completions is
-the difference between fitting and not. Only completion tokens are projected (padding is skipped);
-positions past a row's end get log-prob 0.
+Inside every forward, the hidden states the output head would have projected go to
+`core.head.token_logprobs` instead (`FamilyAdapter.head_replaced`), which applies the head a chunk
+of completion tokens at a time: the (rows, C, V) logits never exist, which at a 152k vocabulary and
+thousand-token completions is the difference between fitting and not, and the forward returns
+per-token log-probs where it returned logits. Only completion tokens are projected (padding is
+skipped); positions past a row's end get log-prob 0.
 
 `prefix`: each distinct prompt (image included) is encoded once, its KV cache is repeated for
 its rows, and only completion tokens run again; exact (the same log-probs as the per-row pass
@@ -16,9 +17,11 @@ prompt + completion per row, as other trainers do.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from ..core.algo import token_logprobs
+from ..core.head import token_logprobs
 from ..models.families import FamilyAdapter, adapter_for
 from .batch import PromptBatch, RowTurns, conversation_inputs, image_rows, tool_token_mask
 
@@ -33,51 +36,61 @@ def completion_logprobs(
     temperature: float = 1.0,
     sharing: str = "prefix",
     turns: list[RowTurns | None] | None = None,  # (n,) the rows' tool turns (rollout.row_turns(rows))
-    chunk_tokens: int = 0,  # completion tokens per chunk of the output head; 0: core.algo's default
-) -> torch.Tensor:  # (n, C) float32
+    chunk_tokens: int = 0,  # completion tokens per chunk of the output head; 0: core.head's default
+) -> torch.Tensor:  # (n, C) float32, 0 past each row's end
     if turns is not None and any(t is not None and t.tool_tokens for t in turns):
         args = (rows, completion_ids, completion_mask, group_size, temperature, sharing)
         return _with_tool_turns(model, prompts, *args, turns, chunk_tokens)
     adapter = adapter_for(model)
     owner = rows // group_size
+    score = Scoring(adapter, model, temperature, chunk_tokens)
     if sharing == "prefix":
-        hidden = _shared_prefix_hidden(adapter, model, prompts, owner, completion_ids, completion_mask)
-    elif sharing == "vision":
-        hidden = _per_row_hidden(adapter, model, prompts, owner, completion_ids, completion_mask, share_vision=True)
-    elif sharing == "none":
-        hidden = _per_row_hidden(adapter, model, prompts, owner, completion_ids, completion_mask)
-    else:
-        raise ValueError(f"unknown logprob_sharing {sharing!r}: use prefix, vision or none")
-    return projected(adapter, model, hidden, completion_ids, completion_mask, temperature, chunk_tokens)
+        return _shared_prefix_logprobs(score, prompts, owner, completion_ids, completion_mask)
+    if sharing in ("vision", "none"):
+        return _per_row_logprobs(score, prompts, owner, completion_ids, completion_mask, sharing == "vision")
+    raise ValueError(f"unknown logprob_sharing {sharing!r}: use prefix, vision or none")
 
 
-def projected(
-    adapter: FamilyAdapter,
-    model,
-    hidden: torch.Tensor,  # (n, C, H) the hidden state that predicts each completion token
-    completion_ids: torch.Tensor,  # (n, C)
-    completion_mask: torch.Tensor,  # (n, C)
-    temperature: float,
-    chunk_tokens: int,
-) -> torch.Tensor:  # (n, C) float32, 0 past each row's end
-    """Log-probs of the completion tokens through the model's output head, chunk by chunk. The vision
-    placeholders are suppressed as in generation, so these are the sampling distribution's log-probs."""
-    where = completion_mask.to(hidden.device).bool()
-    forbidden = torch.tensor(adapter.vision_token_ids(model), dtype=torch.long, device=hidden.device)
-    head = adapter.output_head(model)
-    tokens = completion_ids.to(hidden.device)[where]
-    picked = token_logprobs(hidden[where], head, tokens, temperature, forbidden, chunk_tokens)
-    out = torch.zeros(completion_ids.shape, dtype=picked.dtype, device=hidden.device)
-    return out.masked_scatter(where, picked)
+@dataclass
+class Scoring:
+    """What a pass scores with: the model, its adapter, the sampling temperature, the head's chunk."""
+
+    adapter: FamilyAdapter
+    model: torch.nn.Module
+    temperature: float
+    chunk_tokens: int
+
+    def targets(self, *calls: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]):
+        """A block in which the i-th forward returns, instead of logits, the log-probs of `calls[i]`:
+        (tokens (r, t), mask (r, t), rows (r,) of the head's input they read, or None for all) -> (r, t),
+        0 where the mask is off. The vision placeholders are suppressed as in generation, so these are
+        the sampling distribution's log-probs."""
+        queue = list(calls)
+        forbidden = torch.tensor(self.adapter.vision_token_ids(self.model), dtype=torch.long)
+
+        def project(hidden: torch.Tensor, head) -> torch.Tensor:
+            tokens, mask, rows = queue.pop(0)
+            hidden = hidden if rows is None else hidden[rows.to(hidden.device)]
+            where, tokens = mask.to(hidden.device).bool(), tokens.to(hidden.device)
+            args = (self.temperature, forbidden.to(hidden.device), self.chunk_tokens)
+            picked = token_logprobs(hidden[where], head, tokens[where], *args)
+            return torch.zeros(where.shape, dtype=picked.dtype, device=hidden.device).masked_scatter(where, picked)
+
+        return self.adapter.head_replaced(self.model, project)
 
 
-def _per_row_hidden(
-    adapter: FamilyAdapter, model, prompts, owner, completion_ids, completion_mask, share_vision=False
-) -> torch.Tensor:
-    """(n, C, H) hidden states from whole rows; with share_vision, each distinct image is encoded once."""
+def _one_more(tensor: torch.Tensor) -> torch.Tensor:  # (n, C) -> (n, C + 1), the last column 0
+    return torch.nn.functional.pad(tensor, (0, 1))
+
+
+def _per_row_logprobs(
+    score: Scoring, prompts, owner, completion_ids, completion_mask, share_vision=False
+) -> torch.Tensor:  # (n, C)
+    """Whole rows; with share_vision, each distinct image is encoded once. The last prompt position
+    and every completion position but the last predict the completion's tokens."""
     inputs = prompts.select(owner)
     if share_vision and "pixel_values" in inputs:
-        inputs = _with_shared_image_features(adapter, model, prompts, owner, inputs)
+        inputs = _with_shared_image_features(score.adapter, score.model, prompts, owner, inputs)
     width = completion_ids.size(1)
     inputs["input_ids"] = torch.cat([inputs["input_ids"], completion_ids], dim=1)
     attention = completion_mask.to(inputs["attention_mask"].dtype)
@@ -85,9 +98,9 @@ def _per_row_hidden(
     if "mm_token_type_ids" in inputs:
         text_type = torch.zeros_like(completion_ids, dtype=inputs["mm_token_type_ids"].dtype)
         inputs["mm_token_type_ids"] = torch.cat([inputs["mm_token_type_ids"], text_type], dim=1)
-    with adapter.head_inputs(model) as seen:
-        model(**inputs, use_cache=False, logits_to_keep=width + 1)
-    return seen[-1][:, :-1]
+    with score.targets((_one_more(completion_ids), _one_more(completion_mask), None)):
+        out = score.model(**inputs, use_cache=False, logits_to_keep=width + 1)
+    return out.logits[:, :-1]
 
 
 def _with_shared_image_features(adapter: FamilyAdapter, model, prompts, owner, inputs) -> dict:
@@ -102,22 +115,23 @@ def _with_shared_image_features(adapter: FamilyAdapter, model, prompts, owner, i
     return inputs
 
 
-def _shared_prefix_hidden(
-    adapter: FamilyAdapter, model, prompts, owner, completion_ids, completion_mask
-) -> torch.Tensor:  # (n, C, H)
-    """Hidden states predicting each completion token: distinct prompts prefilled once, cache rows selected."""
+def _shared_prefix_logprobs(score: Scoring, prompts, owner, completion_ids, completion_mask) -> torch.Tensor:
+    """Distinct prompts prefilled once, cache rows selected: the prompt's last position predicts each
+    row's first token, the completion's positions the rest."""
     distinct, local = torch.unique(owner, return_inverse=True)
     inputs = prompts.select(distinct)
-    with adapter.head_inputs(model) as seen:
-        _, cache, start = adapter.prefill(model, inputs)
+    first = (completion_ids[:, :1], completion_mask[:, :1], local)
+    rest = (_one_more(completion_ids[:, 1:]), _one_more(completion_mask[:, 1:]), None)
+    with score.targets(first, rest):
+        first_logp, cache, start = score.adapter.prefill(score.model, inputs)  # (n, 1)
         cache.batch_select_indices(local.to(start.device))
         prompt_attention = inputs["attention_mask"][local]
         attention = torch.cat([prompt_attention, completion_mask.to(prompt_attention.dtype)], dim=1)
-        positions = adapter.positions(start[local], completion_ids.size(1))
-        model(input_ids=completion_ids, attention_mask=attention, cache=cache, use_cache=True, position_ids=positions)
-    last, rest = seen
-    # The prompt's last position predicts the first completion token.
-    return torch.cat([last[local.to(last.device), -1:], rest[:, :-1]], dim=1)
+        positions = score.adapter.positions(start[local], completion_ids.size(1))
+        out = score.model(
+            input_ids=completion_ids, attention_mask=attention, cache=cache, use_cache=True, position_ids=positions
+        )
+    return torch.cat([first_logp, out.logits[:, :-1]], dim=1)
 
 
 def _with_tool_turns(
@@ -133,15 +147,13 @@ def _with_tool_turns(
         index = torch.tensor(rest)
         args = (rows[index], completion_ids[index], completion_mask[index], group_size, temperature, sharing)
         parts.update(zip(rest, completion_logprobs(model, prompts, *args, chunk_tokens=chunk_tokens)))
-    adapter = adapter_for(model)
+    score = Scoring(adapter_for(model), model, temperature, chunk_tokens)
     for i in whole:
         length = int(completion_mask[i].sum())
         tokens = completion_ids[i : i + 1, :length]
         inputs = conversation_inputs(prompts, int(rows[i]) // group_size, tokens[0].tolist(), turns[i])
-        with adapter.head_inputs(model) as seen:
-            model(**inputs, use_cache=False, logits_to_keep=length + 1)
-        mask = torch.ones_like(tokens)
-        logp = projected(adapter, model, seen[-1][:, :-1], tokens, mask, temperature, chunk_tokens)[0]
+        with score.targets((_one_more(tokens), _one_more(torch.ones_like(tokens)), None)):
+            logp = model(**inputs, use_cache=False, logits_to_keep=length + 1).logits[0, :-1]
         parts[i] = torch.nn.functional.pad(logp, (0, completion_ids.size(1) - length))
     out = torch.stack([parts[i] for i in range(len(turns))])
     return out.masked_fill(tool_token_mask(turns, completion_ids.size(1)).to(out.device), 0.0)

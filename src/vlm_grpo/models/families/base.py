@@ -17,7 +17,7 @@ prefix passes or image features, is a method.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import torch
@@ -169,22 +169,29 @@ class FamilyAdapter:
         return head
 
     @contextmanager
-    def head_inputs(self, model) -> Iterator[list[torch.Tensor]]:
-        """Inside the block, each forward of `model` hands its output head zero positions and appends the
-        hidden states the head would have projected, (b, t, H) in call order, to the yielded list: the
-        log-prob passes then apply the head themselves, a chunk at a time (`core.algo.token_logprobs`),
-        instead of the forward building (b, t, V) logits. The forward's own logits come back empty."""
-        seen: list[torch.Tensor] = []
+    def head_replaced(self, model, project: Callable[[torch.Tensor, Callable], torch.Tensor]) -> Iterator[None]:
+        """Inside the block, each forward of `model` hands its output head zero positions (it computes
+        nothing) and returns, in place of the logits, what `project(hidden, head)` gives for the
+        hidden states the head would have projected, (b, t, H), and the head's own forward. The
+        log-prob passes project only the positions they need, a chunk at a time, and inside the
+        forward, where wrappers act as they would on the head (FSDP's gathered weights and its
+        backward hooks on the output, autocast, LoRA on the head)."""
+        head, taken = self.output_head(model), []
 
-        def take(module, args):
-            seen.append(args[0])
+        def before(module, args):
+            taken.append(args[0])
             return (args[0][..., :0, :], *args[1:])
 
-        handle = self.output_head(model).register_forward_pre_hook(take)
+        def after(module, args, output):
+            return project(taken.pop(), module.forward)
+
+        # prepend: before any other forward hook, such as one that releases gathered weights.
+        handles = [head.register_forward_pre_hook(before), head.register_forward_hook(after, prepend=True)]
         try:
-            yield seen
+            yield
         finally:
-            handle.remove()
+            for handle in handles:
+                handle.remove()
 
     # ------------------------------------------------------------ shared-prefix passes
     def _no_prefix(self, model_type: str) -> NotImplementedError:
@@ -195,7 +202,7 @@ class FamilyAdapter:
 
     def prefill(self, model, inputs: dict[str, torch.Tensor]):
         """Encode prompts once: (logits of the last prompt position (b, 1, V), KV cache, next position (b,)).
-        Under `head_inputs` the logits are empty (b, 0, V) and the hidden state is captured instead."""
+        Under `head_replaced` the logits are what its `project` gives."""
         raise self._no_prefix(base_model(model).config.model_type)
 
     def positions(self, start: torch.Tensor, length: int) -> torch.Tensor:
