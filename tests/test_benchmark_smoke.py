@@ -114,3 +114,60 @@ def test_decode_floor_measures_every_size_and_row_count(tmp_path):
     assert all(isinstance(value, float) for value in final["16"].values())
     text = results.read_text()
     assert "<!-- BEGIN GENERATED: benchmarks/decode_floor.py -->" in text and "| 16 | " in text
+
+
+REAL_SHAPES = SCRIPT.parent / "real_shapes.py"
+
+
+@pytest.mark.slow
+def test_real_shapes_runs_a_step_and_an_update_of_both_frameworks(tmp_path):
+    """Two tiny cases (gpu_step's shrunk Qwen2-VL widths and vocabulary, 16 image tokens): 4 completion
+    tokens as a whole step, 8 as an update, each on both sides. The JSON line has the promised shape,
+    numbers on both sides, completions of exactly C tokens, and a growth fit per framework."""
+    args = ["--tiny", "--cases", "16:4,16:8", "--step-max-tokens", "4", "--threads", "1", "--case-timeout", "120"]
+    proc, report = run_script(REAL_SHAPES, [*args, "--workdir", str(tmp_path), "--out", str(tmp_path / "r.json")])
+    assert report == json.loads((tmp_path / "r.json").read_text())
+    cases = report["cases"]
+    assert [(c["image_tokens"], c["completion_tokens"], c["unit"]) for c in cases] == [
+        (16, 4, "step"),
+        (16, 8, "update"),
+    ]
+    for case in cases:
+        assert case["model"] == "qwen2-vl-2b-instruct" and case["status"] == {"ours": "ok", "trl": "ok"}, case
+        for key in ("peak_mb", "s"):
+            assert set(case[key]) == {"ours", "trl"}
+            assert all(isinstance(v, float) and v > 0 for v in case[key].values()), case[key]
+        length = float(case["completion_tokens"])
+        assert case["mean_completion_length"] == {"ours": length, "trl": length}
+        assert case["image_tokens_actual"] == 16
+    assert sorted(g["framework"] for g in report["growth"]) == ["ours", "trl"]
+    assert "| qwen2-vl-2b-instruct | 16 (" in proc.stdout and "exponent" in proc.stdout
+
+
+def test_real_shapes_growth_fit_and_failed_sides():
+    """The growth fit recovers a known power law and slope; a side that ran out of memory is a
+    null in the JSON and its status in the table, not a crash."""
+    sys.path.insert(0, str(REAL_SHAPES.parent))
+    import real_shapes
+
+    def case(c, ours, trl, status="ok"):
+        return {
+            "model": "m",
+            "image_tokens": 256,
+            "completion_tokens": c,
+            "unit": "update",
+            "peak_mb": {"ours": ours, "trl": trl},
+            "setup_mb": {"ours": 100.0, "trl": 100.0},
+            "s": {"ours": 1.0, "trl": None if trl is None else 2.0},
+            "status": {"ours": "ok", "trl": status},
+            "prompt_tokens": 291,
+        }
+
+    cases = [case(c, 100.0 + 2.0 * c, 5.0 * c**0.5) for c in (256, 1024, 4096)]
+    fits = {g["framework"]: g for g in real_shapes.growth(cases)}
+    assert abs(fits["ours"]["mb_per_1k_tokens"] - 2000.0) < 1e-6
+    assert abs(fits["trl"]["exponent"] - 0.5) < 1e-9 and fits["trl"]["completion_tokens"] == [256, 1024, 4096]
+    failed = case(4096, 900.0, None, status="oom")
+    assert [g["framework"] for g in real_shapes.growth([failed])] == []
+    assert "**oom**" in "\n".join(real_shapes.case_table([failed]))
+    assert real_shapes.is_oom("RuntimeError: DefaultCPUAllocator: can't allocate memory: you tried to allocate 4")
