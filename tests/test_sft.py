@@ -118,7 +118,7 @@ def test_gate_removes_only_gated_groups_from_the_grpo_loss(tmp_path):
         None, TINY + [f"output_dir={tmp_path}", "max_steps=1", "save_steps=1", "sft.gate=no_success", "sft.coef=0.2"]
     )
     trainer = Trainer(cfg)
-    rollout, *_ = trainer.draw(0)
+    rollout = trainer.draw(0).rollout
     sft = trainer.remedy("sft")
     plan = sft.current = sft.supervisor.plan(rollout, 0, 1, 0.0)
     G = rollout.group_size

@@ -290,9 +290,7 @@ class StepBatch:
         return len(self.rollout.texts)
 
     def draw_order(self) -> torch.Tensor:  # (N,)
-        """A row order with whole groups shuffled, so that a micro-batch holds few distinct prompts to encode."""
-        G = self.rollout.group_size
-        return (torch.randperm(self.size // G).unsqueeze(1) * G + torch.arange(G)).flatten()
+        return group_order(self.rollout)
 
     def epoch_minibatches(self, minibatch_size: int, epoch: int = 0) -> list[torch.Tensor]:
         """Epoch `epoch`'s minibatches of row indices (the first epoch's order when it was drawn)."""
@@ -319,6 +317,12 @@ class StepBatch:
             ref_logp=self.ref_logp[rows, :width] if self.ref_logp is not None else None,
             is_weights=self.is_weights[rows, :width] if self.is_weights is not None else None,
         )
+
+
+def group_order(rollout: Rollout) -> torch.Tensor:  # (N,)
+    """A row order with whole groups shuffled, so that a micro-batch holds few distinct prompts to encode."""
+    G = rollout.group_size
+    return (torch.randperm(len(rollout.texts) // G).unsqueeze(1) * G + torch.arange(G)).flatten()
 
 
 def micro_batches_by_tokens(lengths: torch.Tensor, budget: int, per_row: int = 0) -> list[torch.Tensor]:

@@ -17,6 +17,7 @@ import torch
 
 from ..config import TrainConfig
 from ..core import algo
+from ..guidance import StepContext
 from ..rollout import Completions, Engine, PromptBatch, Rollout, SamplingParams, make_engine
 from ..rollout.engines.base import EngineOptions
 
@@ -40,6 +41,20 @@ class Drawn:
     """Optimizer steps between the weights that sampled and the weights that train (0 or 1)."""
     wait_s: float
     """Seconds the trainer waited for these completions."""
+
+
+@dataclass
+class Draw:
+    """One draw of phases 1-2."""
+
+    rollout: Rollout
+    """The rollout as the remedies left it (guidance injection has made some rows demonstrations)."""
+    sampled_metrics: dict
+    """Its sampled rows' metrics, before any remedy."""
+    context: StepContext
+    """Where the draw sits: step and the global sampled answer-present rate."""
+    drawn: Drawn
+    """What the rollout engine returned (prompts, completions, staleness, wait)."""
 
 
 class EngineRollouts:

@@ -11,6 +11,7 @@ it calls each phase's hook of every remedy the config builds (`guidance/remedy.p
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import random
 import time
@@ -25,14 +26,8 @@ from ..core import algo, losses
 from ..data import PromptStream, eval_samples, open_source, split_indices
 from ..guidance import Remedy, RemedyKit, StepContext, build_remedies, check_written_demonstrations
 from ..models import adapter_for, pick_device
-from ..rollout import (
-    EngineError,
-    MicroBatch,
-    Rollout,
-    StepBatch,
-    encode_prompts,
-    padding_share,
-)
+from ..rollout import EngineError, MicroBatch, Rollout, StepBatch, encode_prompts, padding_share
+from ..rollout.batch import group_order
 from ..rollout.turns import ToolEngine
 from ..tasks import get_task
 from ..tasks.rewards import Scorer
@@ -40,7 +35,7 @@ from ..tasks.styles import get_style
 from . import checkpoint, precision
 from .distributed import strategies
 from .distributed import world as distributed
-from .engine import EngineRollouts, build_engine
+from .engine import Draw, EngineRollouts, build_engine
 from .heldout import HeldOutSets
 from .inputs import RunInputs
 from .metrics import PhaseClock, completion_rows, frac_zero_std, rollout_metrics, run_summary, update_metrics
@@ -191,29 +186,24 @@ class Trainer:
             return self._owned_step(owner, step, t0, began), None
         # 1-2. Rollout (B prompts x G sampled completions, scored), changed by the remedies (guidance
         # injection makes some sampled rows demonstrations); the metrics describe the first draw's own samples.
-        rollout, sampled_metrics, context = self.draw(step)
-        drawn, regrouped = self.last_drawn, {}
+        first = self.draw(step)
+        rollout, regrouped = first.rollout, {}
         with self.clock.phase("remedies"):
             for remedy in self.remedies:  # remedies that draw again (dynamic sampling)
-                rollout, more = remedy.regroup(rollout, lambda: self.draw(step, first=False)[0], self.ops)
+                rollout, more = remedy.regroup(rollout, lambda: self.draw(step, first=False).rollout, self.ops)
                 regrouped.update(more)
             # 3. The remedies' plans (supervised terms), group-relative advantages and the loss mask: the step batch.
             for remedy in self.remedies:
-                remedy.plan(rollout, context)
-        batch = StepBatch(rollout, self.advantages(rollout), self.loss_mask(rollout))
-        batch.first_epoch_order = batch.draw_order()
-        # 4. Rollout-time and reference log-probs, once per step; old ones over the first epoch's micro-batches.
-        with self.clock.phase("rollout_logprobs"):
-            batch.old_logp, batch.ref_logp = self.fixed_logprobs(batch)
-        batch.is_weights = self.rollouts.is_weights(rollout, batch.old_logp)
-        engine_metrics = self.rollouts.metrics(rollout, batch.old_logp, drawn)
+                remedy.plan(rollout, first.context)
+        batch = self.step_batch(rollout)
+        engine_metrics = self.rollouts.metrics(rollout, batch.old_logp, first.drawn)
         # 5. num_iterations epochs of clipped updates over minibatches (the engine gets the new weights
         # after the step, in the loop).
         with self.clock.phase("update"):
             step_update, stats = self.update(batch)
         step_s = time.time() - t0
         metrics = {
-            **sampled_metrics,
+            **first.sampled_metrics,
             **regrouped,
             **step_update,
             **{k: v for r in self.remedies for k, v in r.metrics(rollout, batch.advantages, stats, self.ops).items()},
@@ -274,23 +264,32 @@ class Trainer:
             tracker.log_completions(done, completion_rows(rollout, self.task))
 
     # ---------------------------------------------------------------- phases
-    def draw(self, step: int, first: bool = True) -> tuple[Rollout, dict, StepContext]:
-        """Phases 1-2 for the next B prompts: (the rollout as the remedies left it, its sampled rows'
-        metrics, where the draw sits: step and the global sampled answer-present rate). The step's first
-        draw may start sampling the next step's prompts (overlap_rollout); the draws dynamic sampling
-        adds never do."""
+    def draw(self, step: int, first: bool = True) -> Draw:
+        """Phases 1-2 for the next B prompts. The step's first draw may start sampling the next step's
+        prompts (overlap_rollout); the draws dynamic sampling adds never do."""
         cfg = self.cfg
         with self.clock.phase("sampling"):
-            self.last_drawn = self.rollouts.draw(self._next_prompts, ahead=first and step + 1 < cfg.max_steps)
+            drawn = self.rollouts.draw(self._next_prompts, ahead=first and step + 1 < cfg.max_steps)
         with self.clock.phase("scoring"):
-            rollout = self.scored(self.last_drawn)
+            rollout = self.scored(drawn)
         sampled_metrics = {**rollout_metrics(rollout, self.task), **tool_metrics(rollout, cfg.tool_use)}
         rate = self.world.sum(sampled_metrics["rollout/answer_present_rate"]) / self.world.size
         context = StepContext(step, cfg.max_steps, rate, first)
         with self.clock.phase("remedies"):  # e.g. guidance injection
             for remedy in self.remedies:
                 rollout = remedy.after_draw(rollout, context, self.ops)
-        return rollout, sampled_metrics, context
+        return Draw(rollout, sampled_metrics, context, drawn)
+
+    def step_batch(self, rollout: Rollout) -> StepBatch:
+        """Phases 3-4: advantages, the loss mask and the first epoch's row order, then the rollout-time
+        and reference log-probs (once per step; the old ones over the first epoch's micro-batches) and
+        the engine's importance weights."""
+        batch = StepBatch(
+            rollout, self.advantages(rollout), self.loss_mask(rollout), first_epoch_order=group_order(rollout)
+        )
+        with self.clock.phase("rollout_logprobs"):
+            old, ref = self.fixed_logprobs(batch)
+        return dataclasses.replace(batch, old_logp=old, ref_logp=ref, is_weights=self.rollouts.is_weights(rollout, old))
 
     def _next_prompts(self):
         with self.clock.phase("data"):
