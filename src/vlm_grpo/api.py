@@ -42,19 +42,23 @@ from .training.heldout import HeldOutSets
 from .training.inputs import RunInputs
 from .training.setup import check_names
 from .training.trainer import Trainer as _Trainer
+from .training.trl_args import from_trl
 
 TRAIN_NAME = "train_dataset"
 """`data.train` of a run whose rows were passed in (no file or registered set holds them)."""
 
 
-@dataclass
+@dataclass(init=False)
 class GRPOConfig(TrainConfig):
     """`TrainConfig` built by keywords, as TRL's GRPOConfig is: nested sections as dicts or as their
     dataclasses (`injection={"mode": "random"}` or `injection=InjectionConfig(mode="random")`),
-    converted and checked on construction exactly as `load_config` converts and checks a YAML file."""
+    converted and checked on construction exactly as `load_config` converts and checks a YAML file.
+    TRL's own fields are taken with TRL's meaning or refused with a line saying what to use instead
+    (`training.trl_args`, the table in docs/python-api.md)."""
 
-    def __post_init__(self) -> None:
-        built = from_dict(TrainConfig, to_dict(self))  # dict sections become dataclasses; types checked
+    def __init__(self, **settings: Any) -> None:
+        raw = {k: to_dict(v) if dataclasses.is_dataclass(v) else v for k, v in from_trl(settings).items()}
+        built = from_dict(TrainConfig, raw)  # dict sections become dataclasses; types checked
         for f in dataclasses.fields(TrainConfig):
             setattr(self, f.name, getattr(built, f.name))
         check_names(validate(self))
