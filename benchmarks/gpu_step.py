@@ -240,10 +240,31 @@ def run_ours(a, model, processor, data) -> dict:
     }
 
 
+def step_timer():
+    """A TrainerCallback timing TRL's optimizer steps (on_step_begin to on_step_end) and keeping the
+    completion lengths it logs."""
+    from transformers import TrainerCallback
+
+    class StepTimer(TrainerCallback):
+        def __init__(self):
+            self.begin, self.step_s, self.lengths = 0.0, [], []
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            self.begin = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.step_s.append(time.perf_counter() - self.begin)
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and "completions/mean_length" in logs:
+                self.lengths.append(float(logs["completions/mean_length"]))
+
+    return StepTimer()
+
+
 def run_trl(a, model, processor, data) -> dict:
     import datasets
     import trl
-    from transformers import TrainerCallback
 
     from vlm_grpo.tasks.rewards import resolve
     from vlm_grpo.tasks.styles import DEFAULT
@@ -263,20 +284,6 @@ def run_trl(a, model, processor, data) -> dict:
     def counting(completions, answer, **kwargs):
         texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
         return [reward(t, int(n), DEFAULT) for t, n in zip(texts, answer)]
-
-    class StepTimer(TrainerCallback):
-        def __init__(self):
-            self.begin, self.step_s, self.lengths = 0.0, [], []
-
-        def on_step_begin(self, args, state, control, **kwargs):
-            self.begin = time.perf_counter()
-
-        def on_step_end(self, args, state, control, **kwargs):
-            self.step_s.append(time.perf_counter() - self.begin)
-
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            if logs and "completions/mean_length" in logs:
-                self.lengths.append(float(logs["completions/mean_length"]))
 
     # TRL counts optimizer steps: with num_iterations=4 one rollout feeds 4 of them (its steps_per_generation).
     steps = (a.warmup + a.steps) * a.epochs
@@ -305,7 +312,7 @@ def run_trl(a, model, processor, data) -> dict:
         dataloader_num_workers=0,
         log_completions=False,
     )
-    timer = StepTimer()
+    timer = step_timer()
     trainer = trl.GRPOTrainer(
         model=model,
         reward_funcs=counting,

@@ -61,7 +61,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from gpu_step import CONFIGS, FAMILY, MODELS, checkpoint_config  # noqa: E402
+from gpu_step import CONFIGS, FAMILY, MODELS, checkpoint_config, step_timer  # noqa: E402
 from step_throughput import (  # noqa: E402
     children_cpu_s,
     cpu_busy_s,
@@ -308,26 +308,6 @@ def run_ours(case: Case, model, processor, row: dict, row_tokens: int) -> dict:
 
 
 # ------------------------------------------------------------------------------------------ TRL
-def step_timer():
-    """A TrainerCallback timing TRL's optimizer steps (on_step_begin to on_step_end) and keeping the
-    completion lengths it logs."""
-    from transformers import TrainerCallback
-
-    class StepTimer(TrainerCallback):
-        def __init__(self):
-            self.begin, self.step_s, self.lengths = 0.0, [], []
-
-        def on_step_begin(self, args, state, control, **kwargs):
-            self.begin = time.perf_counter()
-
-        def on_step_end(self, args, state, control, **kwargs):
-            self.step_s.append(time.perf_counter() - self.begin)
-
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            if logs and "completions/mean_length" in logs:
-                self.lengths.append(float(logs["completions/mean_length"]))
-
-    return StepTimer()
 
 
 def trl_config(case: Case):
