@@ -289,13 +289,10 @@ class StepBatch:
     def size(self) -> int:
         return len(self.rollout.texts)
 
-    def draw_order(self) -> torch.Tensor:  # (N,)
-        return group_order(self.rollout)
-
     def epoch_minibatches(self, minibatch_size: int, epoch: int = 0) -> list[torch.Tensor]:
         """Epoch `epoch`'s minibatches of row indices (the first epoch's order when it was drawn)."""
         first = epoch == 0 and self.first_epoch_order is not None
-        order = self.first_epoch_order if first else self.draw_order()
+        order = self.first_epoch_order if first else group_order(self.rollout)
         return list(order.split(minibatch_size))
 
     def tokens(self, rows: torch.Tensor) -> float:

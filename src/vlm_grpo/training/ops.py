@@ -53,15 +53,17 @@ def policy_ops(trainer) -> PolicyOps:
 
 
 def logprobs_all(model, rollout: Rollout, cfg: TrainConfig) -> torch.Tensor:  # (N, C), no gradient by the caller
-    """Completion log-probs of every row of `rollout` under `model`, micro-batch by micro-batch."""
+    """Completion log-probs of every row of `rollout` under `model`, micro-batch by micro-batch, each
+    run to its longest row (positions past a row's end are 0)."""
     out = None
     for rows in micro_batches(rollout, torch.arange(len(rollout.texts)), cfg):
+        width = max(1, int(rollout.completion_mask[rows].sum(1).max()))  # a pass runs to its longest row
         part = completion_logprobs(
             model,
             rollout.prompts,
             rows,
-            rollout.completion_ids[rows],
-            rollout.completion_mask[rows],
+            rollout.completion_ids[rows, :width],
+            rollout.completion_mask[rows, :width],
             rollout.group_size,
             cfg.temperature,
             cfg.logprob_sharing,
@@ -69,7 +71,7 @@ def logprobs_all(model, rollout: Rollout, cfg: TrainConfig) -> torch.Tensor:  # 
             cfg.logprob_chunk_tokens,
         )
         out = part.new_zeros(rollout.completion_ids.shape) if out is None else out
-        out[rows.to(out.device)] = part
+        out[rows.to(out.device), :width] = part
     return out
 
 
