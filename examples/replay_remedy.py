@@ -8,12 +8,17 @@ The idea is self-imitation learning (Oh et al. 2018, arXiv:1806.05635) carried t
 
 Use it by import path, or register it from a plug-in and name it:
 
-    vlm-grpo train configs/lab.yaml remedies=[replay_remedy:SelfReplay] remedy_options.replay.min_reward=1
+    vlm-grpo train configs/lab.yaml remedies=[replay_remedy:SelfReplay] replay.min_reward=1
+
+Its options are a dataclass it declares (`ReplayOptions`): the config's `replay` section, checked with
+the rest of the config before anything loads.
 
 Each process keeps the successes of the prompts it sampled (a sketch: no exchange between processes).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 
@@ -21,12 +26,21 @@ from vlm_grpo.guidance import PolicyOps, Remedy, Row, StepContext, replace_rows
 from vlm_grpo.rollout import Rollout
 
 
-class SelfReplay(Remedy):
-    name = "replay"
+@dataclass
+class ReplayOptions:
+    min_reward: float = 1.0
+    """A sampled row is kept for replay when its reward reaches this."""
 
-    def __init__(self, cfg, kit, min_reward: float = 1.0):
+    def check(self, cfg, need) -> None:
+        need(-1 <= self.min_reward <= 1, f"replay.min_reward={self.min_reward} must be in [-1, 1]")
+
+
+class SelfReplay(Remedy):
+    name, options = "replay", ReplayOptions
+
+    def __init__(self, cfg, kit):
         super().__init__(cfg, kit)
-        self.min_reward = min_reward
+        self.min_reward = self.settings.min_reward
         self.best: dict[str, tuple[float, list[int], str]] = {}  # sample id -> (reward, tokens, text)
         self.replayed = 0
 

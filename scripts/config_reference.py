@@ -16,14 +16,21 @@ import typing
 from pathlib import Path
 
 from vlm_grpo import config
+from vlm_grpo.config_sections import Schedule, sections
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
 HEADER = """# Configuration reference
 
-Generated from the field docstrings of `src/vlm_grpo/config.py` and `config_sections.py` by
-`python scripts/config_reference.py` (a test fails when this file is stale). A preset YAML holds only what
-differs from these defaults; on the command line every key is `key=value`, nested ones with dots
-(`injection.mode=random`).
+Generated from the field docstrings of `src/vlm_grpo/config.py`, `config_sections.py` and the modules that
+declare their own sections, by `python scripts/config_reference.py` (a test fails when this file is
+stale). A preset YAML holds only what differs from these defaults; on the command line every key is
+`key=value`, nested ones with dots (`injection.mode=random`, `injection.rate.schedule=linear_decay`).
+
+The rule: a key TRL's `GRPOConfig` has keeps TRL's flat name and meaning; a feature TRL lacks is one
+section named after it, declared by the module that implements it (a remedy's, an engine's, a tool's);
+TRL's keys of a feature that is a section here (vLLM's, tool calling's) are mapped into it by the Python
+API (docs/python-api.md). A quantity that moves over training is a `Schedule` wherever it appears; a
+number written in its place is a constant. A key that moved stops with a message naming its new place.
 """
 
 
@@ -48,23 +55,26 @@ def default_of(field: dataclasses.Field) -> object:
     return None
 
 
-def section(cls: type, prefix: str, title: str) -> list[str]:
+def section(cls: type, prefix: str, title: str, intro: str = "") -> list[str]:
     """The table of `cls`'s own fields, then one of each dataclass it inherits fields from (the same keys,
     flat), then one per nested section."""
     hints = typing.get_type_hints(cls)
     docs = field_docs(cls)
     own = cls.__dict__.get("__annotations__", {})
     bases = [base for base in cls.__bases__ if dataclasses.is_dataclass(base)]
-    lines, nested = [f"## {title}", "", "| key | type | default | meaning |", "|---|---|---|---|"], []
+    head = [f"## {title}", ""] + ([intro, ""] if intro else [])
+    lines, nested = head + ["| key | type | default | meaning |", "|---|---|---|---|"], []
     for field in dataclasses.fields(cls):
-        if field.name not in own:
+        if field.name not in own or field.name == "sections":
             continue
         kind = hints[field.name]
-        if dataclasses.is_dataclass(kind):
+        if dataclasses.is_dataclass(kind) and kind is not Schedule:
             nested.append((kind, f"{prefix}{field.name}.", f"`{prefix}{field.name}.*`: {docs.get(field.name, '')}"))
             continue
         shown = (getattr(kind, "__name__", None) or str(kind).replace("typing.", "")).replace("|", "\\|")
         default = default_of(field)
+        if isinstance(default, Schedule):
+            default = ", ".join(f"{f.name}={getattr(default, f.name)}" for f in dataclasses.fields(Schedule)[:4])
         cell = "" if default is None else f"`{default}`"
         meaning = docs.get(field.name, "").replace("|", "\\|")
         lines.append(f"| `{prefix}{field.name}` | {shown} | {cell} | {meaning} |")
@@ -77,7 +87,14 @@ def section(cls: type, prefix: str, title: str) -> list[str]:
 
 
 def render() -> str:
-    return HEADER + "\n" + "\n".join(section(config.TrainConfig, "", "Run")).rstrip() + "\n"
+    lines = section(config.TrainConfig, "", "Run")
+    for name, cls in sections().items():
+        where = f"declared in `{cls.__module__}` (`{cls.__name__}`)"
+        lines += section(
+            cls, f"{name}.", f"`{name}.*`", " ".join((inspect.getdoc(cls) or "").split()) + f" Its section is {where}."
+        )
+    lines += section(Schedule, "", "Schedule (`injection.rate`, `sft.coef`, `injection.prefix_ratio`, ...)")
+    return HEADER + "\n" + "\n".join(lines).rstrip() + "\n"
 
 
 def main() -> int:

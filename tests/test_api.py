@@ -12,7 +12,8 @@ from PIL import Image
 from transformers import TrainerCallback
 
 from vlm_grpo import GRPOConfig, GRPOTrainer
-from vlm_grpo.config import ConfigError, InjectionConfig
+from vlm_grpo.config import ConfigError
+from vlm_grpo.guidance import InjectionConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = [ROOT / "README.md", ROOT / "docs" / "python-api.md"]

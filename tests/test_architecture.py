@@ -20,6 +20,7 @@ LAYERS = [
     "guidance",
     "evaluation",
     "training",
+    "builtins",
     "study",
     "api",
     "lab",

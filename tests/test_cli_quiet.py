@@ -122,7 +122,7 @@ def test_an_unknown_key_suggests_the_closest_known_one():
     assert line == "error: unknown key 'learning_rat' (did you mean 'learning_rate'?)"
     # Nothing close: the section's keys are the fix.
     line = _one_line_error(CliRunner().invoke(app, ["train", SMOKE, "injection.zzz=1"]))
-    assert line.startswith("error: unknown key 'injection.zzz'; known keys here: adaptive_high,")
+    assert line == "error: unknown key 'injection.zzz'; known keys here: mode, payload, prefix_ratio, rate, rows"
 
 
 # ------------------------------------------------------------------ help

@@ -117,7 +117,7 @@ def test_two_processes_match_one(tmp_path):
 
 def test_two_processes_inject_as_one(tmp_path):
     """The injection plan is drawn for the global batch: two processes inject the rows one would."""
-    extra = ["injection.mode=random", "injection.schedule=adaptive", "prompt.style=r1v"]
+    extra = ["injection.mode=random", "injection.rate.schedule=adaptive", "prompt.style=r1v"]
     launch(tmp_path, 2, tmp_path / "two", *extra)
     launch(tmp_path, 1, tmp_path / "one", *extra)
     two = load_file(tmp_path / "two" / "checkpoint-3" / "model.safetensors")

@@ -75,7 +75,12 @@ def test_dynamic_sampling_trains_without_zero_signal_groups(tmp_path):
     cfg = load_config(
         "configs/lab.yaml",
         [f"output_dir={tmp_path}", "max_steps=3", "save_steps=3", "data.eval=[]", "progress=false"]
-        + ["num_iterations=1", "dynamic_sampling=true", "dynamic_sampling_max_batches=6", "max_completion_length=24"],
+        + [
+            "num_iterations=1",
+            "dynamic_sampling.enabled=true",
+            "dynamic_sampling.max_batches=6",
+            "max_completion_length=24",
+        ],
     )
     Trainer(cfg).train()
     lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]

@@ -11,10 +11,10 @@ import torch
 from peft import LoraConfig, get_peft_model
 
 from support import lab_samples
-from vlm_grpo.config import ConfigError, VLLMConfig, load_config
+from vlm_grpo.config import ConfigError, load_config
 from vlm_grpo.models.tiny import build_tiny
 from vlm_grpo.rollout import ENGINES, HFEngine, SamplingParams, encode_prompts, make_engine
-from vlm_grpo.rollout.engines import EngineError, EngineOptions
+from vlm_grpo.rollout.engines import EngineError, EngineOptions, VLLMConfig
 from vlm_grpo.rollout.engines.vllm_engine import (
     STAMP,
     check_environment,

@@ -3,10 +3,9 @@ import random
 import pytest
 import torch
 
-from vlm_grpo.config import InjectionConfig
+from vlm_grpo.config_sections import Schedule
 from vlm_grpo.data import Sample
-from vlm_grpo.guidance.injection import Injector, rows_to_inject
-from vlm_grpo.guidance.schedules import schedule_value
+from vlm_grpo.guidance.injection import InjectionConfig, Injector, rows_to_inject
 from vlm_grpo.models.tiny import build_tokenizer
 from vlm_grpo.rollout import PromptBatch, Rollout
 from vlm_grpo.tasks.rewards import Scorer
@@ -52,24 +51,24 @@ def test_same_seed_same_rows_and_none_mode():
 
 
 def test_linear_decay_is_the_studys_schedule():
-    cfg = InjectionConfig(mode="random", schedule="linear_decay")
-    assert schedule_value(cfg, 0, 1000, 0.0) == pytest.approx(0.8)
-    assert schedule_value(cfg, 350, 1000, 0.0) == pytest.approx(0.4)
-    assert schedule_value(cfg, 700, 1000, 0.0) == 0.0
-    assert schedule_value(cfg, 999, 1000, 0.0) == 0.0
+    cfg = InjectionConfig(mode="random", rate=Schedule("linear_decay"))
+    assert cfg.strength(0, 1000, 0.0) == pytest.approx(0.8)
+    assert cfg.strength(350, 1000, 0.0) == pytest.approx(0.4)
+    assert cfg.strength(700, 1000, 0.0) == 0.0
+    assert cfg.strength(999, 1000, 0.0) == 0.0
 
 
 def test_linear_runs_to_the_last_step_and_serves_injection_too():
-    cfg = InjectionConfig(mode="random", schedule="linear", initial_rate=1.0, final_rate=0.2)
-    assert [round(schedule_value(cfg, s, 5, 0.0), 6) for s in range(5)] == [1.0, 0.8, 0.6, 0.4, 0.2]
-    assert schedule_value(cfg, 0, 1, 0.0) == 0.2  # a one-step run is at its end
+    cfg = InjectionConfig(mode="random", rate=Schedule("linear", initial=1.0, final=0.2))
+    assert [round(cfg.strength(s, 5, 0.0), 6) for s in range(5)] == [1.0, 0.8, 0.6, 0.4, 0.2]
+    assert cfg.strength(0, 1, 0.0) == 0.2  # a one-step run is at its end
 
 
 def test_adaptive_follows_the_live_format_rate():
-    cfg = InjectionConfig(mode="random", schedule="adaptive", adaptive_low=0.3, adaptive_high=0.9)
-    assert schedule_value(cfg, 5, 100, 0.1) == 1.0
-    assert schedule_value(cfg, 5, 100, 0.6) == pytest.approx(0.5)
-    assert schedule_value(cfg, 5, 100, 0.95) == 0.0
+    cfg = InjectionConfig(mode="random", rate=Schedule("adaptive", low=0.3, high=0.9))
+    assert cfg.strength(5, 100, 0.1) == 1.0
+    assert cfg.strength(5, 100, 0.6) == pytest.approx(0.5)
+    assert cfg.strength(5, 100, 0.95) == 0.0
 
 
 @pytest.mark.parametrize("style", [DEFAULT, R1V])

@@ -42,8 +42,8 @@ def mean(lines, key, first, last):
 
 def test_grpo_from_lab_base_raises_the_number_present_rate(tmp_path):
     lines = run(tmp_path, "mild", "model=lab-base", "max_steps=30")
-    start = mean(lines, "rollout/number_present_rate", 1, 3)
-    end = mean(lines, "rollout/number_present_rate", 28, 30)
+    start = mean(lines, "rollout/answer_present_rate", 1, 3)
+    end = mean(lines, "rollout/answer_present_rate", 28, 30)
     assert end - start >= 0.2, (start, end)
 
 
@@ -52,7 +52,7 @@ def test_cold_start_without_injection_and_its_removal_with_it(tmp_path):
     injected = run(tmp_path, "inject", "model=lab-base-cold", "max_steps=20", "injection.mode=random")
     assert mean(none, "groups/frac_zero_std", 1, 20) >= 0.5  # most groups: all -1, no gradient
     assert mean(injected, "groups/frac_zero_std", 1, 20) <= 0.1
-    assert mean(none, "rollout/number_present_rate", 1, 5) <= 0.05  # the severe base: <= 5 % digits
+    assert mean(none, "rollout/answer_present_rate", 1, 5) <= 0.05  # the severe base: <= 5 % digits
     assert all(line["injection/rate"] > 0 for line in injected)
 
 
@@ -75,7 +75,7 @@ def test_injection_raises_the_sampled_number_present_rate_sooner(tmp_path):
         none = run(tmp_path, f"none-{seed}", *one_prompt, f"seed={seed}")
         injected = run(tmp_path, f"inject-{seed}", *one_prompt, f"seed={seed}", "injection.mode=random")
         gains.append(
-            mean(injected, "rollout/number_present_rate", 16, 30) - mean(none, "rollout/number_present_rate", 16, 30)
+            mean(injected, "rollout/answer_present_rate", 16, 30) - mean(none, "rollout/answer_present_rate", 16, 30)
         )
     assert all(gain > 0 for gain in gains), gains
     assert sum(gains) / len(gains) >= 0.06, gains

@@ -53,8 +53,8 @@ def test_every_checkpoint_of_a_cli_run_has_a_model_card(tmp_path):
         assert "| task | `counting` |" in card
         assert "| prompt style | `r1v` |" in card
         assert "| reward functions | `answer` x 1, `format` x 0.5 |" in card
-        assert "| guidance injection | mode=random, schedule=constant" in card
-        assert "| supervised signal | warmup_steps=0, coef=0.1" in card
+        assert "| guidance injection | mode=random, rate=constant 1, rows=None, payload=full" in card
+        assert "| supervised signal | warmup_steps=0, coef=constant 0.1, gate=none |" in card
         assert f"| steps | {step} of 2 |" in card
         assert "| eval/lab-clevr/accuracy |" in card  # the newest held-out results
         assert "vlm-grpo train config.yaml" in card

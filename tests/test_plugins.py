@@ -22,7 +22,6 @@ from vlm_grpo.tasks import register_task
 from vlm_grpo.tasks.counting import CountingTask
 from vlm_grpo.tasks.rewards import Scorer
 from vlm_grpo.tasks.styles import DEFAULT, STYLES, register_style
-from vlm_grpo.training.setup import check_names
 
 pytestmark = pytest.mark.slow
 
@@ -56,7 +55,7 @@ register_task(LenientCounting.name, LenientCounting)
     "extra",
     [
         ["injection.mode=one_row"],
-        ["injection.mode=random", "injection.schedule=half"],
+        ["injection.mode=random", "injection.rate.schedule=half"],
         ["prompt.style=terse"],
         ["task=lenient_counting"],
     ],
@@ -69,14 +68,13 @@ def test_a_registered_name_validates_and_trains(extra, tmp_path):
 
 
 def test_names_are_read_from_the_registries_and_wrong_ones_reported_together():
-    cfg = load_config(None, ["injection.mode=sometimes", "injection.schedule=never", "prompt.style=shouty"])
     with pytest.raises(ConfigError) as raised:
-        check_names(cfg)
+        load_config(None, ["injection.mode=sometimes", "injection.rate.schedule=never", "prompt.style=shouty"])
     message = str(raised.value)
     assert "injection.mode='sometimes' is not one of none, one_row, random, rate, rescue" in message
-    assert "injection.schedule='never' is not one of" in message and "half" in message
+    assert "injection.rate.schedule='never' is not one of" in message and "half" in message
     assert "prompt.style='shouty' is not one of" in message and "terse" in message
-    assert check_names(load_config(None, ["prompt.style=r1v_eval"])).prompt.style == "r1v_eval"
+    assert load_config(None, ["prompt.style=r1v_eval"]).prompt.style == "r1v_eval"
 
 
 # ---------------------------------------------------------------- a remedy from outside the package
@@ -128,14 +126,14 @@ def test_a_remedy_named_by_import_path_or_registered_trains_and_is_checkpointed(
     register_remedy(type("RegisteredReplay", (replay.SelfReplay,), {"name": "replay_registered"}), replace=True)
     for spec, name in (("replay_remedy:SelfReplay", "replay"), ("replay_registered", "replay_registered")):
         run = tmp_path / name
-        trainer = train_two_steps(run, "tiny-qwen2-vl", [f"remedies=[{spec}]", f"remedy_options.{name}.min_reward=0"])
+        trainer = train_two_steps(run, "tiny-qwen2-vl", [f"remedies=[{spec}]", f"{name}.min_reward=0"])
         assert trainer.remedy(name).min_reward == 0
         line = json.loads((run / "run" / "metrics.jsonl").read_text().splitlines()[-1])
         assert "replay/rows" in line and line["replay/prompts_kept"] >= 0
         state = torch.load(run / "run" / "checkpoint-2" / "trainer_state.pt", weights_only=False)
         assert set(state["remedies"]) == {"injection", name}
     with pytest.raises(ConfigError, match="remedies entry 'nope' is not one of"):
-        check_names(load_config(None, ["remedies=[nope]"]))
+        load_config(None, ["remedies=[nope]"])
 
 
 # ---------------------------------------------------------------- a model family from outside the package

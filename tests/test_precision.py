@@ -174,7 +174,7 @@ def _lab_number_present(tmp_path, name, steps, window):
     out = tmp_path / name
     Trainer(load_config(None, LAB + [f"output_dir={out}", f"precision={name}", f"max_steps={steps}"])).train()
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    values = [line["rollout/number_present_rate"] for line in lines if line["step"] > steps - window]
+    values = [line["rollout/answer_present_rate"] for line in lines if line["step"] > steps - window]
     return sum(values) / len(values)
 
 

@@ -5,12 +5,13 @@ import json
 import pytest
 import torch
 
-from vlm_grpo.config import InjectionConfig, LossSettings, load_config
+from vlm_grpo.config import LossSettings, load_config
+from vlm_grpo.config_sections import Schedule
 from vlm_grpo.core.algo import LossStats
 from vlm_grpo.core.losses import LossInputs, grpo_loss
 from vlm_grpo.data import Sample
-from vlm_grpo.guidance.injection import Injector
-from vlm_grpo.guidance.schedules import prefix_ratio
+from vlm_grpo.guidance.injection import InjectionConfig, Injector
+from vlm_grpo.guidance.schedules import scheduled
 from vlm_grpo.lab.scenes import render_scene
 from vlm_grpo.models.tiny import build_tiny, build_tokenizer
 from vlm_grpo.rollout import HFEngine, PromptBatch, Rollout, SamplingParams, continue_prefixes, encode_prompts, generate
@@ -20,10 +21,10 @@ from vlm_grpo.training.trainer import Trainer
 
 
 def test_prefix_ratio_is_constant_or_linear_over_the_run():
-    assert prefix_ratio(InjectionConfig(prefix_ratio=0.3), 7, 10) == 0.3
-    decaying = InjectionConfig(prefix_ratio_initial=0.9, prefix_ratio_final=0.1)
-    assert [round(prefix_ratio(decaying, s, 5), 6) for s in range(5)] == [0.9, 0.7, 0.5, 0.3, 0.1]
-    assert prefix_ratio(decaying, 0, 1) == 0.1  # a one-step run is at its end
+    assert scheduled(InjectionConfig(prefix_ratio=0.3).prefix_ratio, 7, 10) == 0.3
+    decaying = InjectionConfig(prefix_ratio=Schedule("linear", initial=0.9, final=0.1)).prefix_ratio
+    assert [round(scheduled(decaying, s, 5), 6) for s in range(5)] == [0.9, 0.7, 0.5, 0.3, 0.1]
+    assert scheduled(decaying, 0, 1) == 0.1  # a one-step run is at its end
 
 
 def rollout_of(texts, answer, scorer, G):
@@ -142,8 +143,9 @@ def test_prefix_share_follows_its_schedule_in_training(tmp_path):
             "num_iterations=2",
             "injection.mode=random",
             "injection.payload=prefix",
-            "injection.prefix_ratio_initial=0.9",
-            "injection.prefix_ratio_final=0.2",
+            "injection.prefix_ratio.schedule=linear",
+            "injection.prefix_ratio.initial=0.9",
+            "injection.prefix_ratio.final=0.2",
             "report_to=[]",
         ],
     )

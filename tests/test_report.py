@@ -27,7 +27,7 @@ def _write_run(root, name, mode, np_mid, acc_mid, seed, steps=60, with_config=Tr
         rec = {
             "step": step,
             "reward/mean": acc + 0.1 * np_rate,
-            "rollout/number_present_rate": np_rate,
+            "rollout/answer_present_rate": np_rate,
             "rollout/accuracy": acc,
             "rollout/format_rate": np_rate,
             "groups/frac_zero_std": 1 - np_rate,
@@ -36,7 +36,7 @@ def _write_run(root, name, mode, np_mid, acc_mid, seed, steps=60, with_config=Tr
         }
         if step % 5 == 0:
             rec["eval/clevr/accuracy"] = acc
-            rec["eval/clevr/number_present_rate"] = np_rate
+            rec["eval/clevr/answer_present_rate"] = np_rate
             rec["eval/superclevr/accuracy"] = 0.6 * acc
         lines.append(json.dumps(rec))
     lines.append(json.dumps({"final": True, "note": "no step key: ignored by series"}))

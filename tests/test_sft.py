@@ -6,11 +6,11 @@ import pytest
 import torch
 
 import support
-from vlm_grpo.config import ConfigError, SftConfig, load_config
+from vlm_grpo.config import ConfigError, load_config
+from vlm_grpo.config_sections import Schedule
 from vlm_grpo.core.algo import LossStats
 from vlm_grpo.data import Sample
-from vlm_grpo.guidance.schedules import sft_coef
-from vlm_grpo.guidance.sft import SupervisedPlan, Supervisor
+from vlm_grpo.guidance.sft import SftConfig, SupervisedPlan, Supervisor
 from vlm_grpo.models.tiny import build_tokenizer
 from vlm_grpo.rollout import PromptBatch, Rollout
 from vlm_grpo.tasks.rewards import Scorer
@@ -19,12 +19,12 @@ from vlm_grpo.training.trainer import Trainer
 
 
 def test_coef_follows_the_injection_schedules():
-    assert sft_coef(SftConfig(), 0, 100, 0.0) == 0.0  # off by default
-    assert sft_coef(SftConfig(coef=0.25), 50, 100, 0.0) == 0.25
-    decay = SftConfig(schedule="linear_decay", initial_coef=0.8, final_coef=0.0, decay_fraction=0.5)
-    assert [sft_coef(decay, s, 100, 0.0) for s in (0, 25, 50, 99)] == pytest.approx([0.8, 0.4, 0.0, 0.0])
-    adaptive = SftConfig(schedule="adaptive", coef=1.0, adaptive_low=0.2, adaptive_high=0.6)
-    assert [sft_coef(adaptive, 0, 100, r) for r in (0.1, 0.4, 0.7)] == pytest.approx([1.0, 0.5, 0.0])
+    assert SftConfig().weight(0, 100, 0.0) == 0.0  # off by default
+    assert SftConfig(coef=0.25).weight(50, 100, 0.0) == 0.25
+    decay = SftConfig(coef=Schedule("linear_decay", initial=0.8, final=0.0, decay_fraction=0.5))
+    assert [decay.weight(s, 100, 0.0) for s in (0, 25, 50, 99)] == pytest.approx([0.8, 0.4, 0.0, 0.0])
+    adaptive = SftConfig(coef=Schedule("adaptive", value=1.0, low=0.2, high=0.6))
+    assert [adaptive.weight(0, 100, r) for r in (0.1, 0.4, 0.7)] == pytest.approx([1.0, 0.5, 0.0])
 
 
 def three_groups(injected_row_correct=False):
@@ -91,7 +91,7 @@ def test_bad_sft_settings_are_reported_together():
             None, ["max_steps=4", "sft.warmup_steps=-1", "sft.coef=1.5", "sft.gate=sometimes", "fsdp=full_shard"]
         )
     text = str(err.value)
-    for part in ("sft.warmup_steps=-1", "sft.coef=1.5", "sft.gate", "fsdp=full_shard needs sft.coef=0"):
+    for part in ("sft.warmup_steps=-1", "sft.coef.value=1.5", "sft.gate", "fsdp=full_shard needs sft.coef=0"):
         assert part in text, part
 
 
@@ -135,7 +135,7 @@ def test_gate_removes_only_gated_groups_from_the_grpo_loss(tmp_path):
 
 @pytest.mark.slow
 def test_a_coef_decayed_to_zero_trains_plain_grpo(tmp_path):
-    extra = ["max_steps=3", "save_steps=3", "sft.schedule=linear_decay", "sft.decay_fraction=0.3"]
+    extra = ["max_steps=3", "save_steps=3", "sft.coef.schedule=linear_decay", "sft.coef.decay_fraction=0.3"]
     Trainer(load_config(None, TINY + [f"output_dir={tmp_path}", *extra])).train()
     lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [line["sft/coef"] for line in lines] == [0.5, 0.0, 0.0]

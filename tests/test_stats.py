@@ -180,7 +180,7 @@ def test_recommend_low_rate_text(rate):
     for key in ("single_domain", "multi_domain"):
         assert "prompt.style=r1v" in out[key]
         assert "injection.mode=random" in out[key]
-        assert "injection.schedule=linear_decay" in out[key]
+        assert "injection.rate.schedule=linear_decay" in out[key]
     assert "transfer" in out["multi_domain"]
 
 
@@ -190,7 +190,7 @@ def test_recommend_mid_rate_text(rate):
     assert "injection.mode=random" in out["single_domain"]
     assert "2.5x" in out["single_domain"]
     assert "injection.mode=none" in out["multi_domain"]
-    assert "injection.schedule=linear_decay" in out["multi_domain"]
+    assert "injection.rate.schedule=linear_decay" in out["multi_domain"]
     assert "48%" in out["multi_domain"]
 
 

@@ -115,7 +115,14 @@ def test_a_run_written_before_keys_moved_is_reused_and_a_real_change_still_refus
         raw["dtype"] = "auto"  # as the project wrote it before `dtype` and the loss-side keys moved
         raw["injection"].update(off_policy=raw.pop("off_policy"), group_stats=raw.pop("group_stats"))
         raw["injection"]["luffy_gamma"] = raw.pop("luffy_gamma")
-        del raw["remedies"], raw["remedy_options"]
+        rate = raw["injection"].pop("rate")  # the schedules, tools and dynamic sampling as they were written
+        raw["injection"].update(rate=rate["value"], schedule=rate["schedule"], initial_rate=rate["initial"])
+        raw["injection"].update(prefix_ratio=raw["injection"]["prefix_ratio"]["value"], prefix_ratio_initial=None)
+        raw["sft"].update(coef=raw["sft"]["coef"]["value"], schedule="constant", adaptive_low=0.3)
+        raw.update(dynamic_sampling=False, dynamic_sampling_max_batches=4, max_turns=1)
+        raw["tool_use"] = {key: raw["tools"].pop(key) for key in ("timeout_s", "memory_mb", "turn_penalty")}
+        raw["tools"], raw["remedy_options"] = [], {}
+        del raw["remedies"]
         config.write_text(yaml.safe_dump(raw, sort_keys=False))
     again = run_study("tiny", seeds=2, steps=2, out=out, n=2, overrides=FAST, progress=False)
     assert again["ran"] == [] and len(again["skipped"]) == 4

@@ -18,7 +18,7 @@ REQUIRED_KEYS = [
     "step",
     "reward/mean",
     "reward/std",
-    "rollout/number_present_rate",
+    "rollout/answer_present_rate",
     "rollout/answer_present_rate",
     "rollout/accuracy",
     "rollout/format_rate",
@@ -130,8 +130,13 @@ def test_cli_reports_config_errors_without_a_traceback(tmp_path):
     [
         ["injection.mode=rate", "injection.rate=0.5", "off_policy=luffy"],
         ["injection.mode=rescue", "group_stats=sampled", "beta=0.04"],
-        ["injection.mode=random", "injection.schedule=linear_decay", "loss_type=grpo", "scale_rewards=none"],
-        ["injection.mode=random", "injection.schedule=adaptive", "prompt.style=r1v", "mask_truncated_completions=true"],
+        ["injection.mode=random", "injection.rate.schedule=linear_decay", "loss_type=grpo", "scale_rewards=none"],
+        [
+            "injection.mode=random",
+            "injection.rate.schedule=adaptive",
+            "prompt.style=r1v",
+            "mask_truncated_completions=true",
+        ],
         ["injection.mode=random", "loss_type=dr_grpo", "importance_sampling_level=sequence", "delta=1.5"],
     ],
 )

@@ -158,7 +158,7 @@ def test_mapped_values():
     assert GRPOConfig(bf16=False, fp16=False).precision == "fp32"
     assert GRPOConfig(fp16=True).precision == "fp16-mixed"
     assert GRPOConfig(use_cpu=True, disable_tqdm=True).device == "cpu"
-    assert GRPOConfig(max_tool_calling_iterations=2, tools=["crop"]).max_turns == 3
+    assert GRPOConfig(max_tool_calling_iterations=2, tools={"names": ["crop"]}).tools.max_turns == 3
     assert GRPOConfig(resume_from_checkpoint=True).resume
     assert GRPOConfig(num_train_epochs=3.0, max_steps=7).max_steps == 7
     assert GRPOConfig(warmup_steps=0.25).warmup_ratio == 0.25

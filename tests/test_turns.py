@@ -193,9 +193,9 @@ def score(correct: bool, present: bool = True) -> Score:
 
 
 def test_tool_reward_terms_and_metrics_on_literal_rows():
-    from vlm_grpo.config import ToolUseConfig
+    from vlm_grpo.training.tool_use import ToolsConfig
 
-    cfg = ToolUseConfig(call_reward=0.2, valid_call_reward=0.3, turn_penalty=0.1)
+    cfg = ToolsConfig(call_reward=0.2, valid_call_reward=0.3, turn_penalty=0.1)
     called = RowTurns(tool_tokens=[False, True, False], calls=2, valid_calls=1, turns=3)
     wrong = RowTurns(tool_tokens=[False, True, False], calls=1, valid_calls=0, failures=1, turns=2)
     assert tool_terms(called, cfg) == pytest.approx({"tool_call": 0.2, "valid_call": 0.3, "turn_penalty": -0.2})
@@ -228,10 +228,10 @@ def test_tool_reward_terms_and_metrics_on_literal_rows():
 @pytest.mark.parametrize(
     "overrides, says",
     [
-        (["max_turns=2"], "needs tools to call"),
-        (["tools=[crop]"], "max_turns of at least 2"),
-        (["tools=[crop]", "max_turns=2", "rollout_engine=vllm", "overlap_rollout=true"], "overlap_rollout do not"),
-        (["tools=[crop]", "max_turns=2", "tool_use.timeout_s=0"], "timeout_s must be positive"),
+        (["tools=[crop]"], "is now 'tools.names'"),
+        (["tools.names=[crop]", "tools.max_turns=1"], "max_turns of at least 2"),
+        (["tools.names=[crop]", "rollout_engine=vllm", "overlap_rollout=true"], "overlap_rollout do not"),
+        (["tools.names=[crop]", "tools.timeout_s=0"], "timeout_s must be positive"),
     ],
 )
 def test_tool_settings_are_checked(overrides, says):
@@ -266,10 +266,9 @@ def test_a_run_with_tools_trains_on_the_policy_tokens_of_its_conversations(tmp_p
     register_engine("first-turn-calls", first_turn_calls, replace=True)
     extra = [
         "rollout_engine=first-turn-calls",
-        "tools=[crop, tests.test_turns:brightness_tool]",
-        "max_turns=2",
+        "tools.names=[crop, tests.test_turns:brightness_tool]",
         "max_completion_length=200",
-        "tool_use.valid_call_reward=0.5",
+        "tools.valid_call_reward=0.5",
     ]
     trainer = train_two_steps(tmp_path, "tiny-qwen2-vl", extra)
     assert "brightness(image: integer?)" in trainer.style.user_template
@@ -312,7 +311,7 @@ def cluster_rollout(policy):
 
 
 def test_tool_demonstrations_call_then_answer_in_injection_and_sft(policy):
-    from vlm_grpo.config import InjectionConfig, SftConfig
+    from vlm_grpo.guidance import InjectionConfig, SftConfig
     from vlm_grpo.guidance.injection import Injector
     from vlm_grpo.guidance.sft import Supervisor
 
@@ -397,7 +396,7 @@ def test_a_study_of_runs_with_tools_reports_their_tool_call_rates(tmp_path):
 
 
 def test_prefix_guidance_continues_after_a_demonstrated_call(policy):
-    from vlm_grpo.config import InjectionConfig
+    from vlm_grpo.guidance import InjectionConfig
     from vlm_grpo.guidance.injection import Injector
     from vlm_grpo.rollout import continue_prefixes
 
@@ -441,7 +440,7 @@ def test_remedies_train_on_tool_using_demonstrations(tmp_path, remedy):
 
     from support import train_two_steps
 
-    extra = ["data.train=lab-clevr-cluster", "tools=[crop]", "max_turns=2", "prompt.style=r1v"]
+    extra = ["data.train=lab-clevr-cluster", "tools.names=[crop]", "prompt.style=r1v"]
     extra += ["max_completion_length=300", "injection.mode=random", *remedy]
     train_two_steps(tmp_path, "tiny-qwen2-vl", extra)
     lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
@@ -459,7 +458,7 @@ def test_a_tool_demonstration_longer_than_a_rollout_may_be_is_refused(tmp_path, 
     from vlm_grpo.training.trainer import Trainer
 
     base = ["model=tiny-qwen2-vl", f"output_dir={tmp_path}", "progress=false", "report_to=[]", "prompt.style=r1v"]
-    calling = [*base, "data.train=lab-clevr-cluster", "tools=[crop]", "max_turns=2", "injection.mode=random"]
+    calling = [*base, "data.train=lab-clevr-cluster", "tools.names=[crop]", "injection.mode=random"]
     with pytest.raises(
         ValueError, match=r"lab-clevr-cluster/\d+: its demonstration can be \d+ tokens \(\d+ of them the"
     ) as e:
@@ -472,7 +471,7 @@ def test_a_tool_demonstration_longer_than_a_rollout_may_be_is_refused(tmp_path, 
     assert "warning" not in capsys.readouterr().out
     # One turn (no tools, or samples that call nothing): a warning, and the run goes on, as a cut
     # demonstration still trains its first tokens.
-    for extra in ([], ["tools=[crop]", "max_turns=2"]):
+    for extra in ([], ["tools.names=[crop]"]):
         Trainer(load_config(SMOKE, [*base, *extra, "injection.mode=random", "max_completion_length=4"]))
         assert re.search(r"warning: lab-clevr/\d+: its demonstration can be \d+ tokens, over", capsys.readouterr().out)
 

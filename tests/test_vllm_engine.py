@@ -24,14 +24,14 @@ import pytest
 import torch
 
 from support import lab_samples
-from vlm_grpo.config import LoraSettings, VLLMConfig, load_config
+from vlm_grpo.config import LoraSettings, load_config
 from vlm_grpo.evaluation.final_eval import evaluate_models
 from vlm_grpo.evaluation.records import EvalOptions
 from vlm_grpo.models import adapter_for, apply_lora
 from vlm_grpo.models.tiny import build_tiny, save_tiny
 from vlm_grpo.rollout import HFEngine, SamplingParams, completion_logprobs, encode_prompts
 from vlm_grpo.rollout.batch import Conversation
-from vlm_grpo.rollout.engines import EngineError, EngineOptions
+from vlm_grpo.rollout.engines import EngineError, EngineOptions, VLLMConfig
 from vlm_grpo.rollout.engines.vllm_engine import VLLMEngine
 from vlm_grpo.rollout.turns import ToolEngine
 from vlm_grpo.tasks.styles import DEFAULT
@@ -55,7 +55,7 @@ TOKENS = 16
 
 
 def options(tmp: Path, **vllm) -> EngineOptions:
-    return EngineOptions(vllm=VLLMConfig(python=str(PYTHON), **vllm), dtype="float32", workdir=tmp, seed=0)
+    return EngineOptions(settings=VLLMConfig(python=str(PYTHON), **vllm), dtype="float32", workdir=tmp, seed=0)
 
 
 @pytest.fixture(scope="module", params=FAMILIES)

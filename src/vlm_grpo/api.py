@@ -40,7 +40,6 @@ from .tasks import Task, get_task
 from .tasks.rewards import BatchReward
 from .training.heldout import HeldOutSets
 from .training.inputs import RunInputs
-from .training.setup import check_names
 from .training.trainer import Trainer as _Trainer
 from .training.trl_args import from_trl
 
@@ -57,11 +56,12 @@ class GRPOConfig(TrainConfig):
     (`training.trl_args`, the table in docs/python-api.md)."""
 
     def __init__(self, **settings: Any) -> None:
+        settings = {**settings.pop("sections", {}), **settings}  # `dataclasses.replace` passes them whole
         raw = {k: to_dict(v) if dataclasses.is_dataclass(v) else v for k, v in from_trl(settings).items()}
         built = from_dict(TrainConfig, raw)  # dict sections become dataclasses; types checked
         for f in dataclasses.fields(TrainConfig):
             setattr(self, f.name, getattr(built, f.name))
-        check_names(validate(self))
+        validate(self)
 
 
 class GRPOTrainer:

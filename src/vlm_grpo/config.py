@@ -8,8 +8,10 @@ A preset holds only what differs from these defaults.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -18,108 +20,11 @@ from typing import Any
 
 import yaml
 
-from .config_checks import MOVED, validate
-from .config_sections import LoraSettings, LossSettings, ToolUseConfig, VLLMConfig
+from .config_checks import MOVED, MOVED_NOTES, validate
+from .config_sections import DataConfig, LoraSettings, LossSettings, PromptConfig, Schedule
+from .config_sections import sections as registered_builtin_sections
 from .errors import ConfigError
-
-
-@dataclass
-class DataConfig:
-    train: str = "lab-clevr"
-    """Training set: a registered name (`lab-clevr`, `lab-superclevr`, or a plug-in's), a .jsonl/.parquet
-    file, a folder of parquet files, or a hub id."""
-    eval: list[str] = field(default_factory=list)
-    """Held-out sets evaluated during training (the first is in-domain, the rest transfer)."""
-    images: str | None = None
-    """Root folder for relative image paths of the training set (default: the data file's folder)."""
-    eval_holdout: int = 1000
-    """Rows of the training source kept out of training for evaluation (the study keeps 15,000 of CLEVR)."""
-    eval_size: int = 200
-    """Samples of each eval set scored during training."""
-    eval_steps: int = 0
-    """Evaluate every N steps (0: never during training)."""
-    on_bad_sample: str = "skip"
-    """What to do with an unusable row: skip it (counted in `data/skipped`) or stop with an error."""
-    columns: dict[str, str] = field(default_factory=dict)
-    """Column names of a file or hub set for `image`, `question`, `answer` and `choices`, so a set loads
-    without conversion (`data.columns.question=problem`); unnamed ones follow the known layouts."""
-
-
-@dataclass
-class PromptConfig:
-    style: str = "default"
-    """`default` (the bare question), `r1v` (think/answer tags, the study's strong baseline) or `custom`."""
-    template: str | None = None
-    """For `custom`: the user text, with `{question}` where the question goes."""
-    system: str | None = None
-    """For `custom`: an optional system prompt."""
-    demonstration: str | None = None
-    """For `custom`: how an injected answer is written, with `{answer}` where the number goes."""
-
-
-@dataclass
-class InjectionConfig:
-    mode: str = "none"
-    """Which rows of a group become ground-truth demonstrations: none | random | rate | rescue."""
-    schedule: str = "constant"
-    """How the injection rate moves over training: constant | linear_decay | linear (to the last step) | adaptive."""
-    rate: float = 1.0
-    """Strength s of the `constant` schedule (and the full strength of `adaptive`): the probability that a
-    group is injected; in `rate` mode also the fraction of its rows. `random` at 1.0 is the study's rule."""
-    rows: int | None = None
-    """`rate` mode: rows injected per chosen group, instead of round(rate * G)."""
-    initial_rate: float = 0.8
-    """`linear_decay`: rate at step 0 (the study's 0.8)."""
-    final_rate: float = 0.0
-    """`linear_decay`: rate once decay ends (the study's 0.0)."""
-    decay_fraction: float = 0.7
-    """`linear_decay`: fraction of max_steps over which the rate decays (the study's 0.7)."""
-    adaptive_low: float = 0.3
-    """`adaptive`: full rate while the sampled number-present rate is below this."""
-    adaptive_high: float = 0.9
-    """`adaptive`: zero rate once the sampled number-present rate reaches this; linear between."""
-    payload: str = "full"
-    """What an injected row holds: `full` (the whole demonstration) or `prefix` (its first part, which
-    the policy continues by sampling: Prefix-RFT / UFT / BREAD-style guidance)."""
-    prefix_ratio: float = 0.5
-    """`prefix`: share of the demonstration's tokens given (at least one); the policy samples the rest."""
-    prefix_ratio_initial: float | None = None
-    """`prefix`: when set (with prefix_ratio_final), the share decays linearly from this at step 0 to
-    prefix_ratio_final at the last step, instead of staying at prefix_ratio."""
-    prefix_ratio_final: float | None = None
-    """`prefix`: the share at the last step of a decaying prefix."""
-
-
-@dataclass
-class SftConfig:
-    warmup_steps: int = 0
-    """The first N of max_steps are supervised steps on demonstrations (one per prompt, prompts_per_step
-    prompts, one optimizer update each; nothing sampled): the SFT warm-up before GRPO (N >= max_steps:
-    supervised fine-tuning only)."""
-    coef: float = 0.0
-    """CHORD-style weight mu of a supervised term on the step's demonstrations (one per group):
-    loss = (1 - mu) x GRPO + mu x SFT. The value of the `constant` schedule and the full weight of
-    `adaptive`; 0 (and schedule constant): off."""
-    schedule: str = "constant"
-    """How mu moves over training, as injection's schedules: constant | linear_decay | linear | adaptive."""
-    initial_coef: float = 0.5
-    """`linear_decay`: mu at step 0."""
-    final_coef: float = 0.0
-    """`linear_decay`: mu once decay ends."""
-    decay_fraction: float = 0.7
-    """`linear_decay`: fraction of max_steps over which mu decays."""
-    adaptive_low: float = 0.3
-    """`adaptive`: full mu while the sampled answer-present rate is below this."""
-    adaptive_high: float = 0.9
-    """`adaptive`: mu = 0 once the sampled answer-present rate reaches this; linear between."""
-    gate: str = "none"
-    """`no_success` (HPT-style): a group whose sampled rows hold no correct answer leaves the GRPO loss
-    and trains on its demonstration instead (weight 1); `none`: no gate."""
-
-    @property
-    def active(self) -> bool:
-        """The update holds a supervised term on some step."""
-        return self.gate != "none" or self.schedule != "constant" or self.coef > 0
+from .registry import import_object
 
 
 @dataclass
@@ -236,12 +141,6 @@ class TrainConfig(LossSettings):
     skip_zero_advantage_groups: bool = False
     """Skip the forward/backward passes of rows whose advantage is zero (groups whose rewards are all
     equal): they add no gradient, so only float rounding changes. Needs beta = 0 (their KL term would be lost)."""
-    dynamic_sampling: bool = False
-    """DAPO's dynamic sampling: draw further prompt batches until the step holds prompts_per_step groups
-    whose rewards differ (after injection), or dynamic_sampling_max_batches draws are spent."""
-    dynamic_sampling_max_batches: int = 4
-    """Most prompt batches one step draws with dynamic_sampling; a step still short trains on what it
-    has, filled with groups without signal, and counts it in `sampling/short_steps`."""
     mask_truncated_completions: bool = False
     """Exclude completions that hit max_completion_length without an end token from the loss."""
 
@@ -280,27 +179,29 @@ class TrainConfig(LossSettings):
     """Training and evaluation data."""
     prompt: PromptConfig = field(default_factory=PromptConfig)
     """How questions are put to the model."""
-    injection: InjectionConfig = field(default_factory=InjectionConfig)
-    """Guidance injection of ground-truth demonstrations into groups."""
-    sft: SftConfig = field(default_factory=SftConfig)
-    """Supervised signal from demonstrations: warm-up steps, a CHORD-style term, HPT's gate."""
-    remedies: list[str] = field(default_factory=list)
-    """Further cold-start remedies beside injection, dynamic sampling and sft: names a plug-in registered
-    (`vlm_grpo.guidance.register_remedy`) or `package.module:ClassName` (a `Remedy` subclass)."""
-    remedy_options: dict[str, dict[str, Any]] = field(default_factory=dict)
-    """Keyword options of those remedies, by remedy name."""
-    tools: list[str] = field(default_factory=list)
-    """Tools the policy may call mid-answer (`crop`, `zoom`, a plug-in's, or `package.module:function`);
-    empty: one turn, no tools. Their signatures are appended to every prompt."""
-    max_turns: int = 1
-    """Most assistant turns per rollout (2 or more with tools); max_completion_length bounds all of
-    them together, tool turns included."""
-    tool_use: ToolUseConfig = field(default_factory=ToolUseConfig)
-    """Limits of a tool call and the optional tool reward terms."""
     lora: LoraSettings = field(default_factory=LoraSettings)
     """Parameter-efficient training with LoRA adapters."""
-    vllm: VLLMConfig = field(default_factory=VLLMConfig)
-    """The vLLM engine's server and its resources."""
+    remedies: list[str] = field(default_factory=list)
+    """Further cold-start remedies beside the built-in ones (which their own sections turn on): names a
+    plug-in registered (`vlm_grpo.guidance.register_remedy`) or `package.module:ClassName` (a `Remedy`
+    subclass). A remedy with options declares them (its `options` dataclass) and they are its section,
+    under its name (`replay.min_reward=0`)."""
+    sections: dict[str, Any] = field(default_factory=dict, repr=False)
+    """The sections registered by the modules that own them (`config_sections.register_section`:
+    injection, sft, dynamic_sampling, tools, vllm, a plug-in's), one of each, by name; read as
+    attributes (`cfg.injection`). Written flat: a YAML file has `injection:`, never `sections:`."""
+
+    def __post_init__(self) -> None:
+        # Every registered section is present, at its defaults where the config does not set it.
+        for name, cls in registered_sections(self.remedies).items():
+            self.sections.setdefault(name, cls())
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached when normal lookup fails: a registered section's name.
+        sections = self.__dict__.get("sections") or {}
+        if name in sections:
+            return sections[name]
+        raise AttributeError(f"{type(self).__name__!r} has no attribute {name!r}")
 
     @property
     def rows_per_step(self) -> int:
@@ -332,18 +233,87 @@ def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] 
     return validate(from_dict(TrainConfig, raw))
 
 
-def from_dict(cls: type, raw: dict[str, Any], prefix: str = "") -> Any:
-    """Build dataclass `cls` from a plain dict, converting and type-checking each field."""
+def from_dict(cls: type, raw: dict[str, Any], prefix: str = "", base: Any = None) -> Any:
+    """Build dataclass `cls` from a plain dict, converting and type-checking each field; a field not in
+    `raw` keeps its value in `base` (a nested section's default in its parent: `injection.rate`'s
+    initial 0.8 stays when only `injection.rate.schedule` is set), else the class default. For
+    `TrainConfig`, a registered section's key builds that section (`sections`)."""
     hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - known)
-    moved = [f"'{prefix}{key}' is now '{MOVED[prefix + key]}'" for key in unknown if prefix + key in MOVED]
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "sections"}
+    owned = registered_sections(raw.get("remedies") or []) if "sections" in hints else {}
+    unknown = sorted(set(raw) - set(fields) - set(owned))
+    moved = [_moved(prefix + key) for key in unknown if prefix + key in MOVED]
     if moved:
         raise ConfigError("; ".join(moved))
     if unknown:
-        raise ConfigError(_unknown_key(prefix, unknown[0], known))
-    kwargs = {name: _coerce(hints[name], value, f"{prefix}{name}") for name, value in raw.items()}
-    return cls(**kwargs)
+        raise ConfigError(_unknown_key(prefix, unknown[0], set(fields) | set(owned)))
+    kwargs = {}
+    for name, value in raw.items():
+        if name in owned:
+            continue
+        inner = getattr(base, name) if base is not None else _default_of(fields[name])
+        kwargs[name] = _coerce(hints[name], value, f"{prefix}{name}", inner)
+    if owned:
+        kwargs["sections"] = {
+            name: _coerce(section, raw[name], name, section()) for name, section in owned.items() if name in raw
+        }
+    return dataclasses.replace(base, **kwargs) if base is not None else cls(**kwargs)
+
+
+def registered_sections(remedies: typing.Sequence[str] = ()) -> dict[str, type]:
+    """Every section a config may hold: the registered ones, and the options of a remedy named by import
+    path in `remedies` (its `options` dataclass, under its `name`)."""
+    found = registered_builtin_sections()
+    for spec in remedies:
+        if ":" not in spec:
+            continue
+        try:
+            cls = import_object(spec, "remedy")
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
+        options = getattr(cls, "options", None)
+        if options is not None and dataclasses.is_dataclass(options):
+            found[cls.name] = options
+    return found
+
+
+def _default_of(f: dataclasses.Field) -> Any:
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None if f.default is dataclasses.MISSING else f.default
+
+
+def _moved(key: str, value: Any = None) -> str:
+    shown = key if value is None else f"{key}={value}"
+    note = f" ({MOVED_NOTES[key]})" if key in MOVED_NOTES else ""
+    return f"'{shown}' is now '{MOVED[key]}'{note}"
+
+
+def upgraded(raw: dict[str, Any]) -> dict[str, Any]:
+    """A config.yaml this project wrote before keys moved (`MOVED`) as the same settings under today's
+    keys, so that a study's run folder trained then is reused when nothing else changed."""
+    raw = copy.deepcopy(raw)
+    with_tools = not isinstance(raw.get("tools"), list) or bool(raw["tools"])
+    for old, new in MOVED.items():
+        parent, _, leaf = old.rpartition(".")
+        holder = raw.get(parent) if parent else raw
+        if not isinstance(holder, dict) or leaf not in holder or isinstance(holder[leaf], dict):
+            continue  # absent, or a section already
+        value = holder.pop(leaf)
+        if value is None or not re.fullmatch(r"[\w.]+", new) or (old == "max_turns" and not with_tools):
+            continue  # a default of nothing, or a move that is not one key (dtype: below)
+        _set_nested(raw, new.split("."), value)
+        if old in MOVED_NOTES:
+            raw["injection"]["prefix_ratio"]["schedule"] = "linear"
+    tools = raw.pop("tool_use", None) or {}
+    if tools:
+        raw["tools"] = {**tools, **(raw.get("tools") or {})}
+    for name, options in (raw.pop("remedy_options", None) or {}).items():
+        raw[name] = {**options, **(raw.get(name) or {})}
+    folded = {"float32": "fp32", "bfloat16": "bf16-true", "float16": "fp16-mixed"}.get(raw.pop("dtype", "auto"))
+    if folded and raw.get("precision", "auto") == "auto":
+        raw["precision"] = folded
+    return raw
 
 
 def _unknown_key(prefix: str, key: str, known: set[str]) -> str:
@@ -356,20 +326,29 @@ def _unknown_key(prefix: str, key: str, known: set[str]) -> str:
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
-    return dataclasses.asdict(cfg)
+    """Plain values, a run config's sections flat among its keys (as a YAML file writes them)."""
+    out = dataclasses.asdict(cfg)
+    out.update(out.pop("sections", {}))
+    return out
 
 
-def _coerce(hint: Any, value: Any, key: str) -> Any:
+def _coerce(hint: Any, value: Any, key: str, default: Any = None) -> Any:
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
-        return _coerce(inner[0], value, key)
+        return _coerce(inner[0], value, key, default)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = to_dict(value)  # a section passed as its dataclass (the Python API)
+    if hint is Schedule and isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = {"value": value}  # a number where a schedule goes: a constant
     if dataclasses.is_dataclass(hint):
         if not isinstance(value, dict):
+            if key in MOVED:  # a flat key that became a section (dynamic_sampling=true)
+                raise ConfigError(_moved(key, value))
             raise ConfigError(f"{key} must be a mapping, got {value!r}")
-        return from_dict(hint, value, prefix=f"{key}.")
+        return from_dict(hint, value, f"{key}.", default if isinstance(default, hint) else None)
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{key} must be a mapping, got {value!r}")
@@ -393,6 +372,8 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
 
 def _set_nested(raw: dict[str, Any], keys: list[str], value: Any) -> None:
     for key in keys[:-1]:
+        if isinstance(raw.get(key), (int, float)) and not isinstance(raw.get(key), bool):
+            raw[key] = {"value": raw[key]}  # a schedule written as its number, then given a key of its own
         raw = raw.setdefault(key, {})
         if not isinstance(raw, dict):
             raise ConfigError(f"cannot set {'.'.join(keys)}: {key} is not a section")

@@ -1,10 +1,14 @@
-"""Validation of a run configuration: allowed values, ranges and combinations, all reported at once."""
+"""Validation of a run configuration, in one place: allowed values, ranges and combinations, every
+section's own `check`, and the checks modules register for the names their registries hold
+(`register_check`); all reported at once."""
 
 from __future__ import annotations
 
 import typing
 
+from .config_sections import sections
 from .errors import ConfigError
+from .registry import Registry
 
 if typing.TYPE_CHECKING:
     from .config import TrainConfig
@@ -17,14 +21,42 @@ MOVED = {
     "injection.off_policy": "off_policy",
     "injection.luffy_gamma": "luffy_gamma",
     "injection.group_stats": "group_stats",
+    "injection.schedule": "injection.rate.schedule",
+    "injection.initial_rate": "injection.rate.initial",
+    "injection.final_rate": "injection.rate.final",
+    "injection.decay_fraction": "injection.rate.decay_fraction",
+    "injection.adaptive_low": "injection.rate.low",
+    "injection.adaptive_high": "injection.rate.high",
+    "injection.prefix_ratio_initial": "injection.prefix_ratio.initial",
+    "injection.prefix_ratio_final": "injection.prefix_ratio.final",
+    "sft.schedule": "sft.coef.schedule",
+    "sft.initial_coef": "sft.coef.initial",
+    "sft.final_coef": "sft.coef.final",
+    "sft.decay_fraction": "sft.coef.decay_fraction",
+    "sft.adaptive_low": "sft.coef.low",
+    "sft.adaptive_high": "sft.coef.high",
+    "dynamic_sampling": "dynamic_sampling.enabled",
+    "dynamic_sampling_max_batches": "dynamic_sampling.max_batches",
+    "tools": "tools.names",
+    "max_turns": "tools.max_turns",
+    "tool_use": "tools (tool_use.KEY is now tools.KEY)",
+    "remedy_options": "the remedy's own section (remedy_options.NAME.KEY is now NAME.KEY)",
 }
-"""Keys that moved, and where: an old key stops with this message instead of meaning something silently."""
+"""Keys that moved, and where: an old key stops with this message instead of meaning something silently.
+Where the new place is one key, `config.upgraded` moves a config.yaml written before (a study's run
+folders) to it."""
+
+MOVED_NOTES = {
+    "injection.prefix_ratio_initial": "with injection.prefix_ratio.schedule=linear",
+    "injection.prefix_ratio_final": "with injection.prefix_ratio.schedule=linear",
+}
+"""What else the new key needs, where it needs something."""
 
 RENAMED_VALUES = {("loss_type", "token_mean"): "bnpo", ("loss_type", "seq_mean"): "grpo"}
 """Values that now go by TRL's name: the old one stops with a message naming the new one (no alias)."""
 
-# loss_type and scale_rewards name registered variants (`core.losses.LOSSES`, `core.algo.ADVANTAGES`):
-# `training.setup.check_names` checks them against the registries.
+# Keys whose values name registry entries (loss_type, scale_rewards, prompt.style, rollout_engine, ...)
+# are checked by the registries' modules (`check_named`).
 CHOICES: dict[str, tuple[str, ...]] = {
     "precision": PRECISIONS,
     "device": ("auto", "cpu", "cuda"),
@@ -35,15 +67,33 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "lr_scheduler_type": ("linear", "cosine", "constant"),
     "off_policy": ("ratio", "luffy"),
     "group_stats": ("all", "sampled"),
-    "injection.payload": ("full", "prefix"),
-    "sft.gate": ("none", "no_success"),
     "data.on_bad_sample": ("skip", "error"),
-    "vllm.mode": ("spawn", "server"),
-    "vllm.dtype": ("auto", "float32", "bfloat16", "float16"),
 }
 
 
 Need = typing.Callable[[bool, str], None]
+Check = typing.Callable[["TrainConfig", Need], None]
+
+CHECKS: Registry[Check] = Registry("configuration check")
+"""Checks that modules above this layer register, by name: that a config's names are in their
+registries (loss_type in `core.losses.LOSSES`, a remedy name in `REMEDIES`, ...), so a plug-in's
+entries are as valid as the shipped ones. `validate` runs them with the rest."""
+
+
+def register_check(name: str, check: Check, replace: bool = False) -> Check:
+    """Add `check(cfg, need)` to every validation (`need(ok, message)` records a violation)."""
+    CHECKS.register(name, check, replace)
+    return check
+
+
+def check_named(key: str, registry: Registry) -> None:
+    """Register the check that the value of `key` (dotted) is one of `registry`'s names."""
+
+    def check(cfg: TrainConfig, need: Need) -> None:
+        value = _get(cfg, key)
+        need(value in registry, f"{key}={value!r} is not one of {', '.join(registry.names())}")
+
+    register_check(key, check)
 
 
 def validate(cfg: TrainConfig) -> TrainConfig:
@@ -51,19 +101,23 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     errors: list[str] = []
 
     def need(ok: bool, message: str) -> None:
-        if not ok:
+        if not ok and message not in errors:
             errors.append(message)
 
     checks = (
         _check_algorithm,
-        _check_injection,
-        _check_sft,
         _check_resources,
         _check_precision,
         _check_engine,
-        _check_tools,
+        _check_prompt,
     )
     for check in checks:
+        check(cfg, need)
+    sections()  # the built-in owners loaded: their sections and checks are registered
+    for section in cfg.sections.values():
+        if hasattr(section, "check"):
+            section.check(cfg, need)
+    for _, check in CHECKS.items():
         check(cfg, need)
     for sink in cfg.report_to:
         need(sink in ("tensorboard", "wandb"), f"report_to entry {sink!r} is not one of tensorboard, wandb")
@@ -89,7 +143,6 @@ def _check_algorithm(cfg: TrainConfig, need: Need) -> None:
         "max_completion_length",
         "save_steps",
         "logging_steps",
-        "dynamic_sampling_max_batches",
     ):
         need(getattr(cfg, name) >= 1, f"{name}={getattr(cfg, name)} must be >= 1")
     mb = cfg.effective_minibatch_size
@@ -120,7 +173,7 @@ def _check_algorithm(cfg: TrainConfig, need: Need) -> None:
 
 
 def _check_loss(cfg: TrainConfig, need: Need) -> None:
-    """The loss's own settings, beside the choices; whether loss_type is registered is `check_names`'s."""
+    """The loss's own settings, beside the choices; `core.losses` checks that loss_type is registered."""
     for (key, value), new in RENAMED_VALUES.items():
         need(_get(cfg, key) != value, f"{key}={value} is now {key}={new} (TRL's name for the same loss)")
     need(
@@ -135,56 +188,6 @@ def _check_loss(cfg: TrainConfig, need: Need) -> None:
     need(cfg.luffy_gamma > 0, f"luffy_gamma={cfg.luffy_gamma} must be > 0")
     for name in ("sapo_temperature_pos", "sapo_temperature_neg"):
         need(getattr(cfg, name) > 0, f"{name}={getattr(cfg, name)} must be > 0")
-
-
-def _check_ramp(section: str, values, names: tuple[str, ...], need: Need) -> None:
-    """A schedule's values and its adaptive band (injection.*, sft.*)."""
-    for name in (*names, "decay_fraction", "adaptive_low", "adaptive_high"):
-        need(0 <= getattr(values, name) <= 1, f"{section}.{name}={getattr(values, name)} must be in [0, 1]")
-    need(
-        values.adaptive_low < values.adaptive_high,
-        f"{section}.adaptive_low={values.adaptive_low} must be below {section}.adaptive_high={values.adaptive_high}",
-    )
-
-
-def _check_injection(cfg: TrainConfig, need: Need) -> None:
-    inj = cfg.injection
-    _check_ramp("injection", inj, ("rate", "initial_rate", "final_rate"), need)
-    need(
-        inj.rows is None or 1 <= inj.rows <= cfg.num_generations - 1,
-        f"injection.rows={inj.rows} must be in 1..num_generations-1 = 1..{cfg.num_generations - 1}: "
-        "at least one row stays sampled",
-    )
-    ratios = {"prefix_ratio": inj.prefix_ratio}
-    ratios.update(
-        {n: getattr(inj, n) for n in ("prefix_ratio_initial", "prefix_ratio_final") if getattr(inj, n) is not None}
-    )
-    for name, value in ratios.items():
-        need(0 < value <= 1, f"injection.{name}={value} must be in (0, 1]")
-    need(
-        (inj.prefix_ratio_initial is None) == (inj.prefix_ratio_final is None),
-        "injection.prefix_ratio_initial and injection.prefix_ratio_final go together (a linear decay) or not at all",
-    )
-    if cfg.prompt.style == "custom":
-        need(
-            bool(cfg.prompt.template) and "{question}" in cfg.prompt.template,
-            "prompt.style=custom needs prompt.template containing {question}",
-        )
-        need(
-            inj.mode == "none" or (cfg.prompt.demonstration or "").count("{answer}") == 1,
-            "injection with prompt.style=custom needs prompt.demonstration containing {answer}",
-        )
-
-
-def _check_sft(cfg: TrainConfig, need: Need) -> None:
-    sft = cfg.sft
-    _check_ramp("sft", sft, ("coef", "initial_coef", "final_coef"), need)
-    need(sft.warmup_steps >= 0, f"sft.warmup_steps={sft.warmup_steps} must be >= 0")
-    if cfg.prompt.style == "custom" and (sft.warmup_steps or sft.active):
-        need(
-            (cfg.prompt.demonstration or "").count("{answer}") == 1,
-            "a supervised signal with prompt.style=custom needs prompt.demonstration containing {answer}",
-        )
 
 
 def _check_resources(cfg: TrainConfig, need: Need) -> None:
@@ -211,11 +214,6 @@ def _check_resources(cfg: TrainConfig, need: Need) -> None:
             not cfg.skip_zero_advantage_groups,
             f"{name}={value} needs skip_zero_advantage_groups=false: a sharded forward is a collective, "
             "so every rank must run the same passes",
-        )
-        need(
-            not cfg.sft.active,
-            f"{name}={value} needs sft.coef=0 and sft.gate=none: ranks may train different numbers of "
-            "demonstrations, and a sharded forward is a collective (sft.warmup_steps works)",
         )
         need(not cfg.lora.enabled, f"{name}={value} with lora.enabled=true is not supported: use one or the other")
     need(
@@ -260,25 +258,27 @@ def _check_engine(cfg: TrainConfig, need: Need) -> None:
         cfg.rollout_engine != "vllm" or not cfg.lora.load_in_4bit,
         "rollout_engine=vllm cannot take 4-bit (QLoRA) weights: set lora.load_in_4bit=false",
     )
-    need(
-        cfg.vllm.mode != "server" or cfg.vllm.port > 0,
-        "vllm.mode=server needs vllm.port (and vllm.host) of the server you started",
-    )
 
 
-def _check_tools(cfg: TrainConfig, need: Need) -> None:
-    need(cfg.max_turns >= 1, f"max_turns must be at least 1, got {cfg.max_turns}")
-    if not cfg.tools:
-        need(cfg.max_turns == 1, f"max_turns={cfg.max_turns} needs tools to call (tools=[crop], say)")
-        return
-    need(cfg.max_turns >= 2, "tools need max_turns of at least 2: a turn that calls and one that answers")
-    need(
-        not cfg.overlap_rollout,
-        "tools and overlap_rollout do not combine yet: each tool turn waits for the turn before it",
-    )
-    need(not cfg.dynamic_sampling, "tools and dynamic_sampling do not combine yet")
-    sharded = cfg.fsdp != "none" or cfg.zero_stage > 0  # ranks sample different numbers of turns
-    need(not sharded, "tools and sharded training (fsdp, zero_stage) do not combine yet")
-    need(cfg.tool_use.timeout_s > 0, f"tool_use.timeout_s must be positive, got {cfg.tool_use.timeout_s}")
-    need(cfg.tool_use.memory_mb >= 64, f"tool_use.memory_mb must be at least 64, got {cfg.tool_use.memory_mb}")
-    need(cfg.tool_use.turn_penalty >= 0, f"tool_use.turn_penalty must be >= 0, got {cfg.tool_use.turn_penalty}")
+def _check_prompt(cfg: TrainConfig, need: Need) -> None:
+    if cfg.prompt.style == "custom":
+        need(
+            bool(cfg.prompt.template) and "{question}" in cfg.prompt.template,
+            "prompt.style=custom needs prompt.template containing {question}",
+        )
+
+
+def check_demonstration_template(cfg: TrainConfig, need: Need, what: str) -> None:
+    """A remedy that writes demonstrations under prompt.style=custom needs to know how one is written."""
+    if cfg.prompt.style == "custom":
+        need(
+            (cfg.prompt.demonstration or "").count("{answer}") == 1,
+            f"{what} with prompt.style=custom needs prompt.demonstration containing {{answer}}",
+        )
+
+
+def sharded(cfg: TrainConfig) -> str | None:
+    """`fsdp=...` or `zero_stage=...` when the run shards the model over processes, else None."""
+    if cfg.fsdp != "none":
+        return f"fsdp={cfg.fsdp}"
+    return f"zero_stage={cfg.zero_stage}" if cfg.zero_stage else None

@@ -1,10 +1,59 @@
-"""Parts of the run configuration beside `config.TrainConfig`'s own fields: the policy loss's settings
-(`LossSettings`, flat keys under TRL's names, which `TrainConfig` inherits), LoRA and QLoRA (`lora`), the
-vLLM engine (`vllm`) and tool use (`tool_use`). Every field is documented, as there."""
+"""The configuration's rule, and the parts every run has beside `config.TrainConfig`'s own fields.
+
+The rule: a key TRL's `GRPOConfig` has keeps TRL's flat name and meaning (a TRL user's settings port
+as they are); a feature TRL lacks is one section named after it. A remedy's, an engine's or a tool's
+section is declared by the module that implements it, with `register_section` (a `Remedy` or an
+engine class declares its `options` dataclass and registering the class registers the section), so
+a built-in one with options is one module, as a plug-in's is. A quantity that moves over training is
+one `Schedule`, nested wherever it appears (`injection.rate`, `sft.coef`, `injection.prefix_ratio`).
+
+Here: the data (`data`) and prompt (`prompt`) sections, the policy loss's settings (`LossSettings`, flat
+keys under TRL's names, which `TrainConfig` inherits), LoRA and QLoRA (`lora`), `Schedule`, and the
+registry of sections. Every field is
+documented: docs/configuration.md is generated from these docstrings.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+import importlib
+from dataclasses import dataclass, field
+
+from .registry import Registry
+
+
+@dataclass
+class DataConfig:
+    train: str = "lab-clevr"
+    """Training set: a registered name (`lab-clevr`, `lab-superclevr`, or a plug-in's), a .jsonl/.parquet
+    file, a folder of parquet files, or a hub id."""
+    eval: list[str] = field(default_factory=list)
+    """Held-out sets evaluated during training (the first is in-domain, the rest transfer)."""
+    images: str | None = None
+    """Root folder for relative image paths of the training set (default: the data file's folder)."""
+    eval_holdout: int = 1000
+    """Rows of the training source kept out of training for evaluation (the study keeps 15,000 of CLEVR)."""
+    eval_size: int = 200
+    """Samples of each eval set scored during training."""
+    eval_steps: int = 0
+    """Evaluate every N steps (0: never during training)."""
+    on_bad_sample: str = "skip"
+    """What to do with an unusable row: skip it (counted in `data/skipped`) or stop with an error."""
+    columns: dict[str, str] = field(default_factory=dict)
+    """Column names of a file or hub set for `image`, `question`, `answer` and `choices`, so a set loads
+    without conversion (`data.columns.question=problem`); unnamed ones follow the known layouts."""
+
+
+@dataclass
+class PromptConfig:
+    style: str = "default"
+    """`default` (the bare question), `r1v` (think/answer tags, the study's strong baseline) or `custom`."""
+    template: str | None = None
+    """For `custom`: the user text, with `{question}` where the question goes."""
+    system: str | None = None
+    """For `custom`: an optional system prompt."""
+    demonstration: str | None = None
+    """For `custom`: how an injected answer is written, with `{answer}` where the number goes."""
 
 
 @dataclass
@@ -44,23 +93,6 @@ class LossSettings:
 
 
 @dataclass
-class ToolUseConfig:
-    """Multi-turn rollouts that call `tools` (`rollout/turns.py`): limits and optional reward terms,
-    each added to the task's reward and reported apart (`reward/tool_*`)."""
-
-    timeout_s: float = 10.0
-    """Seconds a call may run (a user's tool, in its child process)."""
-    memory_mb: int = 2048
-    """Memory a user's tool may add to its child process."""
-    call_reward: float = 0.0
-    """Added to a rollout that wrote at least one tool call, well-formed or not."""
-    valid_call_reward: float = 0.0
-    """Added to a rollout with at least one call that ran."""
-    turn_penalty: float = 0.0
-    """Subtracted per assistant turn after the first."""
-
-
-@dataclass
 class LoraSettings:
     enabled: bool = False
     """Train LoRA adapters (peft) instead of all weights; the reference is the same model with adapters off."""
@@ -80,33 +112,83 @@ class LoraSettings:
     unquantized) and train full-precision adapters. Merged checkpoints are dequantized: full precision."""
 
 
-@dataclass
-class VLLMConfig:
-    """The vLLM engine (`rollout_engine: vllm`): a server from its own environment (`make vllm-env`)."""
+@dataclass(frozen=True)
+class Schedule:
+    """How one quantity moves over training: the one schedule type, nested wherever a quantity moves.
+    A number written where a schedule goes sets `value` (a constant), so `injection.rate=0.5` reads as
+    it always did; `guidance.schedules` holds the registered shapes."""
 
-    mode: str = "spawn"
-    """spawn: the trainer starts the server and stops it at the end | server: use one the user started
-    (`python src/vlm_grpo/rollout/engines/vllm_server.py --model FOLDER --port N` in the vLLM environment)."""
-    python: str = ".venv-vllm/bin/python"
-    """The vLLM environment's interpreter (spawn)."""
-    host: str = "127.0.0.1"
-    """The server's host (server mode; spawn always uses 127.0.0.1)."""
-    port: int = 0
-    """The server's port (spawn: 0 picks a free one)."""
-    dtype: str = "auto"
-    """The engine's weights: auto (the trainer's compute dtype) | float32 | bfloat16 | float16."""
-    startup_timeout: float = 600.0
-    """Seconds the server may take to become healthy (the first start compiles: about a minute on a CPU)."""
-    request_timeout: float = 600.0
-    """Seconds one request may take before the engine counts as hung."""
-    max_model_len: int = 4096
-    """Longest prompt plus completion, in tokens (image tokens included)."""
-    kv_cache_gib: float = 1.0
-    """KV-cache size on a CPU (VLLM_CPU_KVCACHE_SPACE, unless set in the environment)."""
-    gpu_memory_utilization: float = 0.5
-    """Share of the GPU the engine may take (a GPU shared with the trainer needs room for both)."""
-    enforce_eager: bool = False
-    """No CUDA graphs or compilation (faster start, slower decoding)."""
+    schedule: str = "constant"
+    """constant | linear_decay (initial -> final over the first decay_fraction of max_steps, then final) |
+    linear (initial at step 0 -> final at the last step) | adaptive (value while the sampled answer-present
+    rate is below low, 0 from high, linear between) | a registered schedule (`guidance.schedules.SCHEDULES`)."""
+    value: float = 1.0
+    """`constant`'s value, and `adaptive`'s full value."""
+    initial: float = 0.8
+    """`linear_decay` and `linear`: the value at step 0."""
+    final: float = 0.0
+    """`linear_decay` and `linear`: the value at the end."""
+    decay_fraction: float = 0.7
+    """`linear_decay`: fraction of max_steps over which the value moves from initial to final."""
+    low: float = 0.3
+    """`adaptive`: the full value while the step's sampled answer-present rate is below this."""
+    high: float = 0.9
+    """`adaptive`: zero once the sampled answer-present rate reaches this; linear between."""
+
+    def __str__(self) -> str:
+        """`constant 1`, `linear_decay 0.8 -> 0 over 70 %`, `linear 0.9 -> 0.2`, `adaptive 1 (0.3 to 0.9)`."""
+        if self.schedule == "linear_decay":
+            return f"linear_decay {self.initial:g} -> {self.final:g} over {self.decay_fraction:.0%}"
+        if self.schedule == "adaptive":
+            return f"adaptive {self.value:g} ({self.low:g} to {self.high:g})"
+        if self.schedule == "constant":
+            return f"constant {self.value:g}"
+        return f"{self.schedule} {self.initial:g} -> {self.final:g}"
+
+    def check(self, key: str, need) -> None:
+        """Values of a share or weight in [0, 1], and an adaptive band that is one."""
+        for name in ("value", "initial", "final", "decay_fraction", "low", "high"):
+            need(0 <= getattr(self, name) <= 1, f"{key}.{name}={getattr(self, name)} must be in [0, 1]")
+        need(self.low < self.high, f"{key}.low={self.low} must be below {key}.high={self.high}")
 
 
-__all__ = ["LoraSettings", "LossSettings", "ToolUseConfig", "VLLMConfig"]
+def as_schedule(value: Schedule | float, default: Schedule) -> Schedule:
+    """A schedule, or a number standing for a constant one (the quantity's other defaults kept): so a
+    section built in Python takes `InjectionConfig(rate=0.5)` as the YAML `injection.rate: 0.5`."""
+    if isinstance(value, Schedule):
+        return value
+    return dataclasses.replace(default, schedule="constant", value=float(value))
+
+
+SECTIONS: Registry[type] = Registry("configuration section")
+"""Section name -> its dataclass, for the sections declared outside this layer (remedies, engines,
+tools, a plug-in's). `config.from_dict` builds them; `TrainConfig` holds one of each."""
+
+BUILTIN_SECTIONS = "vlm_grpo.builtins"
+"""The module that imports the package's own section owners (remedies, engines, tools), loaded by
+name before the first lookup as a plug-in is: this layer cannot import the layers above it."""
+
+
+def register_section(name: str, cls: type, replace: bool = False) -> type:
+    """Declare the section `name` (a dataclass, every field documented) from the module that reads it."""
+    SECTIONS.register(name, cls, replace)
+    return cls
+
+
+def sections() -> dict[str, type]:
+    """Every registered section, built-in ones first loaded."""
+    importlib.import_module(BUILTIN_SECTIONS)
+    return dict(SECTIONS.items())
+
+
+__all__ = [
+    "SECTIONS",
+    "DataConfig",
+    "LoraSettings",
+    "LossSettings",
+    "PromptConfig",
+    "Schedule",
+    "as_schedule",
+    "register_section",
+    "sections",
+]

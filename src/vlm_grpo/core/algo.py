@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..config_checks import check_named
 from ..registry import Registry
 
 STD_EPS = 1e-4
@@ -36,6 +37,7 @@ Scaling = Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]
 """(centred rewards (B, G), group std (B, 1), eps) -> advantages (B, G)."""
 
 ADVANTAGES: Registry[Scaling] = Registry("scale_rewards")
+check_named("scale_rewards", ADVANTAGES)
 """Advantage scalings by the name `scale_rewards` gives them."""
 
 

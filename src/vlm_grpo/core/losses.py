@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..config_checks import check_named
 from ..config_sections import LossSettings
 from ..registry import Registry
 from .algo import LossStats, clipped_surrogate, importance_ratio, k3_kl, luffy_surrogate
@@ -77,6 +78,7 @@ class LossVariant:
 
 
 LOSSES: Registry[LossVariant] = Registry("loss_type")
+check_named("loss_type", LOSSES)
 """Loss variants by the name `loss_type` gives them."""
 
 

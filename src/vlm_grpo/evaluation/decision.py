@@ -44,11 +44,11 @@ def _chart_texts(rate: float, answer_kind: str) -> tuple[str, str, str]:
         )
         single = prompt_first + (
             "If it is still below 10%, injection is required: set `injection.mode=random`; "
-            "`injection.schedule=linear_decay` lets the policy take over as it learns the format."
+            "`injection.rate.schedule=linear_decay` lets the policy take over as it learns the format."
         )
         multi = prompt_first + (
             "If it is still below 10%, injection is required: set `injection.mode=random` with "
-            "`injection.schedule=linear_decay` so injection fades out, and expect some loss of "
+            "`injection.rate.schedule=linear_decay` so injection fades out, and expect some loss of "
             "transfer to other domains (the study measured 30% vs 48% SuperCLEVR transfer)."
         )
         return "<10%: prompt engineering, then injection", single, multi
@@ -56,13 +56,13 @@ def _chart_texts(rate: float, answer_kind: str) -> tuple[str, str, str]:
         single = (
             f"Single-domain deployment at a {pct} base format rate: injection is fine and "
             "faster (the study measured ~2.5x fewer steps to threshold); set "
-            "`injection.mode=random` (optionally `injection.schedule=linear_decay`)."
+            "`injection.mode=random` (optionally `injection.rate.schedule=linear_decay`)."
         )
         multi = (
             f"Multi-domain deployment at a {pct} base format rate: avoid or minimise injection "
             "(`injection.mode=none`); the study measured SuperCLEVR transfer of 30% with "
             "injection vs 48% without, from a 14% base. If learning is too slow, use "
-            "`injection.mode=random` with `injection.schedule=linear_decay`."
+            "`injection.mode=random` with `injection.rate.schedule=linear_decay`."
         )
         return "10-50%: depends on deployment", single, multi
     text = (
@@ -124,7 +124,7 @@ def recommend(format_rate: float, group_size: int = 8, answer_kind: str = "numbe
       ``(0.30, 1]`` ">30%";
     - ``zone``: the flow-chart branch, ``< 0.10`` | ``[0.10, 0.50]`` | ``> 0.50``;
     - ``single_domain`` / ``multi_domain``: actionable advice naming the
-      ``injection.mode`` / ``injection.schedule`` / ``prompt.style`` options;
+      ``injection.mode`` / ``injection.rate.schedule`` / ``prompt.style`` options;
     - ``lab``: what the counting lab measured in that zone (docs/results.md);
     - ``signal_probability``: :func:`signal_probability` at ``group_size``.
     """

@@ -6,8 +6,7 @@ completion is scored by the same `Scorer` with the same task, and every table is
 summary type, `EvalSummary`, so every number in every table comes from one scorer and carries one
 name:
 - `answer_present_rate`: the task's parser reads an answer (the study's digit-extraction or
-  "format" rate; `rollout/answer_present_rate` in training metrics, and for counting also
-  `rollout/number_present_rate`);
+  "format" rate, "number present" for counting; `rollout/answer_present_rate` in training metrics);
 - `style_format_rate`: the completion is in the prompt style's own format (a bare answer;
   think/answer tags; `rollout/format_rate` in training metrics);
 - `tag_answer_rate`: an answer inside <answer> tags parses (R1-V's strict reading);
@@ -19,10 +18,10 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from tqdm.auto import tqdm
 
-from ..config import VLLMConfig
 from ..core.statistics import wilson_interval
 from ..data import BadSample, Sample, eval_samples, open_source, split_indices
 from ..models import adapter_for
@@ -75,13 +74,14 @@ def generate_records(
 
 @contextlib.contextmanager
 def opened_engine(
-    name: str, policy, processor, vllm: VLLMConfig | None = None, tools: Sequence[str] = (), max_turns: int = 1
+    name: str, policy, processor, settings: Any = None, tools: Sequence[str] = (), max_turns: int = 1
 ) -> Iterator[Engine]:
     """The named rollout engine around a loaded policy for one evaluation, closed after it (a vllm
-    server the engine started is stopped); the engine's weights take the policy's dtype. With
+    server the engine started is stopped); the engine's weights take the policy's dtype; `settings`, its
+    config section (None: its defaults). With
     `tools`, answers may call them for up to `max_turns` turns."""
     dtype = str(next(policy.parameters()).dtype).removeprefix("torch.")
-    engine = make_engine(name, policy, processor, EngineOptions(vllm=vllm or VLLMConfig(), dtype=dtype))
+    engine = make_engine(name, policy, processor, EngineOptions(settings=settings, dtype=dtype))
     if tools:
         turn_end = adapter_for(policy).turn_end_id(processor)
         engine = ToolEngine(engine, get_tools(tools), max_turns, turn_end)

@@ -5,22 +5,25 @@ demonstrations they write (`checks.py`)."""
 
 from . import dynamic_sampling
 from .checks import check_demonstrations, check_written_demonstrations, every_demonstration
-from .dynamic_sampling import DynamicSampling
+from .dynamic_sampling import DynamicSampling, DynamicSamplingConfig
 from .injection import (
     MODES,
     GuidanceInjection,
+    InjectionConfig,
     Injector,
     Row,
     replace_rows,
     rows_to_inject,
 )
 from .remedy import REMEDIES, PolicyOps, Remedy, RemedyKit, StepContext, build_remedies, register_remedy
-from .schedules import SCHEDULES, Ramp, prefix_ratio, ramp_value, schedule_value, sft_coef
-from .sft import SupervisedTerms
+from .schedules import SCHEDULES, scheduled
+from .sft import SftConfig, SupervisedTerms
 
 __all__ = [
     "DynamicSampling",
+    "DynamicSamplingConfig",
     "GuidanceInjection",
+    "InjectionConfig",
     "Injector",
     "MODES",
     "PolicyOps",
@@ -28,20 +31,17 @@ __all__ = [
     "Remedy",
     "RemedyKit",
     "SCHEDULES",
-    "Ramp",
     "Row",
     "StepContext",
+    "SftConfig",
     "SupervisedTerms",
     "build_remedies",
     "check_demonstrations",
     "check_written_demonstrations",
     "dynamic_sampling",
     "every_demonstration",
-    "prefix_ratio",
-    "ramp_value",
     "register_remedy",
     "replace_rows",
     "rows_to_inject",
-    "schedule_value",
-    "sft_coef",
+    "scheduled",
 ]

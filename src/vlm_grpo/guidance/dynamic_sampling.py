@@ -1,9 +1,9 @@
 """Dynamic sampling (DAPO, arXiv:2503.14476): train only on groups whose rewards differ.
 
 A group whose G rewards are all equal has zero advantage everywhere and teaches nothing. With
-`dynamic_sampling=true` the step draws further prompt batches (each sampled, scored and injected
-as usual) until it holds `prompts_per_step` groups with differing rewards, or until
-`dynamic_sampling_max_batches` draws are spent; a step still short is filled with groups without
+`dynamic_sampling.enabled=true` the step draws further prompt batches (each sampled, scored and
+injected as usual) until it holds `prompts_per_step` groups with differing rewards, or until
+`dynamic_sampling.max_batches` draws are spent; a step still short is filled with groups without
 signal, in draw order, and counted (`sampling/short_steps`). Kept groups are taken in draw order.
 With several processes every rank draws the same number of batches (a draw is a collective) and
 keeps its own share of the global batch, so the global batch always holds `prompts_per_step` groups.
@@ -15,10 +15,26 @@ every injection mode (an injected group has differing rewards by construction).
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from ..config import TrainConfig
 from ..rollout import PromptBatch, Rollout, take_groups
 from .remedy import PolicyOps, Remedy, register_remedy
+
+
+@dataclass
+class DynamicSamplingConfig:
+    """The `dynamic_sampling` section (DAPO's dynamic sampling)."""
+
+    enabled: bool = False
+    """Draw further prompt batches until the step holds prompts_per_step groups whose rewards differ (after
+    injection), or max_batches draws are spent."""
+    max_batches: int = 4
+    """Most prompt batches one step draws; a step still short trains on what it has, filled with groups
+    without signal, and counts it in `sampling/short_steps`."""
+
+    def check(self, cfg: TrainConfig, need) -> None:
+        need(self.max_batches >= 1, f"dynamic_sampling.max_batches={self.max_batches} must be >= 1")
 
 
 def has_signal(rollout: Rollout) -> list[bool]:
@@ -62,19 +78,19 @@ def collect(
 
 @register_remedy
 class DynamicSampling(Remedy):
-    """`dynamic_sampling=true`: the step draws again until its groups hold signal."""
+    """`dynamic_sampling.enabled=true`: the step draws again until its groups hold signal."""
 
-    name, order = "dynamic_sampling", 20
+    name, order, options = "dynamic_sampling", 20, DynamicSamplingConfig
 
     @classmethod
     def wanted(cls, cfg: TrainConfig) -> bool:
-        return cfg.dynamic_sampling
+        return cfg.dynamic_sampling.enabled
 
     def regroup(self, rollout: Rollout, redraw: Callable[[], Rollout], ops: PolicyOps) -> tuple[Rollout, dict]:
         return collect(
             rollout,
             redraw,
-            self.cfg.dynamic_sampling_max_batches,
+            self.settings.max_batches,
             lambda short: ops.world.sum(float(short)) > 0,
             ops.encode,
             self.kit.pad_id,

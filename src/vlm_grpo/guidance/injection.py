@@ -13,30 +13,83 @@ policy keeps exploring). Here the schedule gives a strength s(step) in [0, 1]:
   BREAD); the row is scored as a whole; only the prefix's tokens are off-policy;
 - the strength follows a schedule of `schedules.py` (the study's constant and linear decay, adaptive).
 A new mode is one entry registered in MODES. `GuidanceInjection` is the remedy (`remedy.py`) that
-applies it to every draw of a step.
+applies it to every draw of a step; its options are the `injection` section (`InjectionConfig`).
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from ..config import InjectionConfig, TrainConfig
+from ..config import TrainConfig
+from ..config_checks import check_demonstration_template
+from ..config_sections import Schedule, as_schedule
 from ..core.algo import LossStats
 from ..registry import Registry
 from ..rollout import Rollout
 from ..rollout.batch import RowTurns
 from ..rollout.turns import turn_tokens
-from ..seeding import restore_python_rng
+from ..seeding import SeededRng
 from ..tasks.rewards import Scorer
 from ..tasks.styles import PromptStyle
 from ..tools.calls import outside_calls
 from .remedy import PolicyOps, Remedy, RemedyKit, StepContext, register_remedy
-from .schedules import prefix_ratio, schedule_value
+from .schedules import check_schedule, scheduled
+
+RATE = Schedule(value=1.0, initial=0.8, final=0.0)  # the study's rule; its proposed decay 0.8 -> 0
+PREFIX_RATIO = Schedule(value=0.5, initial=0.5, final=0.5)
+
+
+@dataclass
+class InjectionConfig:
+    """The `injection` section: guidance injection of ground-truth demonstrations into groups."""
+
+    mode: str = "none"
+    """Which rows of a group become ground-truth demonstrations: none | random | rate | rescue | a
+    registered mode (`MODES`)."""
+    rate: Schedule = field(default_factory=lambda: RATE)
+    """Strength s: the probability that a group is injected (in `rate` mode also the fraction of its rows),
+    a schedule over training (`injection.rate.schedule=linear_decay`: the study's 0.8 -> 0 over 70 %); a
+    number is a constant. `random` at 1.0 is the study's rule."""
+    rows: int | None = None
+    """`rate` mode: rows injected per chosen group, instead of round(rate * G)."""
+    payload: str = "full"
+    """What an injected row holds: `full` (the whole demonstration) or `prefix` (its first part, which
+    the policy continues by sampling: Prefix-RFT / UFT / BREAD-style guidance)."""
+    prefix_ratio: Schedule = field(default_factory=lambda: PREFIX_RATIO)
+    """`prefix`: share of the demonstration's tokens given (at least one); the policy samples the rest. A
+    schedule: `injection.prefix_ratio.schedule=linear` with `.initial` and `.final` decays it over the run."""
+
+    def __post_init__(self) -> None:
+        self.rate, self.prefix_ratio = as_schedule(self.rate, RATE), as_schedule(self.prefix_ratio, PREFIX_RATIO)
+
+    def check(self, cfg: TrainConfig, need) -> None:
+        need(
+            self.mode == "none" or self.mode in MODES,
+            f"injection.mode={self.mode!r} is not one of none, {', '.join(MODES.names())}",
+        )
+        need(self.payload in ("full", "prefix"), f"injection.payload={self.payload!r} is not one of full, prefix")
+        check_schedule("injection.rate", self.rate, need)
+        check_schedule("injection.prefix_ratio", self.prefix_ratio, need)
+        for name in ("value", "initial", "final"):
+            share = getattr(self.prefix_ratio, name)
+            need(share > 0, f"injection.prefix_ratio.{name}={share} must be in (0, 1]")
+        need(
+            self.rows is None or 1 <= self.rows <= cfg.num_generations - 1,
+            f"injection.rows={self.rows} must be in 1..num_generations-1 = 1..{cfg.num_generations - 1}: "
+            "at least one row stays sampled",
+        )
+        if self.mode != "none":
+            check_demonstration_template(cfg, need, "injection")
+
+    def strength(self, step: int, max_steps: int, answer_present_rate: float) -> float:
+        """The injection strength s at `step` (0-based); 0 without injection."""
+        return 0.0 if self.mode == "none" else scheduled(self.rate, step, max_steps, answer_present_rate)
+
 
 Continue = Callable[[list[int], list[list[int]]], list[tuple[list[int], bool]]]
 """(rows, their prefixes) -> per row, the policy's continuation tokens and whether it hit the length limit."""
@@ -99,7 +152,7 @@ class Row:
     """A tool-using demonstration's turns (its tool tokens are read, not trained); None: one turn."""
 
 
-class Injector:
+class Injector(SeededRng):
     """Replaces chosen rows of a rollout with tokenised demonstrations and re-scores them."""
 
     def __init__(self, cfg: InjectionConfig, style: PromptStyle, tokenizer, end_id: int, pad_id: int, seed: int):
@@ -199,26 +252,19 @@ class Injector:
             for row, given, (more, truncated) in zip(chosen, prefixes, continued)
         }
 
-    def state_dict(self) -> dict:
-        return {"rng": self.rng.getstate()}
-
-    def load_state_dict(self, state: dict) -> None:
-        restore_python_rng(self.rng, state["rng"])
-
 
 @register_remedy
 class GuidanceInjection(Remedy):
     """Injection as a remedy: each draw's chosen rows become demonstrations (or their prefixes,
     continued by the policy). Always built: its metrics describe every run, injected or not."""
 
-    name, order = "injection", 10
+    name, order, options = "injection", 10, InjectionConfig
 
-    def __init__(self, cfg: TrainConfig, kit: RemedyKit, **options: Any):
-        super().__init__(cfg, kit, **options)
-        self.settings = cfg.injection
-        self.injector = Injector(cfg.injection, kit.style, kit.tokenizer, kit.end_id, kit.pad_id, kit.seed)
+    def __init__(self, cfg: TrainConfig, kit: RemedyKit):
+        super().__init__(cfg, kit)
+        self.injector = Injector(self.settings, kit.style, kit.tokenizer, kit.end_id, kit.pad_id, kit.seed)
         self.injector.tool_demonstration = kit.tool_demonstration
-        self.writes_demonstrations = cfg.injection.mode != "none"
+        self.writes_demonstrations = self.settings.mode != "none"
         self.strength, self.prefix_ratio = 0.0, None
 
     @classmethod
@@ -228,8 +274,8 @@ class GuidanceInjection(Remedy):
     def after_draw(self, rollout: Rollout, context: StepContext, ops: PolicyOps) -> Rollout:
         # The schedule reads the global rate; the plan is drawn for the global batch (see Injector.apply).
         inj = self.settings
-        strength = schedule_value(inj, context.step, context.max_steps, context.answer_present_rate)
-        ratio = prefix_ratio(inj, context.step, context.max_steps) if inj.payload == "prefix" else None
+        strength = inj.strength(context.step, context.max_steps, context.answer_present_rate)
+        ratio = scheduled(inj.prefix_ratio, context.step, context.max_steps) if inj.payload == "prefix" else None
         if context.first:  # the step reports its first draw's strength
             self.strength, self.prefix_ratio = strength, ratio
 

@@ -19,10 +19,11 @@ registration order, and names none of them:
 7. `state_dict()` / `load_state_dict(state)`: checkpointed under the remedy's name.
 
 A remedy is built from the run's config and a `RemedyKit` (the prompt style, the scorer, the
-tokenizer and the ids a demonstration needs). The built-in ones decide from their own config
-section whether they take part (`wanted`); one registered by a plug-in, or named
-`package.module:ClassName`, takes part when `remedies` lists it, with `remedy_options[name]` as
-its keyword options.
+tokenizer and the ids a demonstration needs). Its options are a dataclass it declares (`options`,
+every field documented, an optional `check(cfg, need)`): they are the config's section of the
+remedy's name, built and validated with the rest of the config, and the remedy reads them as
+`self.settings`. The built-in ones decide from their own section whether they take part (`wanted`);
+one registered by a plug-in, or named `package.module:ClassName`, takes part when `remedies` lists it.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ from typing import Any
 import torch
 
 from ..config import TrainConfig
+from ..config_checks import register_check
+from ..config_sections import register_section
 from ..core.algo import LossStats
 from ..registry import Registry, import_object
 from ..rollout import PromptBatch, Rollout, StepBatch
@@ -119,9 +122,12 @@ class Remedy:
     """Position among the run's remedies (lower first): a hook runs remedy by remedy in this order."""
     writes_demonstrations = False
     """The run checks that the style's demonstrations earn the top reward before it starts."""
+    options: type | None = None
+    """The dataclass of its options, the config section named after it (None: no options)."""
 
-    def __init__(self, cfg: TrainConfig, kit: RemedyKit, **options: Any):
-        self.cfg, self.kit, self.options = cfg, kit, options
+    def __init__(self, cfg: TrainConfig, kit: RemedyKit):
+        self.cfg, self.kit = cfg, kit
+        self.settings = cfg.sections[self.name] if self.options is not None else None  # its section, or None
 
     @classmethod
     def wanted(cls, cfg: TrainConfig) -> bool:
@@ -166,8 +172,10 @@ REMEDIES: Registry[type[Remedy]] = Registry("remedy")
 
 
 def register_remedy(cls: type[Remedy], replace: bool = False) -> type[Remedy]:
-    """Register a remedy class under its `name` (usable as a decorator)."""
+    """Register a remedy class under its `name` (usable as a decorator), with its options' section."""
     REMEDIES.register(cls.name, cls, replace)
+    if cls.options is not None:
+        register_section(cls.name, cls.options, replace)
     return cls
 
 
@@ -185,4 +193,15 @@ def build_remedies(cfg: TrainConfig, kit: RemedyKit) -> list[Remedy]:
     """The run's remedies in registration order, then those `remedies` names by import path."""
     classes = [cls for _, cls in sorted(REMEDIES.items(), key=lambda item: (item[1].order, item[0])) if cls.wanted(cfg)]
     classes += [remedy_class(spec) for spec in cfg.remedies if spec not in REMEDIES]
-    return [cls(cfg, kit, **cfg.remedy_options.get(cls.name, {})) for cls in classes]
+    return [cls(cfg, kit) for cls in classes]
+
+
+def _check_remedies(cfg: TrainConfig, need) -> None:
+    for spec in cfg.remedies:
+        need(
+            spec in REMEDIES or ":" in spec,
+            f"remedies entry {spec!r} is not one of {', '.join(REMEDIES.names())} nor a 'package.module:ClassName'",
+        )
+
+
+register_check("remedies", _check_remedies)

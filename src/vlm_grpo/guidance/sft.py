@@ -13,7 +13,8 @@ the demonstration tokens of the minibatch; one demonstration per group, written 
 style and ending with the end-of-turn token, as injected rows are.
 
 `SupervisedTerms` is the remedy (`remedy.py`) that runs the warm-up steps, plans each step's term,
-gates groups out of the GRPO loss and back-propagates the term minibatch by minibatch.
+gates groups out of the GRPO loss and back-propagates the term minibatch by minibatch; its options are
+the `sft` section (`SftConfig`).
 
 Departures: CHORD-mu only (a global weight; CHORD-phi's per-token weighting is not used); HPT's
 switch threshold is fixed at zero correct rows; demonstrations use their own seeded generator,
@@ -24,20 +25,67 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
 
 import torch
 
-from ..config import SftConfig, TrainConfig
+from ..config import TrainConfig
+from ..config_checks import check_demonstration_template, sharded
+from ..config_sections import Schedule, as_schedule
 from ..core.algo import LossStats
 from ..data import Sample
 from ..rollout import PromptBatch, Rollout, StepBatch
 from ..rollout.batch import RowTurns, tool_token_mask
-from ..seeding import restore_python_rng
+from ..seeding import SeededRng
 from ..tasks.styles import PromptStyle
 from .remedy import PolicyOps, Remedy, RemedyKit, StepContext, demonstration_tokens, register_remedy
-from .schedules import sft_coef
+from .schedules import check_schedule, scheduled
+
+COEF = Schedule(value=0.0, initial=0.5, final=0.0)  # off; decaying: 0.5 -> 0
+
+
+@dataclass
+class SftConfig:
+    """The `sft` section: supervised signal from demonstrations (warm-up steps, CHORD's term, HPT's gate)."""
+
+    warmup_steps: int = 0
+    """The first N of max_steps are supervised steps on demonstrations (one per prompt, prompts_per_step
+    prompts, one optimizer update each; nothing sampled): the SFT warm-up before GRPO (N >= max_steps:
+    supervised fine-tuning only)."""
+    coef: Schedule = field(default_factory=lambda: COEF)
+    """CHORD-style weight mu of a supervised term on the step's demonstrations (one per group):
+    loss = (1 - mu) x GRPO + mu x SFT, a schedule over training (`sft.coef.schedule=linear_decay`:
+    0.5 -> 0 over 70 %); a number is a constant. 0 (constant): off."""
+    gate: str = "none"
+    """`no_success` (HPT-style): a group whose sampled rows hold no correct answer leaves the GRPO loss
+    and trains on its demonstration instead (weight 1); `none`: no gate."""
+
+    def __post_init__(self) -> None:
+        self.coef = as_schedule(self.coef, COEF)
+
+    @property
+    def active(self) -> bool:
+        """The update holds a supervised term on some step."""
+        return self.gate != "none" or self.coef.schedule != "constant" or self.coef.value > 0
+
+    def check(self, cfg: TrainConfig, need) -> None:
+        need(self.gate in ("none", "no_success"), f"sft.gate={self.gate!r} is not one of none, no_success")
+        check_schedule("sft.coef", self.coef, need)
+        need(self.warmup_steps >= 0, f"sft.warmup_steps={self.warmup_steps} must be >= 0")
+        if self.warmup_steps or self.active:
+            check_demonstration_template(cfg, need, "a supervised signal")
+        need(
+            not (self.active and sharded(cfg)),
+            f"{sharded(cfg)} needs sft.coef=0 and sft.gate=none: ranks may train different numbers of "
+            "demonstrations, and a sharded forward is a collective (sft.warmup_steps works)",
+        )
+
+    def weight(self, step: int, max_steps: int, answer_present_rate: float) -> float:
+        """CHORD's mixing weight mu at `step`; 0 when no supervised term is configured."""
+        if self.coef.schedule == "constant" and self.coef.value == 0:
+            return 0.0
+        return scheduled(self.coef, step, max_steps, answer_present_rate)
+
 
 DemoLogprobs = Callable[..., torch.Tensor]
 """(groups (n,), demonstration ids (n, D), mask (n, D)[, turns]) -> per-token log-probs (n, D), with gradient."""
@@ -66,7 +114,7 @@ class SupervisedPlan:
         return groups[self.weights[groups] > 0]
 
 
-class Supervisor:
+class Supervisor(SeededRng):
     """Writes demonstrations and decides, per step, which groups train on them and with what weight."""
 
     def __init__(
@@ -98,7 +146,7 @@ class Supervisor:
         """This step's supervised term (all weights 0 on a step without one: every process still runs
         the same collectives)."""
         G = rollout.group_size
-        coef = sft_coef(self.cfg, step, max_steps, answer_present_rate)
+        coef = self.cfg.weight(step, max_steps, answer_present_rate)
         if self.cfg.gate == "no_success":
             correct = torch.tensor([s.correct for s in rollout.scores]).view(-1, G)
             gated = ~(correct & ~rollout.injected.cpu().view(-1, G)).any(1)
@@ -132,25 +180,18 @@ class Supervisor:
             stats.add("sft_nll", -logp.detach(), mask)
             backward(loss)
 
-    def state_dict(self) -> dict:
-        return {"rng": self.rng.getstate()}
-
-    def load_state_dict(self, state: dict) -> None:
-        restore_python_rng(self.rng, state["rng"])
-
 
 @register_remedy
 class SupervisedTerms(Remedy):
     """The `sft` section as a remedy: warm-up steps, CHORD's weighted term, HPT's gate."""
 
-    name, order = "sft", 30
+    name, order, options = "sft", 30, SftConfig
     writes_demonstrations = True
 
-    def __init__(self, cfg: TrainConfig, kit: RemedyKit, **options: Any):
-        super().__init__(cfg, kit, **options)
-        self.settings = cfg.sft
+    def __init__(self, cfg: TrainConfig, kit: RemedyKit):
+        super().__init__(cfg, kit)
         self.supervisor = Supervisor(
-            cfg.sft, kit.style, kit.tokenizer, kit.end_id, kit.pad_id, kit.seed, kit.tool_demonstration
+            self.settings, kit.style, kit.tokenizer, kit.end_id, kit.pad_id, kit.seed, kit.tool_demonstration
         )
         self.current: SupervisedPlan | None = None
 

@@ -25,10 +25,9 @@ from pathlib import Path
 import yaml
 from tqdm.auto import tqdm
 
-from ..config import TrainConfig, from_dict, load_config, to_dict, validate
+from ..config import TrainConfig, from_dict, load_config, to_dict, upgraded, validate
 from ..tasks import get_task
 from ..training import checkpoint
-from ..training.setup import check_names
 from .measures import aggregate, measure, paired
 from .tables import markdown
 
@@ -124,7 +123,7 @@ def plan(
             # Steps-to-threshold needs held-out evaluation during training.
             cfg.data.eval = cfg.data.eval or [cfg.data.train]
             cfg.data.eval_steps = cfg.data.eval_steps or max(1, cfg.max_steps // 10)
-            runs.append(PlannedRun(name, condition, seed, run_dir, check_names(validate(cfg))))
+            runs.append(PlannedRun(name, condition, seed, run_dir, validate(cfg)))
     return runs
 
 
@@ -136,7 +135,7 @@ def _check_same_config(run: PlannedRun) -> None:
         return
     raw = yaml.safe_load(path.read_text()) or {}
     try:  # settings added since that run was written take their defaults; moved keys count at their new place
-        before = to_dict(from_dict(TrainConfig, _moved_to_their_place(raw)))
+        before = to_dict(from_dict(TrainConfig, upgraded(raw)))
     except ValueError:
         before = raw
     now = to_dict(run.cfg)
@@ -146,20 +145,6 @@ def _check_same_config(run: PlannedRun) -> None:
             f"{run.dir} was trained with a different configuration ({', '.join(changed)} differ); "
             "use another --out or delete that run folder"
         )
-
-
-def _moved_to_their_place(raw: dict) -> dict:
-    """A config.yaml this project wrote before keys moved (`config_checks.MOVED`), as the same
-    settings under today's keys: so a study folder trained then is reused when nothing else changed."""
-    raw = {**raw, "injection": dict(raw.get("injection") or {})}
-    for key in ("off_policy", "luffy_gamma", "group_stats"):
-        if key in raw["injection"]:
-            raw.setdefault(key, raw["injection"].pop(key))
-    dtype = raw.pop("dtype", "auto")
-    folded = {"float32": "fp32", "bfloat16": "bf16-true", "float16": "fp16-mixed"}.get(dtype)
-    if folded and raw.get("precision", "auto") == "auto":
-        raw["precision"] = folded
-    return raw
 
 
 def _steps_saved(run_dir: Path) -> int:
@@ -224,8 +209,8 @@ def final_eval(run: PlannedRun, n: int, progress: bool = True) -> dict:
         dtype=inference_dtype(cfg.precision),  # evaluate in the numerics the run trained in
         seed=cfg.seed,
         progress=progress,
-        tools=tuple(cfg.tools),
-        max_turns=cfg.max_turns,
+        tools=tuple(cfg.tools.names),
+        max_turns=cfg.tools.max_turns,
     )
     style = get_style(cfg.prompt, task)
     summary = evaluate_models([str(final)], cfg.data.eval, style, n=n, out=out, train=cfg.data.train, options=options)

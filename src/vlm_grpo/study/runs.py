@@ -11,7 +11,7 @@ from typing import Any
 from ..training.tracking import read_metrics
 
 NP, ACC, REW = "rollout/answer_present_rate", "rollout/accuracy", "reward/mean"
-_STUDY_NP = "rollout/number_present_rate"  # the counting name, the only one runs logged before other tasks
+_STUDY_NP = "rollout/number_present_rate"  # the name runs of counting logged it under before
 
 
 def present_word(runs: Sequence[Run]) -> str:

@@ -53,8 +53,6 @@ class Task(ABC):
     """Regex of an answer written in format (a prompt style's format check embeds it)."""
     present_label: str = "answer present"
     """How tables name the answer-present rate (counting keeps the study's "number present")."""
-    present_alias: str | None = None
-    """A second metric name for the answer-present rate (counting: `number_present`, the study's)."""
     reasoning: tuple[str, ...] = (
         "I look at the image carefully before answering.",
         "Let me check the image and the question.",

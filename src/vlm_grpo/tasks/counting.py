@@ -66,7 +66,6 @@ class CountingTask(Task):
     answer_kind = "number"
     answer_pattern = r"\d+"
     present_label = "number present"
-    present_alias = "number_present"
     reasoning = (
         "I count the objects in the image one by one.",
         "Let me look at each object in the scene and count them.",

@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ..config import PromptConfig
+from ..config_checks import check_named
 from ..registry import Registry
 from ..tools import Tool
 from ..tools.calls import instructions
@@ -118,6 +119,7 @@ def _custom(cfg: PromptConfig, task: Task) -> PromptStyle:
 
 
 STYLES: Registry[Callable[[PromptConfig, Task], PromptStyle]] = Registry("prompt style")
+check_named("prompt.style", STYLES)
 for _name, _builder in (("default", _default), ("r1v", _r1v), ("r1v_eval", _r1v_eval), ("custom", _custom)):
     STYLES.register(_name, _builder)
 

@@ -27,7 +27,8 @@ def build_engine(cfg: TrainConfig, model, processor, context, numerics, workdir,
     `numerics`: its precision policy, whose compute dtype an engine with weights of its own takes)."""
     compute = numerics.compute or numerics.weights
     dtype = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}[compute]
-    options = EngineOptions(cfg.generation_sharing, context, cfg.vllm, dtype, workdir, cfg.seed, world_size)
+    settings = cfg.sections.get(cfg.rollout_engine)  # the engine's own section, if it has one
+    options = EngineOptions(cfg.generation_sharing, context, settings, dtype, workdir, cfg.seed, world_size)
     return make_engine(cfg.rollout_engine, model, processor, options)
 
 

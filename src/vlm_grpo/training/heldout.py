@@ -37,7 +37,7 @@ class HeldOutSets:
         return len(self.sets)
 
     def evaluate(self, engine, style, max_new_tokens: int) -> dict:
-        """eval/<set>/accuracy and the answer-present rate (also under the task's own name) per set,
+        """eval/<set>/accuracy and the answer-present rate per set,
         greedy, sampled by `engine`."""
         metrics = {}
         for name, samples in self.sets.items():
@@ -46,6 +46,5 @@ class HeldOutSets:
             )
             summary = EvalSummary.of(records)
             metrics[f"eval/{name}/accuracy"] = summary.accuracy.value
-            for key in filter(None, ("answer_present", self.task.present_alias)):
-                metrics[f"eval/{name}/{key}_rate"] = summary.answer_present_rate.value
+            metrics[f"eval/{name}/answer_present_rate"] = summary.answer_present_rate.value
         return metrics

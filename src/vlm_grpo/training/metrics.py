@@ -20,18 +20,16 @@ from ..tasks import Task
 def rollout_metrics(rollout: Rollout, task: Task) -> dict:
     """Reward, format and accuracy of the policy's own samples (computed before injection).
 
-    `rollout/answer_present_rate` is the study's format rate for every task; a task may log it under
-    its own name too (counting: `rollout/number_present_rate`, the study's word)."""
+    `rollout/answer_present_rate` is the study's format rate (its "number present" for counting), for
+    every task, under that one name."""
     scores = rollout.scores
     rewards = torch.tensor([s.reward for s in scores])
     lengths = rollout.completion_mask.sum(1)
     n = len(scores)
     present = sum(s.answer_present for s in scores) / n
-    aliases = {f"rollout/{task.present_alias}_rate": present} if task.present_alias else {}
     return {
         "reward/mean": float(rewards.mean()),
         "reward/std": float(rewards.std()) if n > 1 else 0.0,
-        **aliases,
         "rollout/answer_present_rate": present,
         "rollout/accuracy": sum(s.correct for s in scores) / n,
         "rollout/strict_accuracy": sum(s.strict_correct for s in scores) / n,

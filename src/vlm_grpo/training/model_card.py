@@ -30,9 +30,9 @@ def model_card(cfg: TrainConfig, step: int, config_yaml: str, results: dict, rep
         "prompt style": f"`{cfg.prompt.style}`",
         "reward functions": ", ".join(f"`{name}` x {w:g}" for name, w in zip(cfg.reward_funcs, weights)),
         "training data": f"`{cfg.data.train}`",
-        "guidance injection": _pairs(dataclasses.asdict(cfg.injection)) if cfg.injection.mode != "none" else "off",
-        "supervised signal": _pairs(dataclasses.asdict(cfg.sft)) if cfg.sft.active or cfg.sft.warmup_steps else "off",
-        "LoRA": _pairs(dataclasses.asdict(cfg.lora)) if cfg.lora.enabled else "off",
+        "guidance injection": _fields(cfg.injection) if cfg.injection.mode != "none" else "off",
+        "supervised signal": _fields(cfg.sft) if cfg.sft.active or cfg.sft.warmup_steps else "off",
+        "LoRA": _fields(cfg.lora) if cfg.lora.enabled else "off",
         "steps": f"{step} of {cfg.max_steps}",
     }
     lines = ["---", yaml.safe_dump(front, sort_keys=False).strip(), "---", ""]
@@ -59,6 +59,11 @@ def _command() -> str:
 
 def _pairs(values: dict[str, Any]) -> str:
     return ", ".join(f"{key}={value}" for key, value in values.items())
+
+
+def _fields(section: Any) -> str:
+    """A section's fields as key=value, a schedule as its one-line description."""
+    return _pairs({f.name: getattr(section, f.name) for f in dataclasses.fields(section)})
 
 
 def _hub_id(name: str) -> bool:

@@ -48,7 +48,7 @@ def policy_ops(trainer) -> PolicyOps:
         continue_prefixes=continue_after,
         next_samples=lambda: trainer.world.local_slice(trainer.stream.next_batch(cfg.prompts_per_step)),
         encode=lambda samples: encode_prompts(trainer.processor, trainer.style, samples, trainer.device),
-        continue_conversations=continue_conversations if cfg.tools else None,
+        continue_conversations=continue_conversations if cfg.tools.names else None,
     )
 
 

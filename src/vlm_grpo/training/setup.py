@@ -8,13 +8,9 @@ from dataclasses import dataclass
 import torch
 
 from ..config import ConfigError, TrainConfig
-from ..core import algo
-from ..core.losses import LOSSES
 from ..data import BadSample
-from ..guidance import MODES, REMEDIES, SCHEDULES
 from ..models import apply_lora, freeze_vision, frozen_copy, load_model_and_processor
-from ..rollout import ENGINES, encode_prompts
-from ..tasks.styles import STYLES
+from ..rollout import encode_prompts
 from . import precision
 
 
@@ -145,30 +141,6 @@ def check_world(cfg: TrainConfig, world, log) -> None:
                 f"{name}={value} must divide by the number of processes ({size}): "
                 "each process takes an equal share of every batch"
             )
-
-
-def check_names(cfg: TrainConfig) -> TrainConfig:
-    """Names the configuration takes from a registry, checked against the registry itself (a plug-in's
-    entries are as valid as the shipped ones); every wrong one reported at once. `config_checks`
-    checks the rest, which is fixed; this runs wherever a run is set up (trainer, API, study)."""
-    named = (
-        ("prompt.style", cfg.prompt.style, STYLES.names()),
-        ("injection.mode", cfg.injection.mode, ["none", *MODES.names()]),
-        ("injection.schedule", cfg.injection.schedule, SCHEDULES.names()),
-        ("sft.schedule", cfg.sft.schedule, SCHEDULES.names()),
-        ("rollout_engine", cfg.rollout_engine, ENGINES.names()),
-        ("loss_type", cfg.loss_type, LOSSES.names()),
-        ("scale_rewards", cfg.scale_rewards, algo.ADVANTAGES.names()),
-    )
-    errors = [f"{key}={value!r} is not one of {', '.join(known)}" for key, value, known in named if value not in known]
-    errors += [
-        f"remedies entry {spec!r} is not one of {', '.join(REMEDIES.names())} nor a 'package.module:ClassName'"
-        for spec in cfg.remedies
-        if spec not in REMEDIES and ":" not in spec
-    ]
-    if errors:
-        raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(errors))
-    return cfg
 
 
 def prompt_length_check(processor, style, max_prompt_length: int | None):

@@ -21,7 +21,7 @@ import torch
 import yaml
 from tqdm.auto import tqdm
 
-from ..config import TrainConfig, to_dict
+from ..config import TrainConfig, to_dict, validate
 from ..core import algo, losses
 from ..data import PromptStream, eval_samples, open_source, split_indices
 from ..guidance import Remedy, RemedyKit, StepContext, build_remedies, check_written_demonstrations
@@ -40,7 +40,7 @@ from .heldout import HeldOutSets
 from .inputs import RunInputs
 from .metrics import PhaseClock, completion_rows, frac_zero_std, rollout_metrics, run_summary, update_metrics
 from .ops import logprobs_all, micro_batches, policy_ops
-from .setup import check_names, check_world, load_policy, make_optimizer, prompt_length_check
+from .setup import check_world, load_policy, make_optimizer, prompt_length_check
 from .signals import stop_on_signal
 from .tool_use import add_tool_rewards, tool_metrics, with_tools
 from .tracking import Tracker
@@ -50,7 +50,7 @@ MAX_NONFINITE_IN_A_ROW = 5
 
 class Trainer:
     def __init__(self, cfg: TrainConfig, inputs: RunInputs | None = None):
-        self.cfg, self.inputs = check_names(cfg), inputs or RunInputs()
+        self.cfg, self.inputs = validate(cfg), inputs or RunInputs()
         given = self.inputs
         self.out = Path(cfg.output_dir)
         self.out.mkdir(parents=True, exist_ok=True)
@@ -89,9 +89,9 @@ class Trainer:
             log=tqdm.write,
             check=prompt_length_check(self.processor, self.style, cfg.max_prompt_length),
             # A tool looks at the image as it is: only runs without tools fit it to the model's size up front.
-            prepare=None if cfg.tools else lambda image: self.adapter.fit_image(image, self.processor),
+            prepare=None if cfg.tools.names else lambda image: self.adapter.fit_image(image, self.processor),
         )
-        self.remedies = self._remedies(engine if cfg.tools else None, turn_end, source, train_rows)
+        self.remedies = self._remedies(engine if cfg.tools.names else None, turn_end, source, train_rows)
         self.optimizer, self.scheduler = make_optimizer(
             cfg, self.model, self.parallel, self.local_minibatch, self.precision
         )
@@ -272,7 +272,7 @@ class Trainer:
             drawn = self.rollouts.draw(self._next_prompts, ahead=first and step + 1 < cfg.max_steps)
         with self.clock.phase("scoring"):
             rollout = self.scored(drawn)
-        sampled_metrics = {**rollout_metrics(rollout, self.task), **tool_metrics(rollout, cfg.tool_use)}
+        sampled_metrics = {**rollout_metrics(rollout, self.task), **tool_metrics(rollout, cfg.tools)}
         rate = self.world.sum(sampled_metrics["rollout/answer_present_rate"]) / self.world.size
         context = StepContext(step, cfg.max_steps, rate, first)
         with self.clock.phase("remedies"):  # e.g. guidance injection
@@ -300,7 +300,7 @@ class Trainer:
     def scored(self, drawn) -> Rollout:
         G, done, prompts = self.cfg.num_generations, drawn.completions, drawn.prompts
         scores = self.scorer.score_all(done.texts, [prompts.samples[row // G] for row in range(len(done.texts))])
-        scores = add_tool_rewards(scores, done.turns, self.cfg.tool_use)
+        scores = add_tool_rewards(scores, done.turns, self.cfg.tools)
         ids, mask, cut = done.ids, done.mask, done.truncated
         return Rollout(prompts, G, ids, mask, cut, done.texts, scores, engine_logp=done.logprobs, turns=done.turns)
 

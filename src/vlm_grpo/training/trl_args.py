@@ -222,7 +222,7 @@ def _training(out: dict[str, Any]) -> None:
             "the importance ratio; pass use_bias_correction_kl=False"
         )
     if (turns := out.pop("max_tool_calling_iterations", None)) is not None:
-        _put(out, "max_turns", turns + 1, "max_tool_calling_iterations")
+        _put_in(out, "tools", "max_turns", turns + 1, "max_tool_calling_iterations")
     resume = out.pop("resume_from_checkpoint", None)
     if isinstance(resume, str):
         raise ConfigError(

@@ -92,7 +92,7 @@ MAPPED: dict[str, str] = {
     "vllm_importance_sampling_mode": "'token_truncate' (min(ratio, cap) per token, this trainer's); others refused",
     "use_bias_correction_kl": "False; True only with beta=0 (the KL term here is not multiplied by the ratio)",
     "log_completions": "log_completions_steps = logging_steps (False: 0)",
-    "max_tool_calling_iterations": "max_turns = this + 1 (None: as set)",
+    "max_tool_calling_iterations": "tools.max_turns = this + 1 (None: as set)",
 }
 """TRL-only fields `from_trl` turns into this project's keys, and how."""
 

@@ -1,14 +1,18 @@
 """Rollout engines, by name: `hf` (the policy samples itself; the default) and `vllm` (a vLLM server
 beside the trainer). A new engine is one module with a factory `(model, processor, options) ->
-Engine`, registered here or by a plug-in with `register_engine`."""
+Engine`, registered here or by a plug-in with `register_engine`; an engine with settings of its own
+registers their dataclass with it, which makes them the config section of its name (`vllm.*`)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+from ...config_checks import check_named
+from ...config_sections import register_section
 from ...registry import Registry
 from .base import Completions, Engine, EngineError, EngineOptions, SamplingParams
 from .hf import HFEngine
+from .vllm_engine import VLLMConfig
 
 ENGINES: Registry[Callable[..., Engine]] = Registry("rollout engine")
 
@@ -23,12 +27,19 @@ def _vllm(model, processor, options) -> Engine:
     return VLLMEngine(model, processor, options)
 
 
-ENGINES.register("hf", _hf)
-ENGINES.register("vllm", _vllm)
-
-
-def register_engine(name: str, factory: Callable[..., Engine], replace: bool = False) -> None:
+def register_engine(
+    name: str, factory: Callable[..., Engine], settings: type | None = None, replace: bool = False
+) -> None:
+    """Register an engine factory; `settings`, a dataclass, becomes the config section `name` and reaches
+    the factory as `EngineOptions.settings`."""
     ENGINES.register(name, factory, replace)
+    if settings is not None:
+        register_section(name, settings, replace)
+
+
+register_engine("hf", _hf)
+register_engine("vllm", _vllm, VLLMConfig)
+check_named("rollout_engine", ENGINES)
 
 
 def make_engine(name: str, model, processor, options: EngineOptions | None = None) -> Engine:
@@ -44,6 +55,7 @@ __all__ = [
     "EngineOptions",
     "HFEngine",
     "SamplingParams",
+    "VLLMConfig",
     "make_engine",
     "register_engine",
 ]

@@ -64,8 +64,8 @@ class EngineOptions:
     """hf: prefix sharing (`generation_sharing`)."""
     context: Callable | None = None
     """hf: entered around every call (the trainer's: gather sharded weights, autocast)."""
-    vllm: Any = None
-    """vllm: the config's `vllm` section (VLLMConfig)."""
+    settings: Any = None
+    """The engine's own config section (`vllm`: VLLMConfig), None for an engine without one."""
     dtype: str = "float32"
     """The trainer's compute dtype, for engines that hold weights of their own."""
     workdir: Path | str | None = None

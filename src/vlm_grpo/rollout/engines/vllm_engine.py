@@ -31,6 +31,7 @@ import time
 import urllib.error
 import urllib.request
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -47,13 +48,51 @@ STAMP = "vlm-grpo-engine.json"  # written by scripts/vllm_env.py once vLLM impor
 CPU_HEAD_SIZES = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)  # vLLM's CPU attention backend
 
 
+@dataclass
+class VLLMConfig:
+    """The vLLM engine (`rollout_engine: vllm`): a server from its own environment (`make vllm-env`)."""
+
+    mode: str = "spawn"
+    """spawn: the trainer starts the server and stops it at the end | server: use one the user started
+    (`python src/vlm_grpo/rollout/engines/vllm_server.py --model FOLDER --port N` in the vLLM environment)."""
+    python: str = ".venv-vllm/bin/python"
+    """The vLLM environment's interpreter (spawn)."""
+    host: str = "127.0.0.1"
+    """The server's host (server mode; spawn always uses 127.0.0.1)."""
+    port: int = 0
+    """The server's port (spawn: 0 picks a free one)."""
+    dtype: str = "auto"
+    """The engine's weights: auto (the trainer's compute dtype) | float32 | bfloat16 | float16."""
+    startup_timeout: float = 600.0
+    """Seconds the server may take to become healthy (the first start compiles: about a minute on a CPU)."""
+    request_timeout: float = 600.0
+    """Seconds one request may take before the engine counts as hung."""
+    max_model_len: int = 4096
+    """Longest prompt plus completion, in tokens (image tokens included)."""
+    kv_cache_gib: float = 1.0
+    """KV-cache size on a CPU (VLLM_CPU_KVCACHE_SPACE, unless set in the environment)."""
+    gpu_memory_utilization: float = 0.5
+    """Share of the GPU the engine may take (a GPU shared with the trainer needs room for both)."""
+    enforce_eager: bool = False
+    """No CUDA graphs or compilation (faster start, slower decoding)."""
+
+    def check(self, cfg, need) -> None:
+        need(self.mode in ("spawn", "server"), f"vllm.mode={self.mode!r} is not one of spawn, server")
+        dtypes = ("auto", "float32", "bfloat16", "float16")
+        need(self.dtype in dtypes, f"vllm.dtype={self.dtype!r} is not one of {', '.join(dtypes)}")
+        need(
+            self.mode != "server" or self.port > 0,
+            "vllm.mode=server needs vllm.port (and vllm.host) of the server you started",
+        )
+
+
 class VLLMEngine:
     name = "vllm"
     own_logprobs = True
     asynchronous = True
 
     def __init__(self, model, processor, options):
-        cfg = options.vllm
+        cfg = options.settings or VLLMConfig()
         if options.world_size > 1:
             raise ConfigError(
                 f"rollout_engine=vllm serves one trainer process for now ({options.world_size} were started): "
