@@ -117,3 +117,48 @@ def body_lines(node: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
     if len(body) > 1 and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
         body = body[1:]
     return node.end_lineno - body[0].lineno + 1
+
+
+# Private names of third-party objects that offer no public way to the same thing, and why.
+FOREIGN_PRIVATE = {
+    # DeepSpeed's engine: the one call that gathers ZeRO-3's full 16-bit weights (transformers saves through it too).
+    "_zero3_consolidated_16bit_state_dict",
+    # transformers' models declare the blocks that must stay whole here; FSDP wraps those (accelerate reads it too).
+    "_no_split_modules",
+}
+ATTRIBUTE_CALLS = ("getattr", "hasattr", "setattr", "delattr")
+
+
+def private_reads(tree: ast.AST) -> list[tuple[int, str]]:
+    """(line, name) of each `x._name` (or `getattr(x, "_name")`) where `x` is not the object itself
+    (`self`, `cls`, `super()`): another object's private attribute. Dunders are public protocol."""
+
+    def private(name: str) -> bool:
+        return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
+
+    def own(node: ast.expr) -> bool:
+        if isinstance(node, ast.Name):
+            return node.id in ("self", "cls")
+        return isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "super"
+
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and private(node.attr) and not own(node.value):
+            found.append((node.lineno, node.attr))
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ATTRIBUTE_CALLS:
+            name = node.args[1] if len(node.args) > 1 else None
+            named = isinstance(name, ast.Constant) and isinstance(name.value, str) and private(name.value)
+            if named and not own(node.args[0]):
+                found.append((node.lineno, name.value))
+    return sorted(found)
+
+
+@pytest.mark.parametrize("path", modules(), ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_no_module_reads_another_objects_private_attributes(path):
+    found = [(line, name) for line, name in private_reads(ast.parse(path.read_text())) if name not in FOREIGN_PRIVATE]
+    assert not found, f"{path.relative_to(PACKAGE)} reads private attributes of other objects: {found}"
+
+
+def test_the_private_attribute_check_sees_what_it_should():
+    source = "a._x\nself._y\ncls._z\nsuper()._w\nb.__len__\ngetattr(c, '_v')\ngetattr(self, '_u')\nd.e._t\n"
+    assert private_reads(ast.parse(source)) == [(1, "_x"), (6, "_v"), (8, "_t")]

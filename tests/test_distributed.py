@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 # parameters after every optimizer update on every rank.
 DRIVER = textwrap.dedent("""
     import hashlib, json, os, sys, torch
-    from vlm_grpo.training import trainer as T
+    from vlm_grpo.training import ops, trainer as T
     from vlm_grpo.config import load_config
     from vlm_grpo.rollout import Completions, HFEngine, mask_after_end
     from vlm_grpo.rollout.engines import register_engine
@@ -40,17 +40,17 @@ DRIVER = textwrap.dedent("""
 
     register_engine("fixed", lambda model, processor, options: FixedEngine(model, processor))
 
-    real_step = T.Trainer.optimizer_step
+    real_step = ops.OptimizerStep.__call__
     def step_and_digest(self):
-        norm = real_step(self)
-        with self.parallel.gathered(self.model):  # sharded weights: every rank gathers them whole
-            full = [p.full_tensor() if hasattr(p, "full_tensor") else p for p in self.model.parameters()]
+        norm, run = real_step(self), self.run
+        with run.strategy.gathered(run.model):  # sharded weights: every rank gathers them whole
+            full = [p.full_tensor() if hasattr(p, "full_tensor") else p for p in run.model.parameters()]
             digest = hashlib.sha256(b"".join(p.detach().clone().numpy().tobytes() for p in full)).hexdigest()
-        with open(os.path.join(self.cfg.output_dir, f"digest-{self.world.rank}.jsonl"), "a") as f:
+        with open(os.path.join(run.out, f"digest-{run.world.rank}.jsonl"), "a") as f:
             f.write(json.dumps(digest) + "\\n")
         return norm
 
-    T.Trainer.optimizer_step = step_and_digest
+    ops.OptimizerStep.__call__ = step_and_digest
     T.Trainer(load_config(None, sys.argv[1:])).train()
 """)
 

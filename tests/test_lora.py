@@ -30,7 +30,7 @@ def test_lora_changes_only_adapters_and_reference_is_the_base(tmp_path):
     trainer = Trainer(
         load_config(None, TINY + [f"output_dir={tmp_path}", "lora.enabled=true", "lora.r=4", "beta=0.04"])
     )
-    assert trainer.reference is None  # no second model in memory
+    assert trainer.policy.reference is None  # no second model in memory
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
     base_before = {
         n.replace(".base_layer", ""): p.detach().clone()

@@ -18,6 +18,7 @@ import support
 from vlm_grpo.config import ConfigError, load_config
 from vlm_grpo.core import losses
 from vlm_grpo.training import precision
+from vlm_grpo.training import trainer as trainer_module
 from vlm_grpo.training.trainer import Trainer
 
 pytestmark = pytest.mark.slow
@@ -106,6 +107,14 @@ def test_first_update_ratio_is_exactly_one(tmp_path, monkeypatch, name):
     assert any(bool((r != 1).any()) for r in ratios[2:])  # the weights moved after the first update
 
 
+def _plain_adamw(cfg, model, *args):
+    """AdamW straight over the model's own weights, at a constant rate (no master weights)."""
+    optimizer = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad], lr=cfg.learning_rate, weight_decay=0.0
+    )
+    return optimizer, get_scheduler("constant", optimizer)
+
+
 def _first_step_moves(tmp_path, name, plain_in_place=False):
     """Fraction of trainable weights (master weights for bf16-true) that changed in one lab step (4 updates;
     injection gives every group a learning signal from the cold start)."""
@@ -121,11 +130,11 @@ def _first_step_moves(tmp_path, name, plain_in_place=False):
             "injection.mode=random",
         ],
     )
-    trainer = Trainer(cfg)
-    if plain_in_place:  # what dtype=bfloat16 did before: AdamW over the bf16 weights themselves
-        params = [p for p in trainer.model.parameters() if p.requires_grad]
-        trainer.optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=0.0)
-        trainer.scheduler = get_scheduler("constant", trainer.optimizer)
+    with pytest.MonkeyPatch.context() as patch:
+        if plain_in_place:  # what dtype=bfloat16 did before: AdamW over the bf16 weights themselves
+            patch.setattr(trainer_module, "make_optimizer", _plain_adamw)
+        trainer = Trainer(cfg)
+    if plain_in_place:
         with pytest.warns(UserWarning, match="round away"):
             precision.warn_if_updates_lost(trainer.model, trainer.optimizer)
     tracked = getattr(trainer.optimizer, "masters", None) or [p for p in trainer.model.parameters() if p.requires_grad]

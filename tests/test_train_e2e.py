@@ -182,3 +182,36 @@ def test_skipping_zero_advantage_groups_changes_nothing(tmp_path):
     lines = [json.loads(line) for line in (tmp_path / "true" / "metrics.jsonl").read_text().splitlines()]
     assert any(line["groups/frac_zero_std"] > 0 for line in lines)  # something was skipped
     assert all(torch.allclose(weights[0][n], weights[1][n], atol=1e-5) for n in weights[0])  # float rounding only
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        [],
+        ["injection.mode=random", "injection.payload=prefix"],
+        ["sft.warmup_steps=1"],
+        ["sft.coef=0.2", "beta=0.04"],
+        ["dynamic_sampling=true"],
+    ],
+)
+def test_a_step_calls_back_into_the_trainer_only_to_draw_again(tmp_path, extra):
+    """One step, walked call by call: the engine, the remedies, the optimizer step and the checkpoint
+    code call nothing in trainer.py; the one way back is a remedy's redraw (dynamic sampling), once
+    per extra draw."""
+    from vlm_grpo.training import trainer as trainer_module
+
+    cfg = load_config(None, TINY + [f"output_dir={tmp_path}", "max_steps=2", "num_iterations=2", *extra])
+    trainer, here, calls = Trainer(cfg), trainer_module.__file__, []
+
+    def record(frame, event, arg):
+        if event == "call" and frame.f_code.co_filename == here and frame.f_back.f_code.co_filename != here:
+            calls.append(frame.f_code.co_name)
+
+    sys.setprofile(record)
+    try:
+        metrics, _ = trainer.step(0, 0.0)
+    finally:
+        sys.setprofile(None)
+        trainer.rollouts.close()
+    redraws = int(metrics.get("sampling/batches_drawn", 1)) - 1
+    assert calls == ["step"] + ["<lambda>"] * redraws  # the step itself, called from here, then the redraws

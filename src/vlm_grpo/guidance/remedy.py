@@ -113,6 +113,10 @@ class PolicyOps:
     """With tools: (prompts, the rows' prompt indices, prefixes as (tokens, RowTurns)) -> per row the
     policy's turns after the prefix (`ToolEngine.continue_conversations`); None without tools."""
 
+    def next_prompts(self) -> PromptBatch:
+        """The prompt stream's next batch, this process's slice, encoded."""
+        return self.encode(self.next_samples())
+
 
 class Remedy:
     """A cold-start remedy; every hook's default leaves the step as it was."""

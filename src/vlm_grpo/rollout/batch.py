@@ -226,6 +226,10 @@ class Rollout:
         lengths = self.completion_mask[rows].sum(1)
         return [rows[group] for group in micro_batches_by_tokens(lengths, tokens, per_row)]
 
+    def width(self, rows: torch.Tensor) -> int:
+        """The longest completion among `rows` (at least 1): a pass over them runs to it, no further."""
+        return max(1, int(self.completion_mask[rows].sum(1).max()))
+
     def row_turns(self, rows: torch.Tensor) -> list[RowTurns | None] | None:
         """The tool turns of `rows`, in order; None when no row has any."""
         return None if self.turns is None else [self.turns[row] for row in rows.tolist()]
@@ -300,7 +304,7 @@ class StepBatch:
 
     def select(self, rows: torch.Tensor) -> MicroBatch:
         rollout = self.rollout
-        width = max(1, int(rollout.completion_mask[rows].sum(1).max()))
+        width = rollout.width(rows)
         device = self.advantages.device
         return MicroBatch(
             rows=rows,

@@ -20,6 +20,7 @@ from ..models import save_model
 from ..seeding import restore_python_rng
 from .distributed.fsdp import plain_classes
 from .model_card import model_card, push_to_hub
+from .run_state import Progress, RunState
 
 _NAME = re.compile(r"^checkpoint-(\d+)$")
 
@@ -108,13 +109,14 @@ def restore_rng(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_run(trainer, step: int) -> Path | None:
-    """checkpoint-<step> of a training run: weights, processor and the trainer's whole state. Collective."""
+def save_run(run: RunState, progress: Progress, last_eval: dict) -> Path | None:
+    """checkpoint-<step> of a training run: weights, processor and the run's whole state; `last_eval`,
+    the newest held-out results, go into the model card. Collective; the path on rank 0."""
     # Collectives first: every rank's RNG, sharded weights and optimizer state gathered or written.
-    world, strategy = trainer.world, trainer.parallel
+    world, strategy, step = run.world, run.strategy, progress.step
     rngs = world.gather(rng_state())
-    weights, optimizer = strategy.checkpoint_payload(trainer.model, trainer.optimizer)
-    staging = staging_dir(trainer.out, step)
+    weights, optimizer = strategy.checkpoint_payload(run.model, run.optimizer)
+    staging = staging_dir(run.out, step)
     if world.is_main:
         clear(staging)
     world.barrier()
@@ -125,22 +127,22 @@ def save_run(trainer, step: int) -> Path | None:
     state = {
         "step": step,
         "optimizer": optimizer,
-        "scheduler": trainer.scheduler.state_dict(),
+        "scheduler": run.scheduler.state_dict(),
         "rng": rngs[0],
         "rng_per_rank": rngs,
-        "stream": trainer.stream.state_dict(),
-        "remedies": {remedy.name: remedy.state_dict() for remedy in trainer.remedies},
-        "skipped_updates": trainer.skipped_updates,
+        "stream": run.stream.state_dict(),
+        "remedies": {remedy.name: remedy.state_dict() for remedy in run.remedies},
+        "skipped_updates": progress.skipped_updates,
     }
-    cfg = trainer.cfg
+    cfg = run.cfg
     try:
         config_yaml = yaml.safe_dump(to_dict(cfg), sort_keys=False)
-        card = model_card(cfg, step, config_yaml, trainer.last_eval, trainer.inputs.reproduce)
+        card = model_card(cfg, step, config_yaml, last_eval, run.reproduce)
         path = save(
-            trainer.out,
+            run.out,
             step,
-            trainer.model,
-            trainer.processor,
+            run.model,
+            run.processor,
             state,
             config_yaml,
             cfg.save_total_limit,
@@ -155,27 +157,27 @@ def save_run(trainer, step: int) -> Path | None:
     return path
 
 
-def resume_run(trainer) -> int:
-    """Put the newest checkpoint's state into `trainer`; returns its step (0 when there is none)."""
-    path = latest(trainer.out)
+def resume_run(run: RunState) -> Progress:
+    """Put the newest checkpoint's state into the run's objects; returns how far it had come (step 0
+    when there is none)."""
+    path = latest(run.out)
     if path is None:
-        tqdm.write(f"resume=true but {trainer.out} holds no complete checkpoint: starting from step 0")
-        return 0
+        tqdm.write(f"resume=true but {run.out} holds no complete checkpoint: starting from step 0")
+        return Progress(0)
     state = load_state(path)
-    trainer.parallel.restore(trainer.model, trainer.optimizer, path, state)
-    trainer.scheduler.load_state_dict(state["scheduler"])
-    trainer.stream.load_state_dict(state["stream"])
-    for remedy in trainer.remedies:
+    run.strategy.restore(run.model, run.optimizer, path, state)
+    run.scheduler.load_state_dict(state["scheduler"])
+    run.stream.load_state_dict(state["stream"])
+    for remedy in run.remedies:
         if remedy.name not in state["remedies"]:
             raise ValueError(f"{path} was saved by a run without remedy {remedy.name!r}: resume with its config")
         remedy.load_state_dict(state["remedies"][remedy.name])
-    trainer.skipped_updates = state["skipped_updates"]
-    world, per_rank = trainer.world, state.get("rng_per_rank", [])
+    world, per_rank = run.world, state.get("rng_per_rank", [])
     if len(per_rank) == world.size:
         restore_rng(per_rank[world.rank])
     else:  # saved by another number of processes: rank 0's RNG, the others reseeded from the step
         restore_rng(state["rng"])
         if world.rank:
-            torch.manual_seed(trainer.cfg.seed + 7919 * world.rank + int(state["step"]))
+            torch.manual_seed(run.cfg.seed + 7919 * world.rank + int(state["step"]))
     tqdm.write(f"resumed from {path}")
-    return int(state["step"])
+    return Progress(int(state["step"]), state["skipped_updates"])

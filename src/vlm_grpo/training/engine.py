@@ -1,5 +1,5 @@
 """The trainer's side of its rollout engine: building it, sampling (one step ahead with
-`overlap_rollout`), giving it new weights after each optimizer step, and measuring how far its
+`overlap_rollout`), giving it new weights at the end of each step, and measuring how far its
 sampling policy is from the trainer's (the truncated importance weights that correct for it).
 
 The trainer asks this module for completions and never which engine produced them; only an engine
@@ -89,9 +89,15 @@ class EngineRollouts:
             self.pending = (upcoming, self.engine.submit(upcoming, self.params))
         return Drawn(prompts, completions, staleness, wait)
 
-    def sync(self, model) -> None:
-        """After an optimizer step: the engine samples from the new weights (after any prefetch)."""
+    def sync(self, model) -> float:
+        """At the end of a step's update: the engine samples from the new weights (after any prefetch).
+        Returns the seconds the push took."""
         self.last_sync_s = self.engine.update_weights(model)
+        return self.last_sync_s
+
+    def abandon(self) -> None:
+        """The engine failed: a prefetch from it is gone with it."""
+        self.pending = None
 
     def is_weights(self, rollout: Rollout, trainer_logp: torch.Tensor | None) -> torch.Tensor | None:  # (N, C)
         if not self.correct or rollout.engine_logp is None or trainer_logp is None:

@@ -3,15 +3,25 @@
 Per step: draw B prompts; sample G completions each; score them; let the run's cold-start remedies
 act (`guidance/`: inject demonstrations, draw again, plan supervised terms); group-normalise the
 rewards into advantages; take rollout-time (and reference) log-probs once; then `num_iterations`
-epochs of clipped-surrogate updates over minibatches. Step counts therefore compare with the
-study's tables. Accuracy and format metrics come from sampled rows only. The loop names no remedy:
-it calls each phase's hook of every remedy the config builds (`guidance/remedy.py`).
+epochs of clipped-surrogate updates over minibatches; last, the rollout engine takes the new
+weights. Step counts therefore compare with the study's tables. Accuracy and format metrics come
+from sampled rows only. The loop names no remedy: it calls each phase's hook of every remedy the
+config builds (`guidance/remedy.py`).
+
+A step, file by file, calls out of this module and, but for one call, never back into it:
+`EngineRollouts` (`engine.py`) samples, asking `PolicyOps.next_prompts` (`ops.py`: the stream and
+the processor) for the prompts and entering the sampling context `ops.py` built; the `Scorer`
+scores; each remedy's hooks act through `PolicyOps`, never through the trainer; the `StepBatch` is
+built once, its log-probs from `ops.py`; the update steps through `OptimizerStep` (`ops.py`); the
+engine takes the weights; `checkpoint.py` saves and resumes a `RunState` (`run_state.py`). Calls
+back into this module during a step: only a remedy's `redraw` (this `draw`), once per extra draw
+of dynamic sampling: none without it, at most `dynamic_sampling_max_batches - 1` (3 by default)
+with it (`tests/test_train_e2e.py` walks a step call by call and checks this).
 """
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
+import functools
 import math
 import random
 import time
@@ -26,62 +36,80 @@ from ..core import algo, losses
 from ..data import PromptStream, eval_samples, open_source, split_indices
 from ..guidance import Remedy, RemedyKit, StepContext, build_remedies, check_written_demonstrations
 from ..models import adapter_for, pick_device
-from ..rollout import EngineError, MicroBatch, Rollout, StepBatch, encode_prompts, padding_share
+from ..rollout import Engine, EngineError, Rollout, StepBatch, padding_share
 from ..rollout.batch import group_order
 from ..rollout.turns import ToolEngine
 from ..tasks import get_task
 from ..tasks.rewards import Scorer
-from ..tasks.styles import get_style
+from ..tasks.styles import PromptStyle, get_style
 from . import checkpoint, precision
 from .distributed import strategies
 from .distributed import world as distributed
+from .distributed.strategies import Replicated
+from .distributed.world import World
 from .engine import Draw, EngineRollouts, build_engine
 from .heldout import HeldOutSets
 from .inputs import RunInputs
 from .metrics import PhaseClock, completion_rows, frac_zero_std, rollout_metrics, run_summary, update_metrics
-from .ops import logprobs_all, micro_batches, policy_ops
+from .ops import (
+    OptimizerStep,
+    first_epoch_logprobs,
+    policy_ops,
+    reference_logprobs,
+    rows_logprobs,
+    sampling_context,
+    training_passes,
+)
+from .run_state import Progress, RunState
 from .setup import check_world, load_policy, make_optimizer, prompt_length_check
-from .signals import stop_on_signal
+from .signals import StopRequest, stop_on_signal
 from .tool_use import add_tool_rewards, tool_metrics, with_tools
 from .tracking import Tracker
-
-MAX_NONFINITE_IN_A_ROW = 5
 
 
 class Trainer:
     def __init__(self, cfg: TrainConfig, inputs: RunInputs | None = None):
         self.cfg, self.inputs = validate(cfg), inputs or RunInputs()
-        given = self.inputs
-        self.out = Path(cfg.output_dir)
+        given, self.out, self.task = self.inputs, Path(cfg.output_dir), get_task(cfg.task, cfg.task_options)
         self.out.mkdir(parents=True, exist_ok=True)
-        self.world = distributed.setup(cfg.device, cfg.fsdp, cfg.zero_stage)
-        # An accelerate FSDP / DeepSpeed config may have turned sharding on: config.yaml says so.
-        cfg.fsdp, cfg.zero_stage = self.world.fsdp, self.world.zero_stage
-        check_world(cfg, self.world, tqdm.write)
-        self.task = get_task(cfg.task, cfg.task_options)
-        # Same data order on every rank (each takes its slice); different sampling noise per rank.
-        random.seed(cfg.seed)
-        torch.manual_seed(cfg.seed + 7919 * self.world.rank)
-        self.device = self.world.device if self.world.size > 1 else pick_device(cfg.device)
-        self.precision = precision.resolve(cfg.precision, self.device)
-        self.parallel = strategies.make(self.world, self.precision, self.device)
+        self.world, self.device, self.precision, self.parallel = placement(cfg)
         self.local_minibatch = cfg.effective_minibatch_size // self.world.size
-        policy = load_policy(cfg, self.device, self.parallel, self.precision, given.model, given.processor)
-        self.model, self.processor = policy.model, policy.processor
-        self.reference, self.adapter_reference = policy.reference, policy.adapter_reference
+        self.policy = load_policy(cfg, self.device, self.parallel, self.precision, given.model, given.processor)
+        self.model, self.processor = self.policy.model, self.policy.processor
         self.adapter = adapter_for(self.model)
-        engine = build_engine(
-            cfg, self.model, self.processor, self._sampling_context, self.precision, self.out, self.world.size
-        )
-        # With tools, every turn after the first samples the conversation so far (rollout/turns.py).
-        turn_end = self.adapter.turn_end_id(self.processor)
-        engine, self.style = with_tools(cfg, engine, get_style(cfg.prompt, self.task), turn_end)
+        engine, self.style, turn_end = self._engine()
         self.rollouts, self.eval_engine = EngineRollouts(cfg, engine), engine.evaluator()
         cfg.logprob_sharing = self.adapter.logprob_sharing(cfg.logprob_sharing, cfg.gradient_checkpointing)
         self.scorer = Scorer(given.rewards or cfg.reward_funcs, cfg.reward_weights, self.style, self.task)
         source = given.train or open_source(cfg.data.train, cfg.data.images, self.task, cfg.data.columns)
         train_rows, _ = split_indices(len(source), cfg.data.eval_holdout)
-        self.stream = PromptStream(
+        self.stream = self._prompt_stream(source, train_rows)
+        self.remedies = self._remedies(engine if cfg.tools.names else None, turn_end, source, train_rows)
+        self.optimizer, self.scheduler = make_optimizer(
+            cfg, self.model, self.parallel, self.local_minibatch, self.precision
+        )
+        self.run = self._run_state()
+        self.optimizer_step, self.clock = OptimizerStep(self.run), PhaseClock()  # the clock: time/<phase>_s
+        self.ops = policy_ops(
+            self.run, self.rollouts, self.optimizer_step, self.style, self.precision, self.device, self.clock
+        )
+        main = self.world.is_main  # only the main process evaluates
+        self.eval_sets = (given.eval_sets or HeldOutSets(cfg.data, self.task)) if main else HeldOutSets.none()
+        self.last_eval: dict = {}  # the newest held-out results, for the model card
+
+    def _engine(self) -> tuple[Engine, PromptStyle, int]:
+        """The rollout engine around the policy (wrapped to run tools, with tools), the prompt style,
+        and the family's turn-end token."""
+        context = sampling_context(self.parallel, self.model, self.precision, self.device)
+        engine = build_engine(self.cfg, self.model, self.processor, context, self.precision, self.out, self.world.size)
+        # With tools, every turn after the first samples the conversation so far (rollout/turns.py).
+        turn_end = self.adapter.turn_end_id(self.processor)
+        engine, style = with_tools(self.cfg, engine, get_style(self.cfg.prompt, self.task), turn_end)
+        return engine, style, turn_end
+
+    def _prompt_stream(self, source, train_rows) -> PromptStream:
+        cfg = self.cfg
+        return PromptStream(
             source,
             train_rows,
             cfg.seed,
@@ -89,20 +117,8 @@ class Trainer:
             log=tqdm.write,
             check=prompt_length_check(self.processor, self.style, cfg.max_prompt_length),
             # A tool looks at the image as it is: only runs without tools fit it to the model's size up front.
-            prepare=None if cfg.tools.names else lambda image: self.adapter.fit_image(image, self.processor),
+            prepare=None if cfg.tools.names else functools.partial(self.adapter.fit_image, processor=self.processor),
         )
-        self.remedies = self._remedies(engine if cfg.tools.names else None, turn_end, source, train_rows)
-        self.optimizer, self.scheduler = make_optimizer(
-            cfg, self.model, self.parallel, self.local_minibatch, self.precision
-        )
-        self.ops = policy_ops(self)
-        self.eval_sets = (
-            HeldOutSets.none() if not self.world.is_main else given.eval_sets or HeldOutSets(cfg.data, self.task)
-        )
-        self.last_eval: dict = {}  # the newest held-out results, for the model card
-        self.stop_requested = False
-        self.clock = PhaseClock()  # seconds per phase of each step, in its metrics (time/<phase>_s)
-        self.nonfinite_in_a_row = self.skipped_updates = 0
 
     def _remedies(self, tool_engine: ToolEngine | None, turn_end: int, source, train_rows) -> list[Remedy]:
         """The run's cold-start remedies; the demonstrations they would write are checked first."""
@@ -117,44 +133,69 @@ class Trainer:
             check_written_demonstrations(kit, firsts, cfg.max_completion_length, log)
         return remedies
 
+    def _run_state(self) -> RunState:
+        """The run's stateful parts, as checkpoints, the optimizer step and the policy ops see them."""
+        return RunState(
+            self.cfg,
+            self.out,
+            self.world,
+            self.parallel,
+            self.model,
+            self.processor,
+            self.optimizer,
+            self.scheduler,
+            self.stream,
+            self.remedies,
+            self.inputs.reproduce,
+        )
+
     # ---------------------------------------------------------------- the loop
     def train(self) -> dict:
         """Train to max_steps (or until a signal asks to stop: then save and return). The signal
         handlers installed for the run are the caller's again when it returns, however it ends."""
-        with stop_on_signal(self):
+        with stop_on_signal() as stop:
             try:
-                return self._train()
+                return self._train(stop)
             finally:
                 self.rollouts.close()
 
-    def _train(self) -> dict:
+    def _train(self, stop: StopRequest) -> dict:
         cfg, main = self.cfg, self.world.is_main
-        start = checkpoint.resume_run(self) if cfg.resume else 0
-        tracker = self._open_tracker(start) if main else None
-        began, history = time.time(), []
-        if start == 0 and cfg.data.eval:
+        progress = checkpoint.resume_run(self.run) if cfg.resume else Progress(0)
+        self.optimizer_step.resume(progress)
+        tracker = self._open_tracker(progress.step) if main else None
+        began = time.time()
+        if progress.step == 0 and cfg.data.eval:
             baseline = self.evaluate()
             if main:
                 tracker.log(0, {**baseline, "world_size": self.world.size})
+        history = self._steps(progress.step, began, tracker, stop)
+        if main:
+            tracker.close()
+        summary = run_summary(history, list(self.eval_sets), self.out) if main else {}
+        self.parallel.close()
+        self.world.close()
+        return summary
+
+    def _steps(self, start: int, began: float, tracker: Tracker | None, stop: StopRequest) -> list[dict]:
+        """Steps `start` to max_steps, each evaluated, logged and saved as configured; their metrics."""
+        cfg, history = self.cfg, []
         bar = tqdm(
             range(start, cfg.max_steps),
             initial=start,
             total=cfg.max_steps,
             desc="GRPO",
-            disable=not (cfg.progress and main),
+            disable=not (cfg.progress and self.world.is_main),
         )
         for step in bar:
-            with self._engine_stop(step):  # the engine failed while sampling: step `step` did not train
-                metrics, rollout = self.step(step, began)
+            metrics, rollout = self.step(step, began)
             done = step + 1
-            with self._engine_stop(done):  # the update is done: the engine failed to take its weights or to evaluate
-                self.rollouts.sync(self.model)
-                metrics["time/step_s"] += self.rollouts.last_sync_s  # the weight push is part of the step
-                metrics["time/weight_sync_s"] = self.rollouts.last_sync_s
-                # 6. Evaluate, log, save.
-                if cfg.data.eval_steps and cfg.data.eval and (done % cfg.data.eval_steps == 0 or done == cfg.max_steps):
+            if cfg.data.eval_steps and cfg.data.eval and (done % cfg.data.eval_steps == 0 or done == cfg.max_steps):
+                try:
                     metrics.update(self.evaluate())
-            if main:
+                except EngineError as exc:  # the step trained: the engine failed to evaluate
+                    raise self._engine_failed(exc, done) from None
+            if tracker is not None:
                 self._log(tracker, done, metrics, rollout)
             history.append({"step": done, **metrics})
             for callback in self.inputs.callbacks:
@@ -165,25 +206,45 @@ class Trainer:
                     acc=f"{metrics['rollout/accuracy']:.2f}",
                     answered=f"{metrics['rollout/answer_present_rate']:.2f}",
                 )
-            if done % cfg.save_steps == 0 or done == cfg.max_steps or self.stop_requested:
+            if done % cfg.save_steps == 0 or done == cfg.max_steps or stop.requested:
                 self.save(done)
-            if self.stop_requested:
+            if stop.requested:
                 tqdm.write(f"stopped by signal; checkpoint-{done} saved, resume with resume=true")
                 break
-        if main:
-            tracker.close()
-        summary = run_summary(history, list(self.eval_sets), self.out) if main else {}
-        self.parallel.close()
-        self.world.close()
-        return summary
+        return history
 
     def step(self, step: int, began: float) -> tuple[dict, Rollout | None]:
-        """One GRPO step (phases 1-5); returns its metrics, averaged over processes, and the rollout
-        (None for a step a remedy trains itself, such as a supervised warm-up step)."""
+        """One whole step, its weights pushed to the engine at its end; returns its metrics, averaged
+        over processes, and the rollout (None for a step a remedy trains itself, such as a supervised
+        warm-up step)."""
         t0 = time.time()
         owner = next((remedy for remedy in self.remedies if remedy.owns_step(step)), None)
-        if owner is not None:
-            return self._owned_step(owner, step, t0, began), None
+        try:
+            metrics, rollout = (owner.own_step(step, self.ops), None) if owner else self._grpo_step(step)
+        except EngineError as exc:  # the engine failed while sampling: step `step` did not train
+            raise self._engine_failed(exc, step) from None
+        try:
+            sync_s = self.rollouts.sync(self.model)
+        except EngineError as exc:  # the update is done: the engine failed to take its weights
+            raise self._engine_failed(exc, step + 1) from None
+        step_s = time.time() - t0  # the weight push is part of the step
+        metrics.update(
+            {
+                "data/skipped": self.stream.skipped,
+                "optim/lr": self.scheduler.get_last_lr()[0],
+                "optim/skipped_steps": self.optimizer_step.skipped,
+                "time/step_s": step_s,
+                "time/elapsed_s": time.time() - began,
+                "time/weight_sync_s": sync_s,
+                **self.clock.take(),
+            }
+        )
+        if rollout is not None:
+            metrics["throughput/tokens_per_s"] = float(rollout.completion_mask[~rollout.injected].sum()) / step_s
+        return {**self.world.mean_metrics(metrics), "world_size": self.world.size}, rollout
+
+    def _grpo_step(self, step: int) -> tuple[dict, Rollout]:
+        """Phases 1-6 of a step the remedies leave to GRPO; the step's own metrics and its rollout."""
         # 1-2. Rollout (B prompts x G sampled completions, scored), changed by the remedies (guidance
         # injection makes some sampled rows demonstrations); the metrics describe the first draw's own samples.
         first = self.draw(step)
@@ -197,40 +258,18 @@ class Trainer:
                 remedy.plan(rollout, first.context)
         batch = self.step_batch(rollout)
         engine_metrics = self.rollouts.metrics(rollout, batch.old_logp, first.drawn)
-        # 5. num_iterations epochs of clipped updates over minibatches (the engine gets the new weights
-        # after the step, in the loop).
+        # 5. num_iterations epochs of clipped updates over minibatches (the engine takes the weights in `step`).
         with self.clock.phase("update"):
             step_update, stats = self.update(batch)
-        step_s = time.time() - t0
-        metrics = {
+        remedy_metrics = [remedy.metrics(rollout, batch.advantages, stats, self.ops) for remedy in self.remedies]
+        return {
             **first.sampled_metrics,
             **regrouped,
             **step_update,
-            **{k: v for r in self.remedies for k, v in r.metrics(rollout, batch.advantages, stats, self.ops).items()},
+            **{k: v for metrics in remedy_metrics for k, v in metrics.items()},
             **engine_metrics,
             "groups/frac_zero_std": frac_zero_std(rollout),
-            "data/skipped": self.stream.skipped,
-            "optim/lr": self.scheduler.get_last_lr()[0],
-            "time/step_s": step_s,
-            "time/elapsed_s": time.time() - began,
-            **self.clock.take(),
-            "throughput/tokens_per_s": float(rollout.completion_mask[~rollout.injected].sum()) / step_s,
-        }
-        return {**self.world.mean_metrics(metrics), "world_size": self.world.size}, rollout
-
-    def _owned_step(self, owner: Remedy, step: int, t0: float, began: float) -> dict:
-        metrics = owner.own_step(step, self.ops)
-        metrics.update(
-            {
-                "optim/lr": self.scheduler.get_last_lr()[0],
-                "optim/skipped_steps": self.skipped_updates,
-                "data/skipped": self.stream.skipped,
-                "time/step_s": time.time() - t0,
-                "time/elapsed_s": time.time() - began,
-                **self.clock.take(),
-            }
-        )
-        return {**self.world.mean_metrics(metrics), "world_size": self.world.size}
+        }, rollout
 
     def remedy(self, name: str) -> Remedy:
         """The run's remedy of that name (`injection` is in every run)."""
@@ -239,16 +278,12 @@ class Trainer:
             raise KeyError(f"this run has no remedy {name!r}: it has {', '.join(r.name for r in self.remedies)}")
         return found[0]
 
-    @contextlib.contextmanager
-    def _engine_stop(self, done: int):
+    def _engine_failed(self, exc: EngineError, done: int) -> EngineError:
         """An engine that dies, hangs or never serves stops the run with one line, after saving what
-        the `done` finished steps trained."""
-        try:
-            yield
-        except EngineError as exc:
-            self.rollouts.pending = None  # a prefetch from the dead engine is gone with it
-            self.save(done)
-            raise EngineError(f"{exc}; checkpoint-{done} saved in {self.out}, resume with resume=true") from None
+        the `done` finished steps trained: the error to raise."""
+        self.rollouts.abandon()
+        self.save(done)
+        return EngineError(f"{exc}; checkpoint-{done} saved in {self.out}, resume with resume=true")
 
     def _open_tracker(self, start: int) -> Tracker:
         cfg = self.cfg
@@ -269,7 +304,7 @@ class Trainer:
         prompts (overlap_rollout); the draws dynamic sampling adds never do."""
         cfg = self.cfg
         with self.clock.phase("sampling"):
-            drawn = self.rollouts.draw(self._next_prompts, ahead=first and step + 1 < cfg.max_steps)
+            drawn = self.rollouts.draw(self.ops.next_prompts, ahead=first and step + 1 < cfg.max_steps)
         with self.clock.phase("scoring"):
             rollout = self.scored(drawn)
         sampled_metrics = {**rollout_metrics(rollout, self.task), **tool_metrics(rollout, cfg.tools)}
@@ -281,21 +316,21 @@ class Trainer:
         return Draw(rollout, sampled_metrics, context, drawn)
 
     def step_batch(self, rollout: Rollout) -> StepBatch:
-        """Phases 3-4: advantages, the loss mask and the first epoch's row order, then the rollout-time
-        and reference log-probs (once per step; the old ones over the first epoch's micro-batches) and
-        the engine's importance weights."""
-        batch = StepBatch(
-            rollout, self.advantages(rollout), self.loss_mask(rollout), first_epoch_order=group_order(rollout)
-        )
+        """Phases 3-4, the step batch built once, whole: advantages, the loss mask and the first epoch's
+        row order, then the rollout-time and reference log-probs (once per step; the old ones over the
+        first epoch's passes) and the engine's importance weights."""
+        cfg = self.cfg
+        advantages, loss_mask, order = self.advantages(rollout), self.loss_mask(rollout), group_order(rollout)
+        # One update per step needs no old log-probs (its own, detached, are exact) unless an engine's
+        # own log-probs are compared with the trainer's.
+        single_update = cfg.num_iterations == 1 and cfg.effective_minibatch_size == cfg.rows_per_step
         with self.clock.phase("rollout_logprobs"):
-            old, ref = self.fixed_logprobs(batch)
-        return dataclasses.replace(batch, old_logp=old, ref_logp=ref, is_weights=self.rollouts.is_weights(rollout, old))
-
-    def _next_prompts(self):
-        with self.clock.phase("data"):
-            samples = self.world.local_slice(self.stream.next_batch(self.cfg.prompts_per_step))
-        with self.clock.phase("encode"):  # images and text through the processor, collated
-            return encode_prompts(self.processor, self.style, samples, self.device)
+            old = None
+            if not single_update or rollout.engine_logp is not None:
+                old = first_epoch_logprobs(self.ops, rollout, advantages, list(order.split(self.local_minibatch)), cfg)
+            ref = reference_logprobs(self.policy, rollout, cfg, self.precision, self.device)
+        is_weights = self.rollouts.is_weights(rollout, old)
+        return StepBatch(rollout, advantages, loss_mask, old, ref, is_weights, first_epoch_order=order)
 
     def scored(self, drawn) -> Rollout:
         G, done, prompts = self.cfg.num_generations, drawn.completions, drawn.prompts
@@ -304,47 +339,11 @@ class Trainer:
         ids, mask, cut = done.ids, done.mask, done.truncated
         return Rollout(prompts, G, ids, mask, cut, done.texts, scores, engine_logp=done.logprobs, turns=done.turns)
 
-    @contextlib.contextmanager
-    def _sampling_context(self):  # ranks decode for different numbers of steps: weights gathered
-        with self.parallel.gathered(self.model), self._autocast():
-            yield
-
     def advantages(self, rollout: Rollout) -> torch.Tensor:  # (N,)
         G = rollout.group_size
         stats_mask = (~rollout.injected).view(-1, G) if self.cfg.group_stats == "sampled" else None
         adv = algo.group_advantages(rollout.rewards.view(-1, G), self.cfg.scale_rewards, stats_mask)
         return adv.view(-1).to(self.device)
-
-    @torch.no_grad()
-    def fixed_logprobs(self, batch: StepBatch) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """Old log-probs (None when the first update's own detached log-probs are exact) and reference log-probs.
-
-        Old log-probs are computed over exactly the first epoch's micro-batches, rows and widths alike,
-        under the same autocast as the update: the first update's ratio is then exactly 1 in every
-        precision, instead of 1 up to the rounding of another batch composition."""
-        cfg, rollout = self.cfg, batch.rollout
-        single_update = cfg.num_iterations == 1 and cfg.effective_minibatch_size == cfg.rows_per_step
-        # An engine's own log-probs are compared with the trainer's: then they are needed anyway.
-        needed = not single_update or rollout.engine_logp is not None
-        old = self._first_epoch_logprobs(batch) if needed else None
-        ref = None
-        with self._autocast():
-            if self.reference is not None:
-                ref = logprobs_all(self.reference, rollout, cfg)
-            elif self.adapter_reference:
-                with self.model.disable_adapter():
-                    ref = logprobs_all(self.model, rollout, cfg)
-        return old, ref
-
-    def _first_epoch_logprobs(self, batch: StepBatch) -> torch.Tensor:  # (N, C)
-        """Log-probs micro-batch by micro-batch as the first epoch will run them; positions past a
-        micro-batch's width stay 0: they are past every row's end, masked out of the loss."""
-        out = torch.zeros(batch.rollout.completion_ids.shape, device=self.device)
-        for minibatch in batch.epoch_minibatches(self.local_minibatch, epoch=0):
-            for rows in self._micro_batches(batch, minibatch):
-                micro = batch.select(rows)
-                out[rows.to(self.device), : micro.completion_ids.size(1)] = self.policy_logprobs(batch.rollout, micro)
-        return out
 
     def loss_mask(self, rollout: Rollout) -> torch.Tensor:  # (N, C)
         mask = rollout.completion_mask.clone()
@@ -369,8 +368,8 @@ class Trainer:
             for minibatch in batch.epoch_minibatches(self.local_minibatch, epoch):
                 # Tokens of the global minibatch per rank: averaging the ranks' gradients then gives the global mean.
                 minibatch_tokens = self.world.sum(batch.tokens(minibatch)) / self.world.size
-                self.optimizer.zero_grad(set_to_none=True)
-                micros = self._micro_batches(batch, minibatch)
+                self.ops.zero_grad()
+                micros = training_passes(batch.rollout, batch.advantages, minibatch, cfg)
                 passes += micros
                 for rows in micros:
                     micro = batch.select(rows)
@@ -387,60 +386,45 @@ class Trainer:
                         step_tokens=step_tokens,
                         max_completion_length=cfg.max_completion_length,
                     )
-                    loss = losses.grpo_loss(self.policy_logprobs(batch.rollout, micro), inputs, cfg, stats)
-                    self.parallel.backward(loss * scale if scale != 1 else loss)
+                    logp = rows_logprobs(self.ops, batch.rollout, rows, cfg.temperature)
+                    loss = losses.grpo_loss(logp, inputs, cfg, stats)
+                    self.ops.backward(loss * scale if scale != 1 else loss)
                 for remedy in self.remedies:
                     remedy.minibatch_backward(batch, minibatch, self.ops, stats)
                 grad_norms.append(self.optimizer_step())
         updates = cfg.num_iterations * (batch.size // self.local_minibatch)
-        metrics = update_metrics(stats, grad_norms, updates, self.skipped_updates, batch.is_weights is not None)
+        metrics = update_metrics(stats, grad_norms, updates, self.optimizer_step.skipped, batch.is_weights is not None)
         metrics["update/padding_share"] = padding_share(passes, batch.rollout.completion_mask.sum(1))
         return metrics, stats
-
-    def _micro_batches(self, batch: StepBatch, minibatch: torch.Tensor) -> list[torch.Tensor]:
-        micros = micro_batches(batch.rollout, minibatch, self.cfg)
-        if self.cfg.skip_zero_advantage_groups:
-            # Rows with zero advantage add exactly zero policy gradient (beta = 0): skip their passes.
-            micros = [m[batch.advantages[m].cpu() != 0] for m in micros]
-            micros = [m for m in micros if len(m)]
-        return micros
-
-    def policy_logprobs(self, rollout: Rollout, micro: MicroBatch) -> torch.Tensor:  # (n, w), with gradient
-        ids, mask = micro.completion_ids, micro.completion_mask
-        turns, G = rollout.row_turns(micro.rows), rollout.group_size
-        return self.ops.logprobs(rollout.prompts, micro.rows, ids, mask, G, self.cfg.temperature, turns)
-
-    def optimizer_step(self) -> float:
-        norm = self.parallel.step(self.model, self.optimizer, self.cfg.max_grad_norm)
-        if not math.isfinite(norm):
-            self.skipped_updates += 1
-            self.nonfinite_in_a_row += 1
-            if self.nonfinite_in_a_row >= MAX_NONFINITE_IN_A_ROW:
-                raise FloatingPointError(
-                    f"{self.nonfinite_in_a_row} updates in a row had a non-finite loss or gradient; "
-                    f"stopping. The last good checkpoint in {self.out} is kept: lower learning_rate and resume."
-                )
-            return float("nan")
-        self.nonfinite_in_a_row = 0
-        self.scheduler.step()
-        return norm
-
-    def _autocast(self):
-        return precision.autocast(self.precision, self.device)
 
     # ---------------------------------------------------------------- evaluation, saving
     def evaluate(self) -> dict:
         """Greedy accuracy and answer-present rate on each held-out set, through the shared path.
 
         Rank 0 evaluates; every rank calls this, as gathering sharded weights is a collective."""
-        with self.parallel.gathered(self.model), self._autocast():  # every rank: gathering is a collective
+        with self.parallel.gathered(self.model), precision.autocast(self.precision, self.device):
             metrics = self.eval_sets.evaluate(self.eval_engine, self.style, self.cfg.max_completion_length)
         self.world.barrier()
         self.last_eval = metrics
         return metrics
 
     def save(self, step: int) -> Path | None:
-        return checkpoint.save_run(self, step)
+        return checkpoint.save_run(self.run, Progress(step, self.optimizer_step.skipped), self.last_eval)
+
+
+def placement(cfg: TrainConfig) -> tuple[World, torch.device, precision.Policy, Replicated]:
+    """Where the run computes: its processes, this one's device, the precision policy and the
+    distribution strategy; seeded here, before anything is built."""
+    world = distributed.setup(cfg.device, cfg.fsdp, cfg.zero_stage)
+    # An accelerate FSDP / DeepSpeed config may have turned sharding on: config.yaml says so.
+    cfg.fsdp, cfg.zero_stage = world.fsdp, world.zero_stage
+    check_world(cfg, world, tqdm.write)
+    # Same data order on every rank (each takes its slice); different sampling noise per rank.
+    random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed + 7919 * world.rank)
+    device = world.device if world.size > 1 else pick_device(cfg.device)
+    numerics = precision.resolve(cfg.precision, device)
+    return world, device, numerics, strategies.make(world, numerics, device)
 
 
 def train(cfg: TrainConfig) -> dict:
