@@ -191,7 +191,7 @@ def test_skipping_zero_advantage_groups_changes_nothing(tmp_path):
         ["injection.mode=random", "injection.payload=prefix"],
         ["sft.warmup_steps=1"],
         ["sft.coef=0.2", "beta=0.04"],
-        ["dynamic_sampling=true"],
+        ["dynamic_sampling.enabled=true"],
     ],
 )
 def test_a_step_calls_back_into_the_trainer_only_to_draw_again(tmp_path, extra):
