@@ -43,6 +43,9 @@ class DataConfig:
     columns: dict[str, str] = field(default_factory=dict)
     """Column names of a file or hub set for `image`, `question`, `answer` and `choices`, so a set loads
     without conversion (`data.columns.question=problem`); unnamed ones follow the known layouts."""
+    split: str | None = None
+    """Split of the training set where it holds several (a hub id, a `save_to_disk` DatasetDict, a folder of
+    split folders or files such as `test.jsonl`); None: `train`."""
 
 
 @dataclass
