@@ -123,7 +123,9 @@ def test_a_loaded_model_from_a_list_of_dicts_is_trained_in_place(tmp_path):
 def test_a_dataset_without_the_needed_columns_fails_once_and_clearly(tmp_path):
     args = GRPOConfig(output_dir=str(tmp_path), max_steps=1, **TINY)
     table = {k: v for k, v in rows(2).items() if k != "answer"}
-    with pytest.raises(ValueError, match=r"train_dataset: columns \[.*\] match no known layout"):
+    with pytest.raises(
+        ValueError, match=r"train_dataset: no answer column among \[.*\]; name it with data.columns.answer=COLUMN"
+    ):
         GRPOTrainer(model="tiny-qwen2-vl", reward_funcs=["answer"], args=args, train_dataset=Dataset.from_dict(table))
     mapped = GRPOConfig(output_dir=str(tmp_path), data={"columns": {"answer": "total"}}, **TINY)
     with pytest.raises(ValueError, match="data.columns names columns it does not have .answer=total"):

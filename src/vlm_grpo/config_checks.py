@@ -52,6 +52,9 @@ MOVED_NOTES = {
 }
 """What else the new key needs, where it needs something."""
 
+COLUMN_FIELDS = ("image", "question", "answer", "choices", "conversation")
+"""The fields `data.columns` maps to a data set's columns (`data/layouts.py` reads them)."""
+
 RENAMED_VALUES = {("loss_type", "token_mean"): "bnpo", ("loss_type", "seq_mean"): "grpo"}
 """Values that now go by TRL's name: the old one stops with a message naming the new one (no alias)."""
 
@@ -191,8 +194,8 @@ def _check_loss(cfg: TrainConfig, need: Need) -> None:
 
 
 def _check_resources(cfg: TrainConfig, need: Need) -> None:
-    unknown = sorted(set(cfg.data.columns) - {"image", "question", "answer", "choices"})
-    need(not unknown, f"data.columns names {', '.join(unknown)}: only image, question, answer, choices can be mapped")
+    unknown = sorted(set(cfg.data.columns) - set(COLUMN_FIELDS))
+    need(not unknown, f"data.columns names {', '.join(unknown)}: only {', '.join(COLUMN_FIELDS)} can be mapped")
     need(
         cfg.data.eval_holdout >= 0 and cfg.data.eval_size >= 1, "data.eval_holdout must be >= 0 and data.eval_size >= 1"
     )

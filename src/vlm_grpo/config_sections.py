@@ -25,8 +25,9 @@ from .registry import Registry
 @dataclass
 class DataConfig:
     train: str = "lab-clevr"
-    """Training set: a registered name (`lab-clevr`, `lab-superclevr`, or a plug-in's), a .jsonl/.parquet
-    file, a folder of parquet files, or a hub id."""
+    """Training set: a registered name (`lab-clevr`, `lab-superclevr`, or a plug-in's), a data file
+    (.jsonl, .json, .csv, .parquet) or a glob of them, a folder (of such files, an image folder with
+    `metadata.jsonl` / `metadata.csv`, or one `datasets` saved with `save_to_disk`), or a hub id."""
     eval: list[str] = field(default_factory=list)
     """Held-out sets evaluated during training (the first is in-domain, the rest transfer)."""
     images: str | None = None
@@ -40,8 +41,12 @@ class DataConfig:
     on_bad_sample: str = "skip"
     """What to do with an unusable row: skip it (counted in `data/skipped`) or stop with an error."""
     columns: dict[str, str] = field(default_factory=dict)
-    """Column names of a file or hub set for `image`, `question`, `answer` and `choices`, so a set loads
-    without conversion (`data.columns.question=problem`); unnamed ones follow the known layouts."""
+    """Column names of a file or hub set for `image`, `question`, `answer`, `choices` and `conversation`,
+    so a set loads without conversion (`data.columns.question=problem`); unnamed ones follow the known
+    layouts (docs/tasks.md)."""
+    split: str | None = None
+    """Split of the training set where it holds several (a hub id, a `save_to_disk` DatasetDict, a folder of
+    split folders or files such as `test.jsonl`); None: `train`."""
 
 
 @dataclass

@@ -1,19 +1,19 @@
 """Data: samples, sources, the held-out split and the training prompt stream.
 
-`open_source(spec)` resolves a registered data set name (the counting lab registers
-`lab-clevr` and `lab-superclevr`), a .jsonl/.parquet file, a folder of parquet files, or a hub
-id. A new named data set is one factory registered with `register_dataset`.
+`open_source(spec)` resolves a registered data set name (the counting lab registers `lab-clevr` and
+`lab-superclevr`), data files (.jsonl, .json, .csv, .parquet; one, a glob or a list), a folder (data
+files, an image folder with metadata, `save_to_disk` output) or a hub id (`files.py`). A new named data set
+is one factory registered with `register_dataset`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from pathlib import Path
+from collections.abc import Callable, Sequence
 
 from ..errors import BadSample
 from ..registry import Registry
 from ..tasks import Task, get_task
-from .files import arrow_source, jsonl_source
+from .files import file_source, is_file_spec
 from .in_memory import InMemorySource
 from .samples import Sample, Source
 from .stream import PromptStream, eval_samples, split_indices
@@ -27,24 +27,23 @@ def register_dataset(name: str, factory: Callable[[str | None, Task], Source]) -
 
 
 def open_source(
-    spec: str, images: str | None = None, task: Task | None = None, columns: dict[str, str] | None = None
+    spec: str | Sequence[str],
+    images: str | None = None,
+    task: Task | None = None,
+    columns: dict[str, str] | None = None,
+    split: str | None = None,
 ) -> Source:
-    """A registered name, a .jsonl/.parquet file, a folder of parquet files, or a hub id; `columns`
-    names the file's column for each field (`data.columns`)."""
+    """A registered name, data files (one, a glob or a list), a folder, or a hub id; `columns` names the
+    rows' column for each field (`data.columns`), `split` the split of a folder or hub set (`data.split`)."""
     task, columns = task or get_task(), dict(columns or {})
-    if spec in DATASETS:
+    if isinstance(spec, str) and spec in DATASETS:
         return DATASETS.get(spec)(images, task)
-    path = Path(spec)
-    if path.suffix == ".jsonl":
-        if not path.is_file():
-            raise FileNotFoundError(f"data file {path} does not exist")
-        return jsonl_source(path, images, task, columns)
-    if path.suffix == ".parquet" or path.is_dir() or "/" in spec:
-        if path.suffix == ".parquet" and not path.is_file():
-            raise FileNotFoundError(f"data file {path} does not exist")
-        return arrow_source(spec, images, task, columns)
-    names = ", ".join(DATASETS.names())
-    raise ValueError(f"unknown data set {spec!r}: use {names}, a .jsonl/.parquet path, or a hub id")
+    if not is_file_spec(spec):
+        names = ", ".join(DATASETS.names())
+        raise ValueError(
+            f"unknown data set {spec!r}: use {names}, a .jsonl/.json/.csv/.parquet path or glob, a folder, or a hub id"
+        )
+    return file_source(spec, images, task, columns, split)
 
 
 __all__ = [

@@ -154,13 +154,14 @@ def heldout_samples(
     train: str | None = None,
     task: Task | None = None,
     columns: dict[str, str] | None = None,
+    split: str | None = None,
 ) -> list[Sample]:
     """The first `n` held-out samples of data set `spec`, chosen as the trainer chooses its eval sets.
 
     Rendered sets (and the training set itself, `spec == train`) keep the fixed held-out split, so
     no evaluation sample was trained on; any other set is entirely unseen, so all its rows qualify.
     """
-    source = open_source(spec, images, task, columns)
+    source = open_source(spec, images, task, columns, split)
     if getattr(source, "always_split", False) or (train is not None and spec == train):
         rows = split_indices(len(source), holdout)[1]
     else:

@@ -21,6 +21,7 @@ class HeldOutSets:
                 train=data.train,
                 task=task,
                 columns=data.columns,
+                split=data.split if name == data.train else None,
             )
             for name in data.eval
         }

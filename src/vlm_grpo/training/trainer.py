@@ -81,7 +81,9 @@ class Trainer:
         self.rollouts, self.eval_engine = EngineRollouts(cfg, engine), engine.evaluator()
         cfg.logprob_sharing = self.adapter.logprob_sharing(cfg.logprob_sharing, cfg.gradient_checkpointing)
         self.scorer = Scorer(given.rewards or cfg.reward_funcs, cfg.reward_weights, self.style, self.task)
-        source = given.train or open_source(cfg.data.train, cfg.data.images, self.task, cfg.data.columns)
+        source = given.train or open_source(
+            cfg.data.train, cfg.data.images, self.task, cfg.data.columns, cfg.data.split
+        )
         train_rows, _ = split_indices(len(source), cfg.data.eval_holdout)
         self.stream = self._prompt_stream(source, train_rows)
         self.remedies = self._remedies(engine if cfg.tools.names else None, turn_end, source, train_rows)
