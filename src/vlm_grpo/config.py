@@ -2,7 +2,8 @@
 
 Defaults follow the study's appendix (clip 0.2, G = 8, 4 prompts per update, 4 GRPO epochs,
 no KL, lr 1e-5, weight decay 0.01, 10 % warmup, grad-norm 1.0, 50 new tokens, T = 1.0,
-top-p 1.0). Where TRL's ``GRPOConfig`` has the same concept, the field carries TRL's name.
+top-p 1.0). Where TRL's ``GRPOConfig`` has the same key, the field carries TRL's name; a feature TRL
+lacks is a section declared by the module that implements it (the rule: `config_sections`).
 A preset holds only what differs from these defaults.
 """
 
@@ -22,7 +23,7 @@ import yaml
 
 from .config_checks import MOVED, MOVED_NOTES, validate
 from .config_sections import DataConfig, LoraSettings, LossSettings, PromptConfig, Schedule
-from .config_sections import sections as registered_builtin_sections
+from .config_sections import sections as declared_sections
 from .errors import ConfigError
 from .registry import import_object
 
@@ -263,7 +264,7 @@ def from_dict(cls: type, raw: dict[str, Any], prefix: str = "", base: Any = None
 def registered_sections(remedies: typing.Sequence[str] = ()) -> dict[str, type]:
     """Every section a config may hold: the registered ones, and the options of a remedy named by import
     path in `remedies` (its `options` dataclass, under its `name`)."""
-    found = registered_builtin_sections()
+    found = declared_sections()
     for spec in remedies:
         if ":" not in spec:
             continue
