@@ -138,15 +138,37 @@ def test_delta_caps_the_ratio_for_negative_advantages():
     assert positive.item() == pytest.approx(-1.2)  # positive advantages: the usual clip decides
 
 
-def test_truncated_is_weights_cap_the_ratio_and_leave_unsampled_tokens_at_one():
-    from vlm_grpo.core.algo import truncated_is_weights
+IS_TRAINER = torch.tensor([[-1.0, -2.0, -0.5], [-1.0, -1.0, 0.0]])
+IS_ENGINE = torch.tensor([[-1.0, -1.0, -2.0], [-0.5, -1.0, 0.0]])
+IS_MASK = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])  # row 1's last token was not sampled
+# token log-ratios: row 0: 0, -1, 1.5 (sum 0.5); row 1: -0.5, 0 (sum -0.5)
 
-    trainer = torch.tensor([[-1.0, -2.0, -0.5], [-1.0, -1.0, 0.0]])
-    engine = torch.tensor([[-1.0, -1.0, -2.0], [-0.5, -1.0, 0.0]])
-    mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])
-    w = truncated_is_weights(trainer, engine, mask, cap=2.0)
-    expected = torch.tensor([[1.0, math.exp(-1.0), 2.0], [math.exp(-0.5), 1.0, 1.0]])
-    assert torch.allclose(w, expected)
+
+@pytest.mark.parametrize(
+    "mode,low,high,expected",
+    [
+        ("token_truncate", None, 2.0, [[1.0, math.exp(-1.0), 2.0], [math.exp(-0.5), 1.0, 1.0]]),
+        ("token_truncate", 0.5, 2.0, [[1.0, 0.5, 2.0], [math.exp(-0.5), 1.0, 1.0]]),
+        ("token_mask", 0.5, 2.0, [[1.0, 0.0, 0.0], [math.exp(-0.5), 1.0, 1.0]]),
+        ("sequence_truncate", None, 1.5, [[1.5, 1.5, 1.5], [math.exp(-0.5)] * 2 + [1.0]]),
+        ("sequence_mask", 0.7, 3.0, [[math.exp(0.5)] * 3, [0.0, 0.0, 1.0]]),
+        ("sequence_mask", None, None, [[math.exp(0.5)] * 3, [math.exp(-0.5)] * 2 + [1.0]]),
+    ],
+)
+def test_engine_is_weights_bound_the_token_or_row_ratio_and_leave_unsampled_tokens_at_one(mode, low, high, expected):
+    from vlm_grpo.core.algo import engine_is_weights
+
+    w = engine_is_weights(IS_TRAINER, IS_ENGINE, IS_MASK, mode, low, high)
+    assert torch.allclose(w, torch.tensor(expected))
+
+
+def test_engine_is_ratios_are_raw_per_token_or_the_rows_product():
+    from vlm_grpo.core.algo import engine_is_ratios
+
+    per_token = engine_is_ratios(IS_TRAINER, IS_ENGINE, IS_MASK, "token")
+    assert torch.allclose(per_token, torch.tensor([[1.0, math.exp(-1.0), math.exp(1.5)], [math.exp(-0.5), 1.0, 1.0]]))
+    per_row = engine_is_ratios(IS_TRAINER, IS_ENGINE, IS_MASK, "sequence")
+    assert torch.allclose(per_row, torch.tensor([[math.exp(0.5)], [math.exp(-0.5)]]))
 
 
 def test_logprob_mismatch_on_literal_log_probs():

@@ -166,6 +166,7 @@ def test_model_presets_have_r1v_twins(name):
         ("injection.prefix_ratio_initial=0.9", "is now 'injection.prefix_ratio.initial' (with injection.prefix_ratio"),
         ("sft.schedule=adaptive", "'sft.schedule' is now 'sft.coef.schedule'"),
         ("sft.adaptive_low=0.1", "'sft.adaptive_low' is now 'sft.coef.low'"),
+        ("vllm_importance_sampling_cap=3", "'vllm_importance_sampling_cap' is now 'vllm_importance_sampling_clip_max'"),
     ],
 )
 def test_a_key_that_moved_stops_with_its_new_place(override, needle):

@@ -113,8 +113,19 @@ def test_a_server_that_exits_at_start_up_is_named_with_its_last_error(tmp_path):
     script = tmp_path / "crashing"
     script.write_text(f"#!{sys.executable}\nimport sys\nprint('ValueError: no such model', flush=True)\nsys.exit(3)\n")
     script.chmod(script.stat().st_mode | stat.S_IEXEC)
-    with pytest.raises(EngineError, match="exited with code 3 at start-up: ValueError: no such model"):
+    with pytest.raises(EngineError, match=r"exited with code 3 \(ValueError: no such model\) at start-up"):
         start_server(VLLMConfig(python=str(script)), tmp_path, "float32", 0, tmp_path / "engine.log")
+
+
+def test_a_server_killed_by_a_signal_is_named_by_the_signal_not_its_last_log_line(tmp_path):
+    script = tmp_path / "killed"
+    body = "import os, signal\nprint('WARNING: thread binding is off', flush=True)\n"
+    body += "os.kill(os.getpid(), signal.SIGKILL)\n"
+    script.write_text(f"#!{sys.executable}\n{body}")
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    with pytest.raises(EngineError) as raised:
+        start_server(VLLMConfig(python=str(script)), tmp_path, "float32", 0, tmp_path / "engine.log")
+    assert "was killed by SIGKILL" in str(raised.value) and "thread binding" not in str(raised.value)
 
 
 def test_engines_are_registered_by_name_and_unknown_ones_refused_at_validation():

@@ -209,7 +209,7 @@ def test_a_step_calls_back_into_the_trainer_only_to_draw_again(tmp_path, extra):
 
     sys.setprofile(record)
     try:
-        metrics, _ = trainer.step(0, 0.0)
+        metrics, _, _ = trainer.step(0, 0.0)
     finally:
         sys.setprofile(None)
         trainer.rollouts.close()

@@ -50,7 +50,6 @@ def test_ignored_fields_take_any_value_and_change_nothing():
 def test_trls_defaults_are_trls():
     differ = {"log_completions_steps": ("log_completions", False), "warmup_ratio": ("warmup_steps", 0)}
     differ["report_to"] = ("report_to", "none")
-    differ["vllm_importance_sampling_cap"] = ("vllm_importance_sampling_clip_max", 3.0)
     for key, value in TRL_DEFAULTS.items():
         name, trl_value = differ.get(key, (key, value))
         assert trl_default(name) == trl_value, key
@@ -117,7 +116,7 @@ def test_the_vllm_keys_set_the_engine():
         vllm_max_model_length=2048,
     )
     assert (cfg.rollout_engine, cfg.vllm.mode, cfg.vllm.host, cfg.vllm.port) == ("vllm", "server", "10.0.0.2", 8001)
-    assert (cfg.vllm_importance_sampling_cap, cfg.vllm.gpu_memory_utilization, cfg.vllm.max_model_len) == (
+    assert (cfg.vllm_importance_sampling_clip_max, cfg.vllm.gpu_memory_utilization, cfg.vllm.max_model_len) == (
         3.0,
         0.4,
         2048,
@@ -125,8 +124,9 @@ def test_the_vllm_keys_set_the_engine():
     assert (
         GRPOConfig(use_vllm=True, vllm_mode="colocate", vllm_importance_sampling_correction=False).vllm.mode == "spawn"
     )
-    with pytest.raises(ConfigError, match="sequence_mask by default"):
-        GRPOConfig(use_vllm=True)
+    # TRL's modes as they are; its deprecated cap is clip_max
+    masked = GRPOConfig(use_vllm=True, vllm_importance_sampling_mode="sequence_mask", vllm_importance_sampling_cap=4.0)
+    assert (masked.vllm_importance_sampling_mode, masked.vllm_importance_sampling_clip_max) == ("sequence_mask", 4.0)
 
 
 @pytest.mark.parametrize(

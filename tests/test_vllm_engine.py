@@ -261,6 +261,32 @@ def test_a_killed_server_stops_the_run_with_one_line_and_a_resumable_checkpoint(
     assert resumed["steps"] == 3
 
 
+def test_a_server_killed_during_the_weight_push_keeps_the_steps_record(small_folder, tmp_path, monkeypatch):
+    """Killed while taking step 2's weights: step 2 trained, so its metrics line and checkpoint-2 are
+    written, the one line names the signal, and a resumed run's record has every step once."""
+    out = tmp_path / "run"
+    trainer = Trainer(run_config(small_folder, out))
+    engine, pushes = trainer.rollouts.engine, []
+    push = engine.update_weights
+
+    def killed_on_second_push(model):
+        pushes.append(1)
+        if len(pushes) == 2:
+            os.killpg(engine.process.pid, signal.SIGKILL)
+            engine.process.wait()
+        return push(model)
+
+    monkeypatch.setattr(engine, "update_weights", killed_on_second_push)
+    with pytest.raises(EngineError) as raised:
+        trainer.train()
+    message = str(raised.value)
+    assert "\n" not in message and "killed by SIGKILL" in message and "checkpoint-2 saved" in message
+    assert checkpoint.latest(out).name == "checkpoint-2"
+    Trainer(run_config(small_folder, out, "resume=true", "rollout_engine=hf")).train()
+    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [s for s in steps if s > 0] == [1, 2, 3]
+
+
 def test_eval_through_vllm_scores_as_through_hf(small_folder, tmp_path, monkeypatch):
     """`vlm-grpo eval --engine vllm`: greedy completions and every rate as the hf engine's."""
     monkeypatch.chdir(ROOT)  # the engine's default interpreter is .venv-vllm/bin/python

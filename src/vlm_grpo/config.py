@@ -133,12 +133,19 @@ class TrainConfig(LossSettings):
     """Sample step t+1 while step t updates (engines in another process): one step off-policy, the
     staleness corrected by the importance-sampling weights below and shown as `engine/staleness`."""
     vllm_importance_sampling_correction: bool | None = None
-    """Weigh each sampled token by min(p_trainer / p_engine, cap) (truncated importance sampling): the
-    engine's kernels, precision or stale weights sample from a slightly different policy. None: on
-    whenever the engine reports log-probs of its own (vllm)."""
-    vllm_importance_sampling_cap: float = 2.0
-    """The cap C of the truncated weights (C = 2 as Yao et al. 2025, "Your efficient RL framework
-    secretly brings you off-policy RL training"; TRL defaults to 3)."""
+    """Weigh each sampled token by the importance ratio p_trainer / p_engine, bounded as
+    vllm_importance_sampling_mode says: the engine's kernels, precision or stale weights sample from a
+    slightly different policy. None: on whenever the engine reports log-probs of its own (vllm)."""
+    vllm_importance_sampling_mode: str = "token_truncate"
+    """token_truncate (each token's ratio clipped to [clip_min, clip_max]; Yao et al. 2025, "Your
+    efficient RL framework secretly brings you off-policy RL training") | token_mask (a token whose ratio
+    is outside the bounds weighs 0) | sequence_truncate (the row's ratio, the product over its tokens,
+    clipped and applied to every token) | sequence_mask (a row whose ratio is outside weighs 0; TRL's
+    default). The raw ratios are logged as `engine/is_ratio_*`."""
+    vllm_importance_sampling_clip_min: float | None = None
+    """Lower bound C_min of the ratio (None: none)."""
+    vllm_importance_sampling_clip_max: float | None = 2.0
+    """Upper bound C_max of the ratio (C = 2 as Yao et al. 2025; TRL defaults to 3; None: none)."""
     skip_zero_advantage_groups: bool = False
     """Skip the forward/backward passes of rows whose advantage is zero (groups whose rewards are all
     equal): they add no gradient, so only float rounding changes. Needs beta = 0 (their KL term would be lost)."""

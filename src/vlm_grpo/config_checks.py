@@ -40,6 +40,7 @@ MOVED = {
     "tools": "tools.names",
     "max_turns": "tools.max_turns",
     "tool_use": "tools (tool_use.KEY is now tools.KEY)",
+    "vllm_importance_sampling_cap": "vllm_importance_sampling_clip_max",
     "remedy_options": "the remedy's own section (remedy_options.NAME.KEY is now NAME.KEY)",
 }
 """Keys that moved, and where: an old key stops with this message instead of meaning something silently.
@@ -64,6 +65,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "precision": PRECISIONS,
     "device": ("auto", "cpu", "cuda"),
     "fsdp": ("none", "full_shard", "shard_grad_op"),
+    "vllm_importance_sampling_mode": ("token_truncate", "token_mask", "sequence_truncate", "sequence_mask"),
     "importance_sampling_level": ("token", "sequence"),
     "logprob_sharing": ("auto", "prefix", "vision", "none"),
     "generation_sharing": ("auto", "prefix", "none"),
@@ -253,10 +255,9 @@ def _check_engine(cfg: TrainConfig, need: Need) -> None:
         "overlap_rollout=true needs an engine in another process (rollout_engine=vllm): "
         "the hf engine samples with the model being trained",
     )
-    need(
-        cfg.vllm_importance_sampling_cap >= 1,
-        f"vllm_importance_sampling_cap={cfg.vllm_importance_sampling_cap} must be >= 1",
-    )
+    low, high = cfg.vllm_importance_sampling_clip_min, cfg.vllm_importance_sampling_clip_max
+    need(high is None or high >= 1, f"vllm_importance_sampling_clip_max={high} must be >= 1")
+    need(low is None or 0 <= low <= 1, f"vllm_importance_sampling_clip_min={low} must be in [0, 1]")
     need(
         cfg.rollout_engine != "vllm" or not cfg.lora.load_in_4bit,
         "rollout_engine=vllm cannot take 4-bit (QLoRA) weights: set lora.load_in_4bit=false",

@@ -17,12 +17,14 @@ How this departs from the DeepSeekMath formulation (arXiv:2402.03300):
   arXiv:2507.18071), and `delta`, an upper bound on the unclipped ratio so a negative advantage
   cannot grow the loss without limit (two-sided clipping, as TRL);
 - completions sampled by an engine other than the trained model (vLLM: other kernels, precision,
-  or weights one step old) can weigh each token by the truncated importance ratio
-  min(p_trainer / p_engine, C) (TIS, Yao et al. 2025; TRL's `token_truncate`).
+  or weights one step old) can weigh each token by the importance ratio p_trainer / p_engine, the
+  token's or its row's, truncated to [C_min, C_max] or masked outside them (TIS, Yao et al. 2025;
+  TRL's four `vllm_importance_sampling_mode`s, whose sequence ratio is the product over the row).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -175,15 +177,38 @@ class LossStats:
         return self.totals.get(name, 0.0)
 
 
-def truncated_is_weights(
+def engine_is_ratios(
     trainer_logp: torch.Tensor,  # (N, C) the trainer's log-probs of the sampled tokens (no gradient)
     engine_logp: torch.Tensor,  # (N, C) the sampling engine's log-probs of the same tokens
     mask: torch.Tensor,  # (N, C) 1 on tokens the engine sampled
-    cap: float,
+    level: str,  # token | sequence
+) -> torch.Tensor:  # (N, C) per token, or (N, 1) per row
+    """The raw importance ratios p_trainer / p_engine: each sampled token's, or each row's (the product
+    over its sampled tokens, exp of the summed log-ratio, as TRL's sequence modes)."""
+    diff = (trainer_logp - engine_logp) * mask
+    return torch.exp(diff.sum(1, keepdim=True) if level == "sequence" else diff)
+
+
+def engine_is_weights(
+    trainer_logp: torch.Tensor,  # (N, C)
+    engine_logp: torch.Tensor,  # (N, C)
+    mask: torch.Tensor,  # (N, C) 1 on tokens the engine sampled
+    mode: str,  # token_truncate | token_mask | sequence_truncate | sequence_mask
+    clip_min: float | None,
+    clip_max: float | None,
 ) -> torch.Tensor:  # (N, C)
-    """min(exp(trainer - engine), cap) on masked tokens, 1 elsewhere (demonstrations, padding)."""
-    ratio = torch.exp(trainer_logp - engine_logp).clamp(max=cap)
-    return torch.where(mask.bool(), ratio, torch.ones_like(ratio))
+    """Each sampled token's weight: its ratio (or its row's) clipped to [clip_min, clip_max] (`*_truncate`)
+    or 0 where it is outside them (`*_mask`); 1 on tokens the engine did not sample (demonstrations,
+    padding). A bound of None is no bound."""
+    level, treatment = mode.split("_")
+    ratio = engine_is_ratios(trainer_logp, engine_logp, mask, level)
+    if treatment == "truncate":
+        weight = ratio.clamp(min=clip_min, max=clip_max)
+    else:
+        low = clip_min if clip_min is not None else -math.inf
+        high = clip_max if clip_max is not None else math.inf
+        weight = ratio.masked_fill((ratio < low) | (ratio > high), 0.0)
+    return torch.where(mask.bool(), weight.expand_as(trainer_logp), torch.ones_like(trainer_logp))
 
 
 def logprob_mismatch(

@@ -68,7 +68,8 @@ class EngineRollouts:
         )
         asked = cfg.vllm_importance_sampling_correction
         self.correct = engine.own_logprobs if asked is None else asked and engine.own_logprobs
-        self.cap = cfg.vllm_importance_sampling_cap
+        self.mode = cfg.vllm_importance_sampling_mode
+        self.bounds = (cfg.vllm_importance_sampling_clip_min, cfg.vllm_importance_sampling_clip_max)
         self.pending: tuple[PromptBatch, Future] | None = None
         self.last_sync_s = 0.0
 
@@ -103,20 +104,41 @@ class EngineRollouts:
         if not self.correct or rollout.engine_logp is None or trainer_logp is None:
             return None
         mask = sampled_tokens(rollout).to(trainer_logp.device)
-        return algo.truncated_is_weights(trainer_logp, rollout.engine_logp.to(trainer_logp.device), mask, self.cap)
+        engine_logp = rollout.engine_logp.to(trainer_logp.device)
+        return algo.engine_is_weights(trainer_logp, engine_logp, mask, self.mode, *self.bounds)
 
     def metrics(self, rollout: Rollout, trainer_logp: torch.Tensor | None, drawn: Drawn) -> dict:
         if not self.engine.own_logprobs or rollout.engine_logp is None or trainer_logp is None:
             return {}
         mask = sampled_tokens(rollout).to(trainer_logp.device)
-        gap = algo.logprob_mismatch(trainer_logp, rollout.engine_logp.to(trainer_logp.device), mask)
+        engine_logp = rollout.engine_logp.to(trainer_logp.device)
+        gap = algo.logprob_mismatch(trainer_logp, engine_logp, mask)
         return {
             "engine/logp_gap_mean": gap["logp_gap_mean"],
             "engine/logp_gap_max": gap["logp_gap_max"],
             "engine/kl": gap["kl"],
+            **self.ratio_metrics(trainer_logp, engine_logp, mask),
             "engine/staleness": float(drawn.staleness),
             "engine/wait_s": drawn.wait_s,
             "engine/weight_sync_s": self.last_sync_s,
+        }
+
+    def ratio_metrics(self, trainer_logp: torch.Tensor, engine_logp: torch.Tensor, mask: torch.Tensor) -> dict:
+        """The raw ratios at the mode's level (before truncation or masking: how far off the samples are),
+        and the share of sampled tokens the weights leave out (mask modes) or change (truncate modes)."""
+        level = self.mode.split("_")[0]
+        ratio = algo.engine_is_ratios(trainer_logp, engine_logp, mask, level)
+        counted = mask.bool() if level == "token" else mask.bool().any(1, keepdim=True)
+        if not bool(counted.any()):
+            return {}
+        raw = ratio[counted]
+        weights = algo.engine_is_weights(trainer_logp, engine_logp, mask, self.mode, *self.bounds)
+        changed = (weights != ratio.expand_as(weights))[mask.bool()]
+        return {
+            "engine/is_ratio_min": float(raw.min()),
+            "engine/is_ratio_mean": float(raw.mean()),
+            "engine/is_ratio_max": float(raw.max()),
+            "engine/is_clipped_share": float(changed.float().mean()),
         }
 
     def close(self) -> None:

@@ -190,8 +190,12 @@ class Trainer:
             disable=not (cfg.progress and self.world.is_main),
         )
         for step in bar:
-            metrics, rollout = self.step(step, began)
+            metrics, rollout, failure = self.step(step, began)
             done = step + 1
+            if failure is not None:  # the step trained but the engine failed to take its weights: keep its record
+                if tracker is not None:
+                    self._log(tracker, done, metrics, rollout)
+                raise self._engine_failed(failure, done) from None
             if cfg.data.eval_steps and cfg.data.eval and (done % cfg.data.eval_steps == 0 or done == cfg.max_steps):
                 try:
                     metrics.update(self.evaluate())
@@ -215,10 +219,11 @@ class Trainer:
                 break
         return history
 
-    def step(self, step: int, began: float) -> tuple[dict, Rollout | None]:
+    def step(self, step: int, began: float) -> tuple[dict, Rollout | None, EngineError | None]:
         """One whole step, its weights pushed to the engine at its end; returns its metrics, averaged
-        over processes, and the rollout (None for a step a remedy trains itself, such as a supervised
-        warm-up step)."""
+        over processes, the rollout (None for a step a remedy trains itself, such as a supervised
+        warm-up step) and the engine's failure to take the new weights, if it failed (the step trained:
+        the caller logs it and saves it before stopping)."""
         t0 = time.time()
         owner = next((remedy for remedy in self.remedies if remedy.owns_step(step)), None)
         try:
@@ -226,9 +231,9 @@ class Trainer:
         except EngineError as exc:  # the engine failed while sampling: step `step` did not train
             raise self._engine_failed(exc, step) from None
         try:
-            sync_s = self.rollouts.sync(self.model)
+            sync_s, failure = self.rollouts.sync(self.model), None
         except EngineError as exc:  # the update is done: the engine failed to take its weights
-            raise self._engine_failed(exc, step + 1) from None
+            sync_s, failure = math.nan, exc
         step_s = time.time() - t0  # the weight push is part of the step
         metrics.update(
             {
@@ -243,7 +248,7 @@ class Trainer:
         )
         if rollout is not None:
             metrics["throughput/tokens_per_s"] = float(rollout.completion_mask[~rollout.injected].sum()) / step_s
-        return {**self.world.mean_metrics(metrics), "world_size": self.world.size}, rollout
+        return {**self.world.mean_metrics(metrics), "world_size": self.world.size}, rollout, failure
 
     def _grpo_step(self, step: int) -> tuple[dict, Rollout]:
         """Phases 1-6 of a step the remedies leave to GRPO; the step's own metrics and its rollout."""

@@ -17,7 +17,7 @@ from urllib.parse import urlparse
 
 from ..config import TrainConfig
 from ..errors import ConfigError
-from .trl_fields import BATCH_KEYS, IGNORED, MAPPED, ONLY_DEFAULT, TRL_DEFAULTS
+from .trl_fields import BATCH_KEYS, IGNORED, ONLY_DEFAULT, TRL_DEFAULTS
 
 
 def from_trl(settings: dict[str, Any]) -> dict[str, Any]:
@@ -61,8 +61,10 @@ def _shared_values(out: dict[str, Any]) -> None:
         out["output_dir"] = "trainer_output"
     if out.get("fsdp", "") in (None, ""):
         out.pop("fsdp", None)
-    if "vllm_importance_sampling_cap" in out and out["vllm_importance_sampling_cap"] is None:
-        del out["vllm_importance_sampling_cap"]
+    if "vllm_importance_sampling_cap" in out:  # TRL's deprecated name; None there: clip_max's default
+        cap = out.pop("vllm_importance_sampling_cap")
+        if cap is not None:
+            _put(out, "vllm_importance_sampling_clip_max", cap, "vllm_importance_sampling_cap")
     if isinstance(out.get("scale_rewards"), bool):
         out["scale_rewards"] = "group" if out["scale_rewards"] else "none"
     if "report_to" in out:
@@ -143,26 +145,8 @@ def _precision(out: dict[str, Any]) -> None:
 def _engine(out: dict[str, Any]) -> None:
     """TRL's vLLM keys as the `vllm` section and the engine's importance weights."""
     use_vllm = out.pop("use_vllm", None)
-    mode = out.pop("vllm_importance_sampling_mode", None)
-    if mode not in (None, "token_truncate"):
-        raise ConfigError(
-            f"vllm_importance_sampling_mode={mode!r} is not supported: {MAPPED['vllm_importance_sampling_mode']}"
-        )
     if use_vllm is not None:
         _put(out, "rollout_engine", "vllm" if use_vllm else "hf", f"use_vllm={use_vllm}")
-    if use_vllm and mode is None and out.get("vllm_importance_sampling_correction") is not False:
-        raise ConfigError(
-            "use_vllm=True: TRL weighs vLLM's samples by sequence_mask by default, this trainer by token_truncate "
-            "(min(ratio, vllm_importance_sampling_cap) per token): pass vllm_importance_sampling_mode='token_truncate' "
-            "or vllm_importance_sampling_correction=False"
-        )
-    if "vllm_importance_sampling_clip_max" in out:
-        _put(
-            out,
-            "vllm_importance_sampling_cap",
-            out.pop("vllm_importance_sampling_clip_max"),
-            "vllm_importance_sampling_clip_max",
-        )
     if (vllm_mode := out.pop("vllm_mode", None)) is not None:
         if vllm_mode not in ("server", "colocate"):
             raise ConfigError(f"vllm_mode={vllm_mode!r} is not one of server, colocate")

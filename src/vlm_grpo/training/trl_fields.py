@@ -50,7 +50,9 @@ SAME_KEY: dict[str, str] = {
     "loss_type": "grpo | bnpo | dr_grpo | dapo | cispo | sapo, TRL's meanings; luspo and vespo refused",
     "mask_truncated_completions": "the same",
     "vllm_importance_sampling_correction": "the same",
-    "vllm_importance_sampling_cap": "the same (TRL's deprecated name of vllm_importance_sampling_clip_max)",
+    "vllm_importance_sampling_mode": "the same: token_truncate | token_mask | sequence_truncate | sequence_mask",
+    "vllm_importance_sampling_clip_min": "the same",
+    "vllm_importance_sampling_clip_max": "the same",
 }
 """TRL fields that are `TrainConfig` keys, and what they mean here."""
 
@@ -79,8 +81,7 @@ MAPPED: dict[str, str] = {
     "eval_steps": "data.eval_steps, with eval_strategy='steps' (without it TRL never evaluates: refused)",
     "hub_strategy": "'end' (this project uploads the final checkpoint); others refused",
     "resume_from_checkpoint": "True: resume=True (the newest checkpoint in output_dir); a path refused",
-    "use_vllm": "rollout_engine=vllm (False: hf); needs vllm_importance_sampling_mode='token_truncate' or "
-    "vllm_importance_sampling_correction=False, as TRL's default weighting (sequence_mask) is not this one",
+    "use_vllm": "rollout_engine=vllm (False: hf)",
     "vllm_mode": "server: vllm.mode=server; colocate: vllm.mode=spawn (the trainer starts vLLM beside itself)",
     "vllm_server_base_url": "vllm.host and vllm.port",
     "vllm_server_host": "vllm.host",
@@ -88,8 +89,7 @@ MAPPED: dict[str, str] = {
     "vllm_server_timeout": "vllm.startup_timeout",
     "vllm_gpu_memory_utilization": "vllm.gpu_memory_utilization",
     "vllm_max_model_length": "vllm.max_model_len (None: this project's 4096)",
-    "vllm_importance_sampling_clip_max": "vllm_importance_sampling_cap",
-    "vllm_importance_sampling_mode": "'token_truncate' (min(ratio, cap) per token, this trainer's); others refused",
+    "vllm_importance_sampling_cap": "vllm_importance_sampling_clip_max (TRL's deprecated name of it)",
     "use_bias_correction_kl": "False; True only with beta=0 (the KL term here is not multiplied by the ratio)",
     "log_completions": "log_completions_steps = logging_steps (False: 0)",
     "max_tool_calling_iterations": "tools.max_turns = this + 1 (None: as set)",
@@ -240,8 +240,8 @@ ONLY_DEFAULT: dict[str, tuple[tuple, str]] = {
         entropy_target=0.2,
     ),
     **_only(
-        "importance weights are capped above only: min(ratio, vllm_importance_sampling_cap)",
-        vllm_importance_sampling_clip_min=None,
+        "engine importance weights are bounded by vllm_importance_sampling_mode and its clip_min / clip_max; "
+        "DeepSeek-V3.2's off-policy sequence mask is not implemented",
         off_policy_mask_threshold=None,
     ),
     **_only("completions go to completions.jsonl in output_dir (log_completions_steps)", log_completions_hub_repo=None),
@@ -321,6 +321,7 @@ TRL_DEFAULTS: dict[str, Any] = {
     "save_steps": 500,
     "report_to": [],
     "log_completions_steps": 0,
-    "vllm_importance_sampling_cap": 3.0,
+    "vllm_importance_sampling_mode": "sequence_mask",
+    "vllm_importance_sampling_clip_max": 3.0,
 }
 """TRL's defaults where this project's differ and change a result or a count (a config sized by BATCH_KEYS)."""

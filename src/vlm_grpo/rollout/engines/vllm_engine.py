@@ -230,10 +230,8 @@ class VLLMEngine:
 
     def _why_down(self, path: str, exc: Exception) -> str:
         if self.process is not None and self.process.poll() is not None:
-            return (
-                f"the vLLM engine (pid {self.process.pid}) exited with code {self.process.returncode} "
-                f"during {path}: {last_line(self.log)}"
-            )
+            ended = exit_cause(self.process.returncode, self.log)
+            return f"the vLLM engine (pid {self.process.pid}) {ended} during {path}"
         if isinstance(exc, TimeoutError) or "timed out" in str(exc):
             return f"the vLLM engine at {self.url} did not answer {path} within {self.timeout:g} s"
         return f"the vLLM engine at {self.url} is unreachable during {path}: {getattr(exc, 'reason', exc)}"
@@ -374,7 +372,7 @@ def wait_healthy(url: str, process: subprocess.Popen | None, timeout: float, log
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
-            raise EngineError(f"the vLLM engine exited with code {process.returncode} at start-up: {last_line(log)}")
+            raise EngineError(f"the vLLM engine {exit_cause(process.returncode, log)} at start-up")
         try:
             with urllib.request.urlopen(url + "/health", timeout=5) as response:
                 if response.status == 200:
@@ -401,6 +399,16 @@ def stop_server(url: str, process: subprocess.Popen | None) -> None:
             process.wait(timeout=10)
         except (ProcessLookupError, subprocess.TimeoutExpired):
             pass
+
+
+def exit_cause(code: int, log: Path | None) -> str:
+    """How the server's process ended: the signal that killed it (whatever its log said last, which is
+    then not the cause), or its exit code and the log's last error line."""
+    if code < 0:
+        name = signal.Signals(-code).name
+        hint = " (out of memory, or stopped from outside)" if -code == signal.SIGKILL else ""
+        return f"was killed by {name}{hint}"
+    return f"exited with code {code} ({last_line(log)})"
 
 
 def last_line(log: Path | None) -> str:
