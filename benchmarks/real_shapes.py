@@ -201,7 +201,7 @@ class FixedEngine:
     """A rollout engine that samples nothing: every prompt's G rows are the fixed completions (an
     update on them, through the trainer's own step). Registered through the public engine registry."""
 
-    name, own_logprobs, asynchronous = FIXED_ENGINE, False, False
+    name, own_logprobs = FIXED_ENGINE, False
 
     def __init__(self, model, processor, ids):
         self.processor, self.ids = processor, ids
@@ -230,12 +230,6 @@ class FixedEngine:
 
     def update_weights(self, model) -> float:
         return 0.0
-
-    def sleep(self) -> None:
-        pass
-
-    def wake(self) -> None:
-        pass
 
     def close(self) -> None:
         pass

@@ -128,9 +128,22 @@ def test_a_server_killed_by_a_signal_is_named_by_the_signal_not_its_last_log_lin
     assert "was killed by SIGKILL" in str(raised.value) and "thread binding" not in str(raised.value)
 
 
+def test_the_checks_ask_an_engine_what_it_can_do_instead_of_naming_it():
+    from vlm_grpo.rollout.engines import EngineTraits, check_processes, register_engine
+
+    traits = EngineTraits(separate_process=True, quantized_weights=False, several_processes=False)
+    register_engine("elsewhere", lambda model, processor, options: HFEngine(model, processor), traits=traits)
+    assert load_config(None, ["rollout_engine=elsewhere", "overlap_rollout=true"]).overlap_rollout
+    with pytest.raises(ConfigError, match="rollout_engine=elsewhere cannot take 4-bit"):
+        load_config(None, ["rollout_engine=elsewhere", "lora.enabled=true", "lora.load_in_4bit=true"])
+    with pytest.raises(ConfigError, match="rollout_engine=elsewhere serves one trainer process"):
+        check_processes("elsewhere", 2)
+    check_processes("hf", 2)
+
+
 def test_engines_are_registered_by_name_and_unknown_ones_refused_at_validation():
     assert {"hf", "vllm"} <= set(ENGINES.names())
-    with pytest.raises(ConfigError, match="rollout_engine='sglang' is not one of hf, vllm"):
+    with pytest.raises(ConfigError, match=r"rollout_engine='sglang' is not one of (.*, )?hf, vllm"):
         Trainer(load_config(None, ["rollout_engine=sglang"]))
     with pytest.raises(ConfigError, match="overlap_rollout=true needs an engine in another process"):
         load_config(None, ["overlap_rollout=true"])

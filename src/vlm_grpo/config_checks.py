@@ -250,18 +250,9 @@ def _get(cfg: typing.Any, dotted: str) -> typing.Any:
 
 
 def _check_engine(cfg: TrainConfig, need: Need) -> None:
-    need(
-        not (cfg.overlap_rollout and cfg.rollout_engine == "hf"),
-        "overlap_rollout=true needs an engine in another process (rollout_engine=vllm): "
-        "the hf engine samples with the model being trained",
-    )
     low, high = cfg.vllm_importance_sampling_clip_min, cfg.vllm_importance_sampling_clip_max
     need(high is None or high >= 1, f"vllm_importance_sampling_clip_max={high} must be >= 1")
     need(low is None or 0 <= low <= 1, f"vllm_importance_sampling_clip_min={low} must be in [0, 1]")
-    need(
-        cfg.rollout_engine != "vllm" or not cfg.lora.load_in_4bit,
-        "rollout_engine=vllm cannot take 4-bit (QLoRA) weights: set lora.load_in_4bit=false",
-    )
 
 
 def _check_prompt(cfg: TrainConfig, need: Need) -> None:

@@ -142,7 +142,7 @@ class ToolEngine:
         self.processor, self.device = inner.processor, inner.device
         # The inner engine's log-probs are stitched across turns (0 on tool tokens), so a vLLM engine's
         # mismatch with the trainer is measured and corrected on every policy token.
-        self.name, self.own_logprobs, self.asynchronous = inner.name, inner.own_logprobs, False
+        self.name, self.own_logprobs = inner.name, inner.own_logprobs
         self.turn_end_id, self.writer = turn_end_id, ToolTurnWriter(inner.processor, turn_end_id)
         self.timeout_s, self.memory_mb = timeout_s, memory_mb
 
@@ -288,12 +288,6 @@ class ToolEngine:
 
     def update_weights(self, model) -> float:
         return self.inner.update_weights(model)
-
-    def sleep(self) -> None:
-        self.inner.sleep()
-
-    def wake(self) -> None:
-        self.inner.wake()
 
     def close(self) -> None:
         self.inner.close()

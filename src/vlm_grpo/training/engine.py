@@ -19,6 +19,7 @@ from ..config import TrainConfig
 from ..core import algo
 from ..guidance import StepContext
 from ..rollout import Completions, Engine, PromptBatch, Rollout, SamplingParams, make_engine
+from ..rollout.engines import check_processes
 from ..rollout.engines.base import EngineOptions
 
 
@@ -29,6 +30,7 @@ def build_engine(cfg: TrainConfig, model, processor, context, numerics, workdir,
     dtype = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}[compute]
     settings = cfg.sections.get(cfg.rollout_engine)  # the engine's own section, if it has one
     options = EngineOptions(cfg.generation_sharing, context, settings, dtype, workdir, cfg.seed, world_size)
+    check_processes(cfg.rollout_engine, world_size)
     return make_engine(cfg.rollout_engine, model, processor, options)
 
 
@@ -134,10 +136,14 @@ class EngineRollouts:
         raw = ratio[counted]
         weights = algo.engine_is_weights(trainer_logp, engine_logp, mask, self.mode, *self.bounds)
         changed = (weights != ratio.expand_as(weights))[mask.bool()]
+        quantiles = torch.quantile(raw.float(), torch.tensor([0.01, 0.5, 0.99], device=raw.device)).tolist()
         return {
             "engine/is_ratio_min": float(raw.min()),
-            "engine/is_ratio_mean": float(raw.mean()),
+            "engine/is_ratio_p01": quantiles[0],
+            "engine/is_ratio_p50": quantiles[1],
+            "engine/is_ratio_p99": quantiles[2],
             "engine/is_ratio_max": float(raw.max()),
+            "engine/is_ratio_mean": float(raw.mean()),
             "engine/is_clipped_share": float(changed.float().mean()),
         }
 

@@ -75,6 +75,19 @@ class EngineOptions:
     """Trainer processes sampling through this engine (each builds its own)."""
 
 
+@dataclass(frozen=True)
+class EngineTraits:
+    """What an engine can do, declared when it is registered: the config's checks and the trainer ask
+    these instead of naming engines."""
+
+    separate_process: bool = False
+    """It samples in another process, so `overlap_rollout` can sample the next step during an update."""
+    quantized_weights: bool = True
+    """It takes a policy whose base weights are 4-bit (QLoRA)."""
+    several_processes: bool = True
+    """It serves a run of several trainer processes."""
+
+
 class EngineError(RuntimeError):
     """The engine cannot serve (it died, hung, or never became healthy): the run stops on it."""
 
@@ -88,8 +101,6 @@ class Engine(Protocol):
     own_logprobs: bool
     """True when the engine's log-probs may differ from the trainer's (other kernels or weights):
     the trainer then measures the mismatch and corrects for it."""
-    asynchronous: bool
-    """True when `submit` samples while the trainer computes (a separate process)."""
 
     def sample(
         self, prompts: PromptBatch, params: SamplingParams, prefixes: list[list[int]] | None = None
@@ -111,11 +122,6 @@ class Engine(Protocol):
 
     def update_weights(self, model) -> float:
         """Give the engine the policy's current weights; returns the seconds it took."""
-
-    def sleep(self) -> None:
-        """Release the engine's memory (weights and cache) until `wake`."""
-
-    def wake(self) -> None: ...
 
     def close(self) -> None:
         """Stop the engine and everything it started."""

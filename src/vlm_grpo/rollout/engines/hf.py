@@ -17,7 +17,6 @@ from .base import Completions, SamplingParams
 class HFEngine:
     name = "hf"
     own_logprobs = False
-    asynchronous = False
 
     def __init__(self, model, processor, sharing: str = "auto", context: Callable | None = None):
         """`context` is entered around every call (the trainer's: gather sharded weights, autocast)."""
@@ -64,12 +63,6 @@ class HFEngine:
 
     def update_weights(self, model) -> float:
         return 0.0  # it samples with the model being trained
-
-    def sleep(self) -> None:
-        pass
-
-    def wake(self) -> None:
-        pass
 
     def close(self) -> None:
         pass

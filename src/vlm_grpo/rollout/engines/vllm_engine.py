@@ -23,8 +23,6 @@ import base64
 import io
 import json
 import os
-import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -37,11 +35,12 @@ from pathlib import Path
 import torch
 from safetensors.torch import save, save_file
 
-from ...errors import ConfigError
 from ...models.families import adapter_for, base_model
 from ..batch import Conversation, PromptBatch
 from ..generation import mask_after_end
 from .base import Completions, EngineError, SamplingParams
+from .server import exit_cause, free_port, launch, stop_server, wait_healthy
+from .weights import export_folder, policy_state_dict
 
 SERVER_SCRIPT = Path(__file__).with_name("vllm_server.py")
 STAMP = "vlm-grpo-engine.json"  # written by scripts/vllm_env.py once vLLM imports in the environment
@@ -89,15 +88,9 @@ class VLLMConfig:
 class VLLMEngine:
     name = "vllm"
     own_logprobs = True
-    asynchronous = True
 
     def __init__(self, model, processor, options):
         cfg = options.settings or VLLMConfig()
-        if options.world_size > 1:
-            raise ConfigError(
-                f"rollout_engine=vllm serves one trainer process for now ({options.world_size} were started): "
-                "train on one process, or use rollout_engine=hf"
-            )
         adapter = adapter_for(model)
         self.processor, self.tokenizer, self.device = processor, processor.tokenizer, torch.device("cpu")
         self.end_ids = adapter.end_token_ids(processor, model)
@@ -203,12 +196,6 @@ class VLLMEngine:
             self._post("/update_weights", save(tensors), content_type="application/octet-stream")
         return time.perf_counter() - began
 
-    def sleep(self) -> None:
-        self._post("/sleep", {})
-
-    def wake(self) -> None:
-        self._post("/wake_up", {})
-
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
         stop_server(self.url, self.process)
@@ -271,61 +258,6 @@ def png_images(images) -> list[str]:
     return out
 
 
-def policy_state_dict(model) -> dict[str, torch.Tensor]:
-    """The policy's weights under the plain model's HF names, one name per tensor (`untied`); LoRA
-    deltas added to copies of the base weights (the trainer's own weights are not touched, so no
-    merge/unmerge rounding creeps in)."""
-    if not hasattr(model, "get_base_model"):
-        return untied({name: t.detach().contiguous() for name, t in model.state_dict().items()})
-    base = base_model(model)
-    if getattr(base, "is_quantized", False):
-        raise EngineError("the vllm engine cannot take 4-bit (QLoRA) weights: train in 16 or 32 bit with LoRA")
-    out = {}
-    for name, module in base.named_modules():
-        if hasattr(module, "get_delta_weight") and hasattr(module, "base_layer"):
-            weight = module.base_layer.weight.detach()
-            out[f"{name}.weight"] = weight + module.get_delta_weight(module.active_adapters[0]).to(weight.dtype)
-    for name, tensor in base.state_dict().items():
-        if "lora_" in name:
-            continue
-        plain = name.replace(".base_layer.", ".")
-        out.setdefault(plain, tensor.detach())
-    return untied({name: t.contiguous() for name, t in out.items()})
-
-
-def untied(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The first name of each tensor only: a tied LM head (Qwen2-VL-2B and Qwen2.5-VL-3B tie it to the
-    embedding) is the embedding's storage, which safetensors refuses to write twice and vLLM ties
-    again when it loads the embedding."""
-    seen, out = set(), {}
-    for name, tensor in tensors.items():
-        where = (tensor.device, tensor.dtype, tensor.untyped_storage().data_ptr(), tensor.storage_offset())
-        key = (*where, tuple(tensor.shape), tensor.stride())
-        if tensor.numel() == 0 or key not in seen:  # empty tensors all sit at address 0: keep each
-            seen.add(key)
-            out[name] = tensor
-    return out
-
-
-def export_folder(model, processor, folder: Path) -> Path:
-    """A standard HF folder vLLM can load: merged weights, the standard processor class (image-only
-    processors save under its name), and the family's video processor config beside the image
-    processor's (vLLM's processing builds both for the families that have one)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    plain = base_model(model) if hasattr(model, "get_base_model") else model
-    plain.save_pretrained(folder, state_dict=policy_state_dict(model), safe_serialization=True)
-    processor.save_pretrained(folder)
-    path = folder / "processor_config.json"
-    video = adapter_for(model).video_processor_type
-    if video and path.is_file():
-        config = json.loads(path.read_text())
-        if "video_processor" not in config and "image_processor" in config:
-            settings = {k: v for k, v in config["image_processor"].items() if k != "image_processor_type"}
-            config["video_processor"] = {**settings, "video_processor_type": video}
-            path.write_text(json.dumps(config, indent=2))
-    return folder
-
-
 def engine_dtype(trainer_dtype: str, asked: str) -> str:
     """`auto`: the trainer's compute dtype, so the engine's log-probs are comparable (vLLM's own
     `auto` would run a float32 checkpoint in bfloat16 on CPU)."""
@@ -344,12 +276,6 @@ def check_environment(python: Path, model) -> None:
         )
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_server(cfg, folder: Path, dtype: str, seed: int, log: Path) -> tuple[str, subprocess.Popen]:
     port = cfg.port or free_port()
     env = dict(os.environ, VLLM_ENABLE_V1_MULTIPROCESSING="0")  # one process: nothing to leave behind
@@ -357,8 +283,7 @@ def start_server(cfg, folder: Path, dtype: str, seed: int, log: Path) -> tuple[s
     command = [cfg.python, str(SERVER_SCRIPT), "--model", str(folder), "--port", str(port), "--dtype", dtype]
     command += ["--seed", str(seed), "--max-model-len", str(cfg.max_model_len)]
     command += ["--gpu-memory-utilization", str(cfg.gpu_memory_utilization)] + ["--enforce-eager"] * cfg.enforce_eager
-    with open(log, "ab") as sink:
-        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    process = launch(command, env, log)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_healthy(url, process, cfg.startup_timeout, log)
@@ -366,54 +291,3 @@ def start_server(cfg, folder: Path, dtype: str, seed: int, log: Path) -> tuple[s
         stop_server(url, process)
         raise
     return url, process
-
-
-def wait_healthy(url: str, process: subprocess.Popen | None, timeout: float, log: Path | None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise EngineError(f"the vLLM engine {exit_cause(process.returncode, log)} at start-up")
-        try:
-            with urllib.request.urlopen(url + "/health", timeout=5) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, TimeoutError, ConnectionError):
-            time.sleep(1.0)
-    raise EngineError(f"the vLLM engine at {url} was not healthy within {timeout:g} s (log: {log or 'not ours'})")
-
-
-def stop_server(url: str, process: subprocess.Popen | None) -> None:
-    """Ask the server to stop, then end its process group (only a server this engine started)."""
-    if process is None or process.poll() is not None:
-        return
-    try:
-        urllib.request.urlopen(urllib.request.Request(url + "/shutdown", data=b"{}"), timeout=5).read()
-        process.wait(timeout=10)
-    except Exception:  # not answering, or slow to go: the group is stopped below
-        pass
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        if process.poll() is not None:
-            return
-        try:
-            os.killpg(process.pid, sig)
-            process.wait(timeout=10)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            pass
-
-
-def exit_cause(code: int, log: Path | None) -> str:
-    """How the server's process ended: the signal that killed it (whatever its log said last, which is
-    then not the cause), or its exit code and the log's last error line."""
-    if code < 0:
-        name = signal.Signals(-code).name
-        hint = " (out of memory, or stopped from outside)" if -code == signal.SIGKILL else ""
-        return f"was killed by {name}{hint}"
-    return f"exited with code {code} ({last_line(log)})"
-
-
-def last_line(log: Path | None) -> str:
-    if log is None or not log.is_file():
-        return "(no log)"
-    lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
-    errors = [line for line in lines if "Error" in line or "error" in line]
-    return (errors or lines or ["(empty log)"])[-1].strip()[-300:]

@@ -11,7 +11,6 @@ trainer's client (`vllm_engine.py`) orders its calls.
                           application/octet-stream (a trainer on another host): reload_weights in place,
                           then the prefix, encoder and multimodal caches are reset
     GET  /health          200 once the engine is up; the versions it runs
-    POST /sleep, /wake_up release and regain the engine's memory (GPU only; CPU: no-op)
     POST /shutdown        stop serving
 
 Weights: on CPU, vLLM repacks Linear weights into oneDNN handles at start-up, so
@@ -101,18 +100,8 @@ def update_weights(llm, body) -> dict:
     return {"seconds": time.perf_counter() - began, "tensors": len(tensors)}
 
 
-def sleep(llm, body: dict) -> dict:
-    llm.sleep(level=1)  # a no-op with a warning on CPU
-    return {"ok": True}
-
-
-def wake_up(llm, body: dict) -> dict:
-    llm.wake_up()
-    return {"ok": True}
-
-
 def make_handler(llm, versions: dict):
-    routes = {"/generate": generate, "/update_weights": update_weights, "/sleep": sleep, "/wake_up": wake_up}
+    routes = {"/generate": generate, "/update_weights": update_weights}
 
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, *args):  # the trainer's own progress is the log
