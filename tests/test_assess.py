@@ -1,13 +1,12 @@
 """`vlm-grpo assess`: the baseline assessment on the tiny random model, and its arithmetic on known records."""
 
 import json
-import subprocess
-import sys
 from collections import defaultdict
 
 import pytest
 from typer.testing import CliRunner
 
+from support import run_cli
 from vlm_grpo.cli import app
 from vlm_grpo.core.statistics import signal_probability
 from vlm_grpo.evaluation.assess import RATES, assess, style_assessment
@@ -139,23 +138,8 @@ def test_cli_prints_a_table_and_writes_the_file(tmp_path):
 
 
 def test_cli_rejects_an_unknown_style_without_a_traceback():
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "vlm_grpo.cli",
-            "assess",
-            "--model",
-            "tiny-qwen2-vl",
-            "--data",
-            "lab-clevr",
-            "--styles",
-            "default,fancy",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    args = ["--model", "tiny-qwen2-vl", "--data", "lab-clevr", "--styles", "default,fancy"]
+    result = run_cli("assess", *args, timeout=120)
     assert result.returncode == 2
     assert "unknown prompt style 'fancy'" in result.stderr and "Traceback" not in result.stderr
 

@@ -5,25 +5,22 @@ changes). The smallest size, the nano model, one timed step per framework, one l
 """
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from support import ROOT, child_env, run_python
+
 pytest.importorskip("trl")
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "step_throughput.py"
+SCRIPT = ROOT / "benchmarks" / "step_throughput.py"
 
 
 def run_script(script: Path, args: list[str], timeout: int = 180, **env: str):
     """`script` with `args` in a child Python, offline; asserts it succeeded and returns the process
     and the JSON object on its last line."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", **env}
-    proc = subprocess.run(
-        [sys.executable, str(script), *args], capture_output=True, text=True, env=env, timeout=timeout
-    )
+    proc = run_python(str(script), *args, env=child_env(**env), timeout=timeout)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc, json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -63,7 +60,7 @@ def test_sweep_runs_one_point_of_both_frameworks(tmp_path):
         assert report["sizes"]["16"][framework]["mean_completion_length"] == 8.0
 
 
-GPU_SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_step.py"
+GPU_SCRIPT = ROOT / "benchmarks" / "gpu_step.py"
 
 
 @pytest.mark.slow

@@ -4,9 +4,6 @@ the W&B sink read back from an offline run."""
 
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,25 +11,20 @@ import torch
 import typer
 from typer.testing import CliRunner
 
+import support
+from support import ROOT, child_env, run_cli, run_python
 from vlm_grpo.cli import app
 
-ROOT = Path(__file__).resolve().parents[1]
-SMOKE = str(ROOT / "configs" / "smoke.yaml")
+SMOKE = str(support.SMOKE)
 # What DeepSpeed, bitsandbytes and transformers printed at every start before: none of it concerns
 # a run that uses neither ZeRO nor 4-bit weights, nor the load or save of a 3 MB model.
 NOISE = ("Setting accelerator", "gemm_4bit", "Loading weights", "Writing model shards")
 
 
 def _env(**extra: str) -> dict:
-    """The test's environment, offline, with nothing that would quiet DeepSpeed on the code's behalf."""
-    env = {k: v for k, v in os.environ.items() if k != "DS_ACCELERATOR" and not k.startswith("WANDB_")}
-    return {**env, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", **extra}
-
-
-def _run(*args: str, env: dict | None = None, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, *args], capture_output=True, text=True, env=env or _env(), cwd=cwd, timeout=600
-    )
+    """A child's environment (offline) with nothing that would quiet DeepSpeed on the code's behalf."""
+    env = {k: v for k, v in child_env().items() if k != "DS_ACCELERATOR" and not k.startswith("WANDB_")}
+    return {**env, **extra}
 
 
 # ------------------------------------------------------------------ quiet start-up
@@ -40,12 +32,12 @@ def _run(*args: str, env: dict | None = None, cwd: Path = ROOT) -> subprocess.Co
 
 @pytest.mark.slow
 def test_models_and_a_tiny_run_print_no_third_party_noise(tmp_path):
-    models = _run("-m", "vlm_grpo.cli", "models")
+    models = run_cli("models", env=_env(), cwd=ROOT, timeout=600)
     assert models.returncode == 0, models.stderr
     # lab-base is a saved folder, so it is loaded the way any real model is: transformers draws its
     # loading bar for it, and its writing bar for the checkpoint.
     args = [SMOKE, "model=lab-base", "max_steps=1", "progress=false", f"output_dir={tmp_path / 'run'}"]
-    train = _run("-m", "vlm_grpo.cli", "train", *args)
+    train = run_cli("train", *args, env=_env(), cwd=ROOT, timeout=600)
     assert train.returncode == 0, train.stdout + train.stderr
     assert (tmp_path / "run" / "checkpoint-1").is_dir()  # the save happened: its bar had its chance
     for name, result in (("models", models), ("train", train)):
@@ -60,7 +52,7 @@ def _wall(stdout: str) -> str:
 
 def test_importing_the_trainer_imports_neither_deepspeed_nor_bitsandbytes():
     code = "import sys, vlm_grpo.training.trainer; print(sorted({'deepspeed', 'bitsandbytes'} & set(sys.modules)))"
-    result = _run("-c", code)
+    result = run_python("-c", code, env=_env(), cwd=ROOT, timeout=600)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
 
@@ -216,10 +208,10 @@ def test_wandb_offline_run_holds_the_config_and_every_metric(tmp_path):
     )
     out = tmp_path / "run"
     args = [SMOKE, "max_steps=1", "progress=false", "report_to=[wandb]", f"output_dir={out}"]
-    train = _run("-m", "vlm_grpo.cli", "train", *args, env=env, cwd=tmp_path)
+    train = run_cli("train", *args, env=env, cwd=tmp_path, timeout=600)
     assert train.returncode == 0, train.stdout + train.stderr
     (log,) = tmp_path.glob("wandb/offline-run-*/run-*.wandb")  # WANDB_DIR decides where, as W&B documents
-    inspect = _run("-m", "wandb", "leet", "inspect", "--json", str(log), env=env, cwd=tmp_path)
+    inspect = run_python("-m", "wandb", "leet", "inspect", "--json", str(log), env=env, cwd=tmp_path, timeout=600)
     assert inspect.returncode == 0, inspect.stderr
     records = [json.loads(line) for line in inspect.stdout.splitlines() if line.startswith("{")]
     (run,) = [r["run"] for r in records if r["type"] == "run"]

@@ -4,7 +4,6 @@ each built from literal rows and tiny images, read through `open_source` as the 
 
 import io
 import json
-from pathlib import Path
 
 import datasets
 import numpy as np
@@ -12,10 +11,9 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from support import LAB, LAB_CONFIG
 from vlm_grpo.data import BadSample, InMemorySource, PromptStream, open_source
 from vlm_grpo.tasks import get_task
-
-LAB = Path(__file__).resolve().parents[1] / "configs" / "lab.yaml"
 
 RED, GREEN, BLUE, WHITE = (220, 20, 20), (20, 200, 20), (20, 20, 220), (250, 250, 250)
 
@@ -387,9 +385,9 @@ def test_train_from_an_image_folder_through_the_cli(tmp_path):
         rows.append({"file_name": f"scenes/{i}.PNG", "question": scene.question, "answer": scene.count})
     write_lines(tmp_path / "set" / "metadata.jsonl", rows)
     run = tmp_path / "run"
-    args = [f"data.train={tmp_path / 'set'}", "data.eval=[]", "max_steps=2", "save_steps=2", f"output_dir={run}"]
-    args += ["num_generations=4", "prompts_per_step=2", "progress=false", "report_to=[]", "log_completions_steps=1"]
-    result = CliRunner().invoke(app, ["train", str(LAB), *args])
+    args = [f"data.train={tmp_path / 'set'}", "max_steps=2", "save_steps=2", f"output_dir={run}"]
+    args += ["num_generations=4", "prompts_per_step=2", "log_completions_steps=1"]
+    result = CliRunner().invoke(app, ["train", str(LAB_CONFIG), *LAB, *args])
     assert result.exit_code == 0, result.output
     lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [line["step"] for line in lines] == [1, 2] and (run / "checkpoint-2").is_dir()

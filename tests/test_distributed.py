@@ -3,14 +3,13 @@ process with the same global batch when sampling is replaced by fixed completion
 
 import json
 import socket
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
+
+from support import ROOT, run_python
 
 pytestmark = pytest.mark.slow
 
@@ -76,7 +75,8 @@ def free_port() -> str:
 
 
 def torchrun(nproc: int) -> list[str]:
-    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_port", free_port()]
+    """The arguments to Python that launch `nproc` processes of what follows them."""
+    return ["-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_port", free_port()]
 
 
 def cli_driver(tmp_path) -> str:
@@ -89,14 +89,9 @@ def cli_driver(tmp_path) -> str:
 def launch(tmp_path, nproc, out, *extra):
     driver = tmp_path / "driver.py"
     driver.write_text(DRIVER)
-    if nproc == 1:
-        command = [sys.executable, str(driver)]
-    else:
-        command = torchrun(nproc) + [str(driver)]
+    launcher = [] if nproc == 1 else torchrun(nproc)
     fixed = ["rollout_engine=fixed"]  # the driver's engine
-    result = subprocess.run(
-        command + ARGS + fixed + [f"output_dir={out}", *extra], capture_output=True, text=True, timeout=600
-    )
+    result = run_python(*launcher, str(driver), *ARGS, *fixed, f"output_dir={out}", *extra, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
 
 
@@ -161,12 +156,8 @@ def test_two_process_resume_restores_every_ranks_sampling(tmp_path):
     out = tmp_path / "run"
 
     def train(*extra):
-        result = subprocess.run(
-            torchrun(2) + [cli_driver(tmp_path), "train", *ARGS, "save_steps=2", f"output_dir={out}", *extra],
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
+        args = [*ARGS, "save_steps=2", f"output_dir={out}", *extra]
+        result = run_python(*torchrun(2), cli_driver(tmp_path), "train", *args, timeout=600)
         assert result.returncode == 0, result.stderr[-3000:]
 
     train()  # sampled completions: each rank draws from its own RNG
@@ -180,16 +171,12 @@ def test_two_process_resume_restores_every_ranks_sampling(tmp_path):
 
 
 def test_uneven_split_is_refused(tmp_path):
-    result = subprocess.run(
-        torchrun(2) + [cli_driver(tmp_path), "train", *ARGS, "prompts_per_step=3", f"output_dir={tmp_path / 'x'}"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    args = [*ARGS, "prompts_per_step=3", f"output_dir={tmp_path / 'x'}"]
+    result = run_python(*torchrun(2), cli_driver(tmp_path), "train", *args)
     assert result.returncode != 0 and "prompts_per_step=3 must divide by the number of processes (2)" in result.stderr
 
 
-ACCELERATE_CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "accelerate"
+ACCELERATE_CONFIGS = ROOT / "configs" / "accelerate"
 
 
 def test_every_shipped_accelerate_config_loads():
@@ -218,26 +205,10 @@ def test_every_shipped_accelerate_config_loads():
 def test_accelerate_launch_two_cpu_processes(tmp_path, name, expected, optimizer_keys):
     if "zero" in name:
         pytest.importorskip("deepspeed")
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "accelerate.commands.launch",
-            "--config_file",
-            str(ACCELERATE_CONFIGS / name),
-            "--main_process_port",
-            free_port(),
-            cli_driver(tmp_path),
-            "train",
-            *ARGS,
-            "max_steps=1",
-            "save_steps=1",
-            f"output_dir={tmp_path / 'run'}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    launcher = ["-m", "accelerate.commands.launch", "--config_file", str(ACCELERATE_CONFIGS / name)]
+    launcher += ["--main_process_port", free_port()]
+    args = [*ARGS, "max_steps=1", "save_steps=1", f"output_dir={tmp_path / 'run'}"]
+    result = run_python(*launcher, cli_driver(tmp_path), "train", *args)
     assert result.returncode == 0, result.stderr[-3000:]
     line = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
     assert line["world_size"] == 2

@@ -4,7 +4,7 @@ import json
 
 import torch
 
-from vlm_grpo.config import load_config
+from support import lab_config
 from vlm_grpo.data import Sample
 from vlm_grpo.guidance.dynamic_sampling import collect, has_signal
 from vlm_grpo.rollout import PromptBatch, Rollout
@@ -72,15 +72,14 @@ def test_a_first_draw_with_signal_everywhere_is_used_as_it_is():
 
 
 def test_dynamic_sampling_trains_without_zero_signal_groups(tmp_path):
-    cfg = load_config(
-        "configs/lab.yaml",
-        [f"output_dir={tmp_path}", "max_steps=3", "save_steps=3", "data.eval=[]", "progress=false"]
-        + [
-            "num_iterations=1",
-            "dynamic_sampling.enabled=true",
-            "dynamic_sampling.max_batches=6",
-            "max_completion_length=24",
-        ],
+    cfg = lab_config(
+        f"output_dir={tmp_path}",
+        "max_steps=3",
+        "save_steps=3",
+        "num_iterations=1",
+        "dynamic_sampling.enabled=true",
+        "dynamic_sampling.max_batches=6",
+        "max_completion_length=24",
     )
     Trainer(cfg).train()
     lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]

@@ -12,26 +12,16 @@ import json
 
 import pytest
 
-from vlm_grpo.config import load_config
+from support import lab_config
 from vlm_grpo.models import adapter_for
 from vlm_grpo.training.trainer import Trainer
 
 pytestmark = pytest.mark.slow
 
-LAB = [
-    "learning_rate=1e-5",
-    "max_completion_length=48",
-    "progress=false",
-    "report_to=[]",
-    "save_steps=1000",
-    "log_completions_steps=0",
-    "data.train=lab-clevr",
-]
-
 
 def run(tmp_path, name, *extra):
     out = tmp_path / name
-    Trainer(load_config(None, LAB + [f"output_dir={out}", *extra])).train()
+    Trainer(lab_config(f"output_dir={out}", *extra)).train()
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
@@ -58,9 +48,7 @@ def test_cold_start_without_injection_and_its_removal_with_it(tmp_path):
 
 def test_demonstrations_end_with_the_turn_end_the_model_was_trained_on(tmp_path):
     trainer = Trainer(
-        load_config(
-            None, LAB + [f"output_dir={tmp_path}", "model=lab-base-cold", "max_steps=1", "injection.mode=random"]
-        )
+        lab_config(f"output_dir={tmp_path}", "model=lab-base-cold", "max_steps=1", "injection.mode=random")
     )
     im_end = trainer.processor.tokenizer.convert_tokens_to_ids("<|im_end|>")
     # The generation config also lists <|endoftext|>, with a lower id: not what ends a turn.

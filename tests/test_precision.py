@@ -24,16 +24,7 @@ from vlm_grpo.training.trainer import Trainer
 pytestmark = pytest.mark.slow
 
 TINY = [*support.TINY, "report_to=[]", "log_completions_steps=0"]
-LAB = [
-    "model=lab-base-cold",
-    "data.train=lab-clevr",
-    "learning_rate=1e-5",
-    "max_completion_length=48",
-    "progress=false",
-    "report_to=[]",
-    "save_steps=1000",
-    "log_completions_steps=0",
-]
+COLD = "model=lab-base-cold"  # a lab run here starts from the severe cold start
 
 
 def test_config_names_precisions_and_the_old_dtype_key_stops_with_its_new_name():
@@ -118,17 +109,14 @@ def _plain_adamw(cfg, model, *args):
 def _first_step_moves(tmp_path, name, plain_in_place=False):
     """Fraction of trainable weights (master weights for bf16-true) that changed in one lab step (4 updates;
     injection gives every group a learning signal from the cold start)."""
-    cfg = load_config(
-        None,
-        LAB
-        + [
-            f"output_dir={tmp_path / name}",
-            f"precision={name}",
-            "max_steps=1",
-            "warmup_ratio=0",
-            "weight_decay=0",
-            "injection.mode=random",
-        ],
+    cfg = support.lab_config(
+        COLD,
+        f"output_dir={tmp_path / name}",
+        f"precision={name}",
+        "max_steps=1",
+        "warmup_ratio=0",
+        "weight_decay=0",
+        "injection.mode=random",
     )
     with pytest.MonkeyPatch.context() as patch:
         if plain_in_place:  # what dtype=bfloat16 did before: AdamW over the bf16 weights themselves
@@ -181,7 +169,7 @@ def test_checkpoints_keep_their_dtype_and_resume_exactly(tmp_path, name, dtype):
 
 def _lab_number_present(tmp_path, name, steps, window):
     out = tmp_path / name
-    Trainer(load_config(None, LAB + [f"output_dir={out}", f"precision={name}", f"max_steps={steps}"])).train()
+    Trainer(support.lab_config(COLD, f"output_dir={out}", f"precision={name}", f"max_steps={steps}")).train()
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     values = [line["rollout/answer_present_rate"] for line in lines if line["step"] > steps - window]
     return sum(values) / len(values)

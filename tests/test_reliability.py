@@ -1,13 +1,12 @@
 """Bad input gets a clear message naming the row; numerical faults and failed writes lose nothing."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
 from PIL import Image
 
+from support import run_cli
 from vlm_grpo.config import load_config
 from vlm_grpo.core import losses
 from vlm_grpo.data import BadSample, Sample
@@ -50,22 +49,7 @@ def test_bad_row_is_skipped_and_counted(tmp_path, case):
     row, message = BAD_ROWS[case]
     data = write_rows(tmp_path / "data", [GOOD, row, GOOD, GOOD])
     out = tmp_path / "run"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "vlm_grpo.cli",
-            "train",
-            *TINY,
-            f"output_dir={out}",
-            "max_steps=2",
-            f"data.train={data}",
-            "data.eval_holdout=0",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = run_cli("train", *TINY, f"output_dir={out}", "max_steps=2", f"data.train={data}", "data.eval_holdout=0")
     assert result.returncode == 0, result.stderr[-1500:]
     assert "train.jsonl#1" in result.stderr + result.stdout and message in result.stderr + result.stdout
     last = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
@@ -76,23 +60,8 @@ def test_bad_row_is_skipped_and_counted(tmp_path, case):
 def test_bad_row_stops_the_run_when_asked(tmp_path, case):
     row, message = BAD_ROWS[case]
     data = write_rows(tmp_path / "data", [row, row])
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "vlm_grpo.cli",
-            "train",
-            *TINY,
-            f"output_dir={tmp_path / 'run'}",
-            "max_steps=1",
-            f"data.train={data}",
-            "data.eval_holdout=0",
-            "data.on_bad_sample=error",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    args = [f"output_dir={tmp_path / 'run'}", "max_steps=1", f"data.train={data}", "data.eval_holdout=0"]
+    result = run_cli("train", *TINY, *args, "data.on_bad_sample=error")
     assert result.returncode == 2 and message in result.stderr and "train.jsonl#" in result.stderr
     assert "Traceback" not in result.stderr
 

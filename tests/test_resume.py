@@ -3,13 +3,13 @@
 import json
 import shutil
 import signal
-import subprocess
-import sys
 import textwrap
 
 import pytest
 import torch
 from safetensors.torch import load_file
+
+from support import run_python, start_cli
 
 pytestmark = pytest.mark.slow
 
@@ -57,9 +57,7 @@ DRIVER = textwrap.dedent("""
 def run(args, tmp_path, where="none", at=0):
     driver = tmp_path / "driver.py"
     driver.write_text(DRIVER)
-    return subprocess.run(
-        [sys.executable, str(driver), where, str(at), *args], capture_output=True, text=True, timeout=300
-    )
+    return run_python(str(driver), where, str(at), *args)
 
 
 def final_weights(out):
@@ -113,12 +111,7 @@ def test_sigterm_saves_a_checkpoint_before_exiting(tmp_path):
 
     out = tmp_path / "run"
     args = [a for a in RUN if not a.startswith(("max_steps", "save_steps"))] + ["max_steps=500", "save_steps=1000"]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "vlm_grpo.cli", "train", *args, f"output_dir={out}"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = start_cli("train", *args, f"output_dir={out}")
     deadline = time.time() + 240
     while not (out / "metrics.jsonl").exists() or not (out / "metrics.jsonl").read_text().strip():
         assert time.time() < deadline and process.poll() is None

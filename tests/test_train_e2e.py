@@ -1,14 +1,13 @@
 """Tiny end-to-end `vlm-grpo train` runs on CPU with a real (tiny, random) Qwen2-VL."""
 
 import json
-import subprocess
 import sys
 
 import pytest
 import torch
 from transformers import AutoModelForImageTextToText
 
-from support import TINY
+from support import TINY, run_cli
 from vlm_grpo.config import load_config
 from vlm_grpo.training.trainer import Trainer
 
@@ -93,34 +92,14 @@ def test_cli_trains_on_a_generic_jsonl(tmp_path):
         )
     (images / "train.jsonl").write_text("\n".join(rows))
     out = tmp_path / "run"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "vlm_grpo.cli",
-            "train",
-            *TINY,
-            f"output_dir={out}",
-            "max_steps=1",
-            f"data.train={images / 'train.jsonl'}",
-            "data.eval_holdout=0",
-            "num_iterations=1",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    args = [f"output_dir={out}", "max_steps=1", f"data.train={images / 'train.jsonl'}", "data.eval_holdout=0"]
+    result = run_cli("train", *TINY, *args, "num_iterations=1")
     assert result.returncode == 0, result.stderr[-2000:]
     assert (out / "checkpoint-1" / "trainer_state.pt").is_file()
 
 
 def test_cli_reports_config_errors_without_a_traceback(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-m", "vlm_grpo.cli", "train", "num_generations=1"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_cli("train", "num_generations=1", timeout=120)
     assert result.returncode == 2
     assert "num_generations=1" in result.stderr and "Traceback" not in result.stderr
 
