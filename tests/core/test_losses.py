@@ -1,5 +1,6 @@
-"""The loss variants on small literal tensors, against values worked out by hand; a variant added from
-this module by one decorated function, computed and trained with by its name."""
+"""The loss on small literal tensors, against values worked out by hand: the clipped surrogate and its
+statistics, the KL term, LUFFY's shaping of injected rows, the variants; a variant added from this
+module by one decorated function, computed and trained with by its name."""
 
 import json
 import math
@@ -102,12 +103,76 @@ def test_sapo_gates_the_ratio_smoothly():
     assert terms.loss[0, 0].item() == pytest.approx(2 / 1.05)
 
 
-# ------------------------------------------------------------------ grpo_loss under each name
+# ------------------------------------------------------------------ the clipped surrogate and its statistics
 # old = logp - delta: ratios exp(0.1), exp(0.3) for row 0 (A = +1); exp(-0.5) for row 1 (A = -1, one token).
 LOGP = [[-0.5, -1.0], [-0.2, -0.3]]
 OLD = [[-0.6, -1.3], [0.3, -0.3]]
 LOSS_MASK = [[1.0, 1.0], [1.0, 0.0]]
-CLIPPED = [-math.exp(0.1), -1.2, 0.8]  # the clipped surrogate of the three tokens, worked out in test_interfaces
+
+
+def _loss(settings, ref=None, injected=(False, True)):
+    logp = torch.tensor(LOGP, requires_grad=True)
+    stats = algo.LossStats()
+    inputs = LossInputs(
+        torch.tensor([1.0, -1.0]),
+        torch.tensor(LOSS_MASK),
+        minibatch_tokens=3.0,
+        minibatch_rows=2,
+        old_logp=torch.tensor(OLD),
+        ref_logp=None if ref is None else torch.tensor(ref),
+        injected=torch.tensor(injected),
+    )
+    loss = grpo_loss(logp, inputs, settings, stats)
+    return loss, stats, logp
+
+
+def test_grpo_loss_is_the_clipped_surrogate_averaged_over_tokens():
+    loss, stats, _ = _loss(LossSettings(epsilon=0.2, beta=0.0, loss_type="bnpo"))
+    # row 0 (A=+1): -exp(0.1) unclipped, -1.2 clipped (ratio exp(0.3) > 1.2); row 1 (A=-1): ratio exp(-0.5)
+    # below 0.8, so -min(-0.607, -0.8) = 0.8, clipped.
+    expected = (-math.exp(0.1) - 1.2 + 0.8) / 3
+    assert loss.item() == pytest.approx(expected, abs=1e-6)
+    assert stats.total("loss_policy") == pytest.approx(expected, abs=1e-6)
+    assert stats.mean("ratio") == pytest.approx((math.exp(0.1) + math.exp(0.3) + math.exp(-0.5)) / 3, abs=1e-6)
+    assert stats.mean("ratio_injected") == pytest.approx(math.exp(-0.5), abs=1e-6)
+    assert stats.mean("clip") == pytest.approx(2 / 3) and stats.mean("clip_injected") == 1.0
+    assert stats.mean("clip_sampled") == pytest.approx(0.5)
+    assert stats.mean("logp_injected") == pytest.approx(-0.2)
+    assert math.isnan(stats.mean("kl"))  # no reference: no KL statistic
+
+
+def test_loss_policy_excludes_the_kl_term_which_the_loss_includes():
+    ref = [[-0.5, -0.5], [-0.2, -0.3]]  # differs from the policy on row 0, token 1 only
+    settings = LossSettings(epsilon=0.2, beta=0.5, loss_type="bnpo")
+    loss, stats, _ = _loss(settings, ref=ref)
+    kl = math.exp(-0.5 - -1.0) - (-0.5 - -1.0) - 1  # k3 on the one differing token
+    assert stats.mean("kl") == pytest.approx(kl / 3, abs=1e-6)
+    assert loss.item() == pytest.approx(stats.total("loss_policy") + 0.5 * kl / 3, abs=1e-6)
+
+
+def test_luffy_shapes_injected_rows_without_clipping():
+    settings = LossSettings(off_policy="luffy", luffy_gamma=0.1)
+    loss, stats, logp = _loss(settings)
+    p = math.exp(-0.2)
+    expected = (-math.exp(0.1) - 1.2 + p / (p + 0.1)) / 3  # row 1: -(p/(p+gamma)) * A with A = -1
+    assert loss.item() == pytest.approx(expected, abs=1e-6)
+    assert stats.mean("clip_injected") == 0.0
+    loss.backward()
+    assert logp.grad[1, 0].item() != 0.0  # the shaped term has a gradient where the clipped one had none
+
+
+def test_old_logp_none_means_ratio_one():
+    logp = torch.tensor(LOGP, requires_grad=True)
+    stats = algo.LossStats()
+    inputs = LossInputs(
+        torch.tensor([1.0, -1.0]), torch.tensor(LOSS_MASK), 3.0, 2, injected=torch.tensor([False, False])
+    )
+    grpo_loss(logp, inputs, LossSettings(loss_type="grpo"), stats)
+    assert stats.mean("ratio") == 1.0 and stats.mean("clip") == 0.0
+
+
+# ------------------------------------------------------------------ grpo_loss under each name
+CLIPPED = [-math.exp(0.1), -1.2, 0.8]  # the clipped surrogate of the three tokens, worked out above
 
 
 def _grpo_loss(settings, **extra):

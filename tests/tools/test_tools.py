@@ -171,7 +171,7 @@ def users_tool() -> Tool:
 
 
 def test_a_users_tool_plugs_in_by_registration_or_by_import_path():
-    assert get_tool("tests.test_tools:users_tool").name == "caption"
+    assert get_tool("tests.tools.test_tools:users_tool").name == "caption"
     with pytest.raises(ValueError, match="unknown tool 'caption'"):
         get_tool("caption")
     register_tool(users_tool())
@@ -181,7 +181,7 @@ def test_a_users_tool_plugs_in_by_registration_or_by_import_path():
     finally:
         TOOLS._entries.pop("caption")
     with pytest.raises(ValueError, match="must return a vlm_grpo.tools.Tool"):
-        get_tool("tests.test_tools:image")
+        get_tool("tests.tools.test_tools:image")
     assert TOOLS.get("zoom").signature().startswith("zoom(box: array, coordinates: string?, image: integer?")
 
 
@@ -216,9 +216,10 @@ def test_an_answer_is_never_read_from_inside_a_call(text, answer):
 
 def test_where_a_policy_looked_is_read_from_its_transcripts():
     import importlib.util
-    from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "scripts" / "tool_cells.py"
+    from support import ROOT
+
+    path = ROOT / "scripts" / "tool_cells.py"
     spec = importlib.util.spec_from_file_location("tool_cells", path)
     cells = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(cells)

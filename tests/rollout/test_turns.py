@@ -243,7 +243,7 @@ def test_tool_settings_are_checked(overrides, says):
 
 
 def brightness_tool():
-    """A user's tool, named `tests.test_turns:brightness_tool`: it runs in a child process."""
+    """A user's tool, named `tests.rollout.test_turns:brightness_tool`: it runs in a child process."""
     from vlm_grpo.tools import Arg, Tool, ToolOutput
 
     def brightness(images, image=0):
@@ -266,7 +266,7 @@ def test_a_run_with_tools_trains_on_the_policy_tokens_of_its_conversations(tmp_p
     register_engine("first-turn-calls", first_turn_calls, replace=True)
     extra = [
         "rollout_engine=first-turn-calls",
-        "tools.names=[crop, tests.test_turns:brightness_tool]",
+        "tools.names=[crop, tests.rollout.test_turns:brightness_tool]",
         "max_completion_length=200",
         "tools.valid_call_reward=0.5",
     ]

@@ -1,5 +1,7 @@
-"""Micro-batches by a token budget: the grouping on literal lengths, the padding share, and a
-training run whose loss (and so its weights) does not depend on how rows are grouped."""
+"""The step batch cut into minibatches and micro-batches: whole groups per minibatch, micro-batches cut
+to their longest completion; micro-batches by a token budget: the grouping on literal lengths, the
+padding share, and a training run whose loss (and so its weights) does not depend on how rows are
+grouped."""
 
 import json
 
@@ -8,9 +10,43 @@ import torch
 
 from support import TINY
 from vlm_grpo.config import load_config
+from vlm_grpo.rollout import PromptBatch, Rollout, StepBatch
 from vlm_grpo.rollout.batch import micro_batches_by_tokens, padding_share
+from vlm_grpo.tasks import Score
 from vlm_grpo.training.trainer import Trainer
 
+
+# ------------------------------------------------------------------ the step batch
+def _rollout(lengths, G):
+    n, width = len(lengths), max(lengths) + 2
+    mask = torch.tensor([[1.0] * k + [0.0] * (width - k) for k in lengths])
+    ids = torch.arange(n * width).view(n, width)
+    scores = [Score(0.0, False, False, False, False, None)] * n
+    prompts = PromptBatch([], {"input_ids": torch.zeros(n // G, 1, dtype=torch.long)})
+    return Rollout(prompts, G, ids, mask, torch.zeros(n, dtype=torch.bool), [""] * n, scores)
+
+
+def test_step_batch_cuts_micro_batches_to_their_longest_completion():
+    rollout = _rollout([3, 1, 4, 2], G=2)
+    batch = StepBatch(rollout, torch.tensor([1.0, -1.0, 0.5, -0.5]), rollout.completion_mask.clone())
+    batch.old_logp = torch.full(rollout.completion_ids.shape, -1.0)
+    micro = batch.select(torch.tensor([1, 3]))
+    assert micro.completion_ids.shape == (2, 2) and micro.loss_mask.tolist() == [[1.0, 0.0], [1.0, 1.0]]
+    assert micro.advantages.tolist() == [-1.0, -0.5] and micro.old_logp.shape == (2, 2) and micro.ref_logp is None
+    assert batch.tokens(torch.tensor([0, 2])) == 7.0
+
+
+def test_epoch_minibatches_keep_groups_whole_and_cover_every_row_once():
+    rollout = _rollout([1] * 12, G=4)
+    batch = StepBatch(rollout, torch.zeros(12), rollout.completion_mask)
+    torch.manual_seed(0)
+    minibatches = batch.epoch_minibatches(4)
+    assert sorted(torch.cat(minibatches).tolist()) == list(range(12))
+    for rows in minibatches:
+        assert len({int(r) // 4 for r in rows}) == 1  # one whole group per minibatch of G rows
+
+
+# ------------------------------------------------------------------ micro-batches by a token budget
 LENGTHS = torch.tensor([5, 1, 3, 3, 8])
 
 

@@ -2,7 +2,7 @@
 image-only processor without torchvision, placeholder suppression, turn ends and `vlm-grpo train`.
 
 The shared-prefix and shared-feature log-prob and gradient checks, and greedy prefix sampling
-against transformers' generate, run for these families in tests/test_logprob_sharing.py."""
+against transformers' generate, run for these families in tests/rollout/test_logprob_sharing.py."""
 
 import json
 

@@ -1,9 +1,14 @@
+"""Loading models: the tiny families build and generate, deterministic per seed; saved folders load
+through the auto classes, folders that are not models are refused clearly, images are fitted once;
+the generic adapter for unknown model types, and the support matrix `vlm-grpo models` prints."""
+
 import pytest
 import torch
 
 from vlm_grpo.data import Sample
 from vlm_grpo.lab.scenes import render_scene
-from vlm_grpo.models import load_model_and_processor
+from vlm_grpo.models import adapter_for_type, load_model_and_processor, registered_models
+from vlm_grpo.models.families import GENERIC, family_named
 from vlm_grpo.models.tiny import build_tiny
 from vlm_grpo.rollout import encode_prompts, generate
 from vlm_grpo.tasks.styles import R1V
@@ -68,3 +73,34 @@ def test_images_fitted_once_give_the_same_pixels(tmp_path):
     assert torch.equal(direct["image_grid_thw"], once["image_grid_thw"])
     assert torch.allclose(direct["pixel_values"], once["pixel_values"], atol=1e-5)
     assert isinstance(fitted, Image.Image)
+
+
+# ------------------------------------------------------------------ family adapters
+def test_unknown_model_types_get_the_generic_adapter_which_refuses_prefix_passes():
+    assert adapter_for_type("qwen2_vl") is family_named("qwen2-vl")
+    assert adapter_for_type("some_new_vlm") is GENERIC and not GENERIC.supports_prefix
+
+    class Config:
+        model_type = "some_new_vlm"
+
+    class Model:
+        config = Config()
+
+    with pytest.raises(NotImplementedError, match="logprob_sharing=none"):
+        GENERIC.prefill(Model(), {})
+
+
+def test_models_prints_the_support_matrix():
+    from typer.testing import CliRunner
+
+    from vlm_grpo.cli import app
+    from vlm_grpo.models.families import FAMILIES
+
+    lines = CliRunner().invoke(app, ["models"]).output.splitlines()
+    rows = {line.split()[0]: line.split() for line in lines if line and line.split()[0] in dict(FAMILIES.items())}
+    assert set(rows) == {name for name, _ in FAMILIES.items()}
+    for family, adapter in FAMILIES.items():
+        # Every family has a tiny real-architecture model (its end-to-end tests train it).
+        assert f"tiny-{family}" in registered_models() and rows[family][-1] == f"tiny-{family}"
+        assert ("prefix," in rows[family]) == adapter.supports_prefix
+    assert any(line.startswith("generic") and line.rstrip().endswith("-") for line in lines)

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from support import lab_samples
+from support import ROOT, lab_samples
 from vlm_grpo.config import LoraSettings, load_config
 from vlm_grpo.evaluation.final_eval import evaluate_models
 from vlm_grpo.evaluation.records import EvalOptions
@@ -42,7 +42,6 @@ from vlm_grpo.training.trainer import Trainer
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("vllm")]  # one worker: the servers are shared
 
-ROOT = Path(__file__).resolve().parents[1]
 PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
 if not (ROOT / ".venv-vllm" / "vlm-grpo-engine.json").is_file():
     if os.environ.get("VLM_GRPO_REQUIRE_VLLM") == "1":

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[1] / "src" / "vlm_grpo"
+from support import ROOT
+
+PACKAGE = ROOT / "src" / "vlm_grpo"
 # Lowest first; a module may import its own layer and the layers before it.
 LAYERS = [
     "base",

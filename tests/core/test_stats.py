@@ -222,7 +222,7 @@ def test_paired_difference_on_literal_seeds():
 
 def test_each_zone_cites_the_labs_measurement_from_the_findings_file():
     # The numbers come from lab_findings.json (checked against the per-seed study files in
-    # tests/test_doc_numbers.py), not from text in the code.
+    # tests/study/test_doc_numbers.py), not from text in the code.
     import json
 
     from vlm_grpo.evaluation.decision import FINDINGS_FILE

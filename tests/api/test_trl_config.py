@@ -14,7 +14,7 @@ from vlm_grpo import GRPOConfig  # noqa: E402
 from vlm_grpo.config import ConfigError, TrainConfig  # noqa: E402
 from vlm_grpo.training.trl_fields import IGNORED, MAPPED, ONLY_DEFAULT, SAME_KEY, TRL_DEFAULTS  # noqa: E402
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "python-api.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "python-api.md"
 BEGIN, END = "<!-- trl-fields: begin -->", "<!-- trl-fields: end -->"
 TRL_FIELDS = {f.name: f for f in dataclasses.fields(trl.GRPOConfig)}
 ACCEPTED = {**SAME_KEY, **MAPPED, **IGNORED}
@@ -185,7 +185,7 @@ def table() -> str:
 def test_the_docs_table_is_the_codes():
     text = DOC.read_text()
     assert text[text.index(BEGIN) + len(BEGIN) : text.index(END)].strip() == table(), (
-        "regenerate: python tests/test_trl_config.py"
+        "regenerate: python tests/api/test_trl_config.py"
     )
 
 

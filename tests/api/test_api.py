@@ -3,7 +3,6 @@ trains a tiny real Qwen2-VL from a datasets.Dataset or a list of dicts, with cal
 rewards, a loaded model used as is, and callbacks that see every step."""
 
 import re
-from pathlib import Path
 
 import pytest
 import torch
@@ -11,11 +10,11 @@ from datasets import Dataset
 from PIL import Image
 from transformers import TrainerCallback
 
+from support import ROOT
 from vlm_grpo import GRPOConfig, GRPOTrainer
 from vlm_grpo.config import ConfigError
 from vlm_grpo.guidance import InjectionConfig
 
-ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = [ROOT / "README.md", ROOT / "docs" / "python-api.md"]
 TINY = dict(num_generations=2, prompts_per_step=2, num_iterations=1, max_completion_length=6, progress=False)
 

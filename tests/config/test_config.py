@@ -1,10 +1,17 @@
-from pathlib import Path
+"""The run configuration: defaults, YAML and overrides, validation (every violation at once, FSDP's
+limits), accelerate's configs picking the sharding, the shipped presets, keys that moved, sections
+written flat and read back, a remedy's options from one module; named registries, and the lab
+registered through the plug-in hook."""
 
 import pytest
 
+from support import ROOT
 from vlm_grpo.config import ConfigError, TrainConfig, load_config, to_dict
+from vlm_grpo.data import DATASETS
+from vlm_grpo.models import registered_models
+from vlm_grpo.registry import Registry
 
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+CONFIGS = ROOT / "configs"
 
 
 def test_defaults_are_the_studys():
@@ -256,3 +263,18 @@ def test_a_remedy_with_options_is_one_module(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match=r"unknown key 'patience.step' \(did you mean 'patience.steps'\?\)"):
         load_config(None, ["remedies=[patience_remedy:Patience]", "patience.step=2"])
     assert "patience" not in load_config(None, []).sections  # a run that does not name it has no such section
+
+
+# ------------------------------------------------------------------ registries and plug-ins
+def test_registry_names_the_choices_and_refuses_a_second_entry():
+    registry = Registry("widget")
+    registry.register("a", 1)
+    with pytest.raises(ValueError, match=r"unknown widget 'b'; choose a"):
+        registry.get("b")
+    with pytest.raises(ValueError, match="already registered"):
+        registry.register("a", 2)
+
+
+def test_the_lab_registers_through_the_plugin_entry_point():
+    assert {"lab-clevr", "lab-superclevr"} <= set(DATASETS.names())
+    assert {"lab-base", "lab-base-cold", "tiny-qwen2-vl", "tiny-qwen2.5-vl"} <= set(registered_models())

@@ -6,12 +6,11 @@ import dataclasses
 import importlib
 import json
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-from support import train_two_steps
+from support import ROOT, train_two_steps
 from vlm_grpo.config import ConfigError, load_config
 from vlm_grpo.data import Sample
 from vlm_grpo.guidance import MODES, SCHEDULES, RemedyKit, StepContext, build_remedies, register_remedy
@@ -78,8 +77,8 @@ def test_names_are_read_from_the_registries_and_wrong_ones_reported_together():
 
 
 # ---------------------------------------------------------------- a remedy from outside the package
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-PLUGINS = Path(__file__).resolve().parent / "plugins"
+EXAMPLES = ROOT / "examples"
+PLUGINS = ROOT / "tests" / "plugins"
 
 
 def _replay_module():

@@ -1,8 +1,10 @@
 """Every task's parser on literal strings (hostile ones included), its ternary reward, its
-demonstrations under every style, and tasks loaded by name with their options."""
+demonstrations under every style, counting's reading of row answers, a task of one's own that
+prompt styles and scores follow, and tasks loaded by name with their options."""
 
 import random
 
+import numpy as np
 import pytest
 
 from vlm_grpo.errors import BadSample
@@ -220,6 +222,54 @@ def test_r1v_instructions_name_the_answer_kind():
         "How many? First output the thinking process in <think> </think> and final answer (number) "
         "in <answer> </answer> tags."
     )
+
+
+# ------------------------------------------------------------------ counting rows
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(7, 7), (np.int64(3), 3), ("12", 12), (" <answer> 5 </answer> ", 5), ("-2", -2), ("<answer>4</answer>", 4)],
+)
+def test_counting_reads_row_answers(value, expected):
+    assert get_task("counting").read_answer(value, "row#1") == expected
+
+
+@pytest.mark.parametrize("value", ["seven", "3.5", True, None, "", "<answer></answer>", "1 2", [3]])
+def test_counting_refuses_hostile_row_answers(value):
+    with pytest.raises(BadSample, match="row#1: answer"):
+        get_task("counting").read_answer(value, "row#1")
+
+
+# ------------------------------------------------------------------ styles and scores follow the task
+class LetterTask(Task):
+    """A literal second task: one capital letter, read from answer tags or alone at the end."""
+
+    name, answer_kind, answer_pattern, reasoning = "letters", "letter", "[A-E]", ("I compare the choices.",)
+
+    def read_answer(self, value, row):
+        return str(value).strip().upper()
+
+    def parse(self, completion, target=None):
+        import re
+
+        found = re.search(r"<answer>\s*([A-E])\s*</answer>", completion) or re.search(r"\b([A-E])\s*$", completion)
+        return found.group(1) if found else None
+
+    def parse_strict(self, completion, target=None):
+        import re
+
+        found = re.search(r"<answer>\s*([A-E])\s*</answer>", completion)
+        return found.group(1) if found else None
+
+
+def test_styles_and_scores_follow_the_task():
+    task = LetterTask()
+    style = get_style("r1v", task)
+    assert "final answer (letter)" in style.messages("Which?")[-1]["content"][1]["text"]
+    assert style.format_ok("<think>I compare.</think><answer>B</answer>") and not style.format_ok("<answer>7</answer>")
+    scorer = Scorer(["answer", "format"], None, style, task)
+    assert scorer("<think>x</think><answer>B</answer>", "B").reward == 2.0
+    assert scorer("so the answer is C", "B").reward == 0.0 and scorer("no idea", "B").reward == -1.0
+    assert get_style("default", task).demonstration("D", random.Random(0)) == "D"
 
 
 # ------------------------------------------------------------------ tasks by name

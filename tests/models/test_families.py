@@ -3,7 +3,7 @@ models, processors built and reloaded without torchvision, each family's own cha
 turn end, placeholder suppression and `vlm-grpo train`, by name and from a saved folder.
 
 Their passes are per row (no shared prefix), so the shared-pass checks of
-tests/test_logprob_sharing.py do not apply to them."""
+tests/rollout/test_logprob_sharing.py do not apply to them."""
 
 import json
 import time
