@@ -1,6 +1,10 @@
-"""What several test modules share: the tiny-run overrides, lab samples and a two-step training run."""
+"""What several test modules share: the repository's root, the tiny-run and lab-run overrides, lab
+samples, a two-step training run, and the command line run in a child process."""
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import torch
@@ -8,7 +12,9 @@ import torch
 from vlm_grpo.data import Sample
 from vlm_grpo.lab.scenes import render_scene
 
-SMOKE = Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml"
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = ROOT / "configs" / "smoke.yaml"
+LAB_CONFIG = ROOT / "configs" / "lab.yaml"
 
 # A seconds-long run of the tiny random Qwen2-VL (add output_dir, max_steps, ...).
 TINY = [
@@ -19,6 +25,45 @@ TINY = [
     "learning_rate=1e-3",
     "progress=false",
 ]
+
+# A run of the counting lab in a test, over LAB_CONFIG (lab-base on lab-clevr at the study's learning
+# rate): no held-out evaluation, progress bar, metric sink or completion log, and no checkpoint before
+# step 1000 (add output_dir, max_steps, model, ...; a later key=value wins).
+LAB = ["data.eval=[]", "progress=false", "report_to=[]", "save_steps=1000", "log_completions_steps=0"]
+
+
+def lab_config(*overrides: str):
+    """The `TrainConfig` of a lab run in a test: LAB_CONFIG with LAB, then `overrides`."""
+    from vlm_grpo.config import load_config
+
+    return load_config(LAB_CONFIG, [*LAB, *overrides])
+
+
+def child_env(**extra: str) -> dict:
+    """The environment of a child process a test starts: this one's, offline, with one thread per
+    process (two test workers share two cores) unless OMP_NUM_THREADS says otherwise, and `extra`."""
+    threads = os.environ.get("OMP_NUM_THREADS", "1")
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": threads, **extra}
+
+
+def run_python(*args: str, env: dict | None = None, cwd=None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`python *args` (this interpreter) in a child process with `child_env()` unless `env` is given;
+    its stdout and stderr captured as text."""
+    command = [sys.executable, *args]
+    env = child_env() if env is None else env
+    return subprocess.run(command, capture_output=True, text=True, env=env, cwd=cwd, timeout=timeout)
+
+
+def run_cli(*args: str, env: dict | None = None, cwd=None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """The `vlm-grpo` command line (`python -m vlm_grpo.cli *args`) in a child process, as `run_python`."""
+    return run_python("-m", "vlm_grpo.cli", *args, env=env, cwd=cwd, timeout=timeout)
+
+
+def start_cli(*args: str) -> subprocess.Popen:
+    """The `vlm-grpo` command line started in a child process with `child_env()`, not waited for;
+    its stdout and stderr are pipes of text."""
+    command = [sys.executable, "-m", "vlm_grpo.cli", *args]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env())
 
 
 def lab_samples(n=2, size=112):

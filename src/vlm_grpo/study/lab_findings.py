@@ -1,6 +1,6 @@
 """The counting lab's numbers that `vlm-grpo assess` prints beside the study's advice, computed from
 the committed per-seed files under docs/results/ and written to evaluation/lab_findings.json
-(`python -m vlm_grpo.study.lab_findings`; `tests/test_doc_numbers.py` checks the file is current)."""
+(`python -m vlm_grpo.study.lab_findings`; `tests/study/test_doc_numbers.py` checks the file is current)."""
 
 from __future__ import annotations
 

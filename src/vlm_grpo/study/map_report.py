@@ -5,7 +5,7 @@ folders (`vlm-grpo study --preset map`), writes `map.md` (two tables), `map.json
 readings, per-scene correctness included, so every number can be recomputed), `map-heatmap.png`,
 and, with `--advice PATH`, the per-cell summary that `evaluation.map_advice` reads. With
 `--from-json map.json` it rebuilds all of them from the per-run readings of an earlier map.json
-(no run folders needed); `tests/test_map_numbers.py` checks that the committed files are what
+(no run folders needed); `tests/study/test_doc_numbers.py` checks that the committed files are what
 that gives.
 """
 

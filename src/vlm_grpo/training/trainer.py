@@ -16,7 +16,7 @@ built once, its log-probs from `ops.py`; the update steps through `OptimizerStep
 engine takes the weights; `checkpoint.py` saves and resumes a `RunState` (`run_state.py`). Calls
 back into this module during a step: only a remedy's `redraw` (this `draw`), once per extra draw
 of dynamic sampling: none without it, at most `dynamic_sampling.max_batches - 1` (3 by default)
-with it (`tests/test_train_e2e.py` walks a step call by call and checks this).
+with it (`tests/training/test_train_e2e.py` walks a step call by call and checks this).
 """
 
 from __future__ import annotations
