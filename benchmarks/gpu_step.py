@@ -214,7 +214,7 @@ def run_ours(a, model, processor, data) -> dict:
         progress=False,
         rollout_engine=a.engine,
         # The engine's server shares the GPU with the trainer: its share, and a KV cache sized for it.
-        vllm={"python": a.vllm_python, "gpu_memory_utilization": a.vllm_gpu_share, "kv_cache_gib": 1.0},
+        vllm={"python": a.vllm_python, "gpu_memory_utilization": a.vllm_gpu_share, "kv_cache_gib": 1},
     )
     trainer = GRPOTrainer(
         model=model, reward_funcs=["answer"], args=args, train_dataset=data, processing_class=processor

@@ -5,6 +5,7 @@ its exit code and its log's last error line). Any engine that runs a server of i
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -80,5 +81,6 @@ def last_line(log: Path | None) -> str:
     if log is None or not log.is_file():
         return "(no log)"
     lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    raised = [line for line in lines if re.search(r"\w(Error|Exception)\b:", line)]  # an exception's own line
     errors = [line for line in lines if "Error" in line or "error" in line]
-    return (errors or lines or ["(empty log)"])[-1].strip()[-300:]
+    return (raised or errors or lines or ["(empty log)"])[-1].strip()[-300:]

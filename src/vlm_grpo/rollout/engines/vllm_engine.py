@@ -68,8 +68,8 @@ class VLLMConfig:
     """Seconds one request may take before the engine counts as hung."""
     max_model_len: int = 4096
     """Longest prompt plus completion, in tokens (image tokens included)."""
-    kv_cache_gib: float = 1.0
-    """KV-cache size on a CPU (VLLM_CPU_KVCACHE_SPACE, unless set in the environment)."""
+    kv_cache_gib: int = 1
+    """KV-cache size on a CPU in whole GiB (VLLM_CPU_KVCACHE_SPACE, unless set in the environment)."""
     gpu_memory_utilization: float = 0.5
     """Share of the GPU the engine may take (a GPU shared with the trainer needs room for both)."""
     enforce_eager: bool = False
@@ -77,6 +77,7 @@ class VLLMConfig:
 
     def check(self, cfg, need) -> None:
         need(self.mode in ("spawn", "server"), f"vllm.mode={self.mode!r} is not one of spawn, server")
+        need(self.kv_cache_gib >= 1, f"vllm.kv_cache_gib={self.kv_cache_gib} must be a whole number of GiB, >= 1")
         dtypes = ("auto", "float32", "bfloat16", "float16")
         need(self.dtype in dtypes, f"vllm.dtype={self.dtype!r} is not one of {', '.join(dtypes)}")
         need(
@@ -179,7 +180,7 @@ class VLLMEngine:
         }
 
     def _collect(self, body: dict) -> Completions:
-        outputs = self._post("/generate", body)["outputs"]
+        outputs = self.request("/generate", body)["outputs"]
         return completions_of(outputs, self.end_ids, self.tokenizer)
 
     def evaluator(self) -> VLLMEngine:
@@ -191,9 +192,9 @@ class VLLMEngine:
         tensors = policy_state_dict(model)
         if self.local:
             save_file(tensors, str(self.weights_file))
-            self._post("/update_weights", {"path": str(self.weights_file)})
+            self.request("/update_weights", {"path": str(self.weights_file)})
         else:
-            self._post("/update_weights", save(tensors), content_type="application/octet-stream")
+            self.request("/update_weights", save(tensors), content_type="application/octet-stream")
         return time.perf_counter() - began
 
     def close(self) -> None:
@@ -203,7 +204,8 @@ class VLLMEngine:
         self.weights_file.unlink(missing_ok=True)
 
     # ------------------------------------------------------------------ transport
-    def _post(self, path: str, body, content_type: str = "application/json") -> dict:
+    def request(self, path: str, body, content_type: str = "application/json") -> dict:
+        """POST `body` to the server's `path`; its JSON answer. A server that is down or fails raises EngineError."""
         data = json.dumps(body).encode() if content_type == "application/json" else body
         request = urllib.request.Request(self.url + path, data=data, headers={"Content-Type": content_type})
         try:
@@ -279,7 +281,7 @@ def check_environment(python: Path, model) -> None:
 def start_server(cfg, folder: Path, dtype: str, seed: int, log: Path) -> tuple[str, subprocess.Popen]:
     port = cfg.port or free_port()
     env = dict(os.environ, VLLM_ENABLE_V1_MULTIPROCESSING="0")  # one process: nothing to leave behind
-    env.setdefault("VLLM_CPU_KVCACHE_SPACE", f"{cfg.kv_cache_gib:g}")  # GiB; the CPU check sees one NUMA node
+    env.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cfg.kv_cache_gib))  # GiB; the CPU check sees one NUMA node
     command = [cfg.python, str(SERVER_SCRIPT), "--model", str(folder), "--port", str(port), "--dtype", dtype]
     command += ["--seed", str(seed), "--max-model-len", str(cfg.max_model_len)]
     command += ["--gpu-memory-utilization", str(cfg.gpu_memory_utilization)] + ["--enforce-eager"] * cfg.enforce_eager
