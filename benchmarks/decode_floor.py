@@ -93,6 +93,7 @@ def decode_call_ms(model, prompts, repeats: int) -> dict[str, float]:
     import torch
     from transformers import StaticCache
 
+    from vlm_grpo.models.compat import with_cache
     from vlm_grpo.models.families import adapter_for
     from vlm_grpo.rollout.kv_cache import preallocate
 
@@ -106,7 +107,7 @@ def decode_call_ms(model, prompts, repeats: int) -> dict[str, float]:
         times = []
         for _ in range(repeats + 2):
             start = time.perf_counter()
-            forward(input_ids=token, attention_mask=attention, cache=cache, position_ids=positions)
+            forward(input_ids=token, attention_mask=attention, position_ids=positions, **with_cache(cache))
             rewind(cache)
             times.append(time.perf_counter() - start)
         return statistics.median(times[2:]) * 1000
@@ -130,7 +131,7 @@ def decode_call_ms(model, prompts, repeats: int) -> dict[str, float]:
         out["eager_static_ms"] = timed(model, static, rewind_static)
         compiled = torch.compile(model, dynamic=False)
         begin = time.perf_counter()
-        compiled(input_ids=token, attention_mask=attention, cache=static, position_ids=positions)
+        compiled(input_ids=token, attention_mask=attention, position_ids=positions, **with_cache(static))
         rewind_static(static)
         out["compile_s"] = time.perf_counter() - begin
         out["compiled_static_ms"] = timed(compiled, static, rewind_static)

@@ -12,11 +12,14 @@ trl = pytest.importorskip("trl")
 
 from vlm_grpo import GRPOConfig  # noqa: E402
 from vlm_grpo.config import ConfigError, TrainConfig  # noqa: E402
+from vlm_grpo.models.compat import training_arguments_added_later  # noqa: E402
 from vlm_grpo.training.trl_fields import IGNORED, MAPPED, ONLY_DEFAULT, SAME_KEY, TRL_DEFAULTS  # noqa: E402
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "python-api.md"
 BEGIN, END = "<!-- trl-fields: begin -->", "<!-- trl-fields: end -->"
 TRL_FIELDS = {f.name: f for f in dataclasses.fields(trl.GRPOConfig)}
+# Named in the tables, absent from GRPOConfig under an older transformers: its TrainingArguments lacks them.
+LATER = training_arguments_added_later()
 ACCEPTED = {**SAME_KEY, **MAPPED, **IGNORED}
 
 
@@ -29,7 +32,7 @@ def test_every_trl_field_is_accepted_or_refused_exactly_once():
     tables = [SAME_KEY, MAPPED, IGNORED, ONLY_DEFAULT]
     for name in TRL_FIELDS:
         assert sum(name in t for t in tables) == 1, name
-    assert set().union(*tables) == set(TRL_FIELDS), set().union(*tables) - set(TRL_FIELDS)
+    assert set().union(*tables) - LATER == set(TRL_FIELDS), set().union(*tables) - set(TRL_FIELDS)
     ours = {f.name for f in dataclasses.fields(TrainConfig)}
     assert set(SAME_KEY) == set(TRL_FIELDS) & ours
     assert not (set(MAPPED) | set(IGNORED) | set(ONLY_DEFAULT)) & ours
@@ -37,6 +40,8 @@ def test_every_trl_field_is_accepted_or_refused_exactly_once():
 
 def test_only_default_fields_take_trls_default_and_refuse_another_value():
     for name, (allowed, why) in ONLY_DEFAULT.items():
+        if name in LATER:
+            continue
         assert allowed[0] == trl_default(name), name
         GRPOConfig(**{name: trl_default(name)})
         with pytest.raises(ConfigError, match=re.escape(why)):
@@ -184,9 +189,10 @@ def table() -> str:
 
 def test_the_docs_table_is_the_codes():
     text = DOC.read_text()
-    assert text[text.index(BEGIN) + len(BEGIN) : text.index(END)].strip() == table(), (
-        "regenerate: python tests/api/test_trl_config.py"
-    )
+    rows = text[text.index(BEGIN) + len(BEGIN) : text.index(END)].strip().splitlines()
+    # The docs show the newest GRPOConfig; under an older transformers its newer rows are left out.
+    rows = [row for row in rows if not any(row.startswith(f"| `{name}` |") for name in LATER)]
+    assert "\n".join(rows) == table(), "regenerate: python tests/api/test_trl_config.py"
 
 
 if __name__ == "__main__":  # rewrite the table in docs/python-api.md

@@ -6,6 +6,7 @@ import torch
 from transformers.cache_utils import DynamicCache, DynamicLayer
 
 from support import lab_samples
+from vlm_grpo.models.compat import cache_of, with_cache
 from vlm_grpo.models.families import adapter_for
 from vlm_grpo.models.tiny import build_tiny
 from vlm_grpo.rollout import encode_prompts
@@ -94,8 +95,8 @@ def every_row_to_the_end(adapter, model, inputs, group, new_tokens, end_ids, pad
         finished |= torch.isin(token, torch.tensor(end_ids))
         attention = torch.cat([attention, torch.ones_like(attention[:, :1])], dim=1)
         positions = adapter.positions(start + step, 1)
-        out = model(input_ids=token.unsqueeze(1), attention_mask=attention, cache=cache, position_ids=positions)
-        cache, logits = out.cache, out.logits[:, -1]
+        out = model(input_ids=token.unsqueeze(1), attention_mask=attention, position_ids=positions, **with_cache(cache))
+        cache, logits = cache_of(out), out.logits[:, -1]
     return torch.stack(tokens, dim=1)
 
 

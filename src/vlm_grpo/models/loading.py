@@ -17,6 +17,7 @@ import torch
 from transformers import AutoModelForImageTextToText
 
 from ..registry import Registry
+from .compat import activation_checkpointing
 from .families import FAMILIES, adapter_for_type, base_model
 
 # name -> callable returning a local folder to load, or a (model, processor) pair built in memory.
@@ -143,11 +144,7 @@ def apply_lora(model, settings):
         from peft import prepare_model_for_kbit_training
 
         # Norms and other unquantized weights in fp32 for stable training, as QLoRA prescribes.
-        # The old name only where the new one is missing: reading it warns of its deprecation.
-        if hasattr(model, "is_activation_checkpointing"):
-            checkpointing = model.is_activation_checkpointing
-        else:
-            checkpointing = getattr(model, "is_gradient_checkpointing", False)
+        checkpointing = activation_checkpointing(model)
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=checkpointing)
     targets = settings.target_modules or LANGUAGE_PROJECTIONS
     config = LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout, target_modules=targets)

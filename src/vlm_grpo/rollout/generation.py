@@ -12,6 +12,7 @@ from dataclasses import replace
 import torch
 
 from ..data import Sample
+from ..models.compat import cache_of, with_cache
 from ..models.families import FamilyAdapter, adapter_for
 from ..tasks.styles import PromptStyle
 from .batch import PromptBatch
@@ -203,11 +204,11 @@ def sample_from_prefix(
         out = model(
             input_ids=token.unsqueeze(1),
             attention_mask=attention[:, : prompt_len + step + 1],
-            cache=cache,
             use_cache=True,
             position_ids=adapter.positions(start + step, 1),
+            **with_cache(cache),
         )
-        cache, logits = out.cache, out.logits[:, -1]
+        cache, logits = cache_of(out), out.logits[:, -1]
     return ids[:, : step + 1].contiguous()
 
 

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 import torch
 
 from ..core.head import token_logprobs
-from ..models.families import FamilyAdapter, adapter_for
+from ..models.compat import takes_image_features, with_cache
+from ..models.families import FamilyAdapter, adapter_for, base_model
 from .batch import PromptBatch, RowTurns, conversation_inputs, image_rows, tool_token_mask
 
 
@@ -46,6 +47,8 @@ def completion_logprobs(
     score = Scoring(adapter, model, temperature, chunk_tokens)
     if sharing == "prefix":
         return _shared_prefix_logprobs(score, prompts, owner, completion_ids, completion_mask)
+    if sharing == "vision" and adapter.supports_feature_sharing and not takes_image_features(base_model(model)):
+        sharing = "none"  # this transformers cannot take encoded images (`takes_image_features`): the same values
     if sharing in ("vision", "none"):
         return _per_row_logprobs(score, prompts, owner, completion_ids, completion_mask, sharing == "vision")
     raise ValueError(f"unknown logprob_sharing {sharing!r}: use prefix, vision or none")
@@ -129,7 +132,11 @@ def _shared_prefix_logprobs(score: Scoring, prompts, owner, completion_ids, comp
         attention = torch.cat([prompt_attention, completion_mask.to(prompt_attention.dtype)], dim=1)
         positions = score.adapter.positions(start[local], completion_ids.size(1))
         out = score.model(
-            input_ids=completion_ids, attention_mask=attention, cache=cache, use_cache=True, position_ids=positions
+            input_ids=completion_ids,
+            attention_mask=attention,
+            use_cache=True,
+            position_ids=positions,
+            **with_cache(cache),
         )
     return torch.cat([first_logp, out.logits[:, :-1]], dim=1)
 

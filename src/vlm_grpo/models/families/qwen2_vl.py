@@ -20,6 +20,7 @@ import torch
 from transformers.models.qwen2_5_vl.processing_qwen2_5_vl import Qwen2_5_VLProcessor
 from transformers.models.qwen2_vl.processing_qwen2_vl import Qwen2VLProcessor
 
+from ..compat import cache_of
 from .base import FamilyAdapter, base_model
 from .processors import ImageOnly
 
@@ -82,7 +83,7 @@ class Qwen2VLAdapter(FamilyAdapter):
             mm_token_type_ids=inputs["mm_token_type_ids"],
         )
         out = model(**inputs, position_ids=positions, use_cache=True, logits_to_keep=1)
-        return out.logits, out.cache, positions.amax(dim=(0, 2)) + 1
+        return out.logits, cache_of(out), positions.amax(dim=(0, 2)) + 1
 
     def positions(self, start: torch.Tensor, length: int) -> torch.Tensor:  # (3, b, length)
         steps = torch.arange(length, device=start.device)

@@ -28,6 +28,7 @@ from __future__ import annotations
 from transformers.models.smolvlm.processing_smolvlm import SmolVLMProcessor
 from transformers.processing_utils import ProcessorMixin
 
+from ..compat import pil_image_processor
 from .base import FamilyAdapter
 from .processors import SavedAsStandard
 
@@ -83,6 +84,10 @@ class SmolVLMAdapter(FamilyAdapter):
     model_types = ("smolvlm",)
     processor_class = ImageOnlySmolVLMProcessor
     turn_end_token = "<end_of_utterance>"
+
+    def load_processor(self, path: str, model_type: str, trust_remote_code: bool = False):
+        pil_image_processor("smolvlm", "SmolVLMImageProcessorPil")  # loadable by name on every release
+        return super().load_processor(path, model_type, trust_remote_code)
 
     def vision_token_ids(self, model) -> list[int]:
         image = model.config.image_token_id
