@@ -125,6 +125,13 @@ def test_a_teacher_with_another_tokenizer_is_refused_in_one_line():
     assert f"({len(lab.get_vocab())} tokens against {len(tiny.get_vocab())}" in message
 
 
+@pytest.mark.slow
+def test_a_run_with_a_teacher_of_another_tokenizer_stops_at_start_up(tmp_path):
+    cfg = load_config(None, support.TINY + [f"output_dir={tmp_path}", "distill.teacher=lab-base-cold"])
+    with pytest.raises(ConfigError, match="distill.teacher=lab-base-cold has another tokenizer"):
+        Trainer(cfg)
+
+
 def test_the_distill_section():
     cfg = load_config(None, [])
     assert cfg.distill.teacher is None and cfg.distill.mode == "advantage"
