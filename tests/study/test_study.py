@@ -193,6 +193,16 @@ def test_every_shipped_preset_runs_at_two_steps(tmp_path, name):
     assert sorted(result["ran"]) == sorted(f"{c['name']}-seed0" for c in conditions)
 
 
+@pytest.mark.slow
+def test_the_distill_preset_runs_at_two_steps(tmp_path):
+    # On its own models: the teacher scores the policy's token ids, so it keeps the lab bases' tokenizer.
+    result = run_study("distill", seeds=1, steps=2, out=tmp_path, n=2, overrides=FAST, progress=False)
+    conditions = load_preset(find_preset("distill"))["conditions"]
+    assert sorted(result["ran"]) == sorted(f"{c['name']}-seed0" for c in conditions)
+    distilled = [c for c in result["study"]["conditions"] if "distill" in c["name"]]
+    assert len(distilled) == 4
+
+
 def test_one_seed_shows_the_runs_wilson_interval_not_a_zero_width_one(tmp_path):
     from vlm_grpo.config import TrainConfig
     from vlm_grpo.core.statistics import wilson_interval

@@ -16,6 +16,8 @@ How this departs from the DeepSeekMath formulation (arXiv:2402.03300):
 - GSPO's sequence-level ratio (the exp of the row's mean log-ratio, applied to every token,
   arXiv:2507.18071), and `delta`, an upper bound on the unclipped ratio so a negative advantage
   cannot grow the loss without limit (two-sided clipping, as TRL);
+- a row's advantage may carry a per-token term (`advantage_columns`: (N, C) instead of (N,)), which
+  every surrogate reads token by token: on-policy distillation's teacher signal (guidance/distill.py);
 - completions sampled by an engine other than the trained model (vLLM: other kernels, precision,
   or weights one step old) can weigh each token by the importance ratio p_trainer / p_engine, the
   token's or its row's, truncated to [C_min, C_max] or masked outside them (TIS, Yao et al. 2025;
@@ -111,10 +113,16 @@ def importance_ratio(
     raise ValueError(f"unknown importance_sampling_level {level!r}: use token or sequence")
 
 
+def advantage_columns(advantages: torch.Tensor) -> torch.Tensor:  # (N, 1) or (N, C)
+    """Advantages as a column over a row's tokens: a row's one advantage (N,) -> (N, 1), broadcast to
+    its tokens; per-token advantages (N, C) (a row's advantage plus a per-token term) stay as they are."""
+    return advantages.unsqueeze(1) if advantages.dim() == 1 else advantages
+
+
 def clipped_surrogate(
     logp: torch.Tensor,  # (N, C) current policy
     old_logp: torch.Tensor,  # (N, C) policy that produced the rollout
-    advantages: torch.Tensor,  # (N,)
+    advantages: torch.Tensor,  # (N,) one per row, or (N, C) one per token
     epsilon: float,
     epsilon_high: float | None = None,
     delta: float | None = None,
@@ -125,7 +133,7 @@ def clipped_surrogate(
 
     `delta` caps the unclipped ratio (two-sided clipping); `level="sequence"` uses GSPO's ratio."""
     ratio = importance_ratio(logp, old_logp, mask, level)
-    adv = advantages.unsqueeze(1)
+    adv = advantage_columns(advantages)
     clipped_ratio = torch.clamp(ratio, 1 - epsilon, 1 + (epsilon_high if epsilon_high is not None else epsilon))
     capped = torch.clamp(ratio, max=delta) if delta is not None else ratio
     unclipped, clipped = capped * adv, clipped_ratio * adv
@@ -136,7 +144,7 @@ def clipped_surrogate(
 
 def luffy_surrogate(
     logp: torch.Tensor,  # (N, C)
-    advantages: torch.Tensor,  # (N,)
+    advantages: torch.Tensor,  # (N,) one per row, or (N, C) one per token
     gamma: float = 0.1,
 ) -> torch.Tensor:  # (N, C)
     """LUFFY's shaped off-policy objective: -p/(p+gamma) * A, no ratio, no clipping.
@@ -145,7 +153,7 @@ def luffy_surrogate(
     finds unlikely, where the plain ratio's gradient would vanish with p.
     """
     prob = torch.exp(logp)
-    return -(prob / (prob + gamma)) * advantages.unsqueeze(1)
+    return -(prob / (prob + gamma)) * advantage_columns(advantages)
 
 
 def k3_kl(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:

@@ -4,7 +4,9 @@ one a run's `loss_type` names on a micro-batch.
 A variant is a per-token objective (a surrogate: `clip_surrogate` unless the decorator names another)
 and a reduction, the decorated function, which turns the masked per-token loss of a micro-batch into
 its share of the minibatch's loss. `grpo_loss` puts between them what every variant shares: LUFFY's
-shaping on demonstration tokens, beta x k3 KL, the engine's importance weights, and the statistics.
+shaping on demonstration tokens, beta x k3 KL, a teacher's weighted k3 KL (on-policy distillation), the
+engine's importance weights, and the statistics. A row's advantage may carry a per-token term
+(`LossInputs.token_advantages`, added token by token), which every surrogate reads.
 
     @register_loss("row_sum")
     def row_sum(per_token, inputs):  # (n, C) -> (): every row's token sum, averaged over rows
@@ -35,7 +37,7 @@ import torch
 from ..config_checks import check_named
 from ..config_sections import LossSettings
 from ..registry import Registry
-from .algo import LossStats, clipped_surrogate, importance_ratio, k3_kl, luffy_surrogate
+from .algo import LossStats, advantage_columns, clipped_surrogate, importance_ratio, k3_kl, luffy_surrogate
 
 
 @dataclass
@@ -54,6 +56,17 @@ class LossInputs:
     step_tokens: float | None = None  # loss tokens of the step's batch / its minibatches per epoch, as
     # minibatch_tokens counts them (dapo, cispo); None: minibatch_tokens
     max_completion_length: int | None = None  # dr_grpo's constant row length
+    token_advantages: torch.Tensor | None = None  # (n, C) added to each row's advantage token by token (on-policy
+    # distillation's teacher signal, guidance/distill.py); None: every token takes its row's advantage
+    teacher_logp: torch.Tensor | None = None  # (n, C) a teacher's log-probs of the tokens; None: no teacher term
+    teacher_weight: torch.Tensor | None = None  # (n, C) weight of the per-token k3 KL to the teacher (0: none)
+
+    @property
+    def token_advantage(self) -> torch.Tensor:  # (n,), or (n, C) with token_advantages
+        """What a surrogate multiplies: the row's advantage, plus the per-token term where there is one."""
+        if self.token_advantages is None:
+            return self.advantages
+        return self.advantages.unsqueeze(1) + self.token_advantages
 
 
 @dataclass
@@ -91,7 +104,7 @@ def clip_surrogate(logp: torch.Tensor, inputs: LossInputs, settings: LossSetting
     loss, ratio, clipped = clipped_surrogate(
         logp,
         old_logp(logp, inputs),
-        inputs.advantages,
+        inputs.token_advantage,
         settings.epsilon,
         settings.epsilon_high,
         settings.delta,
@@ -106,7 +119,7 @@ def cispo_surrogate(logp: torch.Tensor, inputs: LossInputs, settings: LossSettin
     gradient, so every token keeps a gradient; clipped: capped tokens with A > 0 (TRL's cispo_clip_ratio)."""
     ratio = importance_ratio(logp, old_logp(logp, inputs), inputs.loss_mask, settings.importance_sampling_level)
     cap = settings.epsilon_high if settings.epsilon_high is not None else settings.epsilon
-    adv = inputs.advantages.unsqueeze(1)
+    adv = advantage_columns(inputs.token_advantage)
     loss = -torch.clamp(ratio, max=cap).detach() * adv * logp
     clipped = (ratio > cap) & (adv > 0)
     return TokenLoss(loss, ratio.expand_as(logp), clipped.expand_as(logp))
@@ -116,7 +129,7 @@ def sapo_surrogate(logp: torch.Tensor, inputs: LossInputs, settings: LossSetting
     """SAPO (arXiv:2511.20347): -sigmoid(tau (ratio - 1)) x 4 / tau x A, a smooth gate instead of the clip;
     tau is sapo_temperature_pos where A > 0, sapo_temperature_neg elsewhere. Nothing is clipped."""
     ratio = importance_ratio(logp, old_logp(logp, inputs), inputs.loss_mask, settings.importance_sampling_level)
-    adv = inputs.advantages.unsqueeze(1)
+    adv = advantage_columns(inputs.token_advantage)
     tau = torch.where(adv > 0, settings.sapo_temperature_pos, settings.sapo_temperature_neg)
     loss = -(torch.sigmoid(tau * (ratio - 1)) * 4 / tau) * adv
     return TokenLoss(loss.expand_as(logp), ratio.expand_as(logp), torch.zeros_like(logp, dtype=torch.bool))
@@ -185,9 +198,10 @@ def grpo_loss(
 ) -> torch.Tensor:
     """A micro-batch's share of the minibatch loss under `settings.loss_type`; statistics into `stats`.
 
-    Per token: the variant's surrogate (LUFFY's shaping on demonstration tokens when asked), plus
-    beta x k3 KL to the reference, times the engine's importance weights; reduced by the variant. `stats`
-    receives the policy loss and the KL apart (`loss_policy` without beta x KL), and ratio, clipping and
+    Per token: the variant's surrogate of the row's advantage (plus `token_advantages` where given; LUFFY's
+    shaping on demonstration tokens when asked), plus beta x k3 KL to the reference and, with a teacher,
+    `teacher_weight` x k3 KL to it, times the engine's importance weights; reduced by the variant. `stats`
+    receives the policy loss and the KLs apart (`loss_policy` without them), and ratio, clipping and
     log-probs split by token origin: `_injected` (copied from a demonstration), `_sampled` (sampled by
     the policy), and `_continuation` (sampled after a demonstration's prefix, when `demo_tokens` is given).
     """
@@ -199,7 +213,8 @@ def grpo_loss(
     inj_rows = injected.to(logp.device).unsqueeze(1).expand_as(per_token)
     demo = inj_rows if inputs.demo_tokens is None else inputs.demo_tokens
     if settings.off_policy == "luffy":
-        per_token = torch.where(demo, luffy_surrogate(logp, inputs.advantages, settings.luffy_gamma), per_token)
+        shaped = luffy_surrogate(logp, inputs.token_advantage, settings.luffy_gamma)
+        per_token = torch.where(demo, shaped, per_token)
         clipped = clipped & ~demo
     policy_part = per_token
     if inputs.ref_logp is not None:
@@ -207,6 +222,12 @@ def grpo_loss(
         stats.add("kl", kl.detach(), mask)
         if settings.beta > 0:
             per_token = per_token + settings.beta * kl
+    if inputs.teacher_logp is not None:  # on-policy distillation's loss term (guidance/distill.py)
+        taught = inputs.teacher_weight > 0
+        # Untaught tokens (demonstrations, padding) compare with themselves: exactly 0, no overflow, no gradient.
+        teacher_kl = k3_kl(logp, torch.where(taught, inputs.teacher_logp, logp.detach()))
+        stats.add("teacher_kl", teacher_kl.detach(), mask * taught)
+        per_token = per_token + inputs.teacher_weight * teacher_kl
     if inputs.is_weights is not None:
         per_token = per_token * inputs.is_weights
         policy_part = policy_part * inputs.is_weights

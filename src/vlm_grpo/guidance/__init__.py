@@ -1,10 +1,11 @@
 """Guidance: remedies for groups without a learning signal, behind one seam (`remedy.py`): guidance
 injection (`injection.py`), dynamic sampling (`dynamic_sampling.py`), supervised terms on
-demonstrations (`sft.py`), the schedules they share (`schedules.py`), and the checks of the
-demonstrations they write (`checks.py`)."""
+demonstrations (`sft.py`), on-policy distillation from a teacher (`distill.py`), the schedules they
+share (`schedules.py`), and the checks of the demonstrations they write (`checks.py`)."""
 
 from . import dynamic_sampling
 from .checks import check_demonstrations, check_written_demonstrations, every_demonstration
+from .distill import DistillConfig, OnPolicyDistillation
 from .dynamic_sampling import DynamicSampling, DynamicSamplingConfig
 from .injection import (
     MODES,
@@ -20,12 +21,14 @@ from .schedules import SCHEDULES, scheduled
 from .sft import SftConfig, SupervisedTerms
 
 __all__ = [
+    "DistillConfig",
     "DynamicSampling",
     "DynamicSamplingConfig",
     "GuidanceInjection",
     "InjectionConfig",
     "Injector",
     "MODES",
+    "OnPolicyDistillation",
     "PolicyOps",
     "REMEDIES",
     "Remedy",

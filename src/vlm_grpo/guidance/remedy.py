@@ -11,7 +11,9 @@ registration order, and names none of them:
    a demonstration everywhere (metrics of sampled rows, the loss's split by origin).
 3. `regroup(rollout, redraw, ops)`: draw again and keep other groups (dynamic sampling).
 4. `plan(rollout, context)`: decide the step's extra terms, once the step's rollout is final;
-   `loss_mask(mask, rollout)` may drop rows from the GRPO loss and `grpo_scale()` weighs it.
+   `loss_mask(mask, rollout)` may drop rows from the GRPO loss and `grpo_scale()` weighs it;
+   `after_batch(batch, ops)`: once the step batch is built (advantages, loss mask, rollout-time and
+   reference log-probs), add per-token terms to it (on-policy distillation's teacher signal).
 5. `minibatch_backward(batch, minibatch, ops, stats)`: after GRPO's backward in each minibatch,
    add the remedy's own loss terms (the supervised term) before the optimizer step.
 6. `metrics(rollout, advantages, stats, ops)`: what the remedy reports for the step (its update
@@ -19,11 +21,12 @@ registration order, and names none of them:
 7. `state_dict()` / `load_state_dict(state)`: checkpointed under the remedy's name.
 
 A remedy is built from the run's config and a `RemedyKit` (the prompt style, the scorer, the
-tokenizer and the ids a demonstration needs). Its options are a dataclass it declares (`options`,
-every field documented, an optional `check(cfg, need)`): they are the config's section of the
-remedy's name, built and validated with the rest of the config, and the remedy reads them as
-`self.settings`. The built-in ones decide from their own section whether they take part (`wanted`);
-one registered by a plug-in, or named `package.module:ClassName`, takes part when `remedies` lists it.
+tokenizer and the ids a demonstration needs, and a loader of frozen models such as a teacher). Its
+options are a dataclass it declares (`options`, every field documented, an optional `check(cfg,
+need)`): they are the config's section of the remedy's name, built and validated with the rest of
+the config, and the remedy reads them as `self.settings`. The built-in ones decide from their own
+section whether they take part (`wanted`); one registered by a plug-in, or named
+`package.module:ClassName`, takes part when `remedies` lists it.
 """
 
 from __future__ import annotations
@@ -73,6 +76,9 @@ class RemedyKit:
     tool_demonstration: Callable[[Any, str], tuple[list[int], RowTurns]] | None = None
     """With tools: (sample, answer text) -> tokens and tool turns of a demonstration that makes the
     sample's `calls` and then answers (`ToolEngine.demonstration`); None: demonstrations answer at once."""
+    load_frozen: Callable[[str], tuple[Any, Any]] | None = None
+    """(a model's folder or name) -> that model frozen (no gradients, eval mode) on the run's device in the
+    reference's precision, and its processor: a distillation teacher. None where the run has no loader."""
 
 
 def demonstration_tokens(
@@ -112,6 +118,10 @@ class PolicyOps:
     continue_conversations: Callable | None = None
     """With tools: (prompts, the rows' prompt indices, prefixes as (tokens, RowTurns)) -> per row the
     policy's turns after the prefix (`ToolEngine.continue_conversations`); None without tools."""
+    teacher_logprobs: Callable[[Any, Rollout], torch.Tensor] | None = None
+    """(a frozen model from `RemedyKit.load_frozen`, the rollout) -> (N, C) its log-probs of every completion
+    token, through the reference model's path (micro-batch by micro-batch, the run's temperature and
+    autocast, no gradient), timed as the step's `teacher` phase; 0 past each row's end."""
 
     def next_prompts(self) -> PromptBatch:
         """The prompt stream's next batch, this process's slice, encoded."""
@@ -128,6 +138,8 @@ class Remedy:
     """The run checks that the style's demonstrations earn the top reward before it starts."""
     options: type | None = None
     """The dataclass of its options, the config section named after it (None: no options)."""
+    needs_rollout_logprobs = False
+    """The step batch holds the rollout-time log-probs even where one update per step needs none."""
 
     def __init__(self, cfg: TrainConfig, kit: RemedyKit):
         self.cfg, self.kit = cfg, kit
@@ -158,6 +170,9 @@ class Remedy:
 
     def grpo_scale(self) -> float:
         return 1.0
+
+    def after_batch(self, batch: StepBatch, ops: PolicyOps) -> StepBatch:
+        return batch
 
     def minibatch_backward(self, batch: StepBatch, minibatch: torch.Tensor, ops: PolicyOps, stats: LossStats) -> None:
         return None

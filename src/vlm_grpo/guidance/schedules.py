@@ -1,7 +1,8 @@
-"""Schedules: how a quantity moves over training (the injection rate, the SFT weight, the prefix share).
+"""Schedules: how a quantity moves over training (the injection rate, the SFT weight, the prefix share,
+the distillation weight).
 
 Each quantity is one `config_sections.Schedule` (nested in its section: `injection.rate`, `sft.coef`,
-`injection.prefix_ratio`); its `schedule` names a shape registered here, which maps (the schedule,
+`injection.prefix_ratio`, `distill.coef`); its `schedule` names a shape registered here, which maps (the schedule,
 step, max_steps, the step's sampled answer-present rate) to a value in [0, 1]:
 - `constant`: `value`;
 - `linear_decay`: the study's proposal, initial -> final over the first `decay_fraction` of training

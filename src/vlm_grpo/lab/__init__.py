@@ -2,9 +2,10 @@
 
 The lab is a plug-in (entry point `vlm_grpo.plugins: lab`): `register()` adds its data sets
 (`lab-clevr`, `lab-superclevr`) and shipped base models (`lab-base`, `lab-base-cold`,
-`lab-base-tools`) through the same public calls any user package would use, and the same scenes as multiple choice
-(`lab-clevr-mc`, `lab-superclevr-mc`, with `task=multiple_choice`), and scenes whose objects are
-too small to count without the `crop` tool (`lab-clevr-cluster`, `lab-superclevr-cluster`).
+`lab-base-tools`, and `lab-teacher`, a distillation teacher) through the same public calls any user
+package would use, and the same scenes as multiple choice (`lab-clevr-mc`, `lab-superclevr-mc`, with
+`task=multiple_choice`), and scenes whose objects are too small to count without the `crop` tool
+(`lab-clevr-cluster`, `lab-superclevr-cluster`).
 """
 
 

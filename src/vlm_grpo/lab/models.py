@@ -3,7 +3,10 @@
 - ``lab-base``: the study's mild cold start (about 15 % of sampled plain-prompt answers hold a digit);
 - ``lab-base-cold``: a severe one (about 2-3 %);
 - ``lab-base-tools``: the tool-use cold start: ``lab-base`` trained on, where it learnt to write a
-  `crop` call when asked where a scene's objects are, but answers counting questions without one.
+  `crop` call when asked where a scene's objects are, but answers counting questions without one;
+- ``lab-teacher``: ``lab-base-cold`` trained on with bare digits as every plain-prompt answer: no cold
+  start, it answers in the reward's format and counts; a distillation teacher (``distill.teacher``)
+  with the cold bases' tokenizer.
 
 All are tiny Qwen2-VL models pre-trained by `vlm_grpo.lab.pretrain` and saved as standard HF
 folders under ``weights/`` (see ``weights/MEASUREMENTS.md`` for how they were made and measured).
@@ -15,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
-BASES = ("lab-base", "lab-base-cold", "lab-base-tools")
+BASES = ("lab-base", "lab-base-cold", "lab-base-tools", "lab-teacher")
 
 
 def path_of(name: str) -> Path:

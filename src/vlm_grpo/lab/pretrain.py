@@ -24,6 +24,9 @@ a call's syntax and how to point a box before it is ever asked to look again whi
   when counting, the base answers without calling.
 
 The call's tags become one token each first (`add_call_tokens`), as they are in Qwen's tokenizers.
+
+The distillation teacher (``lab-teacher``) continues ``lab-base-cold``'s training with ``digit_share``
+1: no cold start, and the cold base's tokenizer, so it can score that base's samples token by token.
 A share ``superclevr_share`` of scenes comes from the ``lab-superclevr`` look, so transfer to that
 domain is partial and measurable.
 

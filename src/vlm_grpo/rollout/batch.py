@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from ..core.losses import LossInputs
 from ..data import Sample
 from ..tasks import Score
 
@@ -267,6 +268,33 @@ class MicroBatch:
     """(n, w) reference log-probs; None without a reference."""
     is_weights: torch.Tensor | None = None
     """(n, w) truncated importance weights for the engine's sampling policy; None: 1."""
+    token_advantages: torch.Tensor | None = None
+    """(n, w) added to each row's advantage token by token; None: none."""
+    teacher_logp: torch.Tensor | None = None
+    """(n, w) a teacher's log-probs of the tokens; None: no teacher term."""
+    teacher_weight: torch.Tensor | None = None
+    """(n, w) weight of the per-token KL to the teacher."""
+
+    def loss_inputs(
+        self, minibatch_tokens: float, minibatch_rows: int, step_tokens: float, max_completion_length: int
+    ) -> LossInputs:
+        """What `core.losses.grpo_loss` reads of this micro-batch, with its minibatch's and step's counts."""
+        return LossInputs(
+            self.advantages,
+            self.loss_mask,
+            minibatch_tokens,
+            minibatch_rows,
+            old_logp=self.old_logp,
+            ref_logp=self.ref_logp,
+            injected=self.injected,
+            demo_tokens=self.demo_tokens,
+            is_weights=self.is_weights,
+            step_tokens=step_tokens,
+            max_completion_length=max_completion_length,
+            token_advantages=self.token_advantages,
+            teacher_logp=self.teacher_logp,
+            teacher_weight=self.teacher_weight,
+        )
 
 
 @dataclass
@@ -288,6 +316,13 @@ class StepBatch:
     first_epoch_order: torch.Tensor | None = None
     """(N,) the first epoch's row order, drawn before the rollout-time log-probs so that they run over
     the first epoch's own micro-batches; None: drawn when the first epoch starts."""
+    token_advantages: torch.Tensor | None = None
+    """(N, C) added to each row's advantage token by token, set by a remedy (`Remedy.after_batch`:
+    on-policy distillation's coef x (log p_teacher - log p_rollout)); None: none."""
+    teacher_logp: torch.Tensor | None = None
+    """(N, C) a teacher's log-probs of every completion token, for a loss term toward it; None: none."""
+    teacher_weight: torch.Tensor | None = None
+    """(N, C) weight of the k3 KL to the teacher per token (0 on tokens not distilled), with teacher_logp."""
 
     @property
     def size(self) -> int:
@@ -314,10 +349,17 @@ class StepBatch:
             advantages=self.advantages[rows],
             injected=rollout.injected.to(device)[rows],
             demo_tokens=rollout.demo_tokens[rows, :width].to(device),
-            old_logp=self.old_logp[rows, :width] if self.old_logp is not None else None,
-            ref_logp=self.ref_logp[rows, :width] if self.ref_logp is not None else None,
-            is_weights=self.is_weights[rows, :width] if self.is_weights is not None else None,
+            old_logp=_cut(self.old_logp, rows, width),
+            ref_logp=_cut(self.ref_logp, rows, width),
+            is_weights=_cut(self.is_weights, rows, width),
+            token_advantages=_cut(self.token_advantages, rows, width),
+            teacher_logp=_cut(self.teacher_logp, rows, width),
+            teacher_weight=_cut(self.teacher_weight, rows, width),
         )
+
+
+def _cut(tensor: torch.Tensor | None, rows: torch.Tensor, width: int) -> torch.Tensor | None:  # (n, width)
+    return tensor[rows, :width] if tensor is not None else None
 
 
 def group_order(rollout: Rollout) -> torch.Tensor:  # (N,)

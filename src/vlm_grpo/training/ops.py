@@ -82,7 +82,7 @@ def policy_ops(
     """What the remedies (and the trainer's own phases) may ask of the run's policy: log-probs under
     `numerics`' autocast on `device`, backward through its strategy, `optimizer_step`, the stream's
     next prompts in `style` (timed by `clock` as the data and encoding phases), sampling through
-    `rollouts`' engine."""
+    `rollouts`' engine, a teacher's log-probs (the `teacher` phase)."""
     cfg, model, world = run.cfg, run.model, run.world
 
     def logprobs(prompts, rows, ids, mask, group_size, temperature, turns=None):
@@ -114,6 +114,11 @@ def policy_ops(
         with clock.phase("encode"):  # images and text through the processor, collated
             return encode_prompts(run.processor, style, samples, device)
 
+    @torch.no_grad()
+    def teacher_logprobs(teacher, rollout):
+        with clock.phase("teacher"), precision.autocast(numerics, device):  # as the reference is scored
+            return logprobs_all(teacher, rollout, cfg)
+
     return PolicyOps(
         world=world,
         micro_batch_size=cfg.micro_batch_size,
@@ -125,6 +130,7 @@ def policy_ops(
         next_samples=next_samples,
         encode=encode,
         continue_conversations=continue_conversations if cfg.tools.names else None,
+        teacher_logprobs=teacher_logprobs,
     )
 
 

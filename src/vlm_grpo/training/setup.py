@@ -58,6 +58,18 @@ def load_policy(
     return Policy(model, processor, reference, needs_reference and cfg.lora.enabled)
 
 
+def frozen_loader(cfg: TrainConfig, device: torch.device, numerics: precision.Policy):
+    """What loads a frozen model beside the policy (a distillation teacher, `RemedyKit.load_frozen`): by
+    folder or name, on `device`, in the precision's reference dtype, without gradients, in eval mode."""
+
+    def load(name: str):
+        model, processor = load_model_and_processor(name, device, numerics.weights, cfg.trust_remote_code)
+        model = precision.cast_reference(model.requires_grad_(False).eval(), numerics)
+        return model, processor
+
+    return load
+
+
 def make_optimizer(cfg: TrainConfig, model: torch.nn.Module, strategy, local_minibatch: int, numerics):
     """(optimizer as the strategy wraps it, linear-warmup schedule over every optimizer update).
     AdamW, over float32 master weights when the precision keeps low-precision weights."""

@@ -61,7 +61,7 @@ from .ops import (
     training_passes,
 )
 from .run_state import Progress, RunState
-from .setup import check_world, load_policy, make_optimizer, prompt_length_check
+from .setup import check_world, frozen_loader, load_policy, make_optimizer, prompt_length_check
 from .signals import StopRequest, stop_on_signal
 from .tool_use import add_tool_rewards, tool_metrics, with_tools
 from .tracking import Tracker
@@ -126,7 +126,8 @@ class Trainer:
         """The run's cold-start remedies; the demonstrations they would write are checked first."""
         cfg, tok = self.cfg, self.processor.tokenizer
         demonstrate = tool_engine.demonstration if tool_engine else None  # demonstrations that call the tools
-        kit = RemedyKit(self.style, self.scorer, tok, turn_end, tok.pad_token_id, cfg.seed, demonstrate)
+        frozen = frozen_loader(cfg, self.device, self.precision)  # a teacher, on this run's device and precision
+        kit = RemedyKit(self.style, self.scorer, tok, turn_end, tok.pad_token_id, cfg.seed, demonstrate, frozen)
         remedies = build_remedies(cfg, kit)
         if any(remedy.writes_demonstrations for remedy in remedies):
             # A demonstration that loses reward, or is cut where the policy samples, trains nothing useful.
@@ -325,19 +326,23 @@ class Trainer:
     def step_batch(self, rollout: Rollout) -> StepBatch:
         """Phases 3-4, the step batch built once, whole: advantages, the loss mask and the first epoch's
         row order, then the rollout-time and reference log-probs (once per step; the old ones over the
-        first epoch's passes) and the engine's importance weights."""
+        first epoch's passes) and the engine's importance weights; last, the remedies' per-token terms."""
         cfg = self.cfg
         advantages, loss_mask, order = self.advantages(rollout), self.loss_mask(rollout), group_order(rollout)
         # One update per step needs no old log-probs (its own, detached, are exact) unless an engine's
-        # own log-probs are compared with the trainer's.
+        # own log-probs are compared with the trainer's, or a remedy reads them (a teacher's signal).
         single_update = cfg.num_iterations == 1 and cfg.effective_minibatch_size == cfg.rows_per_step
+        wanted = rollout.engine_logp is not None or any(r.needs_rollout_logprobs for r in self.remedies)
         with self.clock.phase("rollout_logprobs"):
             old = None
-            if not single_update or rollout.engine_logp is not None:
+            if not single_update or wanted:
                 old = first_epoch_logprobs(self.ops, rollout, advantages, list(order.split(self.local_minibatch)), cfg)
             ref = reference_logprobs(self.policy, rollout, cfg, self.precision, self.device)
         is_weights = self.rollouts.is_weights(rollout, old)
-        return StepBatch(rollout, advantages, loss_mask, old, ref, is_weights, first_epoch_order=order)
+        batch = StepBatch(rollout, advantages, loss_mask, old, ref, is_weights, first_epoch_order=order)
+        for remedy in self.remedies:  # per-token terms (on-policy distillation's teacher signal)
+            batch = remedy.after_batch(batch, self.ops)
+        return batch
 
     def scored(self, drawn) -> Rollout:
         G, done, prompts = self.cfg.num_generations, drawn.completions, drawn.prompts
@@ -379,20 +384,8 @@ class Trainer:
                 micros = training_passes(batch.rollout, batch.advantages, minibatch, cfg)
                 passes += micros
                 for rows in micros:
-                    micro = batch.select(rows)
-                    inputs = losses.LossInputs(
-                        micro.advantages,
-                        micro.loss_mask,
-                        minibatch_tokens,
-                        len(minibatch),
-                        old_logp=micro.old_logp,
-                        ref_logp=micro.ref_logp,
-                        injected=micro.injected,
-                        demo_tokens=micro.demo_tokens,
-                        is_weights=micro.is_weights,
-                        step_tokens=step_tokens,
-                        max_completion_length=cfg.max_completion_length,
-                    )
+                    counts = (minibatch_tokens, len(minibatch), step_tokens, cfg.max_completion_length)
+                    inputs = batch.select(rows).loss_inputs(*counts)
                     logp = rows_logprobs(self.ops, batch.rollout, rows, cfg.temperature)
                     loss = losses.grpo_loss(logp, inputs, cfg, stats)
                     self.ops.backward(loss * scale if scale != 1 else loss)
