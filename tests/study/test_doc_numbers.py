@@ -33,6 +33,10 @@ def test_the_advice_files_rebuild_exactly_from_the_committed_data():
     built, md, data = map_report.rendered(runs, command)
     assert md == (RESULTS / "map" / "map.md").read_text()
     assert json.loads(data) == json.loads((RESULTS / "map" / "map.json").read_text())
+    runs, command = map_report.from_json(RESULTS / "distill" / "map.json")  # the distillation comparison
+    _, md, data = map_report.rendered(runs, command)
+    assert md == (RESULTS / "distill" / "map.md").read_text()
+    assert json.loads(data) == json.loads((RESULTS / "distill" / "map.json").read_text())
     advice = ROOT / "src" / "vlm_grpo" / "evaluation" / "map_advice.json"
     assert map_report.advice_text(built, "vlm-grpo study --preset map") == advice.read_text()
     findings = ROOT / "src" / "vlm_grpo" / "evaluation" / "lab_findings.json"
@@ -111,7 +115,22 @@ def claims():
     assert km_median(list(weak_seed["none"].values()), 60) == 40
 
 
-@pytest.mark.parametrize("page, text", list(claims()), ids=lambda v: str(v)[:40])
+def _distill_difference(cell, arm, key):
+    """A paired difference of the distillation comparison, as docs/results.md section 7 quotes it."""
+    data = json.loads((RESULTS / "distill" / "map.json").read_text())
+    c = next(c for c in data["comparisons"] if c["cell"] == cell and c["arm"] == arm)[key]
+    lo, hi = (100 * x for x in c["ci"])
+    return f"{c['mean'] * 100:+.1f} [{lo:+.1f}, {hi:+.1f}] (p {c['p_t']:.3f}, Holm {c['p_holm']:.2f})"
+
+
+def distill_claims():
+    yield "docs/results.md", _distill_difference("central", "distill", "transfer_difference")
+    yield "docs/results.md", _distill_difference("central", "random", "transfer_difference")
+    yield "docs/results.md", _distill_difference("g4", "distill", "in_domain_difference")
+    yield "docs/results.md", _distill_difference("g4", "random", "in_domain_difference")
+
+
+@pytest.mark.parametrize("page, text", [*claims(), *distill_claims()], ids=lambda v: str(v)[:40])
 def test_numbers_quoted_in_prose_are_what_the_files_give(page, text):
     assert text in (ROOT / page).read_text()
 
