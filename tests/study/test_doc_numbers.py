@@ -128,6 +128,14 @@ def distill_claims():
     yield "docs/results.md", _distill_difference("central", "random", "transfer_difference")
     yield "docs/results.md", _distill_difference("g4", "distill", "in_domain_difference")
     yield "docs/results.md", _distill_difference("g4", "random", "in_domain_difference")
+    for cell, arm, key in (
+        ("central", "sft-warmup", "transfer_difference"),
+        ("central", "rate", "transfer_difference"),
+        ("g4", "rate", "in_domain_difference"),
+        ("g4", "rate", "transfer_difference"),
+        ("g4", "sft-warmup", "in_domain_difference"),
+    ):
+        yield "docs/results.md", _distill_difference(cell, arm, key)
 
 
 @pytest.mark.parametrize("page, text", [*claims(), *distill_claims()], ids=lambda v: str(v)[:40])
