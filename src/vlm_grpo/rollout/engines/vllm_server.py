@@ -1,9 +1,10 @@
 """The vLLM side of the `vllm` rollout engine: a small HTTP server on 127.0.0.1 around `vllm.LLM`.
 
 This file runs as a script in vLLM's own environment (`make vllm-env`), whose torch and
-transformers differ from the trainer's: it imports only the standard library, vLLM, PIL and
+transformers may differ from the trainer's: it imports only the standard library, vLLM, PIL and
 safetensors, never `vlm_grpo`. One request at a time (vLLM's `LLM` is not thread-safe); the
-trainer's client (`vllm_engine.py`) orders its calls.
+trainer's client (`vllm_engine.py`) orders its calls. `vllm.mode=colocate` (`vllm_colocate.py`)
+builds, samples and reloads with the same functions inside the trainer's process.
 
     POST /generate        prompts as token ids (one image placeholder per image, unexpanded) with
                           PNG images; returns token ids, per-token log-probs and finish reasons
@@ -29,25 +30,28 @@ import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 
-def build_llm(args):
+def build_llm(model: str, dtype: str, seed: int, max_model_len: int, max_images: int = 4, **engine):
+    """vLLM's `LLM` as every mode of the engine runs it; `engine`: further `LLM` arguments (memory, eager)."""
     from vllm import LLM
 
     return LLM(
-        model=args.model,
-        dtype=args.dtype,
-        seed=args.seed,
-        max_model_len=args.max_model_len,
-        gpu_memory_utilization=args.gpu_memory_utilization,
-        enforce_eager=args.enforce_eager,
+        model=model,
+        dtype=dtype,
+        seed=seed,
+        max_model_len=max_model_len,
         logprobs_mode="processed_logprobs",  # after temperature: what the trainer's ratio compares with
-        limit_mm_per_prompt={"image": args.max_images, "video": 0},
+        limit_mm_per_prompt={"image": max_images, "video": 0},
         enable_prefix_caching=True,
+        **engine,
     )
 
 
-def decode_image(data: str):
+def decode_image(data):
+    """A PNG as base64 text (over HTTP), or an image already decoded (in the trainer's process)."""
     from PIL import Image
 
+    if not isinstance(data, str):
+        return data
     return Image.open(io.BytesIO(base64.b64decode(data))).convert("RGB")
 
 
@@ -91,13 +95,18 @@ def update_weights(llm, body) -> dict:
 
     began = time.perf_counter()
     tensors = load(body) if isinstance(body, bytes) else load_file(body["path"])
+    reload_weights(llm, tensors)
+    return {"seconds": time.perf_counter() - began, "tensors": len(tensors)}
+
+
+def reload_weights(llm, tensors: dict) -> None:
+    """HF-named tensors into the engine's weights in place, then every cache that could hold the old ones."""
     llm.collective_rpc(
         "reload_weights", kwargs={"weights_iterator": iter(tensors.items()), "is_checkpoint_format": True}
     )
     llm.reset_prefix_cache()
     llm.reset_mm_cache()
     llm.llm_engine.reset_encoder_cache()
-    return {"seconds": time.perf_counter() - began, "tensors": len(tensors)}
 
 
 def make_handler(llm, versions: dict):
@@ -156,7 +165,15 @@ def main(argv: list[str] | None = None) -> None:
     import torch
     import vllm
 
-    llm = build_llm(args)
+    llm = build_llm(
+        args.model,
+        args.dtype,
+        args.seed,
+        args.max_model_len,
+        args.max_images,
+        gpu_memory_utilization=args.gpu_memory_utilization,
+        enforce_eager=args.enforce_eager,
+    )
     versions = {"vllm": vllm.__version__, "torch": torch.__version__, "model": args.model}
     server = HTTPServer((args.host, args.port), make_handler(llm, versions))
     server.stopping = False
