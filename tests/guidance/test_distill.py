@@ -125,6 +125,17 @@ def test_a_teacher_with_another_tokenizer_is_refused_in_one_line():
     assert f"({len(lab.get_vocab())} tokens against {len(tiny.get_vocab())}" in message
 
 
+def test_lab_teacher_cannot_teach_the_tool_use_base():
+    """lab-base-tools added the call tags as tokens; lab-teacher never did (docs/results.md, section 7)."""
+    tools, teacher = (
+        PreTrainedTokenizerFast(tokenizer_file=str(path_of(name) / "tokenizer.json"))
+        for name in ("lab-base-tools", "lab-teacher")
+    )
+    assert {"<tool_call>", "</tool_call>"} <= set(tools.get_vocab()) - set(teacher.get_vocab())
+    with pytest.raises(ConfigError, match="distill.teacher=lab-teacher has another tokenizer"):
+        check_same_tokenizer(tools, teacher, "lab-teacher")
+
+
 @pytest.mark.slow
 def test_a_run_with_a_teacher_of_another_tokenizer_stops_at_start_up(tmp_path):
     cfg = load_config(None, support.TINY + [f"output_dir={tmp_path}", "distill.teacher=lab-base-cold"])

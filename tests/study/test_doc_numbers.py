@@ -29,12 +29,15 @@ def test_a_changed_seed_value_makes_its_page_stale(tmp_path):
 
 
 def test_the_advice_files_rebuild_exactly_from_the_committed_data():
-    runs, command = map_report.from_json(RESULTS / "map" / "map.json")
+    runs, command, controls = map_report.from_json(RESULTS / "map" / "map.json")
+    assert controls == []
     built, md, data = map_report.rendered(runs, command)
     assert md == (RESULTS / "map" / "map.md").read_text()
-    assert json.loads(data) == json.loads((RESULTS / "map" / "map.json").read_text())
-    runs, command = map_report.from_json(RESULTS / "distill" / "map.json")  # the distillation comparison
-    _, md, data = map_report.rendered(runs, command)
+    assert data == (RESULTS / "map" / "map.json").read_text()  # byte for byte
+    # the distillation comparison, against plain GRPO and against the study's injection
+    runs, command, controls = map_report.from_json(RESULTS / "distill" / "map.json")
+    assert controls == ["random"] and command.endswith("--against random")
+    _, md, data = map_report.rendered(runs, command, controls)
     assert md == (RESULTS / "distill" / "map.md").read_text()
     assert json.loads(data) == json.loads((RESULTS / "distill" / "map.json").read_text())
     advice = ROOT / "src" / "vlm_grpo" / "evaluation" / "map_advice.json"
@@ -141,6 +144,66 @@ def distill_claims():
 @pytest.mark.parametrize("page, text", [*claims(), *distill_claims()], ids=lambda v: str(v)[:40])
 def test_numbers_quoted_in_prose_are_what_the_files_give(page, text):
     assert text in (ROOT / page).read_text()
+
+
+def _against_injection():
+    """The distillation comparison's table against the study's injection, rebuilt from the per-run readings."""
+    runs, _, _ = map_report.from_json(RESULTS / "distill" / "map.json")
+    return {(c["cell"], c["arm"]): c for c in map_report.against(runs, "random")}
+
+
+def _against_text(cell, arm, key, holm=False):
+    c = _against_injection()[(cell, arm)][key]
+    tail = f", Holm {p_text(c['p_holm'])}" if holm else ""
+    return f"{_points(c)} (p {p_text(c['p_t'])}{tail})"
+
+
+def distill_against_claims():
+    """Section 7's prose on the arms against injection, on its teacher's compute and on the tool task
+    (compared with the page's whitespace collapsed: a quote may wrap)."""
+    table = _against_injection()
+    yield f"this table's {2 * len(table)} tests"
+    yield f"transfer {_against_text('central', 'distill', 'transfer_difference')} against injection"
+    yield f"in-domain {_against_text('central', 'distill', 'in_domain_difference')}"
+    yield f"in-domain: {_against_text('g4', 'distill', 'in_domain_difference', holm=True)}"
+    for cell in ("central", "g4"):  # "no better than injection at either cell", with either weight
+        for arm in ("distill", "distill-decay"):
+            assert all(table[(cell, arm)][f"{k}_difference"]["mean"] < 0 for k in ("in_domain", "transfer"))
+    differences = {(key, k): t[f"{k}_difference"] for key, t in table.items() for k in ("in_domain", "transfer")}
+    survivors = {key for key, d in differences.items() if d["p_holm"] < 0.05}
+    assert survivors == {(("g4", "sft-warmup"), "in_domain"), (("g4", "sft-warmup"), "transfer")}
+    assert all(differences[key]["mean"] < 0 for key in survivors)  # "below it in both columns"
+    rate = table[("central", "rate")]["transfer_difference"]
+    yield f"kept {_points(rate)} points more transfer than injection at the centre (Holm {p_text(rate['p_holm'])})"
+    runs, _, _ = map_report.from_json(RESULTS / "distill" / "map.json")
+    distill = {(c, a): [r for r in runs if (r["cell"], r["arm"]) == (c, a)] for c, a in table if "distill" in a}
+    passes = {key: {r["teacher_passes"] for r in mine} for key, mine in distill.items()}
+    assert all(len(p) == 1 for p in passes.values())  # every seed scored as many
+    yield f"{min(passes[('central', 'distill')]):,} per run at the centre with a constant weight"
+    yield f"{min(passes[('central', 'distill-decay')]):,} with the decaying one"
+    share = {c: sum(r["teacher_s"] / r["wall_s"] for r in distill[(c, "distill")]) / 5 for c in ("central", "g4")}
+    yield f"took {share['central'] * 100:.1f} % of a constant-weight run's training wall time at the centre"
+    yield f"and {share['g4'] * 100:.1f} % at G 4"
+    tools = json.loads((RESULTS / "distill" / "tool-calls" / "summary.json").read_text())
+    assert (tools["style"], tools["temperature"], tools["in_domain"]) == ("r1v", 1.0, "lab-clevr-cluster")
+    calls = {m: r["lab-clevr-cluster"] for m, r in tools["results"].items()}
+    teacher, base = (calls[m]["tool_call_rate"] * calls[m]["n"] for m in ("lab-teacher", "lab-base-tools"))
+    yield f"{teacher:.0f} of {tools['n']} lab-teacher answers called it, against {base:.0f} of {tools['n']}"
+
+
+@pytest.mark.parametrize("text", list(distill_against_claims()), ids=lambda v: str(v)[:40])
+def test_section_7_against_injection_compute_and_tools_are_what_the_files_give(text):
+    page = " ".join((ROOT / "docs" / "results.md").read_text().split())
+    assert " ".join(text.split()) in page
+
+
+def test_assess_names_no_distillation():
+    """Section 7: the numbers give no case for distillation, and `assess` does not suggest it."""
+    evaluation = ROOT / "src" / "vlm_grpo" / "evaluation"
+    for name in ("map_advice.py", "map_advice.json", "lab_findings.json", "decision.py", "assess.py"):
+        assert "distill" not in (evaluation / name).read_text().lower(), name
+    advice = json.loads((evaluation / "map_advice.json").read_text())
+    assert {c["arm"] for c in advice["cells"]} <= {"random", "rate", "sampled"}
 
 
 def test_the_demo_studys_transfer_numbers_follow_from_its_per_seed_values():

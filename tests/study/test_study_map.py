@@ -5,8 +5,10 @@ import json
 import pytest
 import yaml
 
-from vlm_grpo.study.map_measures import scene_inclusive, step_readings
-from vlm_grpo.study.map_report import factor_rows, ratio_text, steps_text, write
+from vlm_grpo.core.statistics import holm
+from vlm_grpo.study.map_measures import STEP_READINGS, arm_summary, compare, scene_inclusive, step_readings
+from vlm_grpo.study.map_report import against, build, factor_rows, ratio_text, steps_text, tables, write
+from vlm_grpo.study.measures import completions_sampled, teacher_compute
 from vlm_grpo.study.runner import find_preset, load_preset, plan
 
 PRESET = {
@@ -34,7 +36,13 @@ def _run(folder, prompts, present, evals, scenes):
     }
     (folder / "config.yaml").write_text(yaml.safe_dump(cfg))
     records = [
-        {"step": i + 1, "rollout/answer_present_rate": p, "rollout/accuracy": p * 0.8, "time/elapsed_s": 10.0 * (i + 1)}
+        {
+            "step": i + 1,
+            "reward/mean": p,
+            "rollout/answer_present_rate": p,
+            "rollout/accuracy": p * 0.8,
+            "time/elapsed_s": 10.0 * (i + 1),
+        }
         for i, p in enumerate(present)
     ]
     for step, (ap, acc) in evals.items():
@@ -102,6 +110,8 @@ def test_map_from_literal_runs(tmp_path):
     assert "2.00x" in md and ">= 1.00x" in md and "[]" not in md
     saved = json.loads((tmp_path / "out" / "map.json").read_text())
     assert len(saved["runs"]) == 8 and saved["runs"][0]["transfer_scenes"] == "1100"
+    assert saved["runs"][0]["samples"] == 4 * 8 * 4 and "teacher_passes" not in saved["runs"][0]
+    assert "against" not in saved and "teacher passes" not in md
     assert (tmp_path / "out" / "map-heatmap.png").stat().st_size > 0
     advice = json.loads((tmp_path / "advice.json").read_text())
     assert {c["cell"] for c in advice["cells"]} == {"central", "b1"}
@@ -136,3 +146,87 @@ def test_the_map_preset_plans_every_cell(tmp_path):
     assert set(sampled) == {"central", "b16", "g4"} and all(c.group_stats == "sampled" for c in sampled.values())
     assert sampled["b16"].prompts_per_step == 16 and sampled["g4"].num_generations == 4
     assert all(r.cfg.max_steps == spec["base"]["max_steps"] for r in runs)
+
+
+def _reading(arm, seed, steps, in_domain, transfer, wall=10.0, cell="c"):
+    """A run's readings as map.json keeps them (`read_run`), written out by hand."""
+    return {
+        "cell": cell,
+        "arm": arm,
+        "seed": seed,
+        "model": "lab-base-cold",
+        "base_rate": 0.022,
+        "prompts_per_step": 4,
+        "num_generations": 8,
+        "learning_rate": 1e-5,
+        "budget": 50,
+        "grid": 10,
+        "window": 1,
+        "samples": 1600,
+        "wall_s": wall,
+        **{name: steps for name, *_ in STEP_READINGS},
+        "in_domain_scenes": in_domain,
+        "transfer_scenes": transfer,
+        "in_domain_accuracy": in_domain.count("1") / len(in_domain),
+        "transfer_accuracy": transfer.count("1") / len(transfer),
+    }
+
+
+RUNS = [  # one cell, three seeds: plain GRPO, injection, distillation
+    *(_reading("none", s, 40, "1100", "1110") for s in range(3)),
+    _reading("random", 0, 20, "1110", "1000"),
+    _reading("random", 1, 20, "1111", "1100"),
+    _reading("random", 2, 25, "1110", "1000"),
+    _reading("distill", 0, 40, "1100", "1100", wall=30.0),
+    _reading("distill", 1, 50, "1000", "1000", wall=30.0),
+    _reading("distill", 2, None, "1100", "1000", wall=30.0),
+]
+
+
+def test_an_arm_against_another_control_than_none():
+    out = compare(RUNS, "c", "distill", control="random")
+    assert out["control"] == "random" and out["seeds"] == [0, 1, 2]
+    # distill - random, seed by seed: in-domain 2/4 - 3/4, 1/4 - 4/4, 2/4 - 3/4
+    assert out["in_domain_difference"]["values"] == pytest.approx([-0.25, -0.75, -0.25])
+    assert out["transfer_difference"]["values"] == pytest.approx([0.25, -0.25, 0.0])
+    assert out["speedup_sampled_present_90"]["ratios"][:2] == pytest.approx([0.5, 0.4])  # random / distill
+    assert out["wall_ratio"] == pytest.approx(3.0)
+    plain = compare(RUNS, "c", "random")
+    assert "control" not in plain and plain == compare(RUNS, "c", "random", control="none")
+    with pytest.raises(ValueError, match="no seed ran both 'distill' and 'rate'"):
+        compare(RUNS, "c", "distill", control="rate")
+
+
+def test_a_table_against_a_control_takes_holm_over_its_own_tests():
+    runs = RUNS + [{**r, "cell": "d"} for r in RUNS if r["arm"] != "distill"]  # d: no distill arm
+    table = against(runs, "random")
+    assert [(c["cell"], c["arm"]) for c in table] == [("c", "distill")]  # none, and the control, are not rows
+    runs += [{**r, "cell": "d", "arm": "rate"} for r in RUNS if r["arm"] == "distill"]
+    table = against(runs, "random")
+    assert [(c["cell"], c["arm"]) for c in table] == [("c", "distill"), ("d", "rate")]
+    tests = [c[f"{k}_difference"] for c in table for k in ("in_domain", "transfer")]
+    assert [t["p_holm"] for t in tests] == pytest.approx(holm([t["p_t"] for t in tests]))
+    built = build(runs, ["random"])
+    assert built["against"]["random"] == table and "against" not in build(runs)
+    # the first table's family is its own: injection against none, in both cells
+    first = [(c["cell"], c["arm"]) for c in built["comparisons"]]
+    assert first == [("c", "random"), ("c", "distill"), ("d", "random"), ("d", "rate")]
+    lines = tables(built, [("f", "1", "c"), ("f", "2", "d")])
+    below = lines[next(i for i, line in enumerate(lines) if line.startswith("Against `random`")) :]
+    assert "wall time, arm / random" in below[2] and below[4].startswith("| c | distill | ")
+
+
+def test_completions_sampled_and_the_teachers_compute_from_the_metrics():
+    records = [
+        {"step": 1, "sft/groups": 4},  # a warm-up step samples nothing
+        {"step": 2, "reward/mean": 0.1, "distill/coef": 1.0, "distill/teacher_tokens": 90.0, "time/teacher_s": 0.25},
+        {"step": 3, "reward/mean": 0.2, "sampling/batches_drawn": 3, "distill/coef": 0.5, "time/teacher_s": 0.25},
+        {"step": 4, "reward/mean": 0.3, "distill/coef": 0.0, "distill/teacher_tokens": 0.0, "time/teacher_s": 0.0},
+    ]
+    assert completions_sampled(records, 8) == 8 + 24 + 8
+    assert teacher_compute(records, 8) == {"teacher_passes": 16, "teacher_tokens": 90, "teacher_s": 0.5}
+    assert teacher_compute(records[:1], 8) == {}  # no teacher: nothing logged, nothing spent
+    runs = [{**RUNS[-1], **teacher_compute(records, 8)}, RUNS[0]]
+    summary = arm_summary(runs)
+    assert summary["teacher_passes"] == 8 and summary["teacher_s"] == 0.25  # a run without a teacher spent 0
+    assert "teacher_passes" not in arm_summary(RUNS[:3])

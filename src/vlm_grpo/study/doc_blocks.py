@@ -85,6 +85,15 @@ def _tool_pairs(name: str) -> dict:
     }
 
 
+DISTILL_ARMS = [
+    ("`rate` 0.25", "rate"),
+    ("SFT warm-up (5 steps)", "sft-warmup"),
+    ("distillation", "distill"),
+    ("distillation, decaying weight", "distill-decay"),
+]
+DISTILL_CELLS = [("centre", "central"), ("G 4", "g4")]
+
+
 BLOCKS: dict[str, dict] = {
     "readme-seed": {
         "kind": "conditions",
@@ -179,4 +188,27 @@ BLOCKS: dict[str, dict] = {
             ("learning rate 3e-6 (3)", "study's rule", "lr3e-6", "random"),
         ],
     },  # fmt: skip
+    "distill-against-injection": {
+        "kind": "map-against",
+        "source": "distill",
+        "control": "random",
+        "head": ["cell: arm - injection", *DIFFS],
+        "rows": [(f"{where}: {label}", cell, arm) for where, cell in DISTILL_CELLS for label, arm in DISTILL_ARMS],
+    },
+    "distill-compute": {
+        "kind": "map-compute",
+        "source": "distill",
+        "head": [
+            "cell: arm",
+            "completions sampled",
+            "teacher passes (completions scored)",
+            "teacher time, s (share of wall time)",
+            "wall time, s",
+        ],
+        "rows": [
+            (f"{where}: {label}", cell, arm)
+            for where, cell in DISTILL_CELLS
+            for label, arm in [("plain GRPO", "none"), ("injection", "random"), *DISTILL_ARMS]
+        ],
+    },
 }

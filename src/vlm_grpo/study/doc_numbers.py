@@ -5,7 +5,8 @@ A page marks each generated table with `<!-- numbers: NAME -->` and `<!-- /numbe
 docs/*.md from the study.json (or map.json) it names, and `--check` fails where a page differs
 (`tests/study/test_doc_numbers.py` runs it). Every cell is computed from the per-seed values with
 `core.statistics`: proportions with `rate_interval`, step counts with `km_median`, paired
-differences with `paired_difference`, and Holm over each table's accuracy tests (`holm_family`).
+differences with `paired_difference`, and Holm over each table's accuracy tests (`holm_family`); a
+map's tables (map.json) through `map_report`, as its map.md has them.
 """
 
 from __future__ import annotations
@@ -152,7 +153,7 @@ def map_table(spec: dict, root: Path = ROOT) -> list[str]:
     from .map_report import build, from_json, ratio_text
     from .map_report import difference_text as map_difference
 
-    runs, _ = from_json(root / "docs" / "results" / "map" / "map.json")
+    runs, _, _ = from_json(root / "docs" / "results" / "map" / "map.json")
     comparisons = {(c["cell"], c["arm"]): c for c in build(runs)["comparisons"]}
     rows = []
     for label, arm, cell, key in spec["rows"]:
@@ -162,7 +163,48 @@ def map_table(spec: dict, root: Path = ROOT) -> list[str]:
     return table(spec["head"], rows)
 
 
-KINDS = {"conditions": conditions_table, "pairs": pairs_table, "map": map_table}
+def _map_runs(source: str, root: Path) -> list[dict]:
+    """The per-run readings of docs/results/SOURCE/map.json."""
+    from .map_report import from_json
+
+    return from_json(root / "docs" / "results" / source / "map.json")[0]
+
+
+def map_against_table(spec: dict, root: Path = ROOT) -> list[str]:
+    """Rows of a map's table against another control (`map_report --against`): the in-domain and
+    transfer differences, Holm over every accuracy test of that table as map.md has it."""
+    from .map_report import against
+
+    found = {(c["cell"], c["arm"]): c for c in against(_map_runs(spec["source"], root), spec["control"])}
+    rows = [
+        [label, *(difference_text(found[(cell, arm)][f"{key}_difference"], True) for key in ("in_domain", "transfer"))]
+        for label, cell, arm in spec["rows"]
+    ]
+    return table(spec["head"], rows)
+
+
+def map_compute_table(spec: dict, root: Path = ROOT) -> list[str]:
+    """Per (label, cell, arm) of a map: completions sampled, the teacher's passes and time (and its share
+    of each run's training wall time), and wall time, means over seeds; a run without a teacher spent 0."""
+    runs = _map_runs(spec["source"], root)
+    rows = []
+    for label, cell, arm in spec["rows"]:
+        mine = [r for r in runs if r["cell"] == cell and r["arm"] == arm]
+        mean = {key: sum(r.get(key, 0) for r in mine) / len(mine) for key in ("samples", "teacher_passes", "teacher_s")}
+        share = sum(r.get("teacher_s", 0) / r["wall_s"] for r in mine) / len(mine)
+        teacher = f"{mean['teacher_s']:.1f} ({share * 100:.1f} %)" if mean["teacher_passes"] else "-"
+        wall = sum(r["wall_s"] for r in mine) / len(mine)
+        rows.append([label, f"{mean['samples']:,.0f}", f"{mean['teacher_passes']:,.0f}", teacher, f"{wall:.0f}"])
+    return table(spec["head"], rows)
+
+
+KINDS = {
+    "conditions": conditions_table,
+    "pairs": pairs_table,
+    "map": map_table,
+    "map-against": map_against_table,
+    "map-compute": map_compute_table,
+}
 
 
 def render(name: str, root: Path = ROOT) -> str:

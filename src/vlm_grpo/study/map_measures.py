@@ -5,9 +5,11 @@ size, learning rate) and an `arm` (none, random, rate); see `presets/map.yaml`. 
 (`read_run`): steps to 90 % answer-present and to 70 % accuracy, on the policy's sampled rows
 (one-step resolution, `steps.sampled_crossing`) and on the held-out grid (`eval_steps`
 resolution), censored at the budget (None); final greedy accuracies and each held-out scene's
-correctness, so the scene draw can enter the intervals (`scene_inclusive`); training wall time
-and samples drawn. Per cell and treated arm (`compare`): the speed-up none / arm (`steps.speedup`),
-the paired accuracy differences, and wall time. `holm_adjust` adjusts one table's p-values, both columns as one family.
+correctness, so the scene draw can enter the intervals (`scene_inclusive`); training wall time,
+completions sampled (`samples`) and, in a run with a teacher, the teacher's passes, tokens and time
+(`measures.teacher_compute`). Per cell and treated arm (`compare`): the speed-up control / arm
+(`steps.speedup`), the paired accuracy differences, and wall time, against the cell's `none` arm or
+another `control`. `holm_adjust` adjusts one table's p-values, both columns as one family.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import yaml
 
 from ..core.statistics import holm_family, km_median, paired_difference, seed_range, speedup, t_quantile
 from ..training.tracking import read_metrics
-from .measures import wall_seconds
+from .measures import TEACHER, completions_sampled, teacher_compute, wall_seconds
 from .runs import config_value
 from .steps import grid_crossing, sampled_crossing, window_for
 
@@ -75,8 +77,9 @@ def read_run(run_dir: Path, condition: Mapping, seed: int) -> dict:
         "learning_rate": float(cfg["learning_rate"]),
         "budget": int(cfg["max_steps"]),
         "grid": int(config_value(cfg, "data.eval_steps")),
-        "samples": rows * int(cfg["max_steps"]),
+        "samples": completions_sampled(records, rows),
         "wall_s": round(wall_seconds(records), 1),
+        **teacher_compute(records, rows),
         **step_readings(records, in_domain, rows),
     }
     final = run_dir / "final_eval"
@@ -116,40 +119,44 @@ def _by_seed(runs: Sequence[dict], cell: str, arm: str) -> dict[int, dict]:
 
 
 def arm_summary(runs: Sequence[dict]) -> dict:
-    """One arm of one cell: KM median and seed range of each step reading, wall time, samples."""
+    """One arm of one cell: KM median and seed range of each step reading; mean wall time, completions
+    sampled and, where a run had a teacher, its compute (`measures.TEACHER`; a run without one spent 0)."""
     budget = runs[0]["budget"]
     out = {"seeds": len(runs), "budget": budget, "grid": runs[0]["grid"], "window": runs[0]["window"]}
     for name, *_ in STEP_READINGS:
         times = [r[name] for r in runs]
         out[name] = {"median": km_median(times, budget), "range": seed_range(times, budget), "values": times}
     out["wall_s"] = sum(r["wall_s"] for r in runs) / len(runs)
-    out["samples"] = runs[0]["samples"]
+    out["samples"] = round(sum(r["samples"] for r in runs) / len(runs))
+    if any(key in r for r in runs for key in TEACHER):  # a run without a teacher spent none
+        out |= {key: sum(r.get(key, 0) for r in runs) / len(runs) for key in TEACHER}
     for key in ("in_domain_accuracy", "transfer_accuracy"):
         values = [r[key] for r in runs if key in r]
         out[key] = sum(values) / len(values) if values else None
     return out
 
 
-def compare(runs: Sequence[dict], cell: str, arm: str) -> dict:
-    """A treated arm of a cell against its `none` arm, seed by seed (the seeds both have)."""
-    treated, control = _by_seed(runs, cell, arm), _by_seed(runs, cell, "none")
-    seeds = sorted(set(treated) & set(control))
+def compare(runs: Sequence[dict], cell: str, arm: str, control: str = "none") -> dict:
+    """A treated arm of a cell against its `control` arm (plain GRPO, `none`, unless named), seed by seed
+    (the seeds both have). A named control other than `none` is kept in the result (`control`)."""
+    treated, base = _by_seed(runs, cell, arm), _by_seed(runs, cell, control)
+    seeds = sorted(set(treated) & set(base))
     if not seeds:
-        raise ValueError(f"cell {cell!r}: no seed ran both {arm!r} and 'none'")
+        raise ValueError(f"cell {cell!r}: no seed ran both {arm!r} and {control!r}")
     budget = treated[seeds[0]]["budget"]
-    out = {"cell": cell, "arm": arm, "seeds": seeds}
+    out = {"cell": cell, "arm": arm, "seeds": seeds} | ({"control": control} if control != "none" else {})
     for name, where, *_ in STEP_READINGS:
         grid = treated[seeds[0]]["grid"] if where == "heldout" else 1  # what the reading can resolve
-        times = [control[s][name] for s in seeds], [treated[s][name] for s in seeds]
+        times = [base[s][name] for s in seeds], [treated[s][name] for s in seeds]
         out[f"speedup_{name}"] = speedup(*times, budget, grid)
     for key in ("in_domain", "transfer"):
-        if all(f"{key}_scenes" in r for s in seeds for r in (treated[s], control[s])):
-            a, b = [treated[s][f"{key}_accuracy"] for s in seeds], [control[s][f"{key}_accuracy"] for s in seeds]
+        if all(f"{key}_scenes" in r for s in seeds for r in (treated[s], base[s])):
+            a, b = [treated[s][f"{key}_accuracy"] for s in seeds], [base[s][f"{key}_accuracy"] for s in seeds]
             out[f"{key}_difference"] = paired_difference(a, b)
             out[f"{key}_with_scenes"] = scene_inclusive(
-                [treated[s][f"{key}_scenes"] for s in seeds], [control[s][f"{key}_scenes"] for s in seeds]
+                [treated[s][f"{key}_scenes"] for s in seeds], [base[s][f"{key}_scenes"] for s in seeds]
             )
-    out["wall_ratio"] = sum(treated[s]["wall_s"] for s in seeds) / sum(control[s]["wall_s"] for s in seeds)
+    out["wall_ratio"] = sum(treated[s]["wall_s"] for s in seeds) / sum(base[s]["wall_s"] for s in seeds)
     return out
 
 

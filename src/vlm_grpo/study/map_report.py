@@ -1,12 +1,14 @@
 """The injection map's tables, per-seed values, heat map and the cells `vlm-grpo assess` cites.
 
 `python -m vlm_grpo.study.map_report runs/study-map --out docs/results` reads a map study's run
-folders (`vlm-grpo study --preset map`), writes `map.md` (two tables), `map.json` (every run's
+folders (`vlm-grpo study --preset map`), writes `map.md` (its tables), `map.json` (every run's
 readings, per-scene correctness included, so every number can be recomputed), `map-heatmap.png`,
-and, with `--advice PATH`, the per-cell summary that `evaluation.map_advice` reads. With
-`--from-json map.json` it rebuilds all of them from the per-run readings of an earlier map.json
-(no run folders needed); `tests/study/test_doc_numbers.py` checks that the committed files are what
-that gives.
+and, with `--advice PATH`, the per-cell summary that `evaluation.map_advice` reads. `--against ARM`
+(repeat for more) adds a table of each cell's other arms against ARM there (the distillation
+comparison's `--against random`: every arm against the study's injection), with Holm over that
+table's tests; map.json keeps the controls. With `--from-json map.json` it rebuilds all of them from
+the per-run readings of an earlier map.json, against the controls it names (no run folders needed);
+`tests/study/test_doc_numbers.py` checks that the committed files are what that gives.
 """
 
 from __future__ import annotations
@@ -77,22 +79,38 @@ def factor_rows(runs: Sequence[dict], centre: str = "central") -> list[tuple[str
     return rows
 
 
-def build(runs: Sequence[dict]) -> dict:
-    """Arm summaries and comparisons per cell; Holm over each accuracy table's p-values."""
+def _arms(runs: Sequence[dict], cell: str) -> list[str]:
+    return list(dict.fromkeys(r["arm"] for r in runs if r["cell"] == cell))
+
+
+def against(runs: Sequence[dict], control: str = "none") -> list[dict]:
+    """One comparison table: in each cell that ran `control`, every other arm against it but plain GRPO
+    (`none` against a treated arm is the first table's comparison turned round); Holm over the table."""
     cells = list(dict.fromkeys(r["cell"] for r in runs))
-    arms = {}
-    for cell in cells:
-        for arm in dict.fromkeys(r["arm"] for r in runs if r["cell"] == cell):
-            arms[f"{cell}/{arm}"] = arm_summary([r for r in runs if r["cell"] == cell and r["arm"] == arm])
-    comparisons = [
-        compare(runs, cell, arm)
+    table = [
+        compare(runs, cell, arm, control)
         for cell in cells
-        for arm in dict.fromkeys(r["arm"] for r in runs if r["cell"] == cell)
-        if arm != "none" and any(r["cell"] == cell and r["arm"] == "none" for r in runs)
+        if control in _arms(runs, cell)
+        for arm in _arms(runs, cell)
+        if arm not in (control, "none")
     ]
-    holm_adjust(comparisons)
+    holm_adjust(table)
+    return table
+
+
+def build(runs: Sequence[dict], controls: Sequence[str] = ()) -> dict:
+    """Arm summaries and comparisons per cell against `none`, and against each of `controls` (under
+    `against`, only when some are named); Holm over each accuracy table's p-values."""
+    arms = {
+        f"{cell}/{arm}": arm_summary([r for r in runs if r["cell"] == cell and r["arm"] == arm])
+        for cell in dict.fromkeys(r["cell"] for r in runs)
+        for arm in _arms(runs, cell)
+    }
     settings = {r["cell"]: setting(r) for r in runs}
-    return {"cells": settings, "arms": arms, "comparisons": comparisons}
+    built = {"cells": settings, "arms": arms, "comparisons": against(runs)}
+    if controls:
+        built["against"] = {control: against(runs, control) for control in controls}
+    return built
 
 
 # ---------------------------------------------------------------- text
@@ -138,20 +156,22 @@ def difference_text(stat: Mapping | None, scenes: Mapping | None) -> str:
     return text
 
 
-def tables(built: Mapping, rows: Sequence[tuple[str, str, str]]) -> list[str]:
-    """The map's two markdown tables: each arm's steps, accuracies and cost; each injection arm against none."""
-    order = list(dict.fromkeys(cell for _, _, cell in rows))
+def arm_lines(built: Mapping, order: Sequence[str]) -> list[str]:
+    """The first table: each arm's steps, accuracies and cost (the teacher's too, where a run had one)."""
     any_arm = next(iter(built["arms"].values()))
+    teacher = any("teacher_passes" in arm for arm in built["arms"].values())
     lines = [
         f"Steps: Kaplan-Meier median over seeds [lowest-highest seed] (reached/seeds); a seed that never "
         f"reached the level within the {any_arm['budget']}-step budget is censored ('>{any_arm['budget']}'). "
         "Sampled rows: one-step resolution, the rate pooled over the fewest trailing steps holding >= 32 "
-        f"sampled rows (window in the table); held-out: a {any_arm['grid']}-step grid (100 scenes).",
+        f"sampled rows (window in the table); held-out: a {any_arm['grid']}-step grid (100 scenes)."
+        + (TEACHER_NOTE if teacher else ""),
         "",
         "| cell | arm | "
         + " | ".join(f"steps to {HEADS[n]}" for n, *_ in STEP_READINGS)
-        + " | in-domain | transfer | wall (s, training) | samples |",
-        "|---|---|" + "---|" * (len(STEP_READINGS) + 4),
+        + " | in-domain | transfer | wall (s, training) | samples |"
+        + (" teacher passes | teacher (s) |" if teacher else ""),
+        "|---|---|" + "---|" * (len(STEP_READINGS) + 4 + 2 * teacher),
     ]
     for cell in order:
         for key, arm in built["arms"].items():
@@ -160,26 +180,55 @@ def tables(built: Mapping, rows: Sequence[tuple[str, str, str]]) -> list[str]:
             steps = [steps_text(arm[n], arm["seeds"]) for n, *_ in STEP_READINGS]
             steps[0] += f", window {arm['window']}"
             accs = [f"{arm[k]:.1%}" if arm[k] is not None else "-" for k in ("in_domain_accuracy", "transfer_accuracy")]
+            compute = f" {arm.get('teacher_passes', 0):,.0f} | {arm.get('teacher_s', 0):.1f} |" if teacher else ""
             lines.append(
                 f"| {cell} | {key.split('/')[1]} | " + " | ".join(steps + accs) + f" | {arm['wall_s']:.0f} | "
-                f"{arm['samples']:,} |"
+                f"{arm['samples']:,} |" + compute
             )
+    return lines
+
+
+TEACHER_NOTE = (
+    " Samples: completions sampled per run (a supervised warm-up step samples none); teacher passes: "
+    "completions the teacher scored per run (every row of each step whose weight is above 0), and its "
+    "time; means over seeds."
+)
+SPEEDUP_NOTE = (
+    "in steps, the geometric mean over seeds [95 % t-interval on the log ratios, kept inside what the "
+    "reading resolves: 1 to the budget in steps on sampled rows, grid / budget to budget / grid held-out]; "
+    "a censored seed enters at the budget, so its ratio, and the mean, is a bound"
+)
+
+
+def comparison_lines(built: Mapping, order: Sequence[str], control: str = "none") -> list[str]:
+    """A comparison table: each treated arm against `none` (the first table's injection arms) or against
+    another `control` (`build`'s `against`)."""
+    if control == "none":
+        table = built["comparisons"]
+        lines = [
+            f"Speed-up: none / injection {SPEEDUP_NOTE} ('>=': plain GRPO never got there) with no interval. "
+            "Differences: injection - none in points, mean [95 % t-interval over seeds] / [interval counting "
+            "the held-out scene draw too], paired t-test p and Holm's adjustment over the table's accuracy "
+            "tests, in-domain and transfer together (one family).",
+        ]
+        wall = "wall time, injection / none"
+    else:
+        table = built["against"][control]
+        lines = [
+            f"Against `{control}`: each cell's other arms (plain GRPO's is the table above turned round). "
+            f"Speed-up: {control} / arm {SPEEDUP_NOTE} ('>=': `{control}` never got there) with no interval. "
+            f"Differences: arm - {control} in points, as above; Holm's adjustment over this table's accuracy "
+            "tests, in-domain and transfer together (one family).",
+        ]
+        wall = f"wall time, arm / {control}"
     lines += [
         "",
-        "Speed-up: none / injection in steps, the geometric mean over seeds [95 % t-interval on the log "
-        "ratios, kept inside what the reading resolves: 1 to the budget in steps on sampled rows, grid / "
-        "budget to budget / grid held-out]; a censored seed enters at the budget, so its ratio, and the "
-        "mean, is a bound ('>=': plain GRPO never got there) with no interval. Differences: injection - "
-        "none in points, mean [95 % t-interval over seeds] / [interval counting the held-out scene draw "
-        "too], paired t-test p and Holm's adjustment over the table's accuracy tests, in-domain and "
-        "transfer together (one family).",
-        "",
         "| cell | arm | speed-up, 90 % answer-present (sampled) | speed-up, 70 % accuracy (held-out grid) | "
-        "in-domain difference | transfer difference | wall time, injection / none |",
+        f"in-domain difference | transfer difference | {wall} |",
         "|---|---|---|---|---|---|---|",
     ]
     for cell in order:
-        for c in (c for c in built["comparisons"] if c["cell"] == cell):
+        for c in (c for c in table if c["cell"] == cell):
             lines.append(
                 f"| {cell} | {c['arm']} | {ratio_text(c['speedup_sampled_present_90'])} | "
                 f"{ratio_text(c['speedup_heldout_accuracy_70'])} | "
@@ -187,6 +236,16 @@ def tables(built: Mapping, rows: Sequence[tuple[str, str, str]]) -> list[str]:
                 f"{difference_text(c.get('transfer_difference'), c.get('transfer_with_scenes'))} | "
                 f"{c['wall_ratio']:.2f} |"
             )
+    return lines
+
+
+def tables(built: Mapping, rows: Sequence[tuple[str, str, str]]) -> list[str]:
+    """The map's markdown tables: each arm's steps, accuracies and cost; each injection arm against none;
+    each arm against every control `build` was given."""
+    order = list(dict.fromkeys(cell for _, _, cell in rows))
+    lines = [*arm_lines(built, order), "", *comparison_lines(built, order)]
+    for control in built.get("against", {}):
+        lines += ["", *comparison_lines(built, order, control)]
     return lines
 
 
@@ -215,24 +274,30 @@ def advice_cells(built: Mapping) -> list[dict]:
     return out
 
 
-def write(study_dir: Path, out: Path, preset: str | Path = "map", advice: Path | None = None) -> dict:
+def write(
+    study_dir: Path, out: Path, preset: str | Path = "map", advice: Path | None = None, controls: Sequence[str] = ()
+) -> dict:
     runs = collect(study_dir, preset)
     if not runs:
         raise ValueError(f"{study_dir}: no finished map runs under runs/")
     command = f"python -m vlm_grpo.study.map_report {study_dir} --out {out}"
-    return write_files(runs, out, command, advice, f"vlm-grpo study --preset {Path(str(preset)).stem}")
+    command += "".join(f" --against {control}" for control in controls)
+    source = f"vlm-grpo study --preset {Path(str(preset)).stem}"
+    return write_files(runs, out, command, advice, source, controls)
 
 
-def from_json(path: Path) -> tuple[list[dict], str]:
-    """The per-run readings of an earlier map.json, base rates re-read, and the command that made it."""
+def from_json(path: Path) -> tuple[list[dict], str, list[str]]:
+    """The per-run readings of an earlier map.json, base rates re-read, the command that made it and
+    the controls besides `none` its comparisons were against."""
     data = json.loads(path.read_text())
     rates = base_rates()
-    return [{**run, "base_rate": rates.get(run["model"])} for run in data["runs"]], data["command"]
+    runs = [{**run, "base_rate": rates.get(run["model"])} for run in data["runs"]]
+    return runs, data["command"], list(data.get("against", {}))
 
 
-def rendered(runs: Sequence[dict], command: str) -> tuple[dict, str, str]:
-    """(built, map.md text, map.json text) from the per-run readings."""
-    built = build(runs)
+def rendered(runs: Sequence[dict], command: str, controls: Sequence[str] = ()) -> tuple[dict, str, str]:
+    """(built, map.md text, map.json text) from the per-run readings, compared against `none` and `controls`."""
+    built = build(runs, controls)
     md = [f"<!-- {command} -->", "", *tables(built, factor_rows(runs)), ""]
     return built, "\n".join(md), json.dumps({"command": command, "runs": list(runs), **built}, indent=1)
 
@@ -242,8 +307,10 @@ def advice_text(built: Mapping, source: str) -> str:
     return json.dumps({"source": source, "cells": advice_cells(built)}, indent=1) + "\n"
 
 
-def write_files(runs: Sequence[dict], out: Path, command: str, advice: Path | None, source: str) -> dict:
-    built, md, data = rendered(runs, command)
+def write_files(
+    runs: Sequence[dict], out: Path, command: str, advice: Path | None, source: str, controls: Sequence[str] = ()
+) -> dict:
+    built, md, data = rendered(runs, command, controls)
     out.mkdir(parents=True, exist_ok=True)
     (out / "map.md").write_text(md)
     (out / "map.json").write_text(data)
@@ -262,14 +329,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=None, help="folder for map.md, map.json, map-heatmap.png")
     parser.add_argument("--preset", default="map")
     parser.add_argument("--advice", type=Path, default=None, help="write the cells `assess` cites here")
+    parser.add_argument(
+        "--against", action="append", default=None, metavar="ARM", help="also compare every arm with ARM; repeat"
+    )
     args = parser.parse_args(argv)
     if args.from_json is not None:
-        runs, command = from_json(args.from_json)
+        runs, command, saved = from_json(args.from_json)
         out = args.out or args.from_json.parent
-        write_files(runs, out, command, args.advice, f"vlm-grpo study --preset {Path(str(args.preset)).stem}")
+        source = f"vlm-grpo study --preset {Path(str(args.preset)).stem}"
+        write_files(runs, out, command, args.advice, source, saved if args.against is None else args.against)
     else:
         out = args.out or args.study_dir / "map"
-        write(args.study_dir, out, args.preset, args.advice)
+        write(args.study_dir, out, args.preset, args.advice, args.against or ())
     print(out / "map.md")
 
 

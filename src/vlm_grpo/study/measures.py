@@ -67,6 +67,31 @@ def wall_seconds(records: Sequence[dict]) -> float:
     return total + (last or 0.0)
 
 
+def completions_sampled(records: Sequence[dict], rows_per_step: int) -> int:
+    """Completions a run sampled: `rows_per_step` at each step that sampled (logged a reward), times the
+    batches it drew (dynamic sampling draws more than one); a supervised warm-up step samples none."""
+    return sum(rows_per_step * r.get("sampling/batches_drawn", 1) for r in records if "reward/mean" in r)
+
+
+TEACHER = ("teacher_passes", "teacher_tokens", "teacher_s")
+"""A distilling run's teacher compute (`teacher_compute`)."""
+
+
+def teacher_compute(records: Sequence[dict], rows_per_step: int) -> dict:
+    """What a run's teacher (`distill.teacher`) spent, from its metrics: `teacher_passes`, the completions
+    it scored (every row of each step whose `distill/coef` was above 0: a step at weight 0 runs no teacher
+    pass), `teacher_tokens`, the completion tokens it scored (`distill/teacher_tokens`), and `teacher_s`,
+    its time (`time/teacher_s`). Empty for a run without a teacher (no `distill/coef` logged)."""
+    steps = [r for r in records if isinstance(r.get("distill/coef"), (int, float))]
+    if not steps:
+        return {}
+    return {
+        "teacher_passes": rows_per_step * sum(r["distill/coef"] > 0 for r in steps),
+        "teacher_tokens": int(sum(r.get("distill/teacher_tokens") or 0 for r in steps)),
+        "teacher_s": round(sum(r.get("time/teacher_s") or 0.0 for r in steps), 1),
+    }
+
+
 def measure(run_dir, eval_sets: Sequence[str], scores: dict, threshold: float, rows_per_step: int = 0) -> dict:
     """One seed's numbers; step counts from metrics.jsonl, which keeps every session's evals
     (`rows_per_step`: completions in one sampled batch, for `completions_sampled`)."""
@@ -78,9 +103,7 @@ def measure(run_dir, eval_sets: Sequence[str], scores: dict, threshold: float, r
         "transfer_accuracy": first_transfer.get("accuracy"),
         "generalization_ratio": first_transfer.get("generalization_ratio"),
         "wall_s": wall_seconds(records),
-        "completions_sampled": sum(
-            rows_per_step * r.get("sampling/batches_drawn", 1) for r in records if "reward/mean" in r
-        ),
+        "completions_sampled": completions_sampled(records, rows_per_step),
         "demonstrations_trained": sum(r.get("sft/groups", 0) for r in records if "step" in r),
         "in_domain_tool_call_rate": scores[in_domain].get("tool_call_rate"),
         "transfer_tool_call_rate": first_transfer.get("tool_call_rate"),
