@@ -88,9 +88,9 @@ def test_the_video_section_sets_the_frame_settings():
 
 
 def test_a_family_without_video_refuses_in_one_line():
-    refuse_video(family_named("qwen2.5-vl"), "row#0")  # takes video
+    refuse_video(family_named("qwen2.5-vl"), "row#0 has a video")  # takes video
     with pytest.raises(ConfigError) as caught:
-        refuse_video(family_named("gemma3"), "row#3")
+        refuse_video(family_named("gemma3"), "row#3 has a video")
     message = str(caught.value)
     assert "\n" not in message and "row#3" in message and "gemma3" in message
     assert "qwen2-vl, qwen2.5-vl, qwen3-vl, qwen3-vl-moe" in message

@@ -77,10 +77,11 @@ class Sample:
         self, prepare: Callable[[Image.Image], Image.Image] | None = None, frames: FrameSampling | None = None
     ) -> Sample:
         """The sample with its images decoded (and prepared) once: one image, or a list of several; and
-        its video, if any, decoded into the frames `frames` keeps."""
+        its video, if any, decoded into the frames `frames` keeps (None: left as it is, for the prompt's
+        encoding to decode with the model's settings)."""
         images = [prepare(i) if prepare is not None else i for i in self.load_images()]
         sample = self.with_image(images[0] if len(images) == 1 else images)
-        return sample if self.video is None else replace(sample, video=self.load_video(frames))
+        return sample if self.video is None or frames is None else replace(sample, video=self.load_video(frames))
 
     def with_image(self, image: Any) -> Sample:
         return replace(self, image=image)

@@ -39,7 +39,7 @@ class PromptStream:
             raise ValueError(f"{source.name}: no training rows left after the held-out split")
         self.source, self.indices, self.seed = source, indices, seed
         self.on_bad_sample, self.log, self.check, self.prepare = on_bad_sample, log, check, prepare
-        self.frames = frames  # how a sample's video becomes frames (the model's settings); None: the defaults
+        self.frames = frames  # how a sample's video becomes frames (the model's settings); None: not decoded here
         self.epoch, self.position, self.skipped = 0, 0, 0
         self.bad: set[int] = set()  # rows found unusable: logged and counted once, then passed over
         self._order = self._permutation()

@@ -37,9 +37,9 @@ def encode_prompts(processor, style: PromptStyle, samples: list[Sample], device:
 def _encode_with_videos(processor, style: PromptStyle, samples: list[Sample], images, device) -> PromptBatch:
     """Prompts of which some show a video (before their images): the videos are sampled and sized as the
     processor's settings say, once (a video the prompt stream decoded is used as it is)."""
-    if getattr(processor, "video_processor", None) is None:
-        raise ValueError(f"the processor {type(processor).__name__} takes no videos")
     sampling = frame_sampling(processor)
+    if sampling is None:
+        raise ValueError(f"the processor {type(processor).__name__} takes no videos")
     videos = [s.load_video(sampling) for s in samples]
     counts = [int(v is not None) for v in videos]
     texts = [

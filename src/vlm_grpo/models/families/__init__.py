@@ -56,15 +56,12 @@ def adapter_for(model) -> FamilyAdapter:
     return adapter_for_type(base_model(model).config.model_type)
 
 
-def refuse_video(adapter: FamilyAdapter, sample_id: str) -> None:
-    """Stops with one line when `adapter`'s family cannot take the video of sample `sample_id`."""
+def refuse_video(adapter: FamilyAdapter, where: str) -> None:
+    """Stops with one line when `adapter`'s family cannot take video; `where` says what holds one."""
     if adapter.supports_video:
         return
     takers = ", ".join(name for name, other in FAMILIES.items() if other.supports_video)
-    raise ConfigError(
-        f"{sample_id} has a video, which the {adapter.family} family cannot take; the families that take "
-        f"video: {takers}"
-    )
+    raise ConfigError(f"{where}: the {adapter.family} family cannot take video; the families that take it: {takers}")
 
 
 __all__ = [

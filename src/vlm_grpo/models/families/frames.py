@@ -118,12 +118,15 @@ class WithFrames(ImageOnly):
         self.video_processor = FrameVideoProcessor(image_processor)
 
 
-def frame_sampling(processor) -> FrameSampling:
+def frame_sampling(processor) -> FrameSampling | None:
     """How the processor's videos are sampled and each frame sized: its video processor's fps, max_frames
-    and per-frame pixel budget (`size`), frames resized as its image processor resizes images."""
+    and per-frame pixel budget (`size`), frames resized as its image processor resizes images; None: the
+    processor takes no videos."""
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
 
-    videos = processor.video_processor
+    videos = getattr(processor, "video_processor", None)
+    if videos is None:
+        return None
     factor = videos.patch_size * videos.merge_size
     low, high = _edge(videos, "shortest_edge") or factor * factor, _edge(videos, "longest_edge")
     fit = functools.partial(smart_resize, factor=factor, min_pixels=low, max_pixels=high or FRAME_TOKENS * factor**2)
