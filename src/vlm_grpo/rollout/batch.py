@@ -181,6 +181,8 @@ def conversation_batch(prompts: PromptBatch, conversations: list[Conversation], 
 def conversation_inputs(prompts: PromptBatch, prompt: int, tokens: list[int], turns: RowTurns) -> dict:
     """Model inputs (batch of one, no padding) of prompt `prompt` followed by `tokens`, the completion
     so far, with the tool images of `turns` after the prompt's own."""
+    if prompts.video_counts is not None and prompts.video_counts[prompt]:
+        raise NotImplementedError("tool turns after a prompt with a video are not supported: use tools with images")
     base = prompts.select(torch.tensor([prompt]))
     keep = base["attention_mask"][0].bool()
     device = base["input_ids"].device
