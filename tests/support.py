@@ -1,5 +1,5 @@
 """What several test modules share: the repository's root, the tiny-run and lab-run overrides, lab
-samples, a two-step training run, and the command line run in a child process."""
+samples, tiny video files, a two-step training run, and the command line run in a child process."""
 
 import json
 import os
@@ -73,6 +73,25 @@ def lab_samples(n=2, size=112):
         image, scene = render_scene("lab-clevr", i, size=size)
         out.append(Sample(f"s{i}", image, scene.question + " Count carefully." * i, scene.count, "lab-clevr"))
     return out
+
+
+def write_video(path: Path, frames: int = 8, fps: int = 4, size: tuple[int, int] = (64, 48)) -> Path:
+    """A video file written by PyAV (MPEG-4 part 2, which every FFmpeg build encodes): `frames` frames of
+    (width, height) `size` at `fps`, frame i a uniform colour whose red channel is 20 * i, so a decoded
+    frame tells which frame it was."""
+    import av
+    import numpy as np
+
+    width, height = size
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("mpeg4", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for i in range(frames):
+            pixels = np.zeros((height, width, 3), dtype=np.uint8)
+            pixels[..., 0], pixels[..., 1], pixels[..., 2] = 20 * i, 100, 200 - 10 * i
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")))
+        container.mux(stream.encode())
+    return path
 
 
 def train_two_steps(tmp_path, model_name: str, extra=()):

@@ -53,7 +53,7 @@ MOVED_NOTES = {
 }
 """What else the new key needs, where it needs something."""
 
-COLUMN_FIELDS = ("image", "question", "answer", "choices", "conversation")
+COLUMN_FIELDS = ("image", "question", "answer", "choices", "conversation", "video")
 """The fields `data.columns` maps to a data set's columns (`data/layouts.py` reads them)."""
 
 RENAMED_VALUES = {("loss_type", "token_mean"): "bnpo", ("loss_type", "seq_mean"): "grpo"}

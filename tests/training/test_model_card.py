@@ -101,3 +101,11 @@ def test_push_to_hub_offline_ends_with_one_line_and_keeps_the_checkpoint(tmp_pat
         assert (folder / name).is_file(), name
     card = (folder / "README.md").read_text()
     assert "Trained from Python" in card and "reward_funcs=[brief]" in card and "train_dataset=..." in card
+
+
+def test_a_card_of_a_run_set_for_video_says_how_it_saw_videos():
+    plain = model_card(load_config(None, []), 5, "", {}, None)
+    assert "video" not in plain and "video" not in front_matter(plain)["tags"]
+    card = model_card(load_config(None, ["video.fps=1", "video.max_frames=8"]), 5, "", {}, None)
+    assert "| video frames | fps=1.0, max_frames=8 (others: the processor's) |" in card
+    assert "video" in front_matter(card)["tags"]

@@ -4,6 +4,8 @@ Flat rows hold each in a column of its own, in one of these layouts:
 - CLEVR-cogen (`image`, `problem`, `solution` = `<answer> N </answer>`);
 - SuperCLEVR-200 as R1-V ships it (`image_path`, `question`, `ground_truth`) with an images root;
 - generic (`image` a path, bytes or a list of them, or `images`; `question`, `answer`, optional `choices`).
+Any flat layout may have a `video` (or `video_path`) column beside or in place of its image column: a video
+file's path, its bytes, or a list of frame files (`data/videos.py`).
 Chat rows hold the question in a conversation (`prompt`, `messages` or `conversations`, read by
 `chat.py`), the images in `images` or `image`, the answer in `solution` or `answer`, else in the
 conversation's assistant turn. The layout is found from the columns the rows have; where they leave it
@@ -24,7 +26,7 @@ from ..tasks import Task
 from .chat import has_answer_turn, read_chat
 from .samples import Sample
 
-FIELDS = COLUMN_FIELDS  # image, question, answer, choices, conversation: what data.columns maps
+FIELDS = COLUMN_FIELDS  # image, question, answer, choices, conversation, video: what data.columns maps
 
 # Flat layouts: the columns holding (image, question, answer), tried in order.
 FLAT = (
@@ -36,6 +38,7 @@ FLAT = (
 CONVERSATIONS = ("prompt", "messages", "conversations")  # TRL's prompt-only and full chats, LLaVA's
 CHAT_IMAGES = ("images", "image")
 CHAT_ANSWERS = ("solution", "answer")
+VIDEOS = ("video", "video_path")  # a flat row's video, beside or in place of its image
 
 
 @dataclass(frozen=True)
@@ -51,10 +54,12 @@ class Columns:
     choices: str = "choices"
     conversation: str | None = None
     """A chat row's messages; None for flat rows."""
+    video: str | None = None
+    """A flat row's video; None: the rows have none."""
 
     def prompt_columns(self) -> set[str | None]:
         """The columns that make the prompt (a reward reads the row's other columns)."""
-        return {self.image, self.question, self.conversation}
+        return {self.image, self.question, self.conversation, self.video}
 
 
 def find_columns(head: Sequence[Mapping[str, Any]], mapping: Mapping[str, str], name: str) -> Columns:
@@ -79,8 +84,10 @@ def find_columns(head: Sequence[Mapping[str, Any]], mapping: Mapping[str, str], 
 
 def make_sample(row_id: str, row: Mapping[str, Any], columns: Columns, domain: str, task: Task) -> Sample:
     """A sample from one row whose fields are in `columns`; the task reads the question and answer."""
+    video = row.get(columns.video) if columns.video else None
     if columns.conversation is None:
-        question, image, answer = row.get(columns.question), row.get(columns.image), row.get(columns.answer)
+        image = row.get(columns.image) if columns.image else None
+        question, answer = row.get(columns.question), row.get(columns.answer)
     else:
         images = row.get(columns.image) if columns.image else None
         chat = read_chat(row.get(columns.conversation), images, row_id, answered_here=columns.answer is None)
@@ -88,11 +95,11 @@ def make_sample(row_id: str, row: Mapping[str, Any], columns: Columns, domain: s
         answer = row.get(columns.answer) if columns.answer else chat.answer
     if not isinstance(question, str) or not question.strip():
         raise BadSample(f"{row_id}: the question is empty")
-    if image is None or (isinstance(image, (list, tuple)) and not image):
-        raise BadSample(f"{row_id}: no image")
+    if video is None and (image is None or (isinstance(image, (list, tuple)) and not image)):
+        raise BadSample(f"{row_id}: no image" + (" and no video" if columns.video else ""))
     fields = {"choices": row.get(columns.choices)} if columns.choices in row else {}
     question, target = task.read_sample(question.strip(), answer, fields, row_id)
-    return Sample(row_id, image, question, target, domain)
+    return Sample(row_id, image, question, target, domain, video=video)
 
 
 def _first(candidates: Iterable[str], columns: set[str]) -> str | None:
@@ -131,11 +138,14 @@ def _chat_columns(
 
 
 def _flat_columns(columns: set[str], mapping: Mapping[str, str], name: str) -> Columns:
+    video = mapping.get("video") or _first(VIDEOS, columns)
+    needed = FIELDS[:3] if video is None else FIELDS[1:3]  # rows with a video may have no image
     for layout in FLAT:
         names = {**dict(zip(FIELDS, layout)), **mapping}
-        if all(names[field] in columns for field in FIELDS[:3]):
-            return Columns(names["image"], names["question"], names["answer"], names.get("choices", "choices"))
-    found = {field: mapping.get(field) or _first(_flat(i), columns) for i, field in enumerate(FIELDS[:3])}
+        if all(names[field] in columns for field in needed):
+            image = names["image"] if names["image"] in columns else None
+            return Columns(image, names["question"], names["answer"], names.get("choices", "choices"), video=video)
+    found = {field: mapping.get(field) or _first(_flat(FIELDS.index(field)), columns) for field in needed}
     absent = [field for field, column in found.items() if column is None]
     if absent:
         fixes = " ".join(f"data.columns.{field}=COLUMN" for field in absent)

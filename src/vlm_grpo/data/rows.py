@@ -68,13 +68,14 @@ class RowSource:
         which = bisect.bisect_right(self._ends, index)
         part, local = self._parts[which], index - (self._ends[which - 1] if which else 0)
         row = dict(part.rows[local])
-        if self.columns.image is not None:
-            row[self.columns.image] = _resolve(row.get(self.columns.image), part.root)
+        for column in (self.columns.image, self.columns.video):
+            if column is not None:
+                row[column] = _resolve(row.get(column), part.root)
         return make_sample(f"{part.label}#{local}", row, self.columns, self._domain, self._task)
 
 
 def _resolve(image: Any, root: Path | None) -> Any:
-    """Relative image paths (alone, in a list, or in a `{"bytes", "path"}` dict without bytes) under `root`."""
+    """Relative image or video paths (alone, in a list, or in a `{"bytes", "path"}` dict without bytes) under `root`."""
     if isinstance(image, (list, tuple)):
         return [_resolve(item, root) for item in image]
     if root is None:

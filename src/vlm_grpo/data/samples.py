@@ -11,6 +11,7 @@ from typing import Any, Protocol
 from PIL import Image
 
 from ..errors import BadSample
+from .videos import FrameSampling, Video, decode_video
 
 
 @dataclass(frozen=True)
@@ -27,13 +28,26 @@ class Sample:
     calls: tuple[dict, ...] = ()
     """Tool calls a demonstration makes before it answers (`{"name": ..., "arguments": {...}}`, in
     order), for data sets whose answer needs a tool; empty: a demonstration answers at once."""
+    video: Any = None
+    """A video the prompt shows before its images (`data/videos.py`: a file path, encoded bytes, a list of
+    frames, or a decoded `Video`); None: no video. A sample with a video may have no image (`image` None)."""
 
     def load_images(self) -> list[Image.Image]:
-        """Every image of the row, decoded, in order (a prompt shows them all, in this order)."""
+        """Every image of the row, decoded, in order (a prompt shows them all, in this order); a sample
+        with a video may have none."""
         sources = self.image if isinstance(self.image, (list, tuple)) else [self.image]
+        if self.video is not None and (self.image is None or not sources):
+            return []
         if not sources:
             raise BadSample(f"{self.id}: no image")
         return [self._decode(source) for source in sources]
+
+    def load_video(self, sampling: FrameSampling | None = None) -> Video | None:
+        """The video's frames as `sampling` keeps them (decoded once: a decoded video is returned as it
+        is); None without a video."""
+        if self.video is None:
+            return None
+        return decode_video(self.video, sampling or FrameSampling(), self.id)
 
     def _decode(self, source: Any) -> Image.Image:
         try:
@@ -59,10 +73,15 @@ class Sample:
             raise BadSample(f"{self.id}: image has zero size {image.size}")
         return image
 
-    def with_decoded_images(self, prepare: Callable[[Image.Image], Image.Image] | None = None) -> Sample:
-        """The sample with its images decoded (and prepared) once: one image, or a list of several."""
+    def with_decoded_images(
+        self, prepare: Callable[[Image.Image], Image.Image] | None = None, frames: FrameSampling | None = None
+    ) -> Sample:
+        """The sample with its images decoded (and prepared) once: one image, or a list of several; and
+        its video, if any, decoded into the frames `frames` keeps (None: left as it is, for the prompt's
+        encoding to decode with the model's settings)."""
         images = [prepare(i) if prepare is not None else i for i in self.load_images()]
-        return self.with_image(images[0] if len(images) == 1 else images)
+        sample = self.with_image(images[0] if len(images) == 1 else images)
+        return sample if self.video is None or frames is None else replace(sample, video=self.load_video(frames))
 
     def with_image(self, image: Any) -> Sample:
         return replace(self, image=image)

@@ -9,6 +9,7 @@ from PIL import Image
 
 from ..errors import BadSample
 from .samples import Sample, Source
+from .videos import FrameSampling
 
 SPLIT_SEED = 20250114  # fixed, independent of the run seed, so every run holds out the same rows
 
@@ -32,11 +33,13 @@ class PromptStream:
         log: Callable[[str], None] = print,
         check: Callable[[Sample], None] | None = None,
         prepare: Callable[[Image.Image], Image.Image] | None = None,
+        frames: FrameSampling | None = None,
     ):
         if len(indices) == 0:
             raise ValueError(f"{source.name}: no training rows left after the held-out split")
         self.source, self.indices, self.seed = source, indices, seed
         self.on_bad_sample, self.log, self.check, self.prepare = on_bad_sample, log, check, prepare
+        self.frames = frames  # how a sample's video becomes frames (the model's settings); None: not decoded here
         self.epoch, self.position, self.skipped = 0, 0, 0
         self.bad: set[int] = set()  # rows found unusable: logged and counted once, then passed over
         self._order = self._permutation()
@@ -56,7 +59,7 @@ class PromptStream:
                 continue
             try:
                 sample = self.source[index]
-                sample = sample.with_decoded_images(self.prepare)
+                sample = sample.with_decoded_images(self.prepare, self.frames)
                 if self.check is not None:
                     self.check(sample)
             except BadSample as exc:

@@ -18,6 +18,10 @@ from ..tasks import Score
 
 IMAGE_KEYS = ("pixel_values", "image_grid_thw")
 """Model inputs counted by image (Qwen's flattened patches and grids), concatenated across turns."""
+VIDEO_KEYS = ("pixel_values_videos", "video_grid_thw", "second_per_grid_ts")
+"""Model inputs counted by video (Qwen's flattened frame patches, grids, and Qwen2.5-VL's seconds per
+frame pair)."""
+MEDIA_KEYS = IMAGE_KEYS + VIDEO_KEYS
 
 
 def image_rows(image_counts: list[int], prompts: list[int]) -> list[int]:
@@ -83,6 +87,8 @@ class PromptBatch:
     texts: list[str] | None = None
     """Each prompt as the chat template wrote it (one placeholder per image, not expanded): what an
     engine in another process tokenizes again. None where the batch was built by hand."""
+    video_counts: list[int] | None = None
+    """Videos of each prompt (0 or 1; None: no prompt shows one)."""
 
     def __post_init__(self) -> None:
         if self.image_counts is None:
@@ -91,11 +97,13 @@ class PromptBatch:
     def subset(self, index: list[int]) -> PromptBatch:
         """The prompts at `index` (repeats allowed), as a batch of their own."""
         texts = [self.texts[i] for i in index] if self.texts is not None else None
+        videos = [self.video_counts[i] for i in index] if self.video_counts is not None else None
         return PromptBatch(
             [self.samples[i] for i in index],
             self.select(torch.tensor(index, dtype=torch.long)),
             [self.image_counts[i] for i in index],
             texts,
+            videos,
         )
 
     def image_rows(self, prompts: list[int]) -> list[int]:
@@ -103,18 +111,25 @@ class PromptBatch:
         return image_rows(self.image_counts, prompts)
 
     def select(self, index: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Model inputs of the prompts at `index` (repeats allowed), images included. A tensor whose
-        first dimension counts prompts is taken by prompt, one that counts images by image; Qwen's
-        flattened patches are cut by image_grid_thw."""
+        """Model inputs of the prompts at `index` (repeats allowed), images and videos included. A tensor
+        whose first dimension counts prompts is taken by prompt, one that counts images by image, a video
+        input by video; Qwen's flattened patches are cut by image_grid_thw (video_grid_thw)."""
         device = self.inputs["input_ids"].device
         prompts = index.tolist()
         images = self.image_rows(prompts)
         by_prompt, by_image = index.to(device), torch.tensor(images, dtype=torch.long, device=device)
         out = {}
+        shown = {key: bool(images) for key in IMAGE_KEYS} | {key: self._has_video(prompts) for key in VIDEO_KEYS}
         for key, value in self.inputs.items():
+            if not shown.get(key, True):
+                continue  # the prompts at `index` show no image (or no video): the model is given none
             if key == "pixel_values" and "image_grid_thw" in self.inputs:
                 chunks = torch.split(value, self.inputs["image_grid_thw"].prod(-1).tolist())
                 out[key] = torch.cat([chunks[i] for i in images])
+            elif key in VIDEO_KEYS:
+                out[key] = self._by_video(key, value, prompts)
+            elif key == "image_grid_thw" and self.video_counts is not None:
+                out[key] = value[by_image.to(value.device)]  # prompts may show no image: never by prompt
             elif value.size(0) == len(self.samples):
                 out[key] = value[by_prompt.to(value.device)]
             elif value.size(0) == sum(self.image_counts):
@@ -122,6 +137,17 @@ class PromptBatch:
             else:
                 raise ValueError(f"model input {key!r} of shape {tuple(value.shape)}: neither per prompt nor per image")
         return out
+
+    def _has_video(self, prompts: list[int]) -> bool:
+        return self.video_counts is not None and any(self.video_counts[p] for p in prompts)
+
+    def _by_video(self, key: str, value: torch.Tensor, prompts: list[int]) -> torch.Tensor:
+        """A video input of the prompts `prompts`: their videos' rows (the patches cut by video_grid_thw)."""
+        videos = image_rows(self.video_counts or [], prompts)
+        if key == "pixel_values_videos":
+            chunks = torch.split(value, self.inputs["video_grid_thw"].prod(-1).tolist())
+            return torch.cat([chunks[i] for i in videos])
+        return value[torch.tensor(videos, dtype=torch.long, device=value.device)]
 
 
 @dataclass
@@ -155,6 +181,8 @@ def conversation_batch(prompts: PromptBatch, conversations: list[Conversation], 
 def conversation_inputs(prompts: PromptBatch, prompt: int, tokens: list[int], turns: RowTurns) -> dict:
     """Model inputs (batch of one, no padding) of prompt `prompt` followed by `tokens`, the completion
     so far, with the tool images of `turns` after the prompt's own."""
+    if prompts.video_counts is not None and prompts.video_counts[prompt]:
+        raise NotImplementedError("tool turns after a prompt with a video are not supported: use tools with images")
     base = prompts.select(torch.tensor([prompt]))
     keep = base["attention_mask"][0].bool()
     device = base["input_ids"].device

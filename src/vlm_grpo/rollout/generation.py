@@ -14,13 +14,16 @@ import torch
 from ..data import Sample
 from ..models.compat import cache_of, with_cache
 from ..models.families import FamilyAdapter, adapter_for
+from ..models.families.frames import frame_sampling, video_call
 from ..tasks.styles import PromptStyle
-from .batch import PromptBatch
+from .batch import MEDIA_KEYS, PromptBatch
 from .kv_cache import preallocate
 
 
 def encode_prompts(processor, style: PromptStyle, samples: list[Sample], device: torch.device) -> PromptBatch:
     images = [s.load_images() for s in samples]
+    if any(s.video is not None for s in samples):
+        return _encode_with_videos(processor, style, samples, images, device)
     texts = [
         processor.apply_chat_template(style.messages(s.question, len(i)), add_generation_prompt=True, tokenize=False)
         for s, i in zip(samples, images)
@@ -29,6 +32,31 @@ def encode_prompts(processor, style: PromptStyle, samples: list[Sample], device:
     inputs = processor(text=texts, images=images, return_tensors="pt", padding=True, padding_side="left")
     tensors = {k: v.to(device) for k, v in inputs.items() if isinstance(v, torch.Tensor)}
     return PromptBatch(samples, tensors, [len(i) for i in images], texts)
+
+
+def _encode_with_videos(processor, style: PromptStyle, samples: list[Sample], images, device) -> PromptBatch:
+    """Prompts of which some show a video (before their images): the videos are sampled and sized as the
+    processor's settings say, once (a video the prompt stream decoded is used as it is)."""
+    sampling = frame_sampling(processor)
+    if sampling is None:
+        raise ValueError(f"the processor {type(processor).__name__} takes no videos")
+    videos = [s.load_video(sampling) for s in samples]
+    counts = [int(v is not None) for v in videos]
+    texts = [
+        processor.apply_chat_template(style.messages(s.question, len(i), n), add_generation_prompt=True, tokenize=False)
+        for s, i, n in zip(samples, images, counts)
+    ]
+    shown = [v for v in videos if v is not None]
+    inputs = processor(
+        text=texts,
+        images=images if any(images) else None,
+        **video_call(processor, shown),
+        return_tensors="pt",
+        padding=True,
+        padding_side="left",
+    )
+    tensors = {k: v.to(device) for k, v in inputs.items() if isinstance(v, torch.Tensor)}
+    return PromptBatch(samples, tensors, [len(i) for i in images], texts, counts)
 
 
 def mask_after_end(ids: torch.Tensor, end_ids: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -214,12 +242,12 @@ def sample_from_prefix(
 
 def with_prefixes(inputs: dict[str, torch.Tensor], prefixes: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
     """Left-padded prompt inputs (k rows) with each row's `prefix` appended, padded on the left again
-    so that every row still ends at the right edge. Image inputs are unchanged."""
+    so that every row still ends at the right edge. Image and video inputs are unchanged."""
     longest = max(len(p) for p in prefixes)
     out = dict(inputs)
     width = inputs["input_ids"].size(1)
     for key, value in inputs.items():
-        if key in ("pixel_values", "image_grid_thw") or value.dim() != 2 or value.size(1) != width:
+        if key in MEDIA_KEYS or value.dim() != 2 or value.size(1) != width:
             continue
         rows = []
         for row, prefix in zip(value, prefixes):

@@ -10,7 +10,7 @@ skipped); positions past a row's end get log-prob 0.
 `prefix`: each distinct prompt (image included) is encoded once, its KV cache is repeated for
 its rows, and only completion tokens run again; exact (the same log-probs as the per-row pass
 within float rounding) because attention over the cached prefix is the same computation.
-`vision`: each image is encoded once and its features are handed to its rows, which run whole
+`vision`: each image (and video) is encoded once and its features are handed to its rows, which run whole
 (works with activation checkpointing, which turns the cache off). `none`: one forward over
 prompt + completion per row, as other trainers do.
 """
@@ -92,8 +92,8 @@ def _per_row_logprobs(
     """Whole rows; with share_vision, each distinct image is encoded once. The last prompt position
     and every completion position but the last predict the completion's tokens."""
     inputs = prompts.select(owner)
-    if share_vision and "pixel_values" in inputs:
-        inputs = _with_shared_image_features(score.adapter, score.model, prompts, owner, inputs)
+    if share_vision and ("pixel_values" in inputs or "pixel_values_videos" in inputs):
+        inputs = _with_shared_vision_features(score.adapter, score.model, prompts, owner, inputs)
     width = completion_ids.size(1)
     inputs["input_ids"] = torch.cat([inputs["input_ids"], completion_ids], dim=1)
     attention = completion_mask.to(inputs["attention_mask"].dtype)
@@ -106,15 +106,23 @@ def _per_row_logprobs(
     return out.logits[:, :-1]
 
 
-def _with_shared_image_features(adapter: FamilyAdapter, model, prompts, owner, inputs) -> dict:
+def _with_shared_vision_features(adapter: FamilyAdapter, model, prompts, owner, inputs) -> dict:
+    """`inputs` with each distinct prompt's images (and videos) encoded once, handed to its rows."""
     distinct, local = torch.unique(owner, return_inverse=True)
-    images = prompts.select(distinct)
-    features = adapter.image_features(model, images["pixel_values"], images["image_grid_thw"])
-    # Features come image by image for the distinct prompts; each row takes its prompt's images, in order.
-    counts = [prompts.image_counts[i] for i in distinct.tolist()]
-    per_row = tuple(features[i] for i in image_rows(counts, local.tolist()))
-    inputs = {k: v for k, v in inputs.items() if k != "pixel_values"}
-    inputs["mm_encoder_outputs"] = {"image": adapter.image_encoder_output(per_row)}
+    media, encoded = prompts.select(distinct), {}
+    if "pixel_values" in media:
+        features = adapter.image_features(model, media["pixel_values"], media["image_grid_thw"])
+        # Features come image by image for the distinct prompts; each row takes its prompt's images, in order.
+        counts = [prompts.image_counts[i] for i in distinct.tolist()]
+        per_row = tuple(features[i] for i in image_rows(counts, local.tolist()))
+        encoded["image"] = adapter.image_encoder_output(per_row)
+    if "pixel_values_videos" in media:
+        features = adapter.video_features(model, media["pixel_values_videos"], media["video_grid_thw"])
+        counts = [prompts.video_counts[i] for i in distinct.tolist()]
+        per_row = tuple(features[i] for i in image_rows(counts, local.tolist()))
+        encoded["video"] = adapter.image_encoder_output(per_row)
+    inputs = {k: v for k, v in inputs.items() if k not in ("pixel_values", "pixel_values_videos")}
+    inputs["mm_encoder_outputs"] = encoded
     return inputs
 
 

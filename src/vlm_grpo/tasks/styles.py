@@ -59,11 +59,12 @@ class PromptStyle:
     write_answer: Callable[[Any], Any] = str
     """The task's `format_answer`: the ground truth as a demonstration writes it."""
 
-    def messages(self, question: str, images: int = 1) -> list[dict]:
-        """Chat messages for a question about `images` images (they come first, in order, as in
-        Qwen2-VL's examples)."""
+    def messages(self, question: str, images: int = 1, videos: int = 0) -> list[dict]:
+        """Chat messages for a question about `videos` videos and `images` images (they come first, videos
+        then images, in order, as in Qwen2-VL's examples)."""
         text = self.user_template.format(question=question)
-        user = {"role": "user", "content": [{"type": "image"}] * images + [{"type": "text", "text": text}]}
+        media = [{"type": "video"}] * videos + [{"type": "image"}] * images
+        user = {"role": "user", "content": media + [{"type": "text", "text": text}]}
         return ([{"role": "system", "content": self.system}] if self.system else []) + [user]
 
     def demonstration(self, target: Any, rng: random.Random) -> str:

@@ -35,6 +35,10 @@ def model_card(cfg: TrainConfig, step: int, config_yaml: str, results: dict, rep
         "LoRA": _fields(cfg.lora) if cfg.lora.enabled else "off",
         "steps": f"{step} of {cfg.max_steps}",
     }
+    video = {f.name: getattr(cfg.video, f.name) for f in dataclasses.fields(cfg.video)}
+    if any(value is not None for value in video.values()):  # a run set for video rows says how it saw them
+        rows["video frames"] = _pairs({k: v for k, v in video.items() if v is not None}) + " (others: the processor's)"
+        front["tags"].append("video")
     lines = ["---", yaml.safe_dump(front, sort_keys=False).strip(), "---", ""]
     lines += [f"# {Path(cfg.output_dir).name} checkpoint-{step}", ""]
     lines += [f"`{cfg.model}` trained with GRPO by [vlm-grpo](https://pypi.org/project/vlm-grpo/).", ""]

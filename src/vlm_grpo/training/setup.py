@@ -8,8 +8,10 @@ from dataclasses import dataclass
 import torch
 
 from ..config import ConfigError, TrainConfig
-from ..data import BadSample
+from ..data import BadSample, eval_samples
 from ..models import apply_lora, freeze_vision, frozen_copy, load_model_and_processor
+from ..models.families import FamilyAdapter, refuse_video
+from ..models.families.frames import apply_video_settings
 from ..rollout import encode_prompts
 from . import precision
 
@@ -43,6 +45,7 @@ def load_policy(
         model = given.to(device=device, dtype=numerics.weights)  # nn.Module.to works in place
     if cfg.max_pixels is not None:
         processor.image_processor.size["longest_edge"] = cfg.max_pixels
+    apply_video_settings(processor, cfg.video)  # fps, max_frames, the per-frame budget: where the processor has videos
     if cfg.freeze_vision_tower:
         freeze_vision(model)
     if cfg.gradient_checkpointing:
@@ -171,3 +174,32 @@ def prompt_length_check(processor, style, max_prompt_length: int | None):
             )
 
     return check
+
+
+def sample_check(adapter: FamilyAdapter, processor, style, max_prompt_length: int | None):
+    """The check a training prompt passes (None: none): a video only where the family takes video (it
+    stops the run, in one line), a prompt within max_prompt_length (`prompt_length_check`)."""
+    length = prompt_length_check(processor, style, max_prompt_length)
+    if adapter.supports_video:
+        return length
+
+    def check(sample) -> None:
+        if sample.video is not None:
+            refuse_video(adapter, f"{sample.id} has a video")
+        if length is not None:
+            length(sample)
+
+    return check
+
+
+def check_video_data(adapter: FamilyAdapter, source, rows) -> None:
+    """At start: a family that cannot take video stops when the training rows hold videos (a video
+    column, or a video among the first rows); later rows with one stop it when drawn (`sample_check`)."""
+    if adapter.supports_video:
+        return
+    column = getattr(getattr(source, "columns", None), "video", None)
+    if column is not None:
+        refuse_video(adapter, f"{source.name} has a video column {column!r}")
+    for sample in eval_samples(source, rows, 3):
+        if sample.video is not None:
+            refuse_video(adapter, f"{sample.id} has a video")

@@ -36,6 +36,7 @@ from ..core import algo, losses
 from ..data import PromptStream, eval_samples, open_source, split_indices
 from ..guidance import Remedy, RemedyKit, StepContext, build_remedies, check_written_demonstrations
 from ..models import adapter_for, pick_device
+from ..models.families.frames import frame_sampling
 from ..rollout import Engine, EngineError, Rollout, StepBatch, padding_share
 from ..rollout.batch import group_order
 from ..rollout.turns import ToolEngine
@@ -61,7 +62,7 @@ from .ops import (
     training_passes,
 )
 from .run_state import Progress, RunState
-from .setup import check_world, frozen_loader, load_policy, make_optimizer, prompt_length_check
+from .setup import check_video_data, check_world, frozen_loader, load_policy, make_optimizer, sample_check
 from .signals import StopRequest, stop_on_signal
 from .tool_use import add_tool_rewards, tool_metrics, with_tools
 from .tracking import Tracker
@@ -85,6 +86,7 @@ class Trainer:
             cfg.data.train, cfg.data.images, self.task, cfg.data.columns, cfg.data.split
         )
         train_rows, _ = split_indices(len(source), cfg.data.eval_holdout)
+        check_video_data(self.adapter, source, train_rows)
         self.stream = self._prompt_stream(source, train_rows)
         self.remedies = self._remedies(engine if cfg.tools.names else None, turn_end, source, train_rows)
         self.optimizer, self.scheduler = make_optimizer(
@@ -117,9 +119,10 @@ class Trainer:
             cfg.seed,
             cfg.data.on_bad_sample,
             log=tqdm.write,
-            check=prompt_length_check(self.processor, self.style, cfg.max_prompt_length),
+            check=sample_check(self.adapter, self.processor, self.style, cfg.max_prompt_length),
             # A tool looks at the image as it is: only runs without tools fit it to the model's size up front.
             prepare=None if cfg.tools.names else functools.partial(self.adapter.fit_image, processor=self.processor),
+            frames=frame_sampling(self.processor) if self.adapter.supports_video else None,
         )
 
     def _remedies(self, tool_engine: ToolEngine | None, turn_end: int, source, train_rows) -> list[Remedy]:

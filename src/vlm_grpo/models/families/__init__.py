@@ -10,6 +10,7 @@ here or by a plug-in with `register_family`.
 
 from __future__ import annotations
 
+from ...errors import ConfigError
 from ...registry import Registry
 from .base import FamilyAdapter, base_model
 from .gemma3 import Gemma3Adapter
@@ -55,6 +56,14 @@ def adapter_for(model) -> FamilyAdapter:
     return adapter_for_type(base_model(model).config.model_type)
 
 
+def refuse_video(adapter: FamilyAdapter, where: str) -> None:
+    """Stops with one line when `adapter`'s family cannot take video; `where` says what holds one."""
+    if adapter.supports_video:
+        return
+    takers = ", ".join(name for name, other in FAMILIES.items() if other.supports_video)
+    raise ConfigError(f"{where}: the {adapter.family} family cannot take video; the families that take it: {takers}")
+
+
 __all__ = [
     "FAMILIES",
     "FamilyAdapter",
@@ -62,5 +71,6 @@ __all__ = [
     "adapter_for_type",
     "base_model",
     "family_named",
+    "refuse_video",
     "register_family",
 ]

@@ -34,6 +34,9 @@ class FamilyAdapter:
     """Prefill once per prompt and continue from the repeated cache (exact, checked per family)."""
     supports_feature_sharing = False
     """Encode each image once and hand its features to the rows of its group."""
+    supports_video = False
+    """Takes video samples: its processor builds video inputs (`frames.py`) and its forward and prefix
+    passes take them. A run whose data holds a video refuses the other families at start."""
     processor_class: type | None = None
     """The class that builds and loads the family's processor; None: `AutoProcessor` loads it."""
     image_only_processor: type | None = None
@@ -216,8 +219,16 @@ class FamilyAdapter:
             "use logprob_sharing=none"
         )
 
+    def video_features(self, model, pixel_values_videos: torch.Tensor, video_grid_thw: torch.Tensor) -> tuple:
+        """One feature tensor per video, to be handed to the rows that show it."""
+        raise NotImplementedError(
+            f"video-feature sharing is not supported for model type {base_model(model).config.model_type!r}: "
+            "use logprob_sharing=none"
+        )
+
     def image_encoder_output(self, per_row: tuple):
-        """The forward's `mm_encoder_outputs["image"]` for rows given one `image_features` item each."""
+        """The forward's `mm_encoder_outputs["image"]` (or `["video"]`) for rows given one `image_features`
+        (`video_features`) item each."""
         from transformers.modeling_outputs import BaseModelOutputWithPooling
 
         return BaseModelOutputWithPooling(pooler_output=per_row)

@@ -1,10 +1,16 @@
-"""Qwen2-VL and Qwen2.5-VL: image-only processors, M-RoPE prefix prefill, image-feature sharing,
-pixel-budget resizing (their tiny builders: `models/tiny/qwen.py`).
+"""Qwen2-VL and Qwen2.5-VL: torchvision-free processors, M-RoPE prefix prefill, image-feature sharing,
+pixel-budget resizing, videos (their tiny builders: `models/tiny/qwen.py`).
 
 Processors. In transformers 5.x the Qwen2-VL processors also build a video processor, which
-needs torchvision; without it `AutoProcessor` silently returns only the tokenizer. The image-only
-subclasses below leave the video processor out, load folders saved by the standard ones and save
-folders that name the standard class; the adapter uses them where torchvision does not import.
+needs torchvision; without it `AutoProcessor` silently returns only the tokenizer. The subclasses
+below (`ImageOnly...`, named for what transformers' own parts give them) leave that video processor out
+and take videos through `frames.FrameVideoProcessor` instead; they load folders saved by the standard
+ones and save folders that name the standard class; the adapter uses them where torchvision does not
+import.
+
+Videos. A video's frames come as `pixel_values_videos` with a grid per video (`frames.py`); M-RoPE
+gives its tokens temporal positions from the grid (Qwen2.5-VL: scaled by `second_per_grid_ts`, the
+seconds each frame pair spans), which `get_rope_index` computes from the same inputs as the forward.
 
 Shared prefix. All G completions of a group share one image and one prompt. Prefilling each
 distinct prompt once and repeating its KV cache for its rows is exact (attention over the cached
@@ -22,14 +28,14 @@ from transformers.models.qwen2_vl.processing_qwen2_vl import Qwen2VLProcessor
 
 from ..compat import cache_of
 from .base import FamilyAdapter, base_model
-from .processors import ImageOnly
+from .frames import WithFrames
 
 
-class ImageOnlyQwen2VLProcessor(ImageOnly, Qwen2VLProcessor):
+class ImageOnlyQwen2VLProcessor(WithFrames, Qwen2VLProcessor):
     standard_name = "Qwen2VLProcessor"
 
 
-class ImageOnlyQwen2_5_VLProcessor(ImageOnly, Qwen2_5_VLProcessor):
+class ImageOnlyQwen2_5_VLProcessor(WithFrames, Qwen2_5_VLProcessor):
     standard_name = "Qwen2_5_VLProcessor"
 
 
@@ -38,6 +44,7 @@ class Qwen2VLAdapter(FamilyAdapter):
     model_types = ("qwen2_vl",)
     supports_prefix = True
     supports_feature_sharing = True
+    supports_video = True
     processor_class = Qwen2VLProcessor
     image_only_processor = ImageOnlyQwen2VLProcessor
     video_processor_type = "Qwen2VLVideoProcessor"
@@ -81,6 +88,9 @@ class Qwen2VLAdapter(FamilyAdapter):
             image_grid_thw=inputs.get("image_grid_thw"),
             attention_mask=inputs["attention_mask"],
             mm_token_type_ids=inputs["mm_token_type_ids"],
+            # Videos' temporal positions (Qwen2.5-VL scales them by seconds per frame pair); None without.
+            video_grid_thw=inputs.get("video_grid_thw"),
+            second_per_grid_ts=inputs.get("second_per_grid_ts"),
         )
         out = model(**inputs, position_ids=positions, use_cache=True, logits_to_keep=1)
         return out.logits, cache_of(out), positions.amax(dim=(0, 2)) + 1
@@ -91,6 +101,10 @@ class Qwen2VLAdapter(FamilyAdapter):
 
     def image_features(self, model, pixel_values, image_grid_thw) -> tuple:
         features = base_model(model).model.get_image_features(pixel_values, image_grid_thw, return_dict=True)
+        return tuple(features.pooler_output)
+
+    def video_features(self, model, pixel_values_videos, video_grid_thw) -> tuple:
+        features = base_model(model).model.get_video_features(pixel_values_videos, video_grid_thw, return_dict=True)
         return tuple(features.pooler_output)
 
 

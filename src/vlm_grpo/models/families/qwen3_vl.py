@@ -1,13 +1,16 @@
-"""Qwen3-VL and Qwen3-VL-MoE: an image-only processor, M-RoPE prefix prefill, image-feature
-sharing with deepstack features (tiny builders: `models/tiny/qwen.py`). Everything the Qwen2-VL
+"""Qwen3-VL and Qwen3-VL-MoE: a torchvision-free processor, M-RoPE prefix prefill, image- and
+video-feature sharing with deepstack features (tiny builders: `models/tiny/qwen.py`). Everything the Qwen2-VL
 adapter does the same way is inherited from it.
 
 Processor. `Qwen3VLProcessor(...)` cannot be built without torchvision (its video processor
-mapping fails), and `AutoProcessor` on a Qwen3-VL folder then fails too; the image-only subclass
-below leaves the video processor out, loads folders saved by the standard processor (it ignores
-their video processor settings: videos cannot be given to it) and saves folders that name it. Images go through the same
-Qwen2-VL image processor class as Qwen2-VL's, configured with patch size 16, so the inherited
-`fit_image` resizes to multiples of 16 x merge size (32) as the processor does.
+mapping fails), and `AutoProcessor` on a Qwen3-VL folder then fails too; the subclass below leaves
+that video processor out and takes videos through `frames.FrameVideoProcessor`, loads folders saved by
+the standard processor (ignoring their video processor settings) and saves folders that name it. The
+processor writes each frame pair of a video as `<t seconds>` and the pair's tokens between vision start
+and end, the timestamps from the frames' indices in the source (`frames.video_call`'s metadata).
+Images go through the same Qwen2-VL image processor class as Qwen2-VL's, configured with patch
+size 16, so the inherited `fit_image` resizes to multiples of 16 x merge size (32) as the processor
+does.
 
 Shared prefix. As for Qwen2-VL, with `get_rope_index` (which needs `mm_token_type_ids`) giving
 the interleaved M-RoPE positions of the prompt. The forward takes position ids of 3 rows (the
@@ -33,11 +36,11 @@ from __future__ import annotations
 from transformers.models.qwen3_vl.processing_qwen3_vl import Qwen3VLProcessor
 
 from .base import base_model
-from .processors import ImageOnly
+from .frames import WithFrames
 from .qwen2_vl import Qwen2VLAdapter
 
 
-class ImageOnlyQwen3VLProcessor(ImageOnly, Qwen3VLProcessor):
+class ImageOnlyQwen3VLProcessor(WithFrames, Qwen3VLProcessor):
     standard_name = "Qwen3VLProcessor"
 
 
@@ -52,9 +55,11 @@ class Qwen3VLAdapter(Qwen2VLAdapter):
     def image_features(self, model, pixel_values, image_grid_thw) -> tuple:
         """Per image: (its merged features, its deepstack features, one per deepstack layer)."""
         out = base_model(model).model.get_image_features(pixel_values, image_grid_thw, return_dict=True)
-        return tuple(
-            (main, tuple(layer[i] for layer in out.deepstack_features)) for i, main in enumerate(out.pooler_output)
-        )
+        return _with_deepstack(out)
+
+    def video_features(self, model, pixel_values_videos, video_grid_thw) -> tuple:
+        """Per video: its merged features and its deepstack features, as for an image."""
+        return _with_deepstack(base_model(model).model.get_video_features(pixel_values_videos, video_grid_thw))
 
     def image_encoder_output(self, per_row: tuple):
         from transformers.models.qwen3_vl.modeling_qwen3_vl import BaseModelOutputWithDeepstackFeatures
@@ -64,6 +69,13 @@ class Qwen3VLAdapter(Qwen2VLAdapter):
             pooler_output=tuple(main for main, _ in per_row),
             deepstack_features=[tuple(deep[layer] for _, deep in per_row) for layer in range(layers)],
         )
+
+
+def _with_deepstack(out) -> tuple:
+    """Per item of a vision output: (its merged features, its deepstack features, one per deepstack layer)."""
+    return tuple(
+        (main, tuple(layer[i] for layer in out.deepstack_features)) for i, main in enumerate(out.pooler_output)
+    )
 
 
 class Qwen3VLMoeAdapter(Qwen3VLAdapter):
