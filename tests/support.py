@@ -3,6 +3,7 @@ samples, tiny video files, a two-step training run, and the command line run in 
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -52,6 +53,18 @@ def run_python(*args: str, env: dict | None = None, cwd=None, timeout: float = 3
     command = [sys.executable, *args]
     env = child_env() if env is None else env
     return subprocess.run(command, capture_output=True, text=True, env=env, cwd=cwd, timeout=timeout)
+
+
+def free_port() -> str:
+    """A port for a launch's rendezvous: tests run in parallel, a fixed port would collide."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return str(probe.getsockname()[1])
+
+
+def torchrun(processes: int) -> list[str]:
+    """The arguments to Python that launch `processes` processes of what follows them."""
+    return ["-m", "torch.distributed.run", "--nproc_per_node", str(processes), "--master_port", free_port()]
 
 
 def run_cli(*args: str, env: dict | None = None, cwd=None, timeout: float = 300) -> subprocess.CompletedProcess:

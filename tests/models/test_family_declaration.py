@@ -16,7 +16,7 @@ from vlm_grpo.models import FamilyAdapter, adapter_for, register_family, registe
 from vlm_grpo.models.families import family_named
 from vlm_grpo.models.families.llava_onevision import LLAVA_ONEVISION_CHAT_TEMPLATE
 from vlm_grpo.rollout import encode_prompts, generate
-from vlm_grpo.rollout.engines.vllm_engine import export_folder
+from vlm_grpo.rollout.engines.weights import export_folder
 from vlm_grpo.tasks.styles import R1V
 
 CPU = torch.device("cpu")

@@ -15,14 +15,9 @@ from vlm_grpo.config import ConfigError, load_config
 from vlm_grpo.models.tiny import build_tiny
 from vlm_grpo.rollout import ENGINES, HFEngine, SamplingParams, encode_prompts, make_engine
 from vlm_grpo.rollout.engines import EngineError, EngineOptions, VLLMConfig
-from vlm_grpo.rollout.engines.vllm_engine import (
-    STAMP,
-    check_environment,
-    completions_of,
-    export_folder,
-    policy_state_dict,
-    start_server,
-)
+from vlm_grpo.rollout.engines.vllm_engine import completions_of
+from vlm_grpo.rollout.engines.vllm_http import STAMP, check_environment, start_server
+from vlm_grpo.rollout.engines.weights import export_folder, policy_state_dict
 from vlm_grpo.tasks.styles import DEFAULT
 from vlm_grpo.training.trainer import Trainer
 
@@ -169,7 +164,7 @@ def test_a_tied_lm_head_is_pushed_once_under_the_embeddings_name():
     tensor twice, and vLLM ties it again on load."""
     from safetensors.torch import save
 
-    from vlm_grpo.rollout.engines.vllm_engine import policy_state_dict
+    from vlm_grpo.rollout.engines.weights import policy_state_dict
 
     class Tied(torch.nn.Module):
         def __init__(self):

@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from support import ROOT, lab_samples
+from support import ROOT, lab_samples, run_python, torchrun
 from vlm_grpo.config import LoraSettings, load_config
 from vlm_grpo.evaluation.final_eval import evaluate_models
 from vlm_grpo.evaluation.records import EvalOptions
@@ -315,6 +315,69 @@ def test_a_server_killed_during_the_weight_push_keeps_the_steps_record(small_fol
     Trainer(run_config(small_folder, out, "resume=true", "rollout_engine=hf")).train()
     steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [s for s in steps if s > 0] == [1, 2, 3]
+
+
+# Two trainer processes (torchrun, gloo) sharing one server; `PATCH` may change the engine first.
+TWO_PROCESS_DRIVER = """
+import os, signal, sys
+from vlm_grpo.rollout.engines import vllm_http
+PATCH
+from vlm_grpo.cli import main
+sys.argv = ["vlm-grpo", "train"] + sys.argv[1:]
+main()
+"""
+# Process 0 kills the server while pushing the weights of step 2.
+KILL_ON_SECOND_PUSH = """
+pushes, load = [], vllm_http.ServerBackend.load
+def killing_load(self, tensors):
+    pushes.append(1)
+    if len(pushes) == 2:
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+    return load(self, tensors)
+vllm_http.ServerBackend.load = killing_load
+"""
+
+
+def two_processes(tmp_path, folder, out, patch: str = "", *extra: str):
+    driver = tmp_path / "driver.py"
+    driver.write_text(TWO_PROCESS_DRIVER.replace("PATCH", patch))
+    args = [f"model={folder}", "rollout_engine=vllm", f"vllm.python={PYTHON}", "num_generations=4"]
+    args += ["prompts_per_step=2", "max_completion_length=12", "learning_rate=1e-3", "max_steps=3", "save_steps=10"]
+    args += ["progress=false", "report_to=[]", "data.train=lab-clevr", f"output_dir={out}", *extra]
+    return run_python(*torchrun(2), str(driver), *args, timeout=900)
+
+
+def test_two_processes_share_one_server_and_train(small_folder, tmp_path):
+    """Each process sends its own prompts to the one server process 0 started; process 0 pushes the
+    weights once per step while the other waits, so both sample from every step's weights."""
+    out = tmp_path / "run"
+    result = two_processes(tmp_path, small_folder, out)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    trained = [line for line in lines if line["step"] > 0]
+    assert [line["world_size"] for line in trained] == [2, 2, 2]
+    assert all(line["engine/logp_gap_max"] < TOLERANCE["qwen2-vl"] for line in trained)  # both ranks' rows
+    assert sorted(p.name for p in out.glob("engine*")) == ["engine-model", "engine.log"]  # one server
+    assert (out / "checkpoint-3").is_dir() and not processes_naming(out)
+
+
+def test_a_server_killed_during_a_push_stops_both_processes_and_resumes(small_folder, tmp_path):
+    out = tmp_path / "run"
+    result = two_processes(tmp_path, small_folder, out, KILL_ON_SECOND_PUSH)
+    assert result.returncode != 0
+    said = [line for line in result.stderr.splitlines() if "killed by SIGKILL" in line]
+    assert len(said) == 2 and all("checkpoint-2 saved" in line for line in said), result.stderr[-3000:]
+    assert checkpoint.latest(out).name == "checkpoint-2" and not processes_naming(out)
+    resumed = two_processes(tmp_path, small_folder, out, "", "resume=true", "rollout_engine=hf")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [s for s in steps if s > 0] == [1, 2, 3]  # every trained step once
+
+
+def test_colocate_with_several_processes_is_refused_with_one_line(small_folder, tmp_path):
+    result = two_processes(tmp_path, small_folder, tmp_path / "run", "", "vllm.mode=colocate")
+    assert result.returncode != 0 and "vllm.mode=colocate serves one trainer process" in result.stderr
 
 
 def test_eval_through_vllm_scores_as_through_hf(small_folder, tmp_path, monkeypatch):

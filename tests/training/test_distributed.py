@@ -2,14 +2,13 @@
 process with the same global batch when sampling is replaced by fixed completions."""
 
 import json
-import socket
 import textwrap
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from support import ROOT, run_python
+from support import ROOT, free_port, run_python, torchrun
 
 pytestmark = pytest.mark.slow
 
@@ -65,18 +64,6 @@ ARGS = [
     "progress=false",
     "report_to=[]",
 ]
-
-
-def free_port() -> str:
-    """A port for this launch's rendezvous: tests run in parallel, a fixed port would collide."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return str(probe.getsockname()[1])
-
-
-def torchrun(nproc: int) -> list[str]:
-    """The arguments to Python that launch `nproc` processes of what follows them."""
-    return ["-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_port", free_port()]
 
 
 def cli_driver(tmp_path) -> str:

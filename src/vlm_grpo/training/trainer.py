@@ -105,7 +105,7 @@ class Trainer:
         """The rollout engine around the policy (wrapped to run tools, with tools), the prompt style,
         and the family's turn-end token."""
         context = sampling_context(self.parallel, self.model, self.precision, self.device)
-        engine = build_engine(self.cfg, self.model, self.processor, context, self.precision, self.out, self.world.size)
+        engine = build_engine(self.cfg, self.model, self.processor, context, self.precision, self.out, self.world)
         # With tools, every turn after the first samples the conversation so far (rollout/turns.py).
         turn_end = self.adapter.turn_end_id(self.processor)
         engine, style = with_tools(self.cfg, engine, get_style(self.cfg.prompt, self.task), turn_end)

@@ -70,9 +70,7 @@ def check_processes(name: str, world_size: int) -> None:
 
 
 register_engine("hf", _hf)
-register_engine(
-    "vllm", _vllm, VLLMConfig, EngineTraits(separate_process=True, quantized_weights=False, several_processes=False)
-)
+register_engine("vllm", _vllm, VLLMConfig, EngineTraits(separate_process=True, quantized_weights=False))
 check_named("rollout_engine", ENGINES)
 register_check("engine traits", _check_traits)
 

@@ -71,8 +71,9 @@ class EngineOptions:
     workdir: Path | str | None = None
     """Where an engine writes its model folder and log (None: a temporary folder)."""
     seed: int = 0
-    world_size: int = 1
-    """Trainer processes sampling through this engine (each builds its own)."""
+    world: Any = None
+    """The trainer's processes (`training.distributed.World`: rank, size, fsdp, zero_stage, gather), each
+    building its own engine; None: one process."""
 
 
 @dataclass(frozen=True)

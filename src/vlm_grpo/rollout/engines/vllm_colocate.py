@@ -34,6 +34,7 @@ from pathlib import Path
 import torch
 
 from .base import EngineError
+from .vllm_http import check_cpu_head_size
 from .vllm_server import build_llm, generate, reload_weights
 from .weights import export_folder
 
@@ -71,8 +72,6 @@ class ColocatedBackend:
         import_vllm()
         log_to(workdir / "engine.log")
         from vllm.platforms import current_platform
-
-        from .vllm_engine import check_cpu_head_size
 
         if current_platform.is_cpu():
             check_cpu_head_size(model)

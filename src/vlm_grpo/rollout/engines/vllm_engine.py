@@ -23,32 +23,21 @@ differs (HTTP, one request at a time, or a call). The parts:
 from __future__ import annotations
 
 import atexit
-import base64
-import io
-import json
-import os
-import subprocess
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
-from safetensors.torch import save, save_file
 
-from ...models.families import adapter_for, base_model
+from ...errors import ConfigError
+from ...models.families import adapter_for
 from ..batch import Conversation, PromptBatch
 from ..generation import mask_after_end
 from .base import Completions, EngineError, SamplingParams
-from .server import exit_cause, free_port, launch, stop_server, wait_healthy
-from .weights import export_folder, policy_state_dict
-
-SERVER_SCRIPT = Path(__file__).with_name("vllm_server.py")
-STAMP = "vlm-grpo-engine.json"  # written by scripts/vllm_env.py once vLLM imports in the environment
-CPU_HEAD_SIZES = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)  # vLLM's CPU attention backend
+from .vllm_http import ServerBackend
+from .weights import policy_state_dict
 
 
 @dataclass
@@ -114,6 +103,9 @@ class VLLMEngine:
         workdir = Path(options.workdir or tempfile.mkdtemp(prefix="vlm-grpo-vllm-"))
         workdir.mkdir(parents=True, exist_ok=True)
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="vllm-engine")
+        world = options.world
+        # Several trainer processes share one server: each sends its own prompts, the first pushes the weights.
+        self.ranks = world if world is not None and world.size > 1 else None
         self.backend = connect(cfg, model, processor, options, workdir)
         if cfg.mode == "server":
             self.update_weights(model)  # a server the user started may hold other weights
@@ -185,8 +177,20 @@ class VLLMEngine:
 
     # ------------------------------------------------------------------ weights
     def update_weights(self, model) -> float:
-        began = time.perf_counter()
-        self.backend.load(policy_state_dict(model))
+        """The policy's weights into the engine; with several processes the first pushes them once while
+        the others wait, and every process stops on a failed push as the first does."""
+        began, error = time.perf_counter(), None
+        if self.ranks is None or self.ranks.rank == 0:
+            try:
+                self.backend.load(policy_state_dict(model))
+            except EngineError as exc:
+                error = exc
+        if self.ranks is not None:
+            failed = self.ranks.gather(str(error) if error else None)[0]
+            if failed and error is None:
+                raise EngineError(failed)
+        if error is not None:
+            raise error
         return time.perf_counter() - began
 
     def close(self) -> None:
@@ -195,69 +199,38 @@ class VLLMEngine:
 
 
 def connect(cfg: VLLMConfig, model, processor, options, workdir: Path):
-    """The backend of `cfg.mode`: a server over HTTP, or vLLM in this process (imported only when asked)."""
+    """The backend of `cfg.mode`: a server over HTTP, or vLLM in this process (imported only when asked).
+    Several trainer processes share one server, started (spawn) by the first, which tells the others
+    where it is, or how it failed to start."""
+    world = options.world
+    several = world is not None and world.size > 1
     if cfg.mode == "colocate":
+        if several:
+            raise ConfigError(
+                f"vllm.mode=colocate serves one trainer process for now ({world.size} were started): "
+                "use vllm.mode=spawn, one server the processes share"
+            )
         from .vllm_colocate import ColocatedBackend
 
         return ColocatedBackend(cfg, model, processor, engine_dtype(options.dtype, cfg.dtype), options.seed, workdir)
-    return ServerBackend(cfg, model, processor, options, workdir)
-
-
-class ServerBackend:
-    """A vLLM server over HTTP: started here from `vllm.python` (spawn) or by the user (server). Weights go
-    through one safetensors file in shared memory to a server on this host, in the request body to another."""
-
-    def __init__(self, cfg: VLLMConfig, model, processor, options, workdir: Path):
-        self.timeout, self.process = cfg.request_timeout, None
-        self.local = cfg.mode == "spawn" or cfg.host in ("127.0.0.1", "localhost")
-        shm = Path("/dev/shm")
-        self.weights_file = (shm if shm.is_dir() else workdir) / f"vlm-grpo-{os.getpid()}-{id(self)}.safetensors"
-        if cfg.mode == "spawn":
-            check_environment(Path(cfg.python), model)
-            folder = export_folder(model, processor, workdir / "engine-model")
-            self.log = workdir / "engine.log"
-            dtype = engine_dtype(options.dtype, cfg.dtype)
-            self.url, self.process = start_server(cfg, folder, dtype, options.seed, self.log)
-        else:
-            self.url, self.log = f"http://{cfg.host}:{cfg.port}", None
-            wait_healthy(self.url, None, cfg.startup_timeout, None)
-
-    def generate(self, body: dict) -> list[list[dict]]:
-        wire = [{**r, "images": png_images(r["images"])} for r in body["requests"]]
-        return self.request("/generate", {**body, "requests": wire})["outputs"]
-
-    def load(self, tensors: dict[str, torch.Tensor]) -> None:
-        if self.local:
-            save_file(tensors, str(self.weights_file))
-            self.request("/update_weights", {"path": str(self.weights_file)})
-        else:
-            self.request("/update_weights", save(tensors), content_type="application/octet-stream")
-
-    def close(self) -> None:
-        stop_server(self.url, self.process)
-        self.process = None
-        self.weights_file.unlink(missing_ok=True)
-
-    def request(self, path: str, body, content_type: str = "application/json") -> dict:
-        """POST `body` to the server's `path`; its JSON answer. A server that is down or fails raises EngineError."""
-        data = json.dumps(body).encode() if content_type == "application/json" else body
-        request = urllib.request.Request(self.url + path, data=data, headers={"Content-Type": content_type})
+    options = replace(options, dtype=engine_dtype(options.dtype, cfg.dtype))
+    if not several:
+        return ServerBackend.open(cfg, model, processor, options, workdir)
+    if world.fsdp != "none" or world.zero_stage == 3:
+        raise ConfigError(
+            "rollout_engine=vllm with several processes takes whole weights on every process for now "
+            "(data parallel, ZeRO-1/2): not FSDP or ZeRO-3"
+        )
+    backend, error = None, None
+    if world.rank == 0:
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                return json.loads(response.read())
-        except urllib.error.HTTPError as exc:
-            detail = json.loads(exc.read() or b"{}").get("error", exc.reason)
-            raise EngineError(f"the vLLM engine at {self.url} failed on {path}: {detail}") from None
-        except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
-            raise EngineError(self._why_down(path, exc)) from None
-
-    def _why_down(self, path: str, exc: Exception) -> str:
-        if self.process is not None and self.process.poll() is not None:
-            ended = exit_cause(self.process.returncode, self.log)
-            return f"the vLLM engine (pid {self.process.pid}) {ended} during {path}"
-        if isinstance(exc, TimeoutError) or "timed out" in str(exc):
-            return f"the vLLM engine at {self.url} did not answer {path} within {self.timeout:g} s"
-        return f"the vLLM engine at {self.url} is unreachable during {path}: {getattr(exc, 'reason', exc)}"
+            backend = ServerBackend.open(cfg, model, processor, options, workdir)
+        except EngineError as exc:
+            error = str(exc)
+    url, error = world.gather((backend.url if backend else None, error))[0]
+    if error:
+        raise EngineError(error if world.rank == 0 else f"process 0 could not start the engine: {error}")
+    return backend or ServerBackend(url, cfg.request_timeout, workdir)
 
 
 def completions_of(outputs: list[list[dict]], end_ids: list[int], tokenizer) -> Completions:
@@ -285,51 +258,7 @@ def collapse_runs(tokens: list[int], image_id: int) -> list[int]:
     return [t for i, t in enumerate(tokens) if t != image_id or i == 0 or tokens[i - 1] != image_id]
 
 
-def png_images(images) -> list[str]:
-    out = []
-    for image in images:
-        buffer = io.BytesIO()
-        image.convert("RGB").save(buffer, format="PNG")
-        out.append(base64.b64encode(buffer.getvalue()).decode())
-    return out
-
-
 def engine_dtype(trainer_dtype: str, asked: str) -> str:
     """`auto`: the trainer's compute dtype, so the engine's log-probs are comparable (vLLM's own
     `auto` would run a float32 checkpoint in bfloat16 on CPU)."""
     return trainer_dtype if asked == "auto" else asked
-
-
-def check_environment(python: Path, model) -> None:
-    stamp = python.parent.parent / STAMP
-    if not python.exists() or not stamp.is_file():
-        raise EngineError(f"no vLLM environment at {python.parent.parent}: build it with `make vllm-env`")
-    if not json.loads(stamp.read_text()).get("cuda"):
-        check_cpu_head_size(model)
-
-
-def check_cpu_head_size(model) -> None:
-    """vLLM's CPU attention takes a few head sizes only: refuse the others before starting it."""
-    text = base_model(model).config.get_text_config()
-    head = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
-    if head not in CPU_HEAD_SIZES:
-        raise EngineError(
-            f"vLLM's CPU attention supports head sizes {', '.join(map(str, CPU_HEAD_SIZES))}; this model's is {head}"
-        )
-
-
-def start_server(cfg, folder: Path, dtype: str, seed: int, log: Path) -> tuple[str, subprocess.Popen]:
-    port = cfg.port or free_port()
-    env = dict(os.environ, VLLM_ENABLE_V1_MULTIPROCESSING="0")  # one process: nothing to leave behind
-    env.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cfg.kv_cache_gib))  # GiB; the CPU check sees one NUMA node
-    command = [cfg.python, str(SERVER_SCRIPT), "--model", str(folder), "--port", str(port), "--dtype", dtype]
-    command += ["--seed", str(seed), "--max-model-len", str(cfg.max_model_len)]
-    command += ["--gpu-memory-utilization", str(cfg.gpu_memory_utilization)] + ["--enforce-eager"] * cfg.enforce_eager
-    process = launch(command, env, log)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_healthy(url, process, cfg.startup_timeout, log)
-    except EngineError:
-        stop_server(url, process)
-        raise
-    return url, process
