@@ -33,6 +33,7 @@ import torch
 
 from ...errors import ConfigError
 from ...models.families import adapter_for
+from ...models.families.frames import frame_sampling
 from ..batch import Conversation, PromptBatch
 from ..generation import mask_after_end
 from .base import Completions, EngineError, SamplingParams
@@ -100,6 +101,7 @@ class VLLMEngine:
         # The image placeholder the processor expands: collapsed again in a conversation's tool turns.
         token = getattr(processor, "image_token", None)
         self.image_id = self.tokenizer.convert_tokens_to_ids(token) if token else None
+        self.frames = frame_sampling(processor)  # how a video's frames are sampled and sized; None: no videos
         workdir = Path(options.workdir or tempfile.mkdtemp(prefix="vlm-grpo-vllm-"))
         workdir.mkdir(parents=True, exist_ok=True)
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="vllm-engine")
@@ -146,13 +148,25 @@ class VLLMEngine:
         return prompts.texts
 
     def _request_body(self, prompts: PromptBatch, params: SamplingParams, prefixes) -> dict:
-        requests = []
+        requests, lengths = [], prompts.inputs["attention_mask"].sum(1).tolist()  # the trainer's expanded prompts
         for i, (sample, text) in enumerate(zip(prompts.samples, self._texts(prompts))):
-            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-            requests.append(
-                {"prompt_token_ids": ids + (prefixes[i] if prefixes else []), "images": sample.load_images()}
-            )
+            prefix = prefixes[i] if prefixes else []
+            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"] + prefix
+            request = {
+                "prompt_token_ids": ids,
+                "images": sample.load_images(),
+                "trainer_tokens": lengths[i] + len(prefix),
+            }
+            if sample.video is not None:
+                request["video"] = self._video(sample)
+            requests.append(request)
         return self._body(requests, params)
+
+    def _video(self, sample) -> dict:
+        """The sample's video as the trainer's processor saw it: the same sampled, sized frames (decoded once:
+        a video the prompt stream decoded is used as it is) and where they sit in the source."""
+        video = sample.load_video(self.frames)
+        return {"frames": list(video.frames), "fps": video.fps, "indices": list(video.indices), "total": video.total}
 
     def _body(self, requests: list[dict], params: SamplingParams) -> dict:
         """One generate request; its images stay decoded (`PIL.Image`) until a backend needs them as bytes."""
@@ -170,7 +184,16 @@ class VLLMEngine:
         }
 
     def _collect(self, body: dict) -> Completions:
-        return completions_of(self.backend.generate(body), self.end_ids, self.tokenizer)
+        outputs = self.backend.generate(body)
+        for n, (request, rows) in enumerate(zip(body["requests"], outputs)):
+            expected, got = request.get("trainer_tokens"), rows[0].get("prompt_tokens") if rows else None
+            if expected is not None and got is not None and expected != got:
+                raise EngineError(
+                    f"vLLM's processor expanded prompt {n} to {got} tokens and the trainer's to {expected}: they "
+                    "process its images or video differently (other transformers releases?), so the engine would "
+                    "sample from another prompt than the trainer scores"
+                )
+        return completions_of(outputs, self.end_ids, self.tokenizer)
 
     def evaluator(self) -> VLLMEngine:
         return self

@@ -55,7 +55,7 @@ class ServerBackend:
         return cls(url, cfg.request_timeout, workdir, process, log)
 
     def generate(self, body: dict) -> list[list[dict]]:
-        wire = [{**r, "images": png_images(r["images"])} for r in body["requests"]]
+        wire = [{**r, "images": png_images(r["images"]), **video_wire(r.get("video"))} for r in body["requests"]]
         return self.request("/generate", {**body, "requests": wire})["outputs"]
 
     def load(self, tensors: dict[str, torch.Tensor]) -> None:
@@ -90,6 +90,11 @@ class ServerBackend:
         if isinstance(exc, TimeoutError) or "timed out" in str(exc):
             return f"the vLLM engine at {self.url} did not answer {path} within {self.timeout:g} s"
         return f"the vLLM engine at {self.url} is unreachable during {path}: {getattr(exc, 'reason', exc)}"
+
+
+def video_wire(video: dict | None) -> dict:
+    """A request's video with its frames as PNG (nothing without one)."""
+    return {} if video is None else {"video": {**video, "frames": png_images(video["frames"])}}
 
 
 def png_images(images) -> list[str]:

@@ -6,8 +6,9 @@ safetensors, never `vlm_grpo`. One request at a time (vLLM's `LLM` is not thread
 trainer's client (`vllm_engine.py`) orders its calls. `vllm.mode=colocate` (`vllm_colocate.py`)
 builds, samples and reloads with the same functions inside the trainer's process.
 
-    POST /generate        prompts as token ids (one image placeholder per image, unexpanded) with
-                          PNG images; returns token ids, per-token log-probs and finish reasons
+    POST /generate        prompts as token ids (one placeholder per image or video, unexpanded) with
+                          PNG images and a video's PNG frames; returns token ids, per-token log-probs
+                          and finish reasons
     POST /update_weights  {"path": a safetensors file of HF-named tensors}, or the file's bytes as
                           application/octet-stream (a trainer on another host): reload_weights in place,
                           then the prefix, encoder and multimodal caches are reset
@@ -40,7 +41,7 @@ def build_llm(model: str, dtype: str, seed: int, max_model_len: int, max_images:
         seed=seed,
         max_model_len=max_model_len,
         logprobs_mode="processed_logprobs",  # after temperature: what the trainer's ratio compares with
-        limit_mm_per_prompt={"image": max_images, "video": 0},
+        limit_mm_per_prompt={"image": max_images, "video": 1},
         enable_prefix_caching=True,
         **engine,
     )
@@ -53,6 +54,29 @@ def decode_image(data):
     if not isinstance(data, str):
         return data
     return Image.open(io.BytesIO(base64.b64decode(data))).convert("RGB")
+
+
+def video_item(video: dict):
+    """A prompt's video as vLLM takes it: its frames, already sampled and sized by the trainer, with where
+    they sit in the source (Qwen3-VL's timestamps and Qwen2.5-VL's seconds per grid step are read from it)."""
+    import numpy as np
+
+    frames = np.stack([np.asarray(decode_image(frame)) for frame in video["frames"]])
+    metadata = {
+        "fps": video["fps"],
+        "frames_indices": list(video["indices"]),
+        "total_num_frames": video["total"],
+        "duration": video["total"] / video["fps"],
+        "width": int(frames.shape[2]),
+        "height": int(frames.shape[1]),
+        "do_sample_frames": False,
+        "video_backend": "frames",
+    }
+    return frames, metadata
+
+
+# The frames come sampled and sized: vLLM's processor keeps them as they are, as the trainer's does.
+KEEP_FRAMES = {"videos_kwargs": {"do_sample_frames": False, "do_resize": False}}
 
 
 def generate(llm, body: dict) -> dict:
@@ -74,9 +98,14 @@ def generate(llm, body: dict) -> dict:
     )
     prompts = []
     for request in body["requests"]:
-        prompt = {"prompt_token_ids": request["prompt_token_ids"]}
+        prompt, media = {"prompt_token_ids": request["prompt_token_ids"]}, {}
         if request.get("images"):
-            prompt["multi_modal_data"] = {"image": [decode_image(i) for i in request["images"]]}
+            media["image"] = [decode_image(i) for i in request["images"]]
+        if request.get("video"):
+            media["video"] = [video_item(request["video"])]
+            prompt["mm_processor_kwargs"] = KEEP_FRAMES
+        if media:
+            prompt["multi_modal_data"] = media
         prompts.append(prompt)
     outputs = llm.generate(prompts, params, use_tqdm=False)
     results = []
@@ -86,6 +115,7 @@ def generate(llm, body: dict) -> dict:
             ids = list(completion.token_ids)
             logprobs = [step[token].logprob for step, token in zip(completion.logprobs or [], ids)]
             rows.append({"token_ids": ids, "logprobs": logprobs, "finish_reason": completion.finish_reason})
+        rows[0]["prompt_tokens"] = len(output.prompt_token_ids or [])  # as its processor expanded the prompt
         results.append(rows)
     return {"outputs": results}
 
