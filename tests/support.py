@@ -89,15 +89,15 @@ def lab_samples(n=2, size=112):
 
 
 def write_video(path: Path, frames: int = 8, fps: int = 4, size: tuple[int, int] = (64, 48)) -> Path:
-    """A video file written by PyAV (MPEG-4 part 2, which every FFmpeg build encodes): `frames` frames of
-    (width, height) `size` at `fps`, frame i a uniform colour whose red channel is 20 * i, so a decoded
-    frame tells which frame it was."""
+    """A video file written by PyAV (MPEG-4 part 2, which every FFmpeg build encodes; VP8 for `.webm`, the
+    codec WebM holds), its container from the suffix in any case: `frames` frames of (width, height) `size`
+    at `fps`, frame i a uniform colour whose red channel is 20 * i, so a decoded frame tells which frame it was."""
     import av
     import numpy as np
 
     width, height = size
     with av.open(str(path), mode="w") as container:
-        stream = container.add_stream("mpeg4", rate=fps)
+        stream = container.add_stream("libvpx" if path.suffix.lower() == ".webm" else "mpeg4", rate=fps)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         for i in range(frames):
             pixels = np.zeros((height, width, 3), dtype=np.uint8)

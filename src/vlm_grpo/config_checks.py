@@ -201,6 +201,7 @@ def _check_resources(cfg: TrainConfig, need: Need) -> None:
     need(
         cfg.data.eval_holdout >= 0 and cfg.data.eval_size >= 1, "data.eval_holdout must be >= 0 and data.eval_size >= 1"
     )
+    need(cfg.data.num_workers >= 0, f"data.num_workers={cfg.data.num_workers} must be >= 0 (0: decode when drawn)")
     need(
         not (cfg.gradient_checkpointing and cfg.logprob_sharing == "prefix"),
         "gradient_checkpointing=true turns the KV cache off, which logprob_sharing=prefix needs: "

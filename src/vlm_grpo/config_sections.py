@@ -41,12 +41,16 @@ class DataConfig:
     on_bad_sample: str = "skip"
     """What to do with an unusable row: skip it (counted in `data/skipped`) or stop with an error."""
     columns: dict[str, str] = field(default_factory=dict)
-    """Column names of a file or hub set for `image`, `question`, `answer`, `choices` and `conversation`,
+    """Column names of a file or hub set for `image`, `question`, `answer`, `choices`, `conversation` and `video`,
     so a set loads without conversion (`data.columns.question=problem`); unnamed ones follow the known
     layouts (docs/tasks.md)."""
     split: str | None = None
     """Split of the training set where it holds several (a hub id, a `save_to_disk` DatasetDict, a folder of
     split folders or files such as `test.jsonl`); None: `train`."""
+    num_workers: int = 0
+    """Threads that decode the next step's training prompts (images loaded, videos decoded to frames) while
+    the step runs, so the step finds them ready; the time a step still waits shows as `time/decode_s`. The
+    rows and every random draw are the same with any number (0: each prompt decoded when drawn)."""
 
 
 @dataclass

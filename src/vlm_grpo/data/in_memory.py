@@ -13,7 +13,7 @@ from typing import Any
 
 from ..tasks import Task
 from .layouts import find_columns, make_sample
-from .rows import lazy_images
+from .rows import lazy_media
 from .samples import Sample
 
 
@@ -26,7 +26,7 @@ class InMemorySource:
         if not len(rows):
             raise ValueError(f"{name} holds no rows")
         self.name, self._task = name, task
-        self._rows = lazy_images(rows)
+        self._rows = lazy_media(rows)
         self._samples = all(isinstance(r, Sample) for r in _head(self._rows))
         if not self._samples:  # a missing column fails here, once, not as every row skipped
             self._columns = find_columns(_dict_rows(self._rows), dict(columns or {}), name)

@@ -7,8 +7,9 @@ Flat rows hold each in a column of its own, in one of these layouts:
 Any flat layout may have a `video` (or `video_path`) column beside or in place of its image column: a video
 file's path, its bytes, or a list of frame files (`data/videos.py`).
 Chat rows hold the question in a conversation (`prompt`, `messages` or `conversations`, read by
-`chat.py`), the images in `images` or `image`, the answer in `solution` or `answer`, else in the
-conversation's assistant turn. The layout is found from the columns the rows have; where they leave it
+`chat.py`), the images in `images` or `image`, a video in `videos` (a list, one per video placeholder) or
+`video` (the video itself), the answer in `solution` or `answer`, else in the conversation's assistant turn;
+a prompt shows at most one video. The layout is found from the columns the rows have; where they leave it
 open (a question column and a conversation, or no column for a field) the error names the
 `data.columns` mapping that settles it. The task turns a row's question, answer and choices into the
 prompt's question and the ground truth (`Task.read_sample`).
@@ -39,6 +40,8 @@ CONVERSATIONS = ("prompt", "messages", "conversations")  # TRL's prompt-only and
 CHAT_IMAGES = ("images", "image")
 CHAT_ANSWERS = ("solution", "answer")
 VIDEOS = ("video", "video_path")  # a flat row's video, beside or in place of its image
+CHAT_VIDEOS = ("videos", "video")  # a chat row's: a list matched to its video placeholders, or one video
+LISTED_VIDEOS = "videos"  # the column that holds a list of videos (elsewhere a list is one video's frames)
 
 
 @dataclass(frozen=True)
@@ -55,7 +58,7 @@ class Columns:
     conversation: str | None = None
     """A chat row's messages; None for flat rows."""
     video: str | None = None
-    """A flat row's video; None: the rows have none."""
+    """A row's video (a chat row's `videos`: a list of them); None: the rows have none."""
 
     def prompt_columns(self) -> set[str | None]:
         """The columns that make the prompt (a reward reads the row's other columns)."""
@@ -84,14 +87,17 @@ def find_columns(head: Sequence[Mapping[str, Any]], mapping: Mapping[str, str], 
 
 def make_sample(row_id: str, row: Mapping[str, Any], columns: Columns, domain: str, task: Task) -> Sample:
     """A sample from one row whose fields are in `columns`; the task reads the question and answer."""
-    video = row.get(columns.video) if columns.video else None
+    video = _given(row.get(columns.video)) if columns.video else None
     if columns.conversation is None:
-        image = row.get(columns.image) if columns.image else None
+        image = _given(row.get(columns.image)) if columns.image else None
         question, answer = row.get(columns.question), row.get(columns.answer)
     else:
         images = row.get(columns.image) if columns.image else None
-        chat = read_chat(row.get(columns.conversation), images, row_id, answered_here=columns.answer is None)
-        question, image = chat.question, chat.images
+        # A list in a `video` column is one video's frames: only `videos` lists several videos.
+        videos = video if columns.video == LISTED_VIDEOS or video is None else [video]
+        messages = row.get(columns.conversation)
+        chat = read_chat(messages, images, row_id, answered_here=columns.answer is None, videos=videos)
+        question, image, video = chat.question, chat.images, _one_video(chat.videos, row_id)
         answer = row.get(columns.answer) if columns.answer else chat.answer
     if not isinstance(question, str) or not question.strip():
         raise BadSample(f"{row_id}: the question is empty")
@@ -100,6 +106,30 @@ def make_sample(row_id: str, row: Mapping[str, Any], columns: Columns, domain: s
     fields = {"choices": row.get(columns.choices)} if columns.choices in row else {}
     question, target = task.read_sample(question.strip(), answer, fields, row_id)
     return Sample(row_id, image, question, target, domain, video=video)
+
+
+def _given(value: Any) -> Any:
+    """A cell's image or video; a blank one (a CSV row without it) as None."""
+    return None if isinstance(value, str) and not value.strip() else value
+
+
+def _one_video(videos: list[Any], row_id: str) -> Any:
+    if len(videos) > 1:
+        raise BadSample(f"{row_id}: {len(videos)} videos in the conversation; a prompt shows one video")
+    return videos[0] if videos else None
+
+
+def _video_column(candidates: Sequence[str], columns: set[str], mapping: Mapping[str, str], name: str) -> str | None:
+    """The column holding the rows' videos: the mapped one, else the one candidate they have (two: ambiguous)."""
+    if "video" in mapping:
+        return mapping["video"]
+    found = [c for c in candidates if c in columns]
+    if len(found) > 1:
+        raise ValueError(
+            f"{name}: rows hold videos in both {' and '.join(map(repr, found))}; name the one the prompt shows "
+            f"with data.columns.video={found[0]}"
+        )
+    return found[0] if found else None
 
 
 def _first(candidates: Iterable[str], columns: set[str]) -> str | None:
@@ -134,11 +164,12 @@ def _chat_columns(
             "name the answer's column with data.columns.answer=COLUMN"
         )
     image = mapping.get("image") or _first(CHAT_IMAGES, columns)
-    return Columns(image, None, answer, mapping.get("choices", "choices"), conversation)
+    video = _video_column(CHAT_VIDEOS, columns, mapping, name)
+    return Columns(image, None, answer, mapping.get("choices", "choices"), conversation, video)
 
 
 def _flat_columns(columns: set[str], mapping: Mapping[str, str], name: str) -> Columns:
-    video = mapping.get("video") or _first(VIDEOS, columns)
+    video = _video_column(VIDEOS, columns, mapping, name)
     needed = FIELDS[:3] if video is None else FIELDS[1:3]  # rows with a video may have no image
     for layout in FLAT:
         names = {**dict(zip(FIELDS, layout)), **mapping}

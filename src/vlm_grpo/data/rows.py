@@ -5,7 +5,7 @@ from __future__ import annotations
 import bisect
 import itertools
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -27,18 +27,19 @@ class Part:
 
 
 def table_part(table: Any, root: Path | None, label: str) -> Part:
-    """A `datasets.Dataset` as a part, its images left encoded."""
-    return Part(lazy_images(table), root, label)
+    """A `datasets.Dataset` as a part, its images and videos left encoded."""
+    return Part(lazy_media(table), root, label)
 
 
-def lazy_images(table: Any) -> Any:
-    """A `datasets.Dataset` whose image columns stay encoded: decoding happens per sample, in the prompt
-    stream, not for every row read. Lists of images stay as they are: recasting them rewrites the table."""
+def lazy_media(table: Any) -> Any:
+    """A `datasets.Dataset` whose image and video columns stay encoded: decoding happens per sample, in the
+    prompt stream, not for every row read (and a video as `{"bytes", "path"}`, for PyAV, not torchcodec).
+    Lists of images stay as they are: recasting them rewrites the table."""
     import datasets
 
     for name, feature in (getattr(table, "features", None) or {}).items():
-        if isinstance(feature, datasets.Image) and feature.decode:
-            table = table.cast_column(name, datasets.Image(decode=False))
+        if isinstance(feature, (datasets.Image, datasets.Video)) and feature.decode:
+            table = table.cast_column(name, type(feature)(decode=False))
     return table
 
 
@@ -67,15 +68,14 @@ class RowSource:
             raise IndexError(f"{self.name}: row {index} of {len(self)}")
         which = bisect.bisect_right(self._ends, index)
         part, local = self._parts[which], index - (self._ends[which - 1] if which else 0)
-        row = dict(part.rows[local])
-        for column in (self.columns.image, self.columns.video):
-            if column is not None:
-                row[column] = _resolve(row.get(column), part.root)
-        return make_sample(f"{part.label}#{local}", row, self.columns, self._domain, self._task)
+        sample = make_sample(f"{part.label}#{local}", part.rows[local], self.columns, self._domain, self._task)
+        # Resolved once read: a chat row's media may sit in its messages as well as in its columns.
+        return replace(sample, image=_resolve(sample.image, part.root), video=_resolve(sample.video, part.root))
 
 
 def _resolve(image: Any, root: Path | None) -> Any:
-    """Relative image or video paths (alone, in a list, or in a `{"bytes", "path"}` dict without bytes) under `root`."""
+    """Relative image or video paths (alone, in a list, or in a `{"bytes", "path"}` dict without bytes) under `root`;
+    anything else (a decoded image, bytes, None) as it is."""
     if isinstance(image, (list, tuple)):
         return [_resolve(item, root) for item in image]
     if root is None:

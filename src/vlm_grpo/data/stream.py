@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 import numpy as np
 from PIL import Image
 
 from ..errors import BadSample
+from .prefetch import Prefetch
 from .samples import Sample, Source
 from .videos import FrameSampling
 
+Timed = Callable[[str], contextlib.AbstractContextManager]  # a phase's name -> a context that times it
 SPLIT_SEED = 20250114  # fixed, independent of the run seed, so every run holds out the same rows
 
 
@@ -22,7 +25,9 @@ def split_indices(n: int, holdout: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 class PromptStream:
-    """Training prompts in a seeded order, epoch after epoch; its state resumes exactly."""
+    """Training prompts in a seeded order, epoch after epoch; its state resumes exactly. With `num_workers`
+    threads, the rows after each batch are decoded while the step runs (`prefetch.py`): the same rows, in
+    the same order, as with none."""
 
     def __init__(
         self,
@@ -34,6 +39,7 @@ class PromptStream:
         check: Callable[[Sample], None] | None = None,
         prepare: Callable[[Image.Image], Image.Image] | None = None,
         frames: FrameSampling | None = None,
+        num_workers: int = 0,
     ):
         if len(indices) == 0:
             raise ValueError(f"{source.name}: no training rows left after the held-out split")
@@ -42,24 +48,32 @@ class PromptStream:
         self.frames = frames  # how a sample's video becomes frames (the model's settings); None: not decoded here
         self.epoch, self.position, self.skipped = 0, 0, 0
         self.bad: set[int] = set()  # rows found unusable: logged and counted once, then passed over
-        self._order = self._permutation()
+        self._order = self._permutation(self.epoch)
+        self.prefetch: Prefetch[Sample] = Prefetch(self._decode, num_workers)
 
-    def _permutation(self) -> np.ndarray:
-        return np.random.default_rng([self.seed, self.epoch]).permutation(len(self.indices))
+    def _permutation(self, epoch: int) -> np.ndarray:
+        return np.random.default_rng([self.seed, epoch]).permutation(len(self.indices))
 
-    def next_batch(self, count: int) -> list[Sample]:
+    def _decode(self, index: int) -> Sample:
+        """Row `index` with its images loaded (and prepared) and its video decoded to frames."""
+        return self.source[index].with_decoded_images(self.prepare, self.frames)
+
+    def next_batch(self, count: int, timed: Timed | None = None) -> list[Sample]:
+        """The next `count` usable samples, decoded; `timed(phase)` times the wait for decoding (`decode`),
+        where the run's step clock is given it."""
+        timed = timed or _untimed
         batch: list[Sample] = []
         while len(batch) < count:
             if self.position == len(self._order):
                 self.epoch, self.position = self.epoch + 1, 0
-                self._order = self._permutation()
-            index = int(self.indices[self._order[self.position]])
+                self._order = self._permutation(self.epoch)
+            key, index = (self.epoch, self.position), int(self.indices[self._order[self.position]])
             self.position += 1
             if index in self.bad:
                 continue
             try:
-                sample = self.source[index]
-                sample = sample.with_decoded_images(self.prepare, self.frames)
+                with timed("decode"):
+                    sample = self.prefetch.take(key, index)
                 if self.check is not None:
                     self.check(sample)
             except BadSample as exc:
@@ -72,7 +86,27 @@ class PromptStream:
                     raise ValueError(f"{self.source.name}: no usable rows (every row was skipped)") from exc
                 continue
             batch.append(sample)
+        self.prefetch.queue(self._upcoming(count))  # the next batch of the same size, decoded meanwhile
         return batch
+
+    def _upcoming(self, count: int) -> list[tuple[tuple[int, int], int]]:
+        """Where the next `count` rows not known to be bad sit in the order, and their indices."""
+        if self.prefetch.workers <= 0:
+            return []
+        epoch, position, order, upcoming = self.epoch, self.position, self._order, []
+        while len(upcoming) < count:
+            if position == len(order):
+                epoch, position = epoch + 1, 0
+                order = self._permutation(epoch)
+            index = int(self.indices[order[position]])
+            if index not in self.bad:
+                upcoming.append(((epoch, position), index))
+            position += 1
+        return upcoming
+
+    def close(self) -> None:
+        """Stop the decoding workers, if any."""
+        self.prefetch.close()
 
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "position": self.position, "skipped": self.skipped, "bad": sorted(self.bad)}
@@ -80,7 +114,12 @@ class PromptStream:
     def load_state_dict(self, state: dict) -> None:
         self.epoch, self.position, self.skipped = state["epoch"], state["position"], state["skipped"]
         self.bad = set(state.get("bad", ()))
-        self._order = self._permutation()
+        self._order = self._permutation(self.epoch)
+        self.prefetch.clear()
+
+
+def _untimed(phase: str) -> contextlib.AbstractContextManager:
+    return contextlib.nullcontext()
 
 
 def eval_samples(source: Source, indices: np.ndarray, count: int) -> list[Sample]:

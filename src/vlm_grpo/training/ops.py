@@ -107,8 +107,8 @@ def policy_ops(
         return rollouts.engine.continue_conversations(prompts, owners, prefixes, rollouts.params)
 
     def next_samples():
-        with clock.phase("data"):
-            return world.local_slice(run.stream.next_batch(cfg.prompts_per_step))
+        with clock.phase("data"):  # the wait for decoding in its own phase, `decode`
+            return world.local_slice(run.stream.next_batch(cfg.prompts_per_step, clock.phase))
 
     def encode(samples):
         with clock.phase("encode"):  # images and text through the processor, collated

@@ -123,6 +123,7 @@ class Trainer:
             # A tool looks at the image as it is: only runs without tools fit it to the model's size up front.
             prepare=None if cfg.tools.names else functools.partial(self.adapter.fit_image, processor=self.processor),
             frames=frame_sampling(self.processor) if self.adapter.supports_video else None,
+            num_workers=cfg.data.num_workers,
         )
 
     def _remedies(self, tool_engine: ToolEngine | None, turn_end: int, source, train_rows) -> list[Remedy]:
@@ -164,6 +165,7 @@ class Trainer:
                 return self._train(stop)
             finally:
                 self.rollouts.close()
+                self.stream.close()
 
     def _train(self, stop: StopRequest) -> dict:
         cfg, main = self.cfg, self.world.is_main
