@@ -155,13 +155,13 @@ BLOCKS: dict[str, dict] = {
         "kind": "conditions",
         "head": [*ACC, "steps to 90 % answer-present (held-out, 20-step grid)"],
         "columns": ["in", "tr", "ap90"],
-        "rows": [("hf", "engines", "hf"), ("vllm", "engines", "vllm")],
+        "rows": [("hf", "engines", "hf"), ("vllm", "engines", "vllm"), ("vllm colocate", "engines", "vllm-colocate")],
     },
     "engines-pairs": {
         "kind": "pairs",
         "head": DIFFS,
         "columns": ["in", "tr"],
-        "rows": [("vllm - hf", "engines", "vllm", "hf")],
+        "rows": [("vllm - hf", "engines", "vllm", "hf"), ("vllm colocate - hf", "engines", "vllm-colocate", "hf")],
     },
     "map-transfer": {
         "kind": "map",
