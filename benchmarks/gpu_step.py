@@ -25,9 +25,11 @@ The last line printed is one JSON object ``{"models": {name: {framework: {...}}}
     python benchmarks/gpu_step.py               # the three models, ours and TRL, on one GPU
     python benchmarks/gpu_step.py --models qwen3-vl-2b-instruct --frameworks ours
     python benchmarks/gpu_step.py --cpu-tiny    # the same path on CPU, each configuration shrunk (a test runs it)
-    # ours sampling through vLLM (a server from its own environment, on the same GPU):
+    # ours sampling through vLLM on the same GPU: a server (spawn), or inside the trainer (colocate, run
+    # from the environment that has vLLM and this project: make vllm-env builds it)
     make vllm-env VLLM_PACKAGE=vllm==0.33.0 VLLM_TORCH=torch==2.14.0
     python benchmarks/gpu_step.py --engine vllm --vllm-gpu-share 0.35
+    .venv-vllm/bin/python benchmarks/gpu_step.py --engine vllm --vllm-mode colocate --frameworks ours
 """
 
 from __future__ import annotations
@@ -214,7 +216,12 @@ def run_ours(a, model, processor, data) -> dict:
         progress=False,
         rollout_engine=a.engine,
         # The engine's server shares the GPU with the trainer: its share, and a KV cache sized for it.
-        vllm={"python": a.vllm_python, "gpu_memory_utilization": a.vllm_gpu_share, "kv_cache_gib": 1},
+        vllm={
+            "mode": a.vllm_mode,
+            "python": a.vllm_python,
+            "gpu_memory_utilization": a.vllm_gpu_share,
+            "kv_cache_gib": 1,
+        },
     )
     trainer = GRPOTrainer(
         model=model, reward_funcs=["answer"], args=args, train_dataset=data, processing_class=processor
@@ -234,7 +241,7 @@ def run_ours(a, model, processor, data) -> dict:
             "update": [r["time/update_s"] for r in timed_records],
         },
         "logprob_sharing": trainer.trainer.cfg.logprob_sharing,
-        "engine": a.engine,
+        "engine": a.engine if a.engine == "hf" else f"vllm-{a.vllm_mode}",
         "weight_sync_s": [r.get("time/weight_sync_s", 0.0) for r in timed_records],
         "engine_logp_gap_max": [r.get("engine/logp_gap_max") for r in timed_records],  # None with hf
     }
@@ -354,7 +361,7 @@ def summarize(result: dict, peak: float | None) -> dict:
         "mean_completion_length": result["mean_completion_length"],
         "prompt_tokens": result["prompt_tokens"],
     }
-    if result.get("engine") == "vllm":  # what the engine adds: the weight push, the engine/trainer gap
+    if str(result.get("engine")).startswith("vllm"):  # what the engine adds: the weight push, the engine/trainer gap
         out["weight_sync_s"] = statistics.median(result["weight_sync_s"])
         out["engine_logp_gap_max"] = max(g for g in result["engine_logp_gap_max"] if g is not None)
     out["mfu"] = result["step_flops"] / step / (peak * 1e12) if peak else None
@@ -372,7 +379,8 @@ def main(argv: list[str] | None = None) -> dict | None:
     p.add_argument("--cpu-tiny", action="store_true", help="CPU, fp32, each configuration shrunk: a smoke run")
     p.add_argument("--engine", choices=("hf", "vllm"), default="hf", help="ours samples through this engine")
     p.add_argument("--vllm-python", default=".venv-vllm/bin/python", help="the vLLM environment's interpreter")
-    p.add_argument("--vllm-gpu-share", type=float, default=0.35, help="GPU memory share of the vLLM server")
+    p.add_argument("--vllm-gpu-share", type=float, default=0.35, help="GPU memory share of the vLLM engine")
+    p.add_argument("--vllm-mode", choices=("spawn", "colocate"), default="spawn", help="a server, or in the trainer")
     p.add_argument("--workdir", default=None, help="run folders and child logs (default: a temporary folder)")
     p.add_argument("--out", default=None, help="also write the JSON report to this file")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
@@ -415,6 +423,8 @@ def main(argv: list[str] | None = None) -> dict | None:
                 a.vllm_python,
                 "--vllm-gpu-share",
                 str(a.vllm_gpu_share),
+                "--vllm-mode",
+                a.vllm_mode,
             ]
             cmd += ["--cpu-tiny"] if a.cpu_tiny else []
             log = work / f"{name}-{framework}.log"
