@@ -411,9 +411,16 @@ def test_a_server_killed_during_a_push_stops_both_processes_and_resumes(small_fo
     assert [s for s in steps if s > 0] == [1, 2, 3]  # every trained step once
 
 
-def test_colocate_with_several_processes_is_refused_with_one_line(small_folder, tmp_path):
-    result = two_processes(tmp_path, small_folder, tmp_path / "run", "", "vllm.mode=colocate")
-    assert result.returncode != 0 and "vllm.mode=colocate serves one trainer process" in result.stderr
+@pytest.mark.parametrize(
+    "setting, said",
+    [
+        ("vllm.mode=colocate", "vllm.mode=colocate serves one trainer process"),
+        ("fsdp=full_shard", "not FSDP or ZeRO-3"),
+    ],
+)
+def test_what_several_processes_cannot_share_is_refused_with_one_line(small_folder, tmp_path, setting, said):
+    result = two_processes(tmp_path, small_folder, tmp_path / "run", "", setting)
+    assert result.returncode != 0 and said in result.stderr
 
 
 def test_eval_through_vllm_scores_as_through_hf(small_folder, tmp_path, monkeypatch):
