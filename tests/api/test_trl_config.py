@@ -127,8 +127,10 @@ def test_the_vllm_keys_set_the_engine():
         2048,
     )
     assert (
-        GRPOConfig(use_vllm=True, vllm_mode="colocate", vllm_importance_sampling_correction=False).vllm.mode == "spawn"
+        GRPOConfig(use_vllm=True, vllm_mode="colocate", vllm_importance_sampling_correction=False).vllm.mode
+        == "colocate"
     )
+    assert GRPOConfig(dataloader_num_workers=2).data.num_workers == 2
     # TRL's modes as they are; its deprecated cap is clip_max
     masked = GRPOConfig(use_vllm=True, vllm_importance_sampling_mode="sequence_mask", vllm_importance_sampling_cap=4.0)
     assert (masked.vllm_importance_sampling_mode, masked.vllm_importance_sampling_clip_max) == ("sequence_mask", 4.0)

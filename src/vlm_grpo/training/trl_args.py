@@ -150,7 +150,9 @@ def _engine(out: dict[str, Any]) -> None:
     if (vllm_mode := out.pop("vllm_mode", None)) is not None:
         if vllm_mode not in ("server", "colocate"):
             raise ConfigError(f"vllm_mode={vllm_mode!r} is not one of server, colocate")
-        _put_in(out, "vllm", "mode", "server" if vllm_mode == "server" else "spawn", f"vllm_mode={vllm_mode!r}")
+        _put_in(out, "vllm", "mode", vllm_mode, f"vllm_mode={vllm_mode!r}")
+    if (workers := out.pop("dataloader_num_workers", None)) is not None:
+        _put_in(out, "data", "num_workers", workers, "dataloader_num_workers")
     if (url := out.pop("vllm_server_base_url", None)) is not None:
         parsed = urlparse(url)
         _put_in(out, "vllm", "host", parsed.hostname, "vllm_server_base_url")

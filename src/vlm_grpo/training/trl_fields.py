@@ -82,7 +82,8 @@ MAPPED: dict[str, str] = {
     "hub_strategy": "'end' (this project uploads the final checkpoint); others refused",
     "resume_from_checkpoint": "True: resume=True (the newest checkpoint in output_dir); a path refused",
     "use_vllm": "rollout_engine=vllm (False: hf)",
-    "vllm_mode": "server: vllm.mode=server; colocate: vllm.mode=spawn (the trainer starts vLLM beside itself)",
+    "vllm_mode": "vllm.mode: server (a server you started) | colocate (vLLM inside the trainer's process)",
+    "dataloader_num_workers": "data.num_workers: threads that decode the next step's images and videos ahead",
     "vllm_server_base_url": "vllm.host and vllm.port",
     "vllm_server_host": "vllm.host",
     "vllm_server_port": "vllm.port",
@@ -99,7 +100,6 @@ MAPPED: dict[str, str] = {
 IGNORED: dict[str, str] = {
     **dict.fromkeys(
         [
-            "dataloader_num_workers",
             "dataloader_pin_memory",
             "dataloader_persistent_workers",
             "dataloader_prefetch_factor",
