@@ -78,3 +78,36 @@ def test_the_answer_texts_hold_the_count_in_words_or_in_tags():
         text = clips.verbose(clip, rng)
         assert parse_count_word(text) == clip.count and parse_answer(text) is None
         assert parse_answer(clips.r1v(clip, rng)) == clip.count
+
+
+def test_the_clip_mix_draws_frames_under_both_prompts_with_the_cold_start_s_answers():
+    import random
+
+    from vlm_grpo.lab.pretrain import Mix, make_example
+
+    rng, styles = random.Random(0), Counter()
+    for seed in range(2_000_000, 2_000_060):
+        frames, style, question, answer = make_example(rng, seed, Mix(0.025, clips=True))
+        styles[style.name] += 1
+        assert len(frames) == clips.FRAMES and question in (clips.QUESTION, *clips.TRANSFER_QUESTIONS)
+        assert style.name == "r1v" or not any(c.isdigit() for c in answer) or answer.isdigit()
+    assert styles["r1v"] >= 10 and styles["default"] >= 30
+
+
+def test_pretraining_on_clips_continues_an_image_base_into_one_that_takes_videos(tmp_path):
+    import torch
+
+    from vlm_grpo.lab import models
+    from vlm_grpo.lab.pretrain import pretrain
+    from vlm_grpo.models import load_model_and_processor
+    from vlm_grpo.rollout import encode_prompts, generate
+    from vlm_grpo.tasks.styles import DEFAULT
+
+    init = models.path_of("lab-base-cold")
+    out = pretrain(tmp_path / "video", 0.025, steps=2, batch_size=2, progress=False, init=init, clips=True)
+    model, processor = load_model_and_processor(str(out), torch.device("cpu"), torch.float32)
+    assert "<|video_pad|>" in processor.chat_template
+    prompts = encode_prompts(processor, DEFAULT, [open_source("lab-clips")[5]], torch.device("cpu"))
+    assert (prompts.inputs["input_ids"] == model.config.video_token_id).sum() == 36  # 4 frame pairs x 3 x 3
+    _, _, _, texts = generate(model, processor, prompts, 1, 4, temperature=None)
+    assert len(texts) == 1

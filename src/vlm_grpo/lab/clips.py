@@ -55,10 +55,14 @@ _OPENINGS = (
     "Objects come into view in turn: {parts}.",
     "In this video {parts} appear.",
 )
-_TOTALS = ("In total {n} objects appeared.", "So {n} objects appeared in all.", "That makes {n} objects altogether.")
+_TOTALS = (
+    "In total {n} {objects} appeared.",
+    "So {n} {objects} appeared in all.",
+    "That makes {n} {objects} altogether.",
+)
 _THINK = (
     "The objects come in turn: {parts}, so {n} in total.",
-    "I follow the clip frame by frame and see {parts}. That is {n} objects.",
+    "I follow the clip frame by frame and see {parts}. That is {n} {objects}.",
     "Each object leaves as the next comes; I count {n} of them.",
 )
 
@@ -123,12 +127,16 @@ def _parts(objects: tuple[scenes.SceneObject, ...]) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
+def _objects(count: int) -> str:
+    return "object" if count == 1 else "objects"
+
+
 def verbose(clip: Clip, rng: random.Random) -> str:
     """What came, in words, no digits, ending with the total in words (`texts.parse_count_word` reads it)."""
     from . import texts
 
-    n = texts.word(clip.count)
-    return rng.choice(_OPENINGS).format(parts=_parts(clip.objects)) + " " + rng.choice(_TOTALS).format(n=n)
+    total = rng.choice(_TOTALS).format(n=texts.word(clip.count), objects=_objects(clip.count))
+    return rng.choice(_OPENINGS).format(parts=_parts(clip.objects)) + " " + total
 
 
 def r1v(clip: Clip, rng: random.Random) -> str:
@@ -138,7 +146,9 @@ def r1v(clip: Clip, rng: random.Random) -> str:
 
     if rng.random() < 0.25:  # the project's own demonstration sentences, as guidance injection writes them
         return R1V.demonstration(clip.count, rng)
-    think = rng.choice(_THINK).format(n=texts.word(clip.count), parts=_parts(clip.objects))
+    think = rng.choice(_THINK).format(
+        n=texts.word(clip.count), objects=_objects(clip.count), parts=_parts(clip.objects)
+    )
     return f"<think>{think}</think><answer>{clip.count}</answer>"
 
 
