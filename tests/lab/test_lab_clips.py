@@ -1,11 +1,13 @@
 """The lab's clips (vlm_grpo.lab.clips): deterministic, one object in view per frame, the answer the number
 of objects that came, and the registered sets that show them."""
 
+import json
 from collections import Counter
 
 import numpy as np
 import pytest
 
+from support import LAB, LAB_CONFIG, run_cli
 from vlm_grpo.data import open_source
 from vlm_grpo.lab import clips, scenes
 from vlm_grpo.tasks import get_task
@@ -111,3 +113,13 @@ def test_pretraining_on_clips_continues_an_image_base_into_one_that_takes_videos
     assert (prompts.inputs["input_ids"] == model.config.video_token_id).sum() == 36  # 4 frame pairs x 3 x 3
     _, _, _, texts = generate(model, processor, prompts, 1, 4, temperature=None)
     assert len(texts) == 1
+
+
+@pytest.mark.slow
+def test_vlm_grpo_train_runs_two_steps_on_clips_from_the_video_base(tmp_path):
+    run = ["model=lab-base-video", "data.train=lab-clips", "max_steps=2", "num_generations=4", "prompts_per_step=2"]
+    result = run_cli("train", str(LAB_CONFIG), *LAB, *run, "injection.mode=random", f"output_dir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in lines] == [1, 2] and lines[-1]["data/skipped"] == 0
+    assert sum(line["injection/groups_injected"] for line in lines) > 0  # demonstrations on clips

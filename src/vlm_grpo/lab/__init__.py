@@ -2,11 +2,11 @@
 
 The lab is a plug-in (entry point `vlm_grpo.plugins: lab`): `register()` adds its data sets
 (`lab-clevr`, `lab-superclevr`) and shipped base models (`lab-base`, `lab-base-cold`,
-`lab-base-tools`, and `lab-teacher`, a distillation teacher) through the same public calls any user
-package would use, and the same scenes as multiple choice (`lab-clevr-mc`, `lab-superclevr-mc`, with
-`task=multiple_choice`), and scenes whose objects are too small to count without the `crop` tool
-(`lab-clevr-cluster`, `lab-superclevr-cluster`); and clips whose count needs every frame (`lab-clips`,
-`lab-clips-transfer`, `lab-clips-frame`: see `clips`).
+`lab-base-tools`, `lab-teacher`, a distillation teacher, and `lab-base-video`, the video base)
+through the same public calls any user package would use, and the same scenes as multiple choice
+(`lab-clevr-mc`, `lab-superclevr-mc`, with `task=multiple_choice`), and scenes whose objects are too
+small to count without the `crop` tool (`lab-clevr-cluster`, `lab-superclevr-cluster`); and clips whose
+count needs every frame (`lab-clips`, `lab-clips-transfer`, `lab-clips-frame`: see `clips`).
 """
 
 
