@@ -123,3 +123,11 @@ def test_vlm_grpo_train_runs_two_steps_on_clips_from_the_video_base(tmp_path):
     lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [line["step"] for line in lines] == [1, 2] and lines[-1]["data/skipped"] == 0
     assert sum(line["injection/groups_injected"] for line in lines) > 0  # demonstrations on clips
+
+
+def test_measure_reads_the_clip_sets_it_is_given():
+    from vlm_grpo.lab.pretrain import measure
+
+    out = measure("lab-base-video", n=2, batch_size=2, max_new_tokens=4, sets=("lab-clips", "lab-clips-frame"))
+    assert out["default_sampled_clips"]["n"] == 16 and out["default_greedy_clips"]["n"] == 2
+    assert out["r1v_greedy_clips"]["n"] == out["r1v_greedy_clips-frame"]["n"] == 2

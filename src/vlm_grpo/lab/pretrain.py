@@ -302,17 +302,17 @@ def measure(
 
     model, processor = load_model_and_processor(str(model_path), torch.device("cpu"), torch.float32)
     torch.manual_seed(0)
-    sets = {}
+    rows = {}
     for name in sets:
         source = open_source(name)
-        sets[name] = eval_samples(source, split_indices(len(source), 1000)[1], n)
+        rows[name] = eval_samples(source, split_indices(len(source), 1000)[1], n)
 
     def run(style, name, group, temperature):
         return generate_records(
             model,
             processor,
             style,
-            sets[name],
+            rows[name],
             name,
             batch_size=batch_size,
             group_size=group,
