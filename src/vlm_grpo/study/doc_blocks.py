@@ -180,8 +180,8 @@ BLOCKS: dict[str, dict] = {
     },
     "video-conditions": _video("video"),
     "video-pairs": _video_pairs("video"),
-    "video-150-conditions": _video("video-150"),
-    "video-150-pairs": _video_pairs("video-150"),
+    "video-60-conditions": _video("video-60"),
+    "video-60-pairs": _video_pairs("video-60"),
     "map-transfer": {
         "kind": "map",
         "head": [
