@@ -181,7 +181,7 @@ def test_report_cli_wraps_write_report(study, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["seed", "schedules", "remedies", "mc", "tools"])
+@pytest.mark.parametrize("name", ["seed", "schedules", "remedies", "mc", "tools", "video"])
 def test_every_shipped_preset_runs_at_two_steps(tmp_path, name):
     # A tiny model and tiny evaluations: this checks that every condition's configuration trains.
     # The tools preset keeps its own completion budget: a crop conversation must fit it whole.

@@ -7,6 +7,9 @@
 - ``lab-teacher``: ``lab-base-cold`` trained on with bare digits as every plain-prompt answer: no cold
   start, it answers in the reward's format and counts; a distillation teacher (``distill.teacher``)
   with the cold bases' tokenizer.
+- ``lab-base-video``: ``lab-base-cold`` trained on the lab's clips (`vlm_grpo.lab.clips`) with its mix:
+  the severe cold start on video (plain-prompt answers verbose, the count in words), R1-V's format
+  under its prompt; its chat template holds the video placeholder.
 
 All are tiny Qwen2-VL models pre-trained by `vlm_grpo.lab.pretrain` and saved as standard HF
 folders under ``weights/`` (see ``weights/MEASUREMENTS.md`` for how they were made and measured).
@@ -18,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
-BASES = ("lab-base", "lab-base-cold", "lab-base-tools", "lab-teacher")
+BASES = ("lab-base", "lab-base-cold", "lab-base-tools", "lab-teacher", "lab-base-video")
 
 
 def path_of(name: str) -> Path:

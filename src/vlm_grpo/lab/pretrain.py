@@ -30,6 +30,11 @@ The distillation teacher (``lab-teacher``) continues ``lab-base-cold``'s trainin
 A share ``superclevr_share`` of scenes comes from the ``lab-superclevr`` look, so transfer to that
 domain is partial and measurable.
 
+The video base (``lab-base-video``, ``clips``) continues ``lab-base-cold``'s training on the lab's clips
+(`vlm_grpo.lab.clips`) with the same mix: the plain prompt answered verbosely (the count in words) but
+for a share ``digit_share`` of bare digits, R1-V's format under its prompt, ``superclevr_share`` of clips
+in the transfer look. Its chat template gains the video placeholder, which the image bases' lacks.
+
 Scenes are rendered fresh for every example (no epochs), from seeds >= 2_000_000: evaluation uses
 held-out rows of the lab's nominal 1 M rows (``data.split_indices(1_000_000, holdout)``), and row i
 is the scene of seed i, so no training scene can be an evaluation scene. The loss covers the
@@ -52,12 +57,15 @@ import torch
 from tokenizers import AddedToken
 from tqdm.auto import tqdm
 
+from ..data.videos import decode_video
 from ..models import adapter_for, load_model_and_processor
-from ..models.tiny import build_tiny, build_tokenizer
+from ..models.families.frames import frame_sampling, video_call
+from ..models.tiny import QWEN_CHAT_TEMPLATE, build_tiny, build_tokenizer
+from ..rollout.batch import MEDIA_KEYS
 from ..tasks.styles import DEFAULT, R1V
 from ..tools import get_tools
 from ..tools.calls import CLOSE, OPEN, write_call
-from . import clusters, texts
+from . import clips, clusters, texts
 from .scenes import render_scene
 
 TRAIN_SEED_BASE = 2_000_000  # training scenes never use seeds below this: those are the evaluation rows
@@ -78,10 +86,15 @@ class Mix:
     """Examples under the r1v prompt, answered in its format."""
     tool_share: float = 0.0
     """Examples with the `crop` tool offered (see the module's docstring); 0 draws none."""
+    clips: bool = False
+    """Clips (`vlm_grpo.lab.clips`) instead of scenes, the superclevr share in the transfer look."""
 
 
 def make_example(rng: random.Random, scene_seed: int, mix: Mix) -> tuple:
-    """(image, prompt style, question, answer text) for one freshly rendered training scene."""
+    """(image, prompt style, question, answer text) for one freshly rendered training scene (with
+    `mix.clips`, the clip's frames for the image)."""
+    if mix.clips:
+        return clips.make_example(rng, scene_seed, mix.digit_share, mix.superclevr_share, mix.r1v_share)
     if mix.tool_share and rng.random() < mix.tool_share:
         return make_tool_example(rng, scene_seed, mix)
     domain = "lab-superclevr" if rng.random() < mix.superclevr_share else "lab-clevr"
@@ -119,16 +132,23 @@ def collate(processor, examples: list[tuple], end_id: int) -> dict[str, torch.Te
     """Model inputs with labels on the answer tokens and the closing turn end `end_id` only (-100 elsewhere).
 
     The prompt is encoded exactly as generation encodes it; the answer's tokens are appended after
-    it, so training sees the same prompt/answer token boundary that sampling produces.
+    it, so training sees the same prompt/answer token boundary that sampling produces. An example's
+    media is an image, or a clip's frames (a list), sampled and sized as generation decodes a video.
     """
     tok = processor.tokenizer
+    clip = isinstance(examples[0][0], list)
     prompts = [
-        processor.apply_chat_template(style.messages(q), add_generation_prompt=True, tokenize=False)
+        processor.apply_chat_template(
+            style.messages(q, int(not clip), int(clip)), add_generation_prompt=True, tokenize=False
+        )
         for _, style, q, _ in examples
     ]
-    enc = processor(
-        text=prompts, images=[e[0] for e in examples], return_tensors="pt", padding=True, padding_side="right"
-    )
+    if clip:
+        sampling = frame_sampling(processor)
+        media = video_call(processor, [decode_video(e[0], sampling, "pre-training clip") for e in examples])
+    else:
+        media = {"images": [e[0] for e in examples]}
+    enc = processor(text=prompts, **media, return_tensors="pt", padding=True, padding_side="right")
     rows = []
     for i, (_, _, _, answer) in enumerate(examples):
         keep = enc["attention_mask"][i].bool()
@@ -150,8 +170,7 @@ def collate(processor, examples: list[tuple], end_id: int) -> dict[str, torch.Te
         "input_ids": input_ids,
         "attention_mask": attention,
         "mm_token_type_ids": mm_types,
-        "pixel_values": enc["pixel_values"],
-        "image_grid_thw": enc["image_grid_thw"],
+        **{key: enc[key] for key in MEDIA_KEYS if key in enc},
         "labels": labels,
     }
 
@@ -176,13 +195,14 @@ def pretrain(
     progress: bool = True,
     tool_share: float = 0.0,
     init: str | Path | None = None,
+    clips: bool = False,
 ) -> Path:
     """SFT a "small" tiny Qwen2-VL on the lab mix, fresh or continuing the saved model `init` (whose
     tokenizer it keeps); save model, processor and lab_card.json."""
     if minutes is None and steps is None:
         raise ValueError("pretrain needs a budget: minutes, steps, or both")
     out_dir = Path(out_dir)
-    mix = Mix(digit_share, superclevr_share, r1v_share, tool_share)
+    mix = Mix(digit_share, superclevr_share, r1v_share, tool_share, clips)
     torch.manual_seed(seed)
     if init is None:
         model, processor = build_tiny(
@@ -192,6 +212,8 @@ def pretrain(
         model, processor = load_model_and_processor(str(init), torch.device("cpu"), torch.float32)
     if tool_share:
         add_call_tokens(model, processor.tokenizer)
+    if clips:  # the image bases' saved template has no video placeholder
+        processor.chat_template = QWEN_CHAT_TEMPLATE
     model.train()
     end_id = adapter_for(model).turn_end_id(processor)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
@@ -258,12 +280,18 @@ def _eta(elapsed: float, progress: float) -> str:
     return time.strftime("%M:%S", time.gmtime(max(0.0, left)))
 
 
-def measure(model_path: str | Path, n: int = 200, batch_size: int = 64, max_new_tokens: int = 50) -> dict:
+def measure(
+    model_path: str | Path,
+    n: int = 200,
+    batch_size: int = 64,
+    max_new_tokens: int = 50,
+    sets: tuple[str, ...] = ("lab-clevr", "lab-superclevr"),
+) -> dict:
     """The lab targets, with the project's own evaluation code, on the first `n` held-out rows.
 
-    Plain prompt on lab-clevr: 8 samples at T=1 (number-present rate, accuracy given a number) and
-    greedy (count-word accuracy of the verbose answer); R1-V prompt, greedy, on lab-clevr and
-    lab-superclevr (accuracy, strict format).
+    Plain prompt on the first set (lab-clevr): 8 samples at T=1 (number-present rate, accuracy given a
+    number) and greedy (count-word accuracy of the verbose answer); R1-V prompt, greedy, on every set
+    (accuracy, strict format). For the video base: `sets` lab-clips, lab-clips-transfer, lab-clips-frame.
     """
     from ..data import eval_samples, open_source, split_indices
     from ..evaluation.records import EvalSummary, Rate, generate_records
@@ -274,17 +302,17 @@ def measure(model_path: str | Path, n: int = 200, batch_size: int = 64, max_new_
 
     model, processor = load_model_and_processor(str(model_path), torch.device("cpu"), torch.float32)
     torch.manual_seed(0)
-    sets = {}
-    for name in ("lab-clevr", "lab-superclevr"):
+    rows = {}
+    for name in sets:
         source = open_source(name)
-        sets[name] = eval_samples(source, split_indices(len(source), 1000)[1], n)
+        rows[name] = eval_samples(source, split_indices(len(source), 1000)[1], n)
 
     def run(style, name, group, temperature):
         return generate_records(
             model,
             processor,
             style,
-            sets[name],
+            rows[name],
             name,
             batch_size=batch_size,
             group_size=group,
@@ -293,16 +321,16 @@ def measure(model_path: str | Path, n: int = 200, batch_size: int = 64, max_new_
         )
 
     out = {"model": str(model_path), "n": n}
-    sampled = run(DEFAULT, "lab-clevr", 8, 1.0)
-    out["default_sampled_clevr"] = summarize(sampled)
-    greedy = run(DEFAULT, "lab-clevr", 1, None)
+    first = sets[0].removeprefix("lab-")
+    out[f"default_sampled_{first}"] = summarize(run(DEFAULT, sets[0], 8, 1.0))
+    greedy = run(DEFAULT, sets[0], 1, None)
     for r in greedy:
         r["count_word_correct"] = texts.parse_count_word(r["completion"]) == r["answer"]
-    out["default_greedy_clevr"] = summarize(greedy)
+    out[f"default_greedy_{first}"] = summarize(greedy)
     words = Rate(sum(r["count_word_correct"] for r in greedy), len(greedy))
-    out["default_greedy_clevr"]["count_word_accuracy"] = {"value": words.value, "ci": words.ci, "n": words.n}
-    out["default_greedy_clevr"]["examples"] = [r["completion"] for r in greedy[:3]]
-    for name in ("lab-clevr", "lab-superclevr"):
+    out[f"default_greedy_{first}"]["count_word_accuracy"] = {"value": words.value, "ci": words.ci, "n": words.n}
+    out[f"default_greedy_{first}"]["examples"] = [r["completion"] for r in greedy[:3]]
+    for name in sets:
         out[f"r1v_greedy_{name.removeprefix('lab-')}"] = summarize(run(R1V, name, 1, None))
     return out
 
@@ -323,10 +351,12 @@ def main(argv: list[str] | None = None) -> None:
     train.add_argument("--threads", type=int, default=1)
     train.add_argument("--tool-share", type=float, default=0.0)
     train.add_argument("--init", help="a saved lab base to continue from (its tokenizer is kept)")
+    train.add_argument("--clips", action="store_true", help="train on the lab's clips (the video base)")
     meas = sub.add_parser("measure", help="measure the lab targets of a saved model")
     meas.add_argument("model_path")
     meas.add_argument("-n", type=int, default=200)
     meas.add_argument("--threads", type=int, default=1)
+    meas.add_argument("--sets", nargs="+", default=["lab-clevr", "lab-superclevr"], help="the first: in-domain")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.command == "train":
@@ -342,9 +372,10 @@ def main(argv: list[str] | None = None) -> None:
             args.lr,
             tool_share=args.tool_share,
             init=args.init,
+            clips=args.clips,
         )
     else:
-        print(json.dumps(measure(args.model_path, args.n), indent=2))
+        print(json.dumps(measure(args.model_path, args.n, sets=tuple(args.sets)), indent=2))
 
 
 if __name__ == "__main__":

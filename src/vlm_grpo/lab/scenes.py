@@ -259,6 +259,27 @@ def _cast_shadows(floor: Image.Image, objects: tuple[SceneObject, ...], style: _
     return Image.composite(dark, floor, mask)
 
 
+def random_objects(domain: str, n: int, size: int, rng: random.Random) -> tuple[SceneObject, ...]:
+    """`n` non-touching objects of `domain`'s palette and sizes, placed in a `size` px image, back to front."""
+    style = _check_domain(domain)
+    placed = sorted(_place(style, n, size, rng), key=lambda p: p[1])  # back-to-front painter's order
+    return tuple(
+        SceneObject(shape=rng.choice(SHAPES), color=rng.choice(style.palette)[0], x=x, y=y, size=r)
+        for x, y, r in placed
+    )
+
+
+def draw_objects(domain: str, objects: tuple[SceneObject, ...], size: int) -> Image.Image:
+    """`domain`'s floor at `size` px with `objects` on it (in the order given), shadows and shading included."""
+    style = _check_domain(domain)
+    colours = dict(style.palette)
+    img = _cast_shadows(_background(style, size), objects, style)
+    draw = ImageDraw.Draw(img)
+    for o in objects:
+        _draw_object(draw, o, colours[o.color], style.light)
+    return img
+
+
 @overload
 def render_scene(
     domain: str, seed: int, size: int = ..., counts: tuple[int, int] = ..., return_mask: Literal[False] = ...
@@ -282,16 +303,8 @@ def render_scene(
     rng = random.Random(_derive_seed(domain, seed))
     n = rng.randint(*counts)
     question = question_for(domain, rng)
-    placed = sorted(_place(style, n, size, rng), key=lambda p: p[1])  # back-to-front painter's order
-    objects = tuple(
-        SceneObject(shape=rng.choice(SHAPES), color=rng.choice(style.palette)[0], x=x, y=y, size=r)
-        for x, y, r in placed
-    )
-    colours = dict(style.palette)
-    img = _cast_shadows(_background(style, size), objects, style)
-    draw = ImageDraw.Draw(img)
-    for o in objects:
-        _draw_object(draw, o, colours[o.color], style.light)
+    objects = random_objects(domain, n, size, rng)
+    img = draw_objects(domain, objects, size)
     scene = Scene(domain=domain, count=len(objects), objects=objects, question=question)
     if not return_mask:
         return img, scene

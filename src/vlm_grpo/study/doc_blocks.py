@@ -64,6 +64,7 @@ TOOL_PAIRS = [
     ("inject", "sft-warmup"),
     ("rate-0.25", "inject"),
 ]
+VIDEO_STEPS = ["steps to 90 % answer-present", "steps to 30 % accuracy"]  # the video preset's threshold
 TOOLS_HEAD = ["in-domain accuracy", "transfer accuracy", "greedy answers that call, in-domain / transfer"]
 
 
@@ -92,6 +93,29 @@ DISTILL_ARMS = [
     ("distillation, decaying weight", "distill-decay"),
 ]
 DISTILL_CELLS = [("centre", "central"), ("G 4", "g4")]
+
+
+def _video(name: str) -> dict:
+    return {
+        "kind": "conditions",
+        "head": [
+            "lab-clips accuracy",
+            "lab-clips-transfer accuracy (transfer)",
+            "steps to 50 % answer-present",
+            *VIDEO_STEPS,
+        ],
+        "columns": ["in", "tr", "ap50", "ap90", "acc"],
+        "rows": [("injection (the study's rule)", name, "inject"), ("none", name, "none")],
+    }
+
+
+def _video_pairs(name: str) -> dict:
+    return {
+        "kind": "pairs",
+        "head": [*DIFFS, *VIDEO_STEPS],
+        "columns": ["in", "tr", "ap90", "acc"],
+        "rows": [("inject - none", name, "inject", "none")],
+    }
 
 
 BLOCKS: dict[str, dict] = {
@@ -163,6 +187,10 @@ BLOCKS: dict[str, dict] = {
         "columns": ["in", "tr"],
         "rows": [("vllm - hf", "engines", "vllm", "hf"), ("vllm colocate - hf", "engines", "vllm-colocate", "hf")],
     },
+    "video-conditions": _video("video"),
+    "video-pairs": _video_pairs("video"),
+    "video-60-conditions": _video("video-60"),
+    "video-60-pairs": _video_pairs("video-60"),
     "map-transfer": {
         "kind": "map",
         "head": [
