@@ -12,6 +12,10 @@ What runs, each case and framework in a child process of its own:
   896 px; Qwen3-VL: 32 px), 1 prompt x G 4 completions of exactly C = 256, 1,024 or 4,096 tokens
   (end tokens impossible on both sides: TRL ``generation_kwargs={"min_new_tokens": C}``, ours
   ``step_throughput.forbid_end_tokens``), beta 0, fp32, num_iterations 1, full fine-tuning, one process;
+* with ``--video-frames N`` (or a third field in ``--cases``, IMAGE:C:N), a video of N frames instead of
+  the image, each frame the image's size: Qwen merges 2 frames per temporal patch, so a frame pair costs
+  what the image did and N frames of I tokens each cost N/2 x I video tokens (8 frames at 256: 1,024);
+  ours only, TRL's side reported as not run (its GRPOTrainer takes no video);
 * the memory options a TRL user sets at these lengths, on both sides where the project has the
   same: activation checkpointing (TRL ``gradient_checkpointing=True``, its default; ours
   ``gradient_checkpointing=true``) and one row per forward/backward (TRL
@@ -35,12 +39,15 @@ What runs, each case and framework in a child process of its own:
 
 The last line printed is one JSON object, ``{"cases": [{"model": ..., "image_tokens": I,
 "completion_tokens": C, "peak_mb": {"ours": m, "trl": m}, "s": {"ours": s, "trl": s}, ...}, ...],
-"growth": [...], ...}`` (null where a side ran out of memory or time, and why in ``status``).
+"growth": [...], ...}`` (null where a side ran out of memory or time, or was not run, and why in ``status``).
+A video case's ``image_tokens`` is its tokens per frame pair; it adds ``video_frames``, ``video_tokens``
+(N/2 x I), ``video_tokens_actual`` and ``not_run`` (why a side was not run).
 
     python benchmarks/real_shapes.py --quick     # qwen2-vl-2b, 256 image tokens, C 1,024, both sides
     python benchmarks/real_shapes.py             # qwen2-vl-2b, 2 image sizes x 3 lengths
     python benchmarks/real_shapes.py --models qwen2-vl-2b-instruct,qwen3-vl-2b-instruct --completion-tokens 4096
     python benchmarks/real_shapes.py --device cuda --full-depth   # on a GPU, the checkpoints' depth
+    python benchmarks/real_shapes.py --cases 1024:256,256:256:8 --frameworks ours   # 1,024 image vs video tokens
 """
 
 from __future__ import annotations
@@ -88,13 +95,20 @@ TRL_ON_CPU = (
     "too, and folds each tile with tile-sized torch temporaries; on a GPU Triton scores only completion "
     "positions, in place."
 )
+# Frames per temporal patch in the Qwen families here (temporal_patch_size): one frame pair costs one frame's tokens.
+TEMPORAL_PATCH = 2
+# Why TRL's side of a video case is not run (trl/trainer/grpo_trainer.py: _signature_columns, the processor call).
+TRL_NO_VIDEO = (
+    "TRL's GRPOTrainer takes no video: its dataset keeps only the prompt, image and images columns, and its "
+    "processor call passes images only"
+)
 # Messages that mean "out of memory" in a child's error (CPU allocator, CUDA caching allocator).
 OOM_MARKS = ("can't allocate memory", "out of memory", "cannot allocate memory", "memoryerror")
 
 
 @dataclasses.dataclass
 class Case:
-    """One measurement: a model, an image size, a completion length, a unit, one framework."""
+    """One measurement: a model, an image size (or a video), a completion length, a unit, one framework."""
 
     model: str
     image_tokens: int
@@ -113,6 +127,19 @@ class Case:
     gradient_checkpointing: bool = True
     micro_batch_tokens: int | None = None  # None: one whole row (prompt + C)
     memory_limit_mb: int | None = None
+    # 0: the prompt shows one image of `image_tokens`; N: a video of N frames instead, each frame that image's
+    # size, so `image_tokens` per frame pair and ceil(N / 2) x image_tokens video tokens.
+    video_frames: int = 0
+
+
+def video_tokens(case: Case) -> int:
+    """The video tokens a case's prompt shows: one frame's tokens per frame pair (the last frame repeated)."""
+    return -(-case.video_frames // TEMPORAL_PATCH) * case.image_tokens
+
+
+def not_run(case: Case) -> str | None:
+    """Why `case` is not run (None: it is)."""
+    return TRL_NO_VIDEO if case.video_frames and case.framework == "trl" else None
 
 
 # ------------------------------------------------------------------------------------------ the model
@@ -156,26 +183,46 @@ def build(case: Case):
     side = image_side(case.image_tokens, family)
     images = qwen3_vl_images if family.startswith("qwen3") else qwen2_vl_images
     processor = family_named(family).make_processor(images(side * side), tokenizer, QWEN_CHAT_TEMPLATE)
+    if case.video_frames:
+        from vlm_grpo.data.videos import VideoConfig
+        from vlm_grpo.models.families.frames import apply_video_settings
+
+        # Each frame the image's size: the per-frame budget would otherwise shrink frames above 768 tokens.
+        apply_video_settings(processor, VideoConfig(max_pixels=side * side))
     depth = {"text_layers": config.text_config.num_hidden_layers, "vision_blocks": config.vision_config.depth, **full}
     return model, processor, family, depth
 
 
 def prompt_row(case: Case, family: str) -> dict:
-    """The case's one prompt: a rendered counting scene, square, of about `image_tokens` tokens."""
+    """The case's one prompt: a rendered counting scene, square, of about `image_tokens` tokens; with
+    `video_frames`, a video of that many scenes of that size (a list of frames, as a Sample's video)."""
     from vlm_grpo.lab.scenes import render_scene
 
     side = image_side(case.image_tokens, family)
     image, scene = render_scene("lab-clevr", SEED, size=side)
-    return {"image": image.convert("RGB"), "question": scene.question, "answer": str(scene.count)}
+    row = {"question": scene.question, "answer": str(scene.count)}
+    if not case.video_frames:
+        return row | {"image": image.convert("RGB")}
+    # Distinct scenes, so that no two frames of a pair are alike: the vision tower's work is a real video's.
+    frames = [render_scene("lab-clevr", SEED + i, size=side)[0].convert("RGB") for i in range(case.video_frames)]
+    return row | {"video": frames}
 
 
 def prompt_tokens(processor, row: dict) -> tuple[int, int]:
-    """(prompt tokens, image tokens) of `row` as both frameworks encode it."""
-    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": row["question"]}]}]
+    """(prompt tokens, image or video tokens) of `row` as both frameworks encode it (a video: as ours does)."""
+    kind = "video" if "video" in row else "image"
+    messages = [{"role": "user", "content": [{"type": kind}, {"type": "text", "text": row["question"]}]}]
     text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    batch = processor(text=[text], images=[row["image"]], return_tensors="pt")
+    if kind == "image":
+        batch = processor(text=[text], images=[row["image"]], return_tensors="pt")
+    else:
+        from vlm_grpo.data.videos import decode_video
+        from vlm_grpo.models.families.frames import frame_sampling, video_call
+
+        video = decode_video(row["video"], frame_sampling(processor), "real-shapes")
+        batch = processor(text=[text], **video_call(processor, [video]), return_tensors="pt")
     merge = processor.image_processor.merge_size**2
-    return int(batch["input_ids"].shape[1]), int(batch["image_grid_thw"].prod(-1).sum()) // merge
+    return int(batch["input_ids"].shape[1]), int(batch[f"{kind}_grid_thw"].prod(-1).sum()) // merge
 
 
 def fixed_completions(processor, length: int):
@@ -414,7 +461,7 @@ def child(case: Case) -> dict:
         "family": family,
         "depth": depth,
         "prompt_tokens": prompt,
-        "image_tokens_actual": image,
+        "video_tokens_actual" if case.video_frames else "image_tokens_actual": image,
         "parameters": sum(p.numel() for p in model.parameters()),
         "threads": torch.get_num_threads(),
     }
@@ -466,9 +513,9 @@ def child_env(threads: int) -> dict:
 
 def run_case(case: Case, timeout_s: float) -> dict:
     """`case` in a child process; its result, or why there is none (timeout, oom, error)."""
-    log = (
-        Path(case.workdir) / "logs" / f"{case.model}_{case.image_tokens}_{case.completion_tokens}_{case.framework}.log"
-    )
+    video = f"_video{case.video_frames}" if case.video_frames else ""
+    name = f"{case.model}_{case.image_tokens}{video}_{case.completion_tokens}_{case.framework}.log"
+    log = Path(case.workdir) / "logs" / name
     log.parent.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(dataclasses.asdict(case))]
     t0, busy0, cpu0 = time.perf_counter(), cpu_busy_s(), children_cpu_s()
@@ -515,6 +562,7 @@ def cases_of(a: argparse.Namespace, work: Path) -> list[list[Case]]:
         for image in a.image_tokens:
             for length in a.completion_tokens:
                 common = dict(model=model, image_tokens=image, completion_tokens=length, unit=pick_unit(length, a))
+                common |= dict(video_frames=a.video_frames)
                 common |= dict(device=a.device, workdir=str(work), text_layers=depth[0], vision_blocks=depth[1])
                 common |= dict(tiny=a.tiny, threads=a.threads, warmup=a.warmup, steps=a.steps)
                 common |= dict(rows_per_pass=a.rows_per_pass, gradient_checkpointing=not a.no_gradient_checkpointing)
@@ -531,7 +579,7 @@ def case_entry(pair: list[Case], results: dict[str, dict]) -> dict:
         return {f: results[f].get(key) if results[f].get("status") == "ok" else None for f in results}
 
     ok = next((r for r in results.values() if r.get("status") == "ok"), {})
-    return {
+    entry = {
         "model": first.model,
         "image_tokens": first.image_tokens,
         "completion_tokens": first.completion_tokens,
@@ -550,6 +598,11 @@ def case_entry(pair: list[Case], results: dict[str, dict]) -> dict:
         "wall_s": {f: r["wall_s"] for f, r in results.items()},
         "other_cores": {f: r["other_cores"] for f, r in results.items()},
     }
+    if first.video_frames:  # keys only a video case has: an image case's row is as it was
+        entry |= {"video_frames": first.video_frames, "video_tokens": video_tokens(first)}
+        entry |= {"video_tokens_actual": ok.get("video_tokens_actual")}
+        entry |= {"not_run": {f: r["reason"] for f, r in results.items() if r.get("reason")}}
+    return entry
 
 
 # ------------------------------------------------------------------------------------------ growth
@@ -568,28 +621,27 @@ def growth(cases: list[dict]) -> list[dict]:
     for case in cases:
         for framework, peak in case["peak_mb"].items():
             if peak is not None:
-                key = (case["model"], framework, case["image_tokens"])
+                key = (case["model"], framework, case["image_tokens"], case.get("video_frames", 0))
                 points.setdefault(key, []).append(
                     (case["completion_tokens"], peak, case["setup_mb"][framework], case["unit"])
                 )
     fits = []
-    for (model, framework, image), rows in points.items():
+    for (model, framework, image, frames), rows in points.items():
         if len({c for c, *_ in rows}) < 2:
             continue
         cs, peaks = [float(c) for c, *_ in rows], [p for _, p, _, _ in rows]
         above = [max(p - s, 1.0) for _, p, s, _ in rows]
-        fits.append(
-            {
-                "model": model,
-                "framework": framework,
-                "image_tokens": image,
-                "completion_tokens": [int(c) for c in cs],
-                "units": sorted({u for *_, u in rows}),
-                "exponent": slope([math.log(c) for c in cs], [math.log(p) for p in peaks]),
-                "exponent_above_setup": slope([math.log(c) for c in cs], [math.log(p) for p in above]),
-                "mb_per_1k_tokens": 1000 * slope(cs, peaks),
-            }
-        )
+        fit = {
+            "model": model,
+            "framework": framework,
+            "image_tokens": image,
+            "completion_tokens": [int(c) for c in cs],
+            "units": sorted({u for *_, u in rows}),
+            "exponent": slope([math.log(c) for c in cs], [math.log(p) for p in peaks]),
+            "exponent_above_setup": slope([math.log(c) for c in cs], [math.log(p) for p in above]),
+            "mb_per_1k_tokens": 1000 * slope(cs, peaks),
+        }
+        fits.append(fit | ({"video_frames": frames} if frames else {}))
     return fits
 
 
@@ -600,6 +652,15 @@ def fmt(value, spec: str = ".1f", missing: str = "-") -> str:
 
 def ratio(a, b) -> str:
     return "-" if a is None or b is None or not b else f"{a / b:.2f}x"
+
+
+def vision_cell(case: dict) -> str:
+    """What the prompt shows, and its prompt tokens: `I (P)` for an image, the video's frames and tokens else."""
+    prompt = fmt(case["prompt_tokens"], "d", "?")
+    if not case.get("video_frames"):
+        return f"{case['image_tokens']} ({prompt})"
+    frames = f"video {case['video_frames']} frames x {case['image_tokens']}/{TEMPORAL_PATCH}"
+    return f"{frames} = {case['video_tokens']} ({prompt})"
 
 
 def case_table(cases: list[dict]) -> list[str]:
@@ -616,11 +677,15 @@ def case_table(cases: list[dict]) -> list[str]:
             cells.append(f"{peak:.0f} ({c['setup_mb'][f]:.0f})" if peak is not None else f"**{status}**")
         s = c["s"]
         lines.append(
-            f"| {c['model']} | {c['image_tokens']} ({fmt(c['prompt_tokens'], 'd', '?')}) | {c['completion_tokens']} | "
+            f"| {c['model']} | {vision_cell(c)} | {c['completion_tokens']} | "
             f"{c['unit']} | {fmt(s.get('ours'))} | {fmt(s.get('trl'))} | {ratio(s.get('ours'), s.get('trl'))} | "
             f"{cells[0]} | {cells[-1]} | {ratio(c['peak_mb'].get('ours'), c['peak_mb'].get('trl'))} |"
         )
     return lines
+
+
+def video_note(fit: dict) -> str:
+    return f" per frame pair, video of {fit['video_frames']} frames" if fit.get("video_frames") else ""
 
 
 def growth_table(fits: list[dict]) -> list[str]:
@@ -633,7 +698,8 @@ def growth_table(fits: list[dict]) -> list[str]:
     ]
     for g in fits:
         lines.append(
-            f"| {g['model']} | {g['framework']} | {g['image_tokens']} | {', '.join(map(str, g['completion_tokens']))} "
+            f"| {g['model']} | {g['framework']} | {g['image_tokens']}{video_note(g)} | "
+            f"{', '.join(map(str, g['completion_tokens']))} "
             "| "
             f"{'+'.join(g['units'])} | {g['exponent']:.2f} | {g['exponent_above_setup']:.2f} | "
             f"{g['mb_per_1k_tokens']:.0f} |"
@@ -670,8 +736,20 @@ def header(report: dict) -> list[str]:
     ] + ([TRL_ON_CPU] if not cuda else [])
 
 
+def video_lines(report: dict) -> list[str]:
+    """The header's note on video cases (none without them)."""
+    if not any(c.get("video_frames") for c in report["cases"]):
+        return []
+    return [
+        f"Video cases: N frames instead of the image, each frame the image's size; {TEMPORAL_PATCH} frames per "
+        f"temporal patch, so N frames of I tokens each cost N/{TEMPORAL_PATCH} x I video tokens. Ours only: "
+        f"{TRL_NO_VIDEO}."
+    ]
+
+
 def render(report: dict) -> str:
-    lines = header(report) + ["", *case_table(report["cases"]), "", "How peak memory grows with C:", ""]
+    lines = header(report) + video_lines(report)
+    lines += ["", *case_table(report["cases"]), "", "How peak memory grows with C:", ""]
     lines += growth_table(report["growth"])
     short = [
         f"{c['model']} I={c['image_tokens']} C={c['completion_tokens']} {f} (mean {length:.1f})"
@@ -710,7 +788,17 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--models", default=MODELS[0], help=f"comma separated, of {', '.join(MODELS)}")
     p.add_argument("--image-tokens", default=",".join(map(str, IMAGE_TOKENS)), help="image tokens per prompt")
     p.add_argument("--completion-tokens", default=",".join(map(str, COMPLETION_TOKENS)), help="C values")
-    p.add_argument("--cases", default=None, help="IMAGE:C pairs instead of the two lists, e.g. 256:1024,1024:4096")
+    p.add_argument(
+        "--cases",
+        default=None,
+        help="IMAGE:C pairs instead of the two lists, e.g. 256:1024,1024:4096; IMAGE:C:N a video of N frames",
+    )
+    p.add_argument(
+        "--video-frames",
+        type=int,
+        default=0,
+        help="a video of N frames instead of the image, each frame the image's size (N/2 x IMAGE tokens); ours only",
+    )
     p.add_argument("--frameworks", default=",".join(FRAMEWORKS), help="ours, trl or both")
     p.add_argument(
         "--unit", choices=("auto", "step", "update"), default="auto", help="auto: step up to --step-max-tokens"
@@ -751,6 +839,8 @@ def settle(p: argparse.ArgumentParser, a: argparse.Namespace) -> argparse.Namesp
     a.models, a.frameworks = a.models.split(","), a.frameworks.split(",")
     a.image_tokens, a.completion_tokens = ints(a.image_tokens), ints(a.completion_tokens)
     a.pairs = [tuple(ints(x.replace(":", ","))) for x in a.cases.split(",")] if a.cases else None
+    if a.video_frames < 0 or any(len(pair) not in (2, 3) or min(pair) < 0 for pair in a.pairs or []):
+        p.error("--cases takes IMAGE:C or IMAGE:C:FRAMES; --video-frames and FRAMES are 0 (no video) or more")
     for name in a.models:
         if not (CONFIGS / name / "config.json").is_file():
             p.error(f"unknown model {name!r}: choose from {', '.join(MODELS)}")
@@ -777,10 +867,13 @@ def main(argv: list[str] | None = None) -> dict | None:
     for pair in selected(a, work):
         results = {}
         for case in pair:
-            results[case.framework] = run_case(case, a.case_timeout)
+            reason = not_run(case)
+            skipped = {"status": "not run", "reason": reason, "wall_s": 0.0, "other_cores": 0.0}
+            results[case.framework] = skipped if reason else run_case(case, a.case_timeout)
             r = results[case.framework]
+            video = f" V={case.video_frames}" if case.video_frames else ""
             print(
-                f"[{time.strftime('%H:%M:%S')}] {case.model} I={case.image_tokens} C={case.completion_tokens} "
+                f"[{time.strftime('%H:%M:%S')}] {case.model} I={case.image_tokens}{video} C={case.completion_tokens} "
                 f"{case.unit} {case.framework}: {r['status']}, s={fmt(r.get('s'), '.2f')}, "
                 f"peak={fmt(r.get('peak_mb'), '.0f')} MiB, wall {r['wall_s']:.0f} s",
                 file=sys.stderr,
@@ -788,7 +881,9 @@ def main(argv: list[str] | None = None) -> dict | None:
             )
         cases.append(case_entry(pair, results))
     report = {"cases": cases, "growth": growth(cases), "machine": machine(), "wall_s": time.perf_counter() - started}
-    report["settings"] = {k: v for k, v in vars(a).items() if k not in ("child", "quick")} | {"workdir": str(work)}
+    # video_frames only where given: without it the report is as it was before the option.
+    hidden = ("child", "quick") if a.video_frames else ("child", "quick", "video_frames")
+    report["settings"] = {k: v for k, v in vars(a).items() if k not in hidden} | {"workdir": str(work)}
     report["depth"] = next((c["depth"] for c in cases if c["depth"]), None)
     print(render(report))
     if a.out:
@@ -798,15 +893,21 @@ def main(argv: list[str] | None = None) -> dict | None:
 
 
 def selected(a: argparse.Namespace, work: Path) -> list[list[Case]]:
-    """The cases to run: every image size x length, or only the --cases pairs."""
+    """The cases to run: every image size x length, or only the --cases pairs (and video cases)."""
     pairs = cases_of(a, work)
     if a.pairs:
-        pairs = [p for p in pairs if (p[0].image_tokens, p[0].completion_tokens) in set(a.pairs)]
-        # --cases may name sizes outside the two lists: build those too.
-        missing = set(a.pairs) - {(p[0].image_tokens, p[0].completion_tokens) for p in pairs}
-        for image, length in sorted(missing):
-            b = argparse.Namespace(**{**vars(a), "image_tokens": [image], "completion_tokens": [length]})
-            pairs += cases_of(b, work)
+
+        def key(pair: list[Case]) -> tuple[int, int, int]:
+            return pair[0].image_tokens, pair[0].completion_tokens, pair[0].video_frames
+
+        # (image tokens, C, video frames): a pair without frames has --video-frames'.
+        wanted = {(*x, a.video_frames)[:3] for x in a.pairs}
+        pairs = [p for p in pairs if key(p) in wanted]
+        # --cases may name sizes (or videos) outside the two lists: build those too.
+        missing = wanted - {key(p) for p in pairs}
+        for image, length, frames in sorted(missing, key=lambda x: (x[2], x[:2])):  # video cases last
+            b = {"image_tokens": [image], "completion_tokens": [length], "video_frames": frames}
+            pairs += cases_of(argparse.Namespace(**{**vars(a), **b}), work)
     return pairs
 
 

@@ -120,15 +120,22 @@ REAL_SHAPES = SCRIPT.parent / "real_shapes.py"
 def test_real_shapes_runs_a_step_and_an_update_of_both_frameworks(tmp_path):
     """Two tiny cases (gpu_step's shrunk Qwen2-VL widths and vocabulary, 16 image tokens): 4 completion
     tokens as a whole step, 8 as an update, each on both sides. The JSON line has the promised shape,
-    numbers on both sides, completions of exactly C tokens, and a growth fit per framework."""
-    args = ["--tiny", "--cases", "16:4,16:8", "--step-max-tokens", "4", "--threads", "1", "--case-timeout", "120"]
-    proc, report = run_script(REAL_SHAPES, [*args, "--workdir", str(tmp_path), "--out", str(tmp_path / "r.json")])
+    numbers on both sides, completions of exactly C tokens, and a growth fit per framework. A third case
+    shows a video of 4 frames of 16 tokens instead (32 video tokens): ours runs it, TRL's side is not run."""
+    args = ["--tiny", "--cases", "16:4,16:8,16:4:4", "--step-max-tokens", "4", "--threads", "1"]
+    args += ["--case-timeout", "120", "--workdir", str(tmp_path), "--out", str(tmp_path / "r.json")]
+    proc, report = run_script(REAL_SHAPES, args)
     assert report == json.loads((tmp_path / "r.json").read_text())
-    cases = report["cases"]
+    *cases, video = report["cases"]
     assert [(c["image_tokens"], c["completion_tokens"], c["unit"]) for c in cases] == [
         (16, 4, "step"),
         (16, 8, "update"),
     ]
+    assert "video_frames" not in cases[0] and video["video_frames"] == 4 and video["completion_tokens"] == 4
+    assert video["status"] == {"ours": "ok", "trl": "not run"} and "takes no video" in video["not_run"]["trl"]
+    assert video["video_tokens"] == video["video_tokens_actual"] == 32 and video["peak_mb"]["trl"] is None
+    assert video["peak_mb"]["ours"] > 0 and video["mean_completion_length"]["ours"] == 4.0
+    assert "| video 4 frames x 16/2 = 32 (" in proc.stdout
     for case in cases:
         assert case["model"] == "qwen2-vl-2b-instruct" and case["status"] == {"ours": "ok", "trl": "ok"}, case
         for key in ("peak_mb", "s"):
