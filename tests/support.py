@@ -122,3 +122,31 @@ def train_two_steps(tmp_path, model_name: str, extra=()):
     assert [line["step"] for line in lines] == [1, 2]
     assert changed and (tmp_path / "run" / "checkpoint-2").is_dir()
     return trainer
+
+
+def logprobs_and_grads(model, prompts, ids, mask, group_size: int) -> tuple[dict, dict]:
+    """Completion log-probs and parameter gradients of a fixed random weighting of them, by each sharing
+    mode (none, prefix, vision): what the sharing tests compare."""
+    from vlm_grpo.rollout import completion_logprobs
+
+    rows = torch.arange(ids.size(0))
+    weights = torch.randn(ids.shape, generator=torch.Generator().manual_seed(1))
+    logps, grads = {}, {}
+    for sharing in ("none", "prefix", "vision"):
+        model.zero_grad()
+        logps[sharing] = completion_logprobs(model, prompts, rows, ids, mask, group_size, 1.0, sharing)
+        (logps[sharing] * weights * mask).sum().backward()
+        grads[sharing] = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    return logps, grads
+
+
+def samples(source) -> list:
+    """Every sample of a `Source`, in order."""
+    return [source[i] for i in range(len(source))]
+
+
+def one_line(exc_info) -> str:
+    """The raised error's message, asserted to be one line."""
+    message = str(exc_info.value)
+    assert "\n" not in message, message
+    return message

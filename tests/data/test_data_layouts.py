@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from support import LAB, LAB_CONFIG
+from support import LAB, LAB_CONFIG, one_line, samples
 from vlm_grpo.data import BadSample, InMemorySource, PromptStream, open_source
 from vlm_grpo.tasks import get_task
 
@@ -42,16 +42,6 @@ def write_lines(path, rows):
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
     return path
-
-
-def samples(source):
-    return [source[i] for i in range(len(source))]
-
-
-def one_line(exc_info) -> str:
-    message = str(exc_info.value)
-    assert "\n" not in message, message
-    return message
 
 
 # ------------------------------------------------------------------ image folders

@@ -11,7 +11,7 @@ import datasets
 import pytest
 from PIL import Image
 
-from support import write_video
+from support import one_line, samples, write_video
 from vlm_grpo.data import BadSample, open_source
 from vlm_grpo.data.videos import FrameSampling
 
@@ -25,16 +25,6 @@ def reds(sample) -> list[int]:
     got = [frame.getpixel((10, 10))[0] for frame in video.frames]
     assert all(abs(red - 20 * i) <= 6 for red, i in zip(got, video.indices)), got
     return got
-
-
-def samples(source):
-    return [source[i] for i in range(len(source))]
-
-
-def one_line(exc_info) -> str:
-    message = str(exc_info.value)
-    assert "\n" not in message, message
-    return message
 
 
 def clips(root, names):

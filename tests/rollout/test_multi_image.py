@@ -7,6 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
+from support import logprobs_and_grads
 from vlm_grpo.config import load_config
 from vlm_grpo.data import Sample
 from vlm_grpo.lab.scenes import render_scene
@@ -57,14 +58,7 @@ def test_every_logprob_path_is_exact_with_several_images(family):
     ids, mask, _, _ = generate(model, processor, prompts, G, 8, temperature=1.0)
     mask[1, 3:] = 0  # an early stop
     model.train()
-    rows = torch.arange(ids.size(0))
-    weights = torch.randn(ids.shape, generator=torch.Generator().manual_seed(1))
-    logps, grads = {}, {}
-    for sharing in ("none", "prefix", "vision"):
-        model.zero_grad()
-        logps[sharing] = completion_logprobs(model, prompts, rows, ids, mask, G, 1.0, sharing)
-        (logps[sharing] * weights * mask).sum().backward()
-        grads[sharing] = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    logps, grads = logprobs_and_grads(model, prompts, ids, mask, G)
     on = mask.bool()
     for sharing in ("prefix", "vision"):
         assert (logps[sharing] - logps["none"])[on].abs().max().item() < 1e-5, sharing

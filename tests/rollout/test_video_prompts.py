@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from support import write_video
+from support import logprobs_and_grads, write_video
 from vlm_grpo.data import Sample
 from vlm_grpo.data.videos import VideoConfig
 from vlm_grpo.lab.scenes import render_scene
@@ -41,18 +41,6 @@ def prompts_of(family, tmp_path):
     return model, processor, encode_prompts(processor, DEFAULT, samples, torch.device("cpu"))
 
 
-def logprobs_and_grads(model, prompts, ids, mask):
-    rows = torch.arange(ids.size(0))
-    weights = torch.randn(ids.shape, generator=torch.Generator().manual_seed(1))
-    logps, grads = {}, {}
-    for sharing in ("none", "prefix", "vision"):
-        model.zero_grad()
-        logps[sharing] = completion_logprobs(model, prompts, rows, ids, mask, G, 1.0, sharing)
-        (logps[sharing] * weights * mask).sum().backward()
-        grads[sharing] = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
-    return logps, grads
-
-
 def assert_shared_equal_per_row(logps, grads, mask):
     on = mask.bool()
     for sharing in ("prefix", "vision"):
@@ -71,7 +59,7 @@ def test_every_logprob_path_is_exact_with_videos(family, tmp_path):
     ids, mask, _, _ = generate(model, processor, prompts, G, 8, temperature=1.0)
     mask[1, 3:] = 0  # an early stop
     model.train()
-    logps, grads = logprobs_and_grads(model, prompts, ids, mask)
+    logps, grads = logprobs_and_grads(model, prompts, ids, mask, G)
     assert_shared_equal_per_row(logps, grads, mask)
     subset = torch.tensor([5, 0, 3])  # rows of the video-and-image prompt first, out of order
     shared = completion_logprobs(model, prompts, subset, ids[subset], mask[subset], G, 1.0, "prefix")

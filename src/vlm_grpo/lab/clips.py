@@ -48,7 +48,6 @@ TRANSFER_QUESTIONS = (
     "How many different shapes showed up in the clip?",
     "What is the number of objects that appeared?",
 )
-_PLURAL = {"cube": "cubes", "sphere": "spheres", "cylinder": "cylinders"}
 _OPENINGS = (
     "The clip shows {parts}, each in turn.",
     "I see {parts} come and go.",
@@ -123,7 +122,7 @@ def _parts(objects: tuple[scenes.SceneObject, ...]) -> str:
     from . import texts
 
     counts = Counter(o.shape for o in objects)
-    items = [f"{texts.word(k)} {_PLURAL[s] if k > 1 else s}" for s in scenes.SHAPES if (k := counts[s])]
+    items = [f"{texts.word(k)} {texts.PLURAL[s] if k > 1 else s}" for s in scenes.SHAPES if (k := counts[s])]
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 

@@ -25,7 +25,7 @@ from .scenes import CLEVR_QUESTION, SHAPES, SUPERCLEVR_QUESTIONS, Scene, colour_
 
 _WORD_VALUE = {w: i for i, w in enumerate(NUMBER_WORDS)}
 _WORD_RE = re.compile(r"\b(" + "|".join(NUMBER_WORDS) + r")\b", re.IGNORECASE)
-_PLURAL = {"cube": "cubes", "sphere": "spheres", "cylinder": "cylinders"}
+PLURAL = {"cube": "cubes", "sphere": "spheres", "cylinder": "cylinders"}
 
 _OPENINGS = (
     "I can see {n} objects: {parts}.",
@@ -62,14 +62,14 @@ def _join(items: list[str]) -> str:
 def _shape_parts(scene: Scene) -> str:
     """ "two cubes, one sphere and four cylinders" (counts per shape, in words)."""
     counts = Counter(o.shape for o in scene.objects)
-    return _join([f"{word(k)} {_PLURAL[s] if k > 1 else s}" for s in SHAPES if (k := counts[s])])
+    return _join([f"{word(k)} {PLURAL[s] if k > 1 else s}" for s in SHAPES if (k := counts[s])])
 
 
 def _colour_parts(scene: Scene, rng: random.Random) -> str:
     """Up to three colour/shape groups, e.g. "two red cubes, one blue sphere and others"."""
     groups = Counter((o.color, o.shape) for o in scene.objects)
     keys = sorted(groups, key=lambda k: (-groups[k], k))[:3]
-    items = [f"{word(groups[k])} {k[0]} {_PLURAL[k[1]] if groups[k] > 1 else k[1]}" for k in keys]
+    items = [f"{word(groups[k])} {k[0]} {PLURAL[k[1]] if groups[k] > 1 else k[1]}" for k in keys]
     if sum(groups[k] for k in keys) < scene.count:
         items.append(rng.choice(("some other shapes", "a few other objects", "more objects")))
     return _join(items)
@@ -108,7 +108,7 @@ def corpus() -> list[str]:
     lines = [R1V_SYSTEM, R1V_SUFFIX, "You are a helpful assistant.", CLEVR_QUESTION, *SUPERCLEVR_QUESTIONS]
     lines += [f"{q} {R1V_SUFFIX}" for q in (CLEVR_QUESTION, *SUPERCLEVR_QUESTIONS)]
     colours = colour_names()
-    lines += [f"{word(k)} {c} {s} {_PLURAL[s]}" for k in range(17) for c in colours for s in SHAPES][::3]
+    lines += [f"{word(k)} {c} {s} {PLURAL[s]}" for k in range(17) for c in colours for s in SHAPES][::3]
     rng = random.Random(0)
     for seed in range(120):  # seeds far outside the lab's rows; only the words matter here
         _, scene = render_scene(
