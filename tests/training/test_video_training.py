@@ -2,6 +2,7 @@
 injected demonstrations and checkpoints; a family without video support stops at start in one line."""
 
 import json
+import math
 
 import pytest
 from PIL import Image
@@ -51,6 +52,18 @@ def test_video_rows_train_with_demonstrations_and_checkpoint(tmp_path, family):
     assert sum(line["injection/groups_injected"] for line in lines) > 0  # demonstrations on video rows
     checkpoint = tmp_path / "run" / "checkpoint-2"
     assert (checkpoint / "model.safetensors").is_file() and (checkpoint / "processor_config.json").is_file()
+
+
+@pytest.mark.slow
+def test_video_rows_take_the_supervised_remedies(tmp_path):
+    """A supervised warm-up step on video demonstrations, then CHORD's supervised term beside GRPO."""
+    extra = ["sft.warmup_steps=1", "sft.coef=0.2", "injection.mode=none"]
+    trainer = Trainer(load_config(None, [*overrides(tmp_path, "tiny-qwen2-vl"), *extra]))
+    trainer.train()
+    lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in lines] == [1, 2] and lines[-1]["data/skipped"] == 0
+    sft = [key for key in lines[-1] if key.startswith("sft/")]
+    assert sft and all(math.isfinite(lines[-1][key]) for key in sft if isinstance(lines[-1][key], float)), sft
 
 
 def test_a_family_without_video_stops_at_start(tmp_path):
