@@ -1,6 +1,7 @@
 """Every layout users bring, read as it is: image folders with metadata, `save_to_disk` folders, .json
 and .csv files, TRL's conversational rows, LLaVA conversations, globs and lists of files, named splits;
-each built from literal rows and tiny images, read through `open_source` as the trainer reads it."""
+each built from literal rows and tiny images, read through `open_source` as the trainer reads it; and
+each layout, written by `datasets` where it writes it, training a step."""
 
 import io
 import json
@@ -11,7 +12,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from support import LAB, LAB_CONFIG, one_line, samples
+from support import LAB, LAB_CONFIG, one_line, samples, write_video
 from vlm_grpo.data import BadSample, InMemorySource, PromptStream, open_source
 from vlm_grpo.tasks import get_task
 
@@ -384,3 +385,73 @@ def test_train_from_an_image_folder_through_the_cli(tmp_path):
     drawn = {json.loads(line)["prompt_id"] for line in (run / "completions.jsonl").read_text().splitlines()}
     assert drawn and drawn <= {f"set#{i}" for i in range(8)}  # the folder's rows, none skipped
     assert lines[-1]["data/skipped"] == 0
+
+
+# ------------------------------------------------------------------ every layout trains
+
+
+def _saved(tmp_path):
+    rows_dataset([3, 4]).save_to_disk(str(tmp_path / "saved"))
+    return tmp_path / "saved"
+
+
+def _table(tmp_path, name):
+    save_image(tmp_path / "imgs" / "r.png", RED)
+    table = datasets.Dataset.from_list([{"image": "imgs/r.png", "question": "Red?", "answer": a} for a in (3, 4)])
+    if name.endswith(".csv"):
+        table.to_csv(str(tmp_path / name), index=False)
+    else:
+        table.to_json(str(tmp_path / name))
+    return tmp_path / name
+
+
+def _trl(tmp_path):
+    rows = trl_rows(tmp_path)
+    rows[1]["images"][1] = {"bytes": None, "path": "imgs/r.png"}
+    return write_lines(tmp_path / "chat.jsonl", rows)
+
+
+def _llava(tmp_path):
+    save_image(tmp_path / "pics" / "r.png", RED)
+    save_image(tmp_path / "pics" / "g.png", GREEN)
+    (tmp_path / "llava.json").write_text(json.dumps(llava_rows()))
+    return tmp_path / "llava.json"
+
+
+def _video_folder(tmp_path):
+    root = tmp_path / "clips"
+    rows = []
+    for i, name in enumerate(["a/one.MP4", "two.webm"]):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        write_video(root / name, frames=4, size=(56, 40))
+        rows.append({"file_name": name, "question": "How many colours?", "answer": i + 1})
+    datasets.Dataset.from_list(rows).to_json(str(root / "metadata.jsonl"))
+    return root
+
+
+LAYOUT_WRITERS = {
+    "save_to_disk": _saved,
+    "jsonl by datasets": lambda tmp: _table(tmp, "rows.jsonl"),
+    "csv by datasets": lambda tmp: _table(tmp, "rows.csv"),
+    "trl chat rows": _trl,
+    "llava json": _llava,
+    "video folder": _video_folder,
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("layout", list(LAYOUT_WRITERS))
+def test_every_layout_trains_a_step(tmp_path, layout):
+    """Each layout, written by `datasets` (or as TRL's and LLaVA's files are), trains a step unchanged."""
+    from vlm_grpo.config import load_config
+    from vlm_grpo.training.trainer import Trainer
+
+    data = LAYOUT_WRITERS[layout](tmp_path)
+    run = tmp_path / "run"
+    overrides = ["model=tiny-qwen2-vl", f"data.train={data}", "data.eval_holdout=0", "num_generations=2"]
+    overrides += ["prompts_per_step=2", "max_completion_length=4", "max_steps=1", "save_steps=1"]
+    overrides += ["progress=false", "report_to=[]", "video.max_frames=4", f"output_dir={run}"]
+    Trainer(load_config(None, overrides)).train()
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in lines] == [1] and lines[0]["data/skipped"] == 0
+    assert (run / "checkpoint-1" / "model.safetensors").is_file()
