@@ -43,7 +43,8 @@ from .weights import policy_state_dict
 
 @dataclass
 class VLLMConfig:
-    """The vLLM engine (`rollout_engine: vllm`): a server from its own environment (`make vllm-env`)."""
+    """The vLLM engine (`rollout_engine: vllm`): a server beside the trainer (`make vllm-env` builds its
+    environment), shared by every trainer process, or vLLM inside the trainer's process (`mode: colocate`)."""
 
     mode: str = "spawn"
     """spawn: the trainer starts the server and stops it at the end | server: use one the user started
