@@ -55,8 +55,9 @@ def import_vllm():
 def log_to(path: Path) -> None:
     """vLLM's loggers write to `path` instead of the console (vLLM sets up its "vllm" logger when imported)."""
     logger = logging.getLogger("vllm")
-    for handler in list(logger.handlers):
-        logger.removeHandler(handler)
+    for old in list(logger.handlers):
+        logger.removeHandler(old)
+        old.close()  # an earlier engine's log file
     handler = logging.FileHandler(path)
     handler.setFormatter(logging.Formatter("%(levelname)s %(asctime)s [%(filename)s:%(lineno)d] %(message)s"))
     logger.addHandler(handler)
