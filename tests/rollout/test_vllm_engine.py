@@ -151,10 +151,10 @@ def test_lora_weights_reach_the_engine_merged(served):
     engine.update_weights(model)  # and the engine holds it again (it held the adapter merged)
 
 
-# Video prompts: Qwen2.5-VL's per-token gap measured 6.2e-3 in both modes (not its temporal positions:
-# second_per_grid_ts from 0 to 2 moves it by 5e-4; the cause, in its vision tower's handling of frame
-# pairs, is not isolated further), so it is held to 1e-2.
-VIDEO_TOLERANCE = {"qwen2_vl": 1e-4, "qwen2_5_vl": 1e-2, "qwen3_vl": 2e-3}
+# Video prompts: Qwen2.5-VL's per-token gap measured 6.2e-3 in both modes with the initial weights and
+# 0.21-0.34 after the update test's large random step (not its temporal positions: second_per_grid_ts
+# from 0 to 2 moves the first by 5e-4; the cause is not isolated), so the engine refuses its video.
+VIDEO_TOLERANCE = {"qwen2_vl": 1e-4, "qwen3_vl": 2e-3}
 
 
 def test_video_prompts_sample_as_the_trainer_scores(served, tmp_path):
@@ -182,8 +182,11 @@ def test_video_prompts_sample_as_the_trainer_scores(served, tmp_path):
         with pytest.raises(EngineError, match="expanded prompt 0 to"):
             engine.sample(prompts, greedy)
         return
-    if VIDEO_TOLERANCE[kind] <= 2e-3:  # Qwen2.5-VL's gap can flip a near tie: its greedy tokens may differ
-        assert engine.sample(prompts, greedy).texts == HFEngine(model, processor).sample(prompts, greedy).texts
+    if kind == "qwen2_5_vl":
+        with pytest.raises(EngineError, match="refuses qwen2_5_vl video: .* use rollout_engine=hf"):
+            engine.sample(prompts, greedy)
+        return
+    assert engine.sample(prompts, greedy).texts == HFEngine(model, processor).sample(prompts, greedy).texts
     done = engine.sample(prompts, SamplingParams(4, TOKENS, 1.0))
     assert gap(model, prompts, done, 4) < VIDEO_TOLERANCE[kind]
 
