@@ -298,6 +298,8 @@ def test_colocate_refuses_overlap_with_one_line():
 
     with pytest.raises(ConfigError, match="vllm.mode=colocate samples in the trainer's"):
         load_config(None, ["rollout_engine=vllm", "vllm.mode=colocate", "overlap_rollout=true"])
+    with pytest.raises(ConfigError, match="vllm.tensor_parallel_size=2 splits a colocated engine"):
+        load_config(None, ["rollout_engine=vllm", "vllm.tensor_parallel_size=2"])
 
 
 def test_training_with_overlap_reports_the_engines_mismatch(small_folder, tmp_path):
@@ -415,16 +417,94 @@ def test_a_server_killed_during_a_push_stops_both_processes_and_resumes(small_fo
     assert [s for s in steps if s > 0] == [1, 2, 3]  # every trained step once
 
 
-@pytest.mark.parametrize(
-    "setting, said",
-    [
-        ("vllm.mode=colocate", "vllm.mode=colocate serves one trainer process"),
-        ("fsdp=full_shard", "not FSDP or ZeRO-3"),
-    ],
-)
-def test_what_several_processes_cannot_share_is_refused_with_one_line(small_folder, tmp_path, setting, said):
-    result = two_processes(tmp_path, small_folder, tmp_path / "run", "", setting)
-    assert result.returncode != 0 and said in result.stderr
+def test_a_server_shared_by_fsdp_processes_is_refused_with_one_line(small_folder, tmp_path):
+    result = two_processes(tmp_path, small_folder, tmp_path / "run", "", "fsdp=full_shard")
+    assert result.returncode != 0 and "not FSDP or ZeRO-3" in result.stderr
+
+
+# Process 1's colocated engine fails to take step 2's weights.
+FAIL_ON_SECOND_LOAD = """
+from vlm_grpo.rollout.engines import vllm_colocate
+from vlm_grpo.rollout.engines.base import EngineError
+loads, load = [], vllm_colocate.ColocatedBackend.load
+def failing_load(self, tensors):
+    loads.append(1)
+    if len(loads) == 2 and os.environ["RANK"] == "1":
+        raise EngineError("the engine could not take the weights")
+    return load(self, tensors)
+vllm_colocate.ColocatedBackend.load = failing_load
+"""
+
+
+@colocated
+def test_two_colocated_processes_each_sample_from_their_own_engine(small_folder, tmp_path):
+    """vllm.mode=colocate with two processes: each runs its own vLLM on the trainer's process group
+    (vLLM's external launcher) and loads its own tensors after every step, so each process's rows
+    have the trainer's log-probs; the run ends cleanly, nothing left running."""
+    out = tmp_path / "run"
+    result = two_processes(tmp_path, small_folder, out, "", "vllm.mode=colocate")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]  # vLLM's teardown leaves the group alone
+    trained = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    trained = [line for line in trained if line["step"] > 0]
+    assert [line["world_size"] for line in trained] == [2, 2, 2]
+    assert all(line["engine/logp_gap_max"] < TOLERANCE["qwen2-vl"] for line in trained)  # both ranks' rows
+    assert all(line["engine/weight_sync_s"] > 0 for line in trained[1:])
+    assert sorted(p.name for p in out.glob("engine*")) == ["engine-1.log", "engine-model", "engine.log"]
+    assert (out / "checkpoint-3").is_dir() and not processes_naming(out)
+
+
+# Each process says how vLLM split the engine it built.
+SAY_PARALLEL = """
+from vlm_grpo.rollout.engines import vllm_colocate
+build = vllm_colocate.build_llm
+def saying_build(*args, **kwargs):
+    llm = build(*args, **kwargs)
+    parallel = llm.llm_engine.vllm_config.parallel_config
+    print(f"rank {os.environ['RANK']}: tensor parallel {parallel.tensor_parallel_size}", file=sys.stderr)
+    return llm
+vllm_colocate.build_llm = saying_build
+"""
+
+
+@colocated
+def test_two_processes_can_share_one_tensor_parallel_engine(small_folder, tmp_path):
+    """vllm.tensor_parallel_size=2: the two processes run one engine split across them; each step they
+    sample both processes' prompts in one call and each takes its own rows back (a row given to the
+    wrong process would be scored on another prompt: the log-prob gap would show it)."""
+    out = tmp_path / "run"
+    result = two_processes(
+        tmp_path, small_folder, out, SAY_PARALLEL, "vllm.mode=colocate", "vllm.tensor_parallel_size=2"
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(line for line in result.stderr.splitlines() if "tensor parallel" in line) == [
+        "rank 0: tensor parallel 2",
+        "rank 1: tensor parallel 2",
+    ]
+    trained = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    trained = [line for line in trained if line["step"] > 0]
+    assert len(trained) == 3 and all(line["engine/logp_gap_max"] < TOLERANCE["qwen2-vl"] for line in trained)
+    assert "Traceback" not in result.stderr and not processes_naming(out)
+
+
+def test_a_tensor_parallel_size_the_processes_do_not_fill_is_refused_with_one_line(small_folder, tmp_path):
+    result = two_processes(
+        tmp_path, small_folder, tmp_path / "run", "", "vllm.mode=colocate", "vllm.tensor_parallel_size=4"
+    )
+    assert result.returncode != 0 and "start a multiple of it" in result.stderr
+
+
+@colocated
+def test_a_colocated_process_that_fails_to_load_stops_both_with_its_line(small_folder, tmp_path):
+    out = tmp_path / "run"
+    result = two_processes(tmp_path, small_folder, out, FAIL_ON_SECOND_LOAD, "vllm.mode=colocate")
+    assert result.returncode != 0
+    said = [line for line in result.stderr.splitlines() if "could not take the weights" in line]
+    assert len(said) == 2 and all("checkpoint-2 saved" in line for line in said), result.stderr[-3000:]
+    assert sum("process 1: the engine could not" in line for line in said) == 1  # process 0 names who failed
+    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [s for s in steps if s > 0] == [1, 2]  # step 2 trained: its record is kept
+    assert checkpoint.latest(out).name == "checkpoint-2" and not processes_naming(out)
 
 
 def test_eval_through_vllm_scores_as_through_hf(small_folder, tmp_path, monkeypatch):

@@ -162,6 +162,7 @@ def _engine(out: dict[str, Any]) -> None:
         ("vllm_server_port", "port"),
         ("vllm_server_timeout", "startup_timeout"),
         ("vllm_gpu_memory_utilization", "gpu_memory_utilization"),
+        ("vllm_tensor_parallel_size", "tensor_parallel_size"),
         ("vllm_max_model_length", "max_model_len"),
     ):
         if (value := out.pop(trl_key, None)) is not None:

@@ -89,6 +89,7 @@ MAPPED: dict[str, str] = {
     "vllm_server_port": "vllm.port",
     "vllm_server_timeout": "vllm.startup_timeout",
     "vllm_gpu_memory_utilization": "vllm.gpu_memory_utilization",
+    "vllm_tensor_parallel_size": "vllm.tensor_parallel_size (colocate: processes per engine)",
     "vllm_max_model_length": "vllm.max_model_len (None: this project's 4096)",
     "vllm_importance_sampling_cap": "vllm_importance_sampling_clip_max (TRL's deprecated name of it)",
     "use_bias_correction_kl": "False; True only with beta=0 (the KL term here is not multiplied by the ratio)",
@@ -210,7 +211,6 @@ ONLY_DEFAULT: dict[str, tuple[tuple, str]] = {
         "the vllm section sets the engine (vllm.mode, .gpu_memory_utilization, .max_model_len, .dtype)",
         vllm_model_impl="vllm",
         vllm_enable_sleep_mode=False,
-        vllm_tensor_parallel_size=1,
         vllm_structured_outputs_regex=None,
     ),
     **_only(

@@ -15,6 +15,10 @@ requests, the answers and the functions that build, sample and reload are the se
   while awake;
 - vLLM's log goes to `engine.log` in the engine's folder, as the server's does, not to the
   trainer's console (its loggers are the process's: they stay redirected until it exits);
+- with several trainer processes each runs its own engine on the trainer's process group (vLLM's
+  external launcher, as TRL runs it; process k logs to `engine-k.log`), or, with
+  `vllm.tensor_parallel_size=K`, each K consecutive processes run one engine split across them and
+  sample their prompts together;
 - vLLM runs its engine core in this process (`VLLM_ENABLE_V1_MULTIPROCESSING=0`), and every call
   into it runs under `torch.random.fork_rng`, so the trainer's random streams are the same as with
   any other engine: vLLM seeds the global generator when it starts. The process's threads stay the
@@ -32,6 +36,7 @@ import os
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 
 from .base import EngineError
 from .vllm_http import check_cpu_head_size
@@ -64,14 +69,36 @@ def log_to(path: Path) -> None:
     logger.propagate = False
 
 
+def tensor_parallel_group(processes: int, size: int):
+    """This process's group of `size` consecutive trainer processes (every process builds every group)."""
+    group, _ = dist.new_subgroups_by_enumeration(
+        [list(range(first, first + size)) for first in range(0, processes, size)]
+    )
+    return group
+
+
 class ColocatedBackend:
     """vLLM's `LLM` in this process, behind the same two calls as a server: generate and load."""
 
     process = None  # nothing runs beside the trainer
+    per_process = True  # each trainer process its own engine, loaded from its own tensors
 
-    def __init__(self, cfg, model, processor, dtype: str, seed: int, workdir: Path):
+    def __init__(self, cfg, model, processor, dtype: str, seed: int, workdir: Path, world=None):
         import_vllm()
-        log_to(workdir / "engine.log")
+        rank = world.rank if world is not None else 0
+        log = workdir / ("engine.log" if rank == 0 else f"engine-{rank}.log")
+        log_to(log)
+        # Several processes: each its own engine on the trainer's process group (vLLM's external launcher,
+        # as TRL runs it), so vLLM starts no group of its own.
+        self.shares_group, self.group = world is not None, None
+        several = {}
+        if self.shares_group:
+            several = {
+                "distributed_executor_backend": "external_launcher",
+                "tensor_parallel_size": cfg.tensor_parallel_size,
+            }
+            if cfg.tensor_parallel_size > 1:
+                self.group = tensor_parallel_group(world.size, cfg.tensor_parallel_size)
         from vllm.platforms import current_platform
 
         if current_platform.is_cpu():
@@ -80,7 +107,11 @@ class ColocatedBackend:
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # tensors pass by reference to the worker
         os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")  # the trainer's threads are its own
         self.sleeps = cfg.sleep and current_platform.is_sleep_mode_available()
-        folder = export_folder(model, processor, workdir / "engine-model")
+        folder = workdir / "engine-model"
+        if rank == 0:
+            export_folder(model, processor, folder)
+        if world is not None:
+            world.barrier()  # the folder is written once, by process 0
         threads, set_threads = torch.get_num_threads(), torch.set_num_threads
         with torch.random.fork_rng():
             self.llm = build_llm(
@@ -91,12 +122,13 @@ class ColocatedBackend:
                 gpu_memory_utilization=cfg.gpu_memory_utilization,
                 enforce_eager=cfg.enforce_eager,
                 enable_sleep_mode=self.sleeps,
+                **several,
             )
         # vLLM's CPU worker replaces torch.set_num_threads with a no-op for the whole process: the
         # trainer keeps its own (a study's runs share the CPU by setting it).
         torch.set_num_threads = set_threads
         torch.set_num_threads(threads)
-        log_to(workdir / "engine.log")  # vLLM sets its loggers up again as the engine starts
+        log_to(log)  # vLLM sets its loggers up again as the engine starts
         self.asleep = False
         self._rest()
 
@@ -104,9 +136,19 @@ class ColocatedBackend:
         self._wake()
         try:
             with torch.random.fork_rng():
-                return generate(self.llm, body)["outputs"]
+                return generate(self.llm, body)["outputs"] if self.group is None else self._generate_together(body)
         finally:
             self._rest()
+
+    def _generate_together(self, body: dict) -> list[list[dict]]:
+        """The group's prompts in one call, as every process of a tensor-parallel engine must make it (with
+        the seed and settings of the group's first process), and this process's answers back."""
+        bodies = [None] * dist.get_world_size(self.group)
+        dist.all_gather_object(bodies, body, group=self.group)
+        merged = {**bodies[0], "requests": [request for each in bodies for request in each["requests"]]}
+        outputs = generate(self.llm, merged)["outputs"]
+        start = sum(len(each["requests"]) for each in bodies[: dist.get_rank(self.group)])
+        return outputs[start : start + len(body["requests"])]
 
     def load(self, tensors: dict[str, torch.Tensor]) -> None:
         if self.asleep:
@@ -118,9 +160,15 @@ class ColocatedBackend:
         llm, self.llm = getattr(self, "llm", None), None
         if llm is None:
             return
-        shutdown = getattr(getattr(llm.llm_engine, "engine_core", None), "shutdown", None)
-        if shutdown is not None:
-            shutdown()
+        client = getattr(llm.llm_engine, "engine_core", None)
+        if self.shares_group:
+            # vLLM's groups are built on the trainer's process group, and its shutdown fails to tear them
+            # down (at close or when collected): they go with the trainer's group, at its end.
+            finalizer = getattr(client, "_finalizer", None)
+            if finalizer is not None:
+                finalizer.detach()
+        elif client is not None:
+            client.shutdown()
         del llm
         gc.collect()
 

@@ -78,6 +78,10 @@ class VLLMConfig:
     """No CUDA graphs or compilation (faster start, slower decoding)."""
     sleep: bool = True
     """colocate: free the engine's GPU memory during the update (vLLM's sleep mode) where the platform has it."""
+    tensor_parallel_size: int = 1
+    """colocate: trainer processes per engine. Each group of this many consecutive processes runs one vLLM
+    engine split across them (tensor parallel), sampling the group's prompts together; it divides the
+    number of processes. 1: every process its own whole engine."""
 
     def check(self, cfg, need) -> None:
         modes = ("spawn", "server", "colocate")
@@ -86,6 +90,12 @@ class VLLMConfig:
             self.mode != "colocate" or not cfg.overlap_rollout,
             "overlap_rollout=true needs the engine in another process: vllm.mode=colocate samples in the trainer's",
         )
+        need(
+            self.tensor_parallel_size == 1 or self.mode == "colocate",
+            f"vllm.tensor_parallel_size={self.tensor_parallel_size} splits a colocated engine across trainer "
+            "processes: it needs vllm.mode=colocate (a server you start takes vLLM's own --tensor-parallel-size)",
+        )
+        need(self.tensor_parallel_size >= 1, f"vllm.tensor_parallel_size={self.tensor_parallel_size} must be >= 1")
         need(self.kv_cache_gib >= 1, f"vllm.kv_cache_gib={self.kv_cache_gib} must be a whole number of GiB, >= 1")
         dtypes = ("auto", "float32", "bfloat16", "float16")
         need(self.dtype in dtypes, f"vllm.dtype={self.dtype!r} is not one of {', '.join(dtypes)}")
@@ -210,18 +220,20 @@ class VLLMEngine:
 
     # ------------------------------------------------------------------ weights
     def update_weights(self, model) -> float:
-        """The policy's weights into the engine; with several processes the first pushes them once while
-        the others wait, and every process stops on a failed push as the first does."""
+        """The policy's weights into the engine: each process its own colocated engine; with one server
+        for several processes the first pushes once while the others wait. Every process stops on a
+        failed load as the process that failed does."""
         began, error = time.perf_counter(), None
-        if self.ranks is None or self.ranks.rank == 0:
+        if self.ranks is None or self.ranks.rank == 0 or self.backend.per_process:
             try:
                 self.backend.load(policy_state_dict(model))
             except EngineError as exc:
                 error = exc
         if self.ranks is not None:
-            failed = self.ranks.gather(str(error) if error else None)[0]
+            said = self.ranks.gather(str(error) if error else None)
+            failed = [(rank, line) for rank, line in enumerate(said) if line]
             if failed and error is None:
-                raise EngineError(failed)
+                raise EngineError(f"process {failed[0][0]}: {failed[0][1]}")
         if error is not None:
             raise error
         return time.perf_counter() - began
@@ -238,14 +250,17 @@ def connect(cfg: VLLMConfig, model, processor, options, workdir: Path):
     world = options.world
     several = world is not None and world.size > 1
     if cfg.mode == "colocate":
-        if several:
-            raise ConfigError(
-                f"vllm.mode=colocate serves one trainer process for now ({world.size} were started): "
-                "use vllm.mode=spawn, one server the processes share"
-            )
         from .vllm_colocate import ColocatedBackend
 
-        return ColocatedBackend(cfg, model, processor, engine_dtype(options.dtype, cfg.dtype), options.seed, workdir)
+        processes = world.size if world is not None else 1
+        if processes % cfg.tensor_parallel_size:
+            raise ConfigError(
+                f"vllm.tensor_parallel_size={cfg.tensor_parallel_size} splits each colocated engine across that "
+                f"many trainer processes, and {processes} were started: start a multiple of it"
+            )
+
+        dtype = engine_dtype(options.dtype, cfg.dtype)
+        return ColocatedBackend(cfg, model, processor, dtype, options.seed, workdir, world if several else None)
     options = replace(options, dtype=engine_dtype(options.dtype, cfg.dtype))
     if not several:
         return ServerBackend.open(cfg, model, processor, options, workdir)

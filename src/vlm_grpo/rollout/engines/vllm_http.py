@@ -34,6 +34,8 @@ class ServerBackend:
     """A vLLM server over HTTP: started here from `vllm.python` (spawn) or by the user (server). Weights go
     through one safetensors file in shared memory to a server on this host, in the request body to another."""
 
+    per_process = False  # one server for every trainer process
+
     def __init__(self, url: str, timeout: float, workdir: Path, process=None, log: Path | None = None):
         self.url, self.timeout, self.process, self.log = url, timeout, process, log
         self.local = url.startswith(("http://127.0.0.1:", "http://localhost:"))
