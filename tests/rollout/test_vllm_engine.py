@@ -59,6 +59,9 @@ FAMILIES = ["qwen2-vl", "qwen2.5-vl", "qwen3-vl"]
 MODES = ["spawn", "colocate"] if COLOCATE else ["spawn"]
 colocated = pytest.mark.skipif(not COLOCATE, reason="vllm does not import here: `make test-vllm-colocate`")
 TOLERANCE = {"qwen2-vl": 1e-4, "qwen2.5-vl": 1e-4, "qwen3-vl": 2e-3}
+# A float32 engine with each step's weights is within 1e-6 of the trainer here; one left a step behind
+# was 5e-5 off after a step at learning_rate=1e-3 (inside TOLERANCE, which allows for kernels alone).
+FOLLOWED = 1e-5
 TOKENS = 16
 
 
@@ -399,7 +402,7 @@ def test_two_processes_share_one_server_and_train(small_folder, tmp_path):
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     trained = [line for line in lines if line["step"] > 0]
     assert [line["world_size"] for line in trained] == [2, 2, 2]
-    assert all(line["engine/logp_gap_max"] < TOLERANCE["qwen2-vl"] for line in trained)  # both ranks' rows
+    assert all(line["engine/logp_gap_max"] < FOLLOWED for line in trained)  # both ranks' rows, each step's weights
     assert sorted(p.name for p in out.glob("engine*")) == ["engine-model", "engine.log"]  # one server
     assert (out / "checkpoint-3").is_dir() and not processes_naming(out)
 
@@ -417,9 +420,31 @@ def test_a_server_killed_during_a_push_stops_both_processes_and_resumes(small_fo
     assert [s for s in steps if s > 0] == [1, 2, 3]  # every trained step once
 
 
-def test_a_server_shared_by_fsdp_processes_is_refused_with_one_line(small_folder, tmp_path):
-    result = two_processes(tmp_path, small_folder, tmp_path / "run", "", "fsdp=full_shard")
-    assert result.returncode != 0 and "not FSDP or ZeRO-3" in result.stderr
+@pytest.mark.parametrize(
+    "mode, sharding",
+    [
+        ("spawn", "fsdp=full_shard"),
+        ("spawn", "zero_stage=3"),
+        pytest.param("colocate", "fsdp=full_shard", marks=colocated),
+    ],
+)
+def test_processes_with_partitioned_weights_give_the_engine_whole_ones(small_folder, tmp_path, mode, sharding):
+    """FSDP2 and ZeRO-3 keep a part of each weight per process: every process takes part in reading
+    them whole (FSDP2 tensor by tensor, ZeRO-3 in its gather), the server gets them from process 0 and a
+    colocated engine from its own process, and every step's engine log-probs are the trainer's."""
+    if sharding.startswith("zero") and importlib.util.find_spec("deepspeed") is None:
+        pytest.skip("zero_stage needs DeepSpeed: pip install 'vlm-grpo[deepspeed]'")
+    out = tmp_path / "run"
+    args = [f"vllm.mode={mode}", sharding, "skip_zero_advantage_groups=false", "learning_rate=1e-2"]
+    result = two_processes(tmp_path, small_folder, out, "", *args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    trained = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    trained = [line for line in trained if line["step"] > 0]
+    assert [line["world_size"] for line in trained] == [2, 2, 2]
+    assert all(line["engine/logp_gap_max"] < FOLLOWED for line in trained), [
+        line["engine/logp_gap_max"] for line in trained
+    ]
+    assert (out / "checkpoint-3").is_dir() and not processes_naming(out)
 
 
 # Process 1's colocated engine fails to take step 2's weights.
@@ -448,7 +473,7 @@ def test_two_colocated_processes_each_sample_from_their_own_engine(small_folder,
     trained = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     trained = [line for line in trained if line["step"] > 0]
     assert [line["world_size"] for line in trained] == [2, 2, 2]
-    assert all(line["engine/logp_gap_max"] < TOLERANCE["qwen2-vl"] for line in trained)  # both ranks' rows
+    assert all(line["engine/logp_gap_max"] < FOLLOWED for line in trained)  # both ranks' rows, every step's weights
     assert all(line["engine/weight_sync_s"] > 0 for line in trained[1:])
     assert sorted(p.name for p in out.glob("engine*")) == ["engine-1.log", "engine-model", "engine.log"]
     assert (out / "checkpoint-3").is_dir() and not processes_naming(out)
@@ -468,7 +493,7 @@ vllm_colocate.build_llm = saying_build
 
 
 @colocated
-def test_two_processes_can_share_one_tensor_parallel_engine(small_folder, tmp_path):
+def test_two_colocated_processes_can_share_one_tensor_parallel_engine(small_folder, tmp_path):
     """vllm.tensor_parallel_size=2: the two processes run one engine split across them; each step they
     sample both processes' prompts in one call and each takes its own rows back (a row given to the
     wrong process would be scored on another prompt: the log-prob gap would show it)."""
@@ -483,7 +508,7 @@ def test_two_processes_can_share_one_tensor_parallel_engine(small_folder, tmp_pa
     ]
     trained = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     trained = [line for line in trained if line["step"] > 0]
-    assert len(trained) == 3 and all(line["engine/logp_gap_max"] < TOLERANCE["qwen2-vl"] for line in trained)
+    assert len(trained) == 3 and all(line["engine/logp_gap_max"] < FOLLOWED for line in trained)
     assert "Traceback" not in result.stderr and not processes_naming(out)
 
 

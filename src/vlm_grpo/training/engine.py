@@ -23,14 +23,15 @@ from ..rollout.engines import check_processes
 from ..rollout.engines.base import EngineOptions
 
 
-def build_engine(cfg: TrainConfig, model, processor, context, numerics, workdir, world=None) -> Engine:
+def build_engine(cfg: TrainConfig, model, processor, context, numerics, workdir, world=None, gather=None) -> Engine:
     """The configured engine around the loaded policy (`context`: the trainer's gather and autocast;
     `numerics`: its precision policy, whose compute dtype an engine with weights of its own takes;
-    `world`: the trainer's processes, None for one)."""
+    `world`: the trainer's processes, None for one; `gather`: its gather alone, where reading the weights
+    needs it)."""
     compute = numerics.compute or numerics.weights
     dtype = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}[compute]
     settings = cfg.sections.get(cfg.rollout_engine)  # the engine's own section, if it has one
-    options = EngineOptions(cfg.generation_sharing, context, settings, dtype, workdir, cfg.seed, world)
+    options = EngineOptions(cfg.generation_sharing, context, settings, dtype, workdir, cfg.seed, world, gather)
     check_processes(cfg.rollout_engine, world.size if world is not None else 1)
     return make_engine(cfg.rollout_engine, model, processor, options)
 

@@ -105,7 +105,10 @@ class Trainer:
         """The rollout engine around the policy (wrapped to run tools, with tools), the prompt style,
         and the family's turn-end token."""
         context = sampling_context(self.parallel, self.model, self.precision, self.device)
-        engine = build_engine(self.cfg, self.model, self.processor, context, self.precision, self.out, self.world)
+        # Reading ZeRO-3's partitioned weights needs its gather; FSDP2's are gathered tensor by tensor.
+        gather = functools.partial(self.parallel.gathered, self.model) if self.world.zero_stage == 3 else None
+        cfg, out = self.cfg, self.out
+        engine = build_engine(cfg, self.model, self.processor, context, self.precision, out, self.world, gather)
         # With tools, every turn after the first samples the conversation so far (rollout/turns.py).
         turn_end = self.adapter.turn_end_id(self.processor)
         engine, style = with_tools(self.cfg, engine, get_style(self.cfg.prompt, self.task), turn_end)

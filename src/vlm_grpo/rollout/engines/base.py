@@ -74,6 +74,10 @@ class EngineOptions:
     world: Any = None
     """The trainer's processes (`training.distributed.World`: rank, size, fsdp, zero_stage, gather), each
     building its own engine; None: one process."""
+    gather: Callable | None = None
+    """Entered around reading the policy's weights when they are partitioned in a way reading them does not
+    undo (ZeRO-3: the trainer's gather, a collective); None: they read whole (FSDP2's shards are gathered
+    tensor by tensor as they are read)."""
 
 
 @dataclass(frozen=True)

@@ -83,7 +83,7 @@ class ColocatedBackend:
     process = None  # nothing runs beside the trainer
     per_process = True  # each trainer process its own engine, loaded from its own tensors
 
-    def __init__(self, cfg, model, processor, dtype: str, seed: int, workdir: Path, world=None):
+    def __init__(self, cfg, model, processor, dtype: str, seed: int, workdir: Path, world=None, tensors=None):
         import_vllm()
         rank = world.rank if world is not None else 0
         log = workdir / ("engine.log" if rank == 0 else f"engine-{rank}.log")
@@ -109,7 +109,7 @@ class ColocatedBackend:
         self.sleeps = cfg.sleep and current_platform.is_sleep_mode_available()
         folder = workdir / "engine-model"
         if rank == 0:
-            export_folder(model, processor, folder)
+            export_folder(model, processor, folder, tensors)
         if world is not None:
             world.barrier()  # the folder is written once, by process 0
         threads, set_threads = torch.get_num_threads(), torch.set_num_threads

@@ -26,6 +26,7 @@ import atexit
 import tempfile
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -96,6 +97,11 @@ class VLLMConfig:
             "processes: it needs vllm.mode=colocate (a server you start takes vLLM's own --tensor-parallel-size)",
         )
         need(self.tensor_parallel_size >= 1, f"vllm.tensor_parallel_size={self.tensor_parallel_size} must be >= 1")
+        need(
+            self.tensor_parallel_size == 1 or not cfg.data.eval,
+            f"vllm.tensor_parallel_size={self.tensor_parallel_size} with data.eval: process 0 evaluates alone and "
+            "a split engine needs every process of its group; evaluate the checkpoints after training (vlm-grpo eval)",
+        )
         need(self.kv_cache_gib >= 1, f"vllm.kv_cache_gib={self.kv_cache_gib} must be a whole number of GiB, >= 1")
         dtypes = ("auto", "float32", "bfloat16", "float16")
         need(self.dtype in dtypes, f"vllm.dtype={self.dtype!r} is not one of {', '.join(dtypes)}")
@@ -126,6 +132,7 @@ class VLLMEngine:
         world = options.world
         # Several trainer processes share one server: each sends its own prompts, the first pushes the weights.
         self.ranks = world if world is not None and world.size > 1 else None
+        self.options = options
         self.backend = connect(cfg, model, processor, options, workdir)
         if cfg.mode == "server":
             self.update_weights(model)  # a server the user started may hold other weights
@@ -224,9 +231,11 @@ class VLLMEngine:
         for several processes the first pushes once while the others wait. Every process stops on a
         failed load as the process that failed does."""
         began, error = time.perf_counter(), None
-        if self.ranks is None or self.ranks.rank == 0 or self.backend.per_process:
+        pushes = self.ranks is None or self.ranks.rank == 0 or self.backend.per_process
+        tensors = read_weights(model, self.options, pushes)
+        if pushes:
             try:
-                self.backend.load(policy_state_dict(model))
+                self.backend.load(tensors)
             except EngineError as exc:
                 error = exc
         if self.ranks is not None:
@@ -246,39 +255,50 @@ class VLLMEngine:
 def connect(cfg: VLLMConfig, model, processor, options, workdir: Path):
     """The backend of `cfg.mode`: a server over HTTP, or vLLM in this process (imported only when asked).
     Several trainer processes share one server, started (spawn) by the first, which tells the others
-    where it is, or how it failed to start."""
+    where it is, or how it failed to start; colocated, each runs its own engine."""
     world = options.world
     several = world is not None and world.size > 1
+    first = not several or world.rank == 0
+    tensors = read_weights(model, options, first and cfg.mode != "server")  # the engine's first weights
     if cfg.mode == "colocate":
         from .vllm_colocate import ColocatedBackend
 
-        processes = world.size if world is not None else 1
+        processes = world.size if several else 1
         if processes % cfg.tensor_parallel_size:
             raise ConfigError(
                 f"vllm.tensor_parallel_size={cfg.tensor_parallel_size} splits each colocated engine across that "
                 f"many trainer processes, and {processes} were started: start a multiple of it"
             )
-
         dtype = engine_dtype(options.dtype, cfg.dtype)
-        return ColocatedBackend(cfg, model, processor, dtype, options.seed, workdir, world if several else None)
+        return ColocatedBackend(
+            cfg, model, processor, dtype, options.seed, workdir, world if several else None, tensors
+        )
     options = replace(options, dtype=engine_dtype(options.dtype, cfg.dtype))
     if not several:
-        return ServerBackend.open(cfg, model, processor, options, workdir)
-    if world.fsdp != "none" or world.zero_stage == 3:
-        raise ConfigError(
-            "rollout_engine=vllm with several processes takes whole weights on every process for now "
-            "(data parallel, ZeRO-1/2): not FSDP or ZeRO-3"
-        )
+        return ServerBackend.open(cfg, model, processor, options, workdir, tensors)
     backend, error = None, None
     if world.rank == 0:
         try:
-            backend = ServerBackend.open(cfg, model, processor, options, workdir)
+            backend = ServerBackend.open(cfg, model, processor, options, workdir, tensors)
         except EngineError as exc:
             error = str(exc)
     url, error = world.gather((backend.url if backend else None, error))[0]
     if error:
         raise EngineError(error if world.rank == 0 else f"process 0 could not start the engine: {error}")
     return backend or ServerBackend(url, cfg.request_timeout, workdir)
+
+
+def read_weights(model, options, needed: bool) -> dict[str, torch.Tensor] | None:
+    """The policy's tensors as the engine takes them where this process `needed` them, else None. Weights
+    partitioned across processes (FSDP2, ZeRO-3) are read by every process, as gathering them is a
+    collective: process 0 alone would wait for the others forever."""
+    world = options.world
+    partitioned = world is not None and world.size > 1 and (world.fsdp != "none" or world.zero_stage == 3)
+    if not (needed or partitioned):
+        return None
+    with options.gather() if options.gather is not None else nullcontext():
+        tensors = policy_state_dict(model)
+    return tensors if needed else None
 
 
 def completions_of(outputs: list[list[dict]], end_ids: list[int], tokenizer) -> Completions:

@@ -43,15 +43,15 @@ class ServerBackend:
         self.weights_file = (shm if shm.is_dir() else workdir) / f"vlm-grpo-{os.getpid()}-{id(self)}.safetensors"
 
     @classmethod
-    def open(cls, cfg, model, processor, options, workdir: Path) -> ServerBackend:
+    def open(cls, cfg, model, processor, options, workdir: Path, tensors=None) -> ServerBackend:
         """spawn: start the server and wait for it; server: wait for the user's (`cfg`: the `vllm` section;
-        `options.dtype`: the engine's dtype, `auto` already resolved)."""
+        `options.dtype`: the engine's dtype, `auto` already resolved; `tensors`: the policy's, read already)."""
         if cfg.mode == "server":
             url = f"http://{cfg.host}:{cfg.port}"
             wait_healthy(url, None, cfg.startup_timeout, None)
             return cls(url, cfg.request_timeout, workdir)
         check_environment(Path(cfg.python), model)
-        folder = export_folder(model, processor, workdir / "engine-model")
+        folder = export_folder(model, processor, workdir / "engine-model", tensors)
         log = workdir / "engine.log"
         url, process = start_server(cfg, folder, options.dtype, options.seed, log)
         return cls(url, cfg.request_timeout, workdir, process, log)

@@ -18,7 +18,7 @@ def policy_state_dict(model) -> dict[str, torch.Tensor]:
     deltas added to copies of the base weights (the trainer's own weights are not touched, so no
     merge/unmerge rounding creeps in)."""
     if not hasattr(model, "get_base_model"):
-        return untied({name: t.detach().contiguous() for name, t in model.state_dict().items()})
+        return {name: whole(t.detach()).contiguous() for name, t in untied(model.state_dict()).items()}
     base = base_model(model)
     if getattr(base, "is_quantized", False):
         raise EngineError("the vllm engine cannot take 4-bit (QLoRA) weights: train in 16 or 32 bit with LoRA")
@@ -32,7 +32,14 @@ def policy_state_dict(model) -> dict[str, torch.Tensor]:
             continue
         plain = name.replace(".base_layer.", ".")
         out.setdefault(plain, tensor.detach())
-    return untied({name: t.contiguous() for name, t in out.items()})
+    return {name: whole(t).contiguous() for name, t in untied(out).items()}
+
+
+def whole(tensor: torch.Tensor) -> torch.Tensor:
+    """A tensor FSDP2 shards (a DTensor) gathered whole on this process: a collective, so every process
+    reads the policy's tensors in the same order; any other tensor as it is."""
+    full = getattr(tensor, "full_tensor", None)
+    return full() if full is not None else tensor
 
 
 def untied(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -41,21 +48,24 @@ def untied(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     again when it loads the embedding."""
     seen, out = set(), {}
     for name, tensor in tensors.items():
-        where = (tensor.device, tensor.dtype, tensor.untyped_storage().data_ptr(), tensor.storage_offset())
-        key = (*where, tuple(tensor.shape), tensor.stride())
+        local = tensor.to_local() if hasattr(tensor, "to_local") else tensor  # a shard of FSDP2's: its own storage
+        where = (local.device, local.dtype, local.untyped_storage().data_ptr(), local.storage_offset())
+        key = (*where, tuple(local.shape), local.stride())
         if tensor.numel() == 0 or key not in seen:  # empty tensors all sit at address 0: keep each
             seen.add(key)
             out[name] = tensor
     return out
 
 
-def export_folder(model, processor, folder: Path) -> Path:
-    """A standard HF folder vLLM can load: merged weights, the standard processor class (image-only
-    processors save under its name), and the family's video processor config beside the image
-    processor's (vLLM's processing builds both for the families that have one)."""
+def export_folder(model, processor, folder: Path, tensors: dict[str, torch.Tensor] | None = None) -> Path:
+    """A standard HF folder vLLM can load: merged weights (`tensors`, read already, or the policy's own), the
+    standard processor class (image-only processors save under its name), and the family's video
+    processor config beside the image processor's (vLLM's processing builds both for the families that
+    have one)."""
     folder.mkdir(parents=True, exist_ok=True)
     plain = base_model(model) if hasattr(model, "get_base_model") else model
-    plain.save_pretrained(folder, state_dict=policy_state_dict(model), safe_serialization=True)
+    state = tensors if tensors is not None else policy_state_dict(model)
+    plain.save_pretrained(folder, state_dict=state, safe_serialization=True)
     processor.save_pretrained(folder)
     path = folder / "processor_config.json"
     video = adapter_for(model).video_processor_type
