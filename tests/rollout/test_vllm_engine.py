@@ -420,6 +420,39 @@ def test_a_server_killed_during_a_push_stops_both_processes_and_resumes(small_fo
     assert [s for s in steps if s > 0] == [1, 2, 3]  # every trained step once
 
 
+# Process 0 kills the server once it has its answer for step 2; process 1 asks only then.
+KILL_AFTER_SECOND_ANSWER = """
+import pathlib, time
+flag, calls, generate = pathlib.Path("FLAG"), [], vllm_http.ServerBackend.generate
+def dying_generate(self, body):
+    calls.append(1)
+    while len(calls) == 2 and os.environ["RANK"] == "1" and not flag.exists():
+        time.sleep(0.1)
+    answer = generate(self, body)
+    if len(calls) == 2 and os.environ["RANK"] == "0":
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+        flag.touch()
+    return answer
+vllm_http.ServerBackend.generate = dying_generate
+"""
+
+
+def test_a_server_one_process_sees_die_while_sampling_stops_both_at_once(small_folder, tmp_path):
+    """Process 0 has its step-2 completions and process 1 finds the server dead: process 0 does not go
+    on to wait in the update's collectives; both stop after sampling with one line each (process 0's
+    names process 1) and checkpoint-1, step 2 never trained."""
+    out = tmp_path / "run"
+    patch = KILL_AFTER_SECOND_ANSWER.replace("FLAG", str(tmp_path / "killed"))
+    result = two_processes(tmp_path, small_folder, out, patch)
+    assert result.returncode != 0
+    said = [line for line in result.stderr.splitlines() if "checkpoint-1 saved" in line]
+    assert len(said) == 2 and sum(line.startswith("error: process 1: ") for line in said) == 1, result.stderr[-3000:]
+    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [s for s in steps if s > 0] == [1]
+    assert checkpoint.latest(out).name == "checkpoint-1" and not processes_naming(out)
+
+
 @pytest.mark.parametrize(
     "mode, sharding",
     [

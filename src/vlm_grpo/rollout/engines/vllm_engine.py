@@ -230,21 +230,18 @@ class VLLMEngine:
         """The policy's weights into the engine: each process its own colocated engine; with one server
         for several processes the first pushes once while the others wait. Every process stops on a
         failed load as the process that failed does."""
-        began, error = time.perf_counter(), None
+        began = time.perf_counter()
         pushes = self.ranks is None or self.ranks.rank == 0 or self.backend.per_process
-        tensors = read_weights(model, self.options, pushes)
-        if pushes:
-            try:
+
+        def load() -> None:
+            tensors = read_weights(model, self.options, pushes)
+            if pushes:
                 self.backend.load(tensors)
-            except EngineError as exc:
-                error = exc
-        if self.ranks is not None:
-            said = self.ranks.gather(str(error) if error else None)
-            failed = [(rank, line) for rank, line in enumerate(said) if line]
-            if failed and error is None:
-                raise EngineError(f"process {failed[0][0]}: {failed[0][1]}")
-        if error is not None:
-            raise error
+
+        if self.ranks is None:
+            load()
+        else:
+            self.ranks.agreed(load, EngineError)
         return time.perf_counter() - began
 
     def close(self) -> None:

@@ -13,10 +13,14 @@ from __future__ import annotations
 import gc
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,22 @@ class World:
         gathered: list = [None] * self.size
         dist.all_gather_object(gathered, value)
         return gathered
+
+    def agreed(self, work: Callable[[], T], failure: type[Exception]) -> T:
+        """`work()` on every rank, the ranks agreeing on whether it failed with `failure`: the rank that
+        failed raises its own error and every other rank the first failed rank's, named ("process 1:
+        ..."), so all stop at the same point instead of waiting for each other in the next collective."""
+        try:
+            value, error = work(), None
+        except failure as exc:
+            value, error = None, exc
+        said = self.gather(str(error) if error is not None else None)
+        failed = [(rank, line) for rank, line in enumerate(said) if line]
+        if error is not None:
+            raise error
+        if failed:
+            raise failure(f"process {failed[0][0]}: {failed[0][1]}")
+        return value
 
     def average_gradients(self, params: list[torch.nn.Parameter]) -> None:
         if self.size == 1:
