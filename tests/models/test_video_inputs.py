@@ -14,6 +14,7 @@ from vlm_grpo.models.families import family_named, refuse_video
 from vlm_grpo.models.families.frames import FrameVideoProcessor, apply_video_settings, frame_sampling, patchify
 from vlm_grpo.models.tiny import build_tiny
 from vlm_grpo.rollout import encode_prompts
+from vlm_grpo.rollout.engines.vllm_engine import text_after_video_agrees
 from vlm_grpo.tasks.styles import DEFAULT
 
 CPU = torch.device("cpu")
@@ -94,3 +95,44 @@ def test_a_family_without_video_refuses_in_one_line():
     message = str(caught.value)
     assert "\n" not in message and "row#3" in message and "gemma3" in message
     assert "qwen2-vl, qwen2.5-vl, qwen3-vl, qwen3-vl-moe" in message
+
+
+@pytest.mark.parametrize(
+    "family, grid, expected_next",
+    [
+        # Qwen2.5-VL: 2 frame pairs 1 s apart at 4 tokens per second, temporal positions 19 and 23. The
+        # reference puts the next text at the largest position + 1 = 24; transformers 5.x at 19 + 4 / 2.
+        ("qwen2.5-vl", (2, 4, 4), (24, 21)),
+        # Qwen2-VL: 3 frame pairs on a 2 x 2 merged grid, temporal positions 19-21: 22 against 19 + 2.
+        ("qwen2-vl", (3, 4, 4), (22, 21)),
+        # One frame pair: no time to span, the two rules agree.
+        ("qwen2.5-vl", (1, 4, 4), (21, 21)),
+    ],
+)
+def test_text_after_a_video_sits_where_transformers_puts_it_not_where_the_reference_does(family, grid, expected_next):
+    """Why the vllm engine refuses Qwen2.5-VL video: the Qwen reference (transformers' Qwen2.5-VL
+    pull request #35569, and vLLM) starts the text after a vision block one past the block's largest
+    M-RoPE position; transformers 5.x starts it at the block's start plus its merged height or width,
+    whichever is larger, ignoring the time axis. The two agree for images, and for videos whose
+    (time-scaled) frame pairs span no more than the merged grid's side (Qwen2-VL's short clips); for
+    Qwen2.5-VL's scaled time they part, so vLLM and the trainer score a video prompt's text and answer
+    at other positions. This pins transformers' rule: when it fails, transformers follows the
+    reference and the refusal (`VIDEO_UNMATCHED`) can go."""
+    model, _ = build_tiny(family, size="small")
+    config = model.config
+    video_id = config.video_token_id
+    tokens = grid[0] * grid[1] * grid[2] // 4  # 2 x 2 patches merge into one token
+    ids = torch.tensor([[1] * 19 + [video_id] * tokens + [1] * 5])
+    kinds = (ids == video_id).int() * 2  # text 0, image 1, video 2
+    extra = {"second_per_grid_ts": torch.tensor([1.0])} if family == "qwen2.5-vl" else {}
+    if family == "qwen2.5-vl":
+        assert config.vision_config.tokens_per_second == 4
+    positions, _ = model.model.get_rope_index(
+        ids, mm_token_type_ids=kinds, video_grid_thw=torch.tensor([grid]), attention_mask=torch.ones_like(ids), **extra
+    )
+    reference, transformers_rule = expected_next
+    video = positions[:, 0, 19 : 19 + tokens]
+    assert int(video.max()) + 1 == reference
+    assert positions[:, 0, 19 + tokens].tolist() == [transformers_rule] * 3
+    interval = config.vision_config.tokens_per_second * 1.0 if family == "qwen2.5-vl" else 1.0
+    assert text_after_video_agrees(list(grid), interval, merge=2) == (reference == transformers_rule)
