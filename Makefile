@@ -62,6 +62,8 @@ VLLM_TORCH ?= torch==2.13.0
 vllm-env:
 	$(PYTHON) scripts/vllm_env.py --venv .venv-vllm --package "$(VLLM_PACKAGE)" --torch "$(VLLM_TORCH)" --project .
 
-# vLLM inside the trainer's process (`vllm.mode=colocate`): the engine's tests, from the one environment.
+# vLLM inside the trainer's process (`vllm.mode=colocate`): the engine's tests, from the one environment;
+# and the families' own video processors, which need the torchvision that imports there.
 test-vllm-colocate: vllm-env
 	VLM_GRPO_REQUIRE_COLOCATE=1 .venv-vllm/bin/python -m pytest tests/rollout/test_vllm_engine.py -k colocate
+	VLM_GRPO_REQUIRE_COLOCATE=1 .venv-vllm/bin/python -m pytest tests/models/test_video_inputs.py -k torchvision

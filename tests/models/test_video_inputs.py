@@ -2,6 +2,8 @@
 video's patches against the image processor's, the placeholders the processor expands (Qwen3-VL's
 timestamps), and the refusal of a family without video support."""
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -136,3 +138,30 @@ def test_text_after_a_video_sits_where_transformers_puts_it_not_where_the_refere
     assert positions[:, 0, 19 + tokens].tolist() == [transformers_rule] * 3
     interval = config.vision_config.tokens_per_second * 1.0 if family == "qwen2.5-vl" else 1.0
     assert text_after_video_agrees(list(grid), interval, merge=2) == (reference == transformers_rule)
+
+
+@pytest.mark.parametrize("family", ["qwen2-vl", "qwen2.5-vl", "qwen3-vl"])
+def test_with_torchvision_the_familys_video_processor_makes_the_frame_processors_prompt(family, tmp_path):
+    """Where torchvision imports, a folder with a video processor config (as real checkpoints have) loads
+    with the family's own processor and video processor, transformers'; elsewhere `FrameVideoProcessor`
+    stands in. Both make the same prompt from the same frames: tokens, grid, seconds per frame pair and
+    pixels (within float rounding). Run where torchvision imports: `make test-vllm-colocate`."""
+    from vlm_grpo.models.families.processors import torchvision_available
+    from vlm_grpo.models.loading import load_model_and_processor
+    from vlm_grpo.rollout.engines.weights import export_folder
+
+    if not torchvision_available():
+        if os.environ.get("VLM_GRPO_REQUIRE_COLOCATE"):
+            raise RuntimeError("torchvision does not import here: run it from .venv-vllm (make test-vllm-colocate)")
+        pytest.skip("torchvision does not import here: make test-vllm-colocate runs it")
+    model, frames = build_tiny(family, size="small")
+    folder = export_folder(model, frames, tmp_path / family)
+    _, own = load_model_and_processor(str(folder), CPU, torch.float32)
+    assert type(own.video_processor).__name__ != "FrameVideoProcessor"
+    sample = Sample("v", None, "What moves?", 1, "clips", video=_frames(5))
+    theirs = encode_prompts(own, DEFAULT, [sample], CPU).inputs
+    ours = encode_prompts(frames, DEFAULT, [sample], CPU).inputs
+    assert sorted(theirs) == sorted(ours)
+    for key in ("input_ids", "video_grid_thw", "second_per_grid_ts"):
+        assert key not in ours or torch.equal(theirs[key], ours[key]), key
+    assert (theirs["pixel_values_videos"] - ours["pixel_values_videos"]).abs().max().item() < 1e-6
