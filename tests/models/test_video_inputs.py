@@ -16,7 +16,6 @@ from vlm_grpo.models.families import family_named, refuse_video
 from vlm_grpo.models.families.frames import FrameVideoProcessor, apply_video_settings, frame_sampling, patchify
 from vlm_grpo.models.tiny import build_tiny
 from vlm_grpo.rollout import encode_prompts
-from vlm_grpo.rollout.engines.vllm_engine import text_after_video_agrees
 from vlm_grpo.tasks.styles import DEFAULT
 
 CPU = torch.device("cpu")
@@ -112,14 +111,14 @@ def test_a_family_without_video_refuses_in_one_line():
     ],
 )
 def test_text_after_a_video_sits_where_transformers_puts_it_not_where_the_reference_does(family, grid, expected_next):
-    """Why the vllm engine refuses Qwen2.5-VL video: the Qwen reference (transformers' Qwen2.5-VL
+    """Why the vllm engine refuses some videos: the Qwen reference (transformers' Qwen2.5-VL
     pull request #35569, and vLLM) starts the text after a vision block one past the block's largest
     M-RoPE position; transformers 5.x starts it at the block's start plus its merged height or width,
     whichever is larger, ignoring the time axis. The two agree for images, and for videos whose
     (time-scaled) frame pairs span no more than the merged grid's side (Qwen2-VL's short clips); for
     Qwen2.5-VL's scaled time they part, so vLLM and the trainer score a video prompt's text and answer
     at other positions. This pins transformers' rule: when it fails, transformers follows the
-    reference and the refusal (`VIDEO_UNMATCHED`) can go."""
+    reference and the refusal can go."""
     model, _ = build_tiny(family, size="small")
     config = model.config
     video_id = config.video_token_id
@@ -136,8 +135,26 @@ def test_text_after_a_video_sits_where_transformers_puts_it_not_where_the_refere
     video = positions[:, 0, 19 : 19 + tokens]
     assert int(video.max()) + 1 == reference
     assert positions[:, 0, 19 + tokens].tolist() == [transformers_rule] * 3
-    interval = config.vision_config.tokens_per_second * 1.0 if family == "qwen2.5-vl" else 1.0
-    assert text_after_video_agrees(list(grid), interval, merge=2) == (reference == transformers_rule)
+    seconds = 1.0 if family == "qwen2.5-vl" else None
+    agrees = family_named(family).places_text_after_video_as_reference(model, list(grid), seconds)
+    assert agrees == (reference == transformers_rule)
+    # video.positions=reference: the reference's place, the text counting on from it; a left-padded row of a
+    # batch (three pad tokens) gets the same positions, and the cached offset follows them.
+    family_named(family).use_video_positions(model, "reference")
+    assert family_named(family).places_text_after_video_as_reference(model, list(grid), seconds)
+    padded = torch.cat([torch.zeros(1, 3, dtype=ids.dtype), ids], dim=1)
+    batch = torch.cat([torch.cat([ids, torch.ones(1, 3, dtype=ids.dtype)], dim=1), padded])
+    attention = torch.cat([torch.ones(1, batch.size(1)), torch.cat([torch.zeros(1, 3), torch.ones_like(ids)], 1)])
+    attention = attention.long()
+    kinds = (batch == video_id).int() * 2
+    both = {key: value.repeat(2) for key, value in extra.items()}  # one entry per video
+    positions, deltas = model.model.get_rope_index(
+        batch, mm_token_type_ids=kinds, video_grid_thw=torch.tensor([grid, grid]), attention_mask=attention, **both
+    )
+    after = 19 + tokens
+    assert positions[:, 0, after : after + 5].tolist() == [list(range(reference, reference + 5))] * 3
+    assert torch.equal(positions[:, 1, 3:], positions[:, 0, : ids.size(1)])
+    assert deltas[1].item() == reference + 5 - ids.size(1)
 
 
 @pytest.mark.parametrize("family", ["qwen2-vl", "qwen2.5-vl", "qwen3-vl"])

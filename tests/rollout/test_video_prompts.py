@@ -11,6 +11,7 @@ from support import logprobs_and_grads, write_video
 from vlm_grpo.data import Sample
 from vlm_grpo.data.videos import VideoConfig
 from vlm_grpo.lab.scenes import render_scene
+from vlm_grpo.models.families import adapter_for
 from vlm_grpo.models.families.frames import apply_video_settings
 from vlm_grpo.models.tiny import build_tiny
 from vlm_grpo.rollout import completion_logprobs, encode_prompts, generate
@@ -18,13 +19,16 @@ from vlm_grpo.tasks.styles import DEFAULT
 
 G = 2
 FAMILIES = ["qwen2-vl", "qwen2.5-vl", "qwen3-vl"]
+# Each family as transformers places the text after a video, and the two whose M-RoPE the Qwen reference's
+# rule changes (`video.positions=reference`).
+CASES = [(family, "transformers") for family in FAMILIES] + [("qwen2-vl", "reference"), ("qwen2.5-vl", "reference")]
 
 
 def frames(count: int) -> list[Image.Image]:
     return [Image.new("RGB", (60, 44), (30 * i, 80 + 10 * i, 120)) for i in range(count)]
 
 
-def prompts_of(family, tmp_path):
+def prompts_of(family, tmp_path, positions="transformers"):
     """Video only (a file), image only, video (a list of frames) and image; questions of different lengths.
     One frame a second: a frame pair spans 2 s, so Qwen2.5-VL's temporal positions step by 2 (the default
     of 2 fps would make them the same as without `second_per_grid_ts`)."""
@@ -38,7 +42,16 @@ def prompts_of(family, tmp_path):
         Sample("1", image, "How many objects?" + " Count carefully." * 2, 3, "clips"),
         Sample("2", image, "And now?" + " Count carefully.", 2, "clips", video=frames(5)),
     ]
-    return model, processor, encode_prompts(processor, DEFAULT, samples, torch.device("cpu"))
+    prompts = encode_prompts(processor, DEFAULT, samples, torch.device("cpu"))
+    if positions == "reference":
+        inputs, inner = prompts.inputs, model.model
+        given = {k: inputs.get(k) for k in ("mm_token_type_ids", "image_grid_thw", "video_grid_thw", "attention_mask")}
+        extra = {"second_per_grid_ts": inputs["second_per_grid_ts"]} if "second_per_grid_ts" in inputs else {}
+        before = inner.get_rope_index(inputs["input_ids"], **given, **extra)[0]
+        adapter_for(model).use_video_positions(model, "reference")
+        after = inner.get_rope_index(inputs["input_ids"], **given, **extra)[0]
+        assert not torch.equal(before, after)  # these prompts place the text after their videos differently
+    return model, processor, prompts
 
 
 def assert_shared_equal_per_row(logps, grads, mask):
@@ -51,9 +64,9 @@ def assert_shared_equal_per_row(logps, grads, mask):
             assert (grads[sharing][name] - reference).abs().max() / scale < 1e-4, (sharing, name)
 
 
-@pytest.mark.parametrize("family", FAMILIES)
-def test_every_logprob_path_is_exact_with_videos(family, tmp_path):
-    model, processor, prompts = prompts_of(family, tmp_path)
+@pytest.mark.parametrize("family, positions", CASES)
+def test_every_logprob_path_is_exact_with_videos(family, positions, tmp_path):
+    model, processor, prompts = prompts_of(family, tmp_path, positions)
     assert prompts.video_counts == [1, 0, 1] and prompts.image_counts == [0, 1, 1]
     assert (prompts.inputs["attention_mask"] == 0).any()  # left padding is exercised
     ids, mask, _, _ = generate(model, processor, prompts, G, 8, temperature=1.0)
@@ -66,9 +79,9 @@ def test_every_logprob_path_is_exact_with_videos(family, tmp_path):
     assert (shared - logps["none"][subset])[mask[subset].bool()].abs().max().item() < 1e-5
 
 
-@pytest.mark.parametrize("family", FAMILIES)
-def test_prefix_sharing_is_exact_on_literal_token_sequences(family, tmp_path):
-    model, processor, prompts = prompts_of(family, tmp_path)
+@pytest.mark.parametrize("family, positions", CASES)
+def test_prefix_sharing_is_exact_on_literal_token_sequences(family, positions, tmp_path):
+    model, processor, prompts = prompts_of(family, tmp_path, positions)
     tokenizer = processor.tokenizer
     texts = ["<answer>3</answer>", "two cubes", "I count seven objects", "<think>one</think><answer>1</answer>"]
     rows = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]
@@ -89,9 +102,9 @@ def test_prefix_sharing_is_exact_on_literal_token_sequences(family, tmp_path):
     assert (per_row[mask.bool()] < 0).all()
 
 
-@pytest.mark.parametrize("family", FAMILIES)
-def test_prefix_sampling_with_videos_equals_transformers_generate(family, tmp_path):
-    model, processor, prompts = prompts_of(family, tmp_path)
+@pytest.mark.parametrize("family, positions", CASES)
+def test_prefix_sampling_with_videos_equals_transformers_generate(family, positions, tmp_path):
+    model, processor, prompts = prompts_of(family, tmp_path, positions)
     ours = generate(model, processor, prompts, 1, 10, temperature=None, sharing="prefix")
     theirs = generate(model, processor, prompts, 1, 10, temperature=None, sharing="none")
     width = min(ours[0].size(1), theirs[0].size(1))

@@ -43,9 +43,17 @@ def overrides(tmp_path, model: str) -> list[str]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("family", ["qwen2-vl", "qwen3-vl"])
-def test_video_rows_train_with_demonstrations_and_checkpoint(tmp_path, family):
-    trainer = Trainer(load_config(None, overrides(tmp_path, f"tiny-{family}")))
+@pytest.mark.parametrize(
+    "family, positions", [("qwen2-vl", "transformers"), ("qwen3-vl", "transformers"), ("qwen2.5-vl", "reference")]
+)
+def test_video_rows_train_with_demonstrations_and_checkpoint(tmp_path, family, positions):
+    """Video rows train; with video.positions=reference (and a KL term) the policy and the reference model
+    copied from it both place the text after a video as the Qwen reference does."""
+    extra = [f"video.positions={positions}", "beta=0.04"] if positions == "reference" else []
+    trainer = Trainer(load_config(None, [*overrides(tmp_path, f"tiny-{family}"), *extra]))
+    models = [trainer.policy.model, trainer.policy.reference] if extra else [trainer.policy.model]
+    follows = [getattr(model.model.get_rope_index, "follows_reference", False) for model in models]
+    assert follows == [positions == "reference"] * len(models)
     trainer.train()
     lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [line["step"] for line in lines] == [1, 2] and lines[-1]["data/skipped"] == 0

@@ -38,8 +38,17 @@ class VideoConfig:
     max_pixels: int | None = None
     """Pixel budget of each frame; frames are resized once when the video is decoded, keeping their aspect
     (None: the processor's, 768 vision tokens' worth for Qwen, at most the image budget)."""
+    positions: str = "transformers"
+    """Where Qwen2-VL and Qwen2.5-VL place the text after a video: transformers (transformers 5.x: the video's
+    start plus its merged grid's longer side) | reference (one past the video's largest M-RoPE position, as
+    the Qwen reference and vLLM do; what real checkpoints were trained with). They differ once a video's
+    frame pairs outlast its merged grid's side (docs/engines.md, "Video")."""
 
     def check(self, cfg, need) -> None:
+        need(
+            self.positions in ("transformers", "reference"),
+            f"video.positions={self.positions!r} is not one of transformers, reference",
+        )
         need(self.fps is None or self.fps > 0, f"video.fps={self.fps} must be positive")
         need(self.max_frames is None or self.max_frames >= 1, f"video.max_frames={self.max_frames} must be >= 1")
         need(self.max_pixels is None or self.max_pixels >= 1, f"video.max_pixels={self.max_pixels} must be >= 1")

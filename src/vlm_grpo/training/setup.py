@@ -10,7 +10,7 @@ import torch
 from ..config import ConfigError, TrainConfig
 from ..data import BadSample, eval_samples
 from ..models import apply_lora, freeze_vision, frozen_copy, load_model_and_processor
-from ..models.families import FamilyAdapter, refuse_video
+from ..models.families import FamilyAdapter, adapter_for, refuse_video
 from ..models.families.frames import apply_video_settings
 from ..rollout import encode_prompts
 from . import precision
@@ -29,8 +29,8 @@ class Policy:
 def load_policy(
     cfg: TrainConfig, device: torch.device, strategy, numerics: precision.Policy, given=None, processor=None
 ) -> Policy:
-    """The policy as configured (precision, LoRA, frozen vision, checkpointing), sharded by `strategy`, in
-    train mode; the reference in the precision's reference dtype, LoRA adapters in float32.
+    """The policy as configured (precision, LoRA, frozen vision, checkpointing, video positions), sharded by
+    `strategy`, in train mode; the reference in the precision's reference dtype, LoRA adapters in float32.
 
     `given`, a model the caller built, is trained as is (moved in place to the device and weight dtype)
     instead of loading `cfg.model`; `processor`, when passed, is used instead of the model's own (a
@@ -46,6 +46,7 @@ def load_policy(
     if cfg.max_pixels is not None:
         processor.image_processor.size["longest_edge"] = cfg.max_pixels
     apply_video_settings(processor, cfg.video)  # fps, max_frames, the per-frame budget: where the processor has videos
+    adapter_for(model).use_video_positions(model, cfg.video.positions)
     if cfg.freeze_vision_tower:
         freeze_vision(model)
     if cfg.gradient_checkpointing:

@@ -89,6 +89,16 @@ class FamilyAdapter:
                 pass
         return load_processor_of(last, path, self.family)
 
+    def use_video_positions(self, model, rule: str) -> None:
+        """Where the text after a video sits (`video.positions`): transformers' rule, or the Qwen reference's
+        where the family's M-RoPE tells them apart (`qwen2_vl.py`); a no-op for the other families."""
+
+    def places_text_after_video_as_reference(self, model, grid: list[int], seconds: float | None) -> bool:
+        """Whether the model places the text after a video of `grid` ((t, h, w) patches; `seconds` per frame
+        pair where the family has them) where the Qwen reference, and vLLM, do: yes unless the family's
+        M-RoPE tells the rules apart (`qwen2_vl.py`)."""
+        return True
+
     def vision_token_ids(self, model) -> list[int]:
         """Placeholder tokens of images and videos: a completion must never contain them, or the
         next forward pass would count one more image slot than there are image features."""

@@ -12,6 +12,13 @@ Videos. A video's frames come as `pixel_values_videos` with a grid per video (`f
 gives its tokens temporal positions from the grid (Qwen2.5-VL: scaled by `second_per_grid_ts`, the
 seconds each frame pair spans), which `get_rope_index` computes from the same inputs as the forward.
 
+Where the text after a video sits. The Qwen reference (transformers' Qwen2.5-VL pull request #35569), which
+vLLM follows, starts it one past the video's largest M-RoPE position; transformers 5.x starts it at the
+video's start plus the longer side of its merged grid, ignoring time. They agree for images and short
+videos and part once the last frame pair's (time-scaled) position reaches that side. `video.positions`
+picks the rule; `reference` wraps the model's `get_rope_index`, which every path (the forward, the
+shared-prefix prefill, sampling) goes through.
+
 Shared prefix. All G completions of a group share one image and one prompt. Prefilling each
 distinct prompt once and repeating its KV cache for its rows is exact (attention over the cached
 prefix is the same computation). Positions are passed explicitly: text after the prompt
@@ -21,6 +28,9 @@ these two families.
 """
 
 from __future__ import annotations
+
+import inspect
+import itertools
 
 import torch
 from transformers.models.qwen2_5_vl.processing_qwen2_5_vl import Qwen2_5_VLProcessor
@@ -106,6 +116,47 @@ class Qwen2VLAdapter(FamilyAdapter):
     def video_features(self, model, pixel_values_videos, video_grid_thw) -> tuple:
         features = base_model(model).model.get_video_features(pixel_values_videos, video_grid_thw, return_dict=True)
         return tuple(features.pooler_output)
+
+    def use_video_positions(self, model, rule: str) -> None:
+        if rule == "reference":
+            inner = base_model(model).model
+            inner.get_rope_index = reference_rope_index(inner.get_rope_index)
+
+    def places_text_after_video_as_reference(self, model, grid: list[int], seconds: float | None) -> bool:
+        """transformers' rule agrees with the reference while the last frame pair's position (1 apart for
+        Qwen2-VL; tokens per second x `seconds` for Qwen2.5-VL) stays below the merged grid's longer side."""
+        if getattr(base_model(model).model.get_rope_index, "follows_reference", False):
+            return True
+        vision = base_model(model).config.vision_config
+        interval = 1.0 if seconds is None else float(vision.tokens_per_second) * seconds
+        t, h, w = grid
+        return int((t - 1) * interval) + 1 <= max(h, w) // vision.spatial_merge_size
+
+
+def reference_rope_index(get_rope_index):
+    """`get_rope_index` with the text after each video moved to one past the video's largest position (the
+    Qwen reference's rule); images, and videos the two rules place alike, keep their positions."""
+    signature = inspect.signature(get_rope_index)
+
+    def reference(*args, **kwargs):
+        positions, deltas = get_rope_index(*args, **kwargs)  # (3, B, L), (B, 1)
+        given = signature.bind(*args, **kwargs).arguments
+        kinds, attention = given["mm_token_type_ids"], given.get("attention_mask")
+        positions, deltas = positions.clone(), deltas.clone()
+        for row in range(positions.size(1)):
+            kept = attention[row].bool() if attention is not None else torch.ones_like(kinds[row], dtype=torch.bool)
+            placed, start = positions[:, row, kept], 0  # the row's tokens, padding left out
+            for kind, run in itertools.groupby(kinds[row, kept].tolist()):  # text 0, image 1, video 2
+                end = start + len(list(run))
+                if kind == 2 and end < placed.size(1):  # what follows starts one past the video's largest position
+                    placed[:, end:] += placed[:, start:end].max() + 1 - placed[0, end]
+                start = end
+            positions[:, row, kept] = placed
+            deltas[row] = placed.max() + 1 - int(kept.sum())
+        return positions, deltas
+
+    reference.follows_reference = True
+    return reference
 
 
 class Qwen2_5_VLAdapter(Qwen2VLAdapter):

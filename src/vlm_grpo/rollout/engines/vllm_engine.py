@@ -41,19 +41,6 @@ from .base import Completions, EngineError, SamplingParams
 from .vllm_http import ServerBackend
 from .weights import policy_state_dict
 
-# Families whose M-RoPE places the text after a video; Qwen3-VL gives each frame its own timestamp tokens.
-TEMPORAL_ROPE = ("qwen2_vl", "qwen2_5_vl")
-
-
-def text_after_video_agrees(grid: list[int], interval: float, merge: int) -> bool:
-    """Whether the trainer and vLLM give the text after a video the same M-RoPE position. The Qwen reference
-    (transformers' Qwen2.5-VL pull request #35569), which vLLM follows, starts it one past the video's largest
-    position; transformers 5.x at the video's start plus the longer side of its merged grid, ignoring time.
-    They agree while the last frame pair's position (`interval` apart: 1 for Qwen2-VL, tokens per second x
-    seconds per frame pair for Qwen2.5-VL) stays below that side. `grid`: the video's (t, h, w) in patches."""
-    t, h, w = grid
-    return int((t - 1) * interval) + 1 <= max(h, w) // merge
-
 
 @dataclass
 class VLLMConfig:
@@ -133,7 +120,7 @@ class VLLMEngine:
         self.image_id = self.tokenizer.convert_tokens_to_ids(token) if token else None
         self.frames = frame_sampling(processor)  # how a video's frames are sampled and sized; None: no videos
         self.kind = base_model(model).config.model_type
-        self.vision = getattr(base_model(model).config, "vision_config", None)  # M-RoPE's video settings
+        self.model, self.adapter = model, adapter
         workdir = Path(options.workdir or tempfile.mkdtemp(prefix="vlm-grpo-vllm-"))
         workdir.mkdir(parents=True, exist_ok=True)
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="vllm-engine")
@@ -200,15 +187,13 @@ class VLLMEngine:
     def _video(self, sample, grid: list[int], seconds: float | None) -> dict:
         """The sample's video as the trainer's processor saw it: the same sampled, sized frames (decoded once:
         a video the prompt stream decoded is used as it is) and where they sit in the source; refused where
-        vLLM would place the text after it elsewhere than the trainer (`text_after_video_agrees`)."""
-        if self.kind in TEMPORAL_ROPE:
-            interval = 1.0 if seconds is None else float(self.vision.tokens_per_second) * seconds
-            if not text_after_video_agrees(grid, interval, self.vision.spatial_merge_size):
-                raise EngineError(
-                    f"the vllm engine refuses this {self.kind} video: its {grid[0]} frame pairs outlast its merged "
-                    "grid, where vLLM (as the Qwen reference) places the text after it elsewhere than transformers "
-                    "5.x does; use fewer frames (video.max_frames), larger ones, or rollout_engine=hf"
-                )
+        vLLM, which follows the Qwen reference, would place the text after it elsewhere than the trainer."""
+        if not self.adapter.places_text_after_video_as_reference(self.model, grid, seconds):
+            raise EngineError(
+                f"the vllm engine refuses this {self.kind} video: its {grid[0]} frame pairs outlast its merged "
+                "grid, where vLLM (as the Qwen reference) places the text after it elsewhere than transformers "
+                "5.x does; set video.positions=reference, use fewer or larger frames, or rollout_engine=hf"
+            )
         video = sample.load_video(self.frames)
         return {"frames": list(video.frames), "fps": video.fps, "indices": list(video.indices), "total": video.total}
 
