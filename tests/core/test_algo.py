@@ -153,6 +153,7 @@ IS_MASK = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])  # row 1's last token
         ("sequence_truncate", None, 1.5, [[1.5, 1.5, 1.5], [math.exp(-0.5)] * 2 + [1.0]]),
         ("sequence_mask", 0.7, 3.0, [[math.exp(0.5)] * 3, [0.0, 0.0, 1.0]]),
         ("sequence_mask", None, None, [[math.exp(0.5)] * 3, [math.exp(-0.5)] * 2 + [1.0]]),
+        ("token_truncate", None, None, [[1.0, math.exp(-1.0), math.exp(1.5)], [math.exp(-0.5), 1.0, 1.0]]),
     ],
 )
 def test_engine_is_weights_bound_the_token_or_row_ratio_and_leave_unsampled_tokens_at_one(mode, low, high, expected):
@@ -160,6 +161,21 @@ def test_engine_is_weights_bound_the_token_or_row_ratio_and_leave_unsampled_toke
 
     w = engine_is_weights(IS_TRAINER, IS_ENGINE, IS_MASK, mode, low, high)
     assert torch.allclose(w, torch.tensor(expected))
+
+
+@pytest.mark.parametrize(
+    "low, high, token, sequence",
+    [
+        (0.5, 2.0, 2 / 5, 0.0),  # tokens e^-1 and e^1.5 fall outside; the rows' e^0.5 and e^-0.5 do not
+        (0.7, 1.5, 3 / 5, 1.0),  # e^-0.5 too; both rows fall outside, so every sampled token changes
+        (None, None, 0.0, 0.0),
+    ],
+)
+def test_each_modes_share_of_changed_tokens(low, high, token, sequence):
+    shares = algo.engine_is_changed_shares(IS_TRAINER, IS_ENGINE, IS_MASK, low, high)
+    assert shares == pytest.approx(
+        {"token_truncate": token, "token_mask": token, "sequence_truncate": sequence, "sequence_mask": sequence}
+    )
 
 
 def test_engine_is_ratios_are_raw_per_token_or_the_rows_product():

@@ -29,6 +29,7 @@ import torch
 
 from support import ROOT, lab_samples, run_python, torchrun, write_video
 from vlm_grpo.config import LoraSettings, load_config
+from vlm_grpo.core.algo import IS_MODES
 from vlm_grpo.evaluation.final_eval import evaluate_models
 from vlm_grpo.evaluation.records import EvalOptions
 from vlm_grpo.models import adapter_for, apply_lora
@@ -119,6 +120,17 @@ def test_sampled_logprobs_agree_with_the_trainers(served):
     done = engine.sample(prompts, SamplingParams(4, TOKENS, 1.0))
     assert done.ids.shape[0] == 8 and done.logprobs.shape == done.ids.shape
     assert (done.logprobs[done.mask.bool()] < 0).all() and (done.logprobs[~done.mask.bool()] == 0).all()
+    assert gap(model, prompts, done, 4) < tolerance
+
+
+def test_a_batch_whose_prefill_spans_several_engine_steps_samples(served):
+    """Sixty-four seeded requests of about a hundred prompt tokens each: more than vLLM prefills in one step,
+    so it would split prompts across steps, which vLLM 0.32's CPU runner cannot do for a seeded request
+    ("CPU Generator does not use offset"); the engine prefills whole prompts on a CPU."""
+    model, processor, engine, tolerance = served
+    prompts = prompts_for(processor, counts=(1,) * 16)
+    done = engine.sample(prompts, SamplingParams(4, 4, 1.0))
+    assert done.ids.size(0) == 64 and bool(done.mask.any(1).all())
     assert gap(model, prompts, done, 4) < tolerance
 
 
@@ -329,6 +341,10 @@ def test_training_with_overlap_reports_the_engines_mismatch(small_folder, tmp_pa
     assert lines[0]["engine/logp_gap_max"] < TOLERANCE["qwen2-vl"]  # same weights: kernels only
     assert lines[1]["engine/logp_gap_max"] > lines[0]["engine/logp_gap_max"]  # a step-old policy sampled
     assert all(line["engine/weight_sync_s"] >= 0 for line in lines)
+    for line in lines:  # what each correction mode would touch, whichever the run uses, and the rows' products
+        shares = [line[f"engine/is_changed/{mode}"] for mode in IS_MODES]
+        assert all(0.0 <= share <= 1.0 for share in shares)
+        assert 0 < line["engine/is_seq_ratio_min"] <= line["engine/is_seq_ratio_max"]
 
 
 def test_a_killed_server_stops_the_run_with_one_line_and_a_resumable_checkpoint(small_folder, tmp_path):

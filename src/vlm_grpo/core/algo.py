@@ -210,13 +210,34 @@ def engine_is_weights(
     padding). A bound of None is no bound."""
     level, treatment = mode.split("_")
     ratio = engine_is_ratios(trainer_logp, engine_logp, mask, level)
-    if treatment == "truncate":
-        weight = ratio.clamp(min=clip_min, max=clip_max)
+    if treatment == "truncate":  # no bound at all: the raw ratio (torch.clamp refuses two None)
+        weight = ratio if clip_min is None and clip_max is None else ratio.clamp(min=clip_min, max=clip_max)
     else:
         low = clip_min if clip_min is not None else -math.inf
         high = clip_max if clip_max is not None else math.inf
         weight = ratio.masked_fill((ratio < low) | (ratio > high), 0.0)
     return torch.where(mask.bool(), weight.expand_as(trainer_logp), torch.ones_like(trainer_logp))
+
+
+IS_MODES = ("token_truncate", "token_mask", "sequence_truncate", "sequence_mask")
+
+
+def engine_is_changed_shares(
+    trainer_logp: torch.Tensor,  # (N, C)
+    engine_logp: torch.Tensor,  # (N, C)
+    mask: torch.Tensor,  # (N, C) 1 on tokens the engine sampled
+    clip_min: float | None,
+    clip_max: float | None,
+) -> dict[str, float]:
+    """For each mode, the share of sampled tokens whose weight differs from their raw ratio at that mode's
+    level (truncated, or masked to 0) under these bounds: how much of the batch each correction touches."""
+    tokens = mask.bool()
+    shares = {}
+    for mode in IS_MODES:
+        ratio = engine_is_ratios(trainer_logp, engine_logp, mask, mode.split("_")[0]).expand_as(trainer_logp)
+        weights = engine_is_weights(trainer_logp, engine_logp, mask, mode, clip_min, clip_max)
+        shares[mode] = float((weights != ratio)[tokens].float().mean()) if bool(tokens.any()) else 0.0
+    return shares
 
 
 def logprob_mismatch(

@@ -129,15 +129,13 @@ class EngineRollouts:
 
     def ratio_metrics(self, trainer_logp: torch.Tensor, engine_logp: torch.Tensor, mask: torch.Tensor) -> dict:
         """The raw ratios at the mode's level (before truncation or masking: how far off the samples are),
-        and the share of sampled tokens the weights leave out (mask modes) or change (truncate modes)."""
+        and what each mode's weights would change (`mode_shares`)."""
         level = self.mode.split("_")[0]
         ratio = algo.engine_is_ratios(trainer_logp, engine_logp, mask, level)
         counted = mask.bool() if level == "token" else mask.bool().any(1, keepdim=True)
         if not bool(counted.any()):
             return {}
         raw = ratio[counted]
-        weights = algo.engine_is_weights(trainer_logp, engine_logp, mask, self.mode, *self.bounds)
-        changed = (weights != ratio.expand_as(weights))[mask.bool()]
         quantiles = torch.quantile(raw.float(), torch.tensor([0.01, 0.5, 0.99], device=raw.device)).tolist()
         return {
             "engine/is_ratio_min": float(raw.min()),
@@ -146,7 +144,19 @@ class EngineRollouts:
             "engine/is_ratio_p99": quantiles[2],
             "engine/is_ratio_max": float(raw.max()),
             "engine/is_ratio_mean": float(raw.mean()),
-            "engine/is_clipped_share": float(changed.float().mean()),
+            **self.mode_shares(trainer_logp, engine_logp, mask),
+        }
+
+    def mode_shares(self, trainer_logp: torch.Tensor, engine_logp: torch.Tensor, mask: torch.Tensor) -> dict:
+        """What each of the four modes would do to these samples at the run's bounds, whichever mode the run
+        uses (`engine/is_changed/<mode>`), and the spread of the rows' sequence ratios: one run compares them."""
+        shares = algo.engine_is_changed_shares(trainer_logp, engine_logp, mask, *self.bounds)
+        rows = mask.bool().any(1)
+        sequence = algo.engine_is_ratios(trainer_logp, engine_logp, mask, "sequence")[rows]
+        return {
+            **{f"engine/is_changed/{mode}": share for mode, share in shares.items()},
+            "engine/is_seq_ratio_min": float(sequence.min()),
+            "engine/is_seq_ratio_max": float(sequence.max()),
         }
 
     def close(self) -> None:

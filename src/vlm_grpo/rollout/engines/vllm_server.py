@@ -32,8 +32,17 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 
 def build_llm(model: str, dtype: str, seed: int, max_model_len: int, max_images: int = 4, **engine):
-    """vLLM's `LLM` as every mode of the engine runs it; `engine`: further `LLM` arguments (memory, eager)."""
+    """vLLM's `LLM` as every mode of the engine runs it; `engine`: further `LLM` arguments (memory, eager).
+
+    On a CPU, prompts are prefilled whole: when vLLM 0.32 splits a prompt's prefill across engine steps it
+    rewinds the request's random generator, which a CPU generator cannot do, and every request here is
+    seeded ("CPU Generator does not use offset")."""
     from vllm import LLM
+    from vllm.platforms import current_platform
+
+    if current_platform.is_cpu():
+        engine.setdefault("enable_chunked_prefill", False)
+        engine.setdefault("max_num_batched_tokens", max(max_model_len, 8192))
 
     return LLM(
         model=model,
