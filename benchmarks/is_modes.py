@@ -6,7 +6,9 @@ p_trainer / p_engine or its row's product of them. Per token the ratios stay nea
 multiplies one per token, so its spread grows with the answer's length, and a bound on it touches more
 rows as answers grow. This measures both on one model:
 
-* a lab base (``--model``, default ``lab-base-cold``, whose answers run long) samples ``--prompts``
+* a lab base (``--model``, default ``lab-base-cold``; its answers stay under 64 tokens), or with
+  ``--real-widths`` a random-weight Qwen2-VL-2B at its real widths and 151,936-token vocabulary cut to
+  2 layers (it rarely stops, so its answers run to ``--max-tokens``), samples ``--prompts``
   held-out lab prompts x ``--group`` answers at temperature 1, up to ``--max-tokens``, through the vllm
   engine in bfloat16 (colocated where vLLM imports here: ``.venv-vllm/bin/python``; else a server);
 * the trainer scores the same tokens in float32;
@@ -17,6 +19,7 @@ rows as answers grow. This measures both on one model:
 The last line printed is one JSON object; ``--out FILE`` writes it too.
 
     .venv-vllm/bin/python benchmarks/is_modes.py                  # 64 prompts x 4 answers, up to 512 tokens
+    .venv-vllm/bin/python benchmarks/is_modes.py --real-widths --prompts 8 --max-tokens 1024
 """
 
 from __future__ import annotations
@@ -43,7 +46,14 @@ BOUNDS = {"default": (None, 2.0), "trl": (None, 3.0)}
 
 def sampled(args) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(trainer log-probs, engine log-probs, mask), each (rows, tokens), for the sampled answers."""
-    model, processor = load_for_inference(args.model, device="cpu", dtype="float32")
+    if args.real_widths:  # a random-weight Qwen2-VL-2B at its real widths and vocabulary, cut in depth
+        from real_shapes import Case, build
+
+        case = Case("qwen2-vl-2b-instruct", 64, args.max_tokens, "step", "ours", "cpu", tempfile.mkdtemp(), 2, 1)
+        model, processor = build(case)[:2]
+        model = model.float().eval()
+    else:
+        model, processor = load_for_inference(args.model, device="cpu", dtype="float32")
     mode = "colocate" if importlib.util.find_spec("vllm") else "spawn"
     settings = VLLMConfig(mode=mode, dtype="bfloat16", max_model_len=args.max_tokens + 1024)
     workdir = Path(tempfile.mkdtemp(prefix="is-modes-"))
@@ -101,6 +111,9 @@ def main() -> None:
     parser.add_argument("--group", type=int, default=4)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--max-tokens", type=int, default=512)
+    parser.add_argument(
+        "--real-widths", action="store_true", help="a random-weight Qwen2-VL-2B (real widths, 2 layers) for --model"
+    )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     trainer, engine, mask = sampled(args)
@@ -112,7 +125,8 @@ def main() -> None:
             f"{row['lengths']:>9} tokens  {row['rows']:4d} rows  token std {row['token_log_ratio_std']:.4f}  "
             f"row std {row['row_log_ratio_std']:.4f}  {shares}"
         )
-    result = {"model": args.model, "engine_dtype": "bfloat16", "trainer_dtype": "float32", "buckets": buckets}
+    name = "qwen2-vl-2b-instruct widths, 2 layers, random weights" if args.real_widths else args.model
+    result = {"model": name, "engine_dtype": "bfloat16", "trainer_dtype": "float32", "buckets": buckets}
     result["all_rows"] = by_length(trainer, engine, mask, [0, math.inf])[0] if mask.size(0) > 1 else {}
     print(json.dumps(result))
     if args.out:

@@ -321,7 +321,7 @@ class Trainer:
         cfg = self.cfg
         with self.clock.phase("sampling"):  # an engine failure seen by one process stops every process here
             ahead = first and step + 1 < cfg.max_steps
-            drawn = self.world.agreed(lambda: self.rollouts.draw(self.ops.next_prompts, ahead), EngineError)
+            drawn = self.world.agreed(functools.partial(self.rollouts.draw, self.ops.next_prompts, ahead), EngineError)
         with self.clock.phase("scoring"):
             rollout = self.scored(drawn)
         sampled_metrics = {**rollout_metrics(rollout, self.task), **tool_metrics(rollout, cfg.tools)}
@@ -412,8 +412,10 @@ class Trainer:
 
         Rank 0 evaluates; every rank calls this, as gathering sharded weights is a collective."""
         with self.parallel.gathered(self.model), precision.autocast(self.precision, self.device):
-            evaluate = functools.partial(self.eval_sets.evaluate, self.eval_engine, self.style)
-            metrics = self.world.agreed(lambda: evaluate(self.cfg.max_completion_length), EngineError)
+            evaluate = functools.partial(
+                self.eval_sets.evaluate, self.eval_engine, self.style, self.cfg.max_completion_length
+            )
+            metrics = self.world.agreed(evaluate, EngineError)
         self.last_eval = metrics
         return metrics
 

@@ -125,7 +125,7 @@ class VLLMEngine:
         workdir.mkdir(parents=True, exist_ok=True)
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="vllm-engine")
         world = options.world
-        # Several trainer processes share one server: each sends its own prompts, the first pushes the weights.
+        # Several trainer processes: one server they share (the first pushes the weights), or an engine each.
         self.ranks = world if world is not None and world.size > 1 else None
         self.options = options
         self.backend = connect(cfg, model, processor, options, workdir)
