@@ -127,6 +127,9 @@ FOREIGN_PRIVATE = {
     "_zero3_consolidated_16bit_state_dict",
     # transformers' models declare the blocks that must stay whole here; FSDP wraps those (accelerate reads it too).
     "_no_split_modules",
+    # vLLM's in-process engine client: its finalizer's shutdown destroys torch's default process group, which
+    # under several colocated trainer processes (vLLM's external launcher) is the trainer's own.
+    "_finalizer",
 }
 ATTRIBUTE_CALLS = ("getattr", "hasattr", "setattr", "delattr")
 

@@ -162,8 +162,9 @@ class ColocatedBackend:
             return
         client = getattr(llm.llm_engine, "engine_core", None)
         if self.shares_group:
-            # vLLM's groups are built on the trainer's process group, and its shutdown fails to tear them
-            # down (at close or when collected): they go with the trainer's group, at its end.
+            # vLLM's groups are built on the trainer's process group, and its shutdown (at close, or when
+            # the client is collected) destroys torch's default group, the trainer's: its groups go with
+            # the trainer's, at the run's end.
             finalizer = getattr(client, "_finalizer", None)
             if finalizer is not None:
                 finalizer.detach()
