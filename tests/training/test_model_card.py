@@ -109,3 +109,5 @@ def test_a_card_of_a_run_set_for_video_says_how_it_saw_videos():
     card = model_card(load_config(None, ["video.fps=1", "video.max_frames=8"]), 5, "", {}, None)
     assert "| video frames | fps=1.0, max_frames=8 (others: the processor's) |" in card
     assert "video" in front_matter(card)["tags"]
+    reference = model_card(load_config(None, ["video.positions=reference"]), 5, "", {}, None)
+    assert "| video frames | positions=reference (others: the processor's) |" in reference

@@ -35,9 +35,11 @@ def model_card(cfg: TrainConfig, step: int, config_yaml: str, results: dict, rep
         "LoRA": _fields(cfg.lora) if cfg.lora.enabled else "off",
         "steps": f"{step} of {cfg.max_steps}",
     }
+    # A run set for video rows says how it saw them: the settings it changed from their defaults.
     video = {f.name: getattr(cfg.video, f.name) for f in dataclasses.fields(cfg.video)}
-    if any(value is not None for value in video.values()):  # a run set for video rows says how it saw them
-        rows["video frames"] = _pairs({k: v for k, v in video.items() if v is not None}) + " (others: the processor's)"
+    video = {name: value for name, value in video.items() if value != getattr(type(cfg.video)(), name)}
+    if video:
+        rows["video frames"] = _pairs(video) + " (others: the processor's)"
         front["tags"].append("video")
     lines = ["---", yaml.safe_dump(front, sort_keys=False).strip(), "---", ""]
     lines += [f"# {Path(cfg.output_dir).name} checkpoint-{step}", ""]
