@@ -330,6 +330,11 @@ def test_colocate_refuses_overlap_with_one_line():
         load_config(None, ["rollout_engine=vllm", "vllm.mode=colocate", "overlap_rollout=true"])
     with pytest.raises(ConfigError, match="vllm.tensor_parallel_size=2 splits a colocated engine"):
         load_config(None, ["rollout_engine=vllm", "vllm.tensor_parallel_size=2"])
+    split = ["rollout_engine=vllm", "vllm.mode=colocate", "vllm.tensor_parallel_size=2"]
+    with pytest.raises(ConfigError, match="with data.eval: process 0 evaluates alone"):
+        load_config(None, [*split, "data.eval=[lab-clevr]"])
+    with pytest.raises(ConfigError, match="with tools: each process's conversations"):
+        load_config(None, [*split, "tools.names=[crop]"])
 
 
 def test_training_with_overlap_reports_the_engines_mismatch(small_folder, tmp_path):

@@ -96,6 +96,11 @@ class VLLMConfig:
             f"vllm.tensor_parallel_size={self.tensor_parallel_size} with data.eval: process 0 evaluates alone and "
             "a split engine needs every process of its group; evaluate the checkpoints after training (vlm-grpo eval)",
         )
+        need(
+            self.tensor_parallel_size == 1 or not cfg.tools.names,
+            f"vllm.tensor_parallel_size={self.tensor_parallel_size} with tools: each process's conversations take "
+            "their own number of turns, and a split engine needs every process of its group at every call",
+        )
         need(self.kv_cache_gib >= 1, f"vllm.kv_cache_gib={self.kv_cache_gib} must be a whole number of GiB, >= 1")
         dtypes = ("auto", "float32", "bfloat16", "float16")
         need(self.dtype in dtypes, f"vllm.dtype={self.dtype!r} is not one of {', '.join(dtypes)}")
