@@ -248,3 +248,38 @@ def test_two_jobs_train_side_by_side_and_match_runs_on_the_same_threads(tmp_path
     assert [c["in_domain_accuracy"] for c in two["study"]["conditions"]] == [
         c["in_domain_accuracy"] for c in one["study"]["conditions"]
     ]
+
+
+def _two_process_preset(tmp_path, **two):
+    spec = load_preset(find_preset("tiny"))
+    spec["conditions"] = [{"name": "one"}, {"name": "two", "processes": 2, **two}]
+    spec["pairs"] = [["two", "one"]]
+    path = tmp_path / "two-processes.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+@pytest.mark.slow
+def test_a_condition_trains_as_several_processes_with_the_same_global_batch(tmp_path):
+    result = run_study(_two_process_preset(tmp_path), seeds=1, steps=2, out=tmp_path, n=2, overrides=FAST)
+    assert sorted(result["ran"]) == ["one-seed0", "two-seed0"]
+    for name, size in (("one-seed0", 1), ("two-seed0", 2)):
+        records = [json.loads(line) for line in (tmp_path / "runs" / name / "metrics.jsonl").read_text().splitlines()]
+        assert [r["step"] for r in records] == [0, 1, 2], name
+        assert {r.get("world_size", 1) for r in records} == {size}, name
+    assert [p["treated"] for p in result["study"]["pairs"]] == ["two"]
+    again = run_study(_two_process_preset(tmp_path), seeds=1, steps=2, out=tmp_path, n=2, overrides=FAST)
+    assert sorted(again["skipped"]) == ["one-seed0", "two-seed0"]
+
+
+def test_processes_that_do_not_divide_the_batch_are_refused_before_training(tmp_path):
+    with pytest.raises(ValueError, match="condition two: processes must be a whole number >= 1 dividing"):
+        plan(load_preset(_two_process_preset(tmp_path, processes=3)), tmp_path, seeds=1)
+
+
+@pytest.mark.slow
+def test_a_failing_multi_process_run_stops_the_study_with_its_name(tmp_path):
+    # A hub-shaped name passes the study's checks and fails where each process loads it.
+    preset = _two_process_preset(tmp_path, overrides={"model": "nobody/no-such-model-here"})
+    with pytest.raises(RuntimeError, match=r"two-seed0: its 2 trainer processes stopped \(exit 1\)"):
+        run_study(preset, seeds=1, steps=2, out=tmp_path, n=2, overrides=FAST, progress=False)

@@ -1,8 +1,9 @@
 """A study: conditions x seeds at one step budget, trained (one or `jobs` at a time), then evaluated alike.
 
 A preset (`presets/<name>.yaml` in this package, or a file) holds `base` overrides shared by every
-run, a list of `conditions` (name, prompt_style, injection, extra `overrides`, optional `reference`
-numbers from the study) and optional `pairs` ([treated, control] condition names compared seed by
+run, a list of `conditions` (name, prompt_style, injection, extra `overrides`, optional `processes`
+to train each run as that many trainer processes under torchrun, optional `reference` numbers from
+the study) and optional `pairs` ([treated, control] condition names compared seed by
 seed). Each run trains in `out/runs/<condition>-seed<k>/`; re-running the same command skips
 finished runs and resumes interrupted ones from their newest checkpoint, so a long study survives
 a lost machine. Every final checkpoint is then scored greedily, in-domain and on transfer, by
@@ -16,6 +17,10 @@ import functools
 import json
 import multiprocessing
 import os
+import signal
+import subprocess
+import sys
+import tempfile
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
@@ -123,8 +128,20 @@ def plan(
             # Steps-to-threshold needs held-out evaluation during training.
             cfg.data.eval = cfg.data.eval or [cfg.data.train]
             cfg.data.eval_steps = cfg.data.eval_steps or max(1, cfg.max_steps // 10)
+            _check_processes(condition, cfg)
             runs.append(PlannedRun(name, condition, seed, run_dir, validate(cfg)))
     return runs
+
+
+def _check_processes(condition: dict, cfg: TrainConfig) -> None:
+    """A condition's `processes` is checked with its run's batch before anything trains."""
+    processes = condition.get("processes", 1)
+    batches = (cfg.prompts_per_step, cfg.effective_minibatch_size)
+    if not isinstance(processes, int) or processes < 1 or any(b % processes for b in batches):
+        raise ValueError(
+            f"condition {condition['name']}: processes must be a whole number >= 1 dividing prompts_per_step "
+            f"({cfg.prompts_per_step}) and the minibatch ({cfg.effective_minibatch_size}); got {processes!r}"
+        )
 
 
 # ---------------------------------------------------------------- training
@@ -163,8 +180,11 @@ def train_run(run: PlannedRun) -> str:
         return "skipped"
     resume = _steps_saved(run.dir) > 0
     run.cfg.resume = resume
-    # The trainer turns Ctrl-C into "save and stop" and gives the study its handlers back when it returns.
-    Trainer(run.cfg).train()
+    processes = run.condition.get("processes", 1)
+    if processes > 1:
+        _train_in_processes(run, processes)
+    else:  # the trainer turns Ctrl-C into "save and stop" and gives the study its handlers back when it returns
+        Trainer(run.cfg).train()
     release_memory()  # nothing of this run outlives it: the next one starts from the same memory
     if _steps_saved(run.dir) < run.cfg.max_steps:
         raise StudyInterrupted(
@@ -172,6 +192,34 @@ def train_run(run: PlannedRun) -> str:
             "run the same command again to resume"
         )
     return "resumed" if resume else "ran"
+
+
+def _train_in_processes(run: PlannedRun, processes: int) -> None:
+    """Train `run` as `processes` trainer processes (torchrun on this machine, gloo on a CPU), sharing
+    this process's threads; the global batch is the one a single process takes (docs/scaling.md).
+
+    The launcher runs in a session of its own so that Ctrl-C reaches the trainers once, through it
+    (torchrun passes one SIGTERM on: save and stop, within its 30 s grace), not twice."""
+    import torch
+
+    env = {**os.environ, "OMP_NUM_THREADS": str(max(1, torch.get_num_threads() // processes))}
+    with tempfile.TemporaryDirectory() as tmp:
+        config = Path(tmp) / "config.yaml"
+        config.write_text(yaml.safe_dump(to_dict(run.cfg), sort_keys=False))
+        launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
+        child = subprocess.Popen([*launch, "-m", "vlm_grpo.cli", "train", str(config)], env=env, start_new_session=True)
+        try:
+            code = child.wait()
+        except KeyboardInterrupt:
+            child.send_signal(signal.SIGTERM)
+            try:
+                child.wait()
+            except KeyboardInterrupt:  # asked twice: stop everything now
+                os.killpg(child.pid, signal.SIGKILL)
+                raise
+            return  # the run saved its step; train_run reports where it stopped
+    if code and _steps_saved(run.dir) < run.cfg.max_steps:
+        raise RuntimeError(f"{run.name}: its {processes} trainer processes stopped (exit {code}); the error is above")
 
 
 class StudyInterrupted(RuntimeError):
