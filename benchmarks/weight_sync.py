@@ -9,7 +9,10 @@ vllm-env``), and ``--repeats`` pushes of the whole policy through each path the 
 
 * ``file``: the engine's path to a server on the same host: safetensors written to /dev/shm, the
   server reads it and reloads in place (``reload_weights``);
-* ``http``: its path to a server on another host: the same bytes in the request body;
+* ``http``: its path to a server on another host: the same bytes in the request body
+  (``vllm.weight_transfer=body``);
+* ``broadcast``: ``vllm.weight_transfer=broadcast``, the tensors through a process group of two with the
+  server (gloo here), streamed into its reload; the group opens once, before the timed pushes;
 * ``in-process``: ``vllm.mode=colocate``, vLLM in this process taking the trainer's tensors
   (``reload_weights`` from an iterator, no file, no copy on the way); measured when vLLM imports in
   this interpreter (the one environment, ``.venv-vllm/bin/python benchmarks/weight_sync.py``), one
@@ -61,7 +64,7 @@ def push_parts(engine, model, path: str) -> dict[str, float]:
         body = save(tensors)
         t2 = time.perf_counter()
         backend.request("/update_weights", body, content_type="application/octet-stream")
-    else:  # in-process: nothing to serialise
+    else:  # broadcast or in-process: nothing to serialise
         t2 = time.perf_counter()
         backend.load(tensors)
     t3 = time.perf_counter()
@@ -88,7 +91,9 @@ def main() -> int:
     size_gb = sum(t.numel() * t.element_size() for t in policy_state_dict(model).values()) / 1e9  # what is pushed
     params = sum(p.numel() for p in model.parameters()) / 1e9
     results, start_s = {}, {}
-    modes = {"spawn": ("file", "http")} | ({"colocate": ("in-process",)} if importlib.util.find_spec("vllm") else {})
+    modes = {"spawn": ("file", "http", "broadcast")}
+    if importlib.util.find_spec("vllm"):
+        modes["colocate"] = ("in-process",)
     for mode, paths in modes.items():
         settings = VLLMConfig(mode=mode, python=a.python, max_model_len=1024, kv_cache_gib=1, startup_timeout=900)
         began = time.perf_counter()
@@ -97,6 +102,11 @@ def main() -> int:
         start_s[mode] = round(time.perf_counter() - began, 1)
         try:
             for path in paths:
+                if path == "broadcast":
+                    opened = time.perf_counter()
+                    engine.backend.transfer = "broadcast"
+                    engine.backend.open_channel(torch.device("cpu"))
+                    start_s["broadcast_group"] = round(time.perf_counter() - opened, 2)
                 pushes = [push_parts(engine, model, path) for _ in range(a.repeats)]
                 median = {key: statistics.median(p[key] for p in pushes) for key in pushes[0]}
                 results[path] = {**median, "s_per_gb": median["total_s"] / size_gb, "pushes": pushes}

@@ -95,6 +95,18 @@ def test_fsdp_refuses_what_it_cannot_do(overrides, needle):
 
 
 @pytest.mark.parametrize(
+    "overrides,needle",
+    [
+        (["vllm.weight_transfer=nccl"], "vllm.weight_transfer='nccl' is not one of auto, file, body, broadcast"),
+        (["vllm.mode=colocate", "vllm.weight_transfer=broadcast"], "vllm.weight_transfer=broadcast is for a server"),
+    ],
+)
+def test_the_vllm_weight_transfer_is_checked(overrides, needle):
+    with pytest.raises(ConfigError, match=needle):
+        load_config(None, ["rollout_engine=vllm", *overrides])
+
+
+@pytest.mark.parametrize(
     "env,mode",
     [
         ({}, "none"),

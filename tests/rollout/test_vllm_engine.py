@@ -149,6 +149,44 @@ def test_after_an_update_the_engine_samples_from_the_new_weights(served):
     assert engine.sample(prompts, greedy).texts == HFEngine(model, processor).sample(prompts, greedy).texts
 
 
+def test_a_broadcast_push_gives_the_server_each_steps_weights(tmp_path):
+    """vllm.weight_transfer=broadcast: no file and no body, the tensors go through a gloo group of two
+    with the server, streamed into its loader; twice, so the group is reused."""
+    torch.manual_seed(0)
+    model, processor = build_tiny("qwen2-vl", size="small")
+    model.eval()
+    engine = VLLMEngine(model, processor, options(tmp_path, weight_transfer="broadcast"))
+    prompts = prompts_for(processor)
+    try:
+        for _ in range(2):
+            with torch.no_grad():
+                for p in model.parameters():
+                    p.add_(torch.randn_like(p) * 0.05)
+            before = engine.sample(prompts, SamplingParams(4, TOKENS, 1.0))
+            assert gap(model, prompts, before, 4) > 10 * TOLERANCE["qwen2-vl"]
+            engine.update_weights(model)
+            after = engine.sample(prompts, SamplingParams(4, TOKENS, 1.0))
+            assert gap(model, prompts, after, 4) < FOLLOWED
+        assert engine.backend.channel is not None and not list(tmp_path.glob("*.safetensors"))
+    finally:
+        engine.close()
+    assert engine.backend.channel is None and engine.backend.process is None
+
+
+def test_a_broadcast_is_refused_with_one_line_when_the_torches_differ(tmp_path, monkeypatch):
+    from vlm_grpo.rollout.engines import broadcast
+
+    monkeypatch.setattr(broadcast.torch, "__version__", "0.0.0")
+    torch.manual_seed(0)
+    model, processor = build_tiny("qwen2-vl", size="small")
+    engine = VLLMEngine(model, processor, options(tmp_path, weight_transfer="broadcast"))
+    try:
+        with pytest.raises(EngineError, match="needs the same torch on both sides: the trainer runs 0.0.0"):
+            engine.update_weights(model)
+    finally:
+        engine.close()
+
+
 def test_lora_weights_reach_the_engine_merged(served):
     model, processor, engine, tolerance = served
     policy = apply_lora(model, LoraSettings(enabled=True, r=4, alpha=8))
@@ -371,11 +409,12 @@ def test_a_killed_server_stops_the_run_with_one_line_and_a_resumable_checkpoint(
     assert resumed["steps"] == 3
 
 
-def test_a_server_killed_during_the_weight_push_keeps_the_steps_record(small_folder, tmp_path, monkeypatch):
+@pytest.mark.parametrize("transfer", ["auto", "broadcast"])
+def test_a_server_killed_during_the_weight_push_keeps_the_steps_record(small_folder, tmp_path, monkeypatch, transfer):
     """Killed while taking step 2's weights: step 2 trained, so its metrics line and checkpoint-2 are
     written, the one line names the signal, and a resumed run's record has every step once."""
     out = tmp_path / "run"
-    trainer = Trainer(run_config(small_folder, out))
+    trainer = Trainer(run_config(small_folder, out, f"vllm.weight_transfer={transfer}"))
     engine, pushes = trainer.rollouts.engine, []
     server = engine.backend
     push = engine.update_weights
@@ -429,11 +468,13 @@ def two_processes(tmp_path, folder, out, patch: str = "", *extra: str):
     return run_python(*torchrun(2), str(driver), *args, timeout=900)
 
 
-def test_two_processes_share_one_server_and_train(small_folder, tmp_path):
+@pytest.mark.parametrize("transfer", ["auto", "broadcast"])
+def test_two_processes_share_one_server_and_train(small_folder, tmp_path, transfer):
     """Each process sends its own prompts to the one server process 0 started; process 0 pushes the
-    weights once per step while the other waits, so both sample from every step's weights."""
+    weights once per step while the other waits, so both sample from every step's weights (broadcast:
+    through a group of process 0 and the server, beside the trainers' own)."""
     out = tmp_path / "run"
-    result = two_processes(tmp_path, small_folder, out)
+    result = two_processes(tmp_path, small_folder, out, "", f"vllm.weight_transfer={transfer}")
     assert result.returncode == 0, result.stderr[-3000:]
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     trained = [line for line in lines if line["step"] > 0]

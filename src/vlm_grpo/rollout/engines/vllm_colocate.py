@@ -154,7 +154,7 @@ class ColocatedBackend:
         if self.asleep:
             self.llm.wake_up(tags=["weights"])  # the KV cache stays freed until the next sampling call
         with torch.no_grad():
-            reload_weights(self.llm, tensors)
+            reload_weights(self.llm, tensors.items())
 
     def close(self) -> None:
         llm, self.llm = getattr(self, "llm", None), None

@@ -57,6 +57,11 @@ class VLLMConfig:
     """The server's host (server mode; spawn always uses 127.0.0.1)."""
     port: int = 0
     """The server's port (spawn: 0 picks a free one)."""
+    weight_transfer: str = "auto"
+    """How a server takes each push: auto (file on this host, body otherwise) | file (safetensors in
+    /dev/shm, read by a server on this host) | body (the same bytes in the request) | broadcast (a
+    process group of two with the server: gloo from a CPU, NCCL from a GPU to a server on another GPU;
+    the same torch on both sides). colocate loads the trainer's tensors in place and takes no setting."""
     dtype: str = "auto"
     """The engine's weights: auto (the trainer's compute dtype) | float32 | bfloat16 | float16."""
     startup_timeout: float = 600.0
@@ -100,6 +105,16 @@ class VLLMConfig:
             self.tensor_parallel_size == 1 or not cfg.tools.names,
             f"vllm.tensor_parallel_size={self.tensor_parallel_size} with tools: each process's conversations take "
             "their own number of turns, and a split engine needs every process of its group at every call",
+        )
+        transfers = ("auto", "file", "body", "broadcast")
+        need(
+            self.weight_transfer in transfers,
+            f"vllm.weight_transfer={self.weight_transfer!r} is not one of {', '.join(transfers)}",
+        )
+        need(
+            self.weight_transfer == "auto" or self.mode != "colocate",
+            f"vllm.weight_transfer={self.weight_transfer} is for a server: vllm.mode=colocate loads the "
+            "trainer's tensors in place",
         )
         need(self.kv_cache_gib >= 1, f"vllm.kv_cache_gib={self.kv_cache_gib} must be a whole number of GiB, >= 1")
         dtypes = ("auto", "float32", "bfloat16", "float16")

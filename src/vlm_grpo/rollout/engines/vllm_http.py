@@ -2,13 +2,15 @@
 from vLLM's environment (`vllm.mode=spawn`) or by the user (`server`), shared by every trainer process.
 
 Requests carry their images as PNG; weights go through one safetensors file in shared memory to a
-server on this host, in the request body to another. A server that exits, stops answering or never
+server on this host, in the request body to another, or (`vllm.weight_transfer=broadcast`) through a
+process group of two with the server (`broadcast.py`). A server that exits, stops answering or never
 becomes healthy raises `EngineError` naming it (how it ended, not its log's last warning).
 """
 
 from __future__ import annotations
 
 import base64
+import functools
 import io
 import json
 import os
@@ -32,13 +34,14 @@ CPU_HEAD_SIZES = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)  # vLLM's C
 
 class ServerBackend:
     """A vLLM server over HTTP: started here from `vllm.python` (spawn) or by the user (server). Weights go
-    through one safetensors file in shared memory to a server on this host, in the request body to another."""
+    by `transfer`: one safetensors file in shared memory (file), the request body (body), or a broadcast."""
 
     per_process = False  # one server for every trainer process
 
     def __init__(self, url: str, timeout: float, workdir: Path, process=None, log: Path | None = None):
         self.url, self.timeout, self.process, self.log = url, timeout, process, log
-        self.local = url.startswith(("http://127.0.0.1:", "http://localhost:"))
+        self.transfer = "file" if url.startswith(("http://127.0.0.1:", "http://localhost:")) else "body"
+        self.channel = None
         shm = Path("/dev/shm")
         self.weights_file = (shm if shm.is_dir() else workdir) / f"vlm-grpo-{os.getpid()}-{id(self)}.safetensors"
 
@@ -49,25 +52,46 @@ class ServerBackend:
         if cfg.mode == "server":
             url = f"http://{cfg.host}:{cfg.port}"
             wait_healthy(url, None, cfg.startup_timeout, None)
-            return cls(url, cfg.request_timeout, workdir)
-        check_environment(Path(cfg.python), model)
-        folder = export_folder(model, processor, workdir / "engine-model", tensors)
-        log = workdir / "engine.log"
-        url, process = start_server(cfg, folder, options.dtype, options.seed, log)
-        return cls(url, cfg.request_timeout, workdir, process, log)
+            backend = cls(url, cfg.request_timeout, workdir)
+        else:
+            check_environment(Path(cfg.python), model)
+            folder = export_folder(model, processor, workdir / "engine-model", tensors)
+            log = workdir / "engine.log"
+            url, process = start_server(cfg, folder, options.dtype, options.seed, log)
+            backend = cls(url, cfg.request_timeout, workdir, process, log)
+        if cfg.weight_transfer != "auto":
+            backend.transfer = cfg.weight_transfer
+        return backend
+
+    def open_channel(self, device: torch.device) -> None:
+        """The broadcast group with the server, on the device the pushed tensors are on (a failure closes it)."""
+        from .broadcast import BroadcastChannel
+
+        try:
+            join = functools.partial(self.request, "/open_broadcast")
+            self.channel = BroadcastChannel.open(self.url, join, device, self.timeout)
+        except (RuntimeError, OSError) as exc:
+            raise EngineError(f"the weight broadcast to the engine at {self.url} could not open: {exc}") from None
 
     def generate(self, body: dict) -> list[list[dict]]:
         wire = [{**r, "images": png_images(r["images"]), **video_wire(r.get("video"))} for r in body["requests"]]
         return self.request("/generate", {**body, "requests": wire})["outputs"]
 
     def load(self, tensors: dict[str, torch.Tensor]) -> None:
-        if self.local:
+        if self.transfer == "broadcast":
+            if self.channel is None:
+                self.open_channel(next(iter(tensors.values())).device)
+            self.channel.send(tensors, lambda announced: self.request("/update_weights", {"broadcast": announced}))
+        elif self.transfer == "file":
             save_file(tensors, str(self.weights_file))
             self.request("/update_weights", {"path": str(self.weights_file)})
         else:
             self.request("/update_weights", save(tensors), content_type="application/octet-stream")
 
     def close(self) -> None:
+        if self.channel is not None:
+            self.channel.close()
+            self.channel = None
         stop_server(self.url, self.process)
         self.process = None
         self.weights_file.unlink(missing_ok=True)

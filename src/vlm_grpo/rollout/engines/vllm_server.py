@@ -10,8 +10,11 @@ builds, samples and reloads with the same functions inside the trainer's process
                           PNG images and a video's PNG frames; returns token ids, per-token log-probs
                           and finish reasons
     POST /update_weights  {"path": a safetensors file of HF-named tensors}, or the file's bytes as
-                          application/octet-stream (a trainer on another host): reload_weights in place,
-                          then the prefix, encoder and multimodal caches are reset
+                          application/octet-stream (a trainer on another host), or {"broadcast": [[name,
+                          dtype, shape], ...]} received in that order through the open broadcast group:
+                          reload_weights in place, then the prefix, encoder and multimodal caches are reset
+    POST /open_broadcast  {"host", "port", "backend", "timeout"}: join the trainer's group of two as rank 1
+                          (gloo, or NCCL on a GPU) for the broadcast pushes
     GET  /health          200 once the engine is up; the versions it runs
     POST /shutdown        stop serving
 
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import functools
 import io
 import json
 import time
@@ -129,27 +133,79 @@ def generate(llm, body: dict) -> dict:
     return {"outputs": results}
 
 
-def update_weights(llm, body) -> dict:
+class Receiver:
+    """The server's end of the trainer's broadcast group (rank 1 of 2); a new trainer replaces the old group."""
+
+    def __init__(self):
+        self.group, self.device = None, None
+
+    def open(self, body: dict) -> dict:
+        import datetime
+
+        import torch
+        import torch.distributed as dist
+
+        self.close()
+        wait = datetime.timedelta(seconds=body["timeout"])
+        store = dist.TCPStore(body["host"], body["port"], 2, False, timeout=wait)
+        if body["backend"] == "nccl":
+            self.group, self.device = dist.ProcessGroupNCCL(store, 1, 2), torch.device("cuda")
+        else:
+            self.group, self.device = dist.ProcessGroupGloo(store, 1, 2, wait), torch.device("cpu")
+        return {"ok": True}
+
+    def receive(self, announced: list):
+        """(name, tensor) pairs as they arrive, in the announced order."""
+        import torch
+        import torch.distributed as dist
+
+        if self.group is None:
+            raise RuntimeError("no broadcast group is open: POST /open_broadcast first")
+        options = dist.BroadcastOptions()
+        options.rootRank = 0
+        for name, dtype, shape in announced:
+            tensor = torch.empty(shape, dtype=getattr(torch, dtype), device=self.device)
+            self.group.broadcast([tensor], options).wait()
+            yield name, tensor
+
+    def close(self) -> None:
+        if self.group is not None:
+            self.group.shutdown()
+        self.group = None
+
+
+def update_weights(llm, body, receiver: Receiver) -> dict:
     from safetensors.torch import load, load_file
 
     began = time.perf_counter()
+    if isinstance(body, dict) and "broadcast" in body:
+        tensors = receiver.receive(body["broadcast"])
+        try:
+            reload_weights(llm, tensors)
+        finally:
+            for _ in tensors:  # whatever the loader left: the sender blocks until every tensor is taken
+                pass
+        return {"seconds": time.perf_counter() - began, "tensors": len(body["broadcast"])}
     tensors = load(body) if isinstance(body, bytes) else load_file(body["path"])
-    reload_weights(llm, tensors)
+    reload_weights(llm, tensors.items())
     return {"seconds": time.perf_counter() - began, "tensors": len(tensors)}
 
 
-def reload_weights(llm, tensors: dict) -> None:
-    """HF-named tensors into the engine's weights in place, then every cache that could hold the old ones."""
-    llm.collective_rpc(
-        "reload_weights", kwargs={"weights_iterator": iter(tensors.items()), "is_checkpoint_format": True}
-    )
+def reload_weights(llm, tensors) -> None:
+    """HF-named (name, tensor) pairs into the engine's weights in place, then every cache that could hold
+    the old ones. The loader takes them as they come, so a stream never needs the whole model at once."""
+    llm.collective_rpc("reload_weights", kwargs={"weights_iterator": iter(tensors), "is_checkpoint_format": True})
     llm.reset_prefix_cache()
     llm.reset_mm_cache()
     llm.llm_engine.reset_encoder_cache()
 
 
-def make_handler(llm, versions: dict):
-    routes = {"/generate": generate, "/update_weights": update_weights}
+def make_handler(llm, versions: dict, receiver: Receiver):
+    routes = {
+        "/generate": functools.partial(generate, llm),
+        "/update_weights": functools.partial(update_weights, llm, receiver=receiver),
+        "/open_broadcast": receiver.open,
+    }
 
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, *args):  # the trainer's own progress is the log
@@ -182,7 +238,7 @@ def make_handler(llm, versions: dict):
                 self.reply(404, {"error": f"no route {self.path}"})
                 return
             try:
-                self.reply(200, route(llm, body))
+                self.reply(200, route(body))
             except Exception as exc:  # the client names the failure; the server stays up
                 self.reply(500, {"error": f"{type(exc).__name__}: {exc}"})
 
@@ -214,11 +270,13 @@ def main(argv: list[str] | None = None) -> None:
         enforce_eager=args.enforce_eager,
     )
     versions = {"vllm": vllm.__version__, "torch": torch.__version__, "model": args.model}
-    server = HTTPServer((args.host, args.port), make_handler(llm, versions))
+    receiver = Receiver()
+    server = HTTPServer((args.host, args.port), make_handler(llm, versions, receiver))
     server.stopping = False
     print(f"vllm engine serving on {args.host}:{args.port}", flush=True)
     while not server.stopping:
         server.handle_request()
+    receiver.close()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,86 @@
+"""Weights to a server engine by a collective broadcast instead of a file or a request body.
+
+The trainer's pushing process and the server form a process group of two of their own (rank 0 sends,
+rank 1, the server, receives), apart from the trainer's group: gloo when the weights are on a CPU,
+NCCL when they are on a GPU (the server then needs a GPU of its own: NCCL takes one rank per device).
+A push announces the tensors' names, dtypes and shapes in a request the server answers once it has
+loaded them, and broadcasts the tensors in that order, one at a time, so neither side holds a second
+copy of the whole model. Both sides must run the same torch (checked when the group opens).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import socket
+import urllib.request
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+import torch
+import torch.distributed as dist
+
+from .base import EngineError
+from .server import free_port
+
+
+def address_towards(host: str, port: int) -> str:
+    """This machine's address on the route to `host` (no packet is sent)."""
+    if host in ("127.0.0.1", "localhost"):
+        return "127.0.0.1"
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.connect((host, port))
+        return s.getsockname()[0]
+
+
+def tensor_list(tensors: dict[str, torch.Tensor]) -> list[list]:
+    """What a push announces: [name, dtype, shape] per tensor, in the order they are broadcast."""
+    return [[name, str(t.dtype).removeprefix("torch."), list(t.shape)] for name, t in tensors.items()]
+
+
+class BroadcastChannel:
+    """Rank 0 of a group of two with a server engine: `open` joins it, `send` pushes weights through it."""
+
+    def __init__(self, group, device: torch.device):
+        self.group, self.device = group, device
+
+    @classmethod
+    def open(cls, url: str, join: Callable[[dict], dict], device: torch.device, timeout: float) -> BroadcastChannel:
+        """Open the group with the server at `url`; `join(body)` asks it to join (a request it answers once
+        it has), sent beside this process's own joining, since each waits for the other."""
+        with urllib.request.urlopen(url + "/health", timeout=timeout) as response:
+            theirs = json.loads(response.read()).get("torch")
+        if theirs != torch.__version__:
+            raise EngineError(
+                f"vllm.weight_transfer=broadcast needs the same torch on both sides: the trainer runs "
+                f"{torch.__version__}, the engine at {url} {theirs}"
+            )
+        host, port = url.removeprefix("http://").rsplit(":", 1)
+        here, store_port = address_towards(host, int(port)), free_port()
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        wait = datetime.timedelta(seconds=timeout)
+        store = dist.TCPStore(here, store_port, 2, True, timeout=wait, wait_for_workers=False)
+        body = {"host": here, "port": store_port, "backend": backend, "timeout": timeout}
+        with ThreadPoolExecutor(1) as pool:
+            answer = pool.submit(join, body)
+            nccl = backend == "nccl"
+            group = dist.ProcessGroupNCCL(store, 0, 2) if nccl else dist.ProcessGroupGloo(store, 0, 2, wait)
+            answer.result()
+        return cls(group, device)
+
+    def send(self, tensors: dict[str, torch.Tensor], announce: Callable[[list], dict]) -> dict:
+        """Broadcast `tensors` while `announce(tensor_list)` waits for the server to load them; its answer."""
+        options = dist.BroadcastOptions()
+        options.rootRank = 0
+        with ThreadPoolExecutor(1) as pool:
+            answer = pool.submit(announce, tensor_list(tensors))
+            try:
+                for tensor in tensors.values():
+                    self.group.broadcast([tensor.to(self.device).contiguous()], options).wait()
+            except RuntimeError as exc:  # the server went away mid-push: its request says how
+                answer.result()
+                raise EngineError(f"the weight broadcast to the engine broke: {exc}") from None
+            return answer.result()
+
+    def close(self) -> None:
+        self.group.shutdown()
