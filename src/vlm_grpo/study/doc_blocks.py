@@ -51,6 +51,15 @@ REMEDY_PAIRS = [
         ("r1v-prefix", "r1v-inject"),
     ]
 ]
+ENGINES = [
+    ("hf", "hf"),
+    ("vllm", "vllm"),
+    ("vllm colocate", "vllm-colocate"),
+    ("hf, 2 processes", "hf-2proc"),
+    ("vllm, 2 processes", "vllm-2proc"),
+    ("vllm colocate, 2 processes", "vllm-colocate-2proc"),
+]
+ENGINE_NAMES = {c: label for label, c in ENGINES}
 TOOLS = [
     ("plain GRPO", "none"),
     ("SFT warm-up (10 steps)", "sft-warmup"),
@@ -179,13 +188,22 @@ BLOCKS: dict[str, dict] = {
         "kind": "conditions",
         "head": [*ACC, "steps to 90 % answer-present (held-out, 20-step grid)"],
         "columns": ["in", "tr", "ap90"],
-        "rows": [("hf", "engines", "hf"), ("vllm", "engines", "vllm"), ("vllm colocate", "engines", "vllm-colocate")],
+        "rows": [(label, "engines", c) for label, c in ENGINES],
     },
     "engines-pairs": {
         "kind": "pairs",
         "head": DIFFS,
         "columns": ["in", "tr"],
-        "rows": [("vllm - hf", "engines", "vllm", "hf"), ("vllm colocate - hf", "engines", "vllm-colocate", "hf")],
+        "rows": [
+            (f"{ENGINE_NAMES[a]} - {ENGINE_NAMES[b]}", "engines", a, b)
+            for a, b in [
+                ("vllm", "hf"),
+                ("vllm-colocate", "hf"),
+                ("hf-2proc", "hf"),
+                ("vllm-2proc", "vllm"),
+                ("vllm-colocate-2proc", "vllm-colocate"),
+            ]
+        ],
     },
     "video-conditions": _video("video"),
     "video-pairs": _video_pairs("video"),

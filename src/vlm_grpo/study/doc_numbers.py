@@ -2,7 +2,7 @@
 
 A page marks each generated table with `<!-- numbers: NAME -->` and `<!-- /numbers -->`;
 `python -m vlm_grpo.study.doc_numbers --write` rewrites every marked block of README.md and
-docs/*.md from the study.json (or map.json) it names, and `--check` fails where a page differs
+docs/*.md from the study.json (or map.json) it names; without it, it fails where a page differs
 (`tests/study/test_doc_numbers.py` runs it). Every cell is computed from the per-seed values with
 `core.statistics`: proportions with `rate_interval`, step counts with `km_median`, paired
 differences with `paired_difference`, and Holm over each table's accuracy tests (`holm_family`); a
