@@ -369,8 +369,6 @@ def test_colocate_refuses_overlap_with_one_line():
     with pytest.raises(ConfigError, match="vllm.tensor_parallel_size=2 splits a colocated engine"):
         load_config(None, ["rollout_engine=vllm", "vllm.tensor_parallel_size=2"])
     split = ["rollout_engine=vllm", "vllm.mode=colocate", "vllm.tensor_parallel_size=2"]
-    with pytest.raises(ConfigError, match="with data.eval: process 0 evaluates alone"):
-        load_config(None, [*split, "data.eval=[lab-clevr]"])
     with pytest.raises(ConfigError, match="with tools: each process's conversations"):
         load_config(None, [*split, "tools.names=[crop]"])
 
@@ -606,19 +604,21 @@ vllm_colocate.build_llm = saying_build
 def test_two_colocated_processes_can_share_one_tensor_parallel_engine(small_folder, tmp_path):
     """vllm.tensor_parallel_size=2: the two processes run one engine split across them; each step they
     sample both processes' prompts in one call and each takes its own rows back (a row given to the
-    wrong process would be scored on another prompt: the log-prob gap would show it)."""
+    wrong process would be scored on another prompt: the log-prob gap would show it). Process 0
+    evaluates alone, with the policy itself, before the first step and after the last."""
     out = tmp_path / "run"
-    result = two_processes(
-        tmp_path, small_folder, out, SAY_PARALLEL, "vllm.mode=colocate", "vllm.tensor_parallel_size=2"
-    )
+    split = ["vllm.mode=colocate", "vllm.tensor_parallel_size=2"]
+    held_out = ["data.eval=[lab-clevr]", "data.eval_size=4", "data.eval_steps=3"]
+    result = two_processes(tmp_path, small_folder, out, SAY_PARALLEL, *split, *held_out)
     assert result.returncode == 0, result.stderr[-3000:]
     assert sorted(line for line in result.stderr.splitlines() if "tensor parallel" in line) == [
         "rank 0: tensor parallel 2",
         "rank 1: tensor parallel 2",
     ]
-    trained = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    trained = [line for line in trained if line["step"] > 0]
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    trained = [line for line in lines if line["step"] > 0]
     assert len(trained) == 3 and all(line["engine/logp_gap_max"] < FOLLOWED for line in trained)
+    assert [line["step"] for line in lines if "eval/lab-clevr/accuracy" in line] == [0, 3]
     assert "Traceback" not in result.stderr and not processes_naming(out)
 
 

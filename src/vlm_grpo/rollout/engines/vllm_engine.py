@@ -38,6 +38,7 @@ from ...models.families.frames import frame_sampling
 from ..batch import Conversation, PromptBatch
 from ..generation import mask_after_end
 from .base import Completions, EngineError, SamplingParams
+from .hf import HFEngine
 from .vllm_http import ServerBackend
 from .weights import policy_state_dict
 
@@ -81,7 +82,8 @@ class VLLMConfig:
     tensor_parallel_size: int = 1
     """colocate: trainer processes per engine. Each group of this many consecutive processes runs one vLLM
     engine split across them (tensor parallel), sampling the group's prompts together; it divides the
-    number of processes. 1: every process its own whole engine."""
+    number of processes. 1: every process its own whole engine. Above 1, evaluation during training
+    samples with the policy itself (process 0 evaluates alone; a split engine needs its whole group)."""
 
     def check(self, cfg, need) -> None:
         modes = ("spawn", "server", "colocate")
@@ -96,11 +98,6 @@ class VLLMConfig:
             "processes: it needs vllm.mode=colocate (a server you start takes vLLM's own --tensor-parallel-size)",
         )
         need(self.tensor_parallel_size >= 1, f"vllm.tensor_parallel_size={self.tensor_parallel_size} must be >= 1")
-        need(
-            self.tensor_parallel_size == 1 or not cfg.data.eval,
-            f"vllm.tensor_parallel_size={self.tensor_parallel_size} with data.eval: process 0 evaluates alone and "
-            "a split engine needs every process of its group; evaluate the checkpoints after training (vlm-grpo eval)",
-        )
         need(
             self.tensor_parallel_size == 1 or not cfg.tools.names,
             f"vllm.tensor_parallel_size={self.tensor_parallel_size} with tools: each process's conversations take "
@@ -244,7 +241,11 @@ class VLLMEngine:
                 )
         return completions_of(outputs, self.end_ids, self.tokenizer)
 
-    def evaluator(self) -> VLLMEngine:
+    def evaluator(self) -> VLLMEngine | HFEngine:
+        """This engine; but process 0 evaluates alone and a split engine (tensor_parallel_size > 1) needs
+        every process of its group at every call, so then the policy itself evaluates (the hf engine)."""
+        if (self.options.settings or VLLMConfig()).tensor_parallel_size > 1:
+            return HFEngine(self.model, self.processor)
         return self
 
     # ------------------------------------------------------------------ weights

@@ -257,6 +257,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--gpu-memory-utilization", type=float, default=0.5)
     parser.add_argument("--enforce-eager", action="store_true")
     args = parser.parse_args(argv)
+    # The port is taken before vLLM starts, which binds ports of its own and could take this one; it is
+    # not listened on until the engine is up, so a health check meanwhile is refused, not left waiting.
+    server = HTTPServer((args.host, args.port), BaseHTTPRequestHandler, bind_and_activate=False)
+    server.server_bind()
     import torch
     import vllm
 
@@ -271,7 +275,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     versions = {"vllm": vllm.__version__, "torch": torch.__version__, "model": args.model}
     receiver = Receiver()
-    server = HTTPServer((args.host, args.port), make_handler(llm, versions, receiver))
+    server.RequestHandlerClass = make_handler(llm, versions, receiver)
+    server.server_activate()
     server.stopping = False
     print(f"vllm engine serving on {args.host}:{args.port}", flush=True)
     while not server.stopping:
