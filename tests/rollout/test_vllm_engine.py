@@ -173,7 +173,7 @@ def test_a_broadcast_push_gives_the_server_each_steps_weights(tmp_path):
     assert engine.backend.channel is None and engine.backend.process is None
 
 
-def test_a_broadcast_is_refused_with_one_line_when_the_torches_differ(tmp_path, monkeypatch):
+def test_a_broadcast_the_server_cannot_join_is_refused_with_one_line(tmp_path, monkeypatch):
     from vlm_grpo.rollout.engines import broadcast
 
     monkeypatch.setattr(broadcast.torch, "__version__", "0.0.0")
@@ -183,6 +183,9 @@ def test_a_broadcast_is_refused_with_one_line_when_the_torches_differ(tmp_path, 
     try:
         with pytest.raises(EngineError, match="needs the same torch on both sides: the trainer runs 0.0.0"):
             engine.update_weights(model)
+        # From a GPU the group is NCCL, which a spawned server on the trainer's own GPU cannot join.
+        with pytest.raises(EngineError, match="a spawned server shares the trainer's first GPU"):
+            engine.backend.open_channel(torch.device("cuda"))
     finally:
         engine.close()
 

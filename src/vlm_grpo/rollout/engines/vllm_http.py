@@ -64,9 +64,14 @@ class ServerBackend:
         return backend
 
     def open_channel(self, device: torch.device) -> None:
-        """The broadcast group with the server, on the device the pushed tensors are on (a failure closes it)."""
+        """The broadcast group with the server, on the device the pushed tensors are on."""
         from .broadcast import BroadcastChannel
 
+        if device.type == "cuda" and self.process is not None:
+            raise EngineError(
+                "vllm.weight_transfer=broadcast from a GPU is NCCL, one process per GPU, and a spawned server "
+                "shares the trainer's first GPU: start the server on another GPU (vllm.mode=server) or push by file"
+            )
         try:
             join = functools.partial(self.request, "/open_broadcast")
             self.channel = BroadcastChannel.open(self.url, join, device, self.timeout)
