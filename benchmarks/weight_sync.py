@@ -9,7 +9,7 @@ vllm-env``), and ``--repeats`` pushes of the whole policy through each path the 
 
 * ``file``: the engine's path to a server on the same host: safetensors written to /dev/shm, the
   server reads it and reloads in place (``reload_weights``);
-* ``http``: its path to a server on another host: the same bytes in the request body
+* ``body``: its path to a server on another host: the same bytes in the request body
   (``vllm.weight_transfer=body``);
 * ``broadcast``: ``vllm.weight_transfer=broadcast``, the tensors through a process group of two with the
   server (gloo here), streamed into its reload; the group opens once, before the timed pushes;
@@ -60,7 +60,7 @@ def push_parts(engine, model, path: str) -> dict[str, float]:
         save_file(tensors, str(backend.weights_file))
         t2 = time.perf_counter()
         backend.request("/update_weights", {"path": str(backend.weights_file)})
-    elif path == "http":
+    elif path == "body":
         body = save(tensors)
         t2 = time.perf_counter()
         backend.request("/update_weights", body, content_type="application/octet-stream")
@@ -91,7 +91,7 @@ def main() -> int:
     size_gb = sum(t.numel() * t.element_size() for t in policy_state_dict(model).values()) / 1e9  # what is pushed
     params = sum(p.numel() for p in model.parameters()) / 1e9
     results, start_s = {}, {}
-    modes = {"spawn": ("file", "http", "broadcast")}
+    modes = {"spawn": ("file", "body", "broadcast")}
     if importlib.util.find_spec("vllm"):
         modes["colocate"] = ("in-process",)
     for mode, paths in modes.items():

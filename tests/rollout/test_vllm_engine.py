@@ -21,6 +21,7 @@ import importlib.util
 import json
 import os
 import signal
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -173,7 +174,7 @@ def test_a_broadcast_push_gives_the_server_each_steps_weights(tmp_path):
     assert engine.backend.channel is None and engine.backend.process is None
 
 
-def test_a_broadcast_the_server_cannot_join_is_refused_with_one_line(tmp_path, monkeypatch):
+def test_a_broadcast_with_another_torch_or_a_shared_gpu_is_refused_with_one_line(tmp_path, monkeypatch):
     from vlm_grpo.rollout.engines import broadcast
 
     monkeypatch.setattr(broadcast.torch, "__version__", "0.0.0")
@@ -183,9 +184,51 @@ def test_a_broadcast_the_server_cannot_join_is_refused_with_one_line(tmp_path, m
     try:
         with pytest.raises(EngineError, match="needs the same torch on both sides: the trainer runs 0.0.0"):
             engine.update_weights(model)
-        # From a GPU the group is NCCL, which a spawned server on the trainer's own GPU cannot join.
-        with pytest.raises(EngineError, match="a spawned server shares the trainer's first GPU"):
-            engine.backend.open_channel(torch.device("cuda"))
+    finally:
+        engine.close()
+    # From a GPU the group is NCCL, which a spawned server on the trainer's own GPU cannot join.
+    from vlm_grpo.rollout.engines.vllm_http import check_broadcast_device
+
+    with pytest.raises(EngineError, match="a spawned server shares the trainer's first GPU"):
+        check_broadcast_device(torch.device("cuda"))
+
+
+# The server fails while taking a broadcast push: before its first tensor, or after all of them.
+FAILING_RELOAD = """
+import sys
+sys.path.insert(0, SOURCE)
+import vllm_server
+def failing_reload(llm, tensors):
+    next(iter(tensors))
+    raise RuntimeError("the loader refused a tensor")
+vllm_server.reload_weights = failing_reload
+vllm_server.main()
+"""
+
+
+def test_a_server_failing_mid_broadcast_stops_the_push_at_once_with_its_reason(tmp_path):
+    """The server's loader fails after one tensor of the push: it closes the group, so the trainer stops
+    at its next tensor with the server's own reason, not after the transfer's timeout."""
+    from vlm_grpo.rollout.engines import vllm_http
+    from vlm_grpo.rollout.engines.server import launch
+
+    torch.manual_seed(0)
+    model, processor = build_tiny("qwen2-vl", size="small")
+    script = tmp_path / "failing_server.py"
+    script.write_text(FAILING_RELOAD.replace("SOURCE", repr(str(vllm_http.SERVER_SCRIPT.parent))))
+    engine = VLLMEngine(model, processor, options(tmp_path, weight_transfer="broadcast", request_timeout=300))
+    try:
+        engine.backend.process.kill()  # replaced by the failing server on the same port
+        engine.backend.process.wait()
+        port = engine.backend.url.rsplit(":", 1)[1]
+        command = [str(PYTHON), str(script), "--model", str(tmp_path / "engine-model"), "--port", port]
+        env = dict(os.environ, VLLM_ENABLE_V1_MULTIPROCESSING="0")
+        engine.backend.process = launch([*command, "--dtype", "float32"], env, tmp_path / "failing.log")
+        vllm_http.wait_healthy(engine.backend.url, engine.backend.process, 600, tmp_path / "failing.log")
+        began = time.perf_counter()
+        with pytest.raises(EngineError, match="the loader refused a tensor"):
+            engine.update_weights(model)
+        assert time.perf_counter() - began < 60 and engine.backend.channel is None
     finally:
         engine.close()
 

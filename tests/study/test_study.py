@@ -270,6 +270,10 @@ def test_a_condition_trains_as_several_processes_with_the_same_global_batch(tmp_
     assert [p["treated"] for p in result["study"]["pairs"]] == ["two"]
     again = run_study(_two_process_preset(tmp_path), seeds=1, steps=2, out=tmp_path, n=2, overrides=FAST)
     assert sorted(again["skipped"]) == ["one-seed0", "two-seed0"]
+    # Resumed at another number of processes, the run would mix two batch splits: refused.
+    shutil.rmtree(tmp_path / "runs" / "two-seed0" / "checkpoint-2")
+    with pytest.raises(ValueError, match=r"two-seed0 was trained by 2 process\(es\), and its condition now asks for 1"):
+        run_study(_two_process_preset(tmp_path, processes=1), seeds=1, steps=2, out=tmp_path, n=2, overrides=FAST)
 
 
 def test_processes_that_do_not_divide_the_batch_are_refused_before_training(tmp_path):
@@ -281,5 +285,5 @@ def test_processes_that_do_not_divide_the_batch_are_refused_before_training(tmp_
 def test_a_failing_multi_process_run_stops_the_study_with_its_name(tmp_path):
     # A hub-shaped name passes the study's checks and fails where each process loads it.
     preset = _two_process_preset(tmp_path, overrides={"model": "nobody/no-such-model-here"})
-    with pytest.raises(RuntimeError, match=r"two-seed0: its 2 trainer processes stopped \(exit 1\)"):
+    with pytest.raises(RuntimeError, match=r"two-seed0: its 2 trainer processes stopped \(exit 1\); see above"):
         run_study(preset, seeds=1, steps=2, out=tmp_path, n=2, overrides=FAST, progress=False)

@@ -17,10 +17,6 @@ import functools
 import json
 import multiprocessing
 import os
-import signal
-import subprocess
-import sys
-import tempfile
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
@@ -34,6 +30,7 @@ from ..config import TrainConfig, from_dict, load_config, to_dict, upgraded, val
 from ..tasks import get_task
 from ..training import checkpoint
 from .measures import aggregate, measure, paired
+from .processes import processes_of, train_in_processes
 from .tables import markdown
 
 PRESETS_DIR = Path(__file__).resolve().parent / "presets"
@@ -181,8 +178,15 @@ def train_run(run: PlannedRun) -> str:
     resume = _steps_saved(run.dir) > 0
     run.cfg.resume = resume
     processes = run.condition.get("processes", 1)
+    if resume and processes_of(run.dir) != processes:
+        raise ValueError(
+            f"{run.dir} was trained by {processes_of(run.dir)} process(es), and its condition now asks for "
+            f"{processes}; use another --out or delete that run folder"
+        )
     if processes > 1:
-        _train_in_processes(run, processes)
+        code, stopped = train_in_processes(run.cfg, processes)
+        if code and not stopped and _steps_saved(run.dir) < run.cfg.max_steps:
+            raise RuntimeError(f"{run.name}: its {processes} trainer processes stopped (exit {code}); see above")
     else:  # the trainer turns Ctrl-C into "save and stop" and gives the study its handlers back when it returns
         Trainer(run.cfg).train()
     release_memory()  # nothing of this run outlives it: the next one starts from the same memory
@@ -192,34 +196,6 @@ def train_run(run: PlannedRun) -> str:
             "run the same command again to resume"
         )
     return "resumed" if resume else "ran"
-
-
-def _train_in_processes(run: PlannedRun, processes: int) -> None:
-    """Train `run` as `processes` trainer processes (torchrun on this machine, gloo on a CPU), sharing
-    this process's threads; the global batch is the one a single process takes (docs/scaling.md).
-
-    The launcher runs in a session of its own so that Ctrl-C reaches the trainers once, through it
-    (torchrun passes one SIGTERM on: save and stop, within its 30 s grace), not twice."""
-    import torch
-
-    env = {**os.environ, "OMP_NUM_THREADS": str(max(1, torch.get_num_threads() // processes))}
-    with tempfile.TemporaryDirectory() as tmp:
-        config = Path(tmp) / "config.yaml"
-        config.write_text(yaml.safe_dump(to_dict(run.cfg), sort_keys=False))
-        launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
-        child = subprocess.Popen([*launch, "-m", "vlm_grpo.cli", "train", str(config)], env=env, start_new_session=True)
-        try:
-            code = child.wait()
-        except KeyboardInterrupt:
-            child.send_signal(signal.SIGTERM)
-            try:
-                child.wait()
-            except KeyboardInterrupt:  # asked twice: stop everything now
-                os.killpg(child.pid, signal.SIGKILL)
-                raise
-            return  # the run saved its step; train_run reports where it stopped
-    if code and _steps_saved(run.dir) < run.cfg.max_steps:
-        raise RuntimeError(f"{run.name}: its {processes} trainer processes stopped (exit {code}); the error is above")
 
 
 class StudyInterrupted(RuntimeError):

@@ -63,24 +63,41 @@ class BroadcastChannel:
         body = {"host": here, "port": store_port, "backend": backend, "timeout": timeout}
         with ThreadPoolExecutor(1) as pool:
             answer = pool.submit(join, body)
-            nccl = backend == "nccl"
-            group = dist.ProcessGroupNCCL(store, 0, 2) if nccl else dist.ProcessGroupGloo(store, 0, 2, wait)
-            answer.result()
-        return cls(group, device)
+            try:
+                nccl = backend == "nccl"
+                group = dist.ProcessGroupNCCL(store, 0, 2) if nccl else dist.ProcessGroupGloo(store, 0, 2, wait)
+            except RuntimeError as exc:  # the server could not join: its answer says why, where it has one
+                failure = answer.exception()
+                raise failure or EngineError(f"the engine at {url} did not join the weight broadcast: {exc}") from None
+            channel = cls(group, device)
+            if answer.exception() is not None:
+                channel.close()
+                raise answer.exception()
+        return channel
 
     def send(self, tensors: dict[str, torch.Tensor], announce: Callable[[list], dict]) -> dict:
-        """Broadcast `tensors` while `announce(tensor_list)` waits for the server to load them; its answer."""
+        """Broadcast `tensors` while `announce(tensor_list)` waits for the server to load them; its answer.
+
+        Whichever side fails first closes the group, so the other fails at its next tensor instead of
+        waiting out the timeout; the channel is then closed for good."""
         options = dist.BroadcastOptions()
         options.rootRank = 0
         with ThreadPoolExecutor(1) as pool:
             answer = pool.submit(announce, tensor_list(tensors))
             try:
                 for tensor in tensors.values():
-                    self.group.broadcast([tensor.to(self.device).contiguous()], options).wait()
-            except RuntimeError as exc:  # the server went away mid-push: its request says how
-                answer.result()
-                raise EngineError(f"the weight broadcast to the engine broke: {exc}") from None
+                    local = tensor.to(self.device).contiguous()
+                    try:
+                        self.group.broadcast([local], options).wait()
+                    except RuntimeError as exc:  # the server failed or went away: its answer says how
+                        self.close()
+                        raise answer.exception() or EngineError(f"the weight broadcast broke: {exc}") from None
+            except BaseException:
+                self.close()
+                raise
             return answer.result()
 
     def close(self) -> None:
-        self.group.shutdown()
+        if self.group is not None:
+            self.group.shutdown()
+        self.group = None

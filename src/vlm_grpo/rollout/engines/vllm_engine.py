@@ -12,10 +12,11 @@ differs (HTTP, one request at a time, or a call). The parts:
   them with its own processor), with the images as PNG; prefixes (prefix guidance) are appended.
 - The model reaches it as a standard HF folder written at start (the standard processor class,
   with a video processor config, which vLLM's Qwen-VL processing needs); after every optimizer
-  step the policy's weights (LoRA adapters merged, without touching the trainer's copy) go
-  through one safetensors file in shared memory (`/dev/shm`) or, to a server on another host,
-  in the request body, and the server swaps them in with `reload_weights`.
-  (colocate: the tensors themselves, no file);
+  step the policy's weights (LoRA adapters merged, without touching the trainer's copy) go to a
+  server by `vllm.weight_transfer`: one safetensors file in shared memory (`/dev/shm`), the
+  request body (a server on another host), or a broadcast through a process group of two with
+  the server (`broadcast.py`); the server swaps them in with `reload_weights` (colocate: the
+  tensors themselves, no file);
 - A server that exits, stops answering or never becomes healthy raises `EngineError` naming it;
   the engine's process group is stopped on `close()` and when the interpreter exits.
 """

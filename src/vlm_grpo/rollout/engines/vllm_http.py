@@ -49,6 +49,8 @@ class ServerBackend:
     def open(cls, cfg, model, processor, options, workdir: Path, tensors=None) -> ServerBackend:
         """spawn: start the server and wait for it; server: wait for the user's (`cfg`: the `vllm` section;
         `options.dtype`: the engine's dtype, `auto` already resolved; `tensors`: the policy's, read already)."""
+        if cfg.weight_transfer == "broadcast" and cfg.mode == "spawn":
+            check_broadcast_device(next(model.parameters()).device)
         if cfg.mode == "server":
             url = f"http://{cfg.host}:{cfg.port}"
             wait_healthy(url, None, cfg.startup_timeout, None)
@@ -67,14 +69,11 @@ class ServerBackend:
         """The broadcast group with the server, on the device the pushed tensors are on."""
         from .broadcast import BroadcastChannel
 
-        if device.type == "cuda" and self.process is not None:
-            raise EngineError(
-                "vllm.weight_transfer=broadcast from a GPU is NCCL, one process per GPU, and a spawned server "
-                "shares the trainer's first GPU: start the server on another GPU (vllm.mode=server) or push by file"
-            )
         try:
             join = functools.partial(self.request, "/open_broadcast")
             self.channel = BroadcastChannel.open(self.url, join, device, self.timeout)
+        except EngineError:
+            raise
         except (RuntimeError, OSError) as exc:
             raise EngineError(f"the weight broadcast to the engine at {self.url} could not open: {exc}") from None
 
@@ -86,7 +85,11 @@ class ServerBackend:
         if self.transfer == "broadcast":
             if self.channel is None:
                 self.open_channel(next(iter(tensors.values())).device)
-            self.channel.send(tensors, lambda announced: self.request("/update_weights", {"broadcast": announced}))
+            try:
+                self.channel.send(tensors, lambda announced: self.request("/update_weights", {"broadcast": announced}))
+            except BaseException:
+                self.channel = None  # closed by the failure
+                raise
         elif self.transfer == "file":
             save_file(tensors, str(self.weights_file))
             self.request("/update_weights", {"path": str(self.weights_file)})
@@ -121,6 +124,15 @@ class ServerBackend:
         if isinstance(exc, TimeoutError) or "timed out" in str(exc):
             return f"the vLLM engine at {self.url} did not answer {path} within {self.timeout:g} s"
         return f"the vLLM engine at {self.url} is unreachable during {path}: {getattr(exc, 'reason', exc)}"
+
+
+def check_broadcast_device(device: torch.device) -> None:
+    """A spawned server shares the trainer's first GPU, and NCCL pairs one process per GPU."""
+    if device.type == "cuda":
+        raise EngineError(
+            "vllm.weight_transfer=broadcast from a GPU is NCCL, one process per GPU, and a spawned server "
+            "shares the trainer's first GPU: start the server on another GPU (vllm.mode=server) or push by file"
+        )
 
 
 def video_wire(video: dict | None) -> dict:

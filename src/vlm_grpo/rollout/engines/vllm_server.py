@@ -182,9 +182,11 @@ def update_weights(llm, body, receiver: Receiver) -> dict:
         tensors = receiver.receive(body["broadcast"])
         try:
             reload_weights(llm, tensors)
-        finally:
-            for _ in tensors:  # whatever the loader left: the sender blocks until every tensor is taken
+            for _ in tensors:  # whatever the loader left: the sender waits until every tensor is taken
                 pass
+        except Exception:
+            receiver.close()  # the sender fails at its next tensor instead of waiting out the timeout
+            raise
         return {"seconds": time.perf_counter() - began, "tensors": len(body["broadcast"])}
     tensors = load(body) if isinstance(body, bytes) else load_file(body["path"])
     reload_weights(llm, tensors.items())
