@@ -4,8 +4,9 @@ The trainer's pushing process and the server form a process group of two of thei
 rank 1, the server, receives), apart from the trainer's group: gloo when the weights are on a CPU,
 NCCL when they are on a GPU (the server then needs a GPU of its own: NCCL takes one rank per device).
 A push announces the tensors' names, dtypes and shapes in a request the server answers once it has
-loaded them, and broadcasts the tensors in that order, one at a time, so neither side holds a second
-copy of the whole model. Both sides must run the same torch (checked when the group opens).
+loaded them, and broadcasts the tensors in that order, one at a time, straight into the server's
+loader. A side that fails closes the group, so the other stops at its next tensor with the reason
+rather than at the timeout. Both sides must run the same torch (checked when the group opens).
 """
 
 from __future__ import annotations
@@ -92,10 +93,10 @@ class BroadcastChannel:
                     except RuntimeError as exc:  # the server failed or went away: its answer says how
                         self.close()
                         raise answer.exception() or EngineError(f"the weight broadcast broke: {exc}") from None
+                return answer.result()
             except BaseException:
                 self.close()
                 raise
-            return answer.result()
 
     def close(self) -> None:
         if self.group is not None:
