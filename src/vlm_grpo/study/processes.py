@@ -30,7 +30,7 @@ def train_in_processes(cfg: TrainConfig, processes: int) -> tuple[int, bool]:
     env = {**os.environ, "OMP_NUM_THREADS": str(max(1, torch.get_num_threads() // processes))}
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "config.yaml"
-        config.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        config.write_text(yaml.safe_dump(changed_settings(cfg), sort_keys=False))
         launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
         child = subprocess.Popen([*launch, "-m", "vlm_grpo.cli", "train", str(config)], env=env, start_new_session=True)
         stopped = []
@@ -46,6 +46,13 @@ def train_in_processes(cfg: TrainConfig, processes: int) -> tuple[int, bool]:
                 stop()
                 code = child.wait()
     return code, bool(stopped)
+
+
+def changed_settings(cfg: TrainConfig) -> dict:
+    """The settings that differ from their defaults: what the launched interpreter reads. A section only a
+    plug-in registered in this process knows is then left out unless the run sets it."""
+    defaults = to_dict(TrainConfig())
+    return {key: value for key, value in to_dict(cfg).items() if defaults.get(key, object()) != value}
 
 
 @contextlib.contextmanager
